@@ -1,0 +1,98 @@
+/**
+ * Fill, arange and dtype casts: the kernels behind `zeros`, `ones`, `full`, `arange` and `cast`.
+ *
+ * @module
+ */
+import type { Dispatch, Storage } from "../src/backend/backend.ts";
+import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { asF32, enables, gridStride, uniforms, WG } from "./common.ts";
+
+/** WGSL that writes `start + i·step` (converted to `dtype`) into every element. */
+export function linearFillWgsl(dtype: DType): string {
+  return `${enables(dtype)}
+struct P { n: u32, start: f32, step: f32 };
+@group(0) @binding(0) var<storage, read_write> out: array<${dtype}>;
+@group(0) @binding(1) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let stride = nwg.x * ${WG}u;
+  for (var i = gid.x; i < p.n; i = i + stride) {
+    out[i] = ${dtype}(p.start + f32(i) * p.step);
+  }
+}`;
+}
+
+/** CPU twin of {@link linearFillWgsl}. */
+export function linearFillCpu(dtype: DType, out: ArrayBuffer, n: number, start: number, step: number): void {
+  const o = typedView(dtype, out, n);
+  const s = Math.fround(start), d = Math.fround(step);
+  for (let i = 0; i < n; i++) o[i] = Math.fround(s + Math.fround(i * d));
+}
+
+/**
+ * Dispatch writing `start + i·step` into `n` elements (step 0 is a fill). Integer dtypes
+ * convert through f32, so fills and aranges are exact up to 2^24.
+ */
+export function linearFillDispatch(
+  op: string,
+  dtype: DType,
+  out: Storage,
+  n: number,
+  start: number,
+  step: number,
+): Dispatch {
+  return {
+    op,
+    key: `fill:${dtype}`,
+    wgsl: () => linearFillWgsl(dtype),
+    cpu: ([o]) => linearFillCpu(dtype, o!, n, start, step),
+    buffers: [out],
+    uniforms: uniforms(n, asF32(start), asF32(step)),
+    workgroups: gridStride(n),
+  };
+}
+
+/** WGSL converting each element from one dtype to another (WGSL conversion rules). */
+export function castWgsl(from: DType, to: DType): string {
+  return `${enables(from, to)}
+struct P { n: u32 };
+@group(0) @binding(0) var<storage, read> x: array<${from}>;
+@group(0) @binding(1) var<storage, read_write> out: array<${to}>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let stride = nwg.x * ${WG}u;
+  for (var i = gid.x; i < p.n; i = i + stride) {
+    out[i] = ${to}(x[i]);
+  }
+}`;
+}
+
+/** Converts one number like WGSL's value conversion to `to` (truncates floats to integers, saturating). */
+export function convertScalar(v: number, to: DType): number {
+  if (to === "f32" || to === "f16") return v;
+  if (Number.isNaN(v)) return 0;
+  const t = Math.trunc(v);
+  if (to === "i32") return Math.min(2147483647, Math.max(-2147483648, t));
+  return Math.min(4294967295, Math.max(0, t));
+}
+
+/** CPU twin of {@link castWgsl}. */
+export function castCpu(from: DType, to: DType, x: ArrayBuffer, out: ArrayBuffer, n: number): void {
+  const a = typedView(from, x, n), o = typedView(to, out, n);
+  const floatSrc = from === "f32" || from === "f16";
+  for (let i = 0; i < n; i++) o[i] = floatSrc ? convertScalar(a[i]!, to) : a[i]!;
+}
+
+/** Dispatch casting `n` elements. */
+export function castDispatch(from: DType, to: DType, x: Storage, out: Storage, n: number): Dispatch {
+  return {
+    op: "cast",
+    key: `cast:${from}:${to}`,
+    wgsl: () => castWgsl(from, to),
+    cpu: ([a, o]) => castCpu(from, to, a!, o!, n),
+    buffers: [x, out],
+    uniforms: uniforms(n),
+    workgroups: gridStride(n),
+  };
+}

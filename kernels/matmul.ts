@@ -1,0 +1,307 @@
+/**
+ * Dense matmul `C[b] = op(A[b]) · op(B[b])`, batched, with `transposeA` / `transposeB`.
+ *
+ * Two WGSL kernels and a GEMV:
+ * - **tiled**: each invocation keeps an 8×8 block of C in registers (16 vec4 accumulators) and
+ *   streams A and B with vec4 loads along whichever dim is contiguous. No workgroup memory: on
+ *   a CPU adapter (llvmpipe) the CPU caches do that job and barriers are expensive. Needs
+ *   K % 4 = 0, N % 8 = 0 (unless B is transposed) and M % 8 = 0 (if A is transposed).
+ * - **general**: the same 8×8 register block with scalar loads and clamped indices, any shape.
+ * - **gemv**: one row of A (decoding): each invocation owns 4 outputs and walks all of K.
+ *
+ * Batch broadcasting: a batch stride of 0 reuses one matrix for every batch (e.g. a weight).
+ *
+ * @module
+ */
+import type { Dispatch, Storage } from "../src/backend/backend.ts";
+import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { enables, uniforms } from "./common.ts";
+
+/** Problem description of one (batched) matmul. */
+export interface MatmulProblem {
+  /** Rows of op(A) and C. */
+  m: number;
+  /** Columns of op(B) and C. */
+  n: number;
+  /** Inner dim. */
+  k: number;
+  /** Number of batches (C has `batch` matrices). */
+  batch: number;
+  /** Elements between consecutive A matrices (0 broadcasts one A). */
+  strideA: number;
+  /** Elements between consecutive B matrices (0 broadcasts one B). */
+  strideB: number;
+  /** A is stored `[k, m]` and read transposed. */
+  transposeA: boolean;
+  /** B is stored `[n, k]` and read transposed. */
+  transposeB: boolean;
+  /** Storage dtype of A, B and C (accumulation is always f32). */
+  dtype: DType;
+}
+
+const TM = 8, TN = 8, WX = 8, WY = 8;
+
+/** Which kernel a problem runs on. */
+export type MatmulVariant = "tiled" | "general" | "gemv";
+
+/**
+ * Picks the kernel for a problem: GEMV for one row, the vec4 tiled kernel when aligned,
+ * the general kernel otherwise.
+ */
+export function matmulVariant(p: MatmulProblem): MatmulVariant {
+  if (p.m === 1 && !p.transposeA && p.k % 4 === 0 && (p.transposeB || p.n % 4 === 0)) {
+    return "gemv";
+  }
+  const aligned = p.k % 4 === 0 && (p.transposeA ? p.m % 8 === 0 : true) &&
+    (p.transposeB ? true : p.n % 8 === 0);
+  return aligned ? "tiled" : "general";
+}
+
+const HEADER = (dtype: DType, vec: boolean) => {
+  const t = vec ? `vec4<${dtype}>` : dtype;
+  return `${enables(dtype)}
+struct P { m: u32, n: u32, k: u32, batch: u32, sa: u32, sb: u32, sc: u32 };
+@group(0) @binding(0) var<storage, read> A: array<${t}>;
+@group(0) @binding(1) var<storage, read> B: array<${t}>;
+@group(0) @binding(2) var<storage, read_write> C: array<${dtype}>;
+@group(0) @binding(3) var<uniform> p: P;`;
+};
+
+function storeBlock(dtype: DType): string {
+  let s = "";
+  for (let r = 0; r < TM; r++) {
+    s += `  if (row0 + ${r}u < p.m) {\n`;
+    for (let c = 0; c < TN / 4; c++) {
+      for (let j = 0; j < 4; j++) {
+        const col = 4 * c + j;
+        s += `    if (col0 + ${col}u < p.n) { C[cbase + (row0 + ${r}u) * p.n + col0 + ${col}u] = ${dtype}(acc${r}_${c}[${j}]); }\n`;
+      }
+    }
+    s += "  }\n";
+  }
+  return s;
+}
+
+/** WGSL of the vec4 register-tiled kernel. */
+export function matmulTiledWgsl(dtype: DType, ta: boolean, tb: boolean): string {
+  let decl = "";
+  for (let r = 0; r < TM; r++) for (let c = 0; c < TN / 4; c++) decl += `  var acc${r}_${c} = vec4f(0.0);\n`;
+  let idx = "";
+  // Clamp rows/cols that fall off the edge so loads stay in bounds; their results are not stored.
+  if (!ta) for (let r = 0; r < TM; r++) idx += `  let m${r} = min(row0 + ${r}u, p.m - 1u);\n`;
+  if (tb) for (let c = 0; c < TN; c++) idx += `  let n${c} = min(col0 + ${c}u, p.n - 1u);\n`;
+  let body = "";
+  // a(r, kk): scalar A[m0 + r][k + kk]
+  const aVal: string[][] = [];
+  if (!ta) {
+    for (let r = 0; r < TM; r++) body += `    let a${r} = vec4f(A[(abase + m${r} * p.k + k) / 4u]);\n`;
+    for (let r = 0; r < TM; r++) aVal.push([0, 1, 2, 3].map((kk) => `a${r}[${kk}]`));
+  } else {
+    for (let kk = 0; kk < 4; kk++) {
+      for (let j = 0; j < TM / 4; j++) {
+        body += `    let at${kk}_${j} = vec4f(A[(abase + (k + ${kk}u) * p.m + row0) / 4u + ${j}u]);\n`;
+      }
+    }
+    for (let r = 0; r < TM; r++) aVal.push([0, 1, 2, 3].map((kk) => `at${kk}_${r >> 2}[${r & 3}]`));
+  }
+  // bv(kk, c): vec4 of B[k + kk][n0 + 4c .. n0 + 4c + 3]
+  const bVec: string[][] = [];
+  if (!tb) {
+    for (let kk = 0; kk < 4; kk++) {
+      const row: string[] = [];
+      for (let c = 0; c < TN / 4; c++) {
+        body += `    let b${kk}_${c} = vec4f(B[(bbase + (k + ${kk}u) * p.n + col0) / 4u + ${c}u]);\n`;
+        row.push(`b${kk}_${c}`);
+      }
+      bVec.push(row);
+    }
+  } else {
+    for (let c = 0; c < TN; c++) body += `    let bt${c} = vec4f(B[(bbase + n${c} * p.k + k) / 4u]);\n`;
+    for (let kk = 0; kk < 4; kk++) {
+      const row: string[] = [];
+      for (let c = 0; c < TN / 4; c++) {
+        const comps = [0, 1, 2, 3].map((j) => `bt${4 * c + j}[${kk}]`).join(", ");
+        row.push(`vec4f(${comps})`);
+      }
+      bVec.push(row);
+    }
+  }
+  for (let kk = 0; kk < 4; kk++) {
+    for (let r = 0; r < TM; r++) {
+      for (let c = 0; c < TN / 4; c++) {
+        body += `    acc${r}_${c} = fma(vec4f(${aVal[r]![kk]}), ${bVec[kk]![c]}, acc${r}_${c});\n`;
+      }
+    }
+  }
+  return `${HEADER(dtype, true)}
+@compute @workgroup_size(${WX}, ${WY})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let row0 = gid.y * ${TM}u;
+  let col0 = gid.x * ${TN}u;
+  let b = gid.z;
+  let abase = b * p.sa;
+  let bbase = b * p.sb;
+  let cbase = b * p.sc;
+  if (row0 >= p.m || col0 >= p.n) { return; }
+${idx}${decl}  for (var k = 0u; k < p.k; k = k + 4u) {
+${body}  }
+${storeBlock(dtype)}}`;
+}
+
+/** WGSL of the general kernel: scalar loads, clamped indices, any shape. */
+export function matmulGeneralWgsl(dtype: DType, ta: boolean, tb: boolean): string {
+  let decl = "", idx = "", body = "";
+  for (let r = 0; r < TM; r++) for (let c = 0; c < TN / 4; c++) decl += `  var acc${r}_${c} = vec4f(0.0);\n`;
+  for (let r = 0; r < TM; r++) idx += `  let m${r} = min(row0 + ${r}u, p.m - 1u);\n`;
+  for (let c = 0; c < TN; c++) idx += `  let n${c} = min(col0 + ${c}u, p.n - 1u);\n`;
+  for (let r = 0; r < TM; r++) {
+    body += `    let a${r} = f32(A[abase + ${ta ? `k * p.m + m${r}` : `m${r} * p.k + k`}]);\n`;
+  }
+  for (let c = 0; c < TN / 4; c++) {
+    const comps = [0, 1, 2, 3].map((j) => {
+      const n = `n${4 * c + j}`;
+      return `f32(B[bbase + ${tb ? `${n} * p.k + k` : `k * p.n + ${n}`}])`;
+    });
+    body += `    let b${c} = vec4f(${comps.join(", ")});\n`;
+  }
+  for (let r = 0; r < TM; r++) {
+    for (let c = 0; c < TN / 4; c++) body += `    acc${r}_${c} = fma(vec4f(a${r}), b${c}, acc${r}_${c});\n`;
+  }
+  return `${HEADER(dtype, false)}
+@compute @workgroup_size(${WX}, ${WY})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let row0 = gid.y * ${TM}u;
+  let col0 = gid.x * ${TN}u;
+  let b = gid.z;
+  let abase = b * p.sa;
+  let bbase = b * p.sb;
+  let cbase = b * p.sc;
+  if (row0 >= p.m || col0 >= p.n) { return; }
+${idx}${decl}  for (var k = 0u; k < p.k; k = k + 1u) {
+${body}  }
+${storeBlock(dtype)}}`;
+}
+
+const GEMV_WG = 64;
+
+/**
+ * WGSL of the GEMV: `y = x · B` (B `[k, n]`, each invocation owns 4 consecutive outputs and
+ * reads B rows with vec4 loads) or `y = x · Bᵀ` (B `[n, k]`, each invocation owns one output and
+ * takes a vec4 dot product along the contiguous k).
+ */
+export function gemvWgsl(dtype: DType, tb: boolean): string {
+  if (!tb) {
+    return `${HEADER(dtype, true)}
+@compute @workgroup_size(${GEMV_WG})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let j = gid.x;
+  let b = gid.z;
+  if (j * 4u >= p.n) { return; }
+  let abase = b * p.sa / 4u;
+  let n4 = p.n / 4u;
+  let bbase = b * p.sb / 4u + j;
+  var acc0 = vec4f(0.0);
+  var acc1 = vec4f(0.0);
+  for (var k = 0u; k < p.k; k = k + 4u) {
+    let x = vec4f(A[abase + k / 4u]);
+    let r = bbase + k * n4;
+    acc0 = fma(vec4f(x[0]), vec4f(B[r]), acc0);
+    acc1 = fma(vec4f(x[1]), vec4f(B[r + n4]), acc1);
+    acc0 = fma(vec4f(x[2]), vec4f(B[r + 2u * n4]), acc0);
+    acc1 = fma(vec4f(x[3]), vec4f(B[r + 3u * n4]), acc1);
+  }
+  let acc = acc0 + acc1;
+  let o = b * p.sc + j * 4u;
+  C[o] = ${dtype}(acc[0]); C[o + 1u] = ${dtype}(acc[1]);
+  C[o + 2u] = ${dtype}(acc[2]); C[o + 3u] = ${dtype}(acc[3]);
+}`;
+  }
+  return `${HEADER(dtype, true)}
+@compute @workgroup_size(${GEMV_WG})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let j = gid.x;
+  let b = gid.z;
+  if (j >= p.n) { return; }
+  let abase = b * p.sa / 4u;
+  let bbase = (b * p.sb + j * p.k) / 4u;
+  var acc0 = vec4f(0.0);
+  var acc1 = vec4f(0.0);
+  var k = 0u;
+  for (; k + 8u <= p.k; k = k + 8u) {
+    acc0 = fma(vec4f(A[abase + k / 4u]), vec4f(B[bbase + k / 4u]), acc0);
+    acc1 = fma(vec4f(A[abase + k / 4u + 1u]), vec4f(B[bbase + k / 4u + 1u]), acc1);
+  }
+  if (k < p.k) {
+    acc0 = fma(vec4f(A[abase + k / 4u]), vec4f(B[bbase + k / 4u]), acc0);
+  }
+  let acc = acc0 + acc1;
+  C[b * p.sc + j] = ${dtype}(acc[0] + acc[1] + acc[2] + acc[3]);
+}`;
+}
+
+/**
+ * CPU twin of every matmul kernel: `C[b] = op(A[b]) · op(B[b])` with f64 accumulation rounded
+ * to the storage dtype.
+ */
+export function matmulCpu(p: MatmulProblem, a: ArrayBuffer, b: ArrayBuffer, c: ArrayBuffer): void {
+  const A = typedView(p.dtype, a), B = typedView(p.dtype, b);
+  const C = typedView(p.dtype, c, p.batch * p.m * p.n);
+  const { m, n, k } = p;
+  const row = new Float64Array(n);
+  for (let bi = 0; bi < p.batch; bi++) {
+    const ao = bi * p.strideA, bo = bi * p.strideB, co = bi * m * n;
+    for (let i = 0; i < m; i++) {
+      row.fill(0);
+      for (let kk = 0; kk < k; kk++) {
+        const av = p.transposeA ? A[ao + kk * m + i]! : A[ao + i * k + kk]!;
+        if (av === 0) continue;
+        if (p.transposeB) {
+          for (let j = 0; j < n; j++) row[j] += av * B[bo + j * k + kk]!;
+        } else {
+          const rb = bo + kk * n;
+          for (let j = 0; j < n; j++) row[j] += av * B[rb + j]!;
+        }
+      }
+      for (let j = 0; j < n; j++) C[co + i * n + j] = row[j]!;
+    }
+  }
+}
+
+/**
+ * The dispatch of one matmul problem.
+ *
+ * @param p The problem.
+ * @param a Storage of A.
+ * @param b Storage of B.
+ * @param c Storage of C (`batch · m · n` elements).
+ * @param variant Force a kernel (tests use this to cover each path); default picks one.
+ * @returns The dispatch.
+ */
+export function matmulDispatch(
+  p: MatmulProblem,
+  a: Storage,
+  b: Storage,
+  c: Storage,
+  variant: MatmulVariant = matmulVariant(p),
+): Dispatch {
+  const ta = p.transposeA, tb = p.transposeB;
+  const flags = `${p.dtype}:${ta ? "T" : "N"}${tb ? "T" : "N"}`;
+  let wgsl: () => string;
+  let workgroups: [number, number, number];
+  if (variant === "gemv") {
+    wgsl = () => gemvWgsl(p.dtype, tb);
+    workgroups = [Math.ceil((tb ? p.n : p.n / 4) / GEMV_WG), 1, p.batch];
+  } else {
+    wgsl = variant === "tiled" ? () => matmulTiledWgsl(p.dtype, ta, tb) : () => matmulGeneralWgsl(p.dtype, ta, tb);
+    workgroups = [Math.ceil(p.n / (TN * WX)), Math.ceil(p.m / (TM * WY)), p.batch];
+  }
+  return {
+    op: "matmul",
+    key: `matmul:${variant}:${flags}`,
+    wgsl,
+    cpu: ([x, y, z]) => matmulCpu(p, x!, y!, z!),
+    buffers: [a, b, c],
+    uniforms: uniforms(p.m, p.n, p.k, p.batch, p.strideA, p.strideB, p.m * p.n),
+    workgroups,
+  };
+}

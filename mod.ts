@@ -1,0 +1,34 @@
+/**
+ * # @qsparse/kit
+ *
+ * A WebGPU research kit for **Q-Sparse** — full activation sparsity for LLMs: typed tensors on a
+ * WebGPU device with a CPU twin of every kernel, sparsity kernels (top-K, N:M, sparse × dense
+ * matmul, quantization), autograd with the straight-through estimator, the Q-Sparse model family,
+ * a trainer, sparsity accounting and a scaling-law fitter.
+ *
+ * @example Open a device and multiply
+ * ```ts
+ * import { matmul, openDevice } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice();
+ * console.log(`${dev.kind}: ${dev.description}`);
+ * using a = dev.randn([4, 8], { seed: 1 });
+ * using b = dev.randn([8, 3], { seed: 2 });
+ * using c = matmul(a, b);
+ * assert.deepEqual(c.shape, [4, 3]);
+ * ```
+ *
+ * @module
+ */
+export * from "./src/tensor/errors.ts";
+export * from "./src/tensor/dtype.ts";
+export * from "./src/tensor/shape.ts";
+export * from "./src/tensor/tensor.ts";
+export * from "./src/tensor/device.ts";
+export * from "./src/tensor/scope.ts";
+export type * from "./src/backend/backend.ts";
+export * from "./src/autograd/tape.ts";
+export * from "./src/autograd/backward.ts";
+export * from "./src/ops/elementwise.ts";
+export * from "./src/ops/layout.ts";
+export * from "./src/ops/matmul.ts";

@@ -1,0 +1,131 @@
+/**
+ * `backward(loss)`: reverse-mode accumulation over the graph recorded by the ops.
+ *
+ * @module
+ */
+import type { Tensor } from "../tensor/tensor.ts";
+import { ShapeError } from "../tensor/errors.ts";
+import { keep } from "../tensor/scope.ts";
+import { noGrad } from "./tape.ts";
+import { add, mulScalar } from "../ops/elementwise.ts";
+
+/** Options for {@link backward}. */
+export interface BackwardOptions {
+  /** Upstream gradient of `loss` (default: ones, so a scalar loss needs none). */
+  grad?: Tensor;
+}
+
+/** Tensors reachable from `root` through recorded nodes, in reverse topological order. */
+function reverseTopo(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const seen = new Set<number>();
+  // Iterative DFS: model graphs are deep enough to overflow recursion in long sequences.
+  const stack: [Tensor, boolean][] = [[root, false]];
+  while (stack.length) {
+    const [t, done] = stack.pop()!;
+    if (done) {
+      order.push(t);
+      continue;
+    }
+    if (seen.has(t.id)) continue;
+    seen.add(t.id);
+    stack.push([t, true]);
+    for (const x of t.node?.inputs ?? []) if (x.requiresGrad && !seen.has(x.id)) stack.push([x, false]);
+  }
+  return order.reverse();
+}
+
+/**
+ * Computes d(loss)/d(leaf) for every leaf tensor with `requiresGrad` reachable from `loss` and
+ * adds it to `leaf.grad` (creating it on first use). Intermediate gradients are freed as soon as
+ * they have been propagated. Recording is off while gradients are computed (no higher order).
+ *
+ * @param loss The tensor to differentiate (usually a scalar).
+ * @param opts The upstream gradient for a non-scalar `loss`.
+ * @returns The leaves that received a gradient.
+ *
+ * @example
+ * ```ts
+ * import { backward, mul, openDevice, sumAll } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * const w = dev.tensor([1, 2, 3]);
+ * w.requiresGrad = true;
+ * backward(sumAll(mul(w, w)));
+ * assert.deepEqual([...await w.grad!.data()], [2, 4, 6]);
+ * ```
+ */
+export function backward(loss: Tensor, opts: BackwardOptions = {}): Tensor[] {
+  if (!loss.requiresGrad) {
+    throw new ShapeError("backward", `${loss} does not require grad: nothing recorded leads to it`);
+  }
+  if (opts.grad && (opts.grad.size !== loss.size)) {
+    throw ShapeError.mismatch("backward", [loss.shape, opts.grad.shape], "grad must match the loss");
+  }
+  return noGrad(() => {
+    const order = reverseTopo(loss);
+    const grads = new Map<number, Tensor>();
+    // How many map slots hold each gradient tensor: VJPs may return the upstream tensor itself.
+    const refs = new Map<Tensor, number>();
+    const hold = (t: Tensor) => refs.set(t, (refs.get(t) ?? 0) + 1);
+    const drop = (t: Tensor) => {
+      const n = (refs.get(t) ?? 0) - 1;
+      if (n <= 0) {
+        refs.delete(t);
+        t.dispose();
+      } else refs.set(t, n);
+    };
+    const seed = opts.grad ?? loss.device.ones(loss.shape, loss.dtype);
+    grads.set(loss.id, seed);
+    if (!opts.grad) hold(seed);
+    else refs.set(seed, Infinity); // never dispose the caller's tensor
+    const leaves: Tensor[] = [];
+    for (const t of order) {
+      const g = grads.get(t.id);
+      if (!g) continue;
+      if (!t.node) {
+        leaves.push(t);
+        continue;
+      }
+      grads.delete(t.id);
+      const inGrads = t.node.backward(g);
+      t.node.inputs.forEach((x, i) => {
+        const gi = inGrads[i];
+        if (!gi || !x.requiresGrad) {
+          if (gi && !refs.has(gi) && gi !== g) gi.dispose();
+          return;
+        }
+        const prev = grads.get(x.id);
+        if (prev) {
+          grads.set(x.id, add(prev, gi));
+          hold(grads.get(x.id)!);
+          drop(prev);
+          if (!refs.has(gi) && gi !== g) gi.dispose();
+        } else {
+          grads.set(x.id, gi);
+          hold(gi);
+        }
+      });
+      drop(g);
+    }
+    const owned = new Set<Tensor>(); // gradients now owned by a leaf
+    const pending = new Set<Tensor>(); // gradients to free once every leaf is served
+    for (const leaf of leaves) {
+      const g = grads.get(leaf.id)!;
+      const callers = refs.get(g) === Infinity;
+      if (leaf.grad) {
+        const sum = add(leaf.grad, g);
+        leaf.grad.dispose();
+        leaf.grad = keep(sum);
+        if (!callers) pending.add(g);
+      } else if (owned.has(g) || callers) {
+        leaf.grad = keep(mulScalar(g, 1)); // leaves own distinct tensors
+      } else {
+        leaf.grad = keep(g);
+        owned.add(g);
+      }
+    }
+    for (const g of pending) if (!owned.has(g)) g.dispose();
+    return leaves;
+  });
+}

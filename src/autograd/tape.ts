@@ -1,0 +1,90 @@
+/**
+ * Reverse-mode autograd. Each op that sees an input with `requiresGrad` records a
+ * {@link GradNode} on its output: the inputs and a vector-Jacobian product. `backward(loss)`
+ * walks the recorded graph in reverse topological order and accumulates gradients into the
+ * leaves' `.grad`.
+ *
+ * @module
+ */
+import type { Tensor } from "../tensor/tensor.ts";
+import type { DType } from "../tensor/dtype.ts";
+
+/** How an op's output maps an upstream gradient back to its inputs. */
+export interface GradNode {
+  /** Op name, for debugging. */
+  readonly op: string;
+  /** The op's inputs, in the order `backward` returns their gradients. */
+  readonly inputs: readonly Tensor[];
+  /**
+   * The vector-Jacobian product: given dL/d(output), the gradient for each input
+   * (null for inputs that need none).
+   */
+  readonly backward: (grad: Tensor) => (Tensor | null)[];
+}
+
+let gradDepth = 0;
+
+/**
+ * True when autograd is on and any input wants a gradient.
+ *
+ * @param inputs The op's inputs.
+ * @returns Whether to record.
+ */
+export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
+  if (gradDepth > 0) return false;
+  for (const t of inputs) if (t?.requiresGrad) return true;
+  return false;
+}
+
+/**
+ * Records how `out` was made so `backward` can reach `inputs`.
+ *
+ * @param out The op's output.
+ * @param op The op's name.
+ * @param inputs Its inputs.
+ * @param backward Its vector-Jacobian product.
+ * @returns `out`, for chaining.
+ */
+export function record<D extends DType>(
+  out: Tensor<D>,
+  op: string,
+  inputs: readonly Tensor[],
+  backward: (grad: Tensor) => (Tensor | null)[],
+): Tensor<D> {
+  out.requiresGrad = true;
+  out.node = { op, inputs, backward };
+  return out;
+}
+
+/**
+ * Runs `fn` with autograd recording switched off (inference, optimizer updates).
+ *
+ * @param fn The work.
+ * @returns What `fn` returns.
+ *
+ * @example
+ * ```ts
+ * import { mul, noGrad, openDevice } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * const w = dev.ones([2]);
+ * w.requiresGrad = true;
+ * using y = noGrad(() => mul(w, w));
+ * assert.equal(y.requiresGrad, false);
+ * ```
+ */
+export function noGrad<T>(fn: () => T): T {
+  gradDepth++;
+  try {
+    const r = fn();
+    if (r instanceof Promise) {
+      // Keep recording off until the async work settles.
+      return r.finally(() => gradDepth--) as T;
+    }
+    gradDepth--;
+    return r;
+  } catch (e) {
+    gradDepth--;
+    throw e;
+  }
+}

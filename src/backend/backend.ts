@@ -1,0 +1,115 @@
+/**
+ * The backend contract: the few things a device must do so every kernel can run on it.
+ * A kernel is described once (WGSL source + CPU twin) and handed to {@link Backend.dispatch};
+ * the WebGPU backend compiles and encodes the WGSL, the CPU backend runs the twin.
+ *
+ * @module
+ */
+
+/** Which implementation runs the kernels. */
+export type BackendKind = "webgpu" | "cpu";
+
+/**
+ * A block of device memory. Opaque outside the backend that made it.
+ * `bytes` is what was asked for; the backend may hold more (size classes).
+ */
+export interface Storage {
+  /** Unique per backend, for debugging and pool bookkeeping. */
+  readonly id: number;
+  /** Requested size in bytes. */
+  readonly bytes: number;
+}
+
+/** Live memory reported by {@link Backend.stats}. */
+export interface DeviceStats {
+  /** Storages handed out and not yet released. */
+  liveBuffers: number;
+  /** Bytes of those storages (requested sizes). */
+  liveBytes: number;
+  /** Buffers held by the pool for reuse (WebGPU only). */
+  pooledBuffers: number;
+  /** Bytes held by the pool (size-class sizes). */
+  pooledBytes: number;
+  /** Dispatches encoded since the device opened. */
+  dispatches: number;
+  /** Queue submissions since the device opened. */
+  submits: number;
+  /** Distinct compute pipelines compiled. */
+  pipelines: number;
+}
+
+/** Adapter limits the kit checks before dispatching. */
+export interface DeviceLimits {
+  /** Largest storage buffer binding, in bytes. */
+  maxStorageBufferBindingSize: number;
+  /** Largest buffer, in bytes. */
+  maxBufferSize: number;
+  /** Workgroup (shared) memory per workgroup, in bytes. */
+  maxComputeWorkgroupStorageSize: number;
+  /** Largest dispatch along one dimension. */
+  maxComputeWorkgroupsPerDimension: number;
+}
+
+/**
+ * One kernel launch. `wgsl` is compiled once per `key`; bindings 0..n-1 are `buffers` in order,
+ * and the uniform block, when present, is binding n. `cpu` runs the CPU twin on the same
+ * buffers (as host ArrayBuffers, in the same order); parameters reach it by closure.
+ */
+export interface Dispatch {
+  /** Op name, for errors and profiling. */
+  op: string;
+  /** Pipeline cache key: kernel family + specialisation (dtype, workgroup size, flags). */
+  key: string;
+  /** WGSL source; only called on a pipeline-cache miss. */
+  wgsl: () => string;
+  /** CPU twin. Gets the bound buffers' bytes in binding order. */
+  cpu: (buffers: ArrayBuffer[]) => void;
+  /** Storage buffers in binding order. */
+  buffers: Storage[];
+  /** Uniform block (u32 words; floats are bit-cast in). Omit for kernels without parameters. */
+  uniforms?: Uint32Array;
+  /** Workgroup counts. */
+  workgroups: readonly [number, number, number];
+}
+
+/** A device implementation. */
+export interface Backend {
+  /** Which implementation this is. */
+  readonly kind: BackendKind;
+  /** Human-readable adapter description (e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`). */
+  readonly description: string;
+  /** Limits checked before allocation and dispatch. */
+  readonly limits: DeviceLimits;
+  /** Whether f16 storage is available (`shader-f16`). */
+  readonly hasF16: boolean;
+  /** Allocates `bytes` of storage. Contents are undefined: kernels write every output element. */
+  allocate(bytes: number, op: string): Storage;
+  /** Copies host data into storage at `byteOffset`. Ordered after every earlier dispatch. */
+  write(storage: Storage, data: ArrayBufferView, byteOffset?: number): void;
+  /** Reads `bytes` from storage; flushes pending work first. */
+  read(storage: Storage, bytes: number, byteOffset?: number): Promise<ArrayBuffer>;
+  /** Copies `bytes` between storages, ordered with dispatches. */
+  copy(src: Storage, srcOffset: number, dst: Storage, dstOffset: number, bytes: number): void;
+  /** Runs (or encodes) one kernel launch. */
+  dispatch(d: Dispatch): void;
+  /** Submits pending work; resolves when the device has finished it. */
+  flush(): Promise<void>;
+  /** Returns storage to the backend (pool or free). */
+  release(storage: Storage): void;
+  /** Live memory and counters. */
+  stats(): DeviceStats;
+  /** Frees everything; later calls fail with a DeviceError. */
+  destroy(): void;
+  /** Per-op kernel time (ns) when the device was opened with profiling, else undefined. */
+  profile(): Map<string, KernelTime> | undefined;
+  /** Clears the profile counters. */
+  resetProfile(): void;
+}
+
+/** Accumulated device time of one op name. */
+export interface KernelTime {
+  /** Number of timed dispatches. */
+  count: number;
+  /** Total device time, in nanoseconds. */
+  ns: number;
+}

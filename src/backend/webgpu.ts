@@ -1,0 +1,484 @@
+/**
+ * The WebGPU backend. Dispatches are encoded lazily into one command encoder and submitted once
+ * per flush (or when the encoder grows past a threshold, so the GPU keeps busy while JS encodes).
+ * Pipelines are cached by key, storage buffers come from a size-class pool, and parameters go
+ * through a uniform ring written once per submit.
+ *
+ * Ordering rules this file relies on (WebGPU guarantees them):
+ * - dispatches in one encoder run in encoding order, so a buffer released by one op may be
+ *   reused as the output of a later op in the same encoder;
+ * - `queue.writeBuffer` runs before the *next* submit, i.e. before work that is still pending in
+ *   our encoder, so host writes into a buffer while an encoder is open go through a staging copy
+ *   encoded in order instead.
+ *
+ * @module
+ */
+import type {
+  Backend,
+  DeviceLimits,
+  DeviceStats,
+  Dispatch,
+  KernelTime,
+  Storage,
+} from "./backend.ts";
+import { DeviceError } from "../tensor/errors.ts";
+
+const STORAGE_USAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST
+const UNIFORM_USAGE = 0x40 | 0x08; // UNIFORM | COPY_DST
+const MAP_READ_USAGE = 0x01 | 0x08; // MAP_READ | COPY_DST
+const STAGING_USAGE = 0x02 | 0x04; // MAP_WRITE | COPY_SRC
+const QUERY_RESOLVE_USAGE = 0x200 | 0x04; // QUERY_RESOLVE | COPY_SRC
+const UNIFORM_SEGMENT_BYTES = 1 << 16;
+/** Submit automatically after this many dispatches so the device works while JS encodes. */
+const AUTO_SUBMIT_DISPATCHES = 256;
+const MAX_TIMED_DISPATCHES = 2048;
+
+class GpuStorage implements Storage {
+  constructor(
+    readonly id: number,
+    readonly bytes: number,
+    readonly sizeClass: number,
+    public buffer: GPUBuffer | null,
+  ) {}
+}
+
+/**
+ * Pool size class: the smallest of {1, 1.25, 1.5, 1.75}·2^k (a multiple of 16, at least 64)
+ * that holds `bytes`. Wastes at most 25% while keeping the number of classes small.
+ */
+export function sizeClassOf(bytes: number): number {
+  const b = Math.max(64, bytes);
+  const k = Math.floor(Math.log2(b));
+  const base = 2 ** k;
+  for (const f of [1, 1.25, 1.5, 1.75, 2]) {
+    const c = Math.ceil((base * f) / 16) * 16;
+    if (c >= b) return c;
+  }
+  return Math.ceil((base * 2) / 16) * 16;
+}
+
+interface UniformSegment {
+  gpu: GPUBuffer;
+  host: Uint8Array<ArrayBuffer>;
+  used: number;
+}
+
+/** Options for {@link WebGpuBackend.open}. */
+export interface WebGpuOptions {
+  /** Time every dispatch with timestamp queries (one compute pass per dispatch). */
+  profile?: boolean;
+  /** Power preference passed to `requestAdapter`. */
+  powerPreference?: GPUPowerPreference;
+}
+
+/** Backend that encodes WGSL kernels on a WebGPU device. */
+export class WebGpuBackend implements Backend {
+  readonly kind = "webgpu" as const;
+  readonly description: string;
+  readonly limits: DeviceLimits;
+  readonly hasF16: boolean;
+  readonly device: GPUDevice;
+  #alignment: number;
+  #nextId = 1;
+  #live = new Map<number, GpuStorage>();
+  #liveBytes = 0;
+  #pool = new Map<number, GPUBuffer[]>();
+  #pooledBytes = 0;
+  #pooledCount = 0;
+  #pipelines = new Map<string, GPUComputePipeline>();
+  #encoder: GPUCommandEncoder | null = null;
+  #pass: GPUComputePassEncoder | null = null;
+  #pendingDispatches = 0;
+  #segments: UniformSegment[] = [];
+  #freeSegments: UniformSegment[] = [];
+  #stagingToDestroy: GPUBuffer[] = [];
+  #dispatches = 0;
+  #submits = 0;
+  #lost: string | null = null;
+  #error: string | null = null;
+  #profiling: boolean;
+  #querySet: GPUQuerySet | null = null;
+  #timedOps: string[] = [];
+  #profile = new Map<string, KernelTime>();
+  #pendingProfiles: Promise<void>[] = [];
+
+  private constructor(device: GPUDevice, description: string, opts: WebGpuOptions) {
+    this.device = device;
+    this.description = description;
+    this.hasF16 = device.features.has("shader-f16");
+    this.limits = {
+      maxStorageBufferBindingSize: device.limits.maxStorageBufferBindingSize,
+      maxBufferSize: device.limits.maxBufferSize,
+      maxComputeWorkgroupStorageSize: device.limits.maxComputeWorkgroupStorageSize,
+      maxComputeWorkgroupsPerDimension: device.limits.maxComputeWorkgroupsPerDimension,
+    };
+    this.#alignment = device.limits.minUniformBufferOffsetAlignment;
+    this.#profiling = (opts.profile ?? false) && device.features.has("timestamp-query");
+    if (this.#profiling) {
+      this.#querySet = device.createQuerySet({ type: "timestamp", count: 2 * MAX_TIMED_DISPATCHES });
+    }
+    device.lost.then((info) => {
+      this.#lost = info.message || info.reason || "device lost";
+    });
+    device.addEventListener("uncapturederror", (ev) => {
+      const e = (ev as GPUUncapturedErrorEvent).error;
+      this.#error ??= e.message.trim();
+    });
+  }
+
+  /**
+   * Requests an adapter and a device with the adapter's full limits and the features the kit
+   * uses (`shader-f16`, `timestamp-query`) when present.
+   *
+   * @returns The backend, or null when no adapter exists.
+   */
+  static async open(opts: WebGpuOptions = {}): Promise<WebGpuBackend | null> {
+    if (typeof navigator === "undefined" || !("gpu" in navigator)) return null;
+    const adapter = await navigator.gpu.requestAdapter(
+      opts.powerPreference ? { powerPreference: opts.powerPreference } : undefined,
+    );
+    if (!adapter) return null;
+    const features: GPUFeatureName[] = [];
+    for (const f of ["shader-f16", "timestamp-query"] as GPUFeatureName[]) {
+      if (adapter.features.has(f)) features.push(f);
+    }
+    const l = adapter.limits;
+    const device = await adapter.requestDevice({
+      requiredFeatures: features,
+      requiredLimits: {
+        maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+        maxBufferSize: l.maxBufferSize,
+        maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+        maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+        maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+        maxComputeWorkgroupSizeY: l.maxComputeWorkgroupSizeY,
+        maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+      },
+    });
+    const info = adapter.info;
+    const description = info.description || [info.vendor, info.architecture, info.device]
+      .filter(Boolean).join(" ") || "unknown WebGPU adapter";
+    return new WebGpuBackend(device, description, opts);
+  }
+
+  #check(op: string): void {
+    if (this.#lost !== null) throw new DeviceError(op, `WebGPU device lost: ${this.#lost}`);
+    if (this.#error !== null) {
+      const e = this.#error;
+      this.#error = null;
+      throw new DeviceError(op, `WebGPU error from an earlier command: ${e}`);
+    }
+  }
+
+  #buf(s: Storage, op: string): GPUBuffer {
+    const b = (s as GpuStorage).buffer;
+    if (!b) throw new DeviceError(op, `storage #${s.id} was released`);
+    return b;
+  }
+
+  allocate(bytes: number, op: string): Storage {
+    this.#check(op);
+    if (bytes > this.limits.maxStorageBufferBindingSize) {
+      throw new DeviceError(
+        op,
+        `needs a ${bytes}-byte buffer but the adapter binds at most ` +
+          `${this.limits.maxStorageBufferBindingSize} bytes (maxStorageBufferBindingSize)`,
+      );
+    }
+    let cls = sizeClassOf(bytes);
+    if (cls > this.limits.maxStorageBufferBindingSize) cls = Math.ceil(bytes / 16) * 16;
+    const free = this.#pool.get(cls);
+    let buffer = free?.pop();
+    if (buffer) {
+      this.#pooledBytes -= cls;
+      this.#pooledCount--;
+    } else {
+      buffer = this.device.createBuffer({ size: cls, usage: STORAGE_USAGE });
+    }
+    const s = new GpuStorage(this.#nextId++, bytes, cls, buffer);
+    this.#live.set(s.id, s);
+    this.#liveBytes += bytes;
+    return s;
+  }
+
+  release(storage: Storage): void {
+    const s = storage as GpuStorage;
+    if (!s.buffer) return;
+    const list = this.#pool.get(s.sizeClass) ?? [];
+    list.push(s.buffer);
+    this.#pool.set(s.sizeClass, list);
+    this.#pooledBytes += s.sizeClass;
+    this.#pooledCount++;
+    s.buffer = null;
+    this.#live.delete(s.id);
+    this.#liveBytes -= s.bytes;
+  }
+
+  /** Drops every pooled buffer (frees device memory held for reuse). */
+  trimPool(): void {
+    for (const list of this.#pool.values()) for (const b of list) b.destroy();
+    this.#pool.clear();
+    this.#pooledBytes = 0;
+    this.#pooledCount = 0;
+  }
+
+  write(storage: Storage, data: ArrayBufferView, byteOffset = 0): void {
+    this.#check("write");
+    const dst = this.#buf(storage, "write");
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    // writeBuffer needs a multiple of 4 bytes (odd f16 tails) and an ArrayBuffer-backed view.
+    const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+    padded.set(bytes);
+    if (this.#encoder === null) {
+      this.device.queue.writeBuffer(dst, byteOffset, padded);
+      return;
+    }
+    const staging = this.device.createBuffer({
+      size: padded.byteLength,
+      usage: STAGING_USAGE,
+      mappedAtCreation: true,
+    });
+    new Uint8Array(staging.getMappedRange()).set(padded);
+    staging.unmap();
+    this.#endPass();
+    this.#encoder.copyBufferToBuffer(staging, 0, dst, byteOffset, padded.byteLength);
+    this.#stagingToDestroy.push(staging);
+  }
+
+  copy(src: Storage, srcOffset: number, dst: Storage, dstOffset: number, bytes: number): void {
+    this.#check("copy");
+    const enc = this.#ensureEncoder();
+    this.#endPass();
+    enc.copyBufferToBuffer(
+      this.#buf(src, "copy"),
+      srcOffset,
+      this.#buf(dst, "copy"),
+      dstOffset,
+      Math.ceil(bytes / 4) * 4,
+    );
+  }
+
+  #ensureEncoder(): GPUCommandEncoder {
+    this.#encoder ??= this.device.createCommandEncoder();
+    return this.#encoder;
+  }
+
+  #endPass(): void {
+    if (this.#pass) {
+      this.#pass.end();
+      this.#pass = null;
+    }
+  }
+
+  #pipeline(d: Dispatch): GPUComputePipeline {
+    let p = this.#pipelines.get(d.key);
+    if (p) return p;
+    const code = d.wgsl();
+    this.device.pushErrorScope("validation");
+    const module = this.device.createShaderModule({ code, label: d.key });
+    p = this.device.createComputePipeline({
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+      label: d.key,
+    });
+    // Compilation errors surface asynchronously; remember them so the next sync point reports
+    // which kernel failed instead of a generic "invalid pipeline".
+    this.device.popErrorScope().then((e) => {
+      if (e) this.#error ??= `kernel ${d.key} failed to compile: ${e.message.trim()}`;
+    });
+    this.#pipelines.set(d.key, p);
+    return p;
+  }
+
+  #uniformSlot(words: Uint32Array): { buffer: GPUBuffer; offset: number; size: number } {
+    const size = Math.max(16, Math.ceil(words.byteLength / 16) * 16);
+    let seg = this.#segments[this.#segments.length - 1];
+    if (!seg || seg.used + size > UNIFORM_SEGMENT_BYTES) {
+      seg = this.#freeSegments.pop() ?? {
+        gpu: this.device.createBuffer({ size: UNIFORM_SEGMENT_BYTES, usage: UNIFORM_USAGE }),
+        host: new Uint8Array(UNIFORM_SEGMENT_BYTES),
+        used: 0,
+      };
+      seg.used = 0;
+      this.#segments.push(seg);
+    }
+    const offset = seg.used;
+    seg.host.set(new Uint8Array(words.buffer, words.byteOffset, words.byteLength), offset);
+    seg.used = Math.ceil((offset + size) / this.#alignment) * this.#alignment;
+    return { buffer: seg.gpu, offset, size };
+  }
+
+  dispatch(d: Dispatch): void {
+    this.#check(d.op);
+    const [x, y, z] = d.workgroups;
+    const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
+    if (x > maxDim || y > maxDim || z > maxDim) {
+      throw new DeviceError(d.op, `dispatch [${x}, ${y}, ${z}] exceeds ${maxDim} per dimension`);
+    }
+    if (x === 0 || y === 0 || z === 0) return;
+    const pipeline = this.#pipeline(d);
+    const entries: GPUBindGroupEntry[] = d.buffers.map((s, i) => ({
+      binding: i,
+      // Bind the whole pooled buffer: kernels never use arrayLength, and vec4 arrays need ≥ 16 bytes.
+      resource: { buffer: this.#buf(s, d.op) },
+    }));
+    if (d.uniforms) {
+      entries.push({ binding: d.buffers.length, resource: this.#uniformSlot(d.uniforms) });
+    }
+    const bindGroup = this.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries,
+    });
+    const enc = this.#ensureEncoder();
+    const timed = this.#profiling && this.#timedOps.length < MAX_TIMED_DISPATCHES;
+    if (timed) {
+      this.#endPass();
+      const i = this.#timedOps.length;
+      this.#timedOps.push(d.op);
+      const pass = enc.beginComputePass({
+        timestampWrites: {
+          querySet: this.#querySet!,
+          beginningOfPassWriteIndex: 2 * i,
+          endOfPassWriteIndex: 2 * i + 1,
+        },
+      });
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(x, y, z);
+      pass.end();
+    } else {
+      this.#pass ??= enc.beginComputePass();
+      this.#pass.setPipeline(pipeline);
+      this.#pass.setBindGroup(0, bindGroup);
+      this.#pass.dispatchWorkgroups(x, y, z);
+    }
+    this.#dispatches++;
+    if (++this.#pendingDispatches >= AUTO_SUBMIT_DISPATCHES) this.#submit();
+  }
+
+  /** Finishes and submits the open encoder (if any). Does not wait. */
+  #submit(): void {
+    if (this.#encoder === null) return;
+    this.#endPass();
+    let profileRead: (() => Promise<void>) | null = null;
+    if (this.#timedOps.length > 0) {
+      const n = this.#timedOps.length;
+      const ops = this.#timedOps;
+      this.#timedOps = [];
+      const resolve = this.device.createBuffer({ size: 16 * n, usage: QUERY_RESOLVE_USAGE });
+      const readback = this.device.createBuffer({ size: 16 * n, usage: MAP_READ_USAGE });
+      this.#encoder.resolveQuerySet(this.#querySet!, 0, 2 * n, resolve, 0);
+      this.#encoder.copyBufferToBuffer(resolve, 0, readback, 0, 16 * n);
+      profileRead = async () => {
+        await readback.mapAsync(1);
+        const t = new BigUint64Array(readback.getMappedRange().slice(0));
+        readback.unmap();
+        readback.destroy();
+        resolve.destroy();
+        for (let i = 0; i < n; i++) {
+          const ns = Number(t[2 * i + 1]! - t[2 * i]!);
+          const k = this.#profile.get(ops[i]!) ?? { count: 0, ns: 0 };
+          k.count++;
+          k.ns += ns;
+          this.#profile.set(ops[i]!, k);
+        }
+      };
+    }
+    for (const seg of this.#segments) {
+      this.device.queue.writeBuffer(seg.gpu, 0, seg.host, 0, seg.used);
+    }
+    this.device.queue.submit([this.#encoder.finish()]);
+    this.#submits++;
+    this.#encoder = null;
+    this.#pendingDispatches = 0;
+    // writeBuffer for the next submit is ordered after this one, so segments can be reused now.
+    this.#freeSegments.push(...this.#segments);
+    this.#segments = [];
+    if (this.#stagingToDestroy.length) {
+      const staged = this.#stagingToDestroy;
+      this.#stagingToDestroy = [];
+      this.device.queue.onSubmittedWorkDone().then(() => staged.forEach((b) => b.destroy()));
+    }
+    if (profileRead) this.#pendingProfiles.push(profileRead());
+  }
+
+  async #settle<T>(op: string, p: Promise<T>): Promise<T> {
+    // A lost device may never resolve pending work; race against `lost` so callers never hang.
+    const lost = this.device.lost.then((info) => {
+      throw new DeviceError(op, `WebGPU device lost: ${info.message || info.reason}`);
+    });
+    try {
+      return await Promise.race([p, lost]);
+    } catch (e) {
+      if (e instanceof DeviceError) throw e;
+      throw new DeviceError(op, e instanceof Error ? e.message : String(e));
+    }
+  }
+
+  async read(storage: Storage, bytes: number, byteOffset = 0): Promise<ArrayBuffer> {
+    this.#check("read");
+    const src = this.#buf(storage, "read");
+    const size = Math.max(4, Math.ceil(bytes / 4) * 4);
+    const readback = this.device.createBuffer({ size, usage: MAP_READ_USAGE });
+    const enc = this.#ensureEncoder();
+    this.#endPass();
+    enc.copyBufferToBuffer(src, byteOffset, readback, 0, size);
+    this.#submit();
+    try {
+      await this.#settle("read", readback.mapAsync(1));
+      const out = readback.getMappedRange().slice(0, bytes);
+      readback.unmap();
+      this.#check("read");
+      return out;
+    } finally {
+      readback.destroy();
+    }
+  }
+
+  async flush(): Promise<void> {
+    this.#check("flush");
+    this.#submit();
+    await this.#settle("flush", this.device.queue.onSubmittedWorkDone());
+    if (this.#pendingProfiles.length) {
+      const p = this.#pendingProfiles;
+      this.#pendingProfiles = [];
+      await Promise.all(p);
+    }
+    this.#check("flush");
+  }
+
+  stats(): DeviceStats {
+    return {
+      liveBuffers: this.#live.size,
+      liveBytes: this.#liveBytes,
+      pooledBuffers: this.#pooledCount,
+      pooledBytes: this.#pooledBytes,
+      dispatches: this.#dispatches,
+      submits: this.#submits,
+      pipelines: this.#pipelines.size,
+    };
+  }
+
+  profile(): Map<string, KernelTime> | undefined {
+    return this.#profiling ? new Map(this.#profile) : undefined;
+  }
+
+  resetProfile(): void {
+    this.#profile.clear();
+  }
+
+  destroy(): void {
+    if (this.#lost !== null) return;
+    this.#encoder = null;
+    this.#pass = null;
+    this.trimPool();
+    for (const s of this.#live.values()) {
+      s.buffer?.destroy();
+      s.buffer = null;
+    }
+    this.#live.clear();
+    this.#liveBytes = 0;
+    this.device.destroy();
+    this.#lost = "destroyed";
+  }
+}

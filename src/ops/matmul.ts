@@ -1,0 +1,102 @@
+/**
+ * `matmul`: batched dense matrix product with optional transposes, and its gradient.
+ *
+ * @module
+ */
+import { type MatmulProblem, matmulDispatch, type MatmulVariant } from "../../kernels/matmul.ts";
+import { needsGrad, record } from "../autograd/tape.ts";
+import { type DType, isFloat } from "../tensor/dtype.ts";
+import { DTypeError, ShapeError } from "../tensor/errors.ts";
+import { sizeOf } from "../tensor/shape.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { sumTo } from "./layout.ts";
+
+/** Options for {@link matmul}. */
+export interface MatmulOptions {
+  /** Read `a` as its transpose (last two dims). */
+  transposeA?: boolean;
+  /** Read `b` as its transpose (last two dims). */
+  transposeB?: boolean;
+  /** Force a kernel (tests and benchmarks). */
+  variant?: MatmulVariant;
+}
+
+/**
+ * Matrix product over the last two dims, broadcasting leading (batch) dims.
+ * `a` is `[..., m, k]` (or `[..., k, m]` with `transposeA`), `b` is `[..., k, n]` (or
+ * `[..., n, k]` with `transposeB`); the result is `[..., m, n]`. f32 accumulation.
+ *
+ * @param a Left operand.
+ * @param b Right operand.
+ * @param opts Transposes.
+ * @returns The product.
+ *
+ * @example
+ * ```ts
+ * import { matmul, openDevice } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using c = matmul(dev.tensor([[1, 2], [3, 4]]), dev.tensor([[5, 6], [7, 8]]));
+ * assert.deepEqual(await c.toArray(), [[19, 22], [43, 50]]);
+ * ```
+ */
+export function matmul<D extends DType>(a: Tensor<D>, b: Tensor<D>, opts: MatmulOptions = {}): Tensor<D> {
+  const ta = opts.transposeA ?? false, tb = opts.transposeB ?? false;
+  if (a.rank < 2 || b.rank < 2) {
+    throw ShapeError.mismatch("matmul", [a.shape, b.shape], "operands need at least 2 dims");
+  }
+  if (a.dtype !== b.dtype) throw new DTypeError("matmul", `dtypes differ: ${a.dtype} and ${b.dtype}`);
+  if (!isFloat(a.dtype)) throw new DTypeError("matmul", `needs float tensors, got ${a.dtype}`);
+  if (a.device !== b.device) throw ShapeError.mismatch("matmul", [a.shape, b.shape], "different devices");
+  const [ar, ac] = a.shape.slice(-2) as [number, number];
+  const [br, bc] = b.shape.slice(-2) as [number, number];
+  const m = ta ? ac : ar, k = ta ? ar : ac;
+  const kb = tb ? bc : br, n = tb ? br : bc;
+  if (k !== kb) {
+    throw ShapeError.mismatch(
+      "matmul",
+      [a.shape, b.shape],
+      `inner dims differ: ${k} vs ${kb}${ta || tb ? ` (transposeA=${ta}, transposeB=${tb})` : ""}`,
+    );
+  }
+  const ba = a.shape.slice(0, -2), bb = b.shape.slice(0, -2);
+  const batchShape = ba.length >= bb.length ? ba : bb;
+  const sizeA = sizeOf(ba), sizeB = sizeOf(bb);
+  const batch = sizeOf(batchShape);
+  // Supported batch broadcasting: equal batch shapes, or one side without batch (a shared matrix).
+  const same = ba.length === bb.length && ba.every((d, i) => d === bb[i]);
+  if (!same && sizeA !== 1 && sizeB !== 1) {
+    throw ShapeError.mismatch("matmul", [a.shape, b.shape], "batch dims must match or one side must have none");
+  }
+  const out = a.device.empty([...batchShape, m, n], a.dtype, "matmul");
+  if (out.size > 0) {
+    const p: MatmulProblem = {
+      m,
+      n,
+      k,
+      batch,
+      strideA: sizeA === 1 ? 0 : m * k,
+      strideB: sizeB === 1 ? 0 : k * n,
+      transposeA: ta,
+      transposeB: tb,
+      dtype: a.dtype,
+    };
+    a.device.run(matmulDispatch(p, a.storage("matmul"), b.storage("matmul"), out.storage("matmul"), opts.variant));
+  }
+  if (needsGrad(a, b)) {
+    record(out, "matmul", [a, b], (g) => {
+      // C = A·B: dA = G·Bᵀ, dB = Aᵀ·G, each in the stored orientation of A and B.
+      let ga: Tensor | null = null, gb: Tensor | null = null;
+      if (a.requiresGrad) {
+        ga = ta ? matmul(b, g, { transposeA: tb, transposeB: true }) : matmul(g, b, { transposeB: !tb });
+        if (sizeOf(ba) !== batch || ba.length !== batchShape.length) ga = sumTo(ga, a.shape);
+      }
+      if (b.requiresGrad) {
+        gb = tb ? matmul(g, a, { transposeA: true, transposeB: ta }) : matmul(a, g, { transposeA: !ta });
+        if (sizeOf(bb) !== batch || bb.length !== batchShape.length) gb = sumTo(gb, b.shape);
+      }
+      return [ga, gb];
+    });
+  }
+  return out;
+}

@@ -1,0 +1,310 @@
+/**
+ * `Device`: where tensors live and kernels run. `openDevice()` picks WebGPU when an adapter
+ * exists (on a machine without a GPU, Mesa's llvmpipe is a real adapter) and the CPU backend
+ * otherwise or on request.
+ *
+ * @module
+ */
+import type { Backend, BackendKind, DeviceStats, Dispatch, KernelTime } from "../backend/backend.ts";
+import { CpuBackend } from "../backend/cpu.ts";
+import { WebGpuBackend } from "../backend/webgpu.ts";
+import {
+  allocTyped,
+  bytesPerElement,
+  type DType,
+  dtypeOfArray,
+  isFloat,
+  type TypedArrayFor,
+} from "./dtype.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "./errors.ts";
+import { checkShape, type Shape, sizeOf } from "./shape.ts";
+import { SharedStorage, Tensor } from "./tensor.ts";
+import { linearFillDispatch } from "../../kernels/fill.ts";
+import { randomDispatch } from "../../kernels/random.ts";
+
+/** Options for {@link openDevice}. */
+export interface OpenDeviceOptions {
+  /** `"webgpu"` (default) falls back to the CPU when no adapter exists; `"cpu"` forces the CPU. */
+  prefer?: BackendKind;
+  /** Time every dispatch (timestamp queries on WebGPU, host clock on CPU). */
+  profile?: boolean;
+}
+
+/** Nested arrays of numbers accepted by {@link Device.tensor}. */
+export type NestedNumbers = number | readonly NestedNumbers[];
+
+/** Counter-based generator state: the next draw uses counters from `offset` under `seed`. */
+export interface GeneratorState {
+  /** 32-bit seed. */
+  seed: number;
+  /** Next unused counter. */
+  offset: number;
+}
+
+/** Options for random draws. */
+export interface RandomOptions {
+  /** Seed; defaults to the device generator, which advances after each draw. */
+  seed?: number;
+  /** Counter offset within the seed's stream (default 0 with an explicit seed). */
+  offset?: number;
+}
+
+function flatten(data: NestedNumbers, out: number[], shape: number[], depth: number): void {
+  if (typeof data === "number") {
+    out.push(data);
+    return;
+  }
+  if (shape.length === depth) shape.push(data.length);
+  else if (shape[depth] !== data.length) {
+    throw new ShapeError("tensor", "ragged nested array: rows have different lengths");
+  }
+  for (const d of data) flatten(d, out, shape, depth + 1);
+}
+
+/**
+ * A compute device holding tensors.
+ *
+ * @example
+ * ```ts
+ * import { openDevice } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * assert.equal(dev.kind, "cpu");
+ * using r = dev.rand([4], { seed: 7 });
+ * assert.equal((await r.data()).length, 4);
+ * ```
+ */
+export class Device implements Disposable {
+  /** The backend that runs the kernels. */
+  readonly backend: Backend;
+  /** The generator used when a random draw gets no seed. */
+  readonly generator: GeneratorState = { seed: 0, offset: 0 };
+
+  /** @param backend The backend to wrap. */
+  constructor(backend: Backend) {
+    this.backend = backend;
+  }
+
+  /** `"webgpu"` or `"cpu"`. */
+  get kind(): BackendKind {
+    return this.backend.kind;
+  }
+
+  /** The adapter's description, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`. */
+  get description(): string {
+    return this.backend.description;
+  }
+
+  /**
+   * An uninitialised tensor (kernels use this for outputs; every element must be written).
+   *
+   * @param shape Dims.
+   * @param dtype Element type.
+   * @param op The op allocating, named in errors.
+   * @returns The tensor.
+   */
+  empty<D extends DType>(shape: Shape, dtype: D, op = "empty"): Tensor<D> {
+    checkShape(op, shape);
+    if (dtype === "f16" && !this.backend.hasF16) {
+      throw new DTypeError(op, `f16 needs the adapter feature shader-f16, which ${this.description} lacks`);
+    }
+    const bytes = sizeOf(shape) * bytesPerElement(dtype);
+    const storage = this.backend.allocate(bytes, op);
+    return new Tensor(this, shape, dtype, new SharedStorage(this, storage));
+  }
+
+  /**
+   * A tensor holding `data`.
+   *
+   * @param data A typed array, a flat number array (with `shape`) or nested arrays.
+   * @param shape Dims; inferred from nested arrays or the typed array's length when omitted.
+   * @param dtype Element type; inferred from a typed array, else `f32`.
+   * @returns The tensor.
+   */
+  tensor<D extends DType = "f32">(
+    data: ArrayLike<number> | NestedNumbers,
+    shape?: Shape,
+    dtype?: D,
+  ): Tensor<D> {
+    let flat: ArrayLike<number>;
+    let inferred: number[];
+    const arrayDtype = dtypeOfArray(data);
+    if (typeof data === "number") {
+      flat = [data];
+      inferred = [];
+    } else if (arrayDtype || !Array.isArray(data) || data.every((d) => typeof d === "number")) {
+      flat = data as ArrayLike<number>;
+      inferred = [flat.length];
+    } else {
+      const out: number[] = [];
+      inferred = [];
+      flatten(data as NestedNumbers, out, inferred, 0);
+      flat = out;
+    }
+    const s = shape ?? inferred;
+    checkShape("tensor", s);
+    if (sizeOf(s) !== flat.length) {
+      throw ShapeError.mismatch("tensor", [s], `shape holds ${sizeOf(s)} elements but data has ${flat.length}`);
+    }
+    const dt = (dtype ?? arrayDtype ?? "f32") as D;
+    const t = this.empty(s, dt, "tensor");
+    const host = arrayDtype === dt ? (flat as TypedArrayFor<D>) : (() => {
+      const a = allocTyped(dt, flat.length);
+      (a as unknown as { set(x: ArrayLike<number>): void }).set(flat);
+      return a;
+    })();
+    if (host.length > 0) this.backend.write(t.storage("tensor"), host);
+    return t;
+  }
+
+  /**
+   * A tensor of `value` everywhere.
+   *
+   * @param shape Dims.
+   * @param value The fill value.
+   * @param dtype Element type (default f32).
+   * @returns The tensor.
+   */
+  full<D extends DType = "f32">(shape: Shape, value: number, dtype?: D): Tensor<D> {
+    const dt = (dtype ?? "f32") as D;
+    const t = this.empty(shape, dt, "full");
+    if (!isFloat(dt) && Math.abs(value) > 2 ** 24) {
+      // Fill through f32 would round; write from the host instead.
+      const a = allocTyped(dt, t.size);
+      a.fill(value);
+      this.backend.write(t.storage("full"), a);
+      return t;
+    }
+    this.run(linearFillDispatch("full", dt, t.storage("full"), t.size, value, 0));
+    return t;
+  }
+
+  /** Zeros. @param shape Dims. @param dtype Element type. @returns The tensor. */
+  zeros<D extends DType = "f32">(shape: Shape, dtype?: D): Tensor<D> {
+    return this.full(shape, 0, dtype);
+  }
+
+  /** Ones. @param shape Dims. @param dtype Element type. @returns The tensor. */
+  ones<D extends DType = "f32">(shape: Shape, dtype?: D): Tensor<D> {
+    return this.full(shape, 1, dtype);
+  }
+
+  /**
+   * `[start, start + step, …]` below `stop` (like `numpy.arange`). `arange(n)` counts 0..n-1.
+   *
+   * @param start First value (or the count, when `stop` is omitted).
+   * @param stop Exclusive end.
+   * @param step Increment (not 0).
+   * @param dtype Element type (default f32).
+   * @returns A 1-D tensor.
+   */
+  arange<D extends DType = "f32">(start: number, stop?: number, step = 1, dtype?: D): Tensor<D> {
+    if (stop === undefined) [start, stop] = [0, start];
+    if (step === 0) throw new ValueError("arange", "step must not be 0");
+    const n = Math.max(0, Math.ceil((stop - start) / step));
+    const dt = (dtype ?? "f32") as D;
+    const t = this.empty([n], dt, "arange");
+    this.run(linearFillDispatch("arange", dt, t.storage("arange"), n, start, step));
+    return t;
+  }
+
+  #draw(n: number, opts: RandomOptions): { seed: number; offset: number } {
+    if (opts.seed !== undefined) return { seed: opts.seed >>> 0, offset: (opts.offset ?? 0) >>> 0 };
+    const g = this.generator;
+    const r = { seed: g.seed >>> 0, offset: g.offset >>> 0 };
+    g.offset = (g.offset + 2 * n) >>> 0;
+    return r;
+  }
+
+  /**
+   * Uniform f32 in [low, high) from the counter-based generator (same values on every backend).
+   *
+   * @param shape Dims.
+   * @param opts Seed and offset; `low` (default 0) and `high` (default 1).
+   * @returns The tensor.
+   */
+  rand(shape: Shape, opts: RandomOptions & { low?: number; high?: number } = {}): Tensor<"f32"> {
+    const t = this.empty(shape, "f32", "rand");
+    const { seed, offset } = this.#draw(t.size, opts);
+    this.run(randomDispatch("uniform", t.storage("rand"), t.size, seed, offset, opts.low ?? 0, opts.high ?? 1));
+    return t;
+  }
+
+  /**
+   * Normal f32 (Box–Muller over the counter-based generator).
+   *
+   * @param shape Dims.
+   * @param opts Seed and offset; `mean` (default 0) and `std` (default 1).
+   * @returns The tensor.
+   */
+  randn(shape: Shape, opts: RandomOptions & { mean?: number; std?: number } = {}): Tensor<"f32"> {
+    const t = this.empty(shape, "f32", "randn");
+    const { seed, offset } = this.#draw(t.size, opts);
+    this.run(randomDispatch("normal", t.storage("randn"), t.size, seed, offset, opts.mean ?? 0, opts.std ?? 1));
+    return t;
+  }
+
+  /**
+   * Runs or encodes a kernel launch.
+   *
+   * @param d The dispatch.
+   */
+  run(d: Dispatch): void {
+    this.backend.dispatch(d);
+  }
+
+  /** Submits pending work and waits for the device. @returns When done. */
+  flush(): Promise<void> {
+    return this.backend.flush();
+  }
+
+  /** Live buffers and bytes, pool contents, dispatch and submit counts. @returns The stats. */
+  stats(): DeviceStats {
+    return this.backend.stats();
+  }
+
+  /** Per-op device time when opened with `profile: true`. @returns The table, or undefined. */
+  profile(): Map<string, KernelTime> | undefined {
+    return this.backend.profile();
+  }
+
+  /** Frees all device memory; later use throws a DeviceError. */
+  destroy(): void {
+    this.backend.destroy();
+  }
+
+  /** Destroys the device at the end of a `using` block. */
+  [Symbol.dispose](): void {
+    this.destroy();
+  }
+}
+
+/**
+ * Opens a device: WebGPU when an adapter exists (or was asked for), else the CPU backend.
+ *
+ * @param opts `prefer: "cpu"` forces the CPU backend; `profile` times every dispatch.
+ * @returns The device. `device.kind` and `device.description` say which one you got.
+ *
+ * @example
+ * ```ts
+ * import { openDevice } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice();
+ * assert.ok(dev.kind === "webgpu" || dev.kind === "cpu");
+ * console.log(`${dev.kind}: ${dev.description}`);
+ * ```
+ */
+export async function openDevice(opts: OpenDeviceOptions = {}): Promise<Device> {
+  if (opts.prefer !== "cpu") {
+    let gpu: WebGpuBackend | null = null;
+    try {
+      gpu = await WebGpuBackend.open({ profile: opts.profile ?? false });
+    } catch (e) {
+      if (opts.prefer === "webgpu") {
+        throw new DeviceError("openDevice", `WebGPU failed to open: ${(e as Error).message}`);
+      }
+    }
+    if (gpu) return new Device(gpu);
+  }
+  return new Device(new CpuBackend({ profile: opts.profile ?? false }));
+}

@@ -1,0 +1,111 @@
+/**
+ * Typed errors. Every message names the op and the shapes involved, so a failure deep inside a
+ * model says which projection and which sizes went wrong.
+ *
+ * @module
+ */
+
+/** Formats a shape as `[2, 3]` for error messages. */
+function fmt(shape: readonly number[]): string {
+  return `[${shape.join(", ")}]`;
+}
+
+/**
+ * Base class of every error the kit throws on purpose.
+ *
+ * @example Catching any kit error
+ * ```ts
+ * import { KitError, ShapeError } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.ok(new ShapeError("add", "mismatch") instanceof KitError);
+ * ```
+ */
+export class KitError extends Error {
+  /** The op that raised the error, e.g. `"matmul"`. */
+  readonly op: string;
+  /**
+   * @param op The op that raised the error.
+   * @param message What went wrong.
+   */
+  constructor(op: string, message: string) {
+    super(`${op}: ${message}`);
+    this.op = op;
+    this.name = new.target.name;
+  }
+}
+
+/**
+ * Shapes that do not fit together (e.g. `matmul` of `[2, 3]` by `[4, 5]`).
+ *
+ * @example
+ * ```ts
+ * import { ShapeError } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const e = ShapeError.mismatch("matmul", [[2, 3], [4, 5]], "inner dims differ");
+ * assert.match(e.message, /matmul.*\[2, 3\].*\[4, 5\]/);
+ * ```
+ */
+export class ShapeError extends KitError {
+  /**
+   * Builds an error that lists the shapes involved.
+   *
+   * @param op The op name.
+   * @param shapes The input shapes.
+   * @param why What does not fit.
+   * @returns The error.
+   */
+  static mismatch(op: string, shapes: readonly (readonly number[])[], why: string): ShapeError {
+    return new ShapeError(op, `${why} (shapes ${shapes.map(fmt).join(" and ")})`);
+  }
+}
+
+/**
+ * A dtype the op does not accept (e.g. `i32` into `exp`, or `f32` + `u32`).
+ *
+ * @example
+ * ```ts
+ * import { DTypeError } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.match(new DTypeError("exp", "needs a float, got i32").message, /^exp: /);
+ * ```
+ */
+export class DTypeError extends KitError {}
+
+/**
+ * The device cannot run the request: lost device, buffer over the adapter's binding limit,
+ * shader compilation failure, or a missing feature.
+ *
+ * @example
+ * ```ts
+ * import { DeviceError } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(new DeviceError("alloc", "lost").name, "DeviceError");
+ * ```
+ */
+export class DeviceError extends KitError {}
+
+/**
+ * A tensor used after `dispose()` (or after the scope that owned it ended).
+ *
+ * @example
+ * ```ts
+ * import { DisposedError } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(new DisposedError("add", "x").name, "DisposedError");
+ * ```
+ */
+export class DisposedError extends KitError {}
+
+/**
+ * An argument outside its valid range (e.g. sparsity S ≥ 1, K > D, a negative size).
+ *
+ * @example
+ * ```ts
+ * import { ValueError } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.match(new ValueError("sparsify", "S must be in [0, 1), got 1.2").message, /S must/);
+ * ```
+ */
+export class ValueError extends KitError {}
+
+export { fmt as formatShape };

@@ -1,0 +1,216 @@
+/**
+ * `Tensor<D>`: a dense, contiguous, row-major array of dtype `D` living on a {@link Device}.
+ *
+ * Tensors are immutable from the user's side: ops return new tensors. `reshape` shares the
+ * underlying storage (reference counted), everything else copies. Memory is freed by
+ * `dispose()`, by `using`, or by the {@link scope} that created the tensor.
+ *
+ * @module
+ */
+import type { Storage } from "../backend/backend.ts";
+import type { Device } from "./device.ts";
+import { type DType, type TypedArrayFor, typedView } from "./dtype.ts";
+import { DisposedError, formatShape, ShapeError } from "./errors.ts";
+import { type Shape, sizeOf } from "./shape.ts";
+import { track, untrack } from "./scope.ts";
+import { type GradNode, needsGrad, record } from "../autograd/tape.ts";
+
+/** Storage shared between a tensor and its reshaped views. */
+export class SharedStorage {
+  refs = 1;
+  constructor(readonly device: Device, readonly storage: Storage) {}
+  release(): void {
+    if (--this.refs === 0) this.device.backend.release(this.storage);
+  }
+}
+
+/** Nested JS arrays of numbers, as returned by {@link Tensor.toArray}. */
+export type NestedArray = number | NestedArray[];
+
+let nextTensorId = 1;
+
+/**
+ * A dense tensor on a device.
+ *
+ * @typeParam D The element dtype.
+ *
+ * @example Create, read, dispose
+ * ```ts
+ * import { openDevice } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using t = dev.tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+ * assert.deepEqual(await t.toArray(), [[1, 2, 3], [4, 5, 6]]);
+ * assert.deepEqual([...await t.reshape([3, 2]).data()], [1, 2, 3, 4, 5, 6]);
+ * ```
+ */
+export class Tensor<D extends DType = DType> implements Disposable {
+  /** The device that holds the data. */
+  readonly device: Device;
+  /** Dims, outermost first. */
+  readonly shape: Shape;
+  /** Element type. */
+  readonly dtype: D;
+  /** Unique id, for debugging and autograd bookkeeping. */
+  readonly id: number;
+  /** True when autograd should compute a gradient for this tensor (parameters, or outputs of ops on them). */
+  requiresGrad = false;
+  /** Accumulated gradient of a leaf tensor after `backward`. */
+  grad: Tensor<D> | null = null;
+  /** The op that produced this tensor, when recorded by autograd. */
+  node: GradNode | null = null;
+  #buf: SharedStorage | null;
+
+  /**
+   * Wraps storage as a tensor. Most code should use {@link Device.tensor} or an op instead.
+   *
+   * @param device The owning device.
+   * @param shape The dims.
+   * @param dtype The element type.
+   * @param buf The storage (ownership of one reference passes to the tensor).
+   */
+  constructor(device: Device, shape: Shape, dtype: D, buf: SharedStorage) {
+    this.device = device;
+    this.shape = Object.freeze([...shape]);
+    this.dtype = dtype;
+    this.#buf = buf;
+    this.id = nextTensorId++;
+    track(this);
+  }
+
+  /** Number of elements. */
+  get size(): number {
+    return sizeOf(this.shape);
+  }
+
+  /** Number of dims. */
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  /** True after `dispose()`. */
+  get disposed(): boolean {
+    return this.#buf === null;
+  }
+
+  /**
+   * The device storage, for kernels. Throws a DisposedError after dispose.
+   *
+   * @param op The op asking, named in the error.
+   * @returns The storage.
+   */
+  storage(op: string): Storage {
+    if (!this.#buf) {
+      throw new DisposedError(op, `tensor #${this.id} ${formatShape(this.shape)} was disposed`);
+    }
+    return this.#buf.storage;
+  }
+
+  /**
+   * Reads the elements back to the host (flushes pending work on the device).
+   *
+   * @returns A typed array matching the dtype.
+   */
+  async data(): Promise<TypedArrayFor<D>> {
+    const bytes = this.size * (this.dtype === "f16" ? 2 : 4);
+    const buf = await this.device.backend.read(this.storage("data"), bytes);
+    return typedView(this.dtype, buf, this.size);
+  }
+
+  /**
+   * Reads the elements as nested JS arrays (a number for a scalar).
+   *
+   * @returns The nested arrays.
+   */
+  async toArray(): Promise<NestedArray> {
+    const flat = await this.data();
+    const shape = this.shape;
+    if (shape.length === 0) return flat[0]!;
+    const build = (dim: number, offset: number): NestedArray[] => {
+      const n = shape[dim]!;
+      const inner = sizeOf(shape.slice(dim + 1));
+      const out: NestedArray[] = new Array(n);
+      for (let i = 0; i < n; i++) {
+        out[i] = dim === shape.length - 1 ? flat[offset + i]! : build(dim + 1, offset + i * inner);
+      }
+      return out;
+    };
+    return build(0, 0);
+  }
+
+  /**
+   * Reads a one-element tensor as a number.
+   *
+   * @returns The value.
+   */
+  async item(): Promise<number> {
+    if (this.size !== 1) {
+      throw ShapeError.mismatch("item", [this.shape], "item() needs exactly one element");
+    }
+    return (await this.data())[0]!;
+  }
+
+  /**
+   * The same data with a new shape (no copy). One dim may be `-1`. Gradients flow through.
+   *
+   * @param shape The new dims; their product must equal `size`.
+   * @returns A tensor sharing this tensor's storage.
+   */
+  reshape(shape: readonly number[]): Tensor<D> {
+    const resolved = resolveReshape(this.shape, shape);
+    const buf = this.#shared("reshape");
+    buf.refs++;
+    const out = new Tensor(this.device, resolved, this.dtype, buf);
+    if (needsGrad(this)) {
+      const from = this.shape;
+      record(out, "reshape", [this], (g) => [g.reshape(from)]);
+    }
+    return out;
+  }
+
+  #shared(op: string): SharedStorage {
+    this.storage(op);
+    return this.#buf!;
+  }
+
+  /** Frees this tensor's reference to its storage. Safe to call twice. */
+  dispose(): void {
+    if (!this.#buf) return;
+    this.#buf.release();
+    this.#buf = null;
+    this.node = null;
+    untrack(this);
+    if (this.grad) {
+      this.grad.dispose();
+      this.grad = null;
+    }
+  }
+
+  /** Disposes the tensor at the end of a `using` block. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** A short description, e.g. `Tensor<f32>[2, 3] on webgpu`. */
+  toString(): string {
+    return `Tensor<${this.dtype}>${formatShape(this.shape)} on ${this.device.kind}`;
+  }
+}
+
+/** Resolves a `-1` in a reshape target and checks the element count. */
+export function resolveReshape(from: Shape, to: readonly number[]): number[] {
+  const out = [...to];
+  const neg = out.indexOf(-1);
+  const known = out.reduce((a, d) => (d === -1 ? a : a * d), 1);
+  const size = sizeOf(from);
+  if (neg >= 0) {
+    if (out.lastIndexOf(-1) !== neg || known === 0 || size % known !== 0) {
+      throw ShapeError.mismatch("reshape", [from, to], "cannot infer the -1 dim");
+    }
+    out[neg] = size / known;
+  }
+  if (out.some((d) => !Number.isInteger(d) || d < 0) || sizeOf(out) !== size) {
+    throw ShapeError.mismatch("reshape", [from, to], "element counts differ");
+  }
+  return out;
+}
