@@ -411,6 +411,10 @@ export class WebGpuBackend implements Backend {
       return await Promise.race([p, lost]);
     } catch (e) {
       if (e instanceof DeviceError) throw e;
+      // A destroyed device rejects mapAsync before `lost` resolves; give `lost` a moment so the
+      // error says so and later ops fail fast instead of encoding into a dead device.
+      await Promise.race([this.device.lost, new Promise((r) => setTimeout(r, 50))]);
+      if (this.#lost !== null) throw new DeviceError(op, `WebGPU device lost: ${this.#lost}`);
       throw new DeviceError(op, e instanceof Error ? e.message : String(e));
     }
   }
