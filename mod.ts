@@ -32,3 +32,5 @@ export * from "./src/autograd/backward.ts";
 export * from "./src/ops/elementwise.ts";
 export * from "./src/ops/layout.ts";
 export * from "./src/ops/matmul.ts";
+export * from "./src/util/fs.ts";
+export * from "./src/train/safetensors.ts";

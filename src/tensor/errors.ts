@@ -108,4 +108,17 @@ export class DisposedError extends KitError {}
  */
 export class ValueError extends KitError {}
 
+/**
+ * A checkpoint or data file that cannot be read back: truncated, corrupt header, offsets out of
+ * range, or an unsupported dtype. The message names the file (when known) and what is wrong.
+ *
+ * @example
+ * ```ts
+ * import { CheckpointError, decodeSafetensors } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.throws(() => decodeSafetensors(new Uint8Array(3)), CheckpointError);
+ * ```
+ */
+export class CheckpointError extends KitError {}
+
 export { fmt as formatShape };
