@@ -34,3 +34,6 @@ export * from "./src/ops/layout.ts";
 export * from "./src/ops/matmul.ts";
 export * from "./src/util/fs.ts";
 export * from "./src/train/safetensors.ts";
+export * from "./src/train/corpus.ts";
+export * from "./src/train/tokenizer.ts";
+export * from "./src/train/batches.ts";
