@@ -37,3 +37,4 @@ export * from "./src/train/safetensors.ts";
 export * from "./src/train/corpus.ts";
 export * from "./src/train/tokenizer.ts";
 export * from "./src/train/batches.ts";
+export * from "./src/ops/reduce.ts";
