@@ -38,3 +38,4 @@ export * from "./src/train/corpus.ts";
 export * from "./src/train/tokenizer.ts";
 export * from "./src/train/batches.ts";
 export * from "./src/ops/reduce.ts";
+export * from "./src/ops/softmax.ts";

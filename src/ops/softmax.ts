@@ -1,0 +1,123 @@
+/**
+ * `softmax` (optionally causal) and `logSoftmax` over the last dim, with their gradients.
+ *
+ * @module
+ */
+import {
+  softmaxBackwardDispatch,
+  softmaxDispatch,
+  type SoftmaxMode,
+} from "../../kernels/softmax.ts";
+import { rowLanes } from "../../kernels/reduce.ts";
+import { needsGrad, record } from "../autograd/tape.ts";
+import { type DType, isFloat } from "../tensor/dtype.ts";
+import { DTypeError, ShapeError } from "../tensor/errors.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+
+/** Options for {@link softmax}. */
+export interface SoftmaxOptions {
+  /**
+   * Treat `x` as attention scores `[..., T, T]` (query i in row i, key j in column j) and give
+   * every key `j > i` probability 0. The mask is fused into the kernel: masked scores are never
+   * read into the max or the sum, so they may hold anything.
+   */
+  causal?: boolean;
+}
+
+function run(mode: SoftmaxMode, x: Tensor, causal: boolean, op: string): Tensor {
+  if (!isFloat(x.dtype)) throw new DTypeError(op, `needs a float tensor, got ${x.dtype} ${x}`);
+  if (x.rank === 0) throw ShapeError.mismatch(op, [x.shape], "needs at least 1 dim");
+  const cols = x.shape[x.rank - 1]!;
+  let t = 1;
+  if (causal) {
+    if (x.rank < 2 || x.shape[x.rank - 2] !== cols) {
+      throw ShapeError.mismatch(op, [x.shape], "causal softmax needs square scores [..., T, T]");
+    }
+    t = cols;
+  }
+  const rows = cols === 0 ? 0 : x.size / cols;
+  const out = x.device.empty(x.shape, x.dtype, op);
+  if (rows > 0) {
+    x.device.run(
+      softmaxDispatch(
+        { mode, causal, dtype: x.dtype, lanes: rowLanes(cols) },
+        { rows, cols, t },
+        x.storage(op),
+        out.storage(op),
+      ),
+    );
+  }
+  return out;
+}
+
+function backwardOf(mode: SoftmaxMode, y: Tensor, g: Tensor): Tensor {
+  const op = mode === "softmax" ? "softmaxBackward" : "logSoftmaxBackward";
+  const cols = y.shape[y.rank - 1]!;
+  const rows = cols === 0 ? 0 : y.size / cols;
+  const gx = y.device.empty(y.shape, y.dtype, op);
+  if (rows > 0) {
+    y.device.run(
+      softmaxBackwardDispatch(
+        mode,
+        y.dtype,
+        rows,
+        cols,
+        y.storage(op),
+        g.storage(op),
+        gx.storage(op),
+      ),
+    );
+  }
+  return gx;
+}
+
+/**
+ * Softmax over the last dim, `exp(x − max) / Σ exp(x − max)`, numerically stable. With
+ * `causal`, scores `[..., T, T]` are masked so query i only sees keys 0..i (row i of each T×T
+ * block; masked entries come out exactly 0).
+ *
+ * Gradient: `g_x = y·(g − Σ g·y)`, fused in one kernel.
+ *
+ * @param x Scores, a float tensor of rank ≥ 1 (≥ 2 and square last dims with `causal`).
+ * @param opts `causal` masking.
+ * @returns Probabilities, same shape and dtype.
+ *
+ * @example Plain and causal
+ * ```ts
+ * import { openDevice, softmax } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using p = softmax(dev.tensor([[0, 0], [1000, 1000]]));
+ * assert.deepEqual(await p.toArray(), [[0.5, 0.5], [0.5, 0.5]]);
+ * using c = softmax(dev.zeros([2, 2]), { causal: true });
+ * assert.deepEqual(await c.toArray(), [[1, 0], [0.5, 0.5]]);
+ * ```
+ */
+export function softmax<D extends DType>(x: Tensor<D>, opts: SoftmaxOptions = {}): Tensor<D> {
+  const y = run("softmax", x, opts.causal ?? false, "softmax") as Tensor<D>;
+  if (needsGrad(x)) record(y, "softmax", [x], (g) => [backwardOf("softmax", y, g)]);
+  return y;
+}
+
+/**
+ * Log-softmax over the last dim, `x − max − log Σ exp(x − max)`, numerically stable.
+ *
+ * Gradient: `g_x = g − softmax(x)·Σ g`, fused in one kernel.
+ *
+ * @param x A float tensor of rank ≥ 1.
+ * @returns Log-probabilities, same shape and dtype.
+ *
+ * @example
+ * ```ts
+ * import { logSoftmax, openDevice } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using l = logSoftmax(dev.tensor([[0, 0], [-1e4, 0]]));
+ * assert.deepEqual(await l.toArray(), [[-Math.LN2, -Math.LN2].map(Math.fround), [-1e4, 0]]);
+ * ```
+ */
+export function logSoftmax<D extends DType>(x: Tensor<D>): Tensor<D> {
+  const y = run("log", x, false, "logSoftmax") as Tensor<D>;
+  if (needsGrad(x)) record(y, "logSoftmax", [x], (g) => [backwardOf("log", y, g)]);
+  return y;
+}
