@@ -39,3 +39,6 @@ export * from "./src/train/tokenizer.ts";
 export * from "./src/train/batches.ts";
 export * from "./src/ops/reduce.ts";
 export * from "./src/ops/softmax.ts";
+export * from "./src/tensor/sparse.ts";
+export * from "./src/ops/topk.ts";
+export * from "./src/ops/sparse.ts";

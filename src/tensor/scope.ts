@@ -43,9 +43,21 @@ export function keep<T extends Tensor>(t: T): T {
   return t;
 }
 
+/**
+ * Containers that own tensors (sparse formats, quantized tensors) list them under this key, so a
+ * scope that returns the container keeps its tensors instead of disposing them.
+ */
+export const OWNED_TENSORS: unique symbol = Symbol("qsparse.ownedTensors");
+
 function collect(value: unknown, out: Set<Tensor>, seen: Set<unknown>): void {
   if (value === null || typeof value !== "object" || seen.has(value)) return;
   seen.add(value);
+  if (OWNED_TENSORS in value) {
+    for (const t of (value as { [OWNED_TENSORS]: () => Iterable<unknown> })[OWNED_TENSORS]()) {
+      collect(t, out, seen);
+    }
+    return;
+  }
   if ("shape" in value && "dtype" in value && "device" in value && "dispose" in value) {
     out.add(value as Tensor);
     return;

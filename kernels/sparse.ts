@@ -1,0 +1,315 @@
+/**
+ * Sparse-format conversions and nonzero counts: scatter of fixed-K rows or CSR rows to dense,
+ * dense to CSR (count, scan, fill), and per-row / total nonzero counts for sparsity accounting.
+ *
+ * Rows are either fixed-K (row r owns entries `[r·K, (r+1)·K)`) or CSR (row r owns
+ * `[rowPtr[r], rowPtr[r+1])`); the builders take a `csr` flag and share one body.
+ *
+ * @module
+ */
+import type { Dispatch, Storage } from "../src/backend/backend.ts";
+import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { enables, uniforms } from "./common.ts";
+
+const WG = 64;
+
+/** Workgroups for one workgroup per row, folding rows past 65535 into the y dimension. */
+export function rowGrid(rows: number): [number, number, number] {
+  const x = Math.max(1, Math.min(rows, 65535));
+  return [x, Math.ceil(rows / x), 1];
+}
+
+/**
+ * WGSL test for "x is not ±0" on the bits, so NaN counts as nonzero: shader compilers may treat
+ * float comparisons as NaN-free.
+ */
+function nonzero(dtype: DType, v: string): string {
+  if (dtype === "i32" || dtype === "u32") return `(${v} != ${dtype}(0))`;
+  return `((bitcast<u32>(${dtype === "f32" ? v : `f32(${v})`}) & 0x7fffffffu) != 0u)`;
+}
+
+const ROW_OF = "let row = wid.x + wid.y * p.perY;\n  if (row >= p.rows) { return; }";
+
+/** WGSL: zero row r of the dense output, then scatter its entries. One workgroup per row. */
+export function scatterRowsWgsl(dtype: DType, csr: boolean): string {
+  const T = dtype;
+  const range = csr
+    ? "let lo = ptr[row];\n  let hi = ptr[row + 1u];"
+    : "let lo = row * p.k;\n  let hi = lo + p.k;";
+  return `${enables(T)}
+struct P { rows: u32, d: u32, k: u32, perY: u32 };
+@group(0) @binding(0) var<storage, read> vals: array<${T}>;
+@group(0) @binding(1) var<storage, read> idxs: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<${T}>;
+${
+    csr
+      ? "@group(0) @binding(3) var<storage, read> ptr: array<u32>;\n@group(0) @binding(4)"
+      : "@group(0) @binding(3)"
+  } var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  ${ROW_OF}
+  let base = row * p.d;
+  for (var i = lid; i < p.d; i = i + ${WG}u) { out[base + i] = ${T}(0); }
+  storageBarrier();
+  ${range}
+  for (var t = lo + lid; t < hi; t = t + ${WG}u) { out[base + idxs[t]] = vals[t]; }
+}`;
+}
+
+/** CPU twin of {@link scatterRowsWgsl}. */
+export function scatterRowsCpu(
+  dtype: DType,
+  rows: number,
+  d: number,
+  k: number,
+  bufs: ArrayBuffer[],
+  csr: boolean,
+): void {
+  const vals = typedView(dtype, bufs[0]!), idxs = new Uint32Array(bufs[1]!);
+  const out = typedView(dtype, bufs[2]!, rows * d);
+  const ptr = csr ? new Uint32Array(bufs[3]!) : null;
+  out.fill(0);
+  for (let r = 0; r < rows; r++) {
+    const lo = ptr ? ptr[r]! : r * k, hi = ptr ? ptr[r + 1]! : lo + k;
+    for (let t = lo; t < hi; t++) out[r * d + idxs[t]!] = vals[t]!;
+  }
+}
+
+/**
+ * Dispatch scattering sparse rows into a dense `[rows, d]` tensor.
+ * Buffers: vals, idxs, out, and rowPtr when `csr`.
+ */
+export function scatterRowsDispatch(
+  dtype: DType,
+  rows: number,
+  d: number,
+  k: number,
+  buffers: Storage[],
+  csr: boolean,
+): Dispatch {
+  const [gx, gy] = rowGrid(rows);
+  return {
+    op: "toDense",
+    key: `scatterRows:${dtype}:${csr ? "csr" : "fixed"}`,
+    wgsl: () => scatterRowsWgsl(dtype, csr),
+    cpu: (bufs) => scatterRowsCpu(dtype, rows, d, k, bufs, csr),
+    buffers,
+    uniforms: uniforms(rows, d, k, gx),
+    workgroups: [gx, gy, 1],
+  };
+}
+
+/** WGSL counting the nonzeros (NaN counts) of each row into `counts[row]`. */
+export function countRowsWgsl(dtype: DType): string {
+  return `${enables(dtype)}
+struct P { rows: u32, d: u32, k: u32, perY: u32 };
+@group(0) @binding(0) var<storage, read> x: array<${dtype}>;
+@group(0) @binding(1) var<storage, read_write> counts: array<u32>;
+@group(0) @binding(2) var<uniform> p: P;
+var<workgroup> total: atomic<u32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  ${ROW_OF}
+  if (lid == 0u) { atomicStore(&total, 0u); }
+  workgroupBarrier();
+  let base = row * p.d;
+  var c = 0u;
+  for (var i = lid; i < p.d; i = i + ${WG}u) { c = c + select(0u, 1u, ${
+    nonzero(dtype, "x[base + i]")
+  }); }
+  atomicAdd(&total, c);
+  workgroupBarrier();
+  if (lid == 0u) { counts[row] = atomicLoad(&total); }
+}`;
+}
+
+/** CPU twin of {@link countRowsWgsl}. */
+export function countRowsCpu(
+  dtype: DType,
+  rows: number,
+  d: number,
+  x: ArrayBuffer,
+  counts: ArrayBuffer,
+): void {
+  const a = typedView(dtype, x), c = new Uint32Array(counts);
+  for (let r = 0; r < rows; r++) {
+    let n = 0;
+    for (let i = 0; i < d; i++) if (a[r * d + i] !== 0) n++;
+    c[r] = n;
+  }
+}
+
+/** Dispatch counting nonzeros per row. Buffers: x, counts (u32 `[rows]`). */
+export function countRowsDispatch(
+  dtype: DType,
+  rows: number,
+  d: number,
+  x: Storage,
+  counts: Storage,
+): Dispatch {
+  const [gx, gy] = rowGrid(rows);
+  return {
+    op: "countNonzero",
+    key: `countRows:${dtype}`,
+    wgsl: () => countRowsWgsl(dtype),
+    cpu: ([a, c]) => countRowsCpu(dtype, rows, d, a!, c!),
+    buffers: [x, counts],
+    uniforms: uniforms(rows, d, 0, gx),
+    workgroups: [gx, gy, 1],
+  };
+}
+
+const SCAN_WG = 256;
+
+/**
+ * WGSL of an exclusive scan of `n` u32 counts into `n + 1` offsets (one workgroup: contiguous
+ * chunks per invocation, a serial scan of the chunk sums). `out[n]` is the total.
+ */
+export function scanWgsl(): string {
+  return `struct P { n: u32, chunk: u32 };
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+@group(0) @binding(2) var<uniform> p: P;
+var<workgroup> part: array<u32, ${SCAN_WG}>;
+@compute @workgroup_size(${SCAN_WG})
+fn main(@builtin(local_invocation_index) lid: u32) {
+  let c0 = min(lid * p.chunk, p.n);
+  let c1 = min(c0 + p.chunk, p.n);
+  var s = 0u;
+  for (var i = c0; i < c1; i = i + 1u) { s = s + src[i]; }
+  part[lid] = s;
+  workgroupBarrier();
+  if (lid == 0u) {
+    var acc = 0u;
+    for (var t = 0u; t < ${SCAN_WG}u; t = t + 1u) { let v = part[t]; part[t] = acc; acc = acc + v; }
+    out[p.n] = acc;
+  }
+  workgroupBarrier();
+  var acc = part[lid];
+  for (var i = c0; i < c1; i = i + 1u) { out[i] = acc; acc = acc + src[i]; }
+}`;
+}
+
+/** CPU twin of {@link scanWgsl}. */
+export function scanCpu(n: number, src: ArrayBuffer, out: ArrayBuffer): void {
+  const s = new Uint32Array(src), o = new Uint32Array(out);
+  let acc = 0;
+  for (let i = 0; i < n; i++) {
+    o[i] = acc;
+    acc = (acc + s[i]!) >>> 0;
+  }
+  o[n] = acc;
+}
+
+/** Dispatch of an exclusive scan (`out` holds `n + 1` u32). */
+export function scanDispatch(n: number, src: Storage, out: Storage, op = "scan"): Dispatch {
+  return {
+    op,
+    key: "scanU32",
+    wgsl: scanWgsl,
+    cpu: ([s, o]) => scanCpu(n, s!, o!),
+    buffers: [src, out],
+    uniforms: uniforms(n, Math.ceil(n / SCAN_WG)),
+    workgroups: [1, 1, 1],
+  };
+}
+
+/**
+ * WGSL writing each row's nonzeros (in column order) at `rowPtr[row]`: each invocation owns a
+ * contiguous chunk, counts, invocation 0 scans, then each writes its entries.
+ */
+export function denseToCsrWgsl(dtype: DType): string {
+  const T = dtype;
+  return `${enables(T)}
+struct P { rows: u32, d: u32, chunk: u32, perY: u32 };
+@group(0) @binding(0) var<storage, read> x: array<${T}>;
+@group(0) @binding(1) var<storage, read> ptr: array<u32>;
+@group(0) @binding(2) var<storage, read_write> vals: array<${T}>;
+@group(0) @binding(3) var<storage, read_write> cols: array<u32>;
+@group(0) @binding(4) var<uniform> p: P;
+var<workgroup> part: array<u32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  ${ROW_OF}
+  let base = row * p.d;
+  let c0 = min(lid * p.chunk, p.d);
+  let c1 = min(c0 + p.chunk, p.d);
+  var c = 0u;
+  for (var i = c0; i < c1; i = i + 1u) { c = c + select(0u, 1u, ${nonzero(T, "x[base + i]")}); }
+  part[lid] = c;
+  workgroupBarrier();
+  if (lid == 0u) {
+    var acc = 0u;
+    for (var t = 0u; t < ${WG}u; t = t + 1u) { let v = part[t]; part[t] = acc; acc = acc + v; }
+  }
+  workgroupBarrier();
+  var pos = ptr[row] + part[lid];
+  for (var i = c0; i < c1; i = i + 1u) {
+    let v = x[base + i];
+    if (${nonzero(T, "v")}) {
+      vals[pos] = v;
+      cols[pos] = i;
+      pos = pos + 1u;
+    }
+  }
+}`;
+}
+
+/** CPU twin of {@link denseToCsrWgsl}. */
+export function denseToCsrCpu(dtype: DType, rows: number, d: number, bufs: ArrayBuffer[]): void {
+  const x = typedView(dtype, bufs[0]!), ptr = new Uint32Array(bufs[1]!);
+  const vals = typedView(dtype, bufs[2]!), cols = new Uint32Array(bufs[3]!);
+  for (let r = 0; r < rows; r++) {
+    let pos = ptr[r]!;
+    for (let i = 0; i < d; i++) {
+      const v = x[r * d + i]!;
+      if (v !== 0) {
+        vals[pos] = v;
+        cols[pos++] = i;
+      }
+    }
+  }
+}
+
+/** Dispatch filling CSR values and column indices. Buffers: x, rowPtr, vals, cols. */
+export function denseToCsrDispatch(
+  dtype: DType,
+  rows: number,
+  d: number,
+  buffers: Storage[],
+): Dispatch {
+  const [gx, gy] = rowGrid(rows);
+  return {
+    op: "denseToCsr",
+    key: `denseToCsr:${dtype}`,
+    wgsl: () => denseToCsrWgsl(dtype),
+    cpu: (bufs) => denseToCsrCpu(dtype, rows, d, bufs),
+    buffers,
+    uniforms: uniforms(rows, d, Math.ceil(d / WG), gx),
+    workgroups: [gx, gy, 1],
+  };
+}
+
+/** Dispatch writing `rowPtr[r] = r·k` for `r = 0..rows` (CSR view of fixed-K rows). */
+export function fixedRowPtrDispatch(rows: number, k: number, out: Storage): Dispatch {
+  return {
+    op: "toCsr",
+    key: "fixedRowPtr",
+    wgsl: () =>
+      `struct P { n: u32, k: u32 };
+@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+@group(0) @binding(1) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  for (var i = gid.x; i <= p.n; i = i + nwg.x * ${WG}u) { out[i] = i * p.k; }
+}`,
+    cpu: ([o]) => {
+      const a = new Uint32Array(o!);
+      for (let i = 0; i <= rows; i++) a[i] = i * k;
+    },
+    buffers: [out],
+    uniforms: uniforms(rows, k),
+    workgroups: [Math.max(1, Math.min(Math.ceil((rows + 1) / WG), 4096)), 1, 1],
+  };
+}
