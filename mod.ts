@@ -42,3 +42,4 @@ export * from "./src/ops/softmax.ts";
 export * from "./src/tensor/sparse.ts";
 export * from "./src/ops/topk.ts";
 export * from "./src/ops/sparse.ts";
+export * from "./src/ops/rmsnorm.ts";

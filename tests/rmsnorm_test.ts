@@ -1,0 +1,120 @@
+import assert from "node:assert/strict";
+import { DTypeError, rmsNorm, ShapeError, type Tensor, ValueError } from "../mod.ts";
+import { assertClose, cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+import { gradCheck, gradOnBoth } from "./gradcheck.ts";
+
+/** Direct f64 definition. */
+function ref(
+  x: ArrayLike<number>,
+  w: ArrayLike<number> | null,
+  cols: number,
+  eps: number,
+): number[] {
+  const out: number[] = [];
+  for (let r = 0; r * cols < x.length; r++) {
+    let ms = 0;
+    for (let j = 0; j < cols; j++) ms += x[r * cols + j]! ** 2 / cols;
+    for (let j = 0; j < cols; j++) {
+      out.push((x[r * cols + j]! / Math.sqrt(ms + eps)) * (w ? w[j]! : 1));
+    }
+  }
+  return out;
+}
+
+const SHAPES = [[1], [7], [3, 1], [5, 255], [4, 257], [2, 8192], [1000, 4], [2, 3, 64], [0, 4]];
+
+Deno.test("rmsNorm: WebGPU matches the CPU twin, the twin matches the math", async (t) => {
+  for (const shape of SHAPES) {
+    await t.step(`[${shape}]`, async () => {
+      const n = shape.reduce((a, b) => a * b, 1), cols = shape[shape.length - 1]!;
+      const h = hostRandom(n, n + 1, 3), w = hostRandom(cols, cols + 2, 2);
+      for (const eps of [1e-6, 0.5]) {
+        const [y] = await onBoth((d) => rmsNorm(d.tensor(h, shape), d.tensor(w, [cols]), eps), {
+          rtol: 1e-5,
+          atol: 1e-5,
+        });
+        assertClose(y!, ref(h, w, cols, eps), { rtol: 1e-5, atol: 1e-5 }, "with weight vs math");
+        const [z] = await onBoth((d) => rmsNorm(d.tensor(h, shape), null, eps), {
+          rtol: 1e-5,
+          atol: 1e-5,
+        });
+        assertClose(z!, ref(h, null, cols, eps), { rtol: 1e-5, atol: 1e-5 }, "no weight vs math");
+      }
+    });
+  }
+  // A zero row stays zero (eps keeps it finite).
+  const [y] = await onBoth((d) => rmsNorm(d.zeros([2, 3]), null));
+  assert.deepEqual(Array.from(y!), [0, 0, 0, 0, 0, 0]);
+});
+
+Deno.test("f16 storage: rmsNorm computes in f32", async () => {
+  for (const dev of [cpu, gpu]) {
+    if (!dev?.backend.hasF16) continue;
+    const h = hostRandom(64, 3, 100);
+    const y = await rmsNorm(dev.tensor(Float16Array.from(h), [2, 32]), null).data();
+    const e = ref(Float16Array.from(h), null, 32, 1e-6);
+    assertClose(y, e, { rtol: 2e-3, atol: 2e-3 }, `f16 on ${dev.kind}`);
+  }
+});
+
+Deno.test("rmsNorm: gradients for x and weight match finite differences, GPU matches CPU", async (t) => {
+  type C = [
+    string,
+    (xs: Tensor[]) => Tensor,
+    { data: Float32Array; shape: number[]; grad?: boolean }[],
+  ];
+  const cases: C[] = [
+    ["x and weight", ([x, w]) => rmsNorm(x!, w!), [
+      { data: hostRandom(15, 1, 2), shape: [3, 5] },
+      { data: hostRandom(5, 2, 2), shape: [5] },
+    ]],
+    ["no weight, rank 3", ([x]) => rmsNorm(x!, null, 1e-3), [{
+      data: hostRandom(48, 3, 2),
+      shape: [2, 3, 8],
+    }]],
+    ["weight only", ([x, w]) => rmsNorm(x!, w!), [
+      { data: hostRandom(12, 4, 2), shape: [3, 4], grad: false },
+      { data: hostRandom(4, 5, 2), shape: [4] },
+    ]],
+    ["x only", ([x, w]) => rmsNorm(x!, w!), [
+      { data: hostRandom(12, 6, 2), shape: [3, 4] },
+      { data: hostRandom(4, 7, 2), shape: [4], grad: false },
+    ]],
+    ["many rows (several weight chunks)", ([x, w]) => rmsNorm(x!, w!), [
+      { data: hostRandom(300 * 6, 8, 2), shape: [300, 6] },
+      { data: hostRandom(6, 9, 2), shape: [6] },
+    ]],
+  ];
+  for (const [name, fn, inputs] of cases) {
+    await t.step(name, async () => {
+      await gradCheck(fn, inputs, { what: name, maxPoints: 16 });
+      await gradOnBoth(fn, inputs, { rtol: 1e-4, atol: 1e-5 }, name);
+    });
+  }
+  await t.step("long rows, GPU backward vs CPU", async () => {
+    await gradOnBoth(
+      ([x, w]) => rmsNorm(x!, w!),
+      [
+        { data: hostRandom(3 * 4096, 10), shape: [3, 4096] },
+        { data: hostRandom(4096, 11), shape: [4096] },
+      ],
+      { rtol: 1e-4, atol: 1e-5 },
+      "long rows",
+    );
+  });
+});
+
+Deno.test("rmsNorm: bad input names the op and the shapes", () => {
+  const x = cpu.zeros([2, 3]);
+  assert.throws(
+    () => rmsNorm(x, cpu.zeros([4])),
+    (e: unknown) =>
+      e instanceof ShapeError &&
+      /rmsNorm: weight must be \[3\].*\[2, 3\] and \[4\]/.test(e.message),
+  );
+  assert.throws(() => rmsNorm(x, cpu.zeros([1, 3])), ShapeError);
+  assert.throws(() => rmsNorm(cpu.zeros([2, 3], "i32"), null), DTypeError);
+  assert.throws(() => rmsNorm(x, cpu.zeros([3], "i32") as never), DTypeError);
+  assert.throws(() => rmsNorm(cpu.tensor(2), null), ShapeError);
+  assert.throws(() => rmsNorm(x, null, -1), ValueError);
+});
