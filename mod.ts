@@ -43,3 +43,4 @@ export * from "./src/tensor/sparse.ts";
 export * from "./src/ops/topk.ts";
 export * from "./src/ops/sparse.ts";
 export * from "./src/ops/rmsnorm.ts";
+export * from "./src/ops/embedding.ts";

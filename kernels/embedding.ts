@@ -1,0 +1,257 @@
+/**
+ * Embedding lookup (gather of table rows by token id) and its backward, a scatter-add of the
+ * output gradient into a `[V, D]` table gradient.
+ *
+ * WGSL has no float atomics, and summing in whatever order threads arrive would make training
+ * non-reproducible. The backward is instead exact and deterministic, without sorting:
+ *
+ * 1. `links`: for each token t, the next token t' > t with the same id (a linked list per id, in
+ *    token order) and whether t is the first occurrence of its id (the list's head);
+ * 2. `accumulate`: one invocation per (head token, column) walks its list and writes the sum,
+ *    always in token order, into the id's row; rows of ids that never occur stay zero.
+ *
+ * Step 1 scans the ids (O(N²) comparisons in the worst case, all distinct ids; each scan stops
+ * at the first match) — a few million comparisons for N = 4096 tokens. Step 2 touches each
+ * gradient element once. The GPU and the CPU twin add in the same order, so they agree bit for
+ * bit.
+ *
+ * Out-of-range ids (≥ V) cannot be reported by a kernel; they read as zero rows in the forward
+ * and are skipped by the backward. The op validates ids that come from host data.
+ *
+ * @module
+ */
+import type { Dispatch, Storage } from "../src/backend/backend.ts";
+import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { enables, gridStride, uniforms, WG } from "./common.ts";
+
+/** `links` value flag: this token is the first occurrence of its id. */
+export const LEADER_BIT = 0x80000000;
+/** `links` next-pointer meaning "no later occurrence". */
+export const NO_NEXT = 0x7fffffff;
+
+/** WGSL of the gather `out[t, d] = ids[t] < V ? table[ids[t], d] : 0`. */
+export function embeddingWgsl(dtype: DType): string {
+  return `${enables(dtype)}
+struct P { n: u32, d: u32, v: u32 };
+@group(0) @binding(0) var<storage, read> table: array<${dtype}>;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<${dtype}>;
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let stride = nwg.x * ${WG}u;
+  for (var i = gid.x; i < p.n; i = i + stride) {
+    let t = i / p.d;
+    let id = ids[t];
+    if (id < p.v) { out[i] = table[id * p.d + (i - t * p.d)]; } else { out[i] = ${dtype}(0); }
+  }
+}`;
+}
+
+/** CPU twin of {@link embeddingWgsl}. */
+export function embeddingCpu(
+  dtype: DType,
+  tokens: number,
+  d: number,
+  v: number,
+  table: ArrayBuffer,
+  ids: ArrayBuffer,
+  out: ArrayBuffer,
+): void {
+  const tb = typedView(dtype, table),
+    id = new Uint32Array(ids),
+    o = typedView(dtype, out, tokens * d);
+  for (let t = 0; t < tokens; t++) {
+    const row = id[t]!;
+    if (row < v) o.set(tb.subarray(row * d, row * d + d), t * d);
+    else o.fill(0, t * d, t * d + d);
+  }
+}
+
+/**
+ * Dispatch of the gather.
+ *
+ * @param dtype Table dtype.
+ * @param tokens Number of ids.
+ * @param d Embedding width.
+ * @param v Vocabulary size (rows of the table).
+ * @param table Table storage `[v, d]`.
+ * @param ids u32 ids storage `[tokens]`.
+ * @param out Output `[tokens, d]`.
+ * @returns The dispatch.
+ */
+export function embeddingDispatch(
+  dtype: DType,
+  tokens: number,
+  d: number,
+  v: number,
+  table: Storage,
+  ids: Storage,
+  out: Storage,
+): Dispatch {
+  const n = tokens * d;
+  return {
+    op: "embedding",
+    key: `embedding:${dtype}`,
+    wgsl: () => embeddingWgsl(dtype),
+    cpu: ([a, b, c]) => embeddingCpu(dtype, tokens, d, v, a!, b!, c!),
+    buffers: [table, ids, out],
+    uniforms: uniforms(n, d, v),
+    workgroups: gridStride(n),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward step 1: per-id linked lists in token order
+
+/** WGSL of `links[t] = next occurrence of ids[t] (or NO_NEXT) | LEADER_BIT if first`. */
+export function embeddingLinksWgsl(): string {
+  return `struct P { n: u32, v: u32 };
+@group(0) @binding(0) var<storage, read> ids: array<u32>;
+@group(0) @binding(1) var<storage, read_write> links: array<u32>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let stride = nwg.x * ${WG}u;
+  for (var t = gid.x; t < p.n; t = t + stride) {
+    let id = ids[t];
+    if (id >= p.v) { links[t] = ${NO_NEXT}u; continue; }
+    var next = ${NO_NEXT}u;
+    for (var u = t + 1u; u < p.n; u = u + 1u) {
+      if (ids[u] == id) { next = u; break; }
+    }
+    var lead = ${LEADER_BIT}u;
+    for (var u = t; u > 0u; u = u - 1u) {
+      if (ids[u - 1u] == id) { lead = 0u; break; }
+    }
+    links[t] = next | lead;
+  }
+}`;
+}
+
+/** CPU twin of {@link embeddingLinksWgsl} (same output, by hashing in O(N)). */
+export function embeddingLinksCpu(
+  n: number,
+  v: number,
+  ids: ArrayBuffer,
+  links: ArrayBuffer,
+): void {
+  const id = new Uint32Array(ids), l = new Uint32Array(links, 0, n);
+  const later = new Map<number, number>();
+  for (let t = n - 1; t >= 0; t--) {
+    const k = id[t]!;
+    if (k >= v) {
+      l[t] = NO_NEXT;
+      continue;
+    }
+    l[t] = later.get(k) ?? NO_NEXT;
+    later.set(k, t);
+  }
+  const seen = new Set<number>();
+  for (let t = 0; t < n; t++) {
+    const k = id[t]!;
+    if (k < v && !seen.has(k)) {
+      seen.add(k);
+      l[t] = (l[t]! | LEADER_BIT) >>> 0;
+    }
+  }
+}
+
+/** Dispatch of the link pass over `n` ids. */
+export function embeddingLinksDispatch(
+  n: number,
+  v: number,
+  ids: Storage,
+  links: Storage,
+): Dispatch {
+  return {
+    op: "embeddingBackward",
+    key: "embeddingLinks",
+    wgsl: () => embeddingLinksWgsl(),
+    cpu: ([a, b]) => embeddingLinksCpu(n, v, a!, b!),
+    buffers: [ids, links],
+    uniforms: uniforms(n, v),
+    // Small workgroup count keeps long scans spread; each invocation may walk all ids.
+    workgroups: gridStride(n, WG),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward step 2: sum each id's gradient rows in token order
+
+/** WGSL: for each head token t and column d, `gtable[ids[t], d] = Σ_{t' in list(t)} g[t', d]`. */
+export function embeddingAccumulateWgsl(dtype: DType): string {
+  return `${enables(dtype)}
+struct P { n: u32, d: u32 };
+@group(0) @binding(0) var<storage, read> g: array<${dtype}>;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read> links: array<u32>;
+@group(0) @binding(3) var<storage, read_write> gtable: array<${dtype}>;
+@group(0) @binding(4) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let stride = nwg.x * ${WG}u;
+  let total = p.n * p.d;
+  for (var i = gid.x; i < total; i = i + stride) {
+    let t = i / p.d;
+    let l = links[t];
+    if ((l & ${LEADER_BIT}u) == 0u) { continue; }
+    let col = i - t * p.d;
+    var acc = f32(g[i]);
+    var u = l & ${NO_NEXT}u;
+    loop {
+      if (u == ${NO_NEXT}u) { break; }
+      acc = acc + f32(g[u * p.d + col]);
+      u = links[u] & ${NO_NEXT}u;
+    }
+    gtable[ids[t] * p.d + col] = ${dtype}(acc);
+  }
+}`;
+}
+
+/** CPU twin of {@link embeddingAccumulateWgsl}: the same walk, rounding to f32 after each add. */
+export function embeddingAccumulateCpu(
+  dtype: DType,
+  n: number,
+  d: number,
+  g: ArrayBuffer,
+  ids: ArrayBuffer,
+  links: ArrayBuffer,
+  gtable: ArrayBuffer,
+): void {
+  const gv = typedView(dtype, g), id = new Uint32Array(ids), l = new Uint32Array(links);
+  const out = typedView(dtype, gtable);
+  const fr = Math.fround;
+  for (let t = 0; t < n; t++) {
+    if ((l[t]! & LEADER_BIT) === 0) continue;
+    const row = id[t]! * d;
+    for (let c = 0; c < d; c++) {
+      let acc = gv[t * d + c]!;
+      for (let u = l[t]! & NO_NEXT; u !== NO_NEXT; u = l[u]! & NO_NEXT) {
+        acc = fr(acc + gv[u * d + c]!);
+      }
+      out[row + c] = acc;
+    }
+  }
+}
+
+/** Dispatch of the accumulation into a zero-filled `[V, d]` gradient. */
+export function embeddingAccumulateDispatch(
+  dtype: DType,
+  n: number,
+  d: number,
+  g: Storage,
+  ids: Storage,
+  links: Storage,
+  gtable: Storage,
+): Dispatch {
+  return {
+    op: "embeddingBackward",
+    key: `embeddingAccumulate:${dtype}`,
+    wgsl: () => embeddingAccumulateWgsl(dtype),
+    cpu: ([a, b, c, e]) => embeddingAccumulateCpu(dtype, n, d, a!, b!, c!, e!),
+    buffers: [g, ids, links, gtable],
+    uniforms: uniforms(n, d),
+    workgroups: gridStride(n * d),
+  };
+}
