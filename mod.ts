@@ -44,3 +44,4 @@ export * from "./src/ops/topk.ts";
 export * from "./src/ops/sparse.ts";
 export * from "./src/ops/rmsnorm.ts";
 export * from "./src/ops/embedding.ts";
+export * from "./src/ops/cross_entropy.ts";

@@ -4,7 +4,8 @@
  *
  * Forward reads each row twice: one pass keeps an online (max, Σ exp(x − max)) pair per lane
  * (rescaling the sum when the max grows), the lanes merge their pairs in a shared-memory tree,
- * and a second pass writes `exp(x − max) / Σ` (or `x − max − log Σ`). Max-subtraction keeps
+ * and a second pass writes `exp(x − max) / Σ` (or `(x − max) − log Σ`, in that order so a large max does not
+ * round away small log-probabilities). Max-subtraction keeps
  * every exponent ≤ 0, so large logits cannot overflow.
  *
  * Causal masking is fused: with `t = T`, row r of the flattened `[..., T, T]` scores is query
@@ -112,9 +113,9 @@ export function softmaxWgsl(s: SoftmaxSpec): string {
       for (var j = lane; j < p.cols; j = j + ${L}u) {
         out[start + j] = ${T}(select(0.0, exp(f32(xs[start + j]) - ms.x) * inv, j < lim));
       }`
-    : `let lse = ms.x + log(ms.y);
+    : `let ls = log(ms.y);
       for (var j = lane; j < p.cols; j = j + ${L}u) {
-        out[start + j] = ${T}(select(neg_inf(), f32(xs[start + j]) - lse, j < lim));
+        out[start + j] = ${T}(select(neg_inf(), (f32(xs[start + j]) - ms.x) - ls, j < lim));
       }`;
   return `${enables(T)}${WGSL_FLOAT_HELPERS}${WGSL_LSE}
 struct P { rows: u32, cols: u32, t: u32 };
@@ -147,11 +148,11 @@ export function softmaxCpu(
     const start = r * p.cols;
     const lim = s.causal ? Math.min(p.cols, (r % p.t) + 1) : p.cols;
     const [m, sum] = rowLseCpu(xs, start, lim);
-    const lse = m + Math.log(sum);
+    const ls = Math.log(sum);
     for (let j = 0; j < p.cols; j++) {
       const v = xs[start + j]!;
       if (s.mode === "softmax") o[start + j] = j < lim ? Math.exp(v - m) / sum : 0;
-      else o[start + j] = j < lim ? v - lse : -Infinity;
+      else o[start + j] = j < lim ? v - m - ls : -Infinity;
     }
   }
 }

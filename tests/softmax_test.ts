@@ -154,3 +154,12 @@ Deno.test("softmax: bad input names the op and the shape", () => {
   );
   assert.throws(() => softmax(cpu.zeros([4]), { causal: true }), ShapeError);
 });
+
+Deno.test("logSoftmax keeps small log-probabilities next to a large max", async () => {
+  // (x − max) − log Σ, not x − (max + log Σ): the latter rounds log 3 to the ulp of 5e4.
+  const [l] = await onBoth((d) => logSoftmax(d.tensor([5e4, 5e4, 5e4])), {
+    rtol: 1e-6,
+    atol: 1e-7,
+  });
+  assertClose(l!, [-Math.log(3), -Math.log(3), -Math.log(3)], { rtol: 1e-6, atol: 1e-7 });
+});

@@ -1,0 +1,183 @@
+/**
+ * Cross-entropy from logits, fused: per row, `loss = log Σ exp(x) − x[target]` via the same
+ * online log-sum-exp as softmax (max-subtracted, one read of the row), and the fused backward
+ * `g_x = g_row · (softmax(x) − onehot(target))`, which recomputes the row's log-sum-exp instead
+ * of keeping the probabilities around.
+ *
+ * A target ≥ the class count cannot be reported from a kernel: its loss is NaN and its
+ * gradient row is NaN, so the bad value surfaces at the next loss readback instead of training
+ * silently on garbage. The op checks targets that come from host data.
+ *
+ * @module
+ */
+import type { Dispatch, Storage } from "../src/backend/backend.ts";
+import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { enables, uniforms } from "./common.ts";
+import {
+  ROW_ARGS,
+  ROW_WG,
+  rowGroups,
+  rowLanes,
+  rowLoopOpen,
+  WGSL_FLOAT_HELPERS,
+} from "./reduce.ts";
+import { rowLseCpu, rowLseWgsl, WGSL_LSE } from "./softmax.ts";
+
+/** WGSL of the per-row loss. Bindings: logits, targets (u32), loss. */
+export function crossEntropyWgsl(dtype: DType, lanes: number): string {
+  const T = dtype;
+  return `${enables(T)}${WGSL_FLOAT_HELPERS}${WGSL_LSE}
+struct P { rows: u32, cols: u32 };
+@group(0) @binding(0) var<storage, read> xs: array<${T}>;
+@group(0) @binding(1) var<storage, read> targets: array<u32>;
+@group(0) @binding(2) var<storage, read_write> loss: array<${T}>;
+@group(0) @binding(3) var<uniform> p: P;
+var<workgroup> sms: array<vec2f, ${ROW_WG}>;
+@compute @workgroup_size(${ROW_WG})
+fn main(${ROW_ARGS}) {
+  ${rowLoopOpen(lanes)}
+    let start = row * p.cols;
+    ${rowLseWgsl(lanes, "p.cols", "f32(xs[start + j])")}
+    if (live && lane == 0u) {
+      let t = targets[row];
+      var l = nan_f32();
+      // (max − x_t) first: adding log Σ to a large max would round away the small loss.
+      if (t < p.cols) { l = (ms.x - f32(xs[start + t])) + log(ms.y); }
+      loss[row] = ${T}(l);
+    }
+  }
+}`;
+}
+
+/** CPU twin of {@link crossEntropyWgsl}. */
+export function crossEntropyCpu(
+  dtype: DType,
+  rows: number,
+  cols: number,
+  x: ArrayBuffer,
+  targets: ArrayBuffer,
+  loss: ArrayBuffer,
+): void {
+  const xs = typedView(dtype, x), ts = new Uint32Array(targets), l = typedView(dtype, loss, rows);
+  for (let r = 0; r < rows; r++) {
+    const start = r * cols, t = ts[r]!;
+    const [m, s] = rowLseCpu(xs, start, cols);
+    l[r] = t < cols ? m - xs[start + t]! + Math.log(s) : NaN;
+  }
+}
+
+/**
+ * Dispatch of the per-row loss.
+ *
+ * @param dtype Logits dtype (the loss is stored in it too).
+ * @param rows Row count N.
+ * @param cols Class count V.
+ * @param x Logits `[N, V]`.
+ * @param targets u32 `[N]`.
+ * @param loss Output `[N]`.
+ * @returns The dispatch.
+ */
+export function crossEntropyDispatch(
+  dtype: DType,
+  rows: number,
+  cols: number,
+  x: Storage,
+  targets: Storage,
+  loss: Storage,
+): Dispatch {
+  const lanes = rowLanes(cols);
+  return {
+    op: "crossEntropy",
+    key: `crossEntropy:${dtype}:L${lanes}`,
+    wgsl: () => crossEntropyWgsl(dtype, lanes),
+    cpu: ([a, b, c]) => crossEntropyCpu(dtype, rows, cols, a!, b!, c!),
+    buffers: [x, targets, loss],
+    uniforms: uniforms(rows, cols),
+    workgroups: rowGroups(rows, lanes),
+  };
+}
+
+/** WGSL of the backward. Bindings: logits, targets, g (per row), gx. */
+export function crossEntropyBackwardWgsl(dtype: DType, lanes: number): string {
+  const T = dtype, L = lanes;
+  return `${enables(T)}${WGSL_FLOAT_HELPERS}${WGSL_LSE}
+struct P { rows: u32, cols: u32 };
+@group(0) @binding(0) var<storage, read> xs: array<${T}>;
+@group(0) @binding(1) var<storage, read> targets: array<u32>;
+@group(0) @binding(2) var<storage, read> g: array<${T}>;
+@group(0) @binding(3) var<storage, read_write> gx: array<${T}>;
+@group(0) @binding(4) var<uniform> p: P;
+var<workgroup> sms: array<vec2f, ${ROW_WG}>;
+@compute @workgroup_size(${ROW_WG})
+fn main(${ROW_ARGS}) {
+  ${rowLoopOpen(L)}
+    let start = row * p.cols;
+    ${rowLseWgsl(L, "p.cols", "f32(xs[start + j])")}
+    if (live) {
+      let t = targets[row];
+      let inv = 1.0 / ms.y;
+      var gr = f32(g[row]);
+      if (t >= p.cols) { gr = nan_f32(); }
+      for (var j = lane; j < p.cols; j = j + ${L}u) {
+        let prob = exp(f32(xs[start + j]) - ms.x) * inv;
+        gx[start + j] = ${T}(gr * (prob - select(0.0, 1.0, j == t)));
+      }
+    }
+  }
+}`;
+}
+
+/** CPU twin of {@link crossEntropyBackwardWgsl}. */
+export function crossEntropyBackwardCpu(
+  dtype: DType,
+  rows: number,
+  cols: number,
+  x: ArrayBuffer,
+  targets: ArrayBuffer,
+  g: ArrayBuffer,
+  gx: ArrayBuffer,
+): void {
+  const xs = typedView(dtype, x), ts = new Uint32Array(targets), gs = typedView(dtype, g);
+  const o = typedView(dtype, gx, rows * cols);
+  for (let r = 0; r < rows; r++) {
+    const start = r * cols, t = ts[r]!;
+    const [m, s] = rowLseCpu(xs, start, cols);
+    const gr = t < cols ? gs[r]! : NaN;
+    for (let j = 0; j < cols; j++) {
+      o[start + j] = gr * (Math.exp(xs[start + j]! - m) / s - (j === t ? 1 : 0));
+    }
+  }
+}
+
+/**
+ * Dispatch of the backward.
+ *
+ * @param dtype Logits dtype.
+ * @param rows Row count N.
+ * @param cols Class count V.
+ * @param x Logits.
+ * @param targets u32 targets.
+ * @param g Upstream gradient of the per-row losses `[N]`.
+ * @param gx Logits gradient (output).
+ * @returns The dispatch.
+ */
+export function crossEntropyBackwardDispatch(
+  dtype: DType,
+  rows: number,
+  cols: number,
+  x: Storage,
+  targets: Storage,
+  g: Storage,
+  gx: Storage,
+): Dispatch {
+  const lanes = rowLanes(cols);
+  return {
+    op: "crossEntropyBackward",
+    key: `crossEntropyBackward:${dtype}:L${lanes}`,
+    wgsl: () => crossEntropyBackwardWgsl(dtype, lanes),
+    cpu: ([a, b, c, d]) => crossEntropyBackwardCpu(dtype, rows, cols, a!, b!, c!, d!),
+    buffers: [x, targets, g, gx],
+    uniforms: uniforms(rows, cols),
+    workgroups: rowGroups(rows, lanes),
+  };
+}
