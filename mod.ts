@@ -46,3 +46,4 @@ export * from "./src/ops/rmsnorm.ts";
 export * from "./src/ops/embedding.ts";
 export * from "./src/ops/cross_entropy.ts";
 export * from "./src/experiments/scaling_law.ts";
+export * from "./src/ops/rope.ts";

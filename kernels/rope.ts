@@ -1,0 +1,132 @@
+/**
+ * Rotary position embedding, "rotate-half" convention (GPT-NeoX, LLaMA in Hugging Face
+ * transformers): for each head vector of width `hd` (h = hd/2), element i pairs with
+ * element i + h and the pair rotates by `angle = pos · invFreq[i]`:
+ *
+ *   y[i]     = x[i]·cos(angle) − x[i + h]·sin(angle)
+ *   y[i + h] = x[i + h]·cos(angle) + x[i]·sin(angle)
+ *
+ * `invFreq` is computed on the host exactly as HF does in float32 (see {@link ropeInvFreq}) and
+ * passed in the uniform block, and the angle is the f32 product `f32(pos) · invFreq[i]` — the
+ * same rounded angle HF builds. A shader's sin/cos is only specified on [−π, π], so the kernel
+ * first reduces the angle by 2π with a two-constant (Cody–Waite) split, which keeps the
+ * reduction error near 1e-7 for positions up to ~10⁵.
+ *
+ * The backward is the same kernel rotating by −angle (the transpose of a rotation).
+ *
+ * @module
+ */
+import type { Dispatch, Storage } from "../src/backend/backend.ts";
+import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { enables, f32Bits, gridStride, WG } from "./common.ts";
+
+/** Largest head dim the uniform frequency table holds (256 frequencies). */
+export const ROPE_MAX_HEAD_DIM = 512;
+
+/**
+ * Inverse frequencies `1 / base^(2i/hd)` for i in [0, hd/2), rounded like Hugging Face's
+ * float32 computation: `1.0 / (base ** (torch.arange(0, hd, 2).float() / hd))` — each of the
+ * division, the power and the reciprocal rounded to f32.
+ *
+ * @param headDim Head width hd (even).
+ * @param base θ base (10000 for LLaMA).
+ * @returns `hd/2` f32 frequencies.
+ */
+export function ropeInvFreq(headDim: number, base: number): Float32Array {
+  const fr = Math.fround;
+  const half = headDim / 2;
+  const out = new Float32Array(half);
+  for (let i = 0; i < half; i++) out[i] = fr(1 / fr(Math.pow(fr(base), fr((2 * i) / headDim))));
+  return out;
+}
+
+/** Runtime sizes of one rotation. */
+export interface RopeParams {
+  /** Leading batch count times T times H: number of head vectors. */
+  vectors: number;
+  /** Sequence length (positions repeat every T rows of H heads). */
+  t: number;
+  /** Heads per position. */
+  h: number;
+  /** hd/2. */
+  half: number;
+  /** Position of the first token. */
+  offset: number;
+  /** +1 forward, −1 backward. */
+  sign: 1 | -1;
+  /** Inverse frequencies (`half` values). */
+  invFreq: Float32Array;
+}
+
+/** WGSL of the rotation (one invocation per pair). */
+export function ropeWgsl(dtype: DType): string {
+  const T = dtype;
+  return `${enables(T)}
+struct P { n: u32, t: u32, h: u32, half: u32, offset: u32, sign: f32, pad0: u32, pad1: u32,
+  inv: array<vec4f, ${ROPE_MAX_HEAD_DIM / 8}> };
+@group(0) @binding(0) var<storage, read> xs: array<${T}>;
+@group(0) @binding(1) var<storage, read_write> out: array<${T}>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let stride = nwg.x * ${WG}u;
+  for (var k = gid.x; k < p.n; k = k + stride) {
+    let v = k / p.half;
+    let i = k - v * p.half;
+    let pos = (v / p.h) % p.t + p.offset;
+    let ang = f32(pos) * p.inv[i / 4u][i % 4u];
+    // 2π = 6.28125 + 1.9353071795864769e-3; q·6.28125 is exact for |q| < 2^16.
+    let q = round(ang * 0.15915494309189535);
+    let r = (ang - q * 6.28125) - q * 1.9353071795864769e-3;
+    let c = cos(r);
+    let s = sin(r) * p.sign;
+    let base = v * 2u * p.half + i;
+    let x1 = f32(xs[base]);
+    let x2 = f32(xs[base + p.half]);
+    out[base] = ${T}(x1 * c - x2 * s);
+    out[base + p.half] = ${T}(x2 * c + x1 * s);
+  }
+}`;
+}
+
+/** CPU twin of {@link ropeWgsl}: the same f32 angle, then f64 sin/cos. */
+export function ropeCpu(dtype: DType, p: RopeParams, x: ArrayBuffer, out: ArrayBuffer): void {
+  const hd = 2 * p.half;
+  const xs = typedView(dtype, x), o = typedView(dtype, out, p.vectors * hd);
+  for (let v = 0; v < p.vectors; v++) {
+    const pos = (Math.floor(v / p.h) % p.t) + p.offset;
+    const base = v * hd;
+    for (let i = 0; i < p.half; i++) {
+      const ang = Math.fround(pos * p.invFreq[i]!);
+      const c = Math.cos(ang), s = Math.sin(ang) * p.sign;
+      const x1 = xs[base + i]!, x2 = xs[base + i + p.half]!;
+      o[base + i] = x1 * c - x2 * s;
+      o[base + i + p.half] = x2 * c + x1 * s;
+    }
+  }
+}
+
+/**
+ * Dispatch of a rotation.
+ *
+ * @param dtype Storage dtype.
+ * @param p Sizes, offset, direction, frequencies.
+ * @param x Input `[..., T, H, hd]`.
+ * @param out Output, same shape.
+ * @returns The dispatch.
+ */
+export function ropeDispatch(dtype: DType, p: RopeParams, x: Storage, out: Storage): Dispatch {
+  const n = p.vectors * p.half;
+  const words = new Uint32Array(8 + ROPE_MAX_HEAD_DIM / 2);
+  words.set([n, p.t, p.h, p.half, p.offset, f32Bits(p.sign), 0, 0]);
+  words.set(new Uint32Array(p.invFreq.buffer, p.invFreq.byteOffset, p.half), 8);
+  return {
+    op: p.sign > 0 ? "rope" : "ropeBackward",
+    key: `rope:${dtype}`,
+    wgsl: () => ropeWgsl(dtype),
+    cpu: ([a, b]) => ropeCpu(dtype, p, a!, b!),
+    buffers: [x, out],
+    uniforms: words,
+    workgroups: gridStride(n),
+  };
+}

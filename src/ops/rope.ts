@@ -1,0 +1,127 @@
+/**
+ * `rope`: rotary position embedding for attention heads, with its gradient.
+ *
+ * @module
+ */
+import { ROPE_MAX_HEAD_DIM, ropeDispatch, ropeInvFreq } from "../../kernels/rope.ts";
+import { needsGrad, record } from "../autograd/tape.ts";
+import { type DType, isFloat } from "../tensor/dtype.ts";
+import { DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+
+/** Options for {@link rope}. */
+export interface RopeOptions {
+  /** Position of the first token (default 0), e.g. the cache length when decoding. */
+  offset?: number;
+  /** θ base of the frequencies (default 10000). */
+  base?: number;
+}
+
+/**
+ * Inverse frequencies of {@link rope}: `invFreq[i] = 1 / base^(2i/hd)` for i in [0, hd/2),
+ * each step rounded to f32 exactly as Hugging Face computes
+ * `1.0 / (base ** (torch.arange(0, hd, 2).float() / hd))`.
+ *
+ * @param headDim Head width hd (even).
+ * @param base θ base (default 10000).
+ * @returns The hd/2 frequencies.
+ *
+ * @example
+ * ```ts
+ * import { ropeFrequencies } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const f = ropeFrequencies(4);
+ * assert.deepEqual([...f], [1, Math.fround(0.01)]);
+ * ```
+ */
+export function ropeFrequencies(headDim: number, base = 10000): Float32Array {
+  if (!Number.isInteger(headDim) || headDim <= 0 || headDim % 2 !== 0) {
+    throw new ValueError("rope", `head dim must be a positive even integer, got ${headDim}`);
+  }
+  return ropeInvFreq(headDim, base);
+}
+
+/**
+ * Rotary position embedding, "rotate-half" convention (GPT-NeoX; LLaMA as implemented in
+ * Hugging Face transformers, `apply_rotary_pos_emb` with `rotate_half`).
+ *
+ * For `x` of shape `[B, T, H, hd]` (any leading dims before `[T, H, hd]`), token t of every
+ * batch and head has position `p = t + offset`, and with `h = hd/2`, for each i in [0, h):
+ *
+ * ```text
+ * angle    = f32(p) · invFreq[i]          invFreq[i] = 1 / base^(2i/hd)   (ropeFrequencies)
+ * y[i]     = x[i]·cos(angle) − x[i + h]·sin(angle)
+ * y[i + h] = x[i + h]·cos(angle) + x[i]·sin(angle)
+ * ```
+ *
+ * i.e. `y = x·cos + rotate_half(x)·sin` with `cos = cat(cos(angles), cos(angles))` and
+ * `rotate_half(x) = cat(−x[h:], x[:h])`. Pairs are (i, i + h), not the interleaved
+ * (2i, 2i + 1) of the original RoFormer / Meta LLaMA code. The angle is the f32 product, as in HF.
+ *
+ * Gradient: rotation by −angle.
+ *
+ * @param x Heads `[..., T, H, hd]`, float, hd even and ≤ 512.
+ * @param opts Position offset and θ base.
+ * @returns The rotated tensor, same shape and dtype.
+ *
+ * @example
+ * ```ts
+ * import { openDevice, rope } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * // T = 2 positions, 1 head, hd = 2: position 1 rotates (1, 0) by 1 radian.
+ * using y = rope(dev.tensor([1, 0, 1, 0], [1, 2, 1, 2]));
+ * const v = await y.data();
+ * assert.deepEqual([v[0], v[1]], [1, 0]);
+ * assert.ok(Math.abs(v[2]! - Math.cos(1)) < 1e-6 && Math.abs(v[3]! - Math.sin(1)) < 1e-6);
+ * ```
+ */
+export function rope<D extends DType>(x: Tensor<D>, opts: RopeOptions = {}): Tensor<D> {
+  const op = "rope";
+  if (!isFloat(x.dtype)) throw new DTypeError(op, `needs a float tensor, got ${x.dtype} ${x}`);
+  if (x.rank < 3) {
+    throw ShapeError.mismatch(op, [x.shape], "x must be [..., T, H, hd] (e.g. [B, T, H, hd])");
+  }
+  const [T, H, hd] = x.shape.slice(-3) as [number, number, number];
+  if (hd % 2 !== 0 || hd > ROPE_MAX_HEAD_DIM) {
+    throw ShapeError.mismatch(
+      op,
+      [x.shape],
+      `head dim must be even and ≤ ${ROPE_MAX_HEAD_DIM}, got ${hd}`,
+    );
+  }
+  const offset = opts.offset ?? 0, base = opts.base ?? 10000;
+  if (!Number.isInteger(offset) || offset < 0 || offset >= 2 ** 24) {
+    throw new ValueError(op, `offset must be an integer in [0, 2^24), got ${offset}`);
+  }
+  if (!(base > 0) || !Number.isFinite(base)) {
+    throw new ValueError(op, `base must be > 0, got ${base}`);
+  }
+  const out = x.device.empty(x.shape, x.dtype, op);
+  if (x.size === 0) return out;
+  const params = {
+    vectors: x.size / hd,
+    t: T,
+    h: H,
+    half: hd / 2,
+    offset,
+    sign: 1 as const,
+    invFreq: ropeInvFreq(hd, base),
+  };
+  x.device.run(ropeDispatch(x.dtype, params, x.storage(op), out.storage(op)));
+  if (needsGrad(x)) {
+    record(out, op, [x], (g) => {
+      const gx = x.device.empty(x.shape, x.dtype, "ropeBackward");
+      x.device.run(
+        ropeDispatch(
+          x.dtype,
+          { ...params, sign: -1 },
+          g.storage("ropeBackward"),
+          gx.storage("ropeBackward"),
+        ),
+      );
+      return [gx];
+    });
+  }
+  return out;
+}
