@@ -47,3 +47,4 @@ export * from "./src/ops/embedding.ts";
 export * from "./src/ops/cross_entropy.ts";
 export * from "./src/experiments/scaling_law.ts";
 export * from "./src/ops/rope.ts";
+export * from "./src/ops/permute.ts";
