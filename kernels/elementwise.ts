@@ -57,7 +57,12 @@ export const BINARY = {
   div: { wgsl: "a / b", cpu: (a, b) => a / b },
   maximum: { wgsl: "max(a, b)", cpu: (a, b) => Math.max(a, b) },
   minimum: { wgsl: "min(a, b)", cpu: (a, b) => Math.min(a, b) },
-  pow: { wgsl: "pow(a, b)", cpu: (a, b) => Math.pow(a, b) },
+  // WGSL pow(a, b) is exp2(b·log2(a)), undefined for a < 0: take |a| and restore the sign for
+  // integer exponents (x³ of a negative x), as Math.pow does; non-integer b on a < 0 stays NaN.
+  pow: {
+    wgsl: "select(pow(a, b), pow(-a, b) * select(1.0, -1.0, fract(b * 0.5) == 0.5), a < 0.0 && fract(b) == 0.0)",
+    cpu: (a, b) => Math.pow(a, b),
+  },
   gt: { wgsl: "select(Z, O, a > b)", cpu: (a, b) => (a > b ? 1 : 0) },
   ge: { wgsl: "select(Z, O, a >= b)", cpu: (a, b) => (a >= b ? 1 : 0) },
   lt: { wgsl: "select(Z, O, a < b)", cpu: (a, b) => (a < b ? 1 : 0) },
