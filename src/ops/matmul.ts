@@ -7,7 +7,7 @@ import { type MatmulProblem, matmulDispatch, type MatmulVariant } from "../../ke
 import { needsGrad, record } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../tensor/dtype.ts";
 import { DTypeError, ShapeError } from "../tensor/errors.ts";
-import { sizeOf } from "../tensor/shape.ts";
+import { broadcastShapes, sizeOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { sumTo } from "./layout.ts";
 
@@ -60,14 +60,15 @@ export function matmul<D extends DType>(a: Tensor<D>, b: Tensor<D>, opts: Matmul
     );
   }
   const ba = a.shape.slice(0, -2), bb = b.shape.slice(0, -2);
-  const batchShape = ba.length >= bb.length ? ba : bb;
   const sizeA = sizeOf(ba), sizeB = sizeOf(bb);
-  const batch = sizeOf(batchShape);
   // Supported batch broadcasting: equal batch shapes, or one side without batch (a shared matrix).
   const same = ba.length === bb.length && ba.every((d, i) => d === bb[i]);
   if (!same && sizeA !== 1 && sizeB !== 1) {
     throw ShapeError.mismatch("matmul", [a.shape, b.shape], "batch dims must match or one side must have none");
   }
+  // A shared side may still carry size-1 batch dims ([1, m, k] · [3, k, n]): broadcast them.
+  const batchShape = same ? ba : broadcastShapes("matmul", ba, bb);
+  const batch = sizeOf(batchShape);
   const out = a.device.empty([...batchShape, m, n], a.dtype, "matmul");
   if (out.size > 0) {
     const p: MatmulProblem = {
