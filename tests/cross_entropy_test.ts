@@ -144,3 +144,15 @@ Deno.test("crossEntropy: bad input names the op and the shapes", () => {
   assert.throws(() => crossEntropy(cpu.zeros([3, 4], "i32") as never, [0, 0, 0]), DTypeError);
   assert.throws(() => crossEntropy(x, [0, 0, 0], { reduction: "avg" as never }), ValueError);
 });
+
+Deno.test("f16 storage: crossEntropy backward agrees on both backends", async () => {
+  if (!gpu?.backend.hasF16 || !cpu.backend.hasF16) return;
+  await gradOnBoth(
+    ([a]) => crossEntropy(a!, [1, 0, 6]),
+    [
+      { data: hostRandom(3 * 7, 15, 3), shape: [3, 7], dtype: "f16" },
+    ],
+    { rtol: 5e-3, atol: 5e-3 },
+    "f16 crossEntropy",
+  );
+});

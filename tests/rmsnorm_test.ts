@@ -118,3 +118,16 @@ Deno.test("rmsNorm: bad input names the op and the shapes", () => {
   assert.throws(() => rmsNorm(cpu.tensor(2), null), ShapeError);
   assert.throws(() => rmsNorm(x, null, -1), ValueError);
 });
+
+Deno.test("f16 storage: rmsNorm backward (x and weight) agrees on both backends", async () => {
+  if (!gpu?.backend.hasF16 || !cpu.backend.hasF16) return;
+  await gradOnBoth(
+    ([x, w]) => rmsNorm(x!, w!),
+    [
+      { data: hostRandom(70 * 24, 12), shape: [70, 24], dtype: "f16" },
+      { data: hostRandom(24, 13), shape: [24], dtype: "f16" },
+    ],
+    { rtol: 5e-3, atol: 5e-3 },
+    "f16 rmsNorm",
+  );
+});

@@ -163,3 +163,15 @@ Deno.test("logSoftmax keeps small log-probabilities next to a large max", async 
   });
   assertClose(l!, [-Math.log(3), -Math.log(3), -Math.log(3)], { rtol: 1e-6, atol: 1e-7 });
 });
+
+Deno.test("f16 storage: softmax and logSoftmax backward agree on both backends", async () => {
+  if (!gpu?.backend.hasF16 || !cpu.backend.hasF16) return;
+  const inp = [{ data: hostRandom(6 * 6, 14, 2), shape: [6, 6], dtype: "f16" as const }];
+  await gradOnBoth(
+    ([a]) => softmax(a!, { causal: true }),
+    inp,
+    { rtol: 5e-3, atol: 5e-3 },
+    "f16 softmax",
+  );
+  await gradOnBoth(([a]) => logSoftmax(a!), inp, { rtol: 5e-3, atol: 5e-3 }, "f16 logSoftmax");
+});
