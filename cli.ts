@@ -1,0 +1,313 @@
+/**
+ * Command-line interface of the kit.
+ *
+ * ```sh
+ * deno run -A cli.ts train --model s --sparsity 0.5 --steps 300 --out runs/s50
+ * deno run -A cli.ts train --model s --sparsity 0.5 --steps 300 --out runs/s50 --resume
+ * deno run -A cli.ts eval --checkpoint runs/s50/checkpoint.safetensors
+ * ```
+ *
+ * Run `deno run -A cli.ts help` for every option.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { openDevice } from "./src/tensor/device.ts";
+import { KitError, ValueError } from "./src/tensor/errors.ts";
+import {
+  type ModelConfig,
+  modelConfig,
+  type ModelOverrides,
+  SITES,
+  type SiteSparsity,
+} from "./src/nn/config.ts";
+import {
+  brownTokens,
+  evaluate,
+  train,
+  trainConfig,
+  type TrainResult,
+} from "./src/train/trainer.ts";
+import { loadCheckpoint, loadWeights } from "./src/train/checkpoint.ts";
+import { TransformerLM } from "./src/nn/transformer.ts";
+import { ValidationSet } from "./src/train/batches.ts";
+import { measureSparsity } from "./src/train/accounting.ts";
+
+const HELP = `qsparse — train and evaluate Q-Sparse models on WebGPU
+
+Usage:
+  cli.ts train [options]     train a model on the Brown corpus
+  cli.ts eval  [options]     evaluate a checkpoint on the validation split
+  cli.ts help                this text
+
+train options:
+  --model NAME          named size: tiny, xs, s, m, l, xl (default tiny)
+  --sparsity S          top-K sparsity S (fraction zeroed) at every site, or per site:
+                        qkv=0.5,o=0.5,gateUp=0.5,down=0.5   (default 0 = dense)
+  --block M             Block Q-Sparse: N:M with block M (N = round((1-S)·M)), e.g. 32
+  --sparsifier KIND     topk (default) or relu (the paper's ablation)
+  --no-ste              mask the gradient too (the paper's "without STE" ablation)
+  --rescale             norm-preserving rescale after the mask
+  --bitnet              BitNet b1.58 (ternary weights, int8 activations)
+  --ffn KIND            relu2glu (default) or swiglu
+  --moe E:k             mixture of experts: E experts, top-k routing
+  --steps N             optimizer steps (default 200)
+  --tokens T            train for T tokens instead (steps = T / (batch·seq))
+  --batch B             sequences per step (default 8)
+  --seq T               context length (default 128)
+  --lr LR               peak learning rate (default 3e-3)
+  --warmup N            warmup steps (default 20)
+  --seed N              init and data seed (default 0)
+  --category C          Brown category to use (repeatable; default all)
+  --init-from PATH      start from a checkpoint's weights (continued training, fine-tuning)
+  --eval-every N        evaluate every N steps (default: only at the end)
+  --eval-windows N      validation windows (default 64)
+  --log-every N         read the loss back every N steps (default 10)
+  --checkpoint-every N  checkpoint every N steps (default 50)
+  --out DIR             run directory (config.json, checkpoint, log.jsonl, result.json)
+  --resume              continue the run in --out from its checkpoint
+  --device KIND         webgpu (default; falls back to cpu) or cpu
+  --json                print the result as JSON
+
+eval options:
+  --checkpoint PATH     a checkpoint written by train
+  --category C          Brown category (repeatable)
+  --eval-windows N      validation windows (default 64)
+  --batch B             windows per forward (default 8)
+  --device KIND         webgpu or cpu
+`;
+
+function parseSparsity(v: string | undefined): number | Partial<SiteSparsity> | undefined {
+  if (v === undefined) return undefined;
+  if (!v.includes("=")) {
+    const s = Number(v);
+    if (!Number.isFinite(s)) {
+      throw new ValueError("cli", `--sparsity must be a number or site=value list, got "${v}"`);
+    }
+    return s;
+  }
+  const out: Partial<SiteSparsity> = {};
+  for (const part of v.split(",")) {
+    const [k, x] = part.split("=");
+    if (!SITES.includes(k as never)) {
+      throw new ValueError("cli", `unknown site "${k}" in --sparsity (sites: ${SITES.join(", ")})`);
+    }
+    out[k as keyof SiteSparsity] = Number(x);
+  }
+  return out;
+}
+
+function num(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const x = Number(v);
+  if (!Number.isFinite(x)) throw new ValueError("cli", `--${name} must be a number, got "${v}"`);
+  return x;
+}
+
+/** Builds the model config from train options. */
+function modelFrom(values: Record<string, unknown>): ModelConfig {
+  const o: ModelOverrides = {};
+  const sp = parseSparsity(values.sparsity as string | undefined);
+  if (sp !== undefined) o.sparsity = sp;
+  if (values.block !== undefined) o.block = num("block", values.block as string)!;
+  if (values.sparsifier !== undefined) {
+    if (values.sparsifier !== "topk" && values.sparsifier !== "relu") {
+      throw new ValueError("cli", `--sparsifier must be topk or relu, got "${values.sparsifier}"`);
+    }
+    o.sparsifier = values.sparsifier;
+  }
+  if (values["no-ste"]) o.ste = false;
+  if (values.rescale) o.rescale = true;
+  if (values.bitnet) o.bitnet = true;
+  if (values.ffn !== undefined) {
+    if (values.ffn !== "relu2glu" && values.ffn !== "swiglu") {
+      throw new ValueError("cli", `--ffn must be relu2glu or swiglu, got "${values.ffn}"`);
+    }
+    o.ffn = values.ffn;
+  }
+  if (values.seq !== undefined) o.seqLen = num("seq", values.seq as string)!;
+  if (values.moe !== undefined) {
+    const m = /^(\d+):(\d+)$/.exec(values.moe as string);
+    if (!m) throw new ValueError("cli", `--moe must be E:k (e.g. 8:2), got "${values.moe}"`);
+    o.moe = { experts: Number(m[1]), topK: Number(m[2]) };
+  }
+  return modelConfig((values.model as string | undefined) ?? "tiny", o);
+}
+
+async function cmdTrain(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: "string" },
+      sparsity: { type: "string" },
+      block: { type: "string" },
+      sparsifier: { type: "string" },
+      "no-ste": { type: "boolean" },
+      rescale: { type: "boolean" },
+      bitnet: { type: "boolean" },
+      ffn: { type: "string" },
+      moe: { type: "string" },
+      steps: { type: "string" },
+      tokens: { type: "string" },
+      batch: { type: "string" },
+      seq: { type: "string" },
+      lr: { type: "string" },
+      warmup: { type: "string" },
+      seed: { type: "string" },
+      category: { type: "string", multiple: true },
+      "init-from": { type: "string" },
+      "eval-every": { type: "string" },
+      "eval-windows": { type: "string" },
+      "log-every": { type: "string" },
+      "checkpoint-every": { type: "string" },
+      out: { type: "string" },
+      resume: { type: "boolean" },
+      device: { type: "string" },
+      json: { type: "boolean" },
+    },
+  });
+  const model = modelFrom(values);
+  const batch = num("batch", values.batch) ?? 8;
+  let steps = num("steps", values.steps);
+  const tokens = num("tokens", values.tokens);
+  if (tokens !== undefined) steps = Math.max(1, Math.round(tokens / (batch * model.seqLen)));
+  const o: Record<string, unknown> = { batchSize: batch };
+  if (steps !== undefined) o.steps = steps;
+  for (
+    const [flag, key] of [
+      ["lr", "lr"],
+      ["warmup", "warmup"],
+      ["seed", "seed"],
+      ["eval-every", "evalEvery"],
+      ["eval-windows", "evalWindows"],
+      ["log-every", "logEvery"],
+      ["checkpoint-every", "checkpointEvery"],
+    ] as const
+  ) {
+    const v = num(flag, values[flag] as string | undefined);
+    if (v !== undefined) o[key] = v;
+  }
+  if (o.lr !== undefined) o.minLr = (o.lr as number) / 10;
+  if (values.category) o.categories = values.category;
+  if (values["init-from"]) o.initFrom = values["init-from"];
+  const cfg = trainConfig(model, o);
+  const dev = await openDevice({ prefer: values.device === "cpu" ? "cpu" : "webgpu" });
+  try {
+    if (!values.json) console.error(`device: ${dev.kind} — ${dev.description}`);
+    const r = await train(dev, cfg, {
+      out: values.out,
+      resume: values.resume ?? false,
+      progress: !values.json,
+    });
+    if (values.json) console.log(JSON.stringify({ ...r, log: undefined }));
+    else printResult(r);
+  } finally {
+    dev.destroy();
+  }
+}
+
+/** Prints a run's summary. */
+export function printResult(r: TrainResult): void {
+  const s = r.sparsity;
+  console.log(
+    `model ${r.config.model.name}  N=${r.N}  N_a=${Math.round(r.Na)}  tokens=${r.tokens}`,
+  );
+  console.log(
+    `val loss ${r.valLoss.toFixed(4)} ± ${r.valStderr.toFixed(4)}  train loss ${
+      r.trainLoss.toFixed(4)
+    }`,
+  );
+  if (s) {
+    const p = s.perSite;
+    console.log(
+      `sparsity  qkv ${(100 * p.qkv).toFixed(1)}%  o ${(100 * p.o).toFixed(1)}%  gate/up ${
+        (100 * p.gateUp).toFixed(1)
+      }%  down ${(100 * p.down).toFixed(1)}%  overall ${(100 * s.overall).toFixed(1)}%`,
+    );
+  }
+  console.log(
+    `${r.tokensPerSecond.toFixed(0)} tokens/s on ${r.backend} (${r.adapter}), ${
+      r.wallSeconds.toFixed(1)
+    } s`,
+  );
+}
+
+async function cmdEval(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      checkpoint: { type: "string" },
+      category: { type: "string", multiple: true },
+      "eval-windows": { type: "string" },
+      batch: { type: "string" },
+      device: { type: "string" },
+    },
+  });
+  if (!values.checkpoint) throw new ValueError("cli", "eval needs --checkpoint PATH");
+  const ck = await loadCheckpoint(values.checkpoint);
+  const cfg = ck.config as { model: ModelConfig; categories?: string[] };
+  const dev = await openDevice({ prefer: values.device === "cpu" ? "cpu" : "webgpu" });
+  try {
+    const model = new TransformerLM(dev, cfg.model, 0);
+    loadWeights(model, ck, values.checkpoint);
+    const data = await brownTokens(values.category ?? cfg.categories ?? []);
+    const val = new ValidationSet(data.validation, {
+      seqLen: cfg.model.seqLen,
+      maxWindows: num("eval-windows", values["eval-windows"]) ?? 64,
+    });
+    const ev = await evaluate(model, val, num("batch", values.batch) ?? 8);
+    const sp = await measureSparsity(model);
+    console.log(
+      JSON.stringify({
+        checkpoint: values.checkpoint,
+        step: ck.state.step,
+        valLoss: ev.loss,
+        valStderr: ev.stderr,
+        sparsity: sp?.perSite,
+        overall: sp?.overall,
+        N: sp?.N,
+        Na: sp?.Na,
+      }),
+    );
+    model.dispose();
+  } finally {
+    dev.destroy();
+  }
+}
+
+/**
+ * Runs the CLI on an argument list.
+ *
+ * @param argv Arguments (without the program name).
+ * @returns The exit code.
+ */
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case "train":
+        await cmdTrain(rest);
+        return 0;
+      case "eval":
+        await cmdEval(rest);
+        return 0;
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        console.log(HELP);
+        return 0;
+      default:
+        console.error(`unknown command "${cmd}"\n\n${HELP}`);
+        return 2;
+    }
+  } catch (e) {
+    if (e instanceof KitError || (e instanceof TypeError && /option|argument/i.test(e.message))) {
+      console.error(`error: ${e.message}`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,84 @@
+/**
+ * Causal multi-head self-attention with RoPE, Q-Sparse on its projection inputs: one mask on the
+ * input shared by q/k/v and one on the o_proj input. The attention itself (QKᵀ, softmax, ·V)
+ * stays dense, as in the paper.
+ *
+ * @module
+ */
+import { mulScalar } from "../ops/elementwise.ts";
+import { matmul } from "../ops/matmul.ts";
+import { permute } from "../ops/permute.ts";
+import { rope } from "../ops/rope.ts";
+import { softmax } from "../ops/softmax.ts";
+import type { Device } from "../tensor/device.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import type { ModelConfig } from "./config.ts";
+import { Linear } from "./linear.ts";
+import { Module } from "./module.ts";
+import { SparseSite } from "./sparsify.ts";
+
+/**
+ * Attention block (without its pre-norm).
+ *
+ * @example
+ * ```ts
+ * import { Attention, modelConfig, openDevice } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using attn = new Attention(dev, "attn", modelConfig("tiny", { sparsity: 0.5 }), 1);
+ * using y = attn.forward(dev.randn([2, 8, 64], { seed: 3 }));
+ * assert.deepEqual(y.shape, [2, 8, 64]);
+ * ```
+ */
+export class Attention extends Module {
+  readonly config: ModelConfig;
+  readonly qkvSite: SparseSite;
+  readonly oSite: SparseSite;
+  readonly q: Linear;
+  readonly k: Linear;
+  readonly v: Linear;
+  readonly o: Linear;
+
+  /**
+   * @param device The device.
+   * @param path Dotted name.
+   * @param config The model config.
+   * @param seed Init seed.
+   */
+  constructor(device: Device, path: string, config: ModelConfig, seed: number) {
+    super(device, path);
+    this.config = config;
+    const d = config.dModel;
+    const opts = { seed, std: config.initStd, bitnet: config.bitnet };
+    this.q = this.child("q_proj", new Linear(device, this.qualify("q_proj"), d, d, opts));
+    this.k = this.child("k_proj", new Linear(device, this.qualify("k_proj"), d, d, opts));
+    this.v = this.child("v_proj", new Linear(device, this.qualify("v_proj"), d, d, opts));
+    this.o = this.child("o_proj", new Linear(device, this.qualify("o_proj"), d, d, opts));
+    this.qkvSite = new SparseSite(device, this.qualify("qkv"), "qkv", config);
+    this.oSite = new SparseSite(device, this.qualify("o"), "o", config);
+  }
+
+  /**
+   * @param x `[B, T, d]` (already normalised).
+   * @returns `[B, T, d]`.
+   */
+  forward(x: Tensor<"f32">): Tensor<"f32"> {
+    const [b, t, d] = x.shape as [number, number, number];
+    const h = this.config.nHeads, hd = d / h;
+    const xs = this.qkvSite.apply(x);
+    const heads = (y: Tensor<"f32">) => y.reshape([b, t, h, hd]);
+    const theta = this.config.ropeTheta;
+    const q = permute(rope(heads(this.q.forward(xs)), { base: theta }), [0, 2, 1, 3]);
+    const k = permute(rope(heads(this.k.forward(xs)), { base: theta }), [0, 2, 1, 3]);
+    const v = permute(heads(this.v.forward(xs)), [0, 2, 1, 3]);
+    const scores = mulScalar(matmul(q, k, { transposeB: true }), 1 / Math.sqrt(hd));
+    const p = softmax(scores, { causal: true });
+    const ctx = permute(matmul(p, v), [0, 2, 1, 3]).reshape([b, t, d]);
+    return this.o.forward(this.oSite.apply(ctx));
+  }
+
+  /** The sites of this block. */
+  sites(): SparseSite[] {
+    return [this.qkvSite, this.oSite];
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * The gated FFN: `down(topk(up(u) ⊙ act(gate(u))))` with `u = topk(x)`, where `act` is ReLU²
+ * (Q-Sparse from scratch, Eq. 11) or SiLU (SwiGLU, LLaMA). One mask is shared by gate and up;
+ * the down_proj input gets its own (ReLU² already makes it sparser than K by itself).
+ *
+ * @module
+ */
+import { mul, relu2, silu } from "../ops/elementwise.ts";
+import type { Device } from "../tensor/device.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import type { ModelConfig } from "./config.ts";
+import { Linear } from "./linear.ts";
+import { Module } from "./module.ts";
+import { SparseSite } from "./sparsify.ts";
+
+/**
+ * Gated FFN block (without its pre-norm).
+ *
+ * @example
+ * ```ts
+ * import { FeedForward, modelConfig, openDevice } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using ffn = new FeedForward(dev, "ffn", modelConfig("tiny"), 1);
+ * using y = ffn.forward(dev.randn([2, 4, 64], { seed: 3 }));
+ * assert.deepEqual(y.shape, [2, 4, 64]);
+ * ```
+ */
+export class FeedForward extends Module {
+  readonly config: ModelConfig;
+  readonly gateUpSite: SparseSite;
+  readonly downSite: SparseSite;
+  readonly gate: Linear;
+  readonly up: Linear;
+  readonly down: Linear;
+
+  /**
+   * @param device The device.
+   * @param path Dotted name.
+   * @param config The model config.
+   * @param seed Init seed.
+   */
+  constructor(device: Device, path: string, config: ModelConfig, seed: number) {
+    super(device, path);
+    this.config = config;
+    const d = config.dModel, f = config.dFF;
+    const opts = { seed, std: config.initStd, bitnet: config.bitnet };
+    this.gate = this.child("gate_proj", new Linear(device, this.qualify("gate_proj"), d, f, opts));
+    this.up = this.child("up_proj", new Linear(device, this.qualify("up_proj"), d, f, opts));
+    this.down = this.child("down_proj", new Linear(device, this.qualify("down_proj"), f, d, opts));
+    this.gateUpSite = new SparseSite(device, this.qualify("gate_up"), "gateUp", config);
+    this.downSite = new SparseSite(device, this.qualify("down"), "down", config);
+  }
+
+  /**
+   * The FFN on an already-sparsified input (MoE experts share the router's view of `u`).
+   *
+   * @param u `[..., d]`, the output of the gate/up site.
+   * @returns `[..., d]`.
+   */
+  forwardSparse(u: Tensor<"f32">): Tensor<"f32"> {
+    const act = this.config.ffn === "relu2glu" ? relu2 : silu;
+    const h = mul(this.up.forward(u), act(this.gate.forward(u)));
+    return this.down.forward(this.downSite.apply(h));
+  }
+
+  /**
+   * @param x `[..., d]` (already normalised).
+   * @returns `[..., d]`.
+   */
+  forward(x: Tensor<"f32">): Tensor<"f32"> {
+    return this.forwardSparse(this.gateUpSite.apply(x));
+  }
+
+  /** The sites of this block. */
+  sites(): SparseSite[] {
+    return [this.gateUpSite, this.downSite];
+  }
+}

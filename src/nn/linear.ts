@@ -1,0 +1,99 @@
+/**
+ * `Linear`: y = x · W with W stored input-major `[in, out]` (each input channel's weights are a
+ * contiguous row — the layout the sparse kernels skip rows of). With `bitnet`, W is replaced in
+ * the forward pass by its ternary absmean quantisation (latent full-precision weights, STE).
+ *
+ * Q-Sparse's masking lives in {@link SparseSite}, not here: q/k/v share one masked input and
+ * gate/up share another, so the mask is applied once per site and fed to several Linears.
+ *
+ * @module
+ */
+import { matmul } from "../ops/matmul.ts";
+import { quantizeWeightsSte } from "../ops/quant.ts";
+import type { Device } from "../tensor/device.ts";
+import { ShapeError } from "../tensor/errors.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { Module } from "./module.ts";
+
+/** Options of {@link Linear}. */
+export interface LinearOptions {
+  /** Seed of the initialisation (each parameter hashes its name into it). */
+  seed?: number;
+  /** Std of the normal initialisation (default 0.02). */
+  std?: number;
+  /** Ternary absmean weights in the forward pass (BitNet b1.58). */
+  bitnet?: boolean;
+}
+
+/**
+ * A bias-free linear projection (LLaMA style).
+ *
+ * @example
+ * ```ts
+ * import { Linear, openDevice } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using lin = new Linear(dev, "proj", 8, 3, { seed: 1 });
+ * using y = lin.forward(dev.ones([2, 5, 8]));
+ * assert.deepEqual(y.shape, [2, 5, 3]);
+ * ```
+ */
+export class Linear extends Module {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  readonly bitnet: boolean;
+  /** `[in, out]`. */
+  readonly weight: Tensor<"f32">;
+
+  /**
+   * @param device The device.
+   * @param path Dotted name (the weight is `${path}.weight`).
+   * @param inFeatures Input width.
+   * @param outFeatures Output width.
+   * @param opts Seed, init std, BitNet.
+   */
+  constructor(
+    device: Device,
+    path: string,
+    inFeatures: number,
+    outFeatures: number,
+    opts: LinearOptions = {},
+  ) {
+    super(device, path);
+    this.inFeatures = inFeatures;
+    this.outFeatures = outFeatures;
+    this.bitnet = opts.bitnet ?? false;
+    this.weight = this.normalParam(
+      "weight",
+      [inFeatures, outFeatures],
+      opts.std ?? 0.02,
+      opts.seed ?? 0,
+    );
+  }
+
+  /** The weight the forward pass multiplies by (ternary-quantised for BitNet). */
+  effectiveWeight(): Tensor<"f32"> {
+    return this.bitnet ? quantizeWeightsSte(this.weight) : this.weight;
+  }
+
+  /**
+   * y = x · W.
+   *
+   * @param x `[..., in]`.
+   * @param weight The weight to use (pass a precomputed {@link Linear.effectiveWeight} to share it).
+   * @returns `[..., out]`.
+   */
+  forward(x: Tensor<"f32">, weight: Tensor<"f32"> = this.effectiveWeight()): Tensor<"f32"> {
+    const lead = x.shape.slice(0, -1);
+    if (x.shape[x.rank - 1] !== this.inFeatures) {
+      throw ShapeError.mismatch(
+        this.path || "Linear",
+        [x.shape, weight.shape],
+        `expects ${this.inFeatures} input features`,
+      );
+    }
+    // A 2-D product keeps the weight gradient a single matmul (no batched partials to sum).
+    const y = matmul(x.reshape([-1, this.inFeatures]), weight);
+    return y.reshape([...lead, this.outFeatures]);
+  }
+}

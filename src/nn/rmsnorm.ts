@@ -1,0 +1,44 @@
+/**
+ * `RMSNorm` layer with a learnable gain (initialised to 1).
+ *
+ * @module
+ */
+import { rmsNorm } from "../ops/rmsnorm.ts";
+import type { Device } from "../tensor/device.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { Module } from "./module.ts";
+
+/**
+ * y = x / √(mean(x²) + ε) · g.
+ *
+ * @example
+ * ```ts
+ * import { openDevice, RMSNorm } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using n = new RMSNorm(dev, "norm", 4);
+ * using y = n.forward(dev.tensor([[2, 2, 2, 2]]));
+ * assert.ok(Math.abs((await y.data())[0]! - 1) < 1e-3);
+ * ```
+ */
+export class RMSNorm extends Module {
+  readonly weight: Tensor<"f32">;
+  readonly eps: number;
+
+  /**
+   * @param device The device.
+   * @param path Dotted name.
+   * @param dim Normalised width.
+   * @param eps ε (default 1e-6).
+   */
+  constructor(device: Device, path: string, dim: number, eps = 1e-6) {
+    super(device, path);
+    this.eps = eps;
+    this.weight = this.param("weight", device.ones([dim]));
+  }
+
+  /** @param x `[..., dim]`. @returns The normalised tensor. */
+  forward(x: Tensor<"f32">): Tensor<"f32"> {
+    return rmsNorm(x, this.weight, this.eps);
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * `SparseSite`: the sparsification step at one Q-Sparse site (the shared input of q/k/v, the
+ * o_proj input, the shared input of gate/up, the down_proj input). It applies, in order:
+ * BitNet's parameter-free RMSNorm (BitNet only), the sparsifier (top-K per token, N:M blocks, or
+ * ReLU for the ablation) with the straight-through estimator, and int8 absmax fake-quantisation
+ * (BitNet only; quantize-then-mask equals mask-then-quantize because the max survives top-K).
+ * It also counts the nonzeros it passes on, on the device, for sparsity accounting.
+ *
+ * @module
+ */
+import { add, relu } from "../ops/elementwise.ts";
+import { rmsNorm } from "../ops/rmsnorm.ts";
+import { countNonzero } from "../ops/sparse.ts";
+import { topkMask } from "../ops/topk.ts";
+import { quantizeActivationsSte } from "../ops/quant.ts";
+import type { Device } from "../tensor/device.ts";
+import { keep } from "../tensor/scope.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import type { ModelConfig, Site } from "./config.ts";
+
+/** Running nonzero count of a site's output (on the device) and the elements seen. */
+export interface SiteCounter {
+  /** Σ nonzeros over the forwards since the last reset (u32 scalar on the device). */
+  nonzeros: Tensor<"u32"> | null;
+  /** Σ elements over the same forwards (host). */
+  elements: number;
+}
+
+/**
+ * One sparsification site.
+ *
+ * @example
+ * ```ts
+ * import { modelConfig, openDevice, SparseSite } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * const site = new SparseSite(dev, "layers.0.attn.qkv", "qkv", modelConfig("tiny", { sparsity: 0.5 }));
+ * using y = site.apply(dev.randn([2, 64], { seed: 1 }));
+ * assert.equal([...await y.data()].filter((v) => v !== 0).length, 64);
+ * ```
+ */
+export class SparseSite {
+  readonly device: Device;
+  /** Dotted name, e.g. `layers.0.attn.qkv`. */
+  readonly name: string;
+  readonly site: Site;
+  readonly sparsity: number;
+  readonly config: ModelConfig;
+  /** Count nonzeros on every forward (turned off for speed by callers that do not log). */
+  countEnabled = true;
+  readonly counter: SiteCounter = { nonzeros: null, elements: 0 };
+
+  /**
+   * @param device The device.
+   * @param name Dotted name for logs.
+   * @param site Which site.
+   * @param config The model config (sparsity, block, sparsifier, STE, rescale, bitnet).
+   */
+  constructor(device: Device, name: string, site: Site, config: ModelConfig) {
+    this.device = device;
+    this.name = name;
+    this.site = site;
+    this.sparsity = config.sparsity[site];
+    this.config = config;
+  }
+
+  /**
+   * Sparsifies (and, for BitNet, normalises and quantises) a projection input.
+   *
+   * @param x `[..., width]`.
+   * @returns The tensor the projection(s) consume.
+   */
+  apply(x: Tensor<"f32">): Tensor<"f32"> {
+    const c = this.config;
+    let h = x;
+    if (c.bitnet) h = rmsNorm(h, null, c.normEps);
+    if (this.sparsity > 0) {
+      if (c.sparsifier === "relu") {
+        h = relu(h);
+      } else {
+        h = c.block === null
+          ? topkMask(h, { sparsity: this.sparsity }, { ste: c.ste, rescale: c.rescale })
+          : topkMask(h, { sparsity: this.sparsity }, { ste: c.ste, block: { m: c.block } });
+      }
+    }
+    if (c.bitnet) h = quantizeActivationsSte(h);
+    if (this.countEnabled) this.#count(h);
+    return h;
+  }
+
+  #count(h: Tensor<"f32">): void {
+    const n = countNonzero(h);
+    const prev = this.counter.nonzeros;
+    const next = prev ? add(prev, n) : n;
+    if (prev) {
+      keep(next);
+      prev.dispose();
+      n.dispose();
+    } else keep(next);
+    this.counter.nonzeros = next;
+    this.counter.elements += h.size;
+  }
+
+  /** Clears the counter. */
+  resetCounter(): void {
+    this.counter.nonzeros?.dispose();
+    this.counter.nonzeros = null;
+    this.counter.elements = 0;
+  }
+}

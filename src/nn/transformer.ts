@@ -1,0 +1,155 @@
+/**
+ * `TransformerLM`: a decoder-only language model in the LLaMA style (pre-RMSNorm, RoPE, gated
+ * FFN, no biases) with Q-Sparse at every projection site. Embedding and LM head stay dense, as
+ * in the paper and the official code.
+ *
+ * Parameter names (checkpoint keys, PyTorch reference): `embed.weight [V, d]`,
+ * `layers.{i}.attn_norm.weight`, `layers.{i}.attn.{q,k,v,o}_proj.weight [in, out]`,
+ * `layers.{i}.ffn_norm.weight`, `layers.{i}.ffn.{gate,up,down}_proj.weight [in, out]`,
+ * `norm.weight`, `lm_head.weight [d, V]`.
+ *
+ * @module
+ */
+import { add } from "../ops/elementwise.ts";
+import { crossEntropy } from "../ops/cross_entropy.ts";
+import { embedding } from "../ops/embedding.ts";
+import type { Device } from "../tensor/device.ts";
+import { DTypeError, ShapeError } from "../tensor/errors.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { Attention } from "./attention.ts";
+import { type ModelConfig, type ParamCounts, paramCounts, validateConfig } from "./config.ts";
+import { FeedForward } from "./ffn.ts";
+import { Linear } from "./linear.ts";
+import { Module } from "./module.ts";
+import { RMSNorm } from "./rmsnorm.ts";
+import type { SparseSite } from "./sparsify.ts";
+
+/** One pre-norm transformer block. */
+export class Block extends Module {
+  readonly attnNorm: RMSNorm;
+  readonly attn: Attention;
+  readonly ffnNorm: RMSNorm;
+  readonly ffn: FeedForward;
+
+  /**
+   * @param device The device.
+   * @param path Dotted name (`layers.{i}`).
+   * @param config The model config.
+   * @param seed Init seed.
+   */
+  constructor(device: Device, path: string, config: ModelConfig, seed: number) {
+    super(device, path);
+    this.attnNorm = this.child(
+      "attn_norm",
+      new RMSNorm(device, this.qualify("attn_norm"), config.dModel, config.normEps),
+    );
+    this.attn = this.child("attn", new Attention(device, this.qualify("attn"), config, seed));
+    this.ffnNorm = this.child(
+      "ffn_norm",
+      new RMSNorm(device, this.qualify("ffn_norm"), config.dModel, config.normEps),
+    );
+    this.ffn = this.child("ffn", new FeedForward(device, this.qualify("ffn"), config, seed));
+  }
+
+  /** @param x `[B, T, d]`. @returns `[B, T, d]`. */
+  forward(x: Tensor<"f32">): Tensor<"f32"> {
+    const h = add(x, this.attn.forward(this.attnNorm.forward(x)));
+    return add(h, this.ffn.forward(this.ffnNorm.forward(h)));
+  }
+}
+
+/**
+ * The language model.
+ *
+ * @example
+ * ```ts
+ * import { modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using model = new TransformerLM(dev, modelConfig("tiny", { sparsity: 0.4, seqLen: 8 }), 1);
+ * const ids = dev.tensor(new Uint32Array(2 * 8).map((_, i) => i % 256), [2, 8]);
+ * using logits = model.forward(ids);
+ * assert.deepEqual(logits.shape, [2, 8, 256]);
+ * ```
+ */
+export class TransformerLM extends Module {
+  readonly config: ModelConfig;
+  readonly embed: Tensor<"f32">;
+  readonly layers: Block[];
+  readonly norm: RMSNorm;
+  readonly lmHead: Linear;
+
+  /**
+   * @param device The device.
+   * @param config A validated config (see `modelConfig`).
+   * @param seed Initialisation seed.
+   */
+  constructor(device: Device, config: ModelConfig, seed = 0) {
+    super(device, "");
+    validateConfig(config);
+    this.config = config;
+    this.embed = this.normalParam(
+      "embed.weight",
+      [config.vocab, config.dModel],
+      config.initStd,
+      seed,
+    );
+    this.layers = [];
+    for (let i = 0; i < config.nLayers; i++) {
+      this.layers.push(this.child(`layers.${i}`, new Block(device, `layers.${i}`, config, seed)));
+    }
+    this.norm = this.child("norm", new RMSNorm(device, "norm", config.dModel, config.normEps));
+    this.lmHead = this.child(
+      "lm_head",
+      new Linear(device, "lm_head", config.dModel, config.vocab, { seed, std: config.initStd }),
+    );
+  }
+
+  /**
+   * Logits for every position.
+   *
+   * @param ids Token ids `[B, T]` (u32), T ≤ any length (RoPE has no maximum).
+   * @returns `[B, T, vocab]`.
+   */
+  forward(ids: Tensor<"u32">): Tensor<"f32"> {
+    if (ids.dtype !== "u32") {
+      throw new DTypeError("TransformerLM.forward", `token ids must be u32, got ${ids.dtype}`);
+    }
+    if (ids.rank !== 2) {
+      throw ShapeError.mismatch("TransformerLM.forward", [ids.shape], "ids must be [B, T]");
+    }
+    let x = embedding(this.embed, ids);
+    for (const layer of this.layers) x = layer.forward(x);
+    return this.lmHead.forward(this.norm.forward(x));
+  }
+
+  /**
+   * Mean next-token cross-entropy (plus the MoE auxiliary losses when the model has experts).
+   *
+   * @param ids Inputs `[B, T]` (u32).
+   * @param targets Next tokens `[B, T]` (u32).
+   * @returns A scalar loss tensor (differentiable).
+   */
+  loss(ids: Tensor<"u32">, targets: Tensor<"u32">): Tensor<"f32"> {
+    if (targets.shape.join() !== ids.shape.join()) {
+      throw ShapeError.mismatch(
+        "TransformerLM.loss",
+        [ids.shape, targets.shape],
+        "targets must match ids",
+      );
+    }
+    const logits = this.forward(ids);
+    const v = this.config.vocab;
+    return crossEntropy(logits.reshape([-1, v]), targets.reshape([-1]), { reduction: "mean" });
+  }
+
+  /** Every sparsification site, in forward order. @returns The sites. */
+  sites(): SparseSite[] {
+    return this.layers.flatMap((l) => [...l.attn.sites(), ...l.ffn.sites()]);
+  }
+
+  /** Parameter counts. @returns Total, embedding, non-embedding, per site. */
+  params(): ParamCounts {
+    return paramCounts(this.config);
+  }
+}

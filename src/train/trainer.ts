@@ -1,0 +1,553 @@
+/**
+ * The trainer: AdamW with warmup + cosine on the Brown corpus, evaluation on a fixed validation
+ * set, the loss read back only every `logEvery` steps, sparsity accounting, and atomic
+ * checkpoints that make a killed run resume exactly (bit-exact on the CPU backend).
+ *
+ * A run directory holds `config.json`, `checkpoint.safetensors`, `log.jsonl` (one line per log
+ * or eval) and, when finished, `result.json`.
+ *
+ * @module
+ */
+import { backward } from "../autograd/backward.ts";
+import { noGrad } from "../autograd/tape.ts";
+import { crossEntropy } from "../ops/cross_entropy.ts";
+import { add, mulScalar } from "../ops/elementwise.ts";
+import { concat } from "../ops/layout.ts";
+import { type ModelConfig, validateConfig } from "../nn/config.ts";
+import { TransformerLM } from "../nn/transformer.ts";
+import type { Device } from "../tensor/device.ts";
+import { ValueError } from "../tensor/errors.ts";
+import { keep, scope } from "../tensor/scope.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { appendJsonLine, atomicWriteFile } from "../util/fs.ts";
+import { measureSparsity, type SparsityReport } from "./accounting.ts";
+import { BatchSampler, ValidationSet } from "./batches.ts";
+import {
+  loadCheckpoint,
+  loadOptimizer,
+  loadWeights,
+  saveCheckpoint,
+  type TrainState,
+} from "./checkpoint.ts";
+import { loadBrownCorpus } from "./corpus.ts";
+import { AdamW } from "./optimizer.ts";
+import { cosineLr } from "./schedule.ts";
+import { ByteTokenizer } from "./tokenizer.ts";
+
+/** Everything that defines a training run (JSON-serialisable; stored in `config.json`). */
+export interface TrainConfig {
+  /** The model. */
+  model: ModelConfig;
+  /** Optimizer steps. */
+  steps: number;
+  /** Sequences per step. */
+  batchSize: number;
+  /** Peak learning rate. */
+  lr: number;
+  /** Warmup steps. */
+  warmup: number;
+  /** Final learning rate of the cosine (default lr/10). */
+  minLr: number;
+  /** Decoupled weight decay on matrices. */
+  weightDecay: number;
+  /** Global gradient-norm clip (≤ 0 disables). */
+  clipNorm: number;
+  /** Adam β1, β2. */
+  betas: [number, number];
+  /** Seed of the initialisation and the data sampler. */
+  seed: number;
+  /** Brown categories to train and validate on (empty = all). */
+  categories: string[];
+  /** Evaluate every this many steps (0 = only at the end). */
+  evalEvery: number;
+  /** Validation windows (fixed set, spread over the validation split). */
+  evalWindows: number;
+  /** Read back and log the loss every this many steps. */
+  logEvery: number;
+  /** Checkpoint every this many steps (0 = only at the end). */
+  checkpointEvery: number;
+  /** Initialise weights from this checkpoint (continued training, fine-tuning). */
+  initFrom: string | null;
+}
+
+/** Defaults for everything but the model. */
+export const DEFAULT_TRAIN: Omit<TrainConfig, "model"> = {
+  steps: 200,
+  batchSize: 8,
+  lr: 3e-3,
+  warmup: 20,
+  minLr: 3e-4,
+  weightDecay: 0.1,
+  clipNorm: 1,
+  betas: [0.9, 0.95],
+  seed: 0,
+  categories: [],
+  evalEvery: 0,
+  evalWindows: 64,
+  logEvery: 10,
+  checkpointEvery: 50,
+  initFrom: null,
+};
+
+/**
+ * A full config from a model config and overrides, validated.
+ *
+ * @param model The model config.
+ * @param overrides Training settings to change.
+ * @returns The config.
+ *
+ * @example
+ * ```ts
+ * import { modelConfig, trainConfig } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const c = trainConfig(modelConfig("tiny"), { steps: 10 });
+ * assert.equal(c.steps, 10);
+ * assert.throws(() => trainConfig(modelConfig("tiny"), { steps: 0 }), /steps/);
+ * ```
+ */
+export function trainConfig(
+  model: ModelConfig,
+  overrides: Partial<Omit<TrainConfig, "model">> = {},
+): TrainConfig {
+  const c: TrainConfig = { ...DEFAULT_TRAIN, ...overrides, model };
+  validateConfig(model);
+  const pos = (k: keyof TrainConfig, min: number) => {
+    const v = c[k] as number;
+    if (!Number.isInteger(v) || v < min) {
+      throw new ValueError("trainConfig", `${k} must be an integer ≥ ${min}, got ${v}`);
+    }
+  };
+  pos("steps", 1);
+  pos("batchSize", 1);
+  pos("warmup", 0);
+  pos("evalEvery", 0);
+  pos("evalWindows", 1);
+  pos("logEvery", 1);
+  pos("checkpointEvery", 0);
+  if (!(c.lr > 0)) throw new ValueError("trainConfig", `lr must be > 0, got ${c.lr}`);
+  return c;
+}
+
+/** One line of the training log. */
+export interface LogRecord {
+  /** `"train"` (periodic loss), `"eval"` (validation) or `"done"`. */
+  kind: "train" | "eval" | "done";
+  /** Steps completed. */
+  step: number;
+  /** Tokens trained on. */
+  tokens: number;
+  /** Mean training loss since the previous train record. */
+  loss?: number;
+  /** Validation loss and its standard error over validation batches. */
+  valLoss?: number;
+  valStderr?: number;
+  /** Learning rate at this step. */
+  lr?: number;
+  /** Global gradient norm (before clipping) at this step. */
+  gradNorm?: number;
+  /** Training throughput since the previous record. */
+  tokensPerSecond?: number;
+  /** Wall seconds so far (across resumes). */
+  elapsed: number;
+  /** Sparsity accounting over the window. */
+  sparsity?: { perSite: SparsityReport["perSite"]; overall: number; Na: number };
+}
+
+/** What a finished run reports (also `result.json`). */
+export interface TrainResult {
+  config: TrainConfig;
+  /** Final validation loss and standard error (over validation batches). */
+  valLoss: number;
+  valStderr: number;
+  /** Mean training loss over the last log window. */
+  trainLoss: number;
+  /** Achieved sparsity on the validation set. */
+  sparsity: SparsityReport | null;
+  /** Non-embedding parameters. */
+  N: number;
+  /** Activated non-embedding parameters per token. */
+  Na: number;
+  tokens: number;
+  wallSeconds: number;
+  tokensPerSecond: number;
+  adapter: string;
+  backend: string;
+  date: string;
+  log: LogRecord[];
+}
+
+/** Hooks and switches that do not change the run itself. */
+export interface TrainHooks {
+  /** Run directory (config, checkpoint, log, result). Without it nothing is written. */
+  out?: string;
+  /** Continue from `out/checkpoint.safetensors` when present. */
+  resume?: boolean;
+  /** Called with every log record. */
+  onLog?: (r: LogRecord) => void;
+  /** Print progress (a bar on a TTY, JSON lines otherwise). */
+  progress?: boolean;
+  /** Stop after this many steps of this invocation (tests use it to simulate a kill). */
+  stopAfter?: number;
+}
+
+const encodedCache = new Map<string, { train: Uint32Array; validation: Uint32Array }>();
+
+/**
+ * Token streams (byte tokenizer) of the Brown corpus' train and validation splits.
+ *
+ * @param categories Categories to keep (empty = all).
+ * @returns The two streams (cached per category set).
+ */
+export async function brownTokens(
+  categories: readonly string[] = [],
+): Promise<{ train: Uint32Array; validation: Uint32Array }> {
+  const key = [...categories].sort().join(",");
+  const hit = encodedCache.get(key);
+  if (hit) return hit;
+  let corpus = await loadBrownCorpus();
+  if (categories.length) corpus = corpus.filter(categories);
+  const tok = new ByteTokenizer();
+  const r = {
+    train: tok.encode(corpus.text("train")),
+    validation: tok.encode(corpus.text("validation")),
+  };
+  encodedCache.set(key, r);
+  return r;
+}
+
+function splitBatch(
+  dev: Device,
+  windows: Uint32Array,
+  b: number,
+  t: number,
+): { ids: Tensor<"u32">; targets: Tensor<"u32"> } {
+  const ids = new Uint32Array(b * t), targets = new Uint32Array(b * t);
+  for (let i = 0; i < b; i++) {
+    const w = windows.subarray(i * (t + 1), (i + 1) * (t + 1));
+    ids.set(w.subarray(0, t), i * t);
+    targets.set(w.subarray(1), i * t);
+  }
+  return { ids: dev.tensor(ids, [b, t], "u32"), targets: dev.tensor(targets, [b, t], "u32") };
+}
+
+/**
+ * Validation loss over a fixed set: mean over windows and the standard error over batches.
+ *
+ * @param model The model.
+ * @param val The validation windows.
+ * @param batchSize Windows per forward.
+ * @returns Mean loss, standard error, batch count.
+ */
+export async function evaluate(
+  model: TransformerLM,
+  val: ValidationSet,
+  batchSize: number,
+): Promise<{ loss: number; stderr: number; batches: number }> {
+  const dev = model.device;
+  const t = val.seqLen;
+  const losses: Tensor<"f32">[] = [];
+  const sizes: number[] = [];
+  noGrad(() => {
+    for (const w of val.batches(batchSize)) {
+      const b = w.length / (t + 1);
+      scope(() => {
+        const { ids, targets } = splitBatch(dev, w, b, t);
+        const logits = model.forward(ids);
+        losses.push(
+          keep(
+            crossEntropy(logits.reshape([-1, model.config.vocab]), targets.reshape([-1]), {
+              reduction: "mean",
+            }),
+          ),
+        );
+      });
+      sizes.push(b);
+    }
+  });
+  const all = concat(losses.map((l) => l.reshape([1])));
+  const xs = Array.from(await all.data());
+  all.dispose();
+  losses.forEach((l) => l.dispose());
+  const n = sizes.reduce((a, b) => a + b, 0);
+  const mean = xs.reduce((a, v, i) => a + v * sizes[i]!, 0) / n;
+  const nb = xs.length;
+  const bm = xs.reduce((a, v) => a + v, 0) / nb;
+  const sd = nb > 1 ? Math.sqrt(xs.reduce((a, v) => a + (v - bm) ** 2, 0) / (nb - 1)) : 0;
+  return { loss: mean, stderr: sd / Math.sqrt(nb), batches: nb };
+}
+
+/** Fields of two configs that differ (dotted paths). */
+export function configDiff(a: unknown, b: unknown, prefix = ""): string[] {
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) {
+    return JSON.stringify(a) === JSON.stringify(b) ? [] : [prefix || "(root)"];
+  }
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  const out: string[] = [];
+  for (const k of keys) {
+    out.push(
+      ...configDiff(
+        (a as Record<string, unknown>)[k],
+        (b as Record<string, unknown>)[k],
+        prefix ? `${prefix}.${k}` : k,
+      ),
+    );
+  }
+  return out;
+}
+
+function progressLine(r: LogRecord, total: number): string {
+  const width = 24, done = Math.round((width * r.step) / total);
+  const bar = "#".repeat(done) + ".".repeat(width - done);
+  const parts = [`[${bar}] ${r.step}/${total}`];
+  if (r.loss !== undefined) parts.push(`loss ${r.loss.toFixed(4)}`);
+  if (r.valLoss !== undefined) parts.push(`val ${r.valLoss.toFixed(4)}`);
+  if (r.sparsity) parts.push(`S ${(100 * r.sparsity.overall).toFixed(1)}%`);
+  if (r.tokensPerSecond) parts.push(`${r.tokensPerSecond.toFixed(0)} tok/s`);
+  return parts.join("  ");
+}
+
+/**
+ * Trains a model. Resumable: with `hooks.out` and `hooks.resume`, a run continues from its last
+ * checkpoint and ends exactly where an uninterrupted run would.
+ *
+ * @param device The device.
+ * @param config The run (see {@link trainConfig}).
+ * @param hooks Output directory, resume, logging.
+ * @returns The result (also written to `out/result.json`).
+ *
+ * @example
+ * ```ts ignore
+ * import { modelConfig, openDevice, train, trainConfig } from "@qsparse/kit";
+ * const dev = await openDevice();
+ * const r = await train(dev, trainConfig(modelConfig("tiny", { sparsity: 0.5 }), { steps: 50 }));
+ * console.log(r.valLoss, r.sparsity?.overall, r.Na);
+ * ```
+ */
+export async function train(
+  device: Device,
+  config: TrainConfig,
+  hooks: TrainHooks = {},
+): Promise<TrainResult> {
+  const c = trainConfig(config.model, config);
+  const out = hooks.out;
+  const ckptPath = out ? `${out}/checkpoint.safetensors` : null;
+  const logPath = out ? `${out}/log.jsonl` : null;
+  const log: LogRecord[] = [];
+  const tty = hooks.progress && Deno.stdout.isTerminal();
+  const emit = async (r: LogRecord) => {
+    log.push(r);
+    hooks.onLog?.(r);
+    if (logPath) await appendJsonLine(logPath, r);
+    if (hooks.progress) {
+      if (tty) {
+        await Deno.stdout.write(
+          new TextEncoder().encode(`\r${progressLine(r, c.steps)}${r.kind === "done" ? "\n" : ""}`),
+        );
+      } else console.log(JSON.stringify(r));
+    }
+  };
+
+  const data = await brownTokens(c.categories);
+  const model = new TransformerLM(device, c.model, c.seed);
+  const opt = new AdamW(device, model.namedParameters(), {
+    beta1: c.betas[0],
+    beta2: c.betas[1],
+    weightDecay: c.weightDecay,
+    clipNorm: c.clipNorm,
+  });
+  const val = new ValidationSet(data.validation, {
+    seqLen: c.model.seqLen,
+    maxWindows: c.evalWindows,
+  });
+  let state: TrainState = {
+    step: 0,
+    sampler: { seed: c.seed, step: 0 },
+    generator: { ...device.generator },
+    tokens: 0,
+    elapsed: 0,
+  };
+
+  try {
+    let resumed = false;
+    if (out) {
+      await Deno.mkdir(out, { recursive: true });
+      let exists = false;
+      try {
+        await Deno.stat(ckptPath!);
+        exists = true;
+      } catch { /* no checkpoint yet */ }
+      if (exists && hooks.resume) {
+        const ck = await loadCheckpoint(ckptPath!);
+        const diff = configDiff(ck.config, c);
+        if (diff.length) {
+          throw new ValueError(
+            "train",
+            `cannot resume ${out}: config differs in ${diff.join(", ")}`,
+          );
+        }
+        loadWeights(model, ck, ckptPath!);
+        loadOptimizer(opt, ck, ckptPath!);
+        state = ck.state;
+        device.generator.seed = state.generator.seed;
+        device.generator.offset = state.generator.offset;
+        resumed = true;
+        // Drop log lines written after this checkpoint: the resumed run will write them again.
+        if (logPath) {
+          try {
+            const lines = (await Deno.readTextFile(logPath)).split("\n").filter((l) => l.trim());
+            const kept = lines.filter((l) => (JSON.parse(l) as LogRecord).step <= state.step);
+            await atomicWriteFile(logPath, kept.map((l) => l + "\n").join(""));
+            for (const l of kept) log.push(JSON.parse(l));
+          } catch { /* no log yet */ }
+        }
+      } else if (exists && !hooks.resume) {
+        throw new ValueError(
+          "train",
+          `${out} already holds a checkpoint; pass resume to continue it or choose another out`,
+        );
+      } else {
+        await atomicWriteFile(`${out}/config.json`, JSON.stringify(c, null, 2) + "\n");
+        if (logPath) await atomicWriteFile(logPath, "");
+      }
+    }
+    if (!resumed && c.initFrom) {
+      const ck = await loadCheckpoint(c.initFrom);
+      loadWeights(model, ck, c.initFrom);
+    }
+
+    const sampler = new BatchSampler(data.train, {
+      batchSize: c.batchSize,
+      seqLen: c.model.seqLen,
+      seed: state.sampler.seed,
+      step: state.sampler.step,
+    });
+    const tokensPerStep = c.batchSize * c.model.seqLen;
+    let lossSum: Tensor<"f32"> | null = null;
+    let lossCount = 0;
+    let lastLog = performance.now(), lastTokens = state.tokens;
+    const startElapsed = state.elapsed, t0 = performance.now();
+    let lastTrainLoss = NaN;
+    let stepsThisCall = 0;
+    const elapsed = () => startElapsed + (performance.now() - t0) / 1000;
+
+    const checkpoint = async () => {
+      if (!ckptPath) return;
+      await saveCheckpoint(ckptPath, model, opt, {
+        ...state,
+        sampler: sampler.state,
+        generator: { ...device.generator },
+        elapsed: elapsed(),
+      }, c);
+    };
+
+    while (state.step < c.steps) {
+      if (hooks.stopAfter !== undefined && stepsThisCall >= hooks.stopAfter) break;
+      const windows = sampler.next();
+      const lr = cosineLr(
+        { lr: c.lr, warmup: c.warmup, total: c.steps, minLr: c.minLr },
+        state.step + 1,
+      );
+      scope(() => {
+        const { ids, targets } = splitBatch(device, windows, c.batchSize, c.model.seqLen);
+        const loss = model.loss(ids, targets);
+        backward(loss);
+        opt.step(lr);
+        model.zeroGrad();
+        const prev: Tensor<"f32"> | null = lossSum;
+        lossSum = keep(noGrad(() => (prev ? add(prev, loss) : mulScalar(loss, 1))));
+        prev?.dispose();
+      });
+      lossCount++;
+      state.step++;
+      stepsThisCall++;
+      state.tokens += tokensPerStep;
+
+      if (state.step % c.logEvery === 0 || state.step === c.steps) {
+        const [sum] = await (lossSum as unknown as Tensor<"f32">).data();
+        const g = await opt.gradNorm.data();
+        (lossSum as unknown as Tensor<"f32">).dispose();
+        lossSum = null;
+        lastTrainLoss = sum! / lossCount;
+        lossCount = 0;
+        const now = performance.now();
+        const sp = await measureSparsity(model);
+        await emit({
+          kind: "train",
+          step: state.step,
+          tokens: state.tokens,
+          loss: lastTrainLoss,
+          lr,
+          gradNorm: g[0],
+          tokensPerSecond: ((state.tokens - lastTokens) * 1000) / (now - lastLog),
+          elapsed: elapsed(),
+          ...(sp ? { sparsity: { perSite: sp.perSite, overall: sp.overall, Na: sp.Na } } : {}),
+        });
+        lastLog = performance.now();
+        lastTokens = state.tokens;
+      }
+      if (c.evalEvery > 0 && state.step % c.evalEvery === 0 && state.step < c.steps) {
+        const ev = await evaluate(model, val, c.batchSize);
+        await measureSparsity(model); // drop eval counts from the training window
+        await emit({
+          kind: "eval",
+          step: state.step,
+          tokens: state.tokens,
+          valLoss: ev.loss,
+          valStderr: ev.stderr,
+          elapsed: elapsed(),
+        });
+        lastLog = performance.now();
+      }
+      if (c.checkpointEvery > 0 && state.step % c.checkpointEvery === 0 && state.step < c.steps) {
+        await checkpoint();
+      }
+    }
+    if (state.step < c.steps) {
+      // Stopped early on request: leave a checkpoint to resume from.
+      await checkpoint();
+      throw new ValueError(
+        "train",
+        `stopped after ${stepsThisCall} steps at step ${state.step} of ${c.steps} (stopAfter)`,
+      );
+    }
+
+    await measureSparsity(model);
+    const ev = await evaluate(model, val, c.batchSize);
+    const sp = await measureSparsity(model);
+    if (Number.isNaN(lastTrainLoss)) {
+      lastTrainLoss = [...log].reverse().find((r) => r.kind === "train")?.loss ?? NaN;
+    }
+    await emit({
+      kind: "done",
+      step: state.step,
+      tokens: state.tokens,
+      valLoss: ev.loss,
+      valStderr: ev.stderr,
+      elapsed: elapsed(),
+    });
+    await checkpoint();
+    const counts = model.params();
+    const wall = elapsed();
+    const result: TrainResult = {
+      config: c,
+      valLoss: ev.loss,
+      valStderr: ev.stderr,
+      trainLoss: lastTrainLoss,
+      sparsity: sp,
+      N: counts.nonEmbedding,
+      Na: sp ? sp.Na : counts.nonEmbedding,
+      tokens: state.tokens,
+      wallSeconds: wall,
+      tokensPerSecond: state.tokens / Math.max(1e-9, wall),
+      adapter: device.description,
+      backend: device.kind,
+      date: new Date().toISOString(),
+      log,
+    };
+    if (out) await atomicWriteFile(`${out}/result.json`, JSON.stringify(result, null, 2) + "\n");
+    return result;
+  } finally {
+    opt.dispose();
+    model.dispose();
+  }
+}
