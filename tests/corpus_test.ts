@@ -51,7 +51,10 @@ Deno.test("Brown corpus: 500 documents, 15 categories, deterministic ~10% split 
   // No tag survives and every document is non-trivial prose.
   for (const d of brown.documents) {
     // The commonest tags; real words like "and/or" or "bd/ft" must survive.
-    assert.ok(!/\/(at|nn|nns|np|in|jj|vb|vbd|cc|rb|-hl)(\s|$)/.test(d.text), `tags left in ${d.id}`);
+    assert.ok(
+      !/\/(at|nn|nns|np|in|jj|vb|vbd|cc|rb|-hl)(\s|$)/.test(d.text),
+      `tags left in ${d.id}`,
+    );
     assert.ok(d.text.length > 8000, `${d.id} is ${d.text.length} chars`);
   }
   const again = await loadBrownCorpus();

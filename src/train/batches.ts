@@ -72,6 +72,8 @@ export class BatchSampler {
   #step: number;
 
   /**
+   * Creates a sampler over a token stream.
+   *
    * @param tokens The training token stream (at least T + 1 tokens).
    * @param opts Batch size, sequence length, seed and starting step.
    * @throws {ValueError} For non-positive sizes, a bad seed or a stream shorter than T + 1.
@@ -185,6 +187,8 @@ export class ValidationSet {
   readonly windows: Uint32Array;
 
   /**
+   * Cuts the windows from a validation token stream.
+   *
    * @param tokens The validation token stream.
    * @param opts Sequence length and cap.
    * @throws {ValueError} For bad sizes or a stream shorter than one window.

@@ -123,7 +123,11 @@ export class Corpus {
   /** All documents, in corpus order. */
   readonly documents: readonly CorpusDocument[];
 
-  /** @param documents The documents, in the order their text should be concatenated. */
+  /**
+   * Wraps documents.
+   *
+   * @param documents The documents, in the order their text should be concatenated.
+   */
   constructor(documents: readonly CorpusDocument[]) {
     this.documents = documents;
   }

@@ -35,6 +35,8 @@ export class ByteTokenizer implements Tokenizer {
   readonly vocabSize = 256;
 
   /**
+   * Encodes text as its UTF-8 bytes.
+   *
    * @param text Any string.
    * @returns Its UTF-8 bytes as ids.
    */
