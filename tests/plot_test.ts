@@ -164,10 +164,25 @@ Deno.test({
     try {
       const figs = everyFigure();
       await toHtml(figs, `${dir}/all.html`, { title: "all figures" });
+      // Classic Notebook has require.js: an AMD `define` on the page must not capture the bundle,
+      // and must be left in place afterwards.
+      const page = (await Deno.readTextFile(`${dir}/all.html`))
+        .replace(
+          "<body>",
+          `<body><script>window.define = function () { throw new Error("AMD define called"); };
+window.define.amd = {};</script>`,
+        )
+        .replace(
+          "</body>",
+          `<script>document.body.setAttribute("data-amd-kept", String(!!(window.define && window.define.amd)));
+</script></body>`,
+        );
+      await Deno.writeTextFile(`${dir}/all.html`, page);
       const dom = await runHeadlessChromium(`${dir}/all.html`, { dumpDom: true }, {
         width: 1000,
         height: 800,
       });
+      assert.match(dom, /data-amd-kept="true"/);
       const errors = dom.match(/<pre id="plot-errors">([\s\S]*?)<\/pre>/)?.[1] ??
         "<no error element>";
       assert.equal(errors, "", `JavaScript errors on the page:\n${errors}`);

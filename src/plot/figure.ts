@@ -28,8 +28,6 @@ export type MediaBundle = Record<string, unknown>;
 /** The symbol Deno's Jupyter kernel looks for; the same as `Deno.jupyter.$display`. */
 const JUPYTER_DISPLAY: unique symbol = Symbol.for("Jupyter.display") as never;
 
-// The npm bundle, read as text: importing it as a module fails (it expects `window`).
-const PLOTLY_SPEC = "npm:plotly.js-dist-min@^4.1.2/plotly.min.js";
 let plotlyText: Promise<string> | undefined;
 let notebookHasPlotly = false;
 
@@ -45,7 +43,11 @@ let notebookHasPlotly = false;
  * ```
  */
 export function plotlySource(): Promise<string> {
-  return plotlyText ??= import(PLOTLY_SPEC, { with: { type: "text" } }).then(
+  // Read as text: importing the bundle as a module fails (it expects `window`). A literal,
+  // full npm specifier, so publishing can analyse it and users need no import map.
+  return plotlyText ??= import("npm:plotly.js-dist-min@^4.1.2/plotly.min.js", {
+    with: { type: "text" },
+  }).then(
     (m) => m.default as string,
     (e) => {
       plotlyText = undefined; // let a later call retry, e.g. after `deno install`
