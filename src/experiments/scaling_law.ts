@@ -274,7 +274,7 @@ export interface FitOptions {
 export type Intervals<K extends string> = { [k in K]: [lo: number, hi: number] } & {
   /** Confidence level, e.g. 0.95. */
   level: number;
-  /** Bootstrap refits that converged and were used. */
+  /** Bootstrap refits used (those that reached a finite objective). */
   samples: number;
 };
 
@@ -560,6 +560,7 @@ function percentile(sorted: readonly number[], q: number): number {
  * best θ, its diagnostics and, per bootstrap sample, the derived quantities of `summarise`.
  */
 function fitWithBootstrap<K extends string>(
+  op: string,
   la: LinAlg,
   model: LogModel,
   y: readonly number[],
@@ -574,7 +575,7 @@ function fitWithBootstrap<K extends string>(
     if (!best || sol.objective < best.objective) best = sol;
   }
   if (!best || !Number.isFinite(best.objective)) {
-    throw new ValueError("fit", "no initialisation gave a finite objective");
+    throw new ValueError(op, "no initialisation gave a finite objective");
   }
   const grad = new Array<number>(model.size);
   const row = model.at(best.theta);
@@ -694,6 +695,7 @@ export async function fitScalingLaw(
   const y = points.map((p) => Math.log(p.loss));
   const la = await loadLinAlg();
   const { best, diagnostics, ci } = fitWithBootstrap(
+    op,
     la,
     sparseModel(n, s),
     y,
@@ -753,10 +755,18 @@ export async function fitDenseLaw(
     }
   }
   const la = await loadLinAlg();
-  const { best, diagnostics, ci } = fitWithBootstrap(la, denseModel(n), y, starts, o, (theta) => {
-    const [E, A, alpha] = theta.map(Math.exp) as [number, number, number];
-    return { E, A, alpha };
-  });
+  const { best, diagnostics, ci } = fitWithBootstrap(
+    op,
+    la,
+    denseModel(n),
+    y,
+    starts,
+    o,
+    (theta) => {
+      const [E, A, alpha] = theta.map(Math.exp) as [number, number, number];
+      return { E, A, alpha };
+    },
+  );
   const [E, A, alpha] = best.theta.map(Math.exp) as [number, number, number];
   return { E, A, alpha, nScale: o.nScale, ...diagnostics, ci };
 }
