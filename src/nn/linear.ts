@@ -9,7 +9,7 @@
  * @module
  */
 import { matmul } from "../ops/matmul.ts";
-import { quantizeWeightsSte } from "../ops/quant.ts";
+import { quantizeWeightsSte } from "../ops/quant_ste.ts";
 import type { Device } from "../tensor/device.ts";
 import { ShapeError } from "../tensor/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";

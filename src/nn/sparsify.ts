@@ -12,7 +12,7 @@ import { add, relu } from "../ops/elementwise.ts";
 import { rmsNorm } from "../ops/rmsnorm.ts";
 import { countNonzero } from "../ops/sparse.ts";
 import { topkMask } from "../ops/topk.ts";
-import { quantizeActivationsSte } from "../ops/quant.ts";
+import { quantizeActivationsSte } from "../ops/quant_ste.ts";
 import type { Device } from "../tensor/device.ts";
 import { keep } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";

@@ -16,7 +16,7 @@ import {
 } from "../../mod.ts";
 import { loadSafetensors, saveSafetensors } from "../../src/train/safetensors.ts";
 import type { HostTensor } from "../../src/train/safetensors.ts";
-import { ACT_QUANT_EPS, WEIGHT_QUANT_EPS } from "../../src/ops/quant.ts";
+import { ACT_QUANT_EPS, WEIGHT_QUANT_EPS } from "../../src/ops/quant_ste.ts";
 import { cpu, gpu } from "../helpers.ts";
 
 const PYTHON = "/usr/bin/python3";
@@ -59,7 +59,7 @@ const VARIANTS: Record<string, ModelOverrides> = {
   "qsparse-no-ste": { sparsity: 0.5, ste: false },
   "qsparse-rescale": { sparsity: 0.5, rescale: true },
   "relu-sparsifier": { sparsity: 0.5, sparsifier: "relu" },
-  "block-8:16": { sparsity: 0.5, block: 16 },
+  "block-8of16": { sparsity: 0.5, block: 16 },
   bitnet: { bitnet: true },
   "bitnet-qsparse": { bitnet: true, sparsity: 0.5 },
 };
