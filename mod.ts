@@ -69,3 +69,4 @@ export * from "./src/train/schedule.ts";
 export * from "./src/train/accounting.ts";
 export * from "./src/train/checkpoint.ts";
 export * from "./src/train/trainer.ts";
+export * from "./src/ops/spmm.ts";
