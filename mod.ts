@@ -70,3 +70,4 @@ export * from "./src/train/accounting.ts";
 export * from "./src/train/checkpoint.ts";
 export * from "./src/train/trainer.ts";
 export * from "./src/ops/spmm.ts";
+export * from "./src/ops/moe.ts";
