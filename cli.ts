@@ -32,12 +32,17 @@ import { loadCheckpoint, loadWeights } from "./src/train/checkpoint.ts";
 import { TransformerLM } from "./src/nn/transformer.ts";
 import { ValidationSet } from "./src/train/batches.ts";
 import { measureSparsity } from "./src/train/accounting.ts";
+import { parseShard, readResults, type RunSpec, runSweep } from "./src/experiments/runner.ts";
+import { type Profile, STUDIES, type StudyName, studyRuns } from "./src/experiments/studies.ts";
+import { fitScalingLaw } from "./src/experiments/scaling_law.ts";
 
 const HELP = `qsparse — train and evaluate Q-Sparse models on WebGPU
 
 Usage:
   cli.ts train [options]     train a model on the Brown corpus
   cli.ts eval  [options]     evaluate a checkpoint on the validation split
+  cli.ts sweep [options]     run (or resume) a study's grid, one JSON line per finished run
+  cli.ts fit   [options]     fit the Q-Sparse scaling law to a results file
   cli.ts help                this text
 
 train options:
@@ -68,6 +73,22 @@ train options:
   --resume              continue the run in --out from its checkpoint
   --device KIND         webgpu (default; falls back to cpu) or cpu
   --json                print the result as JSON
+
+sweep options:
+  --study NAME          one of: ${STUDIES.join(", ")}
+  --grid FILE           a JSON array of run specs instead of a named study
+  --profile P           smoke or full (default smoke)
+  --results FILE        results file (default results/<study>.jsonl)
+  --runs DIR            run directories (default runs)
+  --shard i/n           run only runs i, i+n, ... (1-based), e.g. one task of a job array
+  --max-runs N          stop after N runs finish
+  --device KIND         webgpu or cpu
+
+fit options:
+  --results FILE        a results file (repeatable)
+  --where k=v           keep records whose tag k equals v (repeatable), e.g. variant=topk
+  --bootstrap N         bootstrap resamples for the intervals (default 200)
+  --s KIND              nominal (default: the run's top-K S) or achieved (measured overall)
 
 eval options:
   --checkpoint PATH     a checkpoint written by train
@@ -232,6 +253,102 @@ export function printResult(r: TrainResult): void {
   );
 }
 
+async function cmdSweep(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      study: { type: "string" },
+      grid: { type: "string" },
+      profile: { type: "string" },
+      results: { type: "string" },
+      runs: { type: "string" },
+      shard: { type: "string" },
+      "max-runs": { type: "string" },
+      device: { type: "string" },
+    },
+  });
+  const profile = (values.profile ?? "smoke") as Profile;
+  if (profile !== "smoke" && profile !== "full") {
+    throw new ValueError("cli", `--profile must be smoke or full, got "${profile}"`);
+  }
+  const runsDir = values.runs ?? "runs";
+  let specs: RunSpec[];
+  let name: string;
+  if (values.grid) {
+    specs = JSON.parse(await Deno.readTextFile(values.grid));
+    name = values.grid.replace(/^.*\//, "").replace(/\.json$/, "");
+  } else {
+    if (!values.study || !STUDIES.includes(values.study as StudyName)) {
+      throw new ValueError("cli", `sweep needs --study (${STUDIES.join(", ")}) or --grid FILE`);
+    }
+    specs = studyRuns(values.study as StudyName, profile, { runsDir });
+    name = values.study;
+  }
+  const results = values.results ?? `results/${name}${profile === "smoke" ? ".smoke" : ""}.jsonl`;
+  const dev = await openDevice({ prefer: values.device === "cpu" ? "cpu" : "webgpu" });
+  console.error(
+    `device: ${dev.kind} — ${dev.description}; ${specs.length} runs; results → ${results}`,
+  );
+  try {
+    const t0 = performance.now();
+    await runSweep(dev, specs, {
+      results,
+      runsDir,
+      ...(values.shard ? { shard: parseShard(values.shard) } : {}),
+      ...(values["max-runs"] ? { maxRuns: num("max-runs", values["max-runs"])! } : {}),
+      onRun: (ev, spec, rec) => {
+        const el = ((performance.now() - t0) / 1000).toFixed(0);
+        if (ev === "start") console.error(`[${el}s] start ${spec.id}`);
+        if (ev === "done" && rec) {
+          console.error(
+            `[${el}s] done  ${spec.id}  val ${rec.valLoss.toFixed(4)} ± ${
+              rec.valStderr.toFixed(4)
+            }  S ${(100 * (rec.sparsity?.overall ?? 0)).toFixed(1)}%  ${
+              rec.tokensPerSecond.toFixed(0)
+            } tok/s`,
+          );
+        }
+      },
+    });
+  } finally {
+    dev.destroy();
+  }
+}
+
+async function cmdFit(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      results: { type: "string", multiple: true },
+      where: { type: "string", multiple: true },
+      bootstrap: { type: "string" },
+      s: { type: "string" },
+    },
+  });
+  if (!values.results?.length) throw new ValueError("cli", "fit needs --results FILE");
+  const filters = (values.where ?? []).map((w) => {
+    const i = w.indexOf("=");
+    if (i < 1) throw new ValueError("cli", `--where must be key=value, got "${w}"`);
+    return [w.slice(0, i), w.slice(i + 1)] as const;
+  });
+  const records = (await Promise.all(values.results.map(readResults))).flat()
+    .filter((r) => filters.every(([k, v]) => String(r.tags[k]) === v));
+  if (records.length === 0) throw new ValueError("cli", "no records match");
+  // S is the nominal top-K sparsity of the run (its tag), as in the paper's law; --s achieved
+  // uses the measured overall sparsity instead (which counts ReLU²'s natural zeros too).
+  const achieved = values.s === "achieved";
+  const points = records.map((r) => ({
+    N: r.N,
+    S: achieved || typeof r.tags.S !== "number" ? r.sparsity?.overall ?? 0 : r.tags.S,
+    loss: r.valLoss,
+  }));
+  const fit = await fitScalingLaw(points, {
+    nScale: 1e6,
+    bootstrap: num("bootstrap", values.bootstrap) ?? 200,
+  });
+  console.log(JSON.stringify({ points: points.length, ...fit, residuals: undefined }, null, 2));
+}
+
 async function cmdEval(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -290,6 +407,12 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case "eval":
         await cmdEval(rest);
+        return 0;
+      case "sweep":
+        await cmdSweep(rest);
+        return 0;
+      case "fit":
+        await cmdFit(rest);
         return 0;
       case undefined:
       case "help":

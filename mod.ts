@@ -71,3 +71,6 @@ export * from "./src/train/checkpoint.ts";
 export * from "./src/train/trainer.ts";
 export * from "./src/ops/spmm.ts";
 export * from "./src/ops/moe.ts";
+export * from "./src/util/version.ts";
+export * from "./src/experiments/runner.ts";
+export * from "./src/experiments/studies.ts";

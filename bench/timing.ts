@@ -29,13 +29,4 @@ export async function writeJsonAtomic(path: string, value: unknown): Promise<voi
   await Deno.rename(tmp, path);
 }
 
-/** The git revision of the working tree, or "unknown". */
-export async function codeVersion(): Promise<string> {
-  try {
-    const out = await new Deno.Command("git", { args: ["rev-parse", "--short", "HEAD"], stderr: "null" }).output();
-    const dirty = (await new Deno.Command("git", { args: ["status", "--porcelain", "--untracked-files=no"] }).output()).stdout.length > 0;
-    return new TextDecoder().decode(out.stdout).trim() + (dirty ? "-dirty" : "");
-  } catch {
-    return "unknown";
-  }
-}
+export { codeVersion } from "../src/util/version.ts";

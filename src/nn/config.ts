@@ -69,16 +69,21 @@ export interface ModelConfig {
   initStd: number;
 }
 
-/** Sizes of the named configs (LLaMA-like: head dim 32, GLU ≈ 8/3·d rounded to 8). */
+/**
+ * Sizes of the named configs: LLaMA-like (head dim 32, GLU width ≈ 8/3·d), with every width a
+ * multiple of 32 so Block Q-Sparse 16:32 applies at every site. Non-embedding parameters span
+ * 25k (`xxs`) to 21M (`xl`).
+ */
 export const NAMED_SIZES: Record<
   string,
   Pick<ModelConfig, "dModel" | "nLayers" | "nHeads" | "dFF">
 > = {
-  tiny: { dModel: 64, nLayers: 2, nHeads: 2, dFF: 176 },
+  xxs: { dModel: 32, nLayers: 2, nHeads: 1, dFF: 96 },
+  tiny: { dModel: 64, nLayers: 2, nHeads: 2, dFF: 160 },
   xs: { dModel: 96, nLayers: 3, nHeads: 3, dFF: 256 },
-  s: { dModel: 128, nLayers: 4, nHeads: 4, dFF: 344 },
+  s: { dModel: 128, nLayers: 4, nHeads: 4, dFF: 352 },
   m: { dModel: 192, nLayers: 6, nHeads: 6, dFF: 512 },
-  l: { dModel: 256, nLayers: 8, nHeads: 8, dFF: 688 },
+  l: { dModel: 256, nLayers: 8, nHeads: 8, dFF: 672 },
   xl: { dModel: 384, nLayers: 12, nHeads: 12, dFF: 1024 },
 };
 
@@ -124,7 +129,7 @@ export function modelConfig(name: string, overrides: ModelOverrides = {}): Model
   const cfg: ModelConfig = {
     name,
     vocab: 256,
-    ...(size ?? { dModel: 64, nLayers: 2, nHeads: 2, dFF: 176 }),
+    ...(size ?? { dModel: 64, nLayers: 2, nHeads: 2, dFF: 160 }),
     seqLen: 128,
     ffn: "relu2glu",
     sparsity: sp,

@@ -38,7 +38,7 @@ import { ByteTokenizer } from "./tokenizer.ts";
 export interface TrainConfig {
   /** The model. */
   model: ModelConfig;
-  /** Optimizer steps. */
+  /** Optimizer steps (0 with `initFrom`: evaluate a checkpoint on this config's data). */
   steps: number;
   /** Sequences per step. */
   batchSize: number;
@@ -117,7 +117,13 @@ export function trainConfig(
       throw new ValueError("trainConfig", `${k} must be an integer ≥ ${min}, got ${v}`);
     }
   };
-  pos("steps", 1);
+  pos("steps", 0);
+  if (c.steps === 0 && !c.initFrom) {
+    throw new ValueError(
+      "trainConfig",
+      "steps must be ≥ 1 (0 is an evaluation-only run and needs initFrom)",
+    );
+  }
   pos("batchSize", 1);
   pos("warmup", 0);
   pos("evalEvery", 0);

@@ -1,0 +1,249 @@
+/**
+ * The sweep runner: runs a list of training runs, appending one JSON line per finished run to a
+ * results file. Re-running skips finished runs and resumes partial ones from their checkpoints,
+ * and `shard` splits a grid across processes or machines (a Slurm array, a CI matrix) with no
+ * coordination beyond the shared results file and runs folder.
+ *
+ * @module
+ */
+import type { ModelConfig } from "../nn/config.ts";
+import type { Device } from "../tensor/device.ts";
+import { ValueError } from "../tensor/errors.ts";
+import { train, type TrainConfig, type TrainResult } from "../train/trainer.ts";
+import { appendJsonLine } from "../util/fs.ts";
+import { codeVersion } from "../util/version.ts";
+
+/** One run of a sweep. */
+export interface RunSpec {
+  /** Unique, filesystem-safe id within the study (e.g. `s-S0.5-seed1`). */
+  id: string;
+  /** The study it belongs to (e.g. `sparsity_vs_loss`). */
+  study: string;
+  /** The full training config. */
+  config: TrainConfig;
+  /** Free-form labels for plotting (size, S, variant, seed, arm...). */
+  tags: Record<string, string | number | boolean | null>;
+  /** Run only after these runs (same study) finished, e.g. fine-tuning after pretraining. */
+  after?: string[];
+}
+
+/** One line of a results file. */
+export interface RunRecord {
+  id: string;
+  study: string;
+  tags: RunSpec["tags"];
+  config: TrainConfig;
+  /** Final validation loss and its standard error over validation batches. */
+  valLoss: number;
+  valStderr: number;
+  trainLoss: number;
+  /** Achieved sparsity per site kind and overall (validation set). */
+  sparsity: {
+    perSite: Record<string, number>;
+    overall: number;
+    sites: { name: string; sparsity: number }[];
+  } | null;
+  N: number;
+  Na: number;
+  tokens: number;
+  wallSeconds: number;
+  tokensPerSecond: number;
+  adapter: string;
+  backend: string;
+  codeVersion: string;
+  date: string;
+  /** Training-loss curve: (step, tokens, loss) per log window. */
+  curve: { step: number; tokens: number; loss: number }[];
+  /** Periodic validation losses. */
+  evals: { step: number; tokens: number; valLoss: number; valStderr: number }[];
+  /** Sparsity over training: overall and per site kind per log window. */
+  sparsityCurve: { step: number; overall: number; perSite: Record<string, number> }[];
+}
+
+/** Which part of a grid this process runs: runs whose index ≡ `index` (mod `count`). */
+export interface Shard {
+  index: number;
+  count: number;
+}
+
+/**
+ * Parses `i/n` (1-based `i`, as job arrays number tasks) into a {@link Shard}.
+ *
+ * @param s E.g. `"2/4"`.
+ * @returns The shard (0-based index).
+ *
+ * @example
+ * ```ts
+ * import { parseShard } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(parseShard("2/4"), { index: 1, count: 4 });
+ * assert.throws(() => parseShard("5/4"), /shard/);
+ * ```
+ */
+export function parseShard(s: string): Shard {
+  const m = /^(\d+)\/(\d+)$/.exec(s.trim());
+  const i = m ? Number(m[1]) : NaN, n = m ? Number(m[2]) : NaN;
+  if (!m || n < 1 || i < 1 || i > n) {
+    throw new ValueError("parseShard", `shard must be i/n with 1 ≤ i ≤ n, got "${s}"`);
+  }
+  return { index: i - 1, count: n };
+}
+
+/**
+ * Reads a results file (missing file = no results). Malformed lines — e.g. the tail of a line
+ * cut by a crash — are skipped so one bad line never loses the others.
+ *
+ * @param path The `.jsonl` file.
+ * @returns The records.
+ */
+export async function readResults(path: string): Promise<RunRecord[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+  const out: RunRecord[] = [];
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    try {
+      out.push(JSON.parse(line));
+    } catch { /* a torn last line from a killed writer */ }
+  }
+  return out;
+}
+
+/** Turns a finished training run into a results line. */
+export function toRecord(spec: RunSpec, r: TrainResult, version: string): RunRecord {
+  return {
+    id: spec.id,
+    study: spec.study,
+    tags: spec.tags,
+    config: r.config,
+    valLoss: r.valLoss,
+    valStderr: r.valStderr,
+    trainLoss: r.trainLoss,
+    sparsity: r.sparsity
+      ? {
+        perSite: r.sparsity.perSite,
+        overall: r.sparsity.overall,
+        sites: r.sparsity.sites.map((s) => ({ name: s.name, sparsity: s.sparsity })),
+      }
+      : null,
+    N: r.N,
+    Na: r.Na,
+    tokens: r.tokens,
+    wallSeconds: r.wallSeconds,
+    tokensPerSecond: r.tokensPerSecond,
+    adapter: r.adapter,
+    backend: r.backend,
+    codeVersion: version,
+    date: r.date,
+    curve: r.log.filter((l) => l.kind === "train").map((l) => ({
+      step: l.step,
+      tokens: l.tokens,
+      loss: l.loss!,
+    })),
+    evals: r.log.filter((l) => l.kind === "eval" || l.kind === "done").map((l) => ({
+      step: l.step,
+      tokens: l.tokens,
+      valLoss: l.valLoss!,
+      valStderr: l.valStderr!,
+    })),
+    sparsityCurve: r.log.filter((l) => l.kind === "train" && l.sparsity).map((l) => ({
+      step: l.step,
+      overall: l.sparsity!.overall,
+      perSite: l.sparsity!.perSite,
+    })),
+  };
+}
+
+/** Options of {@link runSweep}. */
+export interface SweepOptions {
+  /** The results file (one JSON line per finished run). */
+  results: string;
+  /** Folder of run directories (checkpoints, logs); `<runsDir>/<id>`. */
+  runsDir: string;
+  /** Run only this part of the grid. */
+  shard?: Shard;
+  /** Stop after this many runs finish in this call (for time-boxed jobs). */
+  maxRuns?: number;
+  /** Called before each run starts and after it finishes. */
+  onRun?: (event: "start" | "done" | "skip", spec: RunSpec, record?: RunRecord) => void;
+  /** Print training progress. */
+  progress?: boolean;
+}
+
+/**
+ * Runs every unfinished run of `specs` (in this shard), resuming partial ones.
+ *
+ * @param device The device.
+ * @param specs The grid, in a stable order (sharding is by index).
+ * @param opts Results file, runs folder, shard.
+ * @returns Records of every finished run of the grid (old and new), in grid order.
+ *
+ * @example
+ * ```ts ignore
+ * import { openDevice, runSweep, studyRuns } from "@qsparse/kit";
+ * const dev = await openDevice();
+ * await runSweep(dev, studyRuns("sparsity_vs_loss", "smoke"), { results: "results/smoke.jsonl", runsDir: "runs" });
+ * ```
+ */
+export async function runSweep(
+  device: Device,
+  specs: RunSpec[],
+  opts: SweepOptions,
+): Promise<RunRecord[]> {
+  const ids = new Set<string>();
+  for (const s of specs) {
+    if (!/^[A-Za-z0-9._-]+$/.test(s.id)) {
+      throw new ValueError("runSweep", `run id "${s.id}" must be filesystem-safe`);
+    }
+    if (ids.has(s.id)) throw new ValueError("runSweep", `duplicate run id "${s.id}"`);
+    ids.add(s.id);
+  }
+  const version = await codeVersion();
+  const dir = opts.results.includes("/")
+    ? opts.results.slice(0, opts.results.lastIndexOf("/"))
+    : ".";
+  await Deno.mkdir(dir, { recursive: true });
+  const key = (r: { study: string; id: string }) => `${r.study}/${r.id}`;
+  let finished = 0;
+  for (let i = 0; i < specs.length; i++) {
+    if (opts.shard && i % opts.shard.count !== opts.shard.index) continue;
+    if (opts.maxRuns !== undefined && finished >= opts.maxRuns) break;
+    const spec = specs[i]!;
+    const done = new Map((await readResults(opts.results)).map((r) => [key(r), r]));
+    if (done.has(key(spec))) {
+      opts.onRun?.("skip", spec, done.get(key(spec)));
+      continue;
+    }
+    const missing = (spec.after ?? []).filter((a) => !done.has(`${spec.study}/${a}`));
+    if (missing.length) {
+      // Dependencies run in another shard or later; skip now, a re-run picks this up.
+      opts.onRun?.("skip", spec);
+      continue;
+    }
+    opts.onRun?.("start", spec);
+    const out = `${opts.runsDir}/${spec.study}/${spec.id}`;
+    const r = await train(device, spec.config, {
+      out,
+      resume: true,
+      progress: opts.progress ?? false,
+    });
+    const rec = toRecord(spec, r, version);
+    // Another shard may have finished the same run meanwhile (a retried job); keep one line.
+    const again = new Set((await readResults(opts.results)).map(key));
+    if (!again.has(key(spec))) await appendJsonLine(opts.results, rec);
+    finished++;
+    opts.onRun?.("done", spec, rec);
+  }
+  const all = new Map((await readResults(opts.results)).map((r) => [key(r), r]));
+  return specs.map((s) => all.get(key(s))).filter((r): r is RunRecord => r !== undefined);
+}
+
+/** A model config's compact label for run ids, e.g. `s` or `s-bitnet`. */
+export function modelLabel(m: ModelConfig): string {
+  return m.name + (m.bitnet ? "-bitnet" : "");
+}
