@@ -74,3 +74,5 @@ export * from "./src/ops/moe.ts";
 export * from "./src/util/version.ts";
 export * from "./src/experiments/runner.ts";
 export * from "./src/experiments/studies.ts";
+export * from "./src/tensor/quantized.ts";
+export * from "./src/ops/quant.ts";

@@ -1,0 +1,168 @@
+import assert from "node:assert/strict";
+import {
+  DTypeError,
+  matmul,
+  quantizeActivations,
+  quantizeActivationsSte,
+  quantizeWeights,
+  quantizeWeightsSte,
+  ShapeError,
+  spmmTernary,
+  type Tensor,
+  topkMask,
+  topkQuantized,
+  topkRows,
+} from "../mod.ts";
+import { roundHalfEven } from "../kernels/quant_ste.ts";
+import { assertClose, cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+
+const EXACT = { rtol: 0, atol: 0 };
+
+Deno.test("quantizeActivations: codes and scales match the CPU twin and the BitNet formula", async () => {
+  const x = hostRandom(5 * 37, 1, 3);
+  const [codes, scale] = await onBoth((dev) => {
+    const q = quantizeActivations(dev.tensor(x, [5, 37]));
+    return [q.codes, q.scale];
+  }, EXACT);
+  for (let r = 0; r < 5; r++) {
+    let m = 0;
+    for (let j = 0; j < 37; j++) m = Math.max(m, Math.abs(x[r * 37 + j]!));
+    const s = Math.fround(127 / Math.fround(m + Math.fround(1e-5)));
+    assert.equal(scale![r], s);
+    for (let j = 0; j < 37; j++) {
+      const want = Math.max(-128, Math.min(127, roundHalfEven(Math.fround(x[r * 37 + j]! * s))));
+      assert.equal(codes![r * 37 + j], want + 0);
+      assert.ok(Math.abs(codes![r * 37 + j]!) <= 127);
+    }
+  }
+});
+
+Deno.test("dequantize(quantize(x)) equals the fake-quant STE forward bit for bit", async () => {
+  const x = hostRandom(4 * 50, 2, 2), w = hostRandom(24 * 20, 3);
+  for (const dev of [cpu, gpu]) {
+    if (!dev) continue;
+    const xt = dev.tensor(x, [4, 50]);
+    assertClose(
+      await quantizeActivations(xt).dequantize().data(),
+      await quantizeActivationsSte(xt).data(),
+      EXACT,
+    );
+    const wt = dev.tensor(w, [24, 20]);
+    assertClose(
+      await quantizeWeights(wt).dequantize().data(),
+      await quantizeWeightsSte(wt).data(),
+      EXACT,
+    );
+  }
+});
+
+Deno.test("quantizeWeights: packed codes on both devices, padding past D_out, ternary values", async () => {
+  for (const [r, c] of [[3, 1], [5, 20], [8, 16], [7, 33]] as const) {
+    const w = hostRandom(r * c, r + c);
+    const [packed] = await onBoth(
+      (dev) => quantizeWeights(dev.tensor(w, [r, c])).packed,
+      EXACT,
+      `[${r}, ${c}]`,
+    );
+    const words = Math.ceil(c / 16);
+    for (let i = 0; i < r; i++) {
+      for (let col = c; col < words * 16; col++) {
+        assert.equal(
+          (packed![i * words + (col >> 4)]! >>> (2 * (col & 15))) & 3,
+          1,
+          "padding decodes to 0",
+        );
+      }
+    }
+    const t = quantizeWeights(cpu.tensor(w, [r, c]));
+    const a = await t.alpha.item();
+    let mean = 0;
+    for (const v of w) mean += Math.abs(v);
+    assert.ok(Math.abs(a - (mean / w.length + 1e-5)) < 1e-5);
+    const dq = await t.dequantize().data();
+    for (let i = 0; i < dq.length; i++) {
+      assert.ok([0, a, -a].includes(dq[i]!));
+      assert.equal(dq[i], Math.max(-1, Math.min(1, roundHalfEven(Math.fround(w[i]! / a)))) * a + 0);
+    }
+  }
+});
+
+Deno.test("topkQuantized: quantize-then-mask equals mask-then-quantize", async () => {
+  const x = hostRandom(6 * 64, 7, 5);
+  for (const k of [1, 16, 64]) {
+    await onBoth(
+      (dev) => {
+        const q = topkQuantized(dev.tensor(x, [6, 64]), k);
+        return [q.rows.values, q.rows.indices, q.scale];
+      },
+      EXACT,
+      `k=${k}`,
+    );
+    const q = topkQuantized(cpu.tensor(x, [6, 64]), k);
+    // Quantize then mask: the dense codes, masked by the top-K of x.
+    const full = quantizeActivations(cpu.tensor(x, [6, 64]));
+    const mask = topkMask(cpu.tensor(x, [6, 64]), k);
+    const codes = await q.rows.toDense().data();
+    const fullCodes = await full.codes.data(), m = await mask.data();
+    for (let i = 0; i < codes.length; i++) assert.equal(codes[i], m[i] === 0 ? 0 : fullCodes[i]);
+    assert.deepEqual([...await q.rows.indices.data()], [
+      ...await topkRows(cpu.tensor(x, [6, 64]), k).indices.data(),
+    ]);
+    // Mask then quantize (fake-quant of the masked tensor) gives the same dequantized values.
+    assertClose(await q.dequantize().data(), await quantizeActivationsSte(mask).data(), EXACT);
+  }
+  assert.deepEqual(topkQuantized(cpu.zeros([2, 10]), { sparsity: 0.6 }).rows.k, 4);
+});
+
+Deno.test("spmmTernary: int8 (sparse or dense) x ternary matches the CPU twin and the f32 product", async () => {
+  for (const [rows, dIn, dOut] of [[1, 64, 16], [5, 40, 20], [9, 32, 5], [3, 128, 48]] as const) {
+    const x = hostRandom(rows * dIn, rows + dIn), w = hostRandom(dIn * dOut, dIn + dOut);
+    for (const form of ["sparse", "dense"] as const) {
+      const make = (dev: typeof cpu) => {
+        const xt = dev.tensor(x, [rows, dIn]);
+        return form === "sparse" ? topkQuantized(xt, dIn >> 2) : quantizeActivations(xt);
+      };
+      const [y] = await onBoth(
+        (dev) => spmmTernary(make(dev), quantizeWeights(dev.tensor(w, [dIn, dOut]))),
+        {
+          rtol: 1e-6,
+          atol: 1e-6,
+        },
+        `${form} [${rows}, ${dIn}]x[${dIn}, ${dOut}]`,
+      );
+      const ref = await matmul(
+        make(cpu).dequantize(),
+        quantizeWeights(cpu.tensor(w, [dIn, dOut])).dequantize(),
+      ).data();
+      assertClose(y!, ref, { rtol: 1e-4, atol: 1e-4 }, `${form} vs f32 product`);
+    }
+  }
+  // Leading dims are kept.
+  const q = topkQuantized(cpu.randn([2, 3, 32], { seed: 5 }), 8);
+  assert.deepEqual(spmmTernary(q, quantizeWeights(cpu.randn([32, 16], { seed: 6 }))).shape, [
+    2,
+    3,
+    16,
+  ]);
+});
+
+Deno.test("quantization: bad input is a typed error naming the op and the shapes", () => {
+  assert.throws(
+    () => quantizeActivations(cpu.zeros([2, 4], "i32") as unknown as Tensor<"f32">),
+    (e: unknown) => e instanceof DTypeError && /quantizeActivations/.test(e.message),
+  );
+  assert.throws(
+    () => quantizeWeights(cpu.zeros([2, 3, 4])),
+    (e: unknown) => e instanceof ShapeError && /quantizeWeights.*\[2, 3, 4\]/.test(e.message),
+  );
+  assert.throws(
+    () => topkQuantized(cpu.zeros([2, 4]), 5),
+    (e: unknown) => e instanceof ShapeError && /topkRows.*\[2, 4\]/.test(e.message),
+  );
+  const t = quantizeWeights(cpu.zeros([8, 4]));
+  assert.throws(
+    () => spmmTernary(quantizeActivations(cpu.zeros([2, 6])), t),
+    (e: unknown) =>
+      e instanceof ShapeError && /^spmmTernary: .*D_in = 6.*\[2, 6\] and \[8, 4\]/.test(e.message),
+  );
+});
