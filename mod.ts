@@ -76,3 +76,4 @@ export * from "./src/experiments/runner.ts";
 export * from "./src/experiments/studies.ts";
 export * from "./src/tensor/quantized.ts";
 export * from "./src/ops/quant.ts";
+export * from "./src/nn/moe.ts";

@@ -27,7 +27,21 @@ export interface MoeConfig {
   zLossCoef?: number;
   /** Capacity factor (tokens per expert = factor·k·T/E); undefined = no dropping. */
   capacityFactor?: number;
+  /**
+   * Renormalise the gates over the chosen k (default: true when k > 1; for k = 1 the Switch
+   * gate p, since a renormalised single gate is the constant 1).
+   */
+  normalizeGates?: boolean;
 }
+
+/**
+ * MoE variants of the named sizes: `modelConfig("s-moe8x2")` is size `s` with 8 experts, top-2
+ * (any `<size>-moe<E>x<k>` works; these are the ones the MoE-with-sparsity study uses).
+ */
+export const NAMED_MOE_VARIANTS: Record<string, Pick<MoeConfig, "experts" | "topK">> = {
+  moe4x1: { experts: 4, topK: 1 },
+  moe8x2: { experts: 8, topK: 2 },
+};
 
 /** Everything that defines a model. */
 export interface ModelConfig {
@@ -101,7 +115,8 @@ export type ModelOverrides = Partial<Omit<ModelConfig, "sparsity">> & {
 /**
  * A validated config from a named size plus overrides.
  *
- * @param name One of {@link NAMED_SIZES} (`tiny`, `xs`, `s`, `m`, `l`, `xl`).
+ * @param name One of {@link NAMED_SIZES} (`tiny`, `xs`, `s`, `m`, `l`, `xl`), or one with an MoE
+ *   suffix `-moe<E>x<k>` (see {@link NAMED_MOE_VARIANTS}).
  * @param overrides Any field; `sparsity` may be one number for all sites.
  * @returns The config.
  *
@@ -112,16 +127,21 @@ export type ModelOverrides = Partial<Omit<ModelConfig, "sparsity">> & {
  * const c = modelConfig("s", { sparsity: 0.4 });
  * assert.equal(c.sparsity.down, 0.4);
  * assert.throws(() => modelConfig("nope"), /unknown model/);
+ * assert.deepEqual(modelConfig("s-moe8x2").moe, { experts: 8, topK: 2 });
  * ```
  */
 export function modelConfig(name: string, overrides: ModelOverrides = {}): ModelConfig {
-  const size = NAMED_SIZES[name];
+  // `<size>-moe<E>x<k>`: a named size with a mixture-of-experts FFN.
+  const variant = /^(.+)-moe(\d+)x(\d+)$/.exec(name);
+  const size = NAMED_SIZES[variant ? variant[1]! : name];
   if (!size && overrides.dModel === undefined) {
     throw new ValueError(
       "modelConfig",
-      `unknown model "${name}"; named configs: ${Object.keys(NAMED_SIZES).join(", ")}`,
+      `unknown model "${name}"; named configs: ${Object.keys(NAMED_SIZES).join(", ")}, ` +
+        `each also as <name>-moe<E>x<k> (e.g. s-moe8x2)`,
     );
   }
+  const moe = variant ? { experts: Number(variant[2]), topK: Number(variant[3]) } : null;
   const { sparsity, ...rest } = overrides;
   const sp = typeof sparsity === "number"
     ? uniformSparsity(sparsity)
@@ -138,7 +158,7 @@ export function modelConfig(name: string, overrides: ModelOverrides = {}): Model
     ste: true,
     rescale: false,
     bitnet: false,
-    moe: null,
+    moe,
     normEps: 1e-6,
     ropeTheta: 10000,
     initStd: 0.02,
@@ -196,8 +216,15 @@ export function validateConfig(c: ModelConfig): void {
     if (!Number.isInteger(topK) || topK < 1 || topK > experts) {
       bad(`moe.topK must be in 1..experts (${experts}), got ${topK}`);
     }
-    if (c.moe.capacityFactor !== undefined && !(c.moe.capacityFactor > 0)) {
+    if (
+      c.moe.capacityFactor !== undefined &&
+      !(c.moe.capacityFactor > 0 && Number.isFinite(c.moe.capacityFactor))
+    ) {
       bad(`moe.capacityFactor must be > 0, got ${c.moe.capacityFactor}`);
+    }
+    for (const k of ["auxLossCoef", "zLossCoef"] as const) {
+      const v = c.moe[k];
+      if (v !== undefined && !(v >= 0 && Number.isFinite(v))) bad(`moe.${k} must be ≥ 0, got ${v}`);
     }
   }
 }

@@ -5,7 +5,9 @@
  *
  * Parameter names (checkpoint keys, PyTorch reference): `embed.weight [V, d]`,
  * `layers.{i}.attn_norm.weight`, `layers.{i}.attn.{q,k,v,o}_proj.weight [in, out]`,
- * `layers.{i}.ffn_norm.weight`, `layers.{i}.ffn.{gate,up,down}_proj.weight [in, out]`,
+ * `layers.{i}.ffn_norm.weight`, `layers.{i}.ffn.{gate,up,down}_proj.weight [in, out]` (with MoE:
+ * `layers.{i}.ffn.router.weight [d, E]`, `layers.{i}.ffn.experts.{gate,up}_proj.weight [E, d, f]`,
+ * `layers.{i}.ffn.experts.down_proj.weight [E, f, d]`),
  * `norm.weight`, `lm_head.weight [d, V]`.
  *
  * @module
@@ -21,6 +23,7 @@ import { type ModelConfig, type ParamCounts, paramCounts, validateConfig } from 
 import { FeedForward } from "./ffn.ts";
 import { Linear } from "./linear.ts";
 import { Module } from "./module.ts";
+import { MoeFeedForward } from "./moe.ts";
 import { RMSNorm } from "./rmsnorm.ts";
 import type { SparseSite } from "./sparsify.ts";
 
@@ -29,7 +32,8 @@ export class Block extends Module {
   readonly attnNorm: RMSNorm;
   readonly attn: Attention;
   readonly ffnNorm: RMSNorm;
-  readonly ffn: FeedForward;
+  /** The dense FFN, or the mixture of experts when `config.moe` is set. */
+  readonly ffn: FeedForward | MoeFeedForward;
 
   /**
    * @param device The device.
@@ -48,7 +52,13 @@ export class Block extends Module {
       "ffn_norm",
       new RMSNorm(device, this.qualify("ffn_norm"), config.dModel, config.normEps),
     );
-    this.ffn = this.child("ffn", new FeedForward(device, this.qualify("ffn"), config, seed));
+    const ffnPath = this.qualify("ffn");
+    this.ffn = this.child(
+      "ffn",
+      config.moe
+        ? new MoeFeedForward(device, ffnPath, config, seed)
+        : new FeedForward(device, ffnPath, config, seed),
+    );
   }
 
   /** @param x `[B, T, d]`. @returns `[B, T, d]`. */
@@ -67,7 +77,7 @@ export class Block extends Module {
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("tiny", { sparsity: 0.4, seqLen: 8 }), 1);
- * const ids = dev.tensor(new Uint32Array(2 * 8).map((_, i) => i % 256), [2, 8]);
+ * const ids = dev.tensor(new Uint32Array(2 * 8).map((_, i) => i % 256), [2, 8], "u32");
  * using logits = model.forward(ids);
  * assert.deepEqual(logits.shape, [2, 8, 256]);
  * ```
@@ -140,7 +150,12 @@ export class TransformerLM extends Module {
     }
     const logits = this.forward(ids);
     const v = this.config.vocab;
-    return crossEntropy(logits.reshape([-1, v]), targets.reshape([-1]), { reduction: "mean" });
+    let loss = crossEntropy(logits.reshape([-1, v]), targets.reshape([-1]), { reduction: "mean" });
+    for (const layer of this.layers) {
+      const aux = layer.ffn instanceof MoeFeedForward ? layer.ffn.takeAuxLoss() : null;
+      if (aux) loss = add(loss, aux);
+    }
+    return loss;
   }
 
   /** Every sparsification site, in forward order. @returns The sites. */

@@ -62,6 +62,14 @@ const VARIANTS: Record<string, ModelOverrides> = {
   "block-8of16": { sparsity: 0.5, block: 16 },
   bitnet: { bitnet: true },
   "bitnet-qsparse": { bitnet: true, sparsity: 0.5 },
+  "moe-4x1": { moe: { experts: 4, topK: 1 } },
+  "moe-8x2-qsparse": { sparsity: 0.5, moe: { experts: 8, topK: 2 } },
+  "moe-4x2-capacity-zloss": {
+    sparsity: { qkv: 0.4, o: 0.5, gateUp: 0.3, down: 0.6 },
+    moe: { experts: 4, topK: 2, capacityFactor: 1, zLossCoef: 1e-3, auxLossCoef: 0.05 },
+  },
+  "moe-swiglu-raw-gates": { ffn: "swiglu", moe: { experts: 4, topK: 2, normalizeGates: false } },
+  "moe-bitnet-qsparse": { bitnet: true, sparsity: 0.5, moe: { experts: 4, topK: 2 } },
 };
 
 async function parity(dev: Device, name: string, overrides: ModelOverrides): Promise<void> {

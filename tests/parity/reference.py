@@ -16,6 +16,7 @@ Semantics mirrored from the kit (see the TypeScript sources named in each functi
 - BitNet b1.58: parameter-free RMSNorm -> mask -> int8 absmax per token (STE);
   ternary absmean weights (STE)                                    (src/ops/quant.ts)
 - FFN: down(topk(up(u) * act(gate(u)))), act = relu^2 or silu     (src/nn/ffn.ts)
+- MoE FFN: router, top-k, capacity, experts, load-balancing + z loss (src/nn/moe.ts)
 Computed in float32 like the kit (rounding decisions of the quantisers then match).
 """
 import json
@@ -145,6 +146,7 @@ def forward(p, ids, targets, cfg):
     x = F.embedding(ids, p["embed.weight"])
     b, t = ids.shape
     causal = torch.ones(t, t, dtype=torch.bool).tril()
+    aux = torch.zeros(())
     for i in range(cfg["nLayers"]):
         pre = f"layers.{i}"
         h = rms_norm(x, p[f"{pre}.attn_norm.weight"], cfg["normEps"])
@@ -160,6 +162,11 @@ def forward(p, ids, targets, cfg):
         ctx = (scores.softmax(-1) @ v).permute(0, 2, 1, 3).reshape(b, t, d)
         x = x + site(ctx, sp["o"], cfg) @ weight(p, f"{pre}.attn.o_proj.weight", cfg)
         h = rms_norm(x, p[f"{pre}.ffn_norm.weight"], cfg["normEps"])
+        if cfg.get("moe"):
+            y, a = moe_ffn(h, p, pre, cfg)
+            x = x + y
+            aux = aux + a
+            continue
         u = site(h, sp["gateUp"], cfg)
         g = u @ weight(p, f"{pre}.ffn.gate_proj.weight", cfg)
         act = F.relu(g).pow(2) if cfg["ffn"] == "relu2glu" else F.silu(g)
@@ -167,7 +174,66 @@ def forward(p, ids, targets, cfg):
         x = x + site(hh, sp["down"], cfg) @ weight(p, f"{pre}.ffn.down_proj.weight", cfg)
     x = rms_norm(x, p["norm.weight"], cfg["normEps"])
     logits = x @ p["lm_head.weight"]
-    return F.cross_entropy(logits.reshape(-1, cfg["vocab"]), targets.reshape(-1))
+    return F.cross_entropy(logits.reshape(-1, cfg["vocab"]), targets.reshape(-1)) + aux
+
+
+def expert_weights(p, name, cfg):
+    """Stacked expert matrices [E, in, out]; BitNet quantises each expert on its own scale."""
+    w = p[name]
+    if not cfg["bitnet"]:
+        return w
+    return torch.stack([we + (weight_quant(we) - we).detach() for we in w.unbind(0)])
+
+
+def moe_ffn(h, p, pre, cfg):
+    """Mixture-of-experts FFN (src/nn/moe.ts): router on the dense input, top-k (ties -> lower
+    expert), gates renormalised over the k (default when k > 1), capacity dropping in token
+    order, experts on the Q-Sparse-masked input, Switch load-balancing loss + router z-loss."""
+    moe, sp = cfg["moe"], cfg["sparsity"]
+    n_exp, k = moe["experts"], moe["topK"]
+    norm = moe.get("normalizeGates")
+    norm = k > 1 if norm is None else norm
+    aux_c, z_c = moe.get("auxLossCoef", 0.01), moe.get("zLossCoef", 0.0)
+    cf = moe.get("capacityFactor")
+    b, t, d = h.shape
+    x = h.reshape(-1, d)
+    n = x.shape[0]
+    logits = x @ p[f"{pre}.ffn.router.weight"]
+    probs = logits.softmax(-1)
+    idx = torch.sort(probs, dim=-1, descending=True, stable=True).indices[:, :k]
+    chosen = probs.gather(1, idx)
+    gates = (chosen / chosen.sum(-1, keepdim=True) if norm else chosen).reshape(-1)
+    flat = idx.reshape(-1)  # assignment a = token * k + slot
+    keep = torch.ones(n * k, dtype=torch.bool)
+    if cf is not None:
+        cap = max(1, math.ceil(cf * k * n / n_exp - 1e-9))
+        seen = [0] * n_exp
+        for a in range(n * k):
+            e = int(flat[a])
+            keep[a] = seen[e] < cap
+            seen[e] += 1
+    u = site(x, sp["gateUp"], cfg)
+    wg = expert_weights(p, f"{pre}.ffn.experts.gate_proj.weight", cfg)
+    wu = expert_weights(p, f"{pre}.ffn.experts.up_proj.weight", cfg)
+    wd = expert_weights(p, f"{pre}.ffn.experts.down_proj.weight", cfg)
+    y = torch.zeros_like(x)
+    for e in range(n_exp):
+        a = torch.nonzero((flat == e) & keep).reshape(-1)
+        if a.numel() == 0:
+            continue
+        tok = a // k
+        ue = u[tok]
+        g = ue @ wg[e]
+        act = F.relu(g).pow(2) if cfg["ffn"] == "relu2glu" else F.silu(g)
+        out = site((ue @ wu[e]) * act, sp["down"], cfg) @ wd[e]
+        y = y.index_add(0, tok, gates[a][:, None] * out)
+    aux = torch.zeros(())
+    if aux_c > 0:
+        f = torch.bincount(flat, minlength=n_exp).float() / (n * k)
+        aux = aux + aux_c * n_exp * (f * probs.mean(0)).sum()
+    if z_c > 0:
+        aux = aux + z_c * (torch.logsumexp(logits, -1) ** 2).mean()
+    return y.reshape(b, t, d), aux
 
 
 ACT_EPS = 1e-5
