@@ -94,7 +94,7 @@ function config(
     warmup: Math.round(steps / 10),
     seed,
     evalWindows: p.evalWindows,
-    evalEvery: every(4),
+    evalEvery: every(2),
     logEvery: every(16),
     checkpointEvery: every(4),
     ...extra,
