@@ -63,9 +63,15 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   out[gid.x] = s.x + s.y + s.z + s.w;
 }`;
   const module = device.createShaderModule({ code });
-  const pipe = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+  const pipe = device.createComputePipeline({
+    layout: "auto",
+    compute: { module, entryPoint: "main" },
+  });
   const buf = device.createBuffer({ size: wgs * threads * 4, usage: GPUBufferUsage.STORAGE });
-  const bg = device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: buf } }] });
+  const bg = device.createBindGroup({
+    layout: pipe.getBindGroupLayout(0),
+    entries: [{ binding: 0, resource: { buffer: buf } }],
+  });
   const ms = await timeMs(async () => {
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass();
@@ -85,7 +91,10 @@ console.log("\n| case | ms (median) | GFLOP/s |" + (ceiling ? " % of FMA ceiling
 console.log("|---|---|---|" + (ceiling ? "---|" : ""));
 for (const r of rows) {
   const g = r.gflops as number;
-  console.log(`| ${r.case} | ${(r.ms as number).toFixed(2)} | ${g.toFixed(2)} |` + (ceiling ? ` ${((100 * g) / ceiling).toFixed(0)}% |` : ""));
+  console.log(
+    `| ${r.case} | ${(r.ms as number).toFixed(2)} | ${g.toFixed(2)} |` +
+      (ceiling ? ` ${((100 * g) / ceiling).toFixed(0)}% |` : ""),
+  );
 }
 if (ceiling) console.log(`\nFMA ceiling (independent FMA chains): ${ceiling.toFixed(1)} GFLOP/s`);
 

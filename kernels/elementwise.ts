@@ -13,15 +13,34 @@ import { asF32, enables, gridStride, uniforms, WG } from "./common.ts";
 const fr = Math.fround;
 
 /** A unary op: WGSL expression of `x` (an f32 or i32 value) and its CPU twin. */
-interface UnarySpec {
+export interface UnarySpec {
+  /** WGSL expression of `x`. */
   wgsl: string;
+  /** CPU twin. */
   cpu: (x: number) => number;
   /** Also defined on i32 (neg, abs); the rest need floats. */
   int?: boolean;
 }
 
+/** Name of a unary op. */
+export type UnaryOp =
+  | "neg"
+  | "abs"
+  | "exp"
+  | "log"
+  | "sqrt"
+  | "rsqrt"
+  | "square"
+  | "relu"
+  | "relu2"
+  | "step"
+  | "sigmoid"
+  | "silu"
+  | "tanh"
+  | "sign";
+
 /** Unary ops. `relu2` is the squared ReLU of Primer / Q-Sparse's FFN. */
-export const UNARY = {
+export const UNARY: Record<UnaryOp, UnarySpec> = {
   neg: { wgsl: "-x", cpu: (x) => -x, int: true },
   abs: { wgsl: "abs(x)", cpu: Math.abs, int: true },
   exp: { wgsl: "exp(x)", cpu: (x) => Math.exp(x) },
@@ -36,21 +55,37 @@ export const UNARY = {
   sigmoid: { wgsl: "1.0 / (1.0 + exp(-x))", cpu: (x) => 1 / (1 + Math.exp(-x)) },
   silu: { wgsl: "x / (1.0 + exp(-x))", cpu: (x) => x / (1 + Math.exp(-x)) },
   // Clamped because some drivers compute tanh as (e^2x − 1)/(e^2x + 1), which is NaN at ±inf.
-  tanh: { wgsl: "tanh(clamp(x, -15.0, 15.0))", cpu: (x) => Math.tanh(Math.max(-15, Math.min(15, x))) },
+  tanh: {
+    wgsl: "tanh(clamp(x, -15.0, 15.0))",
+    cpu: (x) => Math.tanh(Math.max(-15, Math.min(15, x))),
+  },
   sign: { wgsl: "sign(x)", cpu: (x) => (x > 0 ? 1 : x < 0 ? -1 : 0), int: true },
-} satisfies Record<string, UnarySpec>;
-
-/** Name of a unary op. */
-export type UnaryOp = keyof typeof UNARY;
+};
 
 /** A binary op: WGSL expression of `a`, `b` and its CPU twin. */
-interface BinarySpec {
+export interface BinarySpec {
+  /** WGSL expression of `a` and `b` (`Z`/`O` stand for typed 0 and 1). */
   wgsl: string;
+  /** CPU twin. */
   cpu: (a: number, b: number) => number;
 }
 
+/** Name of a binary op. */
+export type BinaryOp =
+  | "add"
+  | "sub"
+  | "mul"
+  | "div"
+  | "maximum"
+  | "minimum"
+  | "pow"
+  | "gt"
+  | "ge"
+  | "lt"
+  | "eq";
+
 /** Binary ops. Comparisons return 1 or 0 in the operands' dtype. */
-export const BINARY = {
+export const BINARY: Record<BinaryOp, BinarySpec> = {
   add: { wgsl: "a + b", cpu: (a, b) => a + b },
   sub: { wgsl: "a - b", cpu: (a, b) => a - b },
   mul: { wgsl: "a * b", cpu: (a, b) => a * b },
@@ -60,17 +95,15 @@ export const BINARY = {
   // WGSL pow(a, b) is exp2(b·log2(a)), undefined for a < 0: take |a| and restore the sign for
   // integer exponents (x³ of a negative x), as Math.pow does; non-integer b on a < 0 stays NaN.
   pow: {
-    wgsl: "select(pow(a, b), pow(-a, b) * select(1.0, -1.0, fract(b * 0.5) == 0.5), a < 0.0 && fract(b) == 0.0)",
+    wgsl:
+      "select(pow(a, b), pow(-a, b) * select(1.0, -1.0, fract(b * 0.5) == 0.5), a < 0.0 && fract(b) == 0.0)",
     cpu: (a, b) => Math.pow(a, b),
   },
   gt: { wgsl: "select(Z, O, a > b)", cpu: (a, b) => (a > b ? 1 : 0) },
   ge: { wgsl: "select(Z, O, a >= b)", cpu: (a, b) => (a >= b ? 1 : 0) },
   lt: { wgsl: "select(Z, O, a < b)", cpu: (a, b) => (a < b ? 1 : 0) },
   eq: { wgsl: "select(Z, O, a == b)", cpu: (a, b) => (a === b ? 1 : 0) },
-} satisfies Record<string, BinarySpec>;
-
-/** Name of a binary op. */
-export type BinaryOp = keyof typeof BINARY;
+};
 
 /** Ops defined on integer dtypes (the rest need floats). */
 export const INT_BINARY: ReadonlySet<BinaryOp> = new Set<BinaryOp>([
@@ -104,7 +137,9 @@ function intCpu(op: BinaryOp, dtype: DType): ((a: number, b: number) => number) 
   if (dtype === "f32" || dtype === "f16") return null;
   const wrap = dtype === "i32" ? (x: number) => x | 0 : (x: number) => x >>> 0;
   if (op === "div") return (a, b) => (b === 0 ? a : wrap(Math.trunc(a / b)));
-  if (op === "mul") return (a, b) => wrap(dtype === "i32" ? Math.imul(a, b) : Math.imul(a, b) >>> 0);
+  if (op === "mul") {
+    return (a, b) => wrap(dtype === "i32" ? Math.imul(a, b) : Math.imul(a, b) >>> 0);
+  }
   return null;
 }
 
@@ -114,7 +149,9 @@ function intCpu(op: BinaryOp, dtype: DType): ((a: number, b: number) => number) 
 /** WGSL for a unary map over `dtype`. */
 export function unaryWgsl(op: UnaryOp, dtype: DType): string {
   const ct = computeType(dtype);
-  const expr = ct === "f32" ? UNARY[op].wgsl : UNARY[op].wgsl.replaceAll("0.0", "0").replaceAll("1.0", "1");
+  const expr = ct === "f32"
+    ? UNARY[op].wgsl
+    : UNARY[op].wgsl.replaceAll("0.0", "0").replaceAll("1.0", "1");
   return `${enables(dtype)}
 struct P { n: u32 };
 @group(0) @binding(0) var<storage, read> xs: array<${dtype}>;
@@ -131,14 +168,26 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }
 
 /** CPU twin of {@link unaryWgsl}. */
-export function unaryCpu(op: UnaryOp, dtype: DType, x: ArrayBuffer, out: ArrayBuffer, n: number): void {
+export function unaryCpu(
+  op: UnaryOp,
+  dtype: DType,
+  x: ArrayBuffer,
+  out: ArrayBuffer,
+  n: number,
+): void {
   const a = typedView(dtype, x, n), o = typedView(dtype, out, n);
   const f = UNARY[op].cpu, st = storeFn(dtype);
   for (let i = 0; i < n; i++) o[i] = st(f(a[i]!));
 }
 
 /** Dispatch of a unary map over `n` elements. */
-export function unaryDispatch(op: UnaryOp, dtype: DType, x: Storage, out: Storage, n: number): Dispatch {
+export function unaryDispatch(
+  op: UnaryOp,
+  dtype: DType,
+  x: Storage,
+  out: Storage,
+  n: number,
+): Dispatch {
   return {
     op,
     key: `unary:${op}:${dtype}`,

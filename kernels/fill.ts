@@ -23,7 +23,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }
 
 /** CPU twin of {@link linearFillWgsl}. */
-export function linearFillCpu(dtype: DType, out: ArrayBuffer, n: number, start: number, step: number): void {
+export function linearFillCpu(
+  dtype: DType,
+  out: ArrayBuffer,
+  n: number,
+  start: number,
+  step: number,
+): void {
   const o = typedView(dtype, out, n);
   const s = Math.fround(start), d = Math.fround(step);
   for (let i = 0; i < n; i++) o[i] = Math.fround(s + Math.fround(i * d));
@@ -85,7 +91,13 @@ export function castCpu(from: DType, to: DType, x: ArrayBuffer, out: ArrayBuffer
 }
 
 /** Dispatch casting `n` elements. */
-export function castDispatch(from: DType, to: DType, x: Storage, out: Storage, n: number): Dispatch {
+export function castDispatch(
+  from: DType,
+  to: DType,
+  x: Storage,
+  out: Storage,
+  n: number,
+): Dispatch {
   return {
     op: "cast",
     key: `cast:${from}:${to}`,

@@ -50,7 +50,13 @@ export function rowCopyCpu(dtype: DType, c: RowCopy, src: ArrayBuffer, dst: Arra
 }
 
 /** Dispatch of a strided row copy. */
-export function rowCopyDispatch(op: string, dtype: DType, c: RowCopy, src: Storage, dst: Storage): Dispatch {
+export function rowCopyDispatch(
+  op: string,
+  dtype: DType,
+  c: RowCopy,
+  src: Storage,
+  dst: Storage,
+): Dispatch {
   const n = c.rows * c.cols;
   return {
     op,
@@ -157,7 +163,10 @@ export function sumToLayout(from: readonly number[], to: readonly number[]): Sum
     inStr[i] = acc;
     acc *= from[i]!;
   }
-  const outShape: number[] = [], inStrides: number[] = [], redShape: number[] = [], redStrides: number[] = [];
+  const outShape: number[] = [],
+    inStrides: number[] = [],
+    redShape: number[] = [],
+    redStrides: number[] = [];
   for (let i = 0; i < rank; i++) {
     if (from[i] === 1) continue;
     if (t[i] === 1) {
@@ -172,7 +181,13 @@ export function sumToLayout(from: readonly number[], to: readonly number[]): Sum
   return { outSize, outShape, inStrides, redShape, redStrides };
 }
 
-function coordsLoop(shape: string, strides: string, rank: number, idx: string, acc: string): string {
+function coordsLoop(
+  shape: string,
+  strides: string,
+  rank: number,
+  idx: string,
+  acc: string,
+): string {
   if (rank === 0) return `var ${acc} = 0u;`;
   return `var ${acc} = 0u;
     { var rem = ${idx};

@@ -74,7 +74,8 @@ function storeBlock(dtype: DType): string {
     for (let c = 0; c < TN / 4; c++) {
       for (let j = 0; j < 4; j++) {
         const col = 4 * c + j;
-        s += `    if (col0 + ${col}u < p.n) { C[cbase + (row0 + ${r}u) * p.n + col0 + ${col}u] = ${dtype}(acc${r}_${c}[${j}]); }\n`;
+        s +=
+          `    if (col0 + ${col}u < p.n) { C[cbase + (row0 + ${r}u) * p.n + col0 + ${col}u] = ${dtype}(acc${r}_${c}[${j}]); }\n`;
       }
     }
     s += "  }\n";
@@ -85,21 +86,26 @@ function storeBlock(dtype: DType): string {
 /** WGSL of the vec4 register-tiled kernel. */
 export function matmulTiledWgsl(dtype: DType, ta: boolean, tb: boolean): string {
   let decl = "";
-  for (let r = 0; r < TM; r++) for (let c = 0; c < TN / 4; c++) decl += `  var acc${r}_${c} = vec4f(0.0);\n`;
+  for (let r = 0; r < TM; r++) {
+    for (let c = 0; c < TN / 4; c++) decl += `  var acc${r}_${c} = vec4f(0.0);\n`;
+  }
   let idx = "";
   // Clamp rows/cols that fall off the edge so loads stay in bounds; their results are not stored.
-  if (!ta) for (let r = 0; r < TM; r++) idx += `  let m${r} = min(row0 + ${r}u, p.m - 1u);\n`;
-  if (tb) for (let c = 0; c < TN; c++) idx += `  let n${c} = min(col0 + ${c}u, p.n - 1u);\n`;
+  if (!ta) { for (let r = 0; r < TM; r++) idx += `  let m${r} = min(row0 + ${r}u, p.m - 1u);\n`; }
+  if (tb) { for (let c = 0; c < TN; c++) idx += `  let n${c} = min(col0 + ${c}u, p.n - 1u);\n`; }
   let body = "";
   // a(r, kk): scalar A[m0 + r][k + kk]
   const aVal: string[][] = [];
   if (!ta) {
-    for (let r = 0; r < TM; r++) body += `    let a${r} = vec4f(A[(abase + m${r} * p.k + k) / 4u]);\n`;
+    for (let r = 0; r < TM; r++) {
+      body += `    let a${r} = vec4f(A[(abase + m${r} * p.k + k) / 4u]);\n`;
+    }
     for (let r = 0; r < TM; r++) aVal.push([0, 1, 2, 3].map((kk) => `a${r}[${kk}]`));
   } else {
     for (let kk = 0; kk < 4; kk++) {
       for (let j = 0; j < TM / 4; j++) {
-        body += `    let at${kk}_${j} = vec4f(A[(abase + (k + ${kk}u) * p.m + row0) / 4u + ${j}u]);\n`;
+        body +=
+          `    let at${kk}_${j} = vec4f(A[(abase + (k + ${kk}u) * p.m + row0) / 4u + ${j}u]);\n`;
       }
     }
     for (let r = 0; r < TM; r++) aVal.push([0, 1, 2, 3].map((kk) => `at${kk}_${r >> 2}[${r & 3}]`));
@@ -110,13 +116,16 @@ export function matmulTiledWgsl(dtype: DType, ta: boolean, tb: boolean): string 
     for (let kk = 0; kk < 4; kk++) {
       const row: string[] = [];
       for (let c = 0; c < TN / 4; c++) {
-        body += `    let b${kk}_${c} = vec4f(B[(bbase + (k + ${kk}u) * p.n + col0) / 4u + ${c}u]);\n`;
+        body +=
+          `    let b${kk}_${c} = vec4f(B[(bbase + (k + ${kk}u) * p.n + col0) / 4u + ${c}u]);\n`;
         row.push(`b${kk}_${c}`);
       }
       bVec.push(row);
     }
   } else {
-    for (let c = 0; c < TN; c++) body += `    let bt${c} = vec4f(B[(bbase + n${c} * p.k + k) / 4u]);\n`;
+    for (let c = 0; c < TN; c++) {
+      body += `    let bt${c} = vec4f(B[(bbase + n${c} * p.k + k) / 4u]);\n`;
+    }
     for (let kk = 0; kk < 4; kk++) {
       const row: string[] = [];
       for (let c = 0; c < TN / 4; c++) {
@@ -151,7 +160,9 @@ ${storeBlock(dtype)}}`;
 /** WGSL of the general kernel: scalar loads, clamped indices, any shape. */
 export function matmulGeneralWgsl(dtype: DType, ta: boolean, tb: boolean): string {
   let decl = "", idx = "", body = "";
-  for (let r = 0; r < TM; r++) for (let c = 0; c < TN / 4; c++) decl += `  var acc${r}_${c} = vec4f(0.0);\n`;
+  for (let r = 0; r < TM; r++) {
+    for (let c = 0; c < TN / 4; c++) decl += `  var acc${r}_${c} = vec4f(0.0);\n`;
+  }
   for (let r = 0; r < TM; r++) idx += `  let m${r} = min(row0 + ${r}u, p.m - 1u);\n`;
   for (let c = 0; c < TN; c++) idx += `  let n${c} = min(col0 + ${c}u, p.n - 1u);\n`;
   for (let r = 0; r < TM; r++) {
@@ -165,7 +176,9 @@ export function matmulGeneralWgsl(dtype: DType, ta: boolean, tb: boolean): strin
     body += `    let b${c} = vec4f(${comps.join(", ")});\n`;
   }
   for (let r = 0; r < TM; r++) {
-    for (let c = 0; c < TN / 4; c++) body += `    acc${r}_${c} = fma(vec4f(a${r}), b${c}, acc${r}_${c});\n`;
+    for (let c = 0; c < TN / 4; c++) {
+      body += `    acc${r}_${c} = fma(vec4f(a${r}), b${c}, acc${r}_${c});\n`;
+    }
   }
   return `${HEADER(dtype, false)}
 @compute @workgroup_size(${WX}, ${WY})
@@ -292,7 +305,9 @@ export function matmulDispatch(
     wgsl = () => gemvWgsl(p.dtype, tb);
     workgroups = [Math.ceil((tb ? p.n : p.n / 4) / GEMV_WG), 1, p.batch];
   } else {
-    wgsl = variant === "tiled" ? () => matmulTiledWgsl(p.dtype, ta, tb) : () => matmulGeneralWgsl(p.dtype, ta, tb);
+    wgsl = variant === "tiled"
+      ? () => matmulTiledWgsl(p.dtype, ta, tb)
+      : () => matmulGeneralWgsl(p.dtype, ta, tb);
     workgroups = [Math.ceil(p.n / (TN * WX)), Math.ceil(p.m / (TM * WY)), p.batch];
   }
   return {

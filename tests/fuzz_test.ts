@@ -24,7 +24,8 @@ function rng(seed: number): () => number {
   };
 }
 
-const sameShape = (pool: Tensor[], t: Tensor) => pool.filter((u) => u.shape.join() === t.shape.join());
+const sameShape = (pool: Tensor[], t: Tensor) =>
+  pool.filter((u) => u.shape.join() === t.shape.join());
 
 const STEPS: Step[] = [
   (_d, p, r) => {
@@ -74,7 +75,9 @@ Deno.test("fuzz: random op sequences agree on CPU and WebGPU", async () => {
     const shapes = [[5, 7], [7, 5], [3, 5, 7], [16, 16]];
     const run = (d: Device) => {
       const r = rng(seed);
-      const pool: Tensor[] = shapes.map((s, i) => d.tensor(hostRandom(s.reduce((a, b) => a * b, 1), seed * 10 + i), s));
+      const pool: Tensor[] = shapes.map((s, i) =>
+        d.tensor(hostRandom(s.reduce((a, b) => a * b, 1), seed * 10 + i), s)
+      );
       const trace: Tensor[] = [];
       for (let i = 0; i < 40; i++) {
         const out = pick(STEPS, r)(d, pool, r);
@@ -91,7 +94,12 @@ Deno.test("fuzz: random op sequences agree on CPU and WebGPU", async () => {
     const a = run(cpu), b = run(gpu);
     for (let i = 0; i < a.length; i++) {
       if (a[i]!.disposed || b[i]!.disposed) continue;
-      assertClose(await b[i]!.data(), await a[i]!.data(), { rtol: 1e-4, atol: 1e-4 }, `seed ${seed} step ${i}`);
+      assertClose(
+        await b[i]!.data(),
+        await a[i]!.data(),
+        { rtol: 1e-4, atol: 1e-4 },
+        `seed ${seed} step ${i}`,
+      );
     }
   }
 });

@@ -3,7 +3,7 @@
  * burn's `Tolerance::rel_abs`, and `onBoth`, which runs the same op on both backends from the
  * same host inputs and compares the results (WebGPU kernel vs its CPU twin).
  */
-import { Device, openDevice, type Tensor } from "../mod.ts";
+import { type Device, openDevice, type Tensor } from "../mod.ts";
 
 /** The reference device. */
 export const cpu: Device = await openDevice({ prefer: "cpu" });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { DTypeError, matmul, openDevice, ShapeError } from "../mod.ts";
-import { type MatmulVariant } from "../kernels/matmul.ts";
+import type { MatmulVariant } from "../kernels/matmul.ts";
 import { cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
 
 function naive(a: Float32Array, b: Float32Array, m: number, k: number, n: number): number[] {
@@ -39,8 +39,13 @@ Deno.test("matmul: every kernel and transpose matches the CPU twin", async (t) =
       for (const tb of [false, true]) {
         await t.step(`${variant} transposeA=${ta} transposeB=${tb}`, async () => {
           for (const [m, k, n] of shapes) {
-            if (variant === "tiled" && !(k % 4 === 0 && (ta ? m % 8 === 0 : true) && (tb ? true : n % 8 === 0))) continue;
-            if (variant === "gemv" && !(m === 1 && !ta && k % 4 === 0 && (tb || n % 4 === 0))) continue;
+            if (
+              variant === "tiled" &&
+              !(k % 4 === 0 && (ta ? m % 8 === 0 : true) && (tb ? true : n % 8 === 0))
+            ) continue;
+            if (variant === "gemv" && !(m === 1 && !ta && k % 4 === 0 && (tb || n % 4 === 0))) {
+              continue;
+            }
             const ha = hostRandom(m * k, m + k), hb = hostRandom(k * n, k + n);
             await onBoth(
               (d) =>
@@ -61,10 +66,19 @@ Deno.test("matmul: every kernel and transpose matches the CPU twin", async (t) =
 
 Deno.test("matmul: batched and broadcast batch dims", async () => {
   const a = hostRandom(3 * 2 * 16 * 8, 3), w = hostRandom(8 * 24, 4);
-  await onBoth((d) => matmul(d.tensor(a, [3, 2, 16, 8]), d.tensor(w, [8, 24])), { rtol: 1e-4, atol: 1e-4 });
-  await onBoth((d) => matmul(d.tensor(w, [24, 8]), d.tensor(a, [6, 8, 16])), { rtol: 1e-4, atol: 1e-4 });
+  await onBoth((d) => matmul(d.tensor(a, [3, 2, 16, 8]), d.tensor(w, [8, 24])), {
+    rtol: 1e-4,
+    atol: 1e-4,
+  });
+  await onBoth((d) => matmul(d.tensor(w, [24, 8]), d.tensor(a, [6, 8, 16])), {
+    rtol: 1e-4,
+    atol: 1e-4,
+  });
   const b = hostRandom(6 * 16 * 5, 5);
-  await onBoth((d) => matmul(d.tensor(a, [6, 16, 8]), d.tensor(b, [6, 16, 5]), { transposeA: true }), { rtol: 1e-4, atol: 1e-4 });
+  await onBoth(
+    (d) => matmul(d.tensor(a, [6, 16, 8]), d.tensor(b, [6, 16, 5]), { transposeA: true }),
+    { rtol: 1e-4, atol: 1e-4 },
+  );
 });
 
 Deno.test("matmul: f16 storage accumulates in f32", async () => {
@@ -81,7 +95,12 @@ Deno.test("matmul: f16 storage accumulates in f32", async () => {
 
 Deno.test("matmul: bad input", () => {
   const a = cpu.zeros([2, 3]), b = cpu.zeros([4, 5]);
-  assert.throws(() => matmul(a, b), (e: unknown) => e instanceof ShapeError && /matmul: inner dims differ: 3 vs 4.*\[2, 3\].*\[4, 5\]/.test(e.message));
+  assert.throws(
+    () => matmul(a, b),
+    (e: unknown) =>
+      e instanceof ShapeError &&
+      /matmul: inner dims differ: 3 vs 4.*\[2, 3\].*\[4, 5\]/.test(e.message),
+  );
   assert.throws(() => matmul(cpu.zeros([3]), b), ShapeError);
   assert.throws(() => matmul(cpu.zeros([2, 4], "i32"), cpu.zeros([4, 2], "i32")), DTypeError);
   assert.throws(() => matmul(cpu.zeros([2, 2, 4]), cpu.zeros([3, 4, 2])), ShapeError);
@@ -91,7 +110,10 @@ Deno.test("a tensor over maxStorageBufferBindingSize is a DeviceError before any
   if (!gpu) return;
   const max = gpu.backend.limits.maxStorageBufferBindingSize;
   const before = gpu.stats().dispatches;
-  assert.throws(() => gpu!.zeros([Math.ceil(max / 4) + 16]), /DeviceError|maxStorageBufferBindingSize/);
+  assert.throws(
+    () => gpu!.zeros([Math.ceil(max / 4) + 16]),
+    /DeviceError|maxStorageBufferBindingSize/,
+  );
   assert.equal(gpu.stats().dispatches, before);
   // The device still works afterwards.
   assert.deepEqual([...await gpu.ones([2]).data()], [1, 1]);

@@ -32,7 +32,10 @@ Deno.test("creation ops agree on both backends", async () => {
 
 Deno.test("rand and randn: same numbers on CPU and WebGPU for the same seed", async () => {
   const [u] = await onBoth((d) => d.rand([4097], { seed: 42 }), { atol: 0, rtol: 0 }, "rand");
-  const [n] = await onBoth((d) => d.randn([4097], { seed: 42, mean: 1, std: 2 }), { atol: 2e-5, rtol: 1e-5 }, "randn");
+  const [n] = await onBoth((d) => d.randn([4097], { seed: 42, mean: 1, std: 2 }), {
+    atol: 2e-5,
+    rtol: 1e-5,
+  }, "randn");
   const mean = (xs: ArrayLike<number>) => Array.from(xs).reduce((s, v) => s + v, 0) / xs.length;
   assert.ok(Math.abs(mean(u!) - 0.5) < 0.02);
   assert.ok(Math.abs(mean(n!) - 1) < 0.1);
@@ -65,9 +68,15 @@ Deno.test("reshape, transpose, slice and concat agree on both backends", async (
   await onBoth((d) => slice(d.tensor(h, [6, 185]), -3));
   await onBoth((d) => slice(d.tensor(h, [6, 37, 5]), 10, 20, 1));
   await onBoth((d) => slice(d.tensor(h, [6, 37, 5]), 1, 4, -1));
-  await onBoth((d) => concat([d.tensor(h.slice(0, 30), [6, 5]), d.tensor(h.slice(30, 60), [6, 5])], 0));
-  await onBoth((d) => concat([d.tensor(h.slice(0, 30), [6, 5]), d.tensor(h.slice(30, 42), [6, 2])], 1));
-  if (cpu.backend.hasF16) await onBoth((d) => slice(d.tensor(new Float16Array([1, 2, 3, 4, 5])), 1, 4));
+  await onBoth((d) =>
+    concat([d.tensor(h.slice(0, 30), [6, 5]), d.tensor(h.slice(30, 60), [6, 5])], 0)
+  );
+  await onBoth((d) =>
+    concat([d.tensor(h.slice(0, 30), [6, 5]), d.tensor(h.slice(30, 42), [6, 2])], 1)
+  );
+  if (cpu.backend.hasF16) {
+    await onBoth((d) => slice(d.tensor(new Float16Array([1, 2, 3, 4, 5])), 1, 4));
+  }
   assert.throws(() => slice(cpu.zeros([3, 4]), 2, 5), ValueError);
   assert.throws(() => concat([cpu.zeros([3, 4]), cpu.zeros([2, 5])]), ShapeError);
   assert.throws(() => cpu.zeros([6]).reshape([4, -1]), ShapeError);
@@ -89,7 +98,11 @@ Deno.test("using a disposed tensor is a DisposedError, not garbage", async () =>
     x.dispose();
     x.dispose(); // idempotent
     assert.equal(x.disposed, true);
-    assert.throws(() => add(x, x), (e: unknown) => e instanceof DisposedError && /add: tensor #\d+ \[4\] was disposed/.test(e.message));
+    assert.throws(
+      () => add(x, x),
+      (e: unknown) =>
+        e instanceof DisposedError && /add: tensor #\d+ \[4\] was disposed/.test(e.message),
+    );
     await assert.rejects(() => x.data(), DisposedError);
     {
       using y = d.ones([2]);
@@ -136,7 +149,11 @@ Deno.test("scope frees intermediates and keeps results and kept tensors", async 
     assert.deepEqual([...await z.data()], [4, 4, 4]);
     // A throwing scope still frees what it made.
     const mid = d.stats().liveBuffers;
-    assert.throws(() => scope(() => { add(x, x); throw new Error("boom"); }), /boom/);
+    assert.throws(() =>
+      scope(() => {
+        add(x, x);
+        throw new Error("boom");
+      }), /boom/);
     assert.equal(d.stats().liveBuffers, mid);
     for (const t of [x, y, list[0]!, kept, z]) t.dispose();
     assert.equal(d.stats().liveBuffers, before.liveBuffers);
@@ -196,7 +213,10 @@ Deno.test("WebGPU: a kernel that fails to compile is reported with its name", as
     buffers: [t.storage("broken")],
     workgroups: [1, 1, 1],
   });
-  await assert.rejects(() => gpu!.flush(), (e: unknown) => e instanceof DeviceError && /test:broken/.test(e.message));
+  await assert.rejects(
+    () => gpu!.flush(),
+    (e: unknown) => e instanceof DeviceError && /test:broken/.test(e.message),
+  );
   // The device keeps working for valid kernels.
   assertClose(await gpu.ones([3]).data(), [1, 1, 1]);
 });

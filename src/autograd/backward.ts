@@ -30,7 +30,9 @@ function reverseTopo(root: Tensor): Tensor[] {
     if (seen.has(t.id)) continue;
     seen.add(t.id);
     stack.push([t, true]);
-    for (const x of t.node?.inputs ?? []) if (x.requiresGrad && !seen.has(x.id)) stack.push([x, false]);
+    for (const x of t.node?.inputs ?? []) {
+      if (x.requiresGrad && !seen.has(x.id)) stack.push([x, false]);
+    }
   }
   return order.reverse();
 }
@@ -60,7 +62,11 @@ export function backward(loss: Tensor, opts: BackwardOptions = {}): Tensor[] {
     throw new ShapeError("backward", `${loss} does not require grad: nothing recorded leads to it`);
   }
   if (opts.grad && (opts.grad.size !== loss.size)) {
-    throw ShapeError.mismatch("backward", [loss.shape, opts.grad.shape], "grad must match the loss");
+    throw ShapeError.mismatch(
+      "backward",
+      [loss.shape, opts.grad.shape],
+      "grad must match the loss",
+    );
   }
   return noGrad(() => {
     const order = reverseTopo(loss);

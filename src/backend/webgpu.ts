@@ -115,7 +115,10 @@ export class WebGpuBackend implements Backend {
     this.#alignment = device.limits.minUniformBufferOffsetAlignment;
     this.#profiling = (opts.profile ?? false) && device.features.has("timestamp-query");
     if (this.#profiling) {
-      this.#querySet = device.createQuerySet({ type: "timestamp", count: 2 * MAX_TIMED_DISPATCHES });
+      this.#querySet = device.createQuerySet({
+        type: "timestamp",
+        count: 2 * MAX_TIMED_DISPATCHES,
+      });
     }
     device.lost.then((info) => {
       this.#lost = info.message || info.reason || "device lost";
@@ -157,7 +160,8 @@ export class WebGpuBackend implements Backend {
     });
     const info = adapter.info;
     const description = info.description || [info.vendor, info.architecture, info.device]
-      .filter(Boolean).join(" ") || "unknown WebGPU adapter";
+      .filter(Boolean).join(" ") ||
+      "unknown WebGPU adapter";
     return new WebGpuBackend(device, description, opts);
   }
 

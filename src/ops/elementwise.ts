@@ -5,15 +5,15 @@
  */
 import {
   BINARY,
-  type BinaryOp,
   binaryDispatch,
+  type BinaryOp,
   broadcastLayout,
   INT_BINARY,
   MAX_RANK,
   scalarDispatch,
   UNARY,
-  type UnaryOp,
   unaryDispatch,
+  type UnaryOp,
   whereDispatch,
 } from "../../kernels/elementwise.ts";
 import { castDispatch } from "../../kernels/fill.ts";
@@ -40,7 +40,10 @@ function sameDevice(op: string, a: Tensor, b: Tensor): void {
 export function unaryRaw<D extends DType>(op: UnaryOp, x: Tensor<D>): Tensor<D> {
   const spec = UNARY[op] as { int?: boolean };
   if (!isFloat(x.dtype) && !(spec.int && x.dtype === "i32")) {
-    throw new DTypeError(op, `needs a float tensor${spec.int ? " or i32" : ""}, got ${x.dtype} ${x}`);
+    throw new DTypeError(
+      op,
+      `needs a float tensor${spec.int ? " or i32" : ""}, got ${x.dtype} ${x}`,
+    );
   }
   const out = x.device.empty(x.shape, x.dtype, op);
   x.device.run(unaryDispatch(op, x.dtype, x.storage(op), out.storage(op), x.size));
@@ -246,7 +249,9 @@ export function binaryRaw<D extends DType>(op: BinaryOp, a: Tensor<D>, b: Tensor
   }
   const out = a.device.empty(shape, a.dtype, op);
   if (out.size > 0) {
-    a.device.run(binaryDispatch(op, a.dtype, layout, a.storage(op), b.storage(op), out.storage(op)));
+    a.device.run(
+      binaryDispatch(op, a.dtype, layout, a.storage(op), b.storage(op), out.storage(op)),
+    );
   }
   return out;
 }
@@ -381,8 +386,15 @@ export function equal<D extends DType>(a: Tensor<D>, b: Tensor<D>): Tensor<D> {
 // ---------------------------------------------------------------------------------------------
 // Scalar forms
 
-function scalarOp<D extends DType>(op: BinaryOp, x: Tensor<D>, s: number, reversed: boolean): Tensor<D> {
-  if (!isFloat(x.dtype)) throw new DTypeError(`${op}Scalar`, `needs a float tensor, got ${x.dtype}`);
+function scalarOp<D extends DType>(
+  op: BinaryOp,
+  x: Tensor<D>,
+  s: number,
+  reversed: boolean,
+): Tensor<D> {
+  if (!isFloat(x.dtype)) {
+    throw new DTypeError(`${op}Scalar`, `needs a float tensor, got ${x.dtype}`);
+  }
   const out = x.device.empty(x.shape, x.dtype, `${op}Scalar`);
   x.device.run(scalarDispatch(op, x.dtype, reversed, s, x.storage(op), out.storage(op), x.size));
   return out;
@@ -454,7 +466,9 @@ export function rdivScalar<D extends DType>(x: Tensor<D>, s: number): Tensor<D> 
  */
 export function powScalar<D extends DType>(x: Tensor<D>, s: number): Tensor<D> {
   const y = scalarOp("pow", x, s, false);
-  if (needsGrad(x)) record(y, "powScalar", [x], (g) => [mul(g, mulScalar(scalarOp("pow", x, s - 1, false), s))]);
+  if (needsGrad(x)) {
+    record(y, "powScalar", [x], (g) => [mul(g, mulScalar(scalarOp("pow", x, s - 1, false), s))]);
+  }
   return y;
 }
 
@@ -509,7 +523,11 @@ export function where<D extends DType>(cond: Tensor, a: Tensor<D>, b: Tensor<D>)
   sameDevice("where", a, b);
   sameDevice("where", cond, a);
   if (!sameShape(a.shape, b.shape)) {
-    throw ShapeError.mismatch("where", [cond.shape, a.shape, b.shape], "a and b must have the same shape");
+    throw ShapeError.mismatch(
+      "where",
+      [cond.shape, a.shape, b.shape],
+      "a and b must have the same shape",
+    );
   }
   if (a.dtype !== b.dtype) throw new DTypeError("where", `a is ${a.dtype} but b is ${b.dtype}`);
   const n = a.size;
@@ -525,12 +543,26 @@ export function where<D extends DType>(cond: Tensor, a: Tensor<D>, b: Tensor<D>)
     cstride = s[s.length - 1]!;
     cmod = Math.max(1, cond.size);
   } else {
-    throw ShapeError.mismatch("where", [cs, s], "cond must match a's shape, a suffix of it, or [..., 1]");
+    throw ShapeError.mismatch(
+      "where",
+      [cs, s],
+      "cond must match a's shape, a suffix of it, or [..., 1]",
+    );
   }
   const out = a.device.empty(s, a.dtype, "where");
   if (n > 0) {
     a.device.run(
-      whereDispatch(cond.dtype, a.dtype, n, cstride, cmod, cond.storage("where"), a.storage("where"), b.storage("where"), out.storage("where")),
+      whereDispatch(
+        cond.dtype,
+        a.dtype,
+        n,
+        cstride,
+        cmod,
+        cond.storage("where"),
+        a.storage("where"),
+        b.storage("where"),
+        out.storage("where"),
+      ),
     );
   }
   if (needsGrad(a, b)) {
@@ -559,7 +591,9 @@ export function where<D extends DType>(cond: Tensor, a: Tensor<D>, b: Tensor<D>)
  */
 export function cast<T extends DType>(x: Tensor, dtype: T): Tensor<T> {
   const out = x.device.empty(x.shape, dtype, "cast");
-  if (x.size > 0) x.device.run(castDispatch(x.dtype, dtype, x.storage("cast"), out.storage("cast"), x.size));
+  if (x.size > 0) {
+    x.device.run(castDispatch(x.dtype, dtype, x.storage("cast"), out.storage("cast"), x.size));
+  }
   if (isFloat(x.dtype) && isFloat(dtype) && needsGrad(x)) {
     const from = x.dtype;
     record(out, "cast", [x], (g) => [cast(g, from)]);

@@ -45,7 +45,9 @@ export function transpose<D extends DType>(x: Tensor<D>): Tensor<D> {
   const batch = sizeOf(x.shape.slice(0, -2));
   const out = x.device.empty([...x.shape.slice(0, -2), c, r], x.dtype, "transpose");
   if (out.size > 0) {
-    x.device.run(transposeDispatch(x.dtype, batch, r, c, x.storage("transpose"), out.storage("transpose")));
+    x.device.run(
+      transposeDispatch(x.dtype, batch, r, c, x.storage("transpose"), out.storage("transpose")),
+    );
   }
   if (needsGrad(x)) record(out, "transpose", [x], (g) => [transpose(g)]);
   return out;
@@ -70,13 +72,21 @@ export function transpose<D extends DType>(x: Tensor<D>): Tensor<D> {
  * assert.deepEqual(await slice(x, 0, 2, 1).toArray(), [[1, 2], [4, 5]]);
  * ```
  */
-export function slice<D extends DType>(x: Tensor<D>, start: number, end?: number, dim = 0): Tensor<D> {
+export function slice<D extends DType>(
+  x: Tensor<D>,
+  start: number,
+  end?: number,
+  dim = 0,
+): Tensor<D> {
   const d = normDim("slice", x.shape, dim);
   const len = x.shape[d]!;
   const s = start < 0 ? start + len : start;
   const e = end === undefined ? len : end < 0 ? end + len : end;
   if (!Number.isInteger(s) || !Number.isInteger(e) || s < 0 || e > len || s > e) {
-    throw new ValueError("slice", `range ${start}..${end ?? len} is out of bounds for dim ${dim} of [${x.shape.join(", ")}]`);
+    throw new ValueError(
+      "slice",
+      `range ${start}..${end ?? len} is out of bounds for dim ${dim} of [${x.shape.join(", ")}]`,
+    );
   }
   const shape = [...x.shape];
   shape[d] = e - s;
@@ -87,21 +97,44 @@ export function slice<D extends DType>(x: Tensor<D>, start: number, end?: number
     if (outer === 1) {
       const bpe = x.dtype === "f16" ? 2 : 4;
       if ((s * inner * bpe) % 4 === 0 && (out.size * bpe) % 4 === 0) {
-        x.device.backend.copy(x.storage("slice"), s * inner * bpe, out.storage("slice"), 0, out.size * bpe);
+        x.device.backend.copy(
+          x.storage("slice"),
+          s * inner * bpe,
+          out.storage("slice"),
+          0,
+          out.size * bpe,
+        );
       } else {
-        x.device.run(rowCopyDispatch("slice", x.dtype, {
-          rows: 1, cols: out.size, srcStride: 0, srcOff: s * inner, dstStride: 0, dstOff: 0,
-        }, x.storage("slice"), out.storage("slice")));
+        x.device.run(rowCopyDispatch(
+          "slice",
+          x.dtype,
+          {
+            rows: 1,
+            cols: out.size,
+            srcStride: 0,
+            srcOff: s * inner,
+            dstStride: 0,
+            dstOff: 0,
+          },
+          x.storage("slice"),
+          out.storage("slice"),
+        ));
       }
     } else {
-      x.device.run(rowCopyDispatch("slice", x.dtype, {
-        rows: outer,
-        cols: (e - s) * inner,
-        srcStride: len * inner,
-        srcOff: s * inner,
-        dstStride: (e - s) * inner,
-        dstOff: 0,
-      }, x.storage("slice"), out.storage("slice")));
+      x.device.run(rowCopyDispatch(
+        "slice",
+        x.dtype,
+        {
+          rows: outer,
+          cols: (e - s) * inner,
+          srcStride: len * inner,
+          srcOff: s * inner,
+          dstStride: (e - s) * inner,
+          dstOff: 0,
+        },
+        x.storage("slice"),
+        out.storage("slice"),
+      ));
     }
   }
   if (needsGrad(x)) {
@@ -143,10 +176,22 @@ export function concat<D extends DType>(xs: readonly Tensor<D>[], dim = 0): Tens
   const first = xs[0]!;
   const d = normDim("concat", first.shape, dim);
   for (const x of xs) {
-    if (x.dtype !== first.dtype) throw new DTypeError("concat", `dtypes differ: ${first.dtype} and ${x.dtype}`);
-    if (x.device !== first.device) throw ShapeError.mismatch("concat", xs.map((t) => t.shape), "tensors live on different devices");
+    if (x.dtype !== first.dtype) {
+      throw new DTypeError("concat", `dtypes differ: ${first.dtype} and ${x.dtype}`);
+    }
+    if (x.device !== first.device) {
+      throw ShapeError.mismatch(
+        "concat",
+        xs.map((t) => t.shape),
+        "tensors live on different devices",
+      );
+    }
     if (x.rank !== first.rank || x.shape.some((n, i) => i !== d && n !== first.shape[i])) {
-      throw ShapeError.mismatch("concat", xs.map((t) => t.shape), `shapes differ outside dim ${dim}`);
+      throw ShapeError.mismatch(
+        "concat",
+        xs.map((t) => t.shape),
+        `shapes differ outside dim ${dim}`,
+      );
     }
   }
   const total = xs.reduce((a, x) => a + x.shape[d]!, 0);
@@ -159,14 +204,20 @@ export function concat<D extends DType>(xs: readonly Tensor<D>[], dim = 0): Tens
   for (const x of xs) {
     const cols = x.shape[d]! * inner;
     if (cols > 0 && outer > 0) {
-      first.device.run(rowCopyDispatch("concat", x.dtype, {
-        rows: outer,
-        cols,
-        srcStride: cols,
-        srcOff: 0,
-        dstStride: total * inner,
-        dstOff: off,
-      }, x.storage("concat"), out.storage("concat")));
+      first.device.run(rowCopyDispatch(
+        "concat",
+        x.dtype,
+        {
+          rows: outer,
+          cols,
+          srcStride: cols,
+          srcOff: 0,
+          dstStride: total * inner,
+          dstOff: off,
+        },
+        x.storage("concat"),
+        out.storage("concat"),
+      ));
     }
     off += cols;
   }
@@ -202,11 +253,17 @@ export function concat<D extends DType>(xs: readonly Tensor<D>[], dim = 0): Tens
  */
 export function sumTo<D extends DType>(x: Tensor<D>, shape: readonly number[]): Tensor<D> {
   const rank = x.rank;
-  if (shape.length > rank) throw ShapeError.mismatch("sumTo", [x.shape, shape], "target has more dims");
+  if (shape.length > rank) {
+    throw ShapeError.mismatch("sumTo", [x.shape, shape], "target has more dims");
+  }
   const padded = [...new Array(rank - shape.length).fill(1), ...shape];
   for (let i = 0; i < rank; i++) {
     if (padded[i] !== 1 && padded[i] !== x.shape[i]) {
-      throw ShapeError.mismatch("sumTo", [x.shape, shape], "target does not broadcast to the input");
+      throw ShapeError.mismatch(
+        "sumTo",
+        [x.shape, shape],
+        "target does not broadcast to the input",
+      );
     }
   }
   const layout = sumToLayout(x.shape, shape);
@@ -214,7 +271,9 @@ export function sumTo<D extends DType>(x: Tensor<D>, shape: readonly number[]): 
     throw ShapeError.mismatch("sumTo", [x.shape, shape], `more than ${SUMTO_MAX_RANK} dims`);
   }
   const out = x.device.empty(shape, x.dtype, "sumTo");
-  if (out.size > 0) x.device.run(sumToDispatch(x.dtype, layout, x.storage("sumTo"), out.storage("sumTo")));
+  if (out.size > 0) {
+    x.device.run(sumToDispatch(x.dtype, layout, x.storage("sumTo"), out.storage("sumTo")));
+  }
   if (needsGrad(x)) {
     const from = x.shape;
     record(out, "sumTo", [x], (g) => [broadcastTo(g, from)]);

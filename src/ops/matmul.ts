@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { type MatmulProblem, matmulDispatch, type MatmulVariant } from "../../kernels/matmul.ts";
+import { matmulDispatch, type MatmulProblem, type MatmulVariant } from "../../kernels/matmul.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../tensor/dtype.ts";
 import { DTypeError, ShapeError } from "../tensor/errors.ts";
@@ -40,14 +40,22 @@ export interface MatmulOptions {
  * assert.deepEqual(await c.toArray(), [[19, 22], [43, 50]]);
  * ```
  */
-export function matmul<D extends DType>(a: Tensor<D>, b: Tensor<D>, opts: MatmulOptions = {}): Tensor<D> {
+export function matmul<D extends DType>(
+  a: Tensor<D>,
+  b: Tensor<D>,
+  opts: MatmulOptions = {},
+): Tensor<D> {
   const ta = opts.transposeA ?? false, tb = opts.transposeB ?? false;
   if (a.rank < 2 || b.rank < 2) {
     throw ShapeError.mismatch("matmul", [a.shape, b.shape], "operands need at least 2 dims");
   }
-  if (a.dtype !== b.dtype) throw new DTypeError("matmul", `dtypes differ: ${a.dtype} and ${b.dtype}`);
+  if (a.dtype !== b.dtype) {
+    throw new DTypeError("matmul", `dtypes differ: ${a.dtype} and ${b.dtype}`);
+  }
   if (!isFloat(a.dtype)) throw new DTypeError("matmul", `needs float tensors, got ${a.dtype}`);
-  if (a.device !== b.device) throw ShapeError.mismatch("matmul", [a.shape, b.shape], "different devices");
+  if (a.device !== b.device) {
+    throw ShapeError.mismatch("matmul", [a.shape, b.shape], "different devices");
+  }
   const [ar, ac] = a.shape.slice(-2) as [number, number];
   const [br, bc] = b.shape.slice(-2) as [number, number];
   const m = ta ? ac : ar, k = ta ? ar : ac;
@@ -64,7 +72,11 @@ export function matmul<D extends DType>(a: Tensor<D>, b: Tensor<D>, opts: Matmul
   // Supported batch broadcasting: equal batch shapes, or one side without batch (a shared matrix).
   const same = ba.length === bb.length && ba.every((d, i) => d === bb[i]);
   if (!same && sizeA !== 1 && sizeB !== 1) {
-    throw ShapeError.mismatch("matmul", [a.shape, b.shape], "batch dims must match or one side must have none");
+    throw ShapeError.mismatch(
+      "matmul",
+      [a.shape, b.shape],
+      "batch dims must match or one side must have none",
+    );
   }
   // A shared side may still carry size-1 batch dims ([1, m, k] · [3, k, n]): broadcast them.
   const batchShape = same ? ba : broadcastShapes("matmul", ba, bb);
@@ -82,18 +94,30 @@ export function matmul<D extends DType>(a: Tensor<D>, b: Tensor<D>, opts: Matmul
       transposeB: tb,
       dtype: a.dtype,
     };
-    a.device.run(matmulDispatch(p, a.storage("matmul"), b.storage("matmul"), out.storage("matmul"), opts.variant));
+    a.device.run(
+      matmulDispatch(
+        p,
+        a.storage("matmul"),
+        b.storage("matmul"),
+        out.storage("matmul"),
+        opts.variant,
+      ),
+    );
   }
   if (needsGrad(a, b)) {
     record(out, "matmul", [a, b], (g) => {
       // C = A·B: dA = G·Bᵀ, dB = Aᵀ·G, each in the stored orientation of A and B.
       let ga: Tensor | null = null, gb: Tensor | null = null;
       if (a.requiresGrad) {
-        ga = ta ? matmul(b, g, { transposeA: tb, transposeB: true }) : matmul(g, b, { transposeB: !tb });
+        ga = ta
+          ? matmul(b, g, { transposeA: tb, transposeB: true })
+          : matmul(g, b, { transposeB: !tb });
         if (sizeOf(ba) !== batch || ba.length !== batchShape.length) ga = sumTo(ga, a.shape);
       }
       if (b.requiresGrad) {
-        gb = tb ? matmul(g, a, { transposeA: true, transposeB: ta }) : matmul(a, g, { transposeA: !ta });
+        gb = tb
+          ? matmul(g, a, { transposeA: true, transposeB: ta })
+          : matmul(a, g, { transposeA: !ta });
         if (sizeOf(bb) !== batch || bb.length !== batchShape.length) gb = sumTo(gb, b.shape);
       }
       return [ga, gb];

@@ -5,7 +5,13 @@
  *
  * @module
  */
-import type { Backend, BackendKind, DeviceStats, Dispatch, KernelTime } from "../backend/backend.ts";
+import type {
+  Backend,
+  BackendKind,
+  DeviceStats,
+  Dispatch,
+  KernelTime,
+} from "../backend/backend.ts";
 import { CpuBackend } from "../backend/cpu.ts";
 import { WebGpuBackend } from "../backend/webgpu.ts";
 import {
@@ -106,7 +112,10 @@ export class Device implements Disposable {
   empty<D extends DType>(shape: Shape, dtype: D, op = "empty"): Tensor<D> {
     checkShape(op, shape);
     if (dtype === "f16" && !this.backend.hasF16) {
-      throw new DTypeError(op, `f16 needs the adapter feature shader-f16, which ${this.description} lacks`);
+      throw new DTypeError(
+        op,
+        `f16 needs the adapter feature shader-f16, which ${this.description} lacks`,
+      );
     }
     const bytes = sizeOf(shape) * bytesPerElement(dtype);
     const storage = this.backend.allocate(bytes, op);
@@ -144,7 +153,11 @@ export class Device implements Disposable {
     const s = shape ?? inferred;
     checkShape("tensor", s);
     if (sizeOf(s) !== flat.length) {
-      throw ShapeError.mismatch("tensor", [s], `shape holds ${sizeOf(s)} elements but data has ${flat.length}`);
+      throw ShapeError.mismatch(
+        "tensor",
+        [s],
+        `shape holds ${sizeOf(s)} elements but data has ${flat.length}`,
+      );
     }
     const dt = (dtype ?? arrayDtype ?? "f32") as D;
     const t = this.empty(s, dt, "tensor");
@@ -226,7 +239,17 @@ export class Device implements Disposable {
   rand(shape: Shape, opts: RandomOptions & { low?: number; high?: number } = {}): Tensor<"f32"> {
     const t = this.empty(shape, "f32", "rand");
     const { seed, offset } = this.#draw(t.size, opts);
-    this.run(randomDispatch("uniform", t.storage("rand"), t.size, seed, offset, opts.low ?? 0, opts.high ?? 1));
+    this.run(
+      randomDispatch(
+        "uniform",
+        t.storage("rand"),
+        t.size,
+        seed,
+        offset,
+        opts.low ?? 0,
+        opts.high ?? 1,
+      ),
+    );
     return t;
   }
 
@@ -240,7 +263,17 @@ export class Device implements Disposable {
   randn(shape: Shape, opts: RandomOptions & { mean?: number; std?: number } = {}): Tensor<"f32"> {
     const t = this.empty(shape, "f32", "randn");
     const { seed, offset } = this.#draw(t.size, opts);
-    this.run(randomDispatch("normal", t.storage("randn"), t.size, seed, offset, opts.mean ?? 0, opts.std ?? 1));
+    this.run(
+      randomDispatch(
+        "normal",
+        t.storage("randn"),
+        t.size,
+        seed,
+        offset,
+        opts.mean ?? 0,
+        opts.std ?? 1,
+      ),
+    );
     return t;
   }
 
