@@ -77,3 +77,6 @@ export * from "./src/experiments/studies.ts";
 export * from "./src/tensor/quantized.ts";
 export * from "./src/ops/quant.ts";
 export * from "./src/nn/moe.ts";
+export * from "./src/train/router_stats.ts";
+export * from "./src/train/chunk_sparsity.ts";
+export * from "./src/nn/sizing.ts";

@@ -6,13 +6,17 @@
  */
 import assert from "node:assert/strict";
 import {
+  activeParams,
   chunkUnion,
   type Device,
   DTypeError,
   expertCapacity,
   groupedMatmul,
   loadBalancingLoss,
+  measureSparsity,
+  modelConfig,
   moeCombine,
+  type MoeConfig,
   moeGather,
   moeGroup,
   type MoeGrouping,
@@ -21,6 +25,7 @@ import {
   ShapeError,
   softmax,
   type Tensor,
+  TransformerLM,
   ValueError,
 } from "../mod.ts";
 import {
@@ -542,4 +547,85 @@ Deno.test("MoE ops: bad input names the op and the shapes", () => {
     () => chunkUnion(cpu.zeros([6, 2]), null, { chunk: 2, seqLen: 4 }),
     /not whole sequences/,
   );
+});
+
+// ---------------------------------------------------------------------------------------------
+// The MoE layer inside the model: accounting, router statistics, bad configs
+
+Deno.test("MoE model: per-expert sparsity, N_a with experts at k/E, router statistics", async () => {
+  const cfg = modelConfig("tiny-moe4x2", { seqLen: 16, sparsity: 0.5 });
+  using m = new TransformerLM(cpu, cfg, 2);
+  m.forward(cpu.tensor(new Uint32Array(32).map((_, i) => (i * 29) % 256), [2, 16], "u32"));
+  const r = (await measureSparsity(m))!;
+  const gu = r.sites.filter((s) => /^layers\.0\.ffn\.experts\.\d\.gate_up$/.test(s.name));
+  assert.equal(gu.length, 4);
+  assert.equal(gu.reduce((a, s) => a + s.elements, 0), 32 * 2 * 64);
+  for (const s of gu) if (s.elements > 0) assert.ok(Math.abs(s.sparsity - 0.5) < 1e-12);
+  assert.ok(Math.abs(r.perSite.gateUp - 0.5) < 1e-12);
+  const d = 64, f = cfg.dFF, L = 2, E = 4, k = 2;
+  const want =
+    L * (0.5 * 4 * d * d + (k / E) * E * (0.5 * 2 * d * f + (1 - r.perSite.down) * f * d)) +
+    L * d * E + (2 * L + 1) * d;
+  assert.ok(Math.abs(r.Na - want) < 1e-6 * want, `Na ${r.Na} vs ${want}`);
+  assert.ok(Math.abs(r.Na - activeParams(cfg, r.perSite).Na) < 1e-9);
+  assert.equal(r.NaAttention + r.NaFfn + (2 * L + 1) * d, r.Na);
+  const rt = r.routing!;
+  assert.equal(rt.layers.length, 2);
+  for (const l of rt.layers) {
+    assert.equal(l.tokens, 32);
+    assert.ok(Math.abs(l.load.reduce((a, b) => a + b, 0) - 1) < 1e-12);
+    assert.ok(Math.abs(l.importance.reduce((a, b) => a + b, 0) - 1) < 1e-6);
+    assert.ok(l.loadEntropy > 0 && l.loadEntropy <= 1);
+    assert.ok(l.routerEntropy > 0 && l.routerEntropy <= Math.log(4) + 1e-6);
+    assert.equal(l.dropped, 0);
+  }
+  assert.deepEqual(rt.collapsed, []);
+  assert.equal(await measureSparsity(m), null, "counters reset after reading");
+});
+
+Deno.test("MoE model: a collapsed router and dropped tokens are reported, not hidden", async () => {
+  const cfg = modelConfig("tiny", {
+    seqLen: 16,
+    moe: { experts: 4, topK: 1, capacityFactor: 1, auxLossCoef: 0.5 },
+  });
+  using m = new TransformerLM(cpu, cfg, 2);
+  // Zero router weights: every probability is 1/E and ties go to expert 0.
+  for (const [name, p] of m.namedParameters()) {
+    if (name.endsWith("router.weight")) m.setParameter(name, new Float32Array(p.size));
+  }
+  const ids = cpu.tensor(new Uint32Array(32).map((_, i) => (i * 29) % 256), [2, 16], "u32");
+  const targets = cpu.tensor(new Uint32Array(32).map((_, i) => (i * 7) % 256), [2, 16], "u32");
+  using loss = m.loss(ids, targets);
+  const rt = (await measureSparsity(m))!.routing!;
+  assert.deepEqual(rt.collapsed, ["layers.0.ffn", "layers.1.ffn"]);
+  for (const l of rt.layers) {
+    assert.deepEqual(l.load, [1, 0, 0, 0]);
+    assert.equal(l.maxLoad, 4);
+    assert.equal(l.loadEntropy, 0);
+    assert.equal(l.dropped, 0.75); // capacity 8 of 32 tokens
+    assert.equal(l.tokens, 32);
+  }
+  assert.equal(rt.dropped, 0.75);
+  // With uniform probabilities the balance term is exactly 1 per layer: loss = CE + 2·0.5.
+  using m0 = new TransformerLM(cpu, { ...cfg, moe: { ...cfg.moe!, auxLossCoef: 0 } }, 2);
+  for (const [name, p] of m0.namedParameters()) {
+    if (name.endsWith("router.weight")) m0.setParameter(name, new Float32Array(p.size));
+  }
+  using loss0 = m0.loss(ids, targets);
+  assert.ok(Math.abs((await loss.item()) - (await loss0.item()) - 1) < 1e-5);
+});
+
+Deno.test("MoE config: k > E, E < 1, capacity ≤ 0 and negative coefficients are rejected", () => {
+  const bad = (moe: MoeConfig, re: RegExp) =>
+    assert.throws(
+      () => modelConfig("tiny", { moe }),
+      (e: Error) => e instanceof ValueError && /modelConfig/.test(e.message) && re.test(e.message),
+    );
+  bad({ experts: 2, topK: 3 }, /moe\.topK must be in 1\.\.experts \(2\), got 3/);
+  bad({ experts: 0, topK: 1 }, /moe\.experts must be ≥ 1, got 0/);
+  bad({ experts: 4, topK: 1, capacityFactor: 0 }, /capacityFactor must be > 0, got 0/);
+  bad({ experts: 4, topK: 1, capacityFactor: -1 }, /capacityFactor/);
+  bad({ experts: 4, topK: 1, auxLossCoef: -0.1 }, /auxLossCoef must be ≥ 0/);
+  assert.throws(() => modelConfig("tiny-moe2x3"), /topK must be in 1\.\.experts/);
+  assert.equal(modelConfig("xs-moe8x2").moe!.experts, 8);
 });

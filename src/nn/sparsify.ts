@@ -49,6 +49,11 @@ export class SparseSite {
   /** Count nonzeros on every forward (turned off for speed by callers that do not log). */
   countEnabled = true;
   readonly counter: SiteCounter = { nonzeros: null, elements: 0 };
+  /**
+   * Called with every output of {@link SparseSite.apply} (measurement probes such as
+   * chunk-level sparsity, which need the masks themselves); null for none.
+   */
+  observer: ((h: Tensor<"f32">) => void) | null = null;
 
   /**
    * @param device The device.
@@ -85,6 +90,7 @@ export class SparseSite {
     }
     if (c.bitnet) h = quantizeActivationsSte(h);
     if (this.countEnabled) this.#count(h);
+    this.observer?.(h);
     return h;
   }
 

@@ -8,9 +8,12 @@
  */
 import { concat } from "../ops/layout.ts";
 import type { Site } from "../nn/config.ts";
-import { paramCounts } from "../nn/config.ts";
+import { ExpertSite, MoeFeedForward } from "../nn/moe.ts";
+import { activeParams } from "../nn/sizing.ts";
 import type { SparseSite } from "../nn/sparsify.ts";
 import type { TransformerLM } from "../nn/transformer.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { routerLayerStats, type RouterReport, routerReport } from "./router_stats.ts";
 
 /** Achieved sparsity of one site, measured over the forwards since the last reset. */
 export interface SiteSparsityReport {
@@ -36,6 +39,20 @@ export interface SparsityReport {
   N: number;
   /** Activated non-embedding parameters per token N_a. */
   Na: number;
+  /** All parameters, embedding and LM head included. */
+  Ntotal: number;
+  /** Activated attention projection weights (q, k, v, o). */
+  NaAttention: number;
+  /** Activated FFN weights (experts at k/E, router counted dense). */
+  NaFfn: number;
+  /**
+   * Forward FLOPs per token at the config's context length: `2·N_a` over the linear weights
+   * (sparse inputs skip their zero columns; norms excluded), `2·d·V` for the LM head and
+   * `2·L·d·(T + 1)` for causal attention scores and mixing (averaged over positions).
+   */
+  flopsPerToken: number;
+  /** Router statistics of the MoE layers (absent for a dense FFN). */
+  routing?: RouterReport;
 }
 
 /**
@@ -57,51 +74,93 @@ export interface SparsityReport {
  * ```
  */
 export async function measureSparsity(model: TransformerLM): Promise<SparsityReport | null> {
-  const sites = model.sites().filter((s) => s.counter.nonzeros !== null);
-  if (sites.length === 0) return null;
-  const all = concat(sites.map((s) => s.counter.nonzeros!.reshape([1])));
-  const nz = await all.data();
-  all.dispose();
+  const all = model.sites();
+  const sites = all.filter((s) => !(s instanceof ExpertSite) && s.counter.nonzeros !== null);
+  // MoE: per-expert site counters and router counters join the same readback.
+  const expertSites = all.filter((s): s is ExpertSite =>
+    s instanceof ExpertSite && s.expertNonzeros !== null
+  );
+  const moes = model.layers.map((l) => l.ffn).filter((f): f is MoeFeedForward =>
+    f instanceof MoeFeedForward && f.routerCounters !== null
+  );
+  if (sites.length + expertSites.length + moes.length === 0) return null;
+  const views = sites.map((s) => s.counter.nonzeros!.reshape([1]));
+  const parts: Tensor<"u32">[] = [
+    ...views,
+    ...expertSites.flatMap((s) => [s.expertNonzeros!, s.expertElements!]),
+    ...moes.map((m) => m.routerCounters!.counts),
+  ];
+  const joined = concat(parts);
+  const words = await joined.data();
+  joined.dispose();
+  views.forEach((v) => v.dispose());
+  let mass: Float32Array = new Float32Array(0);
+  if (moes.length) {
+    const m = concat(moes.map((f) => f.routerCounters!.mass));
+    mass = await m.data();
+    m.dispose();
+  }
   const reports: SiteSparsityReport[] = sites.map((s, i) => ({
     name: s.name,
     site: s.site,
-    sparsity: s.counter.elements > 0 ? 1 - nz[i]! / s.counter.elements : 0,
+    sparsity: s.counter.elements > 0 ? 1 - words[i]! / s.counter.elements : 0,
     elements: s.counter.elements,
   }));
-  for (const s of sites) s.resetCounter();
-  return summarize(model, reports);
+  let at = sites.length;
+  for (const s of expertSites) {
+    const e = s.numExperts;
+    for (let x = 0; x < e; x++) {
+      const nz = words[at + x]!, el = words[at + e + x]!;
+      reports.push({
+        name: s.expertName(x),
+        site: s.site,
+        sparsity: el > 0 ? 1 - nz / el : 0,
+        elements: el,
+      });
+    }
+    at += 2 * e;
+  }
+  let massAt = 0;
+  const layers = moes.map((m) => {
+    const e = m.moe.experts;
+    const st = routerLayerStats(
+      m.path,
+      m.moe.topK,
+      words.subarray(at, at + 2 * e + 2),
+      mass.subarray(massAt, massAt + e + 1),
+    );
+    at += 2 * e + 2;
+    massAt += e + 1;
+    return st;
+  });
+  for (const s of all) s.resetCounter();
+  for (const m of moes) m.resetRouterCounters();
+  const report = summarize(model, reports);
+  if (layers.length) report.routing = routerReport(layers);
+  return report;
 }
 
 /** Turns per-site measurements into per-kind means, overall sparsity and N_a. */
 export function summarize(model: TransformerLM, sites: SiteSparsityReport[]): SparsityReport {
   const c = model.config;
-  const counts = paramCounts(c);
   const perSite = { qkv: 0, o: 0, gateUp: 0, down: 0 } as Record<Site, number>;
   for (const kind of Object.keys(perSite) as Site[]) {
     const xs = sites.filter((s) => s.site === kind);
     const el = xs.reduce((a, s) => a + s.elements, 0);
     perSite[kind] = el > 0 ? xs.reduce((a, s) => a + s.sparsity * s.elements, 0) / el : 0;
   }
-  // Weights each site feeds; MoE experts count k/E of their weights before intra-expert sparsity.
-  const expertShare = c.moe ? c.moe.topK / c.moe.experts : 1;
-  const weights: Record<Site, number> = {
-    qkv: counts.perSite.qkv,
-    o: counts.perSite.o,
-    gateUp: counts.perSite.gateUp * expertShare,
-    down: counts.perSite.down * expertShare,
-  };
-  let total = 0, active = 0;
-  for (const kind of Object.keys(weights) as Site[]) {
-    total += weights[kind];
-    active += (1 - perSite[kind]) * weights[kind];
-  }
-  const overall = total > 0 ? 1 - active / total : 0;
+  // Experts count k/E of their weights before intra-expert sparsity (src/nn/sizing.ts).
+  const a = activeParams(c, perSite);
   return {
     sites,
     perSite,
-    overall,
-    N: counts.nonEmbedding,
-    Na: active + counts.router + counts.norms,
+    overall: a.overall,
+    N: a.N,
+    Na: a.Na,
+    Ntotal: a.Ntotal,
+    NaAttention: a.NaAttention,
+    NaFfn: a.NaFfn,
+    flopsPerToken: a.flopsPerToken,
   };
 }
 
