@@ -52,6 +52,19 @@ function leadShape(a: AnySparse): number[] {
  * batch and at any density for 1–2 rows, where the dense path is a GEMV; the merge kernel is
  * within ~20% of the best in between; past ~16 rows at moderate density the union of a batch's
  * columns is nearly all of D_in and dense wins.
+ *
+ * @param rows Rows of the sparse operand.
+ * @param density Kept fraction, nnz / (rows · D_in).
+ * @param ascending Column indices ascend within rows (the merge kernel needs it).
+ * @returns The kernel.
+ *
+ * @example
+ * ```ts
+ * import { spmmAutoKernel } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(spmmAutoKernel(1, 0.4, true), "rows"); // decoding: the GEMV path
+ * assert.equal(spmmAutoKernel(64, 0.4, true), "dense"); // a big batch's union covers D_in
+ * ```
  */
 export function spmmAutoKernel(
   rows: number,

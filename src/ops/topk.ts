@@ -20,6 +20,8 @@ import { NMSparse, SparseRows } from "../tensor/sparse.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { mul } from "./elementwise.ts";
 
+export type { TopkOrder };
+
 /**
  * K = ⌊(1 − S)·D⌋, the entries kept per row at sparsity S, robust to float error: a product
  * within 1e-9 of an integer counts as that integer, so `(1 − 0.9)·10` keeps 1 (not 0) and
@@ -274,7 +276,7 @@ export type KeepSpec = number | { sparsity: number };
  * assert.deepEqual(await y.toArray(), [[0, -3, 2, 0]]);
  * backward(sumAll(y));
  * assert.deepEqual(await x.grad!.toArray(), [[1, 1, 1, 1]]); // straight-through
- * using z = topkMask(dev.tensor([[1, -3, 2, 0.5]]), 1, { block: { m: 2 } });
+ * using z = topkMask(dev.tensor([[1, -3, 2, 0.5]]), 2, { block: { m: 2 } }); // 1 of every 2
  * assert.deepEqual(await z.toArray(), [[0, -3, 2, 0]]);
  * ```
  */

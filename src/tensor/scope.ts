@@ -46,6 +46,15 @@ export function keep<T extends Tensor>(t: T): T {
 /**
  * Containers that own tensors (sparse formats, quantized tensors) list them under this key, so a
  * scope that returns the container keeps its tensors instead of disposing them.
+ *
+ * @example
+ * ```ts
+ * import { openDevice, scope, topkRows } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using s = scope(() => topkRows(dev.tensor([[1, -3, 2]]), 1)); // a SparseRows lists its tensors
+ * assert.deepEqual(await s.indices.toArray(), [[1]]);
+ * ```
  */
 export const OWNED_TENSORS: unique symbol = Symbol("qsparse.ownedTensors");
 
