@@ -167,9 +167,7 @@ export function spmm<D extends FloatDType>(
     const bufs = [...buffersOf(a).map((t) => t.storage(op)), w.storage(op), y.storage(op)];
     if (a instanceof CSR) bufs.push(a.rowPtr.storage(op));
     const nm = a instanceof NMSparse ? { n: a.n, m: a.m } : undefined;
-    // The N:M kernel needs 16-column vec4 groups; narrower outputs fall back to the rows kernel.
-    const k = kernel === "nm" && dOut % 16 !== 0 ? "rows" : kernel;
-    a.device.run(spmmDispatch(p, layout, bufs, k, nm));
+    a.device.run(spmmDispatch(p, layout, bufs, kernel, nm));
     return y;
   });
   if (needsGrad(w)) record(out, op, [w], (g) => [spmmGradWeight(a, g as Tensor<D>)]);
