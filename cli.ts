@@ -55,7 +55,12 @@ train options:
   --rescale             norm-preserving rescale after the mask
   --bitnet              BitNet b1.58 (ternary weights, int8 activations)
   --ffn KIND            relu2glu (default) or swiglu
-  --moe E:k             mixture of experts: E experts, top-k routing
+  --moe E:k             mixture of experts: E experts, top-k routing (Q-Sparse applies inside
+                        the experts); also as a model name suffix, e.g. --model s-moe8x2
+  --capacity F          MoE capacity factor (tokens per expert = F·k·N/E; default: no dropping)
+  --aux-loss C          MoE load-balancing loss coefficient (default 0.01)
+  --z-loss C            MoE router z-loss coefficient (default 0)
+  --chunks LIST         chunk sizes of the logged chunk-level sparsity (default 8,64; "" = off)
   --steps N             optimizer steps (default 200)
   --tokens T            train for T tokens instead (steps = T / (batch·seq))
   --batch B             sequences per step (default 8)
@@ -152,6 +157,25 @@ function modelFrom(values: Record<string, unknown>): ModelConfig {
     if (!m) throw new ValueError("cli", `--moe must be E:k (e.g. 8:2), got "${values.moe}"`);
     o.moe = { experts: Number(m[1]), topK: Number(m[2]) };
   }
+  const moeOpts = {
+    capacityFactor: num("capacity", values.capacity as string | undefined),
+    auxLossCoef: num("aux-loss", values["aux-loss"] as string | undefined),
+    zLossCoef: num("z-loss", values["z-loss"] as string | undefined),
+  };
+  if (Object.values(moeOpts).some((v) => v !== undefined)) {
+    const name = (values.model as string | undefined) ?? "tiny";
+    const base = o.moe ?? modelConfig(name).moe;
+    if (!base) {
+      throw new ValueError(
+        "cli",
+        "--capacity, --aux-loss and --z-loss need --moe E:k (or an MoE model)",
+      );
+    }
+    o.moe = { ...base };
+    for (const [k, v] of Object.entries(moeOpts)) {
+      if (v !== undefined) (o.moe as unknown as Record<string, number>)[k] = v;
+    }
+  }
   return modelConfig((values.model as string | undefined) ?? "tiny", o);
 }
 
@@ -168,6 +192,10 @@ async function cmdTrain(args: string[]): Promise<void> {
       bitnet: { type: "boolean" },
       ffn: { type: "string" },
       moe: { type: "string" },
+      capacity: { type: "string" },
+      "aux-loss": { type: "string" },
+      "z-loss": { type: "string" },
+      chunks: { type: "string" },
       steps: { type: "string" },
       tokens: { type: "string" },
       batch: { type: "string" },
@@ -215,10 +243,13 @@ async function cmdTrain(args: string[]): Promise<void> {
   const dev = await openDevice({ prefer: values.device === "cpu" ? "cpu" : "webgpu" });
   try {
     if (!values.json) console.error(`device: ${dev.kind} — ${dev.description}`);
+    const chunks = values.chunks === undefined ? undefined : values.chunks.split(",")
+      .filter((x) => x.trim() !== "").map((x) => num("chunks", x)!);
     const r = await train(dev, cfg, {
       out: values.out,
       resume: values.resume ?? false,
       progress: !values.json,
+      ...(chunks ? { chunkSizes: chunks } : {}),
     });
     if (values.json) console.log(JSON.stringify({ ...r, log: undefined }));
     else printResult(r);
@@ -245,12 +276,47 @@ export function printResult(r: TrainResult): void {
         (100 * p.gateUp).toFixed(1)
       }%  down ${(100 * p.down).toFixed(1)}%  overall ${(100 * s.overall).toFixed(1)}%`,
     );
+    console.log(
+      `params  N_total=${s.Ntotal}  N_a attention=${Math.round(s.NaAttention)}  N_a FFN=${
+        Math.round(s.NaFfn)
+      }  FLOPs/token=${Math.round(s.flopsPerToken)}`,
+    );
   }
+  printMoe(r);
   console.log(
     `${r.tokensPerSecond.toFixed(0)} tokens/s on ${r.backend} (${r.adapter}), ${
       r.wallSeconds.toFixed(1)
     } s`,
   );
+}
+
+/** Prints the MoE router statistics and chunk-level sparsity of a run, if any. */
+function printMoe(r: TrainResult): void {
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const rt = r.sparsity?.routing;
+  if (rt) {
+    for (const l of rt.layers) {
+      console.log(
+        `router ${l.layer}  load ${l.load.map(pct).join(" ")}  entropy ${
+          l.loadEntropy.toFixed(3)
+        }  max/balanced ${l.maxLoad.toFixed(2)}  dropped ${pct(l.dropped)}${
+          l.collapsed ? "  COLLAPSED" : ""
+        }`,
+      );
+    }
+    if (rt.collapsed.length) {
+      console.log(
+        `warning: router collapse in ${
+          rt.collapsed.join(", ")
+        } (the top-k experts take ≥ 90% of the load)`,
+      );
+    }
+  }
+  const cs = r.chunkSparsity;
+  if (cs) {
+    const per = cs.chunkSizes.map((c, i) => `${c} tokens ${pct(cs.overall[i]!)}`).join("  ");
+    console.log(`chunk-level sparsity (untouched weights)  ${per}`);
+  }
 }
 
 async function cmdSweep(args: string[]): Promise<void> {

@@ -21,6 +21,12 @@ import { keep, scope } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { appendJsonLine, atomicWriteFile } from "../util/fs.ts";
 import { measureSparsity, type SparsityReport } from "./accounting.ts";
+import type { RouterReport } from "./router_stats.ts";
+import {
+  type ChunkSparsityReport,
+  DEFAULT_CHUNK_SIZES,
+  measureChunkSparsity,
+} from "./chunk_sparsity.ts";
 import { BatchSampler, ValidationSet } from "./batches.ts";
 import {
   loadCheckpoint,
@@ -157,6 +163,10 @@ export interface LogRecord {
   elapsed: number;
   /** Sparsity accounting over the window. */
   sparsity?: { perSite: SparsityReport["perSite"]; overall: number; Na: number };
+  /** MoE router statistics over the window: per-layer expert load, mean load entropy, dropped share, collapsed layers. */
+  routing?: { load: number[][]; loadEntropy: number; dropped: number; collapsed: string[] };
+  /** Chunk-level sparsity (untouched share of the linear weights) on the probe batch, by chunk size. */
+  chunkSparsity?: Record<string, number>;
 }
 
 /** What a finished run reports (also `result.json`). */
@@ -167,8 +177,10 @@ export interface TrainResult {
   valStderr: number;
   /** Mean training loss over the last log window. */
   trainLoss: number;
-  /** Achieved sparsity on the validation set. */
+  /** Achieved sparsity on the validation set (with router statistics for MoE). */
   sparsity: SparsityReport | null;
+  /** Chunk-level sparsity on the probe batch (the first validation batch) at the end. */
+  chunkSparsity?: ChunkSparsityReport;
   /** Non-embedding parameters. */
   N: number;
   /** Activated non-embedding parameters per token. */
@@ -194,6 +206,11 @@ export interface TrainHooks {
   progress?: boolean;
   /** Stop after this many steps of this invocation (tests use it to simulate a kill). */
   stopAfter?: number;
+  /**
+   * Chunk sizes (tokens) of the chunk-level sparsity logged with every train record, measured
+   * on the first validation batch (default 8 and 64; empty to skip the extra forward).
+   */
+  chunkSizes?: readonly number[];
 }
 
 const encodedCache = new Map<string, { train: Uint32Array; validation: Uint32Array }>();
@@ -308,6 +325,12 @@ function progressLine(r: LogRecord, total: number): string {
   if (r.loss !== undefined) parts.push(`loss ${r.loss.toFixed(4)}`);
   if (r.valLoss !== undefined) parts.push(`val ${r.valLoss.toFixed(4)}`);
   if (r.sparsity) parts.push(`S ${(100 * r.sparsity.overall).toFixed(1)}%`);
+  if (r.sparsity) parts.push(`N_a ${(r.sparsity.Na / 1e6).toFixed(3)}M`);
+  if (r.chunkSparsity) {
+    const cls = Object.entries(r.chunkSparsity).map(([c, v]) => `${c}:${(100 * v).toFixed(1)}%`);
+    parts.push(`CLS ${cls.join(" ")}`);
+  }
+  if (r.routing?.collapsed.length) parts.push(`ROUTER COLLAPSE ${r.routing.collapsed.join(",")}`);
   if (r.tokensPerSecond) parts.push(`${r.tokensPerSecond.toFixed(0)} tok/s`);
   return parts.join("  ");
 }
@@ -365,6 +388,20 @@ export async function train(
     seqLen: c.model.seqLen,
     maxWindows: c.evalWindows,
   });
+  // Chunk-level sparsity probe: the first validation batch, fixed for the whole run.
+  const chunkSizes = hooks.chunkSizes ?? DEFAULT_CHUNK_SIZES;
+  const probe: { ids: Tensor<"u32"> | null } = { ids: null };
+  const probeChunks = async (): Promise<ChunkSparsityReport | null> => {
+    if (chunkSizes.length === 0) return null;
+    if (!probe.ids) {
+      const w = val.batches(c.batchSize).next().value!;
+      const b = w.length / (c.model.seqLen + 1);
+      const { ids, targets } = splitBatch(device, w, b, c.model.seqLen);
+      targets.dispose();
+      probe.ids = keep(ids);
+    }
+    return await measureChunkSparsity(model, probe.ids, chunkSizes);
+  };
   let state: TrainState = {
     step: 0,
     sampler: { seed: c.seed, step: 0 },
@@ -477,6 +514,7 @@ export async function train(
         lossCount = 0;
         const now = performance.now();
         const sp = await measureSparsity(model);
+        const cs = await probeChunks();
         await emit({
           kind: "train",
           step: state.step,
@@ -487,6 +525,8 @@ export async function train(
           tokensPerSecond: ((state.tokens - lastTokens) * 1000) / (now - lastLog),
           elapsed: elapsed(),
           ...(sp ? { sparsity: { perSite: sp.perSite, overall: sp.overall, Na: sp.Na } } : {}),
+          ...(sp?.routing ? { routing: routingRecord(sp.routing) } : {}),
+          ...(cs ? { chunkSparsity: chunkRecord(cs) } : {}),
         });
         lastLog = performance.now();
         lastTokens = state.tokens;
@@ -532,6 +572,7 @@ export async function train(
       elapsed: elapsed(),
     });
     await checkpoint();
+    const finalChunks = await probeChunks();
     const counts = model.params();
     const wall = elapsed();
     const result: TrainResult = {
@@ -540,6 +581,7 @@ export async function train(
       valStderr: ev.stderr,
       trainLoss: lastTrainLoss,
       sparsity: sp,
+      ...(finalChunks ? { chunkSparsity: finalChunks } : {}),
       N: counts.nonEmbedding,
       Na: sp ? sp.Na : counts.nonEmbedding,
       tokens: state.tokens,
@@ -553,7 +595,23 @@ export async function train(
     if (out) await atomicWriteFile(`${out}/result.json`, JSON.stringify(result, null, 2) + "\n");
     return result;
   } finally {
+    probe.ids?.dispose();
     opt.dispose();
     model.dispose();
   }
+}
+
+/** The log's compact form of the router statistics. */
+function routingRecord(r: RouterReport): NonNullable<LogRecord["routing"]> {
+  return {
+    load: r.layers.map((l) => l.load),
+    loadEntropy: r.loadEntropy,
+    dropped: r.dropped,
+    collapsed: r.collapsed,
+  };
+}
+
+/** The log's compact form of chunk-level sparsity: chunk size → overall untouched share. */
+function chunkRecord(r: ChunkSparsityReport): Record<string, number> {
+  return Object.fromEntries(r.chunkSizes.map((c, i) => [String(c), r.overall[i]!]));
 }
