@@ -25,9 +25,12 @@ import {
   ShapeError,
   softmax,
   type Tensor,
+  train,
+  trainConfig,
   TransformerLM,
   ValueError,
 } from "../mod.ts";
+import { main } from "../cli.ts";
 import {
   MOE_CHUNK,
   moeRouterStatsDispatch,
@@ -628,4 +631,53 @@ Deno.test("MoE config: k > E, E < 1, capacity ≤ 0 and negative coefficients ar
   bad({ experts: 4, topK: 1, auxLossCoef: -0.1 }, /auxLossCoef must be ≥ 0/);
   assert.throws(() => modelConfig("tiny-moe2x3"), /topK must be in 1\.\.experts/);
   assert.equal(modelConfig("xs-moe8x2").moe!.experts, 8);
+});
+
+Deno.test("MoE training: logs load and chunk sparsity, resumes bit-exactly (CPU backend)", async () => {
+  const cfg = trainConfig(
+    modelConfig("tiny", {
+      seqLen: 16,
+      sparsity: 0.5,
+      moe: { experts: 4, topK: 2, capacityFactor: 1.25, zLossCoef: 1e-3 },
+    }),
+    { steps: 4, batchSize: 2, logEvery: 2, evalWindows: 4, checkpointEvery: 0, warmup: 1 },
+  );
+  const full = await train(cpu, cfg, { chunkSizes: [8] });
+  const rec = full.log.find((r) => r.kind === "train")!;
+  assert.equal(rec.routing!.load.length, 2);
+  assert.ok(Math.abs(rec.routing!.load[0]!.reduce((a, b) => a + b, 0) - 1) < 1e-9);
+  assert.ok(rec.chunkSparsity!["8"]! > 0 && rec.chunkSparsity!["8"]! < 1);
+  assert.ok(rec.sparsity!.Na < full.N);
+  assert.equal(full.chunkSparsity!.chunkSizes[0], 8);
+  assert.equal(full.sparsity!.routing!.layers.length, 2);
+  const dir = await Deno.makeTempDir({ prefix: "moe-resume-" });
+  try {
+    await assert.rejects(
+      () => train(cpu, cfg, { out: dir, stopAfter: 2, chunkSizes: [8] }),
+      /stopped/,
+    );
+    const resumed = await train(cpu, cfg, { out: dir, resume: true, chunkSizes: [8] });
+    assert.equal(resumed.valLoss, full.valLoss);
+    assert.equal(resumed.trainLoss, full.trainLoss);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("CLI: bad MoE options exit with a message naming the field", async () => {
+  const errors: string[] = [];
+  const orig = console.error;
+  console.error = (...a: unknown[]) => void errors.push(a.join(" "));
+  try {
+    assert.equal(await main(["train", "--moe", "2:3"]), 2);
+    assert.equal(await main(["train", "--moe", "0:1"]), 2);
+    assert.equal(await main(["train", "--moe", "4:1", "--capacity", "0"]), 2);
+    assert.equal(await main(["train", "--capacity", "1.5"]), 2);
+  } finally {
+    console.error = orig;
+  }
+  assert.match(errors[0]!, /moe\.topK must be in 1\.\.experts \(2\), got 3/);
+  assert.match(errors[1]!, /moe\.experts must be ≥ 1/);
+  assert.match(errors[2]!, /capacityFactor must be > 0/);
+  assert.match(errors[3]!, /need --moe/);
 });
