@@ -287,3 +287,26 @@ Deno.test("spmm: auto policy and bad input", () => {
   );
   assert.throws(() => spmmGradInput(cpu.zeros([2, 5]), cpu.zeros([8, 4])), ShapeError);
 });
+
+Deno.test("spmm: f16 storage (f32 accumulation) on every kernel", async () => {
+  const x = new Float16Array(hostRandom(9 * 64, 41)), w = new Float16Array(hostRandom(64 * 32, 42));
+  for (const kernel of ["rows", "merge", "nm", "dense"] as const) {
+    const devs = [cpu, gpu].filter((d): d is Device => d !== null && d.backend.hasF16);
+    const outs = await Promise.all(devs.map((dev) => {
+      const xt = dev.tensor(x, [9, 64]), wt = dev.tensor(w, [64, 32]);
+      const a = kernel === "nm" ? topkBlocks(xt, 16, 32) : topkRows(xt, 32);
+      return spmm(a, wt, { kernel }).data();
+    }));
+    const ref = await matmul(
+      topkMask(
+        cpu.tensor(Float32Array.from(x), [9, 64]),
+        { sparsity: 0.5 },
+        kernel === "nm" ? { block: { m: 32 } } : {},
+      ),
+      cpu.tensor(Float32Array.from(w), [64, 32]),
+    ).data();
+    for (const o of outs) {
+      assertClose(Float32Array.from(o), ref, { rtol: 2e-3, atol: 2e-3 }, `f16 ${kernel}`);
+    }
+  }
+});
