@@ -80,3 +80,7 @@ export * from "./src/nn/moe.ts";
 export * from "./src/train/router_stats.ts";
 export * from "./src/train/chunk_sparsity.ts";
 export * from "./src/nn/sizing.ts";
+export * from "./src/experiments/report.ts";
+export * from "./src/experiments/findings.ts";
+export * from "./src/experiments/kernel_timing.ts";
+export * from "./src/experiments/notebook.ts";
