@@ -140,6 +140,8 @@ export class ExpertSite extends SparseSite {
   groupedObserver: ((h: Tensor<"f32">, grouping: MoeGrouping) => void) | null = null;
 
   /**
+   * Creates the site of every expert of one layer at one position.
+   *
    * @param device The device.
    * @param layerPath Dotted name of the MoE FFN (`layers.{i}.ffn`).
    * @param site `gateUp` or `down`.
@@ -248,9 +250,11 @@ export interface RouterCounters {
  * ```
  */
 export class MoeFeedForward extends Module {
+  /** The model config. */
   readonly config: ModelConfig;
   /** The resolved MoE settings. */
   readonly moe: ResolvedMoe;
+  /** The router, `router.weight [d, E]` (dense, full precision). */
   readonly router: Linear;
   /** `[E, d, f]`. */
   readonly gateWeight: Tensor<"f32">;
@@ -258,7 +262,9 @@ export class MoeFeedForward extends Module {
   readonly upWeight: Tensor<"f32">;
   /** `[E, f, d]`. */
   readonly downWeight: Tensor<"f32">;
+  /** Q-Sparse site of the experts' gate/up input (the token mask, counted per expert). */
   readonly gateUpSite: ExpertSite;
+  /** Q-Sparse site of the experts' down_proj input (top-K on each expert's rows). */
   readonly downSite: ExpertSite;
   /** Accumulate router counters on every forward (off: nothing is counted). */
   statsEnabled = true;
@@ -267,6 +273,8 @@ export class MoeFeedForward extends Module {
   #aux: Tensor<"f32"> | null = null;
 
   /**
+   * Creates the layer with normal(0, initStd) weights seeded by their names.
+   *
    * @param device The device.
    * @param path Dotted name (`layers.{i}.ffn`).
    * @param config The model config (`config.moe` must be set).
@@ -306,6 +314,9 @@ export class MoeFeedForward extends Module {
   }
 
   /**
+   * Routes, runs the experts on their tokens and combines; records the auxiliary loss and, when
+   * enabled, the router counters.
+   *
    * @param x `[..., d]` (already normalised).
    * @returns `[..., d]`.
    */

@@ -139,9 +139,11 @@ export async function measureChunkSparsity(
   const flat = used.flat();
   let values: Float32Array = new Float32Array(0);
   if (flat.length) {
-    const all = concat(flat.map((t) => t.reshape([1])));
+    const views = flat.map((t) => t.reshape([1]));
+    const all = concat(views);
     values = await all.data();
     all.dispose();
+    views.forEach((t) => t.dispose());
     flat.forEach((t) => t.dispose());
   }
   const report: ChunkSiteSparsity[] = [];
