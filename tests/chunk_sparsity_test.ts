@@ -152,6 +152,11 @@ Deno.test("chunk sparsity: the probe leaves the sparsity and router counters alo
   await measureChunkSparsity(m, ids);
   const r = (await measureSparsity(m))!;
   assert.equal(r.routing!.layers[0]!.tokens, B * T);
+  // Repeated probes free everything they allocate.
+  const live = cpu.stats().liveBuffers;
+  await measureChunkSparsity(m, ids);
+  await measureChunkSparsity(m, ids);
+  assert.equal(cpu.stats().liveBuffers, live);
 });
 
 Deno.test("chunk sparsity: bad input names the op", async () => {
