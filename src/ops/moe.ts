@@ -488,12 +488,10 @@ export function groupedMatmul(
   if (out.size > 0) {
     dev.run(
       groupedMatmulDispatch(
-        { m, k, n, slots: grouping.slots, transposeB: tb },
-        e,
+        { m, k, n, e, transposeB: tb },
         x.storage(op),
         w.storage(op),
-        grouping.perm.storage(op),
-        grouping.experts.storage(op),
+        grouping.meta.storage(op),
         out.storage(op),
       ),
     );
