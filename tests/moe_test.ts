@@ -13,6 +13,7 @@ import {
   expertCapacity,
   groupedMatmul,
   loadBalancingLoss,
+  matchActiveParams,
   measureSparsity,
   modelConfig,
   moeCombine,
@@ -21,6 +22,8 @@ import {
   moeGroup,
   type MoeGrouping,
   moeRoute,
+  nominalActiveParams,
+  nominalSparsity,
   routerZLoss,
   ShapeError,
   softmax,
@@ -680,4 +683,37 @@ Deno.test("CLI: bad MoE options exit with a message naming the field", async () 
   assert.match(errors[1]!, /moe\.experts must be ≥ 1/);
   assert.match(errors[2]!, /capacityFactor must be > 0/);
   assert.match(errors[3]!, /need --moe/);
+});
+
+Deno.test("sizing: dense, Q-Sparse and MoE(+Q-Sparse) arms at the same N_a", async () => {
+  const base = modelConfig("s");
+  const target = nominalActiveParams(base).Na;
+  const arms = matchActiveParams(base, {
+    dense: {},
+    qsparse: { sparsity: 0.5 },
+    qsparse70: { sparsity: 0.7 },
+    moe: { moe: { experts: 8, topK: 2 } },
+    moeQsparse: { sparsity: 0.5, moe: { experts: 8, topK: 2 } },
+    block: { sparsity: 0.5, block: 32 },
+  });
+  for (const [name, a] of Object.entries(arms)) {
+    // N:M arms move in steps of the block (32), so their match is coarser.
+    const tol = name === "block" ? 0.02 : 0.01;
+    assert.ok(Math.abs(a.relError) < tol, `${name}: N_a off by ${a.relError}`);
+    assert.ok(Math.abs(a.params.Na - target) / target < tol);
+    assert.equal(a.config.dModel / a.config.nHeads, 32);
+  }
+  assert.equal(arms.dense!.relError, 0);
+  assert.ok(arms.qsparse70!.params.N > arms.qsparse!.params.N);
+  assert.ok(arms.moeQsparse!.params.N > arms.moe!.params.N);
+  assert.equal(arms.block!.config.dFF % 32, 0);
+  // Nominal accounting equals the measured one where top-K fixes the count (qkv, o, gate/up).
+  using m = new TransformerLM(cpu, { ...arms.moeQsparse!.config, seqLen: 16 }, 1);
+  m.forward(cpu.tensor(new Uint32Array(32).map((_, i) => (i * 13) % 256), [2, 16], "u32"));
+  const r = (await measureSparsity(m))!;
+  const nominal = nominalSparsity(m.config);
+  for (const s of ["qkv", "o", "gateUp"] as const) {
+    assert.ok(Math.abs(r.perSite[s] - nominal[s]) < 1e-12);
+  }
+  assert.ok(r.perSite.down >= nominal.down);
 });

@@ -222,6 +222,9 @@ export function validateConfig(c: ModelConfig): void {
     ) {
       bad(`moe.capacityFactor must be > 0, got ${c.moe.capacityFactor}`);
     }
+    if (c.moe.normalizeGates !== undefined && typeof c.moe.normalizeGates !== "boolean") {
+      bad(`moe.normalizeGates must be a boolean, got ${c.moe.normalizeGates}`);
+    }
     for (const k of ["auxLossCoef", "zLossCoef"] as const) {
       const v = c.moe[k];
       if (v !== undefined && !(v >= 0 && Number.isFinite(v))) bad(`moe.${k} must be ≥ 0, got ${v}`);

@@ -159,7 +159,8 @@ export interface MatchOptions {
  * Sizes study arms to the nominal N_a of a base config. Each arm is the base with overrides
  * (sparsity, MoE, FFN kind, ...); its width is searched with the base's depth, head dim and
  * FFN ratio (for MoE the ratio holds per expert), then the FFN width (a multiple of 8 and of the
- * arm's N:M block) is adjusted within `ffnSlack` to hit the target as closely as possible.
+ * arm's N:M block) is adjusted within `ffnSlack` to hit the target as closely as possible
+ * (typically within 1%; N:M arms move in steps of the block and land within about 2%).
  *
  * @param base The reference (usually the dense arm) whose nominal N_a is the target.
  * @param arms Arm name → overrides on top of the base.
@@ -213,21 +214,29 @@ export function matchActiveParams(
       }
     };
     let best: MatchedArm | null = null;
-    const consider = (c: ModelConfig | null) => {
-      if (!c) return;
+    const consider = (c: ModelConfig | null): number => {
+      if (!c) return Infinity;
       const params = nominalActiveParams(c);
       const relError = (params.Na - target) / target;
       if (!best || Math.abs(relError) < Math.abs(best.relError)) {
         best = { config: c, params, relError };
       }
+      return Math.abs(relError);
     };
+    const widths: { d: number; err: number }[] = [];
     for (let d = dStep; d <= maxScale * base.dModel; d += dStep) {
-      consider(build(d, Math.max(step, Math.round((ratio * d) / step) * step)));
+      widths.push({
+        d,
+        err: consider(build(d, Math.max(step, Math.round((ratio * d) / step) * step))),
+      });
     }
     if (!best) throw new ValueError(op, `no width of arm "${name}" gives a valid config`);
-    const d = (best as MatchedArm).config.dModel;
-    const lo = Math.max(step, Math.floor(((1 - slack) * ratio * d) / step) * step);
-    for (let f = lo; f <= (1 + slack) * ratio * d; f += step) consider(build(d, f));
+    // Refine the FFN width around the three closest model widths (coarse steps interleave).
+    widths.sort((a, b) => a.err - b.err);
+    for (const { d } of widths.slice(0, 3)) {
+      const lo = Math.max(step, Math.floor(((1 - slack) * ratio * d) / step) * step);
+      for (let f = lo; f <= (1 + slack) * ratio * d; f += step) consider(build(d, f));
+    }
     out[name] = best;
   }
   return out;
