@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { TOPK_SMALL_MAX_D, topkSmallDispatch } from "../../kernels/topk_small.ts";
 import { nmDispatch } from "../../kernels/nm.ts";
 import {
   type TopkOrder,
@@ -334,7 +335,21 @@ export function topkMask<D extends FloatDType>(
     const bufs = [x.storage(op), out.storage(op)];
     if (mask) bufs.push(mask.storage(op));
     const rows = sizeOf(x.shape.slice(0, -1));
-    if (block) {
+    // Many short rows (a training batch) or N:M blocks: one invocation per row/block, no
+    // barriers (kernels/topk_small.ts); long rows keep the workgroup-per-row radix select.
+    const segLen = block ? block.m : d, segs = block ? rows * (d / block.m) : rows;
+    if (segLen <= TOPK_SMALL_MAX_D && (block !== null || segs >= 32)) {
+      x.device.run(
+        topkSmallDispatch(
+          { dtype: x.dtype, order, mask: withMask, rescale },
+          segs,
+          segLen,
+          block ? block.n : k,
+          bufs,
+          op,
+        ),
+      );
+    } else if (block) {
       x.device.run(
         nmDispatch(
           { dtype: x.dtype, order, output: "dense", mask: withMask, ...block },
