@@ -24,6 +24,8 @@ import { broadcastShapes, sameShape, sizeOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { sumTo } from "./layout.ts";
 
+export type { BinaryOp, UnaryOp } from "../../kernels/elementwise.ts";
+
 function sameDevice(op: string, a: Tensor, b: Tensor): void {
   if (a.device !== b.device) {
     throw ShapeError.mismatch(op, [a.shape, b.shape], "tensors live on different devices");

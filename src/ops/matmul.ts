@@ -11,6 +11,8 @@ import { broadcastShapes, sizeOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { sumTo } from "./layout.ts";
 
+export type { MatmulVariant } from "../../kernels/matmul.ts";
+
 /** Options for {@link matmul}. */
 export interface MatmulOptions {
   /** Read `a` as its transpose (last two dims). */
