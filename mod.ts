@@ -84,3 +84,7 @@ export * from "./src/experiments/report.ts";
 export * from "./src/experiments/findings.ts";
 export * from "./src/experiments/kernel_timing.ts";
 export * from "./src/experiments/notebook.ts";
+export * from "./src/plot/estimates.ts";
+export * from "./src/experiments/figure_data.ts";
+export * from "./src/experiments/tables.ts";
+export * from "./src/experiments/moe_study.ts";

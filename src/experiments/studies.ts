@@ -9,9 +9,10 @@
  *
  * @module
  */
-import { modelConfig, type ModelOverrides } from "../nn/config.ts";
+import { type ModelConfig, modelConfig, type ModelOverrides } from "../nn/config.ts";
 import { ValueError } from "../tensor/errors.ts";
 import { type TrainConfig, trainConfig } from "../train/trainer.ts";
+import { moeStudyArms } from "./moe_study.ts";
 import type { RunSpec } from "./runner.ts";
 
 /** Names of the studies. */
@@ -82,11 +83,12 @@ function config(
   size: string,
   model: ModelOverrides,
   seed: number,
-  extra: Partial<TrainConfig> = {},
+  extra: Partial<Omit<TrainConfig, "model">> = {},
+  full?: ModelConfig,
 ): TrainConfig {
   const steps = extra.steps ?? p.steps;
   const every = (n: number) => Math.max(1, Math.round(Math.max(1, steps) / n));
-  return trainConfig(modelConfig(size, { seqLen: p.seqLen, ...model }), {
+  return trainConfig(full ?? modelConfig(size, { seqLen: p.seqLen, ...model }), {
     steps,
     batchSize: p.batchSize,
     lr: p.lr,
@@ -214,11 +216,25 @@ export function studyRuns(
       }
       break;
     }
-    case "moe":
-      throw new ValueError(
-        "studyRuns",
-        "the moe study's grid is defined with the MoE layer (src/experiments/moe_study.ts)",
-      );
+    case "moe": {
+      // Dense, Q-Sparse, MoE and MoE + Q-Sparse at equal N_a, and the equal-total-parameter pair.
+      const base = profile === "full" ? "tiny" : p.sizes[0]!;
+      for (const seed of p.seeds) {
+        for (const arm of moeStudyArms(base, { seqLen: p.seqLen })) {
+          add(`${arm.name}-seed${seed}`, config(p, base, {}, seed, {}, arm.config), {
+            arm: arm.name,
+            group: arm.group,
+            seed,
+            S: arm.config.sparsity.qkv,
+            experts: arm.config.moe?.experts ?? null,
+            topK: arm.config.moe?.topK ?? null,
+            nominalN: arm.N,
+            nominalNa: arm.Na,
+          });
+        }
+      }
+      break;
+    }
     case "continue_finetune": {
       // Dense pretraining on press + informative prose, then (a) Q-Sparse continued training,
       // (b) dense continued training, (c) Q-Sparse from scratch with the same total tokens, and
