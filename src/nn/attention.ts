@@ -31,15 +31,24 @@ import { SparseSite } from "./sparsify.ts";
  * ```
  */
 export class Attention extends Module {
+  /** The model config (dModel, nHeads, RoPE base, init, BitNet, sparsity). */
   readonly config: ModelConfig;
+  /** Sparsification of the input shared by q/k/v (one mask for all three). */
   readonly qkvSite: SparseSite;
+  /** Sparsification of the o_proj input (the concatenated heads). */
   readonly oSite: SparseSite;
+  /** Query projection `q_proj`, `[d, d]`. */
   readonly q: Linear;
+  /** Key projection `k_proj`, `[d, d]`. */
   readonly k: Linear;
+  /** Value projection `v_proj`, `[d, d]`. */
   readonly v: Linear;
+  /** Output projection `o_proj`, `[d, d]`. */
   readonly o: Linear;
 
   /**
+   * Creates the four projections (`q_proj`, `k_proj`, `v_proj`, `o_proj`) and the two sites.
+   *
    * @param device The device.
    * @param path Dotted name.
    * @param config The model config.
@@ -59,6 +68,9 @@ export class Attention extends Module {
   }
 
   /**
+   * Causal self-attention: sparsify, project to heads, RoPE on q and k, scaled-dot-product
+   * softmax with a causal mask, then sparsify the context and project back.
+   *
    * @param x `[B, T, d]` (already normalised).
    * @returns `[B, T, d]`.
    */

@@ -27,14 +27,22 @@ import { SparseSite } from "./sparsify.ts";
  * ```
  */
 export class FeedForward extends Module {
+  /** The model config (dModel, dFF, activation, init, BitNet, sparsity). */
   readonly config: ModelConfig;
+  /** Sparsification of the input shared by gate and up (one mask for both). */
   readonly gateUpSite: SparseSite;
+  /** Sparsification of the down_proj input (the gated hidden activations). */
   readonly downSite: SparseSite;
+  /** Gate projection `gate_proj`, `[d, dFF]`; its output goes through the activation. */
   readonly gate: Linear;
+  /** Up projection `up_proj`, `[d, dFF]`. */
   readonly up: Linear;
+  /** Down projection `down_proj`, `[dFF, d]`. */
   readonly down: Linear;
 
   /**
+   * Creates the three projections (`gate_proj`, `up_proj`, `down_proj`) and the two sites.
+   *
    * @param device The device.
    * @param path Dotted name.
    * @param config The model config.
@@ -65,6 +73,8 @@ export class FeedForward extends Module {
   }
 
   /**
+   * The full FFN: sparsify the input at the gate/up site, then {@link FeedForward.forwardSparse}.
+   *
    * @param x `[..., d]` (already normalised).
    * @returns `[..., d]`.
    */

@@ -39,13 +39,18 @@ export interface LinearOptions {
  * ```
  */
 export class Linear extends Module {
+  /** Input width: size of the last dim of `x`. */
   readonly inFeatures: number;
+  /** Output width: size of the last dim of the result. */
   readonly outFeatures: number;
+  /** True when the forward pass uses ternary absmean weights (BitNet b1.58, STE gradient). */
   readonly bitnet: boolean;
   /** `[in, out]`. */
   readonly weight: Tensor<"f32">;
 
   /**
+   * Creates the projection with a normal(0, `std`) weight registered as `${path}.weight`.
+   *
    * @param device The device.
    * @param path Dotted name (the weight is `${path}.weight`).
    * @param inFeatures Input width.

@@ -38,6 +38,8 @@ export abstract class Module implements Disposable {
   #children = new Map<string, Module>();
 
   /**
+   * Creates an empty module; subclasses register parameters and children in their constructors.
+   *
    * @param device The device.
    * @param path Dotted path of this module in its parent (names its parameters).
    */

@@ -22,10 +22,14 @@ import { Module } from "./module.ts";
  * ```
  */
 export class RMSNorm extends Module {
+  /** Learnable gain g, `[dim]`, initialised to ones (registered as `${path}.weight`). */
   readonly weight: Tensor<"f32">;
+  /** ε added to the mean square before the square root (numerical floor). */
   readonly eps: number;
 
   /**
+   * Creates the norm with a unit gain.
+   *
    * @param device The device.
    * @param path Dotted name.
    * @param dim Normalised width.
@@ -37,7 +41,12 @@ export class RMSNorm extends Module {
     this.weight = this.param("weight", device.ones([dim]));
   }
 
-  /** @param x `[..., dim]`. @returns The normalised tensor. */
+  /**
+   * Normalises each row over the last dim and scales by the gain.
+   *
+   * @param x `[..., dim]`.
+   * @returns The normalised tensor, same shape as `x`.
+   */
   forward(x: Tensor<"f32">): Tensor<"f32"> {
     return rmsNorm(x, this.weight, this.eps);
   }

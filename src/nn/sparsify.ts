@@ -40,14 +40,19 @@ export interface SiteCounter {
  * ```
  */
 export class SparseSite {
+  /** The device that runs the masking and holds the counter. */
   readonly device: Device;
   /** Dotted name, e.g. `layers.0.attn.qkv`. */
   readonly name: string;
+  /** Which of the four projection inputs this is (`qkv`, `o`, `gateUp`, `down`). */
   readonly site: Site;
+  /** Sparsity S at this site: the fraction of each row zeroed (0 = dense, no sparsifier). */
   readonly sparsity: number;
+  /** The model config (sparsifier, block size, STE, rescale, BitNet, norm ε). */
   readonly config: ModelConfig;
   /** Count nonzeros on every forward (turned off for speed by callers that do not log). */
   countEnabled = true;
+  /** Nonzeros and elements passed on since the last {@link SparseSite.resetCounter}. */
   readonly counter: SiteCounter = { nonzeros: null, elements: 0 };
   /**
    * Called with every output of {@link SparseSite.apply} (measurement probes such as
@@ -56,6 +61,8 @@ export class SparseSite {
   observer: ((h: Tensor<"f32">) => void) | null = null;
 
   /**
+   * Creates the site; its sparsity is `config.sparsity[site]`.
+   *
    * @param device The device.
    * @param name Dotted name for logs.
    * @param site Which site.

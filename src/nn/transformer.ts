@@ -29,13 +29,18 @@ import type { SparseSite } from "./sparsify.ts";
 
 /** One pre-norm transformer block. */
 export class Block extends Module {
+  /** Pre-norm of the attention branch (`attn_norm`). */
   readonly attnNorm: RMSNorm;
+  /** Causal self-attention (`attn`). */
   readonly attn: Attention;
+  /** Pre-norm of the FFN branch (`ffn_norm`). */
   readonly ffnNorm: RMSNorm;
   /** The dense FFN, or the mixture of experts when `config.moe` is set. */
   readonly ffn: FeedForward | MoeFeedForward;
 
   /**
+   * Creates the block's norms, attention and FFN (a mixture of experts when `config.moe` is set).
+   *
    * @param device The device.
    * @param path Dotted name (`layers.{i}`).
    * @param config The model config.
@@ -61,7 +66,12 @@ export class Block extends Module {
     );
   }
 
-  /** @param x `[B, T, d]`. @returns `[B, T, d]`. */
+  /**
+   * `h = x + attn(attnNorm(x))`, then `h + ffn(ffnNorm(h))` (residual around each branch).
+   *
+   * @param x `[B, T, d]`.
+   * @returns `[B, T, d]`.
+   */
   forward(x: Tensor<"f32">): Tensor<"f32"> {
     const h = add(x, this.attn.forward(this.attnNorm.forward(x)));
     return add(h, this.ffn.forward(this.ffnNorm.forward(h)));
@@ -83,13 +93,20 @@ export class Block extends Module {
  * ```
  */
 export class TransformerLM extends Module {
+  /** The validated model config. */
   readonly config: ModelConfig;
+  /** Token embedding table `embed.weight`, `[vocab, d]` (dense, never sparsified). */
   readonly embed: Tensor<"f32">;
+  /** The `nLayers` transformer blocks, `layers.{i}`, in forward order. */
   readonly layers: Block[];
+  /** Final RMSNorm before the LM head (`norm`). */
   readonly norm: RMSNorm;
+  /** Output projection to logits, `lm_head`, `[d, vocab]` (dense; never BitNet-quantised). */
   readonly lmHead: Linear;
 
   /**
+   * Validates the config and creates every parameter (throws a ValueError on a bad config).
+   *
    * @param device The device.
    * @param config A validated config (see `modelConfig`).
    * @param seed Initialisation seed.

@@ -86,7 +86,11 @@ export class Device implements Disposable {
   /** The generator used when a random draw gets no seed. */
   readonly generator: GeneratorState = { seed: 0, offset: 0 };
 
-  /** @param backend The backend to wrap. */
+  /**
+   * Wraps a backend as a device (most code should use {@link openDevice} instead).
+   *
+   * @param backend The backend to wrap.
+   */
   constructor(backend: Backend) {
     this.backend = backend;
   }

@@ -24,6 +24,8 @@ export class KitError extends Error {
   /** The op that raised the error, e.g. `"matmul"`. */
   readonly op: string;
   /**
+   * Creates an error whose message is prefixed with the op name (`"op: message"`).
+   *
    * @param op The op that raised the error.
    * @param message What went wrong.
    */

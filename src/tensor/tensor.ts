@@ -17,8 +17,16 @@ import { type GradNode, needsGrad, record } from "../autograd/tape.ts";
 
 /** Storage shared between a tensor and its reshaped views. */
 export class SharedStorage {
+  /** Number of tensors holding this storage (the creator plus one per `reshape` view). */
   refs = 1;
+  /**
+   * Wraps freshly allocated storage with one reference (held by the tensor it is given to).
+   *
+   * @param device The device whose backend allocated the storage and will release it.
+   * @param storage The backend storage.
+   */
   constructor(readonly device: Device, readonly storage: Storage) {}
+  /** Drops one reference; the last one returns the storage to the backend. */
   release(): void {
     if (--this.refs === 0) this.device.backend.release(this.storage);
   }
