@@ -756,3 +756,48 @@ export function findingsMarkdown(findings: readonly Finding[]): string {
     findings.map((f) => [f.claim, f.paper, f.measured, BADGE[f.verdict], f.note ?? ""]),
   );
 }
+
+/**
+ * A fitted law as a markdown table (constant, fit, interval, paper) with the fit's diagnostics
+ * and warnings, or the reason there is no fit. B and C depend on the unit of N (the paper's is
+ * 1e8 parameters, ours 1e6), so only E, α, β and S* are set beside the paper's.
+ *
+ * @param fit From `fitSweep`.
+ * @param paperSStar The paper's S* for this precision; default full precision's 45.58%.
+ * @returns Markdown.
+ *
+ * @example
+ * ```ts
+ * import { fitMarkdown } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.match(fitMarkdown({ ok: false, reason: "need ≥ 6 points", points: [] }), /No fit/);
+ * ```
+ */
+export function fitMarkdown(fit: SweepFit, paperSStar: number = PAPER_S_STAR.fp): string {
+  if (!fit.ok) return `**No fit** on ${fit.points.length} runs: ${fit.reason}.`;
+  const f = fit.fit, p = PAPER_SCALING_LAW;
+  const ci = (k: "E" | "B" | "C" | "alpha" | "beta" | "sStar", fmt: (x: number) => string) =>
+    f.ci ? `${fmt(f.ci[k][0])} – ${fmt(f.ci[k][1])}` : "—";
+  const g = (x: number) => x.toPrecision(3);
+  const rows: (string | number)[][] = [
+    ["E", g(f.E), ci("E", g), p.E],
+    ["B", g(f.B), ci("B", g), "(unit of N differs)"],
+    ["C", g(f.C), ci("C", g), "(unit of N differs)"],
+    ["α", g(f.alpha), ci("alpha", g), p.alpha],
+    ["β", g(f.beta), ci("beta", g), p.beta],
+    ["S*", pct(f.sStar), ci("sStar", (x) => pct(x)), pct(paperSStar, 2)],
+  ];
+  const level = f.ci
+    ? `${100 * f.ci.level}% bootstrap interval (${f.ci.samples} refits)`
+    : "interval";
+  const lines = [
+    markdownTable(["constant", "fit", level, "paper"], rows),
+    "",
+    `${fit.points.length} runs; RMSE of log-loss residuals ${f.rmse.toExponential(2)}; ` +
+    `N in units of ${
+      f.nScale.toExponential(0)
+    } non-embedding parameters; S = nominal top-K sparsity.`,
+  ];
+  if (fit.warnings.length) lines.push("", `**Caveats:** ${fit.warnings.join("; ")}.`);
+  return lines.join("\n");
+}

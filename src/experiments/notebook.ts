@@ -11,7 +11,6 @@
  */
 import { toPng } from "../plot/export.ts";
 import type { Figure } from "../plot/figure.ts";
-import { show } from "../plot/show.ts";
 import { type Device, openDevice } from "../tensor/device.ts";
 import { KitError, ValueError } from "../tensor/errors.ts";
 import { atomicWriteFile } from "../util/fs.ts";
@@ -96,12 +95,18 @@ export function markdown(text: string | TemplateStringsArray, ...values: unknown
   );
 }
 
+/** Throughput assumed for the kernel's output channel; measured ≈ 5 MB/s on a busy 2-core box. */
+const OUTPUT_BYTES_PER_MS = 2000;
+
 /**
- * Displays figures and markdown in order from a notebook cell, then lets the kernel flush: Deno's
- * kernel can send outputs after reporting the cell idle, and nbclient drops those (see `show`).
+ * Displays figures and markdown in order from a notebook cell, waiting after each until the
+ * kernel has had time to send it. Deno's kernel can send outputs after reporting the cell idle,
+ * and nbclient then drops them; a fixed 10 ms wait covers small outputs, but the first figure of
+ * a notebook carries the 4.8 MB plotly.js bundle, which needed about a second here. So the wait
+ * grows with the output's size (10 ms + 1 ms per 2 kB).
+ *
  * Strings are shown as markdown. Returns nothing, so a cell ending with `await display(...)`
- * adds no stray `true` to its outputs. Outside Jupyter, markdown is printed and figures are
- * summarised on stdout.
+ * adds no stray value to its outputs. Outside Jupyter, each item is printed as text.
  *
  * @param items Figures, markdown, strings, or anything with a Jupyter display method.
  * @returns When displayed.
@@ -113,12 +118,29 @@ export function markdown(text: string | TemplateStringsArray, ...values: unknown
  * ```
  */
 export async function display(...items: (Figure | Markdown | string | object)[]): Promise<void> {
+  let jupyter: typeof Deno.jupyter | undefined;
+  try {
+    // Reading Deno.jupyter outside the kernel throws (and "jupyter" in Deno is true anyway).
+    jupyter = Deno.jupyter;
+  } catch {
+    jupyter = undefined;
+  }
   for (const item of items) {
     const obj = typeof item === "string" ? new Markdown(item) : item;
-    if (!(await show(obj))) console.log(String(obj));
+    if (!jupyter) {
+      console.log(String(obj));
+      continue;
+    }
+    const bundle = await jupyter.format(obj);
+    await jupyter.display(bundle, { raw: true });
+    await sleep(10 + JSON.stringify(bundle).length / OUTPUT_BYTES_PER_MS);
   }
-  // show() already waits after each display; console output before this call needs the same.
-  await new Promise((resolve) => setTimeout(resolve, 10));
+  // Console output written before this call needs the same grace.
+  await sleep(10);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** A study's runs as a notebook sees them. */
