@@ -29,13 +29,19 @@ export interface RunSpec {
 
 /** One line of a results file. */
 export interface RunRecord {
+  /** The run's id ({@link RunSpec.id}); unique within its study. */
   id: string;
+  /** The study the run belongs to ({@link RunSpec.study}). */
   study: string;
+  /** The run's plotting labels, copied from its {@link RunSpec.tags}. */
   tags: RunSpec["tags"];
+  /** The full training config the run used (defaults filled in). */
   config: TrainConfig;
   /** Final validation loss and its standard error over validation batches. */
   valLoss: number;
+  /** Standard error of the final `valLoss` over the validation batches. */
   valStderr: number;
+  /** Mean training loss over the last log window. */
   trainLoss: number;
   /** Achieved sparsity per site kind and overall (validation set). */
   sparsity: {
@@ -43,14 +49,23 @@ export interface RunRecord {
     overall: number;
     sites: { name: string; sparsity: number }[];
   } | null;
+  /** Non-embedding parameters of the model. */
   N: number;
+  /** Activated non-embedding parameters per token, measured on the validation set. */
   Na: number;
+  /** Training tokens processed: steps × batchSize × seqLen. */
   tokens: number;
+  /** Wall-clock seconds of training, summed across resumes. */
   wallSeconds: number;
+  /** Mean throughput of the run: `tokens / wallSeconds`. */
   tokensPerSecond: number;
+  /** The adapter description of the device the run trained on. */
   adapter: string;
+  /** The backend kind, `"webgpu"` or `"cpu"`. */
   backend: string;
+  /** Git revision of the code at sweep start (see {@link codeVersion}), `-dirty` if modified. */
   codeVersion: string;
+  /** When the run finished, as an ISO 8601 timestamp. */
   date: string;
   /** Training-loss curve: (step, tokens, loss) per log window. */
   curve: { step: number; tokens: number; loss: number }[];
@@ -62,7 +77,9 @@ export interface RunRecord {
 
 /** Which part of a grid this process runs: runs whose index ≡ `index` (mod `count`). */
 export interface Shard {
+  /** This process's 0-based shard index, in `[0, count)`. */
   index: number;
+  /** Total number of shards the grid is split into. */
   count: number;
 }
 

@@ -52,8 +52,11 @@ export interface AdamWState {
  * ```
  */
 export class AdamW implements Disposable {
+  /** The device holding the parameters, the moments and the clipping scratch. */
   readonly device: Device;
+  /** The parameters updated in place, by name (names key the moments and the saved state). */
   readonly params: Map<string, Tensor<"f32">>;
+  /** The hyper-parameters with every default filled in. */
   readonly config: Required<AdamWConfig>;
   #t = 0;
   #m = new Map<string, Tensor<"f32">>();
@@ -62,6 +65,8 @@ export class AdamW implements Disposable {
   #res: Tensor<"f32">;
 
   /**
+   * Creates the optimizer with zeroed first and second moments for every parameter.
+   *
    * @param device The device.
    * @param params Parameters by name (the model's `namedParameters()`).
    * @param config Hyper-parameters.

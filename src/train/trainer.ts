@@ -152,6 +152,7 @@ export interface LogRecord {
   loss?: number;
   /** Validation loss and its standard error over validation batches. */
   valLoss?: number;
+  /** Standard error of `valLoss` over the validation batches (`eval` and `done` records). */
   valStderr?: number;
   /** Learning rate at this step. */
   lr?: number;
@@ -171,9 +172,11 @@ export interface LogRecord {
 
 /** What a finished run reports (also `result.json`). */
 export interface TrainResult {
+  /** The full training config the run used (defaults filled in by {@link trainConfig}). */
   config: TrainConfig;
   /** Final validation loss and standard error (over validation batches). */
   valLoss: number;
+  /** Standard error of the final `valLoss` over the validation batches. */
   valStderr: number;
   /** Mean training loss over the last log window. */
   trainLoss: number;
@@ -185,12 +188,19 @@ export interface TrainResult {
   N: number;
   /** Activated non-embedding parameters per token. */
   Na: number;
+  /** Training tokens processed: steps × batchSize × seqLen (across resumes). */
   tokens: number;
+  /** Wall-clock seconds of training, summed across resumes (includes evals and logging). */
   wallSeconds: number;
+  /** Mean throughput of the run: `tokens / wallSeconds`. */
   tokensPerSecond: number;
+  /** The device's adapter description (see {@link Device.description}). */
   adapter: string;
+  /** The backend kind, `"webgpu"` or `"cpu"`. */
   backend: string;
+  /** When the run finished, as an ISO 8601 timestamp. */
   date: string;
+  /** Every log record of the run, in order (the same lines as `log.jsonl`, kept across resumes). */
   log: LogRecord[];
 }
 
