@@ -7,6 +7,7 @@
  * @module
  */
 import type { ModelConfig } from "../nn/config.ts";
+import type { RouterReport } from "../train/router_stats.ts";
 import type { Device } from "../tensor/device.ts";
 import { ValueError } from "../tensor/errors.ts";
 import { train, type TrainConfig, type TrainResult } from "../train/trainer.ts";
@@ -73,6 +74,17 @@ export interface RunRecord {
   evals: { step: number; tokens: number; valLoss: number; valStderr: number }[];
   /** Sparsity over training: overall and per site kind per log window. */
   sparsityCurve: { step: number; overall: number; perSite: Record<string, number> }[];
+  /** MoE runs: final router statistics on the validation set (per-layer load, entropy, drops). */
+  routing?: RouterReport;
+  /** MoE runs: mean load entropy and dropped share per log window (balance over training). */
+  routingCurve?: { step: number; loadEntropy: number; dropped: number; collapsed: string[] }[];
+  /**
+   * Chunk-level sparsity at the end (untouched share of the weights for the union of the masks
+   * of consecutive tokens), overall and per site kind, one value per chunk size.
+   */
+  chunkSparsity?: { chunkSizes: number[]; overall: number[]; perSite: Record<string, number[]> };
+  /** Chunk-level sparsity (overall, by chunk size) per log window. */
+  chunkCurve?: { step: number; overall: Record<string, number> }[];
 }
 
 /** Which part of a grid this process runs: runs whose index ≡ `index` (mod `count`). */
@@ -173,6 +185,36 @@ export function toRecord(spec: RunSpec, r: TrainResult, version: string): RunRec
       overall: l.sparsity!.overall,
       perSite: l.sparsity!.perSite,
     })),
+    // MoE and chunk-level accounting, when the trainer measured them (optional: older results
+    // files and dense runs without chunk probes have none).
+    ...(r.sparsity?.routing ? { routing: r.sparsity.routing } : {}),
+    ...(r.log.some((l) => l.routing)
+      ? {
+        routingCurve: r.log.filter((l) => l.kind === "train" && l.routing).map((l) => ({
+          step: l.step,
+          loadEntropy: l.routing!.loadEntropy,
+          dropped: l.routing!.dropped,
+          collapsed: l.routing!.collapsed,
+        })),
+      }
+      : {}),
+    ...(r.chunkSparsity
+      ? {
+        chunkSparsity: {
+          chunkSizes: r.chunkSparsity.chunkSizes,
+          overall: r.chunkSparsity.overall,
+          perSite: r.chunkSparsity.perSite,
+        },
+      }
+      : {}),
+    ...(r.log.some((l) => l.chunkSparsity)
+      ? {
+        chunkCurve: r.log.filter((l) => l.kind === "train" && l.chunkSparsity).map((l) => ({
+          step: l.step,
+          overall: l.chunkSparsity!,
+        })),
+      }
+      : {}),
   };
 }
 
