@@ -119,3 +119,21 @@ Deno.test("a tensor over maxStorageBufferBindingSize is a DeviceError before any
   assert.deepEqual([...await gpu.ones([2]).data()], [1, 1]);
   void openDevice;
 });
+
+Deno.test("matmul: split-K for weight-gradient shapes (Aᵀ·B, small output, long K) matches", async () => {
+  const a = hostRandom(4096 * 64, 21), b = hostRandom(4096 * 40, 22);
+  const [split] = await onBoth(
+    (d) => matmul(d.tensor(a, [4096, 64]), d.tensor(b, [4096, 40]), { transposeA: true }),
+    { rtol: 1e-4, atol: 1e-4 },
+  );
+  // Forcing a kernel disables the split: same numbers.
+  const [plain] = await onBoth(
+    (d) =>
+      matmul(d.tensor(a, [4096, 64]), d.tensor(b, [4096, 40]), {
+        transposeA: true,
+        variant: "general",
+      }),
+    { rtol: 1e-4, atol: 1e-4 },
+  );
+  for (let i = 0; i < plain!.length; i++) assert.ok(Math.abs(split![i]! - plain![i]!) < 1e-3);
+});

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { sumToDispatch, sumToLayout } from "../../kernels/layout.ts";
 import { matmulDispatch, type MatmulProblem, type MatmulVariant } from "../../kernels/matmul.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../tensor/dtype.ts";
@@ -21,6 +22,21 @@ export interface MatmulOptions {
   transposeB?: boolean;
   /** Force a kernel (tests and benchmarks). */
   variant?: MatmulVariant;
+}
+
+/**
+ * How many K-chunks to split a product into (1 = no split). Only for `Aᵀ·B` with one batch,
+ * where K-chunks of both operands are contiguous, when the output alone would give fewer than
+ * 16 workgroups of the tiled kernel and K is long enough to amortise the extra reduction.
+ */
+function splitKFactor(p: MatmulProblem): number {
+  if (!p.transposeA || p.transposeB || p.batch !== 1) return 1;
+  const tiles = Math.ceil(p.m / 64) * Math.ceil(p.n / 64);
+  if (tiles >= 16 || p.k < 1024) return 1;
+  let s = 1;
+  // Chunks stay multiples of 8 rows (the tiled kernel's row block) and at least 256 long.
+  while (s * 2 * tiles <= 32 && p.k % (s * 2 * 8) === 0 && p.k / (s * 2) >= 256) s *= 2;
+  return s;
 }
 
 /**
@@ -96,15 +112,39 @@ export function matmul<D extends DType>(
       transposeB: tb,
       dtype: a.dtype,
     };
-    a.device.run(
-      matmulDispatch(
-        p,
+    const splits = opts.variant ? 1 : splitKFactor(p);
+    if (splits > 1) {
+      // Split-K: a small output with a long inner dim (weight gradients Xᵀ·dY) would occupy a
+      // handful of invocations; K-chunks of Aᵀ and B are contiguous row blocks, so the chunks run
+      // as one batched product and a sum over the chunk axis finishes it.
+      const kc = k / splits;
+      const parts = a.device.empty([splits, m, n], a.dtype, "matmul");
+      a.device.run(matmulDispatch(
+        { ...p, k: kc, batch: splits, strideA: kc * m, strideB: kc * n },
         a.storage("matmul"),
         b.storage("matmul"),
-        out.storage("matmul"),
-        opts.variant,
-      ),
-    );
+        parts.storage("matmul"),
+      ));
+      a.device.run(
+        sumToDispatch(
+          a.dtype,
+          sumToLayout([splits, m, n], [m, n]),
+          parts.storage("matmul"),
+          out.storage("matmul"),
+        ),
+      );
+      parts.dispose();
+    } else {
+      a.device.run(
+        matmulDispatch(
+          p,
+          a.storage("matmul"),
+          b.storage("matmul"),
+          out.storage("matmul"),
+          opts.variant,
+        ),
+      );
+    }
   }
   if (needsGrad(a, b)) {
     record(out, "matmul", [a, b], (g) => {
