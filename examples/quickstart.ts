@@ -30,7 +30,12 @@ console.log(`device: ${dev.kind} — ${dev.description}`);
 // 2. Tensors live on the device; reading one back flushes the pending work.
 using x = dev.randn([4, 4096], { seed: 1 }); // 4 tokens, hidden size 4096
 using w = dev.randn([4096, 1024], { seed: 2, std: 0.02 }); // weights stored input-major [in, out]
-console.log("x", x.toString(), "first values", [...(await x.data()).slice(0, 3)].map((v) => v.toFixed(3)));
+console.log(
+  "x",
+  x.toString(),
+  "first values",
+  [...(await x.data()).slice(0, 3)].map((v) => v.toFixed(3)),
+);
 
 // 3. Q-Sparse's top-K: keep K = ⌊(1 − S)·D⌋ entries per token by magnitude.
 using xs = sparsify(x, 0.6); // SparseRows: values + u32 indices, K = 1638 per row
@@ -57,14 +62,26 @@ void quantizeActivations;
 const h = dev.randn([2, 8], { seed: 3 });
 h.requiresGrad = true;
 scope(() => backward(sumAll(topkMask(h, { sparsity: 0.5 }))));
-console.log("forward keeps", await countNonzero(topkMask(h, { sparsity: 0.5 })).item(), "of", h.size, "— STE gradient reaches", await countNonzero(h.grad!).item());
+console.log(
+  "forward keeps",
+  await countNonzero(topkMask(h, { sparsity: 0.5 })).item(),
+  "of",
+  h.size,
+  "— STE gradient reaches",
+  await countNonzero(h.grad!).item(),
+);
 
 // 8. The model family: a Q-Sparse transformer LM with ReLU²GLU; sizes by name.
 const cfg = modelConfig("tiny", { sparsity: 0.5, seqLen: 32 });
 using model = new TransformerLM(dev, cfg, 0);
 const counts = paramCounts(cfg);
-console.log(`model ${cfg.name}: N=${counts.nonEmbedding} non-embedding params, total ${counts.total}`);
-const ids = dev.tensor(new TextEncoder().encode("Q-Sparse keeps only the top-K of").slice(0, 32), [1, 32], "u32");
+console.log(
+  `model ${cfg.name}: N=${counts.nonEmbedding} non-embedding params, total ${counts.total}`,
+);
+const ids = dev.tensor(new TextEncoder().encode("Q-Sparse keeps only the top-K of").slice(0, 32), [
+  1,
+  32,
+], "u32");
 using logits = model.forward(ids);
 console.log("logits", logits.shape.join("×"));
 console.log("live buffers:", dev.stats().liveBuffers);

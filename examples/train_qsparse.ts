@@ -7,9 +7,20 @@
  * Run: `deno run -A examples/train_qsparse.ts [--steps N] [--device cpu]`
  */
 import { parseArgs } from "node:util";
-import { modelConfig, openDevice, sparsify, spmm, train, trainConfig, type TrainResult } from "../mod.ts";
+import {
+  modelConfig,
+  openDevice,
+  sparsify,
+  spmm,
+  train,
+  trainConfig,
+  type TrainResult,
+} from "../mod.ts";
 
-const { values } = parseArgs({ args: Deno.args, options: { steps: { type: "string" }, device: { type: "string" } } });
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { steps: { type: "string" }, device: { type: "string" } },
+});
 using dev = await openDevice({ prefer: values.device === "cpu" ? "cpu" : "webgpu" });
 console.log(`device: ${dev.kind} — ${dev.description}`);
 
@@ -19,7 +30,11 @@ console.log(`device: ${dev.kind} — ${dev.description}`);
   using w = dev.randn([1024, 256], { seed: 2, std: 0.03 });
   using xs = sparsify(x, 0.6);
   using y = spmm(xs, w);
-  console.log(`sparsify(S=0.6) keeps ${xs.k} of ${xs.width}; spmm reads ${xs.k} of ${xs.width} weight rows → y ${y.shape.join("×")}`);
+  console.log(
+    `sparsify(S=0.6) keeps ${xs.k} of ${xs.width}; spmm reads ${xs.k} of ${xs.width} weight rows → y ${
+      y.shape.join("×")
+    }`,
+  );
 }
 
 const steps = Number(values.steps ?? 120);
@@ -42,7 +57,10 @@ for (const [label, sparsity] of [["dense", 0], ["Q-Sparse S=0.5", 0.5]] as const
 const pct = (v: number | undefined) => (v === undefined ? "-" : `${(100 * v).toFixed(1)}%`);
 const rows = [
   ["", ...runs.map(([l]) => l)],
-  ["val loss (nats/byte)", ...runs.map(([, r]) => `${r.valLoss.toFixed(4)} ± ${r.valStderr.toFixed(4)}`)],
+  [
+    "val loss (nats/byte)",
+    ...runs.map(([, r]) => `${r.valLoss.toFixed(4)} ± ${r.valStderr.toFixed(4)}`),
+  ],
   ["sparsity qkv", ...runs.map(([, r]) => pct(r.sparsity?.perSite.qkv))],
   ["sparsity o", ...runs.map(([, r]) => pct(r.sparsity?.perSite.o))],
   ["sparsity gate/up", ...runs.map(([, r]) => pct(r.sparsity?.perSite.gateUp))],

@@ -516,8 +516,11 @@ export async function train(
       state.tokens += tokensPerStep;
 
       if (state.step % c.logEvery === 0 || state.step === c.steps) {
-        const [sum] = await (lossSum as unknown as Tensor<"f32">).data();
-        const g = await opt.gradNorm.data();
+        // Both reads are issued before either is awaited, so they share one device sync.
+        const [[sum], g] = await Promise.all([
+          (lossSum as unknown as Tensor<"f32">).data(),
+          opt.gradNorm.data(),
+        ]);
         (lossSum as unknown as Tensor<"f32">).dispose();
         lossSum = null;
         lastTrainLoss = sum! / lossCount;
