@@ -355,7 +355,8 @@ if (!Deno.args.includes("--no-write")) {
     cpuCores: navigator.hardwareConcurrency,
     loadAverage: { before: loadBefore, after: loadAfter },
     method:
-      `medians over ${ROUNDS} interleaved rounds (3 for B ≥ 32); top-K single-shot (one op, then wait); ` +
+      `medians over ${ROUNDS} interleaved rounds (3 for B ≥ 32), ratios as medians of per-round ratios; ` +
+      `top-K single-shot (one op, then wait); ` +
       `GEMV ${GEMV_REPS} ops per flush, batched 8/4/1 ops per flush for B ≤ 4/≤ 16/more, reported per op`,
     topk: {
       shape: [ROWS, D],
