@@ -47,7 +47,7 @@ function leadShape(a: AnySparse): number[] {
 }
 
 /**
- * The kernel `"auto"` picks. Measured on llvmpipe (bench/spmm_bench.ts): the per-row kernel
+ * The kernel `"auto"` picks. Measured on llvmpipe (bench/sparsity_table.ts): the per-row kernel
  * costs ≈ 4.5× the dense tiled kernel per multiply-add, so it wins below ~20% density at any
  * batch and at any density for 1–2 rows, where the dense path is a GEMV; the merge kernel is
  * within ~20% of the best in between; past ~16 rows at moderate density the union of a batch's
