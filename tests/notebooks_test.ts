@@ -125,7 +125,11 @@ Deno.test({
         `${ROOT}/deno.json`,
         ...scripts,
       ]);
-      assert.equal(check.code, 0, `deno check of the notebooks' code failed:\n${check.stderr}`);
+      assert.equal(
+        check.code,
+        0,
+        `deno check of the notebooks' code failed:\n${check.stdout}\n${check.stderr}`,
+      );
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -355,9 +355,9 @@ Deno.test("notebook helpers: profile check, missing full results, smoke saves no
       false,
     ]]);
     assert.equal(await saveMarkdown("x", "f", "smoke", dir), null);
-    assert.equal(await saveMarkdown("x", "f", "full", dir), `${dir}/f.md`);
-    assert.equal(await Deno.readTextFile(`${dir}/f.md`), "x\n");
-    assert.equal(await saveFigure(null as never, "f", "smoke", { dir }), null);
+    assert.equal(await saveMarkdown("x", "f", "full", dir), `${dir}/findings/f.md`);
+    assert.equal(await Deno.readTextFile(`${dir}/findings/f.md`), "x\n");
+    assert.equal(await saveFigure(null as never, "f", "smoke", { resultsDir: dir }), null);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -253,18 +253,18 @@ export function comparisonFinding(spec: ComparisonSpec): Finding {
   switch (spec.expect) {
     case "above":
       verdict = verdictAbove(spec.estimate, t);
-      test = `> ${t}`;
+      test = `> ${t}${unit}`;
       break;
     case "below":
       verdict = verdictBelow(spec.estimate, t);
-      test = `< ${t}`;
+      test = `< ${t}${unit}`;
       break;
     case "within":
       if (!(t > 0)) {
         throw new ValueError("comparisonFinding", `"within" needs a tolerance > 0, got ${t}`);
       }
       verdict = verdictWithin(spec.estimate, [-t, t]);
-      test = `within ±${t}`;
+      test = `within ±${t}${unit}`;
       break;
   }
   return {
@@ -277,6 +277,76 @@ export function comparisonFinding(spec: ComparisonSpec): Finding {
     verdict,
     ...(spec.note ? { note: spec.note } : {}),
   };
+}
+
+/** What {@link armComparisonFinding} compares: two groups, or fewer when runs are missing. */
+export interface ArmComparisonSpec {
+  /** Finding id. */
+  id: string;
+  /** The claim in words. */
+  claim: string;
+  /** The paper's number or statement. */
+  paper: string;
+  /** The first arm (missing: the finding is inconclusive). */
+  a: RunGroup | undefined;
+  /** The arm it is compared with. */
+  b: RunGroup | undefined;
+  /** Label of the first arm in the measured text. */
+  aName: string;
+  /** Label of the second arm. */
+  bName: string;
+  /** The claim on `loss(a) − loss(b)`: `"below"` / `"above"` `threshold`, or `"within"` ±. */
+  expect: "below" | "above" | "within";
+  /** The bound (for `"within"`: the tolerance); in percent of `loss(b)` when `relative`. */
+  threshold?: number;
+  /** Compare `(loss(a) − loss(b)) / loss(b)` in percent instead of nats. */
+  relative?: boolean;
+  /** Caveats. */
+  note?: string;
+}
+
+/**
+ * A finding from comparing two arms' final validation losses, absolute (nats) or relative to
+ * the second arm (percent); inconclusive with a "runs missing" note when either arm is absent.
+ *
+ * @param spec The arms, the claim and its bound.
+ * @returns The finding.
+ *
+ * @example Q-Sparse continued training within 2% of dense
+ * ```ts
+ * import { armComparisonFinding, type RunGroup } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const g = (mean: number) => ({ tags: {}, loss: { mean, se: 0.002, n: 1 } }) as unknown as RunGroup;
+ * const spec = {
+ *   id: "continue", claim: "Q-Sparse continued training ≈ dense", paper: "Table 1", aName: "Q-Sparse",
+ *   bName: "dense", expect: "within" as const, threshold: 2, relative: true,
+ * };
+ * assert.equal(armComparisonFinding({ ...spec, a: g(2.02), b: g(2.0) }).verdict, "reproduced");
+ * assert.equal(armComparisonFinding({ ...spec, a: undefined, b: g(2) }).verdict, "inconclusive");
+ * ```
+ */
+export function armComparisonFinding(spec: ArmComparisonSpec): Finding {
+  const { a, b } = spec;
+  if (!a || !b) {
+    const absent = [a ? "" : spec.aName, b ? "" : spec.bName].filter(Boolean).join(", ");
+    return missing(spec.id, spec.claim, spec.paper, `runs missing: ${absent}`);
+  }
+  const d = lossDifference(a, b);
+  const scale = spec.relative ? 100 / b.loss.mean : 1;
+  return comparisonFinding({
+    id: spec.id,
+    claim: spec.claim,
+    paper: spec.paper,
+    label: spec.relative
+      ? `(loss(${spec.aName}) − loss(${spec.bName})) / loss(${spec.bName})`
+      : `loss(${spec.aName}) − loss(${spec.bName})`,
+    estimate: { value: d.value * scale, se: d.se * scale },
+    expect: spec.expect,
+    threshold: spec.threshold,
+    unit: spec.relative ? "%" : " nats",
+    digits: spec.relative ? 2 : 3,
+    ...(spec.note ? { note: spec.note } : {}),
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -450,6 +520,7 @@ export function gapShrinksFinding(t: GapTrend | null): Finding {
  * `dense(N_a) − sparse` over the given rows (e.g. S ∈ [0.4, 0.6], around S*).
  *
  * @param rows From `equalNaComparison`.
+ * @param opts Id, claim and paper text for another setting (e.g. 1.58-bit).
  * @returns The finding.
  *
  * @example
@@ -460,19 +531,22 @@ export function gapShrinksFinding(t: GapTrend | null): Finding {
  * assert.equal(equalNaFinding([row]).verdict, "reproduced");
  * ```
  */
-export function equalNaFinding(rows: readonly EqualNaRow[]): Finding {
-  const claim = "At equal activated parameters N_a, sparse beats dense";
+export function equalNaFinding(
+  rows: readonly EqualNaRow[],
+  opts: { id?: string; claim?: string; paper?: string } = {},
+): Finding {
+  const claim = opts.claim ?? "At equal activated parameters N_a, sparse beats dense";
   const Na = 3e8, S = PAPER_S_STAR.fp;
   const lawAdv = scalingLaw(PAPER_SCALING_LAW, Na, 0) -
     scalingLaw(PAPER_SCALING_LAW, Na / (1 - S), S);
-  const paper = `S* = 45.58% at N = 1.84·N_a; law: dense − sparse = +${
-    lawAdv.toFixed(3)
-  } nats at N_a = 300M`;
+  const paper = opts.paper ??
+    `S* = 45.58% at N = 1.84·N_a; law: dense − sparse = +${lawAdv.toFixed(3)} nats at N_a = 300M`;
+  const id = opts.id ?? "equal-Na";
   const p = pooled(rows.map((r) => r.advantage));
-  if (!p) return missing("equal-Na", claim, paper, "no sparse run falls inside the dense sizes");
+  if (!p) return missing(id, claim, paper, "no sparse run falls inside the dense sizes");
   const ss = [...new Set(rows.map((r) => r.S))].sort((a, b) => a - b).map((s) => pct(s, 0));
   return {
-    id: "equal-Na",
+    id,
     claim,
     paper,
     measured: `dense(N_a) − sparse = ${
@@ -710,7 +784,7 @@ function escapeCell(s: string): string {
  * A markdown table from a header and rows (cells escaped for `|`).
  *
  * @param header Column titles.
- * @param rows Cells.
+ * @param rows Cells (anything; written with `String`).
  * @returns Markdown.
  *
  * @example
@@ -722,9 +796,9 @@ function escapeCell(s: string): string {
  */
 export function markdownTable(
   header: readonly string[],
-  rows: readonly (readonly (string | number)[])[],
+  rows: readonly (readonly unknown[])[],
 ): string {
-  const line = (cells: readonly (string | number)[]) =>
+  const line = (cells: readonly unknown[]) =>
     `| ${cells.map((c) => escapeCell(String(c))).join(" | ")} |`;
   return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
 }

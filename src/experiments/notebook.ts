@@ -288,8 +288,8 @@ async function withDevice<T>(given: Device | undefined, fn: (d: Device) => Promi
 
 /** Options of {@link saveFigure}. */
 export interface SaveFigureOptions {
-  /** Folder; default `../results/figures` (relative to `notebooks/`). */
-  dir?: string;
+  /** Results folder; the figure goes to its `figures/`. Default `../results` (from `notebooks/`). */
+  resultsDir?: string;
   /** Width in CSS pixels; default 900. */
   width?: number;
   /** Height in CSS pixels; default 560. */
@@ -297,7 +297,7 @@ export interface SaveFigureOptions {
 }
 
 /**
- * Writes a figure as `<dir>/<name>.png` (headless Chromium) for the README. Only the full profile
+ * Writes a figure as `<resultsDir>/figures/<name>.png` (headless Chromium) for the README. Only the full profile
  * writes (smoke figures come from tiny runs and would overwrite the real ones); when Chromium is
  * missing or fails, this reports it and returns null rather than stopping the notebook.
  *
@@ -321,9 +321,10 @@ export async function saveFigure(
   opts: SaveFigureOptions = {},
 ): Promise<string | null> {
   if (profile !== "full") return null;
-  const path = `${opts.dir ?? "../results/figures"}/${name}.png`;
+  const dir = `${opts.resultsDir ?? "../results"}/figures`;
+  const path = `${dir}/${name}.png`;
   try {
-    await Deno.mkdir(opts.dir ?? "../results/figures", { recursive: true });
+    await Deno.mkdir(dir, { recursive: true });
     await toPng(fig, path, { width: opts.width ?? 900, height: opts.height ?? 560 });
     return path;
   } catch (e) {
@@ -336,13 +337,13 @@ export async function saveFigure(
 }
 
 /**
- * Writes markdown (e.g. a findings table) to `<dir>/<name>.md` in the full profile, for the
- * README; does nothing in smoke.
+ * Writes markdown (e.g. a findings table) to `<resultsDir>/findings/<name>.md` in the full
+ * profile, for the README; does nothing in smoke.
  *
  * @param text The markdown.
  * @param name File name without extension.
  * @param profile The notebook's profile.
- * @param dir Folder; default `../results/findings`.
+ * @param resultsDir Results folder; default `../results` (from `notebooks/`).
  * @returns The path written, or null.
  *
  * @example
@@ -356,9 +357,10 @@ export async function saveMarkdown(
   text: string,
   name: string,
   profile: Profile,
-  dir = "../results/findings",
+  resultsDir = "../results",
 ): Promise<string | null> {
   if (profile !== "full") return null;
+  const dir = `${resultsDir}/findings`;
   await Deno.mkdir(dir, { recursive: true });
   const path = `${dir}/${name}.md`;
   await atomicWriteFile(path, text.endsWith("\n") ? text : text + "\n");
