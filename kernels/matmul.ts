@@ -7,7 +7,8 @@
  *   a CPU adapter (llvmpipe) the CPU caches do that job and barriers are expensive. Needs
  *   K % 4 = 0, N % 8 = 0 (unless B is transposed) and M % 8 = 0 (if A is transposed).
  * - **general**: the same 8×8 register block with scalar loads and clamped indices, any shape.
- * - **gemv**: one row of A (decoding): each invocation owns 4 outputs and walks all of K.
+ * - **gemv**: one row of A (decoding): each invocation owns 16 outputs (4 when N % 16 ≠ 0) and
+ *   walks all of K.
  *
  * Batch broadcasting: a batch stride of 0 reuses one matrix for every batch (e.g. a weight).
  *
@@ -202,7 +203,39 @@ const GEMV_WG = 64;
  * reads B rows with vec4 loads) or `y = x · Bᵀ` (B `[n, k]`, each invocation owns one output and
  * takes a vec4 dot product along the contiguous k).
  */
-export function gemvWgsl(dtype: DType, tb: boolean): string {
+export function gemvWgsl(dtype: DType, tb: boolean, wide = false): string {
+  if (!tb && wide) {
+    // 16 outputs (4 vec4) per invocation: each weight row is read as 64-byte runs, which is
+    // what a CPU adapter's caches and SIMD lanes want (about 2× the 4-output form on llvmpipe).
+    return `${HEADER(dtype, true)}
+@compute @workgroup_size(${GEMV_WG})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let j = gid.x * 4u;
+  let b = gid.z;
+  if (j * 4u >= p.n) { return; }
+  let abase = b * p.sa / 4u;
+  let n4 = p.n / 4u;
+  let bbase = b * p.sb / 4u + j;
+  var a0 = vec4f(0.0); var a1 = vec4f(0.0); var a2 = vec4f(0.0); var a3 = vec4f(0.0);
+  for (var k = 0u; k < p.k; k = k + 4u) {
+    let x = vec4f(A[abase + k / 4u]);
+    for (var t = 0u; t < 4u; t = t + 1u) {
+      let r = bbase + (k + t) * n4;
+      let xv = vec4f(x[t]);
+      a0 = fma(xv, vec4f(B[r]), a0);
+      a1 = fma(xv, vec4f(B[r + 1u]), a1);
+      a2 = fma(xv, vec4f(B[r + 2u]), a2);
+      a3 = fma(xv, vec4f(B[r + 3u]), a3);
+    }
+  }
+  let o = b * p.sc + j * 4u;
+  for (var c = 0u; c < 4u; c = c + 1u) {
+    let v = select(select(select(a3, a2, c == 2u), a1, c == 1u), a0, c == 0u);
+    C[o + 4u * c] = ${dtype}(v[0]); C[o + 4u * c + 1u] = ${dtype}(v[1]);
+    C[o + 4u * c + 2u] = ${dtype}(v[2]); C[o + 4u * c + 3u] = ${dtype}(v[3]);
+  }
+}`;
+  }
   if (!tb) {
     return `${HEADER(dtype, true)}
 @compute @workgroup_size(${GEMV_WG})
@@ -301,9 +334,12 @@ export function matmulDispatch(
   const flags = `${p.dtype}:${ta ? "T" : "N"}${tb ? "T" : "N"}`;
   let wgsl: () => string;
   let workgroups: [number, number, number];
+  let variantKey: string = variant;
   if (variant === "gemv") {
-    wgsl = () => gemvWgsl(p.dtype, tb);
-    workgroups = [Math.ceil((tb ? p.n : p.n / 4) / GEMV_WG), 1, p.batch];
+    const wide = !tb && p.n % 16 === 0;
+    wgsl = () => gemvWgsl(p.dtype, tb, wide);
+    workgroups = [Math.ceil((tb ? p.n : p.n / (wide ? 16 : 4)) / GEMV_WG), 1, p.batch];
+    if (wide) variantKey = "gemv16";
   } else {
     wgsl = variant === "tiled"
       ? () => matmulTiledWgsl(p.dtype, ta, tb)
@@ -312,7 +348,7 @@ export function matmulDispatch(
   }
   return {
     op: "matmul",
-    key: `matmul:${variant}:${flags}`,
+    key: `matmul:${variantKey}:${flags}`,
     wgsl,
     cpu: ([x, y, z]) => matmulCpu(p, x!, y!, z!),
     buffers: [a, b, c],
