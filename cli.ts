@@ -87,6 +87,7 @@ sweep options:
   --runs DIR            run directories (default runs)
   --shard i/n           run only runs i, i+n, ... (1-based), e.g. one task of a job array
   --max-runs N          stop after N runs finish
+  --where k=v           only runs whose tag k equals v (repeatable), e.g. seed=1
   --device KIND         webgpu or cpu
 
 fit options:
@@ -330,6 +331,7 @@ async function cmdSweep(args: string[]): Promise<void> {
       runs: { type: "string" },
       shard: { type: "string" },
       "max-runs": { type: "string" },
+      where: { type: "string", multiple: true },
       device: { type: "string" },
     },
   });
@@ -350,6 +352,13 @@ async function cmdSweep(args: string[]): Promise<void> {
     specs = studyRuns(values.study as StudyName, profile, { runsDir });
     name = values.study;
   }
+  const where = (values.where ?? []).map((w) => {
+    const i = w.indexOf("=");
+    if (i < 1) throw new ValueError("cli", `--where must be key=value, got "${w}"`);
+    return [w.slice(0, i), w.slice(i + 1)] as const;
+  });
+  // Filtering keeps grid order, so sharding a filtered grid stays stable.
+  specs = specs.filter((r) => where.every(([k, v]) => String(r.tags[k]) === v));
   const results = values.results ?? `results/${name}${profile === "smoke" ? ".smoke" : ""}.jsonl`;
   const dev = await openDevice({ prefer: values.device === "cpu" ? "cpu" : "webgpu" });
   console.error(
