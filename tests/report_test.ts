@@ -18,11 +18,14 @@ import {
   gapsToDense,
   gapTrend,
   groupRuns,
+  kernelFindings,
+  kernelSummary,
   loadStudy,
   markdown,
   markdownTable,
   meanSe,
   nearDenseFinding,
+  openDevice,
   PAPER_SCALING_LAW,
   parseProfile,
   readBenchFiles,
@@ -39,6 +42,7 @@ import {
   steFinding,
   superLinearFinding,
   sweepPoints,
+  timeSparseKernels,
   verdictAbove,
   verdictBelow,
   verdictInterval,
@@ -361,4 +365,44 @@ Deno.test("notebook helpers: profile check, missing full results, smoke saves no
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("kernel timings and summaries: inline report, bench format, unknown shapes", async () => {
+  const dev = await openDevice({ prefer: "cpu" });
+  try {
+    const r = await timeSparseKernels(dev, {
+      dIn: 64,
+      dOut: 32,
+      sparsities: [0.5, 0.75],
+      batches: [1, 4],
+      iters: 1,
+      reps: 1,
+    });
+    assert.equal(r.backend, "cpu");
+    const s = kernelSummary(r, "inline")!;
+    assert.deepEqual(s.gemv.map((g) => g.S), [0.5, 0.75]);
+    assert.deepEqual(s.batchTopk.map((b) => b.B), [1, 4]);
+    assert.deepEqual(s.batchNm.map((b) => b.B), [1, 4]);
+    assert.ok(s.vsSparsity.some((v) => v.name === "spmm N:M"));
+    assert.equal(kernelFindings(s).length, 3);
+    await assert.rejects(() => timeSparseKernels(dev, { dIn: 40 }), /multiple of 32/);
+  } finally {
+    dev.destroy();
+  }
+  const bench = {
+    adapter: "a",
+    topk: { shape: [2, 8], k: 4, ms: { kit: 1, peer: 5 } },
+    gemv: {
+      rows: [{ S: 0.5, speedup: 2, speedupSpmmOnly: 2.2, vsSameKernelDense: 0.7 }],
+      nm16of32: { speedup: 1.5 },
+    },
+    batched: [{ B: 1, S: 0.6, kernel: "rows", union: 0.4, speedup: 2, nmSpeedup: 1.5 }],
+  };
+  const b = kernelSummary(bench, "sparsity.json")!;
+  assert.equal(b.tables.length, 2);
+  assert.deepEqual(b.vsSparsity.map((v) => v.name).at(-1), "N:M 16:32 vs dense matmul");
+  // The fair (same-kernel) ratio decides: 0.7× is no speed-up even though 2× vs dense is.
+  assert.equal(kernelFindings(b)[0]!.verdict, "not reproduced at this scale");
+  assert.equal(kernelSummary(null, "x"), null);
+  assert.equal(kernelSummary({ gemv: {} }, "x"), null);
 });
