@@ -7,7 +7,7 @@
  */
 import type { EstimateBar } from "../plot/estimates.ts";
 import type { SweepPoint } from "../plot/scaling.ts";
-import type { ProjectionSparsity, SparsityCurve } from "../plot/sparsity.ts";
+import type { ChunkSparsityCurve, ProjectionSparsity, SparsityCurve } from "../plot/sparsity.ts";
 import type { LossCurve } from "../plot/training.ts";
 import type { DenseGap, RunGroup } from "./report.ts";
 import { type IsoLossGrid, isoLossGrid, type ScalingLawParams } from "./scaling_law.ts";
@@ -273,4 +273,97 @@ export function isoLossSurfaceOf(
   const activated = Array.from({ length: n }, (_, i) => naMin * (naMax / naMin) ** (i / (n - 1)));
   const sparsity = Array.from({ length: n }, (_, i) => s0 + ((s1 - s0) * i) / (n - 1));
   return isoLossGrid(law, activated, sparsity);
+}
+
+/**
+ * Chunk-level sparsity of each group's first run against chunk size, for `chunkSparsity`. The
+ * per-token point (chunk 1) is `1 − N_a/N` from the run's measured activated parameters; the
+ * larger chunks are the trainer's end-of-run probe (the union of the masks of consecutive tokens;
+ * for MoE, experts no token of the chunk chose count as untouched).
+ *
+ * @param groups Groups from `groupRuns`.
+ * @param name Legend label of a group.
+ * @returns One curve per group whose run measured chunk-level sparsity.
+ *
+ * @example
+ * ```ts
+ * import { chunkSparsityOf, type RunGroup } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const rec = { N: 100, Na: 50, chunkSparsity: { chunkSizes: [8, 64], overall: [0.2, 0.05], perSite: {} } };
+ * const g = { tags: { arm: "qsparse" }, records: [rec] } as unknown as RunGroup;
+ * assert.deepEqual(chunkSparsityOf([g], (g) => String(g.tags.arm))[0], {
+ *   name: "qsparse", chunkSizes: [1, 8, 64], sparsity: [0.5, 0.2, 0.05],
+ * });
+ * ```
+ */
+export function chunkSparsityOf(
+  groups: readonly RunGroup[],
+  name: (g: RunGroup) => string,
+): ChunkSparsityCurve[] {
+  return groups.flatMap((g) => {
+    const r = g.records.find((r) => r.chunkSparsity);
+    if (!r) return [];
+    return [{
+      name: name(g),
+      chunkSizes: [1, ...r.chunkSparsity!.chunkSizes],
+      sparsity: [1 - r.Na / r.N, ...r.chunkSparsity!.overall],
+    }];
+  });
+}
+
+/**
+ * Router balance over training: the mean normalised load entropy of the MoE layers per log
+ * window (1 = uniform load, 0 = one expert takes everything), as curves for `lossCurves`.
+ *
+ * @param groups Groups from `groupRuns`.
+ * @param name Legend label of a group.
+ * @returns One curve per MoE group (mean over seeds).
+ *
+ * @example
+ * ```ts
+ * import { routingCurvesOf, type RunGroup } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const rec = { routingCurve: [{ step: 1, loadEntropy: 0.9, dropped: 0, collapsed: [] }] };
+ * const g = { tags: { arm: "moe" }, records: [rec] } as unknown as RunGroup;
+ * assert.deepEqual(routingCurvesOf([g], () => "moe"), [{ name: "moe", steps: [1], loss: [0.9] }]);
+ * ```
+ */
+export function routingCurvesOf(
+  groups: readonly RunGroup[],
+  name: (g: RunGroup) => string,
+): LossCurve[] {
+  return groups.flatMap((g) => {
+    const curves = g.records.map((r) => r.routingCurve ?? []).filter((c) => c.length);
+    if (!curves.length) return [];
+    return [{
+      name: name(g),
+      steps: meanByIndex(curves, (c) => c.step),
+      loss: meanByIndex(curves, (c) => c.loadEntropy),
+    }];
+  });
+}
+
+/**
+ * The final expert load of a group's first MoE run: `load[layer][expert]` (token shares) and
+ * layer names, for `expertLoad`; null for a dense run.
+ *
+ * @param group A group.
+ * @returns The load matrix and labels, or null.
+ *
+ * @example
+ * ```ts
+ * import { expertLoadOf, type RunGroup } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const routing = { layers: [{ layer: "layers.0.ffn", load: [0.5, 0.5] }] };
+ * const g = { records: [{ routing }] } as unknown as RunGroup;
+ * assert.deepEqual(expertLoadOf(g), { load: [[0.5, 0.5]], layers: ["layers.0.ffn"] });
+ * ```
+ */
+export function expertLoadOf(group: RunGroup): { load: number[][]; layers: string[] } | null {
+  const r = group.records.find((r) => r.routing?.layers.length);
+  if (!r) return null;
+  return {
+    load: r.routing!.layers.map((l) => [...l.load]),
+    layers: r.routing!.layers.map((l) => l.layer),
+  };
 }
