@@ -473,7 +473,9 @@ export function superLinearFinding(c: Convexity | null): Finding {
     claim,
     paper,
     measured:
-      `gap(${c.hi})/gap(${c.lo}) = ${c.ratio.toFixed(1)} (mean over ${c.perSize.length} sizes); ` +
+      `gap(${c.hi})/gap(${c.lo}) = ${c.ratio.toFixed(1)} (mean over ${c.perSize.length} size${
+        c.perSize.length === 1 ? "" : "s"
+      }); ` +
       `excess over linear = ${formatEstimate(c.excess, 3, true)} nats`,
     verdict: verdictAbove(c.excess),
   };
@@ -505,11 +507,11 @@ export function gapShrinksFinding(t: GapTrend | null): Finding {
     id: "gap-vs-N",
     claim,
     paper,
-    measured: `slope ${formatEstimate(t.slope, 4, true)} nats per 10× N (${
-      t.relativePerDecade >= 0 ? "+" : ""
-    }${pct(t.relativePerDecade, 0)} per 10×) over ${t.perSize.length} sizes spanning ${
-      span.toFixed(0)
-    }×`,
+    measured: `slope ${formatEstimate(t.slope, 4, true)} nats per 10× N` +
+      (Number.isFinite(t.relativePerDecade)
+        ? ` (${t.relativePerDecade >= 0 ? "+" : ""}${pct(t.relativePerDecade, 0)} of the mean gap)`
+        : " (mean gap ≤ 0)") +
+      ` over ${t.perSize.length} sizes spanning ${span.toFixed(0)}×`,
     verdict: verdictBelow(t.slope),
     note: "gap averaged over S ≥ 0.4 per size; the paper's effect is weak (~21%/10×)",
   };

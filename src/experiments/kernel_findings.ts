@@ -152,12 +152,15 @@ function fromReport(r: KernelTimingReport, source: string): KernelSummary {
     vsSparsity: s.vsSparsity,
     vsBatch: s.vsBatch,
     gemv: pick("top-K + spmm").map((t) => ({ S: t.S, speedup: t.speedup })),
-    batchTopk: pick("spmm auto (top-K), batch").map((t) => ({
+    batchTopk: pick("top-K + spmm auto, batch").map((t) => ({
       S: t.S,
       B: t.batch,
       speedup: t.speedup,
     })),
-    batchNm: pick("spmm N:M, batch").map((t) => ({ B: t.batch, speedup: t.speedup })),
+    batchNm: r.timings.filter((t) => /^N:M \d+:32 \+ spmm, batch$/.test(t.kernel)).map((t) => ({
+      B: t.batch,
+      speedup: t.speedup,
+    })),
     tables: select.length
       ? [
         `Selection cost against the dense GEMV it feeds (${r.dIn}×${r.dOut}):\n\n` +

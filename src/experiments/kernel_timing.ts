@@ -8,7 +8,7 @@
  * @module
  */
 import { matmul } from "../ops/matmul.ts";
-import { spmm, type SpmmKernelChoice } from "../ops/spmm.ts";
+import { spmm } from "../ops/spmm.ts";
 import { keepCount, topkBlocks, topkRows } from "../ops/topk.ts";
 import type { Device } from "../tensor/device.ts";
 import { ValueError } from "../tensor/errors.ts";
@@ -24,9 +24,9 @@ export interface KernelTiming {
   batch: number;
   /** Median milliseconds per call. */
   ms: number;
-  /** Median milliseconds of the dense matmul of the same shape, measured alongside. */
+  /** Median milliseconds of the dense matmul of the same shape, in rounds interleaved with it. */
   denseMs: number;
-  /** `denseMs / ms` (> 1: faster than dense). */
+  /** Median over rounds of dense time / this time (> 1: faster than dense). */
   speedup: number;
 }
 
@@ -60,29 +60,50 @@ export interface KernelTimingOptions {
   batchSparsity?: number;
   /** Calls per submit (amortises the submit and readback); default 10. */
   iters?: number;
-  /** Timed repetitions (median taken) after one warm-up; default 5. */
+  /** Timed rounds, each dense then the case (medians taken), after one warm-up; default 5. */
   reps?: number;
 }
 
-async function medianMs(
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Milliseconds per call of one round: `iters` calls encoded, one flush. */
+async function roundMs(dev: Device, fn: () => Tensor[], iters: number): Promise<number> {
+  const outs: Tensor[] = [];
+  const t0 = performance.now();
+  for (let i = 0; i < iters; i++) outs.push(...fn());
+  await dev.flush();
+  const t = (performance.now() - t0) / iters;
+  // Outputs are freed after the flush so no buffer is recycled while queued work still uses it.
+  for (const o of outs) o.dispose();
+  return t;
+}
+
+/**
+ * A case against its dense baseline in interleaved rounds (dense, case, dense, case, ...), so
+ * load from other processes hits both alike; the ratio is the median of per-round ratios, which
+ * a slow spell during one round cannot bias. The first round only warms up.
+ */
+async function paired(
   dev: Device,
+  dense: () => Tensor[],
   fn: () => Tensor[],
   iters: number,
   reps: number,
-): Promise<number> {
-  const times: number[] = [];
+): Promise<{ ms: number; denseMs: number; speedup: number }> {
+  const ms: number[] = [], dms: number[] = [], ratios: number[] = [];
   for (let r = 0; r <= reps; r++) {
-    const outs: Tensor[] = [];
-    const t0 = performance.now();
-    for (let i = 0; i < iters; i++) outs.push(...fn());
-    await dev.flush();
-    const t = (performance.now() - t0) / iters;
-    // Outputs are freed after the flush so no buffer is recycled while queued work still uses it.
-    for (const o of outs) o.dispose();
-    if (r > 0) times.push(t); // the first round warms up pipelines and the buffer pool
+    const d = await roundMs(dev, dense, iters);
+    const t = await roundMs(dev, fn, iters);
+    if (r === 0) continue;
+    dms.push(d);
+    ms.push(t);
+    ratios.push(d / t);
   }
-  times.sort((a, b) => a - b);
-  return times[times.length >> 1]!;
+  return { ms: median(ms), denseMs: median(dms), speedup: median(ratios) };
 }
 
 /**
@@ -125,83 +146,48 @@ export async function timeSparseKernels(
     if (!(S >= 0 && S < 1)) throw new ValueError(op, `sparsities must be in [0, 1), got ${S}`);
   }
   const timings: KernelTiming[] = [];
-  const add = (kernel: string, S: number, batch: number, ms: number, denseMs: number) =>
-    timings.push({ kernel, S, batch, ms, denseMs, speedup: denseMs / ms });
   const w = dev.randn([dIn, dOut], { seed: 2, std: 0.05 });
   try {
     const rows = new Set([1, ...batches]);
     for (const batch of [...rows].sort((a, b) => a - b)) {
       const x = dev.randn([batch, dIn], { seed: 1 });
+      const dense = (): Tensor[] => [matmul(x, w)];
+      const time = async (kernel: string, S: number, fn: () => Tensor[]): Promise<void> => {
+        const p = await paired(dev, dense, fn, iters, reps);
+        timings.push({ kernel, S, batch, ...p });
+      };
       try {
-        const denseMs = await medianMs(dev, () => [matmul(x, w)], iters, reps);
-        const ss = batch === 1 ? sparsities : [];
-        for (const S of ss) {
-          const k = keepCount(dIn, S);
-          const n = Math.round((1 - S) * 32);
-          const sel = await medianMs(
-            dev,
-            () => {
-              const t = topkRows(x, k);
-              return [t.values, t.indices];
-            },
-            iters,
-            reps,
-          );
-          add("top-K select", S, batch, sel, denseMs);
-          const nmSel = await medianMs(
-            dev,
-            () => {
-              const t = topkBlocks(x, n, 32);
-              return [t.values, t.indices];
-            },
-            iters,
-            reps,
-          );
-          add(`N:M select (${n}:32)`, S, batch, nmSel, denseMs);
+        for (const S of batch === 1 ? sparsities : []) {
+          const k = keepCount(dIn, S), n = Math.round((1 - S) * 32);
+          await time("top-K select", S, () => {
+            const t = topkRows(x, k);
+            return [t.values, t.indices];
+          });
+          await time(`N:M select (${n}:32)`, S, () => {
+            const t = topkBlocks(x, n, 32);
+            return [t.values, t.indices];
+          });
           using a = topkRows(x, k);
-          add(
-            "spmm rows (top-K)",
-            S,
-            batch,
-            await timeSpmm(dev, a, w, "rows", iters, reps),
-            denseMs,
-          );
+          await time("spmm rows (top-K)", S, () => [spmm(a, w, { kernel: "rows" })]);
           using b = topkBlocks(x, n, 32);
-          add("spmm N:M", S, batch, await timeSpmm(dev, b, w, "nm", iters, reps), denseMs);
-          add(
-            "top-K + spmm",
-            S,
-            batch,
-            await medianMs(
-              dev,
-              () => {
-                const t = topkRows(x, k);
-                return [t.values, t.indices, spmm(t, w, { kernel: "rows" })];
-              },
-              iters,
-              reps,
-            ),
-            denseMs,
-          );
+          await time("spmm N:M", S, () => [spmm(b, w, { kernel: "nm" })]);
+          await time("top-K + spmm", S, () => {
+            const t = topkRows(x, k);
+            return [t.values, t.indices, spmm(t, w, { kernel: "rows" })];
+          });
         }
         if (batches.includes(batch)) {
+          // Selection included, as a layer would run it: per-token top-K then the auto kernel,
+          // and N:M selection then the N:M kernel.
           const k = keepCount(dIn, batchS), n = Math.round((1 - batchS) * 32);
-          using a = topkRows(x, k);
-          using b = topkBlocks(x, n, 32);
-          add(
-            "spmm auto (top-K), batch",
-            batchS,
-            batch,
-            await timeSpmm(dev, a, w, "auto", iters, reps),
-            denseMs,
-          );
-          add(
-            "spmm N:M, batch",
-            batchS,
-            batch,
-            await timeSpmm(dev, b, w, "nm", iters, reps),
-            denseMs,
-          );
+          await time("top-K + spmm auto, batch", batchS, () => {
+            const t = topkRows(x, k);
+            return [t.values, t.indices, spmm(t, w)];
+          });
+          await time(`N:M ${n}:32 + spmm, batch`, batchS, () => {
+            const t = topkBlocks(x, n, 32);
+            return [t.values, t.indices, spmm(t, w, { kernel: "nm" })];
+          });
         }
       } finally {
         x.dispose();
@@ -218,17 +204,6 @@ export async function timeSparseKernels(
     date: new Date().toISOString(),
     timings,
   };
-}
-
-function timeSpmm(
-  dev: Device,
-  a: Parameters<typeof spmm>[0],
-  w: Tensor<"f32">,
-  kernel: SpmmKernelChoice,
-  iters: number,
-  reps: number,
-): Promise<number> {
-  return medianMs(dev, () => [spmm(a, w, { kernel })], iters, reps);
 }
 
 /** Speed-up series for the plot builders (`speedupVsSparsity`, `speedupVsBatch`). */

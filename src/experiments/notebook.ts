@@ -105,7 +105,7 @@ const OUTPUT_BYTES_PER_MS = 2000;
  * a notebook carries the 4.8 MB plotly.js bundle, which needed about a second here. So the wait
  * grows with the output's size (10 ms + 1 ms per 2 kB).
  *
- * Strings are shown as markdown. Returns nothing, so a cell ending with `await display(...)`
+ * Strings are shown as markdown (empty ones are skipped). Returns nothing, so a cell ending with `await display(...)`
  * adds no stray value to its outputs. Outside Jupyter, each item is printed as text.
  *
  * @param items Figures, markdown, strings, or anything with a Jupyter display method.
@@ -126,6 +126,7 @@ export async function display(...items: (Figure | Markdown | string | object)[])
     jupyter = undefined;
   }
   for (const item of items) {
+    if (item === "") continue; // lets cells write `cond ? table : ""`
     const obj = typeof item === "string" ? new Markdown(item) : item;
     if (!jupyter) {
       console.log(String(obj));

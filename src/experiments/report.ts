@@ -400,7 +400,10 @@ export interface GapTrend {
   perSize: { N: number; gap: Estimate }[];
   /** Weighted least-squares slope of the mean gap against log10 N (nats per 10× of N). */
   slope: Estimate;
-  /** Relative change per 10× of N, `slope / mean gap` (the paper's law: 10^−α − 1 ≈ −21%). */
+  /**
+   * Relative change per 10× of N, `slope / mean gap` (the paper's law: 10^−α − 1 ≈ −21%); NaN
+   * when the mean gap is not positive, where a relative change means nothing.
+   */
   relativePerDecade: number;
 }
 
@@ -461,7 +464,11 @@ export function gapTrend(
     perSize.reduce((a, p, i) => a + (w[i]! * (x[i]! - xm)) ** 2 * p.gap.se ** 2, 0),
   ) / sxx;
   const meanGap = y.reduce((a, b) => a + b, 0) / y.length;
-  return { perSize, slope: { value: slope, se }, relativePerDecade: slope / meanGap };
+  return {
+    perSize,
+    slope: { value: slope, se },
+    relativePerDecade: meanGap > 0 ? slope / meanGap : NaN,
+  };
 }
 
 /** A sparse group against dense at the same activated parameters. */

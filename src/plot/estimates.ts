@@ -74,7 +74,8 @@ export function estimateBars(
     return {
       type: "bar",
       name: g || "estimate",
-      showlegend: groups.length > 1,
+      // A named series always gets a legend entry, so bars never lose what they stand for.
+      showlegend: groups.length > 1 || g !== "",
       x: bs.map((b) => b.name),
       y: bs.map((b) => b.value),
       error_y: { type: "data", symmetric: false, array: up, arrayminus: down, visible: true },
