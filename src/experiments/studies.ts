@@ -23,6 +23,8 @@ export const STUDIES = [
   "block",
   "moe",
   "continue_finetune",
+  "posthoc",
+  "token_budget",
 ] as const;
 
 /** A study name. */
@@ -148,6 +150,47 @@ export function studyRuns(
         }
       }
       break;
+    case "posthoc": {
+      // Training-free sparsification (as TEAL does): each size's dense run of the main grid,
+      // evaluated with top-K applied at inference. Evaluation-only runs (steps 0, initFrom).
+      for (const size of p.sizes) {
+        const dense = `${size}-${sLabel(0)}-seed${p.seeds[0]}`;
+        const ck = `${runsDir}/sparsity_vs_loss/${dense}/checkpoint.safetensors`;
+        for (const s of SPARSITIES) {
+          add(
+            `${size}-posthoc-${sLabel(s)}`,
+            config(p, size, { sparsity: s }, p.seeds[0]!, { steps: 0, initFrom: ck }),
+            {
+              size,
+              S: s,
+              seed: p.seeds[0]!,
+              variant: "posthoc",
+              from: dense,
+            },
+          );
+        }
+      }
+      break;
+    }
+    case "token_budget": {
+      // Does the gap to dense open when a model trains 4x longer (closer to its capacity)?
+      // The 1x runs are the main grid's; these are the 4x ones.
+      const size = profile === "full" ? "tiny" : p.sizes[0]!;
+      for (const s of [0, 0.5, 0.8]) {
+        add(
+          `${size}-${sLabel(s)}-x4-seed${p.seeds[0]}`,
+          config(p, size, { sparsity: s }, p.seeds[0]!, { steps: 4 * p.steps }),
+          {
+            size,
+            S: s,
+            seed: p.seeds[0]!,
+            variant: "topk",
+            budget: 4,
+          },
+        );
+      }
+      break;
+    }
     case "ablation": {
       // STE vs no STE vs a ReLU sparsifier at S = 0.5 (the paper's Fig. 8-9), plus the dense twin.
       const size = profile === "full" ? "xs" : p.sizes[0]!;
