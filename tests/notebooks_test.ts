@@ -68,12 +68,19 @@ async function notebooks(): Promise<string[]> {
   return names.sort().filter((n) => !only || only.some((p) => n.startsWith(p)));
 }
 
-/** The environment of a kernel: Mesa wants a private runtime dir, or it complains on stderr. */
-async function kernelEnv(): Promise<Record<string, string>> {
-  if (Deno.env.get("XDG_RUNTIME_DIR")) return {};
+/**
+ * Runs `fn` with the environment of a kernel: Mesa wants a private runtime dir, or it complains
+ * on stderr. A temporary one is made (and removed) when the caller has none.
+ */
+async function withKernelEnv<T>(fn: (env: Record<string, string>) => Promise<T>): Promise<T> {
+  if (Deno.env.get("XDG_RUNTIME_DIR")) return await fn({});
   const dir = await Deno.makeTempDir({ prefix: "qsparse-xdg-" });
-  await Deno.chmod(dir, 0o700);
-  return { XDG_RUNTIME_DIR: dir };
+  try {
+    await Deno.chmod(dir, 0o700);
+    return await fn({ XDG_RUNTIME_DIR: dir });
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
 }
 
 const missing = await missingJupyter();
@@ -144,15 +151,17 @@ for (const nb of NOTEBOOKS) {
       const dir = await Deno.makeTempDir({ prefix: "qsparse-nbrun-" });
       try {
         const out = `${dir}/${nb}`;
-        const r = await run(PYTHON, [
-          RUNNER,
-          `notebooks/${nb}`,
-          out,
-          "--param",
-          "profile=smoke",
-          "--timeout",
-          "900",
-        ], { env: await kernelEnv() });
+        const r = await withKernelEnv((env) =>
+          run(PYTHON, [
+            RUNNER,
+            `notebooks/${nb}`,
+            out,
+            "--param",
+            "profile=smoke",
+            "--timeout",
+            "900",
+          ], { env })
+        );
         const summary = r.stdout.trim().split("\n").at(-1) ?? "";
         console.log(summary);
         assert.equal(
@@ -203,22 +212,23 @@ Deno.test({
         ["error", notebook([params, { source: 'throw new Error("boom");' }], 0), false],
         ["nofig", notebook([params, check], 1), false],
       ];
-      const env = await kernelEnv();
-      for (const [name, text, ok] of cases) {
-        await Deno.writeTextFile(`${dir}/${name}.ipynb`, text);
-        const r = await run(PYTHON, [
-          RUNNER,
-          `${dir}/${name}.ipynb`,
-          `${dir}/${name}.out.ipynb`,
-          "--param",
-          "profile=smoke",
-          "--timeout",
-          "120",
-        ], { env });
-        assert.equal(r.code === 0, ok, `${name}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
-        if (name === "error") assert.match(r.stderr, /boom/);
-        if (name === "nofig") assert.match(r.stderr, /0 figure\(s\), expected at least 1/);
-      }
+      await withKernelEnv(async (env) => {
+        for (const [name, text, ok] of cases) {
+          await Deno.writeTextFile(`${dir}/${name}.ipynb`, text);
+          const r = await run(PYTHON, [
+            RUNNER,
+            `${dir}/${name}.ipynb`,
+            `${dir}/${name}.out.ipynb`,
+            "--param",
+            "profile=smoke",
+            "--timeout",
+            "120",
+          ], { env });
+          assert.equal(r.code === 0, ok, `${name}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+          if (name === "error") assert.match(r.stderr, /boom/);
+          if (name === "nofig") assert.match(r.stderr, /0 figure\(s\), expected at least 1/);
+        }
+      });
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

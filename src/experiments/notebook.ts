@@ -181,7 +181,8 @@ export interface LoadStudyOptions {
 
 /**
  * Loads a study's runs for a notebook. **Smoke:** trains the study's smoke grid now, into a new
- * temporary folder (nothing in the repository changes). **Full:** reads
+ * temporary folder (nothing in the repository changes; the checkpoints are deleted afterwards,
+ * the results file stays). **Full:** reads
  * `<resultsDir>/<study>.jsonl`; when it is missing or empty the returned `message` says so and
  * how to produce it, and `available` is false (a notebook then skips its analysis instead of
  * failing); with `rerun` it first trains whatever runs of the full grid are missing.
@@ -220,6 +221,8 @@ export async function loadStudy(
       }),
       adapter: dev.description,
     }));
+    // The records are in hand; the checkpoints (megabytes per run) would only pile up in /tmp.
+    await Deno.remove(runsDir, { recursive: true }).catch(() => {});
     const s = ((performance.now() - t0) / 1000).toFixed(0);
     return {
       study,
@@ -229,7 +232,7 @@ export async function loadStudy(
       resultsFile,
       message:
         `**Smoke profile:** trained the ${records.length} runs of the \`${study}\` smoke grid ` +
-        `(tiny models, a few steps) in ${s} s on ${adapter}, into \`${dir}\`. ` +
+        `(tiny models, a few steps) in ${s} s on ${adapter} (results in \`${resultsFile}\`). ` +
         `The numbers test the pipeline, not the paper: read verdicts from the full profile.`,
     };
   }
