@@ -90,3 +90,4 @@ export * from "./src/experiments/tables.ts";
 export * from "./src/experiments/moe_study.ts";
 export * from "./src/experiments/kernel_findings.ts";
 export * from "./src/experiments/moe_findings.ts";
+export * from "./src/experiments/posthoc.ts";
