@@ -91,3 +91,4 @@ export * from "./src/experiments/moe_study.ts";
 export * from "./src/experiments/kernel_findings.ts";
 export * from "./src/experiments/moe_findings.ts";
 export * from "./src/experiments/posthoc.ts";
+export * from "./src/experiments/grad_norms.ts";

@@ -74,6 +74,11 @@ export interface RunRecord {
   evals: { step: number; tokens: number; valLoss: number; valStderr: number }[];
   /** Sparsity over training: overall and per site kind per log window. */
   sparsityCurve: { step: number; overall: number; perSite: Record<string, number> }[];
+  /**
+   * Mean gradient L2 norm of each projection weight over the run's log windows (e.g.
+   * `layers.0.attn.q_proj`), when the trainer logged them (older results have none).
+   */
+  gradNorms?: Record<string, number>;
   /** MoE runs: final router statistics on the validation set (per-layer load, entropy, drops). */
   routing?: RouterReport;
   /** MoE runs: mean load entropy and dropped share per log window (balance over training). */
@@ -143,6 +148,19 @@ export async function readResults(path: string): Promise<RunRecord[]> {
   return out;
 }
 
+/** Per-projection gradient norms averaged over the log windows that recorded them. */
+function meanGradNorms(r: TrainResult): { gradNorms?: Record<string, number> } {
+  const logs = r.log.filter((l) => l.kind === "train" && l.gradNorms);
+  if (!logs.length) return {};
+  const sum: Record<string, number> = {};
+  for (const l of logs) {
+    for (const [k, v] of Object.entries(l.gradNorms!)) sum[k] = (sum[k] ?? 0) + v;
+  }
+  return {
+    gradNorms: Object.fromEntries(Object.entries(sum).map(([k, v]) => [k, v / logs.length])),
+  };
+}
+
 /** Turns a finished training run into a results line. */
 export function toRecord(spec: RunSpec, r: TrainResult, version: string): RunRecord {
   return {
@@ -185,6 +203,7 @@ export function toRecord(spec: RunSpec, r: TrainResult, version: string): RunRec
       overall: l.sparsity!.overall,
       perSite: l.sparsity!.perSite,
     })),
+    ...meanGradNorms(r),
     // MoE and chunk-level accounting, when the trainer measured them (optional: older results
     // files and dense runs without chunk probes have none).
     ...(r.sparsity?.routing ? { routing: r.sparsity.routing } : {}),

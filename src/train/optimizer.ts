@@ -103,6 +103,14 @@ export class AdamW implements Disposable {
   }
 
   /**
+   * Per-parameter squared gradient norms Σg² of the last step (before clipping), one slot per
+   * parameter in `params` order, on the device. Free: the clipping pass computes them anyway.
+   */
+  get sqGradNorms(): Tensor<"f32"> {
+    return this.#sq;
+  }
+
+  /**
    * One update of every parameter that has a gradient, at learning rate `lr`.
    * Parameters without a gradient are skipped (their moments are untouched).
    *

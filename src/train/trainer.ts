@@ -158,6 +158,8 @@ export interface LogRecord {
   lr?: number;
   /** Global gradient norm (before clipping) at this step. */
   gradNorm?: number;
+  /** L2 norm of each projection weight's gradient at this step (`layers.0.attn.q_proj` → norm). */
+  gradNorms?: Record<string, number>;
   /** Training throughput since the previous record. */
   tokensPerSecond?: number;
   /** Wall seconds so far (across resumes). */
@@ -517,10 +519,19 @@ export async function train(
 
       if (state.step % c.logEvery === 0 || state.step === c.steps) {
         // Both reads are issued before either is awaited, so they share one device sync.
-        const [[sum], g] = await Promise.all([
+        const [[sum], g, sq] = await Promise.all([
           (lossSum as unknown as Tensor<"f32">).data(),
           opt.gradNorm.data(),
+          opt.sqGradNorms.data(),
         ]);
+        // Gradient L2 norm of every projection weight (the paper's Fig. 2 compares these per
+        // layer with and without the STE).
+        const gradNorms: Record<string, number> = {};
+        [...opt.params.keys()].forEach((name, i) => {
+          if (name.endsWith("_proj.weight")) {
+            gradNorms[name.slice(0, -".weight".length)] = Math.sqrt(sq[i]!);
+          }
+        });
         (lossSum as unknown as Tensor<"f32">).dispose();
         lossSum = null;
         lastTrainLoss = sum! / lossCount;
@@ -535,6 +546,7 @@ export async function train(
           loss: lastTrainLoss,
           lr,
           gradNorm: g[0],
+          gradNorms,
           tokensPerSecond: ((state.tokens - lastTokens) * 1000) / (now - lastLog),
           elapsed: elapsed(),
           ...(sp ? { sparsity: { perSite: sp.perSite, overall: sp.overall, Na: sp.Na } } : {}),
