@@ -62,7 +62,11 @@ function unaryWithGrad<D extends DType>(
   return y;
 }
 
-/** −x. @param x Input. @returns A new tensor. @example
+/**
+ * −x.
+ * @param x Input.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { neg, openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -74,7 +78,11 @@ export function neg<D extends DType>(x: Tensor<D>): Tensor<D> {
   return unaryWithGrad("neg", x, (_x, _y, g) => neg(g));
 }
 
-/** |x|. @param x Input. @returns A new tensor. @example
+/**
+ * |x|.
+ * @param x Input.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { abs, openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -86,7 +94,11 @@ export function abs<D extends DType>(x: Tensor<D>): Tensor<D> {
   return unaryWithGrad("abs", x, (x, _y, g) => mul(g, unaryRaw("sign", x)));
 }
 
-/** eˣ. @param x Input. @returns A new tensor. @example
+/**
+ * eˣ.
+ * @param x Input.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { exp, openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -98,7 +110,11 @@ export function exp<D extends DType>(x: Tensor<D>): Tensor<D> {
   return unaryWithGrad("exp", x, (_x, y, g) => mul(g, y));
 }
 
-/** ln x. @param x Input. @returns A new tensor. @example
+/**
+ * ln x.
+ * @param x Input.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { log, openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -110,7 +126,11 @@ export function log<D extends DType>(x: Tensor<D>): Tensor<D> {
   return unaryWithGrad("log", x, (x, _y, g) => div(g, x));
 }
 
-/** √x. @param x Input. @returns A new tensor. @example
+/**
+ * √x.
+ * @param x Input.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { openDevice, sqrt } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -122,7 +142,11 @@ export function sqrt<D extends DType>(x: Tensor<D>): Tensor<D> {
   return unaryWithGrad("sqrt", x, (_x, y, g) => div(mulScalar(g, 0.5), y));
 }
 
-/** 1/√x. @param x Input. @returns A new tensor. @example
+/**
+ * 1/√x.
+ * @param x Input.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { openDevice, rsqrt } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -135,7 +159,11 @@ export function rsqrt<D extends DType>(x: Tensor<D>): Tensor<D> {
   return unaryWithGrad("rsqrt", x, (_x, y, g) => mul(g, mulScalar(mul(y, mul(y, y)), -0.5)));
 }
 
-/** x². @param x Input. @returns A new tensor. @example
+/**
+ * x².
+ * @param x Input.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { openDevice, square } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -147,7 +175,11 @@ export function square<D extends DType>(x: Tensor<D>): Tensor<D> {
   return unaryWithGrad("square", x, (x, _y, g) => mul(g, mulScalar(x, 2)));
 }
 
-/** max(x, 0). @param x Input. @returns A new tensor. @example
+/**
+ * max(x, 0).
+ * @param x Input.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { openDevice, relu } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -159,7 +191,11 @@ export function relu<D extends DType>(x: Tensor<D>): Tensor<D> {
   return unaryWithGrad("relu", x, (x, _y, g) => mul(g, unaryRaw("step", x)));
 }
 
-/** Squared ReLU, max(x, 0)² (Primer; Q-Sparse's FFN activation). @param x Input. @returns A new tensor. @example
+/**
+ * Squared ReLU, max(x, 0)² (Primer; Q-Sparse's FFN activation).
+ * @param x Input.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { openDevice, relu2 } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -172,7 +208,11 @@ export function relu2<D extends DType>(x: Tensor<D>): Tensor<D> {
   return unaryWithGrad("relu2", x, (x, _y, g) => mul(g, mulScalar(unaryRaw("relu", x), 2)));
 }
 
-/** Logistic sigmoid. @param x Input. @returns A new tensor. @example
+/**
+ * Logistic sigmoid.
+ * @param x Input.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { openDevice, sigmoid } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -184,7 +224,11 @@ export function sigmoid<D extends DType>(x: Tensor<D>): Tensor<D> {
   return unaryWithGrad("sigmoid", x, (_x, y, g) => mul(g, mul(y, rsubScalar(y, 1))));
 }
 
-/** SiLU, x·σ(x). @param x Input. @returns A new tensor. @example
+/**
+ * SiLU, x·σ(x).
+ * @param x Input.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { openDevice, silu } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -200,7 +244,11 @@ export function silu<D extends DType>(x: Tensor<D>): Tensor<D> {
   });
 }
 
-/** tanh. @param x Input. @returns A new tensor. @example
+/**
+ * tanh.
+ * @param x Input.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { openDevice, tanh } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -212,7 +260,11 @@ export function tanh<D extends DType>(x: Tensor<D>): Tensor<D> {
   return unaryWithGrad("tanh", x, (_x, y, g) => mul(g, rsubScalar(mul(y, y), 1)));
 }
 
-/** sign(x) ∈ {−1, 0, 1} (gradient 0). @param x Input. @returns A new tensor. @example
+/**
+ * sign(x) ∈ {−1, 0, 1} (gradient 0).
+ * @param x Input.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { openDevice, sign } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -282,7 +334,12 @@ function binaryWithGrad<D extends DType>(
   return y;
 }
 
-/** a + b with broadcasting. @param a Left. @param b Right. @returns A new tensor. @example
+/**
+ * a + b with broadcasting.
+ * @param a Left.
+ * @param b Right.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { add, openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -295,7 +352,12 @@ export function add<D extends DType>(a: Tensor<D>, b: Tensor<D>): Tensor<D> {
   return binaryWithGrad("add", a, b, (g) => [g, g]);
 }
 
-/** a − b with broadcasting. @param a Left. @param b Right. @returns A new tensor. @example
+/**
+ * a − b with broadcasting.
+ * @param a Left.
+ * @param b Right.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { openDevice, sub } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -307,7 +369,12 @@ export function sub<D extends DType>(a: Tensor<D>, b: Tensor<D>): Tensor<D> {
   return binaryWithGrad("sub", a, b, (g) => [g, neg(g)]);
 }
 
-/** a · b elementwise with broadcasting. @param a Left. @param b Right. @returns A new tensor. @example
+/**
+ * a · b elementwise with broadcasting.
+ * @param a Left.
+ * @param b Right.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { mul, openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -319,7 +386,12 @@ export function mul<D extends DType>(a: Tensor<D>, b: Tensor<D>): Tensor<D> {
   return binaryWithGrad("mul", a, b, (g, a, b) => [mul(g, b), mul(g, a)]);
 }
 
-/** a / b with broadcasting. @param a Left. @param b Right. @returns A new tensor. @example
+/**
+ * a / b with broadcasting.
+ * @param a Left.
+ * @param b Right.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { div, openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -331,7 +403,12 @@ export function div<D extends DType>(a: Tensor<D>, b: Tensor<D>): Tensor<D> {
   return binaryWithGrad("div", a, b, (g, _a, b, y) => [div(g, b), neg(div(mul(g, y), b))]);
 }
 
-/** Elementwise max (gradient to the larger; ties to `a`). @param a Left. @param b Right. @returns A new tensor. @example
+/**
+ * Elementwise max (gradient to the larger; ties to `a`).
+ * @param a Left.
+ * @param b Right.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { maximum, openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -346,7 +423,12 @@ export function maximum<D extends DType>(a: Tensor<D>, b: Tensor<D>): Tensor<D> 
   });
 }
 
-/** Elementwise min (gradient to the smaller; ties to `a`). @param a Left. @param b Right. @returns A new tensor. @example
+/**
+ * Elementwise min (gradient to the smaller; ties to `a`).
+ * @param a Left.
+ * @param b Right.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { minimum, openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -361,7 +443,12 @@ export function minimum<D extends DType>(a: Tensor<D>, b: Tensor<D>): Tensor<D> 
   });
 }
 
-/** Comparison a > b as 1/0 in the operands' dtype (no gradient). @param a Left. @param b Right. @returns A new tensor. @example
+/**
+ * Comparison a > b as 1/0 in the operands' dtype (no gradient).
+ * @param a Left.
+ * @param b Right.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { greater, openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -373,7 +460,12 @@ export function greater<D extends DType>(a: Tensor<D>, b: Tensor<D>): Tensor<D> 
   return binaryRaw("gt", a, b);
 }
 
-/** Comparison a == b as 1/0 (no gradient). @param a Left. @param b Right. @returns A new tensor. @example
+/**
+ * Comparison a == b as 1/0 (no gradient).
+ * @param a Left.
+ * @param b Right.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { equal, openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -402,7 +494,12 @@ function scalarOp<D extends DType>(
   return out;
 }
 
-/** x + s. @param x Tensor. @param s Scalar. @returns A new tensor. @example
+/**
+ * x + s.
+ * @param x Tensor.
+ * @param s Scalar.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { addScalar, openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -416,7 +513,12 @@ export function addScalar<D extends DType>(x: Tensor<D>, s: number): Tensor<D> {
   return y;
 }
 
-/** x · s. @param x Tensor. @param s Scalar. @returns A new tensor. @example
+/**
+ * x · s.
+ * @param x Tensor.
+ * @param s Scalar.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { mulScalar, openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -430,7 +532,12 @@ export function mulScalar<D extends DType>(x: Tensor<D>, s: number): Tensor<D> {
   return y;
 }
 
-/** s − x. @param x Tensor. @param s Scalar. @returns A new tensor. @example
+/**
+ * s − x.
+ * @param x Tensor.
+ * @param s Scalar.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { openDevice, rsubScalar } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -444,7 +551,12 @@ export function rsubScalar<D extends DType>(x: Tensor<D>, s: number): Tensor<D> 
   return y;
 }
 
-/** s / x. @param x Tensor. @param s Scalar. @returns A new tensor. @example
+/**
+ * s / x.
+ * @param x Tensor.
+ * @param s Scalar.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { openDevice, rdivScalar } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -458,7 +570,12 @@ export function rdivScalar<D extends DType>(x: Tensor<D>, s: number): Tensor<D> 
   return y;
 }
 
-/** xˢ. @param x Tensor. @param s Exponent. @returns A new tensor. @example
+/**
+ * xˢ.
+ * @param x Tensor.
+ * @param s Exponent.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { openDevice, powScalar } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -474,7 +591,12 @@ export function powScalar<D extends DType>(x: Tensor<D>, s: number): Tensor<D> {
   return y;
 }
 
-/** max(x, s) elementwise (gradient where x ≥ s). @param x Tensor. @param s Scalar. @returns A new tensor. @example
+/**
+ * max(x, s) elementwise (gradient where x ≥ s).
+ * @param x Tensor.
+ * @param s Scalar.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { maxScalar, openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
@@ -488,7 +610,12 @@ export function maxScalar<D extends DType>(x: Tensor<D>, s: number): Tensor<D> {
   return y;
 }
 
-/** x > s as 1/0 (no gradient). @param x Tensor. @param s Scalar. @returns A new tensor. @example
+/**
+ * x > s as 1/0 (no gradient).
+ * @param x Tensor.
+ * @param s Scalar.
+ * @returns A new tensor.
+ * @example
  * ```ts
  * import { greaterScalar, openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
