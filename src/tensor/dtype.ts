@@ -90,7 +90,20 @@ export function allocTyped<D extends DType>(dtype: D, n: number): TypedArrayFor<
   return typedView(dtype, new ArrayBuffer(n * bytesPerElement(dtype)), n);
 }
 
-/** The dtype matching a typed array, or undefined for other arrays. */
+/**
+ * The dtype matching a typed array, or undefined for other arrays.
+ *
+ * @param a Any value.
+ * @returns The dtype, or undefined when `a` is not one of the kit's typed arrays.
+ *
+ * @example
+ * ```ts
+ * import { dtypeOfArray } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(dtypeOfArray(new Int32Array(2)), "i32");
+ * assert.equal(dtypeOfArray([1, 2]), undefined);
+ * ```
+ */
 export function dtypeOfArray(a: unknown): DType | undefined {
   if (a instanceof Float32Array) return "f32";
   if (a instanceof Float16Array) return "f16";
@@ -99,12 +112,37 @@ export function dtypeOfArray(a: unknown): DType | undefined {
   return undefined;
 }
 
-/** True for `f32` and `f16`. */
+/**
+ * True for `f32` and `f16`.
+ *
+ * @param dtype The dtype.
+ * @returns Whether it is a float dtype.
+ *
+ * @example
+ * ```ts
+ * import { isFloat } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(isFloat("f16"), true);
+ * assert.equal(isFloat("u32"), false);
+ * ```
+ */
 export function isFloat(dtype: DType): dtype is FloatDType {
   return dtype === "f32" || dtype === "f16";
 }
 
-/** The WGSL scalar type that stores `dtype`. */
+/**
+ * The WGSL scalar type that stores `dtype`.
+ *
+ * @param dtype The dtype.
+ * @returns The WGSL type name (the dtype names match WGSL's).
+ *
+ * @example
+ * ```ts
+ * import { wgslType } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(wgslType("f32"), "f32");
+ * ```
+ */
 export function wgslType(dtype: DType): string {
   return dtype;
 }

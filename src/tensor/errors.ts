@@ -5,7 +5,20 @@
  * @module
  */
 
-/** Formats a shape as `[2, 3]` for error messages. */
+/**
+ * Formats a shape as `[2, 3]` for error messages.
+ *
+ * @param shape The shape.
+ * @returns The dims in brackets, comma separated.
+ *
+ * @example
+ * ```ts
+ * import { formatShape } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(formatShape([2, 3]), "[2, 3]");
+ * assert.equal(formatShape([]), "[]");
+ * ```
+ */
 function fmt(shape: readonly number[]): string {
   return `[${shape.join(", ")}]`;
 }

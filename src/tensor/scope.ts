@@ -12,12 +12,45 @@ import type { Tensor } from "./tensor.ts";
 
 const stack: Set<Tensor>[] = [];
 
-/** Registers a new tensor with the innermost open scope (called by the Tensor constructor). */
+/**
+ * Registers a new tensor with the innermost open scope (called by the Tensor constructor).
+ *
+ * @param t The tensor; a no-op when no scope is open.
+ *
+ * @example A tracked tensor is disposed when the scope closes
+ * ```ts
+ * import { openDevice, scope, track } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * const t = dev.ones([2]); // made outside any scope
+ * scope(() => track(t));
+ * assert.equal(t.disposed, true);
+ * ```
+ */
 export function track(t: Tensor): void {
   stack[stack.length - 1]?.add(t);
 }
 
-/** Removes a tensor from every open scope (called on dispose and by {@link keep}). */
+/**
+ * Removes a tensor from every open scope (called on dispose and by {@link keep}).
+ *
+ * @param t The tensor.
+ *
+ * @example An untracked tensor outlives its scope
+ * ```ts
+ * import { openDevice, scope, type Tensor, untrack } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * const out: Tensor[] = [];
+ * scope(() => {
+ *   const t = dev.ones([2]);
+ *   untrack(t);
+ *   out.push(t);
+ * });
+ * assert.equal(out[0]!.disposed, false);
+ * out[0]!.dispose();
+ * ```
+ */
 export function untrack(t: Tensor): void {
   for (const s of stack) s.delete(t);
 }

@@ -27,7 +27,19 @@ export function sizeOf(shape: Shape): number {
   return n;
 }
 
-/** Row-major strides of a shape. */
+/**
+ * Row-major strides of a shape.
+ *
+ * @param shape The shape.
+ * @returns Elements to skip per step along each dim (the last dim's stride is 1).
+ *
+ * @example
+ * ```ts
+ * import { stridesOf } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(stridesOf([2, 3, 4]), [12, 4, 1]);
+ * ```
+ */
 export function stridesOf(shape: Shape): number[] {
   const s = new Array<number>(shape.length);
   let acc = 1;
@@ -38,7 +50,20 @@ export function stridesOf(shape: Shape): number[] {
   return s;
 }
 
-/** Throws a ValueError unless every dim is a non-negative integer. */
+/**
+ * Throws a ValueError unless every dim is a non-negative integer.
+ *
+ * @param op Op name for the error.
+ * @param shape The shape to check.
+ *
+ * @example
+ * ```ts
+ * import { checkShape, ValueError } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * checkShape("zeros", [2, 0, 3]);
+ * assert.throws(() => checkShape("zeros", [2, 1.5]), ValueError);
+ * ```
+ */
 export function checkShape(op: string, shape: Shape): void {
   for (const d of shape) {
     if (!Number.isInteger(d) || d < 0) {
@@ -76,7 +101,20 @@ export function broadcastShapes(op: string, a: Shape, b: Shape): number[] {
   return out;
 }
 
-/** Strides of `shape` read as if broadcast to `out` (0 on broadcast dims). */
+/**
+ * Strides of `shape` read as if broadcast to `out` (0 on broadcast dims).
+ *
+ * @param shape The operand's shape.
+ * @param out The broadcast shape (at least as many dims as `shape`).
+ * @returns One stride per dim of `out`.
+ *
+ * @example
+ * ```ts
+ * import { broadcastStrides } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(broadcastStrides([3, 1], [2, 3, 4]), [0, 1, 0]);
+ * ```
+ */
 export function broadcastStrides(shape: Shape, out: Shape): number[] {
   const st = stridesOf(shape);
   const res = new Array<number>(out.length).fill(0);
@@ -87,7 +125,21 @@ export function broadcastStrides(shape: Shape, out: Shape): number[] {
   return res;
 }
 
-/** True when two shapes are equal. */
+/**
+ * True when two shapes are equal.
+ *
+ * @param a First shape.
+ * @param b Second shape.
+ * @returns Whether they have the same dims in the same order.
+ *
+ * @example
+ * ```ts
+ * import { sameShape } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(sameShape([2, 3], [2, 3]), true);
+ * assert.equal(sameShape([2, 3], [3, 2]), false);
+ * ```
+ */
 export function sameShape(a: Shape, b: Shape): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }

@@ -15,7 +15,22 @@ import { type Shape, sizeOf } from "./shape.ts";
 import { track, untrack } from "./scope.ts";
 import { type GradNode, needsGrad, record } from "../autograd/tape.ts";
 
-/** Storage shared between a tensor and its reshaped views. */
+/**
+ * Storage shared between a tensor and its reshaped views.
+ *
+ * @example The last release frees the storage
+ * ```ts
+ * import { openDevice, SharedStorage } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * const before = dev.stats().liveBuffers;
+ * const s = new SharedStorage(dev, dev.backend.allocate(16, "example"));
+ * assert.equal(s.refs, 1);
+ * assert.equal(dev.stats().liveBuffers, before + 1);
+ * s.release();
+ * assert.equal(dev.stats().liveBuffers, before);
+ * ```
+ */
 export class SharedStorage {
   /** Number of tensors holding this storage (the creator plus one per `reshape` view). */
   refs = 1;
@@ -205,7 +220,22 @@ export class Tensor<D extends DType = DType> implements Disposable {
   }
 }
 
-/** Resolves a `-1` in a reshape target and checks the element count. */
+/**
+ * Resolves a `-1` in a reshape target and checks the element count.
+ *
+ * @param from The current shape.
+ * @param to The target shape, with at most one `-1`.
+ * @returns The target with the `-1` filled in.
+ * @throws {ShapeError} When the element counts differ or the `-1` cannot be inferred.
+ *
+ * @example
+ * ```ts
+ * import { resolveReshape, ShapeError } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(resolveReshape([2, 3, 4], [-1, 4]), [6, 4]);
+ * assert.throws(() => resolveReshape([2, 3], [4, 2]), ShapeError);
+ * ```
+ */
 export function resolveReshape(from: Shape, to: readonly number[]): number[] {
   const out = [...to];
   const neg = out.indexOf(-1);
