@@ -29,6 +29,19 @@ let gradDepth = 0;
  *
  * @param inputs The op's inputs.
  * @returns Whether to record.
+ *
+ * @example
+ * ```ts
+ * import { needsGrad, noGrad, openDevice } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using x = dev.ones([2]);
+ * using w = dev.ones([2]);
+ * assert.equal(needsGrad(x, null), false);
+ * w.requiresGrad = true;
+ * assert.equal(needsGrad(x, w), true);
+ * assert.equal(noGrad(() => needsGrad(w)), false);
+ * ```
  */
 export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
   if (gradDepth > 0) return false;
@@ -44,6 +57,30 @@ export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
  * @param inputs Its inputs.
  * @param backward Its vector-Jacobian product.
  * @returns `out`, for chaining.
+ *
+ * @example A custom op y = 3x with its gradient
+ * ```ts
+ * import {
+ *   backward,
+ *   mulScalar,
+ *   needsGrad,
+ *   noGrad,
+ *   openDevice,
+ *   record,
+ *   sumAll,
+ *   type Tensor,
+ * } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * function triple(x: Tensor<"f32">): Tensor<"f32"> {
+ *   const y = noGrad(() => mulScalar(x, 3));
+ *   return needsGrad(x) ? record(y, "triple", [x], (g) => [mulScalar(g, 3)]) : y;
+ * }
+ * using dev = await openDevice({ prefer: "cpu" });
+ * const w = dev.tensor([1, 2]);
+ * w.requiresGrad = true;
+ * backward(sumAll(triple(w)));
+ * assert.deepEqual([...await w.grad!.data()], [3, 3]);
+ * ```
  */
 export function record<D extends DType>(
   out: Tensor<D>,

@@ -38,6 +38,18 @@ function sameDevice(op: string, a: Tensor, b: Tensor): void {
  * @param op The op name from the kernel table.
  * @param x The input.
  * @returns A new tensor.
+ *
+ * @example
+ * ```ts
+ * import { openDevice, unaryRaw } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using x = dev.tensor([-1, 2]);
+ * x.requiresGrad = true;
+ * using y = unaryRaw("relu", x);
+ * assert.deepEqual([...await y.data()], [0, 2]);
+ * assert.equal(y.requiresGrad, false); // nothing recorded
+ * ```
  */
 export function unaryRaw<D extends DType>(op: UnaryOp, x: Tensor<D>): Tensor<D> {
   const spec = UNARY[op] as { int?: boolean };
@@ -286,6 +298,15 @@ export function sign<D extends DType>(x: Tensor<D>): Tensor<D> {
  * @param a Left operand.
  * @param b Right operand.
  * @returns A new tensor of the broadcast shape.
+ *
+ * @example
+ * ```ts
+ * import { binaryRaw, openDevice } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using y = binaryRaw("maximum", dev.tensor([[1, 5]]), dev.tensor([3]));
+ * assert.deepEqual(await y.toArray(), [[3, 5]]);
+ * ```
  */
 export function binaryRaw<D extends DType>(op: BinaryOp, a: Tensor<D>, b: Tensor<D>): Tensor<D> {
   sameDevice(op, a, b);
@@ -730,7 +751,20 @@ export function cast<T extends DType>(x: Tensor, dtype: T): Tensor<T> {
   return out;
 }
 
-/** Number of elements of a broadcast of shapes (used by tests and accounting). */
+/**
+ * Number of elements of a broadcast of shapes (used by tests and accounting).
+ *
+ * @param a First shape.
+ * @param b Second shape.
+ * @returns The element count of their NumPy broadcast.
+ *
+ * @example
+ * ```ts
+ * import { broadcastSize } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(broadcastSize([4, 1, 3], [2, 1]), 24);
+ * ```
+ */
 export function broadcastSize(a: readonly number[], b: readonly number[]): number {
   return sizeOf(broadcastShapes("broadcast", a, b));
 }
