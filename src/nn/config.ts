@@ -9,7 +9,18 @@ import { ValueError } from "../tensor/errors.ts";
 /** The four places Q-Sparse sparsifies a projection input (one mask per site). */
 export type Site = "qkv" | "o" | "gateUp" | "down";
 
-/** All sites, in forward order. */
+/**
+ * All sites, in forward order.
+ *
+ * @example
+ * ```ts
+ * import { modelConfig, SITES } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(SITES, ["qkv", "o", "gateUp", "down"]);
+ * const c = modelConfig("tiny", { sparsity: 0.5 });
+ * assert.ok(SITES.every((s) => c.sparsity[s] === 0.5));
+ * ```
+ */
 export const SITES: readonly Site[] = ["qkv", "o", "gateUp", "down"];
 
 /** Sparsity S (fraction zeroed) per site. */
@@ -37,6 +48,14 @@ export interface MoeConfig {
 /**
  * MoE variants of the named sizes: `modelConfig("s-moe8x2")` is size `s` with 8 experts, top-2
  * (any `<size>-moe<E>x<k>` works; these are the ones the MoE-with-sparsity study uses).
+ *
+ * @example
+ * ```ts
+ * import { modelConfig, NAMED_MOE_VARIANTS } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(NAMED_MOE_VARIANTS.moe8x2, { experts: 8, topK: 2 });
+ * assert.deepEqual(modelConfig("xs-moe8x2").moe, NAMED_MOE_VARIANTS.moe8x2);
+ * ```
  */
 export const NAMED_MOE_VARIANTS: Record<string, Pick<MoeConfig, "experts" | "topK">> = {
   moe4x1: { experts: 4, topK: 1 },
@@ -87,6 +106,15 @@ export interface ModelConfig {
  * Sizes of the named configs: LLaMA-like (head dim 32, GLU width ≈ 8/3·d), with every width a
  * multiple of 32 so Block Q-Sparse 16:32 applies at every site. Non-embedding parameters span
  * 25k (`xxs`) to 21M (`xl`).
+ *
+ * @example
+ * ```ts
+ * import { modelConfig, NAMED_SIZES } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(NAMED_SIZES.s!.dModel, 128);
+ * assert.equal(modelConfig("s").nLayers, NAMED_SIZES.s!.nLayers);
+ * assert.ok(Object.values(NAMED_SIZES).every((z) => z.dModel % 32 === 0 && z.dFF % 32 === 0));
+ * ```
  */
 export const NAMED_SIZES: Record<
   string,
@@ -101,7 +129,19 @@ export const NAMED_SIZES: Record<
   xl: { dModel: 384, nLayers: 12, nHeads: 12, dFF: 1024 },
 };
 
-/** Uniform sparsity at every site. */
+/**
+ * Uniform sparsity at every site.
+ *
+ * @param s Sparsity S (fraction zeroed) for all four sites.
+ * @returns The per-site record.
+ *
+ * @example
+ * ```ts
+ * import { uniformSparsity } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(uniformSparsity(0.4), { qkv: 0.4, o: 0.4, gateUp: 0.4, down: 0.4 });
+ * ```
+ */
 export function uniformSparsity(s: number): SiteSparsity {
   return { qkv: s, o: s, gateUp: s, down: s };
 }
@@ -168,7 +208,21 @@ export function modelConfig(name: string, overrides: ModelOverrides = {}): Model
   return cfg;
 }
 
-/** K kept out of `width` at sparsity S: ⌊(1 − S)·width⌋, robust to float error (e.g. (1 − 0.6)·4096). */
+/**
+ * K kept out of `width` at sparsity S: ⌊(1 − S)·width⌋, robust to float error (e.g. (1 − 0.6)·4096).
+ *
+ * @param s Sparsity S in [0, 1).
+ * @param width Number of inputs.
+ * @returns How many are kept.
+ *
+ * @example
+ * ```ts
+ * import { keptCount } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(keptCount(0.6, 4096), 1638);
+ * assert.equal(keptCount(0.5, 32), 16);
+ * ```
+ */
 export function keptCount(s: number, width: number): number {
   return Math.floor((1 - s) * width + 1e-9);
 }
@@ -177,6 +231,16 @@ export function keptCount(s: number, width: number): number {
  * Throws a ValueError naming the field when a config cannot work.
  *
  * @param c The config.
+ *
+ * @example
+ * ```ts
+ * import { modelConfig, validateConfig, ValueError } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const c = modelConfig("tiny");
+ * validateConfig(c);
+ * assert.throws(() => validateConfig({ ...c, nHeads: 3 }), ValueError); // 64 % 3 ≠ 0
+ * assert.throws(() => validateConfig({ ...c, block: 48, sparsity: { ...c.sparsity, o: 0.5 } }));
+ * ```
  */
 export function validateConfig(c: ModelConfig): void {
   const bad = (msg: string) => {

@@ -9,7 +9,23 @@ import type { Tensor } from "../tensor/tensor.ts";
 import { keep } from "../tensor/scope.ts";
 import { lowbias32 } from "../../kernels/random.ts";
 
-/** A 32-bit seed derived from a base seed and a parameter name, so each parameter gets its own stream. */
+/**
+ * A 32-bit seed derived from a base seed and a parameter name, so each parameter gets its own stream.
+ *
+ * @param seed The base (model) seed.
+ * @param name The parameter's dotted name.
+ * @returns The derived seed, an unsigned 32-bit integer.
+ *
+ * @example
+ * ```ts
+ * import { paramSeed } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const s = paramSeed(1, "embed.weight");
+ * assert.equal(s, paramSeed(1, "embed.weight")); // deterministic
+ * assert.notEqual(s, paramSeed(1, "lm_head.weight"));
+ * assert.ok(Number.isInteger(s) && s >= 0 && s < 2 ** 32);
+ * ```
+ */
 export function paramSeed(seed: number, name: string): number {
   let h = lowbias32(seed >>> 0);
   for (let i = 0; i < name.length; i++) h = lowbias32((h ^ name.charCodeAt(i)) >>> 0);

@@ -58,7 +58,17 @@ import { Linear } from "./linear.ts";
 import { Module } from "./module.ts";
 import { SparseSite } from "./sparsify.ts";
 
-/** Defaults of the optional {@link MoeConfig} fields. */
+/**
+ * Defaults of the optional {@link MoeConfig} fields.
+ *
+ * @example
+ * ```ts
+ * import { MOE_DEFAULTS, resolveMoe } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(MOE_DEFAULTS.auxLossCoef, 0.01);
+ * assert.equal(resolveMoe({ experts: 4, topK: 1 }).zLossCoef, MOE_DEFAULTS.zLossCoef);
+ * ```
+ */
 export const MOE_DEFAULTS: { auxLossCoef: number; zLossCoef: number } = {
   auxLossCoef: 0.01,
   zLossCoef: 0,

@@ -27,7 +27,21 @@ import { MoeFeedForward } from "./moe.ts";
 import { RMSNorm } from "./rmsnorm.ts";
 import type { SparseSite } from "./sparsify.ts";
 
-/** One pre-norm transformer block. */
+/**
+ * One pre-norm transformer block.
+ *
+ * @example
+ * ```ts
+ * import { Block, modelConfig, openDevice } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using block = new Block(dev, "layers.0", modelConfig("xxs", { seqLen: 4 }), 1);
+ * assert.ok(block.namedParameters().has("layers.0.attn.q_proj.weight"));
+ * using x = dev.randn([1, 4, 32], { seed: 2 });
+ * using y = block.forward(x);
+ * assert.deepEqual(y.shape, [1, 4, 32]);
+ * ```
+ */
 export class Block extends Module {
   /** Pre-norm of the attention branch (`attn_norm`). */
   readonly attnNorm: RMSNorm;
