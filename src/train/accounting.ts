@@ -140,7 +140,29 @@ export async function measureSparsity(model: TransformerLM): Promise<SparsityRep
   return report;
 }
 
-/** Turns per-site measurements into per-kind means, overall sparsity and N_a. */
+/**
+ * Turns per-site measurements into per-kind means, overall sparsity and N_a.
+ *
+ * @param model The model (its config sizes the parameter counts).
+ * @param sites Per-site measurements, e.g. from a previous report or another run.
+ * @returns The report (without router statistics).
+ *
+ * @example
+ * ```ts
+ * import { modelConfig, openDevice, paramCounts, summarize, TransformerLM } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using m = new TransformerLM(dev, modelConfig("xxs"), 1);
+ * const r = summarize(m, [
+ *   { name: "layers.0.attn.qkv", site: "qkv", sparsity: 0.5, elements: 100 },
+ *   { name: "layers.1.attn.qkv", site: "qkv", sparsity: 0.25, elements: 300 },
+ * ]);
+ * assert.equal(r.perSite.qkv, 0.3125); // element-weighted
+ * assert.equal(r.perSite.down, 0); // not measured
+ * assert.equal(r.N, paramCounts(m.config).nonEmbedding);
+ * assert.ok(r.Na < r.N);
+ * ```
+ */
 export function summarize(model: TransformerLM, sites: SiteSparsityReport[]): SparsityReport {
   const c = model.config;
   const perSite = { qkv: 0, o: 0, gateUp: 0, down: 0 } as Record<Site, number>;
@@ -169,6 +191,16 @@ export function summarize(model: TransformerLM, sites: SiteSparsityReport[]): Sp
  *
  * @param sites The sites.
  * @param on Whether to count.
+ *
+ * @example
+ * ```ts
+ * import { modelConfig, openDevice, setCounting, TransformerLM } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using m = new TransformerLM(dev, modelConfig("xxs", { sparsity: 0.5 }), 1);
+ * setCounting(m.sites(), false);
+ * assert.ok(m.sites().every((s) => !s.countEnabled));
+ * ```
  */
 export function setCounting(sites: SparseSite[], on: boolean): void {
   for (const s of sites) s.countEnabled = on;

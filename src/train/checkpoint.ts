@@ -35,6 +35,36 @@ export interface TrainState {
  * @param opt The optimizer (or null to save weights only).
  * @param state The training state.
  * @param config The run config (stored to detect a resume with different settings).
+ *
+ * @example
+ * ```ts
+ * import {
+ *   loadCheckpoint,
+ *   modelConfig,
+ *   openDevice,
+ *   saveCheckpoint,
+ *   TransformerLM,
+ * } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using model = new TransformerLM(dev, modelConfig("xxs"), 1);
+ * const state = {
+ *   step: 0,
+ *   sampler: { seed: 1, step: 0 },
+ *   generator: { seed: 0, offset: 0 },
+ *   tokens: 0,
+ *   elapsed: 0,
+ * };
+ * const dir = await Deno.makeTempDir();
+ * try {
+ *   await saveCheckpoint(`${dir}/ckpt.safetensors`, model, null, state, { lr: 1e-3 });
+ *   const ck = await loadCheckpoint(`${dir}/ckpt.safetensors`);
+ *   assert.ok(ck.tensors.has("embed.weight"));
+ *   assert.ok(![...ck.tensors.keys()].some((k) => k.startsWith("optim."))); // weights only
+ * } finally {
+ *   await Deno.remove(dir, { recursive: true });
+ * }
+ * ```
  */
 export async function saveCheckpoint(
   path: string,
@@ -77,6 +107,36 @@ export interface LoadedCheckpoint {
  *
  * @param path The `.safetensors` file.
  * @returns Tensors, state and config.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   loadCheckpoint,
+ *   modelConfig,
+ *   openDevice,
+ *   saveCheckpoint,
+ *   TransformerLM,
+ * } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using model = new TransformerLM(dev, modelConfig("xxs"), 1);
+ * const state = {
+ *   step: 0,
+ *   sampler: { seed: 1, step: 0 },
+ *   generator: { seed: 0, offset: 0 },
+ *   tokens: 4096,
+ *   elapsed: 0,
+ * };
+ * const dir = await Deno.makeTempDir();
+ * try {
+ *   await saveCheckpoint(`${dir}/ckpt.safetensors`, model, null, state, { lr: 1e-3 });
+ *   const ck = await loadCheckpoint(`${dir}/ckpt.safetensors`);
+ *   assert.equal(ck.state.tokens, 4096);
+ *   assert.deepEqual(ck.config, { lr: 1e-3 });
+ * } finally {
+ *   await Deno.remove(dir, { recursive: true });
+ * }
+ * ```
  */
 export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
   const { tensors, metadata } = await loadSafetensors(path);
@@ -106,6 +166,39 @@ export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
  * @param model The model.
  * @param ckpt The checkpoint.
  * @param path For error messages.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   loadCheckpoint,
+ *   loadWeights,
+ *   modelConfig,
+ *   openDevice,
+ *   saveCheckpoint,
+ *   TransformerLM,
+ * } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using a = new TransformerLM(dev, modelConfig("xxs"), 1);
+ * using b = new TransformerLM(dev, modelConfig("xxs"), 2);
+ * const state = {
+ *   step: 0,
+ *   sampler: { seed: 1, step: 0 },
+ *   generator: { seed: 0, offset: 0 },
+ *   tokens: 0,
+ *   elapsed: 0,
+ * };
+ * const dir = await Deno.makeTempDir();
+ * try {
+ *   const path = `${dir}/ckpt.safetensors`;
+ *   await saveCheckpoint(path, a, null, state, {});
+ *   loadWeights(b, await loadCheckpoint(path), path);
+ *   const w = (m: TransformerLM) => m.namedParameters().get("lm_head.weight")!.data();
+ *   assert.deepEqual(await w(b), await w(a));
+ * } finally {
+ *   await Deno.remove(dir, { recursive: true });
+ * }
+ * ```
  */
 export function loadWeights(model: TransformerLM, ckpt: LoadedCheckpoint, path: string): void {
   for (const [name, p] of model.namedParameters()) {
@@ -127,6 +220,41 @@ export function loadWeights(model: TransformerLM, ckpt: LoadedCheckpoint, path: 
  * @param opt The optimizer.
  * @param ckpt The checkpoint.
  * @param path For error messages.
+ *
+ * @example
+ * ```ts
+ * import {
+ *   AdamW,
+ *   loadCheckpoint,
+ *   loadOptimizer,
+ *   modelConfig,
+ *   openDevice,
+ *   saveCheckpoint,
+ *   TransformerLM,
+ * } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using model = new TransformerLM(dev, modelConfig("xxs"), 1);
+ * using opt = new AdamW(dev, model.namedParameters());
+ * opt.step(1e-3); // no gradients yet: only the step count moves
+ * const state = {
+ *   step: 0,
+ *   sampler: { seed: 1, step: 0 },
+ *   generator: { seed: 0, offset: 0 },
+ *   tokens: 0,
+ *   elapsed: 0,
+ * };
+ * const dir = await Deno.makeTempDir();
+ * try {
+ *   const path = `${dir}/ckpt.safetensors`;
+ *   await saveCheckpoint(path, model, opt, state, {});
+ *   using fresh = new AdamW(dev, model.namedParameters());
+ *   loadOptimizer(fresh, await loadCheckpoint(path), path);
+ *   assert.equal(fresh.steps, 1);
+ * } finally {
+ *   await Deno.remove(dir, { recursive: true });
+ * }
+ * ```
  */
 export function loadOptimizer(opt: AdamW, ckpt: LoadedCheckpoint, path: string): void {
   const m = new Map<string, Float32Array>(), v = new Map<string, Float32Array>();
