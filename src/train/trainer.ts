@@ -76,7 +76,18 @@ export interface TrainConfig {
   initFrom: string | null;
 }
 
-/** Defaults for everything but the model. */
+/**
+ * Defaults for everything but the model.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_TRAIN, modelConfig, trainConfig } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(DEFAULT_TRAIN.lr, 3e-3);
+ * const c = trainConfig(modelConfig("tiny"), { steps: 10 });
+ * assert.equal(c.batchSize, DEFAULT_TRAIN.batchSize); // not overridden
+ * ```
+ */
 export const DEFAULT_TRAIN: Omit<TrainConfig, "model"> = {
   steps: 200,
   batchSize: 8,
@@ -232,6 +243,15 @@ const encodedCache = new Map<string, { train: Uint32Array; validation: Uint32Arr
  *
  * @param categories Categories to keep (empty = all).
  * @returns The two streams (cached per category set).
+ *
+ * @example News only (loads the corpus)
+ * ```ts ignore
+ * import { brownTokens } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const { train, validation } = await brownTokens(["news"]);
+ * assert.ok(train.length > validation.length && validation.length > 0);
+ * assert.ok(train.every((id) => id < 256)); // byte tokenizer
+ * ```
  */
 export async function brownTokens(
   categories: readonly string[] = [],
@@ -272,6 +292,19 @@ function splitBatch(
  * @param val The validation windows.
  * @param batchSize Windows per forward.
  * @returns Mean loss, standard error, batch count.
+ *
+ * @example An untrained model is near ln 256
+ * ```ts
+ * import { evaluate, modelConfig, openDevice, TransformerLM, ValidationSet } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 8 }), 1);
+ * const tokens = new Uint32Array(90).map((_, i) => (i * 7) % 256);
+ * const val = new ValidationSet(tokens, { seqLen: 8 }); // 10 windows of 9 tokens
+ * const r = await evaluate(model, val, 4);
+ * assert.equal(r.batches, 3);
+ * assert.ok(Math.abs(r.loss - Math.log(256)) < 0.1);
+ * ```
  */
 export async function evaluate(
   model: TransformerLM,
@@ -311,7 +344,30 @@ export async function evaluate(
   return { loss: mean, stderr: sd / Math.sqrt(nb), batches: nb };
 }
 
-/** Fields of two configs that differ (dotted paths). */
+/**
+ * Fields of two configs that differ (dotted paths).
+ *
+ * @param a One config (any JSON-like value).
+ * @param b The other.
+ * @param prefix Path prepended to every reported field.
+ * @returns The dotted paths whose values differ (`"(root)"` when two scalars differ).
+ *
+ * @example
+ * ```ts
+ * import { configDiff, modelConfig, trainConfig } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const a = trainConfig(modelConfig("tiny"), { steps: 10 });
+ * const b = trainConfig(modelConfig("tiny", { sparsity: 0.5 }), { steps: 20 });
+ * assert.deepEqual(configDiff(a, b), [
+ *   "steps",
+ *   "model.sparsity.qkv",
+ *   "model.sparsity.o",
+ *   "model.sparsity.gateUp",
+ *   "model.sparsity.down",
+ * ]);
+ * assert.deepEqual(configDiff(a, a), []);
+ * ```
+ */
 export function configDiff(a: unknown, b: unknown, prefix = ""): string[] {
   if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) {
     return JSON.stringify(a) === JSON.stringify(b) ? [] : [prefix || "(root)"];
