@@ -26,7 +26,27 @@ import { ShapeError, ValueError } from "../tensor/errors.ts";
 import { keep, scope } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
-/** Chunk sizes reported by default (tokens). */
+/**
+ * Chunk sizes reported by default (tokens).
+ *
+ * @example
+ * ```ts
+ * import {
+ *   DEFAULT_CHUNK_SIZES,
+ *   measureChunkSparsity,
+ *   modelConfig,
+ *   openDevice,
+ *   TransformerLM,
+ * } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(DEFAULT_CHUNK_SIZES, [8, 64]);
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using m = new TransformerLM(dev, modelConfig("xxs", { sparsity: 0.5, seqLen: 64 }), 1);
+ * using ids = dev.tensor(new Uint32Array(64).map((_, i) => (i * 37) % 256), [1, 64], "u32");
+ * const r = await measureChunkSparsity(m, ids); // chunk sizes default to DEFAULT_CHUNK_SIZES
+ * assert.deepEqual(r.chunkSizes, [...DEFAULT_CHUNK_SIZES]);
+ * ```
+ */
 export const DEFAULT_CHUNK_SIZES: readonly number[] = [8, 64];
 
 /** Chunk-level sparsity of one site. */

@@ -12,6 +12,20 @@
 /**
  * Collapse threshold: a router has collapsed when its k most-loaded experts receive at least
  * this share of the assignments while E > k (balanced: k/E).
+ *
+ * @example
+ * ```ts
+ * import { COLLAPSE_SHARE, routerLayerStats } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(COLLAPSE_SHARE, 0.9);
+ * // 4 experts, top-1, 100 tokens: counters are routed ×4, kept ×4, dropped, tokens.
+ * const stats = (top: number) => {
+ *   const counts = [top, 100 - top, 0, 0, top, 100 - top, 0, 0, 0, 100];
+ *   return routerLayerStats("layers.0.ffn", 1, counts, [1, 1, 1, 1, 0]);
+ * };
+ * assert.equal(stats(90).collapsed, true); // the top expert takes COLLAPSE_SHARE
+ * assert.equal(stats(89).collapsed, false);
+ * ```
  */
 export const COLLAPSE_SHARE = 0.9;
 
