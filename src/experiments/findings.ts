@@ -46,7 +46,18 @@ export interface Finding {
   note?: string;
 }
 
-/** The paper's inference-optimal sparsities (P §3.6): full precision and BitNet b1.58. */
+/**
+ * The paper's inference-optimal sparsities (P §3.6): full precision and BitNet b1.58.
+ *
+ * @example
+ * ```ts
+ * import { PAPER_S_STAR } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(PAPER_S_STAR.fp, 0.4558);
+ * assert.ok(PAPER_S_STAR.bitnet > PAPER_S_STAR.fp); // 1.58-bit models tolerate more sparsity
+ * assert.ok(Object.isFrozen(PAPER_S_STAR));
+ * ```
+ */
 export const PAPER_S_STAR: Readonly<{ fp: number; bitnet: number }> = Object.freeze({
   fp: 0.4558,
   bitnet: 0.6125,

@@ -129,6 +129,21 @@ export function parseShard(s: string): Shard {
  *
  * @param path The `.jsonl` file.
  * @returns The records.
+ *
+ * @example A torn last line is skipped
+ * ```ts
+ * import { readResults } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const dir = await Deno.makeTempDir();
+ * try {
+ *   const path = `${dir}/results.jsonl`;
+ *   assert.deepEqual(await readResults(path), []); // no file yet
+ *   await Deno.writeTextFile(path, '{"id":"a","study":"demo"}\n{"id":"b","stu');
+ *   assert.deepEqual((await readResults(path)).map((r) => r.id), ["a"]);
+ * } finally {
+ *   await Deno.remove(dir, { recursive: true });
+ * }
+ * ```
  */
 export async function readResults(path: string): Promise<RunRecord[]> {
   let text: string;
@@ -161,7 +176,45 @@ function meanGradNorms(r: TrainResult): { gradNorms?: Record<string, number> } {
   };
 }
 
-/** Turns a finished training run into a results line. */
+/**
+ * Turns a finished training run into a results line.
+ *
+ * @param spec The run.
+ * @param r What the trainer returned.
+ * @param version The code version to stamp (see {@link codeVersion}).
+ * @returns The record: the result's numbers plus curves drawn from its log.
+ *
+ * @example
+ * ```ts
+ * import { modelConfig, toRecord, trainConfig, type TrainResult } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const config = trainConfig(modelConfig("tiny"), { steps: 20 });
+ * const result: TrainResult = {
+ *   config,
+ *   valLoss: 2.5,
+ *   valStderr: 0.01,
+ *   trainLoss: 2.4,
+ *   sparsity: null,
+ *   N: 1000,
+ *   Na: 1000,
+ *   tokens: 20480,
+ *   wallSeconds: 10,
+ *   tokensPerSecond: 2048,
+ *   adapter: "cpu",
+ *   backend: "cpu",
+ *   date: "2026-01-01T00:00:00.000Z",
+ *   log: [
+ *     { kind: "train", step: 10, tokens: 10240, loss: 3, elapsed: 5 },
+ *     { kind: "done", step: 20, tokens: 20480, valLoss: 2.5, valStderr: 0.01, elapsed: 10 },
+ *   ],
+ * };
+ * const spec = { id: "tiny-S0-seed1", study: "demo", config, tags: { S: 0 } };
+ * const rec = toRecord(spec, result, "abc123");
+ * assert.deepEqual(rec.curve, [{ step: 10, tokens: 10240, loss: 3 }]);
+ * assert.deepEqual(rec.evals, [{ step: 20, tokens: 20480, valLoss: 2.5, valStderr: 0.01 }]);
+ * assert.equal(rec.codeVersion, "abc123");
+ * ```
+ */
 export function toRecord(spec: RunSpec, r: TrainResult, version: string): RunRecord {
   return {
     id: spec.id,
@@ -321,7 +374,20 @@ export async function runSweep(
   return specs.map((s) => all.get(key(s))).filter((r): r is RunRecord => r !== undefined);
 }
 
-/** A model config's compact label for run ids, e.g. `s` or `s-bitnet`. */
+/**
+ * A model config's compact label for run ids, e.g. `s` or `s-bitnet`.
+ *
+ * @param m The model config.
+ * @returns Its name, with `-bitnet` appended for BitNet b1.58 models.
+ *
+ * @example
+ * ```ts
+ * import { modelConfig, modelLabel } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(modelLabel(modelConfig("s")), "s");
+ * assert.equal(modelLabel(modelConfig("s", { bitnet: true })), "s-bitnet");
+ * ```
+ */
 export function modelLabel(m: ModelConfig): string {
   return m.name + (m.bitnet ? "-bitnet" : "");
 }

@@ -15,7 +15,17 @@ import { type TrainConfig, trainConfig } from "../train/trainer.ts";
 import { moeStudyArms } from "./moe_study.ts";
 import type { RunSpec } from "./runner.ts";
 
-/** Names of the studies. */
+/**
+ * Names of the studies.
+ *
+ * @example Every study has a smoke grid
+ * ```ts
+ * import { STUDIES, studyRuns } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.ok(STUDIES.includes("sparsity_vs_loss"));
+ * assert.ok(STUDIES.every((s) => studyRuns(s, "smoke").length > 0));
+ * ```
+ */
 export const STUDIES = [
   "sparsity_vs_loss",
   "ablation",
@@ -33,7 +43,18 @@ export type StudyName = typeof STUDIES[number];
 /** `smoke` or `full`. */
 export type Profile = "smoke" | "full";
 
-/** The sparsity grid of the paper's scaling study (qsparse.md §9). */
+/**
+ * The sparsity grid of the paper's scaling study (qsparse.md §9).
+ *
+ * @example
+ * ```ts
+ * import { SPARSITIES, studyRuns } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * assert.equal(SPARSITIES[0], 0); // the dense baseline
+ * const runs = studyRuns("sparsity_vs_loss", "smoke");
+ * assert.deepEqual([...new Set(runs.map((r) => r.tags.S))], [...SPARSITIES]);
+ * ```
+ */
 export const SPARSITIES: readonly number[] = [0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8];
 
 /** Training settings shared by a profile's runs. */
@@ -54,7 +75,20 @@ export interface ProfileSettings {
   lr: number;
 }
 
-/** The two profiles. */
+/**
+ * The two profiles.
+ *
+ * @example
+ * ```ts
+ * import { PROFILES, SPARSITIES, studyRuns } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const p = PROFILES.smoke;
+ * const runs = studyRuns("sparsity_vs_loss", "smoke");
+ * assert.equal(runs.length, p.sizes.length * SPARSITIES.length * p.seeds.length);
+ * assert.equal(runs[0]!.config.steps, p.steps);
+ * assert.equal(runs[0]!.config.model.seqLen, p.seqLen);
+ * ```
+ */
 export const PROFILES: Record<Profile, ProfileSettings> = {
   smoke: {
     sizes: ["xxs", "tiny"],
