@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   add,
+  broadcastTo,
   concat,
   Device,
   DeviceError,
@@ -11,6 +12,7 @@ import {
   scope,
   ShapeError,
   slice,
+  sumTo,
   transpose,
   ValueError,
 } from "../mod.ts";
@@ -219,4 +221,17 @@ Deno.test("WebGPU: a kernel that fails to compile is reported with its name", as
   );
   // The device keeps working for valid kernels.
   assertClose(await gpu.ones([3]).data(), [1, 1, 1]);
+});
+
+Deno.test("sumTo and broadcastTo: WebGPU matches the CPU twin on varied reductions", async () => {
+  const h = hostRandom(3 * 5 * 7 * 2, 31);
+  for (const to of [[5, 7, 2], [7, 2], [1, 7, 1], [3, 1, 1, 2], [1], [], [3, 5, 1, 1]]) {
+    await onBoth(
+      (d) => sumTo(d.tensor(h, [3, 5, 7, 2]), to),
+      { rtol: 1e-5, atol: 1e-5 },
+      `sumTo [${to}]`,
+    );
+  }
+  await onBoth((d) => broadcastTo(d.tensor(h.subarray(0, 14), [7, 2]), [3, 7, 2]));
+  assert.throws(() => sumTo(cpu.zeros([3, 4]), [2, 4]), ShapeError);
 });
