@@ -178,6 +178,7 @@ Deno.test("gapConvexity and gapTrend: the law is super-linear in S and its gap s
   const c = gapConvexity(gaps)!;
   assert.equal(c.perSize.length, 4);
   assert.ok(c.ratio > 4, `ratio ${c.ratio}`);
+  assert.ok(Math.abs(c.ratio - c.gapHi / c.gapLo) < 1e-12);
   assert.equal(superLinearFinding(c).verdict, "reproduced");
   const t = gapTrend(gaps)!;
   assert.ok(t.slope.value < 0);

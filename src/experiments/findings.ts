@@ -469,7 +469,7 @@ export function reluDriftFinding(groups: readonly RunGroup[], minDrop = 0.02): F
  * ```ts
  * import { superLinearFinding } from "@qsparse/kit";
  * import assert from "node:assert/strict";
- * const c = { lo: 0.4, hi: 0.8, perSize: [], excess: { value: 0.1, se: 0.01 }, ratio: 6 };
+ * const c = { lo: 0.4, hi: 0.8, perSize: [], excess: { value: 0.1, se: 0.01 }, gapLo: 0.02, gapHi: 0.12, ratio: 6 };
  * assert.equal(superLinearFinding(c).verdict, "reproduced");
  * ```
  */
@@ -484,9 +484,13 @@ export function superLinearFinding(c: Convexity | null): Finding {
     claim,
     paper,
     measured:
-      `gap(${c.hi})/gap(${c.lo}) = ${c.ratio.toFixed(1)} (mean over ${c.perSize.length} size${
-        c.perSize.length === 1 ? "" : "s"
-      }); ` +
+      `mean gap(${c.lo}) = ${
+        formatEstimate({ value: c.gapLo, se: NaN }, 3, true)
+      }, gap(${c.hi}) = ${
+        formatEstimate({ value: c.gapHi, se: NaN }, 3, true)
+      } nats over ${c.perSize.length} size${c.perSize.length === 1 ? "" : "s"}${
+        Number.isFinite(c.ratio) ? ` (ratio ${c.ratio.toFixed(1)})` : ""
+      }; ` +
       `excess over linear = ${formatEstimate(c.excess, 3, true)} nats`,
     verdict: verdictAbove(c.excess),
   };

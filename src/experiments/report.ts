@@ -340,11 +340,18 @@ export interface Convexity {
   lo: number;
   /** Upper sparsity compared. */
   hi: number;
-  /** Per size: `gap(hi) / gap(lo)` and the excess `gap(hi) − (hi/lo)·gap(lo)` over linear growth. */
-  perSize: { N: number; ratio: number; excess: Estimate }[];
+  /** Per size: both gaps and the excess `gap(hi) − (hi/lo)·gap(lo)` over linear growth. */
+  perSize: { N: number; gapLo: number; gapHi: number; excess: Estimate }[];
   /** The excess averaged over sizes (> 0: super-linear). */
   excess: Estimate;
-  /** Mean ratio `gap(hi)/gap(lo)` over sizes. */
+  /** `gap(lo)` averaged over sizes. */
+  gapLo: number;
+  /** `gap(hi)` averaged over sizes. */
+  gapHi: number;
+  /**
+   * `gapHi / gapLo`, the ratio of the averaged gaps (a mean of per-size ratios would explode when
+   * some size's `gap(lo)` is near zero); NaN when `gapLo` is not positive.
+   */
   ratio: number;
 }
 
@@ -378,10 +385,13 @@ export function gapConvexity(gaps: readonly DenseGap[], lo = 0.4, hi = 0.8): Con
     // errors plus the dense error once through the combined coefficient keeps that honest.
     const k = hi / lo;
     const se = Math.hypot(b.group.loss.se, k * a.group.loss.se, (1 - k) * a.dense.loss.se);
-    perSize.push({ N, ratio: b.gap / a.gap, excess: { value: b.gap - k * a.gap, se } });
+    perSize.push({ N, gapLo: a.gap, gapHi: b.gap, excess: { value: b.gap - k * a.gap, se } });
   }
   if (!perSize.length) return null;
   const m = perSize.length;
+  const mean = (f: (p: Convexity["perSize"][number]) => number) =>
+    perSize.reduce((s, p) => s + f(p), 0) / m;
+  const gapLo = mean((p) => p.gapLo), gapHi = mean((p) => p.gapHi);
   return {
     lo,
     hi,
@@ -390,7 +400,9 @@ export function gapConvexity(gaps: readonly DenseGap[], lo = 0.4, hi = 0.8): Con
       value: perSize.reduce((s, p) => s + p.excess.value, 0) / m,
       se: Math.sqrt(perSize.reduce((s, p) => s + p.excess.se ** 2, 0)) / m,
     },
-    ratio: perSize.reduce((s, p) => s + p.ratio, 0) / m,
+    gapLo,
+    gapHi,
+    ratio: gapLo > 0 ? gapHi / gapLo : NaN,
   };
 }
 
