@@ -18,7 +18,7 @@ sweep() {
 if [ $# -gt 0 ]; then
   for s in "$@"; do sweep "$s"; done
 else
-  for s in sparsity_vs_loss posthoc moe ablation block token_budget continue_finetune bitnet; do
+  for s in sparsity_vs_loss posthoc moe ablation block bitnet continue_finetune token_budget; do
     sweep "$s" seed=1
   done
   for s in sparsity_vs_loss ablation block moe; do sweep "$s" seed=2; done
