@@ -3,24 +3,39 @@
 # done. Results land in results/<study>.jsonl, checkpoints in runs/<study>/<id>/. Safe to kill
 # and re-run at any time.
 #
-# Order: the first seed of every study first, the second seeds last, so that if the compute
-# budget runs out the committed results still cover every study with one seed.
+# Order: what the notebooks need most comes first, so that if the compute budget runs out the
+# committed results still cover every study: one seed of each study (BitNet's small sizes
+# first), then the second seed of the small sizes of the main grid, then everything else.
 # Usage: scripts/run_full_studies.sh            (everything, in that order)
 #        scripts/run_full_studies.sh STUDY ...  (just these studies, all seeds)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+# sweep STUDY [k=v ...]: the runs of STUDY whose tags match every k=v.
 sweep() {
-  echo "== $(date -u +%FT%TZ) study $1 ${2:-}"
-  deno run -A cli.ts sweep --study "$1" --profile full --results "results/$1.jsonl" --runs runs ${2:+--where "$2"} ||
-    echo "study $1 stopped with status $?"
+  local study=$1 where=()
+  shift
+  for w in "$@"; do where+=(--where "$w"); done
+  echo "== $(date -u +%FT%TZ) study $study $*"
+  deno run -A cli.ts sweep --study "$study" --profile full --results "results/$study.jsonl" \
+    --runs runs "${where[@]}" || echo "study $study stopped with status $?"
 }
 if [ $# -gt 0 ]; then
   for s in "$@"; do sweep "$s"; done
-else
-  for s in sparsity_vs_loss posthoc moe ablation block bitnet continue_finetune token_budget; do
-    sweep "$s" seed=1
-  done
-  for s in sparsity_vs_loss ablation block moe; do sweep "$s" seed=2; done
+  exit 0
 fi
+sweep sparsity_vs_loss seed=1
+sweep posthoc
+sweep moe seed=1
+sweep ablation seed=1
+sweep block seed=1
+sweep bitnet size=xxs
+sweep bitnet size=tiny
+sweep continue_finetune
+sweep sparsity_vs_loss seed=2 size=xxs
+sweep sparsity_vs_loss seed=2 size=tiny
+sweep bitnet
+sweep token_budget
+sweep sparsity_vs_loss seed=2
+for s in ablation block moe; do sweep "$s" seed=2; done
 echo "== $(date -u +%FT%TZ) all done"
