@@ -6,7 +6,7 @@
  * {@link routerZLoss}). Every float op is differentiable; gradients are exact and
  * deterministic (gathers and scatters follow the grouping's permutation, no atomics).
  *
- * The grouped layout (kernels/moe.ts): one row per kept (token, slot) assignment, experts one
+ * The grouped layout (kernels/moe_layout.ts): one row per kept (token, slot) assignment, experts one
  * after another, each expert's rows in token order. Its row count M is static (N·k, or at most
  * E·capacity with a capacity), so nothing is read back; rows past the live ones are zero.
  *

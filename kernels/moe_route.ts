@@ -1,0 +1,218 @@
+/**
+ * Mixture-of-experts routing: top-k of E router probabilities per token, gates renormalised over
+ * the chosen k, and its backward. Layout and vocabulary: `moe_layout.ts`.
+ *
+ * @module
+ */
+import type { Dispatch, Storage } from "../src/backend/backend.ts";
+import { gridStride, uniforms, WG } from "./common.ts";
+import { fr, GRID, NONE } from "./moe_layout.ts";
+import { beats, WGSL_FLOAT_HELPERS } from "./reduce.ts";
+
+/** WGSL of the routing kernel: `experts[t, j]`, `gates[t, j]` for the top-k of `probs[t, :]`. */
+export function moeRouteWgsl(): string {
+  return `${WGSL_FLOAT_HELPERS}
+struct P { n: u32, e: u32, k: u32, norm: u32 };
+@group(0) @binding(0) var<storage, read> probs: array<f32>;
+@group(0) @binding(1) var<storage, read_write> experts: array<u32>;
+@group(0) @binding(2) var<storage, read_write> gates: array<f32>;
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(${GRID}) {
+  let stride = nwg.x * ${WG}u;
+  for (var t = gid.x; t < p.n; t = t + stride) {
+    var sum = 0.0;
+    for (var j = 0u; j < p.k; j = j + 1u) {
+      var bv = neg_inf();
+      var bi = 0xffffffffu;
+      for (var e = 0u; e < p.e; e = e + 1u) {
+        var taken = false;
+        for (var i = 0u; i < j; i = i + 1u) {
+          if (experts[t * p.k + i] == e) { taken = true; }
+        }
+        let v = probs[t * p.e + e];
+        if (!taken && beats(bv, bi, v, e)) { bv = v; bi = e; }
+      }
+      experts[t * p.k + j] = bi;
+      gates[t * p.k + j] = bv;
+      sum = sum + bv;
+    }
+    if (p.norm == 1u) {
+      for (var j = 0u; j < p.k; j = j + 1u) {
+        let a = t * p.k + j;
+        // A zero sum (every chosen probability underflowed) falls back to equal gates.
+        gates[a] = select(1.0 / f32(p.k), gates[a] / sum, sum > 0.0);
+      }
+    }
+  }
+}`;
+}
+
+/** CPU twin of {@link moeRouteWgsl}. */
+export function moeRouteCpu(
+  n: number,
+  e: number,
+  k: number,
+  norm: boolean,
+  probs: ArrayBuffer,
+  experts: ArrayBuffer,
+  gates: ArrayBuffer,
+): void {
+  const pv = new Float32Array(probs), ex = new Uint32Array(experts, 0, n * k);
+  const gv = new Float32Array(gates, 0, n * k);
+  for (let t = 0; t < n; t++) {
+    let sum = 0;
+    for (let j = 0; j < k; j++) {
+      let bv = -Infinity, bi = NONE;
+      for (let x = 0; x < e; x++) {
+        let taken = false;
+        for (let i = 0; i < j; i++) if (ex[t * k + i] === x) taken = true;
+        const v = pv[t * e + x]!;
+        if (!taken && beats(bv, bi, v, x)) {
+          bv = v;
+          bi = x;
+        }
+      }
+      ex[t * k + j] = bi;
+      gv[t * k + j] = bv;
+      sum = fr(sum + bv);
+    }
+    if (norm) {
+      for (let j = 0; j < k; j++) {
+        const a = t * k + j;
+        gv[a] = sum > 0 ? gv[a]! / sum : 1 / k;
+      }
+    }
+  }
+}
+
+/**
+ * Dispatch of the routing kernel.
+ *
+ * @param n Tokens.
+ * @param e Experts.
+ * @param k Slots per token (≤ e).
+ * @param norm Renormalise the gates over the chosen k.
+ * @param probs Router probabilities `[n, e]` (f32).
+ * @param experts Output u32 `[n, k]`.
+ * @param gates Output f32 `[n, k]`.
+ * @returns The dispatch.
+ */
+export function moeRouteDispatch(
+  n: number,
+  e: number,
+  k: number,
+  norm: boolean,
+  probs: Storage,
+  experts: Storage,
+  gates: Storage,
+): Dispatch {
+  return {
+    op: "moeRoute",
+    key: "moeRoute",
+    wgsl: moeRouteWgsl,
+    cpu: ([a, b, c]) => moeRouteCpu(n, e, k, norm, a!, b!, c!),
+    buffers: [probs, experts, gates],
+    uniforms: uniforms(n, e, k, norm ? 1 : 0),
+    workgroups: gridStride(n),
+  };
+}
+
+/**
+ * WGSL of the routing backward: the gradient of the gates with respect to the probabilities.
+ * Renormalised gates `g_j = p_j / S` (S the sum of the chosen p) give
+ * `∂L/∂p_i = (∂L/∂g_i − Σ_j ∂L/∂g_j · g_j) / S` for chosen i; unchosen experts get 0.
+ */
+export function moeRouteBackwardWgsl(): string {
+  return `struct P { n: u32, e: u32, k: u32, norm: u32 };
+@group(0) @binding(0) var<storage, read> probs: array<f32>;
+@group(0) @binding(1) var<storage, read> experts: array<u32>;
+@group(0) @binding(2) var<storage, read> gg: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gp: array<f32>;
+@group(0) @binding(4) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(${GRID}) {
+  let stride = nwg.x * ${WG}u;
+  for (var t = gid.x; t < p.n; t = t + stride) {
+    for (var e = 0u; e < p.e; e = e + 1u) { gp[t * p.e + e] = 0.0; }
+    var sum = 0.0;
+    for (var j = 0u; j < p.k; j = j + 1u) { sum = sum + probs[t * p.e + experts[t * p.k + j]]; }
+    var dot = 0.0;
+    for (var j = 0u; j < p.k; j = j + 1u) {
+      let a = t * p.k + j;
+      dot = dot + gg[a] * (probs[t * p.e + experts[a]] / sum);
+    }
+    for (var j = 0u; j < p.k; j = j + 1u) {
+      let a = t * p.k + j;
+      var v = gg[a];
+      if (p.norm == 1u) { v = select(0.0, (gg[a] - dot) / sum, sum > 0.0); }
+      gp[t * p.e + experts[a]] = v;
+    }
+  }
+}`;
+}
+
+/** CPU twin of {@link moeRouteBackwardWgsl}. */
+export function moeRouteBackwardCpu(
+  n: number,
+  e: number,
+  k: number,
+  norm: boolean,
+  probs: ArrayBuffer,
+  experts: ArrayBuffer,
+  gg: ArrayBuffer,
+  gp: ArrayBuffer,
+): void {
+  const pv = new Float32Array(probs), ex = new Uint32Array(experts), g = new Float32Array(gg);
+  const out = new Float32Array(gp, 0, n * e);
+  out.fill(0);
+  for (let t = 0; t < n; t++) {
+    let sum = 0;
+    for (let j = 0; j < k; j++) sum = fr(sum + pv[t * e + ex[t * k + j]!]!);
+    let dot = 0;
+    for (let j = 0; j < k; j++) {
+      const a = t * k + j;
+      dot = fr(dot + fr(g[a]! * fr(pv[t * e + ex[a]!]! / sum)));
+    }
+    for (let j = 0; j < k; j++) {
+      const a = t * k + j;
+      let v = g[a]!;
+      if (norm) v = sum > 0 ? fr(g[a]! - dot) / sum : 0;
+      out[t * e + ex[a]!] = v;
+    }
+  }
+}
+
+/**
+ * Dispatch of the routing backward.
+ *
+ * @param n Tokens.
+ * @param e Experts.
+ * @param k Slots.
+ * @param norm Whether the forward renormalised.
+ * @param probs Router probabilities `[n, e]`.
+ * @param experts Chosen experts `[n, k]`.
+ * @param gg Gradient of the gates `[n, k]`.
+ * @param gp Output: gradient of the probabilities `[n, e]`.
+ * @returns The dispatch.
+ */
+export function moeRouteBackwardDispatch(
+  n: number,
+  e: number,
+  k: number,
+  norm: boolean,
+  probs: Storage,
+  experts: Storage,
+  gg: Storage,
+  gp: Storage,
+): Dispatch {
+  return {
+    op: "moeRouteBackward",
+    key: "moeRouteBackward",
+    wgsl: moeRouteBackwardWgsl,
+    cpu: ([a, b, c, d]) => moeRouteBackwardCpu(n, e, k, norm, a!, b!, c!, d!),
+    buffers: [probs, experts, gg, gp],
+    uniforms: uniforms(n, e, k, norm ? 1 : 0),
+    workgroups: gridStride(n),
+  };
+}
