@@ -89,6 +89,8 @@ sweep options:
   --max-runs N          stop after N runs finish
   --where k=v           only runs whose tag k equals v (repeatable), e.g. seed=1
   --device KIND         webgpu or cpu
+  --fresh               train every run, even one whose identical config another study in the
+                        results folder already finished on this adapter (reused by default)
 
 fit options:
   --results FILE        a results file (repeatable)
@@ -320,6 +322,20 @@ function printMoe(r: TrainResult): void {
   }
 }
 
+/** The other `.jsonl` results files in `folder` (none when it does not exist). */
+async function siblingResults(folder: string, except: string): Promise<string[]> {
+  const out: string[] = [];
+  try {
+    for await (const e of Deno.readDir(folder)) {
+      const path = `${folder}/${e.name}`;
+      if (e.isFile && e.name.endsWith(".jsonl") && path !== except) out.push(path);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return out.sort();
+}
+
 async function cmdSweep(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -333,6 +349,7 @@ async function cmdSweep(args: string[]): Promise<void> {
       "max-runs": { type: "string" },
       where: { type: "string", multiple: true },
       device: { type: "string" },
+      fresh: { type: "boolean" },
     },
   });
   const profile = (values.profile ?? "smoke") as Profile;
@@ -366,14 +383,19 @@ async function cmdSweep(args: string[]): Promise<void> {
   );
   try {
     const t0 = performance.now();
+    // Identical runs other studies already finished (in the same results folder) are reused.
+    const folder = results.includes("/") ? results.slice(0, results.lastIndexOf("/")) : ".";
+    const others = values.fresh ? [] : await siblingResults(folder, results);
     await runSweep(dev, specs, {
       results,
       runsDir,
+      reuse: others,
       ...(values.shard ? { shard: parseShard(values.shard) } : {}),
       ...(values["max-runs"] ? { maxRuns: num("max-runs", values["max-runs"])! } : {}),
       onRun: (ev, spec, rec) => {
         const el = ((performance.now() - t0) / 1000).toFixed(0);
         if (ev === "start") console.error(`[${el}s] start ${spec.id}`);
+        if (ev === "reuse") console.error(`[${el}s] reuse ${spec.id}  (= ${rec?.reusedFrom})`);
         if (ev === "done" && rec) {
           console.error(
             `[${el}s] done  ${spec.id}  val ${rec.valLoss.toFixed(4)} ± ${

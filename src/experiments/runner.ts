@@ -2,7 +2,9 @@
  * The sweep runner: runs a list of training runs, appending one JSON line per finished run to a
  * results file. Re-running skips finished runs and resumes partial ones from their checkpoints,
  * and `shard` splits a grid across processes or machines (a Slurm array, a CI matrix) with no
- * coordination beyond the shared results file and runs folder.
+ * coordination beyond the shared results file and runs folder. A run whose config is identical
+ * to one another study already finished on the same adapter is recorded from that run instead
+ * of trained again (training is deterministic per adapter, so it would give the same numbers).
  *
  * @module
  */
@@ -90,6 +92,8 @@ export interface RunRecord {
   chunkSparsity?: { chunkSizes: number[]; overall: number[]; perSite: Record<string, number[]> };
   /** Chunk-level sparsity (overall, by chunk size) per log window. */
   chunkCurve?: { step: number; overall: Record<string, number> }[];
+  /** `<study>/<id>` of the identical run this record was copied from (see `SweepOptions.reuse`). */
+  reusedFrom?: string;
 }
 
 /** Which part of a grid this process runs: runs whose index ≡ `index` (mod `count`). */
@@ -300,8 +304,19 @@ export interface SweepOptions {
   shard?: Shard;
   /** Stop after this many runs finish in this call (for time-boxed jobs). */
   maxRuns?: number;
-  /** Called before each run starts and after it finishes. */
-  onRun?: (event: "start" | "done" | "skip", spec: RunSpec, record?: RunRecord) => void;
+  /**
+   * Other results files to reuse runs from: a run whose full config equals a finished record's
+   * there, trained on the same backend and adapter, is recorded from it (with this run's id,
+   * study and tags, and `reusedFrom`) instead of trained. Never for a run that other runs of
+   * the grid depend on (`after`): they need its checkpoint in its own folder.
+   */
+  reuse?: string[];
+  /** Called before each run starts, after it finishes, and for runs skipped or reused. */
+  onRun?: (
+    event: "start" | "done" | "skip" | "reuse",
+    spec: RunSpec,
+    record?: RunRecord,
+  ) => void;
   /** Print training progress. */
   progress?: boolean;
 }
@@ -340,6 +355,14 @@ export async function runSweep(
     : ".";
   await Deno.mkdir(dir, { recursive: true });
   const key = (r: { study: string; id: string }) => `${r.study}/${r.id}`;
+  const needed = new Set(specs.flatMap((s) => s.after ?? []));
+  const pool = new Map<string, RunRecord>();
+  for (const file of opts.reuse ?? []) {
+    for (const r of await readResults(file)) {
+      if (r.reusedFrom || r.backend !== device.kind || r.adapter !== device.description) continue;
+      if (!pool.has(canonicalJson(r.config))) pool.set(canonicalJson(r.config), r);
+    }
+  }
   let finished = 0;
   for (let i = 0; i < specs.length; i++) {
     if (opts.shard && i % opts.shard.count !== opts.shard.index) continue;
@@ -354,6 +377,19 @@ export async function runSweep(
     if (missing.length) {
       // Dependencies run in another shard or later; skip now, a re-run picks this up.
       opts.onRun?.("skip", spec);
+      continue;
+    }
+    const twin = needed.has(spec.id) ? undefined : pool.get(canonicalJson(spec.config));
+    if (twin) {
+      const rec: RunRecord = {
+        ...twin,
+        id: spec.id,
+        study: spec.study,
+        tags: spec.tags,
+        reusedFrom: key(twin),
+      };
+      await appendJsonLine(opts.results, rec);
+      opts.onRun?.("reuse", spec, rec);
       continue;
     }
     opts.onRun?.("start", spec);
@@ -372,6 +408,17 @@ export async function runSweep(
   }
   const all = new Map((await readResults(opts.results)).map((r) => [key(r), r]));
   return specs.map((s) => all.get(key(s))).filter((r): r is RunRecord => r !== undefined);
+}
+
+/** JSON with object keys sorted at every level, so equal configs give equal strings. */
+function canonicalJson(x: unknown): string {
+  return JSON.stringify(
+    x,
+    (_k, v) =>
+      v && typeof v === "object" && !Array.isArray(v)
+        ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+        : v,
+  );
 }
 
 /**

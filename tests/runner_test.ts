@@ -1,0 +1,144 @@
+/**
+ * Sweep runner: finished runs are skipped on a re-run, shards partition the grid, a run waits for
+ * the runs it depends on, and an identical run another study finished is reused, not retrained.
+ */
+import assert from "node:assert/strict";
+import {
+  modelConfig,
+  readResults,
+  type RunRecord,
+  type RunSpec,
+  runSweep,
+  trainConfig,
+} from "../mod.ts";
+import { cpu } from "./helpers.ts";
+
+function spec(id: string, study: string, sparsity: number, extra: Partial<RunSpec> = {}): RunSpec {
+  const model = modelConfig("xxs", {
+    sparsity,
+    seqLen: 16,
+    dModel: 16,
+    nHeads: 1,
+    nLayers: 1,
+    dFF: 32,
+  });
+  const config = trainConfig(model, {
+    steps: 2,
+    batchSize: 2,
+    lr: 3e-3,
+    warmup: 1,
+    evalWindows: 2,
+    logEvery: 1,
+    checkpointEvery: 1,
+    evalEvery: 2,
+  });
+  return { id, study, config, tags: { S: sparsity }, ...extra };
+}
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+type Event = [string, string];
+
+function recorder(events: Event[]) {
+  return (ev: string, s: RunSpec) => events.push([ev, s.id]);
+}
+
+Deno.test("runSweep: one line per run; a re-run skips finished runs and trains nothing", async () => {
+  await withDir(async (dir) => {
+    const dev = cpu;
+    const grid = [spec("a", "demo", 0), spec("b", "demo", 0.5)];
+    const opts = { results: `${dir}/demo.jsonl`, runsDir: `${dir}/runs` };
+    const first: Event[] = [];
+    const recs = await runSweep(dev, grid, { ...opts, onRun: recorder(first) });
+    assert.deepEqual(first, [["start", "a"], ["done", "a"], ["start", "b"], ["done", "b"]]);
+    assert.deepEqual(recs.map((r) => r.id), ["a", "b"]);
+    assert.ok(recs.every((r) => Number.isFinite(r.valLoss) && r.tokens === 2 * 2 * 16));
+    const again: Event[] = [];
+    await runSweep(dev, grid, { ...opts, onRun: recorder(again) });
+    assert.deepEqual(again, [["skip", "a"], ["skip", "b"]]);
+    assert.equal((await readResults(opts.results)).length, 2);
+  });
+});
+
+Deno.test("runSweep: shards partition the grid; a dependent run waits for its dependency", async () => {
+  await withDir(async (dir) => {
+    const dev = cpu;
+    const grid = [
+      spec("ft", "demo", 0, { after: ["pre"] }),
+      spec("pre", "demo", 0.25),
+      spec("x", "demo", 0.5),
+    ];
+    const opts = { results: `${dir}/demo.jsonl`, runsDir: `${dir}/runs` };
+    const e1: Event[] = [];
+    await runSweep(dev, grid, { ...opts, shard: { index: 1, count: 2 }, onRun: recorder(e1) });
+    assert.deepEqual(e1, [["start", "pre"], ["done", "pre"]]);
+    const e0: Event[] = [];
+    await runSweep(dev, grid, { ...opts, shard: { index: 0, count: 2 }, onRun: recorder(e0) });
+    assert.deepEqual(e0.filter(([ev]) => ev === "done").map(([, id]) => id), ["ft", "x"]);
+    const ids = (await readResults(opts.results)).map((r) => r.id).sort();
+    assert.deepEqual(ids, ["ft", "pre", "x"]);
+  });
+});
+
+Deno.test("runSweep: an identical finished run of another study is reused, a different one is not", async () => {
+  await withDir(async (dir) => {
+    const dev = cpu;
+    const main = `${dir}/main.jsonl`;
+    await runSweep(dev, [spec("m-dense", "main", 0)], { results: main, runsDir: `${dir}/runs` });
+    const [source] = await readResults(main) as [RunRecord];
+    const grid = [
+      spec("twin", "other", 0),
+      spec("sparse", "other", 0.5),
+      spec("needed", "other", 0),
+      spec("child", "other", 0.5, { after: ["needed"] }),
+    ];
+    grid[0]!.tags = { arm: "dense" };
+    const events: Event[] = [];
+    const recs = await runSweep(dev, grid, {
+      results: `${dir}/other.jsonl`,
+      runsDir: `${dir}/runs`,
+      reuse: [main],
+      onRun: recorder(events),
+    });
+    // "needed" has a dependent that loads its checkpoint, so it trains even though it has a twin.
+    assert.deepEqual(events.filter(([ev]) => ev !== "done"), [
+      ["reuse", "twin"],
+      ["start", "sparse"],
+      ["start", "needed"],
+      ["start", "child"],
+    ]);
+    const twin = recs[0]!;
+    assert.equal(twin.reusedFrom, "main/m-dense");
+    assert.equal(twin.study, "other");
+    assert.deepEqual(twin.tags, { arm: "dense" });
+    assert.equal(twin.valLoss, source.valLoss);
+    // Training is deterministic: the retrained twin of the reused run gives the same loss.
+    assert.equal(recs[2]!.valLoss, source.valLoss);
+    assert.equal(recs[1]!.reusedFrom, undefined);
+  });
+});
+
+Deno.test("runSweep: runs from another adapter are not reused", async () => {
+  await withDir(async (dir) => {
+    const dev = cpu;
+    const main = `${dir}/main.jsonl`;
+    await runSweep(dev, [spec("m", "main", 0)], { results: main, runsDir: `${dir}/runs` });
+    const [rec] = await readResults(main) as [RunRecord];
+    await Deno.writeTextFile(main, JSON.stringify({ ...rec, adapter: "another GPU" }) + "\n");
+    const events: Event[] = [];
+    await runSweep(dev, [spec("t", "other", 0)], {
+      results: `${dir}/other.jsonl`,
+      runsDir: `${dir}/runs`,
+      reuse: [main],
+      onRun: recorder(events),
+    });
+    assert.deepEqual(events, [["start", "t"], ["done", "t"]]);
+  });
+});
