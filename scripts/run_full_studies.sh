@@ -34,6 +34,7 @@ sweep bitnet size=tiny
 sweep continue_finetune
 sweep sparsity_vs_loss seed=2 size=xxs
 sweep sparsity_vs_loss seed=2 size=tiny
+sweep sparsity_vs_loss seed=2 size=xs
 sweep bitnet
 sweep token_budget
 sweep sparsity_vs_loss seed=2
