@@ -89,6 +89,8 @@ sweep options:
   --max-runs N          stop after N runs finish
   --where k=v           only runs whose tag k equals v (repeatable), e.g. seed=1
   --device KIND         webgpu or cpu
+  --sizes LIST          the profile's model sizes replaced by these, e.g. m,l (larger runs on a GPU)
+  --seeds LIST          the profile's seeds replaced by these, e.g. 1,2,3
   --fresh               train every run, even one whose identical config another study in the
                         results folder already finished on this adapter (reused by default)
 
@@ -336,6 +338,15 @@ async function siblingResults(folder: string, except: string): Promise<string[]>
   return out.sort();
 }
 
+/** A comma-separated flag value, each item parsed and checked (numbers must be integers). */
+function listOf<T>(flag: string, v: string, parse: (x: string) => T): T[] {
+  const items = v.split(",").map((x) => x.trim()).filter((x) => x.length > 0).map(parse);
+  if (!items.length || items.some((x) => typeof x === "number" && !Number.isInteger(x))) {
+    throw new ValueError("cli", `--${flag} must be a comma-separated list, got "${v}"`);
+  }
+  return items;
+}
+
 async function cmdSweep(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -350,6 +361,8 @@ async function cmdSweep(args: string[]): Promise<void> {
       where: { type: "string", multiple: true },
       device: { type: "string" },
       fresh: { type: "boolean" },
+      sizes: { type: "string" },
+      seeds: { type: "string" },
     },
   });
   const profile = (values.profile ?? "smoke") as Profile;
@@ -366,7 +379,13 @@ async function cmdSweep(args: string[]): Promise<void> {
     if (!values.study || !STUDIES.includes(values.study as StudyName)) {
       throw new ValueError("cli", `sweep needs --study (${STUDIES.join(", ")}) or --grid FILE`);
     }
-    specs = studyRuns(values.study as StudyName, profile, { runsDir });
+    specs = studyRuns(values.study as StudyName, profile, {
+      runsDir,
+      settings: {
+        ...(values.sizes ? { sizes: listOf("sizes", values.sizes, (v) => v) } : {}),
+        ...(values.seeds ? { seeds: listOf("seeds", values.seeds, Number) } : {}),
+      },
+    });
     name = values.study;
   }
   const where = (values.where ?? []).map((w) => {

@@ -142,3 +142,48 @@ Deno.test("runSweep: runs from another adapter are not reused", async () => {
     assert.deepEqual(events, [["start", "t"], ["done", "t"]]);
   });
 });
+
+Deno.test("CLI sweep: --sizes and --seeds replace the profile's grid axes; bad lists are refused", async () => {
+  const { main } = await import("../cli.ts");
+  const dir = await Deno.makeTempDir({ prefix: "qsparse-cli-sweep-" });
+  const errors: string[] = [];
+  const orig = console.error;
+  console.error = (...a: unknown[]) => void errors.push(a.join(" "));
+  try {
+    const base = [
+      "sweep",
+      "--study",
+      "sparsity_vs_loss",
+      "--device",
+      "cpu",
+      "--runs",
+      `${dir}/runs`,
+    ];
+    const results = `${dir}/r.jsonl`;
+    assert.equal(
+      await main([
+        ...base,
+        "--results",
+        results,
+        "--sizes",
+        "xxs",
+        "--seeds",
+        "7",
+        "--where",
+        "S=0",
+      ]),
+      0,
+    );
+    assert.deepEqual((await readResults(results)).map((r) => r.id), ["xxs-S0.0-seed7"]);
+    assert.equal(await main([...base, "--seeds", "1.5"]), 2);
+    assert.equal(await main([...base, "--sizes", ","]), 2);
+    assert.equal(await main([...base, "--sizes", "huge", "--results", `${dir}/x.jsonl`]), 2);
+  } finally {
+    console.error = orig;
+    await Deno.remove(dir, { recursive: true });
+  }
+  const bad = errors.filter((e) => e.startsWith("error:"));
+  assert.match(bad[0]!, /--seeds must be a comma-separated list, got "1\.5"/);
+  assert.match(bad[1]!, /--sizes must be a comma-separated list/);
+  assert.match(bad[2]!, /unknown model "huge"/);
+});
