@@ -346,6 +346,25 @@ Deno.test("notebook helpers: profile check, missing full results, smoke saves no
       JSON.stringify(record({ size: "a", N: 1, S: 0, seed: 1, loss: 1 })) + "\n",
     );
     assert.equal((await loadStudy("bitnet", "full", { resultsDir: dir })).available, false);
+    // Runs of the grid are counted against it; runs beyond it (other sizes, seeds) are named apart.
+    const bit = (id: string) => ({
+      ...record({ size: "xxs", N: 1, S: 0, seed: 1, loss: 1 }),
+      id,
+      study: "bitnet",
+    });
+    await Deno.writeTextFile(
+      `${dir}/bitnet.jsonl`,
+      [bit("xxs-bitnet-S0.0-seed1"), bit("xl-bitnet-S0.0-seed1")].map((r) =>
+        JSON.stringify(r) + "\n"
+      )
+        .join(""),
+    );
+    const partial = await loadStudy("bitnet", "full", { resultsDir: dir });
+    assert.match(
+      partial.message,
+      /1 of the grid's 21 runs and 1 beyond it \(more sizes or seeds\)/,
+    );
+    assert.match(partial.message, /not complete/);
     assert.deepEqual(await readBenchFiles(dir), []);
     await Deno.writeTextFile(
       `${dir}/k.json`,

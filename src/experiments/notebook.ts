@@ -247,7 +247,11 @@ export async function loadStudy(
     );
   }
   const records = (await readResults(resultsFile)).filter((r) => r.study === study);
-  const expected = grid(opts.runsDir ?? "../runs").length;
+  const gridIds = new Set(grid(opts.runsDir ?? "../runs").map((r) => r.id));
+  const expected = gridIds.size;
+  // Runs beyond the grid (larger sizes or more seeds, e.g. from a GPU session) are analysed too.
+  const inGrid = records.filter((r) => gridIds.has(r.id)).length;
+  const extra = records.length - inGrid;
   if (!records.length) {
     return {
       study,
@@ -271,12 +275,13 @@ export async function loadStudy(
     records,
     available: true,
     resultsFile,
-    message:
-      `**Full profile:** ${records.length} of the grid's ${expected} runs from \`${resultsFile}\` ` +
+    message: `**Full profile:** ${inGrid} of the grid's ${expected} runs` +
+      (extra > 0 ? ` and ${extra} beyond it (more sizes or seeds)` : "") +
+      ` from \`${resultsFile}\` ` +
       `(${adapters}; code ${versions}; ${dates[0]?.slice(0, 10)} to ${
         dates.at(-1)?.slice(0, 10)
       }).` +
-      (records.length < expected ? " The sweep is not complete: results are partial." : ""),
+      (inGrid < expected ? " The sweep is not complete: results are partial." : ""),
   };
 }
 
