@@ -5,17 +5,25 @@
 #
 # Order: what the notebooks need most comes first, so that if the compute budget runs out the
 # committed results still cover every study: one seed of each study (BitNet's small sizes
-# first), then the second seed of the small sizes of the main grid, then everything else.
+# first), then the second seed of the small sizes of the main grid, then everything else, then
+# second seeds beyond the grid. (Runs done on a GPU and merged into results/ are skipped here.)
 # Usage: scripts/run_full_studies.sh            (everything, in that order)
 #        scripts/run_full_studies.sh STUDY ...  (just these studies, all seeds)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
-# sweep STUDY [k=v ...]: the runs of STUDY whose tags match every k=v.
+# sweep STUDY [k=v | --flag value ...]: the runs of STUDY whose tags match every k=v (flags such
+# as --seeds 2 go to the CLI as they are).
 sweep() {
   local study=$1 where=()
   shift
-  for w in "$@"; do where+=(--where "$w"); done
+  while [ $# -gt 0 ]; do
+    case $1 in
+    --*) where+=("$1" "$2") && shift ;;
+    *) where+=(--where "$1") ;;
+    esac
+    shift
+  done
   echo "== $(date -u +%FT%TZ) study $study $*"
   deno run -A cli.ts sweep --study "$study" --profile full --results "results/$study.jsonl" \
     --runs runs "${where[@]}" || echo "study $study stopped with status $?"
@@ -39,4 +47,8 @@ sweep bitnet
 sweep token_budget
 sweep sparsity_vs_loss seed=2
 for s in ablation block moe; do sweep "$s" seed=2; done
+# Beyond the grid, with compute left over: a second seed of the token-budget and BitNet studies
+# (their grids have one seed), smallest first.
+sweep token_budget --seeds 2
+for z in xxs tiny xs; do sweep bitnet --seeds 2 size=$z; done
 echo "== $(date -u +%FT%TZ) all done"
