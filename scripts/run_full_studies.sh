@@ -15,7 +15,7 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 # sweep STUDY [k=v | --flag value ...]: the runs of STUDY whose tags match every k=v (flags such
 # as --seeds 2 go to the CLI as they are).
 sweep() {
-  local study=$1 where=()
+  local study=$1 label="$*" where=()
   shift
   while [ $# -gt 0 ]; do
     case $1 in
@@ -24,7 +24,7 @@ sweep() {
     esac
     shift
   done
-  echo "== $(date -u +%FT%TZ) study $study $*"
+  echo "== $(date -u +%FT%TZ) study $label"
   deno run -A cli.ts sweep --study "$study" --profile full --results "results/$study.jsonl" \
     --runs runs "${where[@]}" || echo "study $study stopped with status $?"
 }
