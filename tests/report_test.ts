@@ -43,6 +43,7 @@ import {
   superLinearFinding,
   sweepPoints,
   timeSparseKernels,
+  tokenBudgetFinding,
   verdictAbove,
   verdictBelow,
   verdictInterval,
@@ -425,4 +426,27 @@ Deno.test("kernel timings and summaries: inline report, bench format, unknown sh
   assert.equal(kernelFindings(b)[0]!.verdict, "not reproduced at this scale");
   assert.equal(kernelSummary(null, "x"), null);
   assert.equal(kernelSummary({ gemv: {} }, "x"), null);
+});
+
+Deno.test("token budget: each 4× gap is taken against the 4× dense run of the same seed", () => {
+  // Both seeds keep a 0.1 nat gap at 1× and at 4×, but seed 2 sits 0.5 nats higher throughout:
+  // pairing seed 2's sparse run with seed 1's dense run would invent a 0.5 nat change.
+  const at = (S: number, seed: number, loss: number, budget?: number) =>
+    record({
+      size: "tiny",
+      N: 1,
+      S,
+      seed,
+      loss,
+      tags: { size: "tiny", S, seed, variant: "topk", ...(budget ? { budget } : {}) },
+    });
+  const main = [at(0, 1, 2.0), at(0.5, 1, 2.1), at(0, 2, 2.5), at(0.5, 2, 2.6)];
+  const budget = [at(0, 1, 1.8, 4), at(0.5, 1, 1.9, 4), at(0, 2, 2.3, 4), at(0.5, 2, 2.4, 4)];
+  const { finding, rows } = tokenBudgetFinding(main, budget);
+  assert.equal(rows.length, 2);
+  for (const r of rows) assert.ok(Math.abs(r.gap4.value - r.gap1.value) < 1e-9);
+  assert.equal(finding.verdict, "reproduced");
+  assert.match(finding.note!, /1 size \(tiny\), 2 seeds; 2 sparse runs/);
+  // A 4× run whose seed has no dense 4× run is left out, not paired across seeds.
+  assert.equal(tokenBudgetFinding(main, budget.slice(1)).rows.length, 1);
 });

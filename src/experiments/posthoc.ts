@@ -190,6 +190,12 @@ export function posthocFigure(rows: readonly PosthocRow[]): Figure {
   });
 }
 
+/** "2 seeds", "1 size": how many distinct values of a tag the records hold. */
+function count(records: readonly RunRecord[], tag: "size" | "seed"): string {
+  const n = new Set(records.map((r) => r.tags[tag])).size;
+  return `${n} ${tag}${n === 1 ? "" : "s"}`;
+}
+
 /**
  * The token-budget finding: the gap to dense after 4× the tokens against 1× (the TMLR version:
  * the gap is "largely insensitive to the training-token budget").
@@ -210,11 +216,14 @@ export function tokenBudgetFinding(
   main: readonly RunRecord[],
   budget: readonly RunRecord[],
   tol = 0.02,
-): { finding: Finding; rows: { S: number; gap1: Estimate; gap4: Estimate }[] } {
-  const rows: { S: number; gap1: Estimate; gap4: Estimate }[] = [];
-  const dense4 = budget.find((r) => r.tags.S === 0);
+): { finding: Finding; rows: { S: number; seed: unknown; gap1: Estimate; gap4: Estimate }[] } {
+  const rows: { S: number; seed: unknown; gap1: Estimate; gap4: Estimate }[] = [];
   for (const r of budget) {
     const S = r.tags.S as number;
+    // Each gap is within one size and seed: the 4× sparse run against the 4× dense run of its seed.
+    const dense4 = budget.find((d) =>
+      d.tags.S === 0 && d.tags.size === r.tags.size && d.tags.seed === r.tags.seed
+    );
     if (!(S > 0) || !dense4) continue;
     const one = main.find((m) =>
       m.tags.size === r.tags.size && m.tags.S === S && m.tags.seed === r.tags.seed
@@ -225,6 +234,7 @@ export function tokenBudgetFinding(
     if (!one || !dense1) continue;
     rows.push({
       S,
+      seed: r.tags.seed,
       gap1: {
         value: one.valLoss - dense1.valLoss,
         se: Math.hypot(one.valStderr, dense1.valStderr),
@@ -244,11 +254,14 @@ export function tokenBudgetFinding(
   const finding: Finding = p
     ? comparisonFinding({
       ...base,
-      label: "gap(4× tokens) − gap(1× tokens), mean over S",
+      label: "gap(4× tokens) − gap(1× tokens), mean over S and seeds",
       estimate: p,
       expect: "within",
       threshold: tol,
-      note: `one size (${budget[0]?.tags.size ?? "?"}), one seed`,
+      note: `${count(budget, "size")} (${
+        [...new Set(budget.map((r) => r.tags.size))].join(", ")
+      }), ` +
+        `${count(budget, "seed")}; ${rows.length} sparse runs against their seed's dense run`,
     })
     : {
       ...base,
