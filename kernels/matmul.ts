@@ -17,6 +17,7 @@
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/tensor/dtype.ts";
 import { enables, uniforms } from "./common.ts";
+import { matmulNative } from "./native/matmul.ts";
 
 /** Problem description of one (batched) matmul. */
 export interface MatmulProblem {
@@ -351,6 +352,7 @@ export function matmulDispatch(
     key: `matmul:${variantKey}:${flags}`,
     wgsl,
     cpu: ([x, y, z]) => matmulCpu(p, x!, y!, z!),
+    native: p.dtype === "f32" ? ([x, y, z], rt) => matmulNative(p, x!, y!, z!, rt) : undefined,
     buffers: [a, b, c],
     uniforms: uniforms(p.m, p.n, p.k, p.batch, p.strideA, p.strideB, p.m * p.n),
     workgroups,

@@ -1,7 +1,8 @@
 /**
- * Test helpers: one CPU and one WebGPU device per test file, a tolerance check in the style of
- * burn's `Tolerance::rel_abs`, and `onBoth`, which runs the same op on both backends from the
- * same host inputs and compares the results (WebGPU kernel vs its CPU twin).
+ * Test helpers: one CPU, one native and one WebGPU device per test file, a tolerance check in the
+ * style of burn's `Tolerance::rel_abs`, and `onBoth`, which runs the same op on every backend from
+ * the same host inputs and compares the results with the CPU twin's (WebGPU kernel vs twin,
+ * native kernel vs twin).
  */
 import { type Device, openDevice, type Tensor } from "../mod.ts";
 
@@ -10,11 +11,20 @@ export const cpu: Device = await openDevice({ prefer: "cpu" });
 
 /** The WebGPU device, or null where no adapter exists (the GPU half of each check is skipped). */
 export const gpu: Device | null = await (async () => {
-  const d = await openDevice({ prefer: "webgpu" });
-  return d.kind === "webgpu" ? d : null;
+  try {
+    return await openDevice({ prefer: "webgpu" });
+  } catch {
+    return null;
+  }
 })();
 
 if (!gpu) console.warn("tests: no WebGPU adapter; GPU-vs-CPU checks are skipped");
+
+/** The native backend (BLAS through FFI when one loads; its TypeScript fallback otherwise). */
+export const native: Device = await openDevice({ prefer: "native" });
+
+/** Every device a kernel is checked on besides the CPU reference. */
+export const others: Device[] = gpu ? [gpu, native] : [native];
 
 /** Tolerances: |a − e| ≤ atol + rtol·|e| elementwise. */
 export interface Tolerance {
@@ -79,13 +89,13 @@ export async function onBoth(
   const asList = (r: Tensor | Tensor[]) => (Array.isArray(r) ? r : [r]);
   const ref = asList(fn(cpu));
   const refData = await Promise.all(ref.map((t) => t.data()));
-  if (gpu) {
-    const got = asList(fn(gpu));
+  for (const dev of others) {
+    const got = asList(fn(dev));
     for (let i = 0; i < ref.length; i++) {
       if (got[i]!.shape.join() !== ref[i]!.shape.join()) {
         throw new Error(`${what}[${i}]: shape [${got[i]!.shape}] vs CPU [${ref[i]!.shape}]`);
       }
-      assertClose(await got[i]!.data(), refData[i]!, tol, `${what}[${i}] (webgpu vs cpu)`);
+      assertClose(await got[i]!.data(), refData[i]!, tol, `${what}[${i}] (${dev.kind} vs cpu)`);
       got[i]!.dispose();
     }
   }

@@ -6,8 +6,72 @@
  * @module
  */
 
-/** Which implementation runs the kernels. */
-export type BackendKind = "webgpu" | "cpu";
+/**
+ * Which implementation runs the kernels: `webgpu` (WGSL on a GPU adapter), `native` (host memory,
+ * BLAS through FFI, fast host kernels) or `cpu` (the TypeScript twins, the reference).
+ */
+export type BackendKind = "webgpu" | "native" | "cpu";
+
+/**
+ * The BLAS routines the native backend loads with `Deno.dlopen` (row-major CBLAS). Pointers are
+ * raw addresses so a kernel can pass an offset into a storage without allocating a view.
+ */
+export interface Blas {
+  /** Library that was loaded (path or soname), for `device.description`. */
+  readonly library: string;
+  /** Threads the library uses, when it can say (OpenBLAS); else the core count. */
+  readonly threads: number;
+  /**
+   * `C = alpha·op(A)·op(B) + beta·C`, row-major; `a`, `b`, `c` are byte addresses from
+   * {@link NativeRuntime.address}.
+   */
+  sgemm(
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    alpha: number,
+    a: number,
+    lda: number,
+    b: number,
+    ldb: number,
+    beta: number,
+    c: number,
+    ldc: number,
+  ): void;
+  /** `y = alpha·op(A)·x + beta·y`, row-major `A` of `m × n`. */
+  sgemv(
+    transA: boolean,
+    m: number,
+    n: number,
+    alpha: number,
+    a: number,
+    lda: number,
+    x: number,
+    incx: number,
+    beta: number,
+    y: number,
+    incy: number,
+  ): void;
+}
+
+/**
+ * What a native kernel gets besides its buffers: the BLAS (null when none loaded; the kernel must
+ * then compute in TypeScript) and the address of a storage for FFI calls.
+ */
+export interface NativeRuntime {
+  /** The loaded BLAS, or null. */
+  readonly blas: Blas | null;
+  /** Byte address of the start of `buffer` (one of the dispatch's buffers). */
+  address(buffer: ArrayBuffer): number;
+}
+
+/**
+ * A native (fast host) implementation of a kernel: same buffers and semantics as the CPU twin,
+ * which stays the reference it is tested against. Parameters reach it by closure.
+ */
+export type NativeKernel = (buffers: ArrayBuffer[], rt: NativeRuntime) => void;
 
 /**
  * A block of device memory. Opaque outside the backend that made it.
@@ -64,6 +128,11 @@ export interface Dispatch {
   wgsl: () => string;
   /** CPU twin. Gets the bound buffers' bytes in binding order. */
   cpu: (buffers: ArrayBuffer[]) => void;
+  /**
+   * Fast host implementation run by the native backend (falls back to `cpu` when absent). Must
+   * agree with `cpu` within f32 tolerance; tests check it.
+   */
+  native?: NativeKernel;
   /** Storage buffers in binding order. */
   buffers: Storage[];
   /** Uniform block (u32 words; floats are bit-cast in). Omit for kernels without parameters. */

@@ -69,6 +69,26 @@ export interface WebGpuOptions {
   profile?: boolean;
   /** Power preference passed to `requestAdapter`. */
   powerPreference?: GPUPowerPreference;
+  /**
+   * Open software adapters (llvmpipe, lavapipe, SwiftShader) too. When false, `open` returns
+   * null for them so the caller can pick the native backend instead. Default true.
+   */
+  allowSoftware?: boolean;
+}
+
+/**
+ * True when an adapter is a CPU rasterizer rather than a GPU: the spec's `isFallbackAdapter`,
+ * or a description/device/vendor naming llvmpipe, lavapipe, softpipe or SwiftShader.
+ *
+ * @param info The adapter's `info`.
+ * @returns Whether it is a software adapter.
+ */
+export function isSoftwareAdapter(
+  info: { description?: string; vendor?: string; device?: string; architecture?: string },
+): boolean {
+  if ((info as { isFallbackAdapter?: boolean }).isFallbackAdapter) return true;
+  const text = [info.description, info.vendor, info.device, info.architecture].join(" ");
+  return /llvmpipe|lavapipe|softpipe|swiftshader|software rasterizer/i.test(text);
 }
 
 /** Backend that encodes WGSL kernels on a WebGPU device. */
@@ -141,6 +161,7 @@ export class WebGpuBackend implements Backend {
       opts.powerPreference ? { powerPreference: opts.powerPreference } : undefined,
     );
     if (!adapter) return null;
+    if (opts.allowSoftware === false && isSoftwareAdapter(adapter.info)) return null;
     const features: GPUFeatureName[] = [];
     for (const f of ["shader-f16", "timestamp-query"] as GPUFeatureName[]) {
       if (adapter.features.has(f)) features.push(f);

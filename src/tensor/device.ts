@@ -13,7 +13,8 @@ import type {
   KernelTime,
 } from "../backend/backend.ts";
 import { CpuBackend } from "../backend/cpu.ts";
-import { WebGpuBackend } from "../backend/webgpu.ts";
+import { isSoftwareAdapter, WebGpuBackend } from "../backend/webgpu.ts";
+import { NativeBackend } from "../backend/native.ts";
 import {
   allocTyped,
   bytesPerElement,
@@ -30,10 +31,16 @@ import { randomDispatch } from "../../kernels/random.ts";
 
 /** Options for {@link openDevice}. */
 export interface OpenDeviceOptions {
-  /** `"webgpu"` (default) falls back to the CPU when no adapter exists; `"cpu"` forces the CPU. */
+  /**
+   * Force a backend: `"webgpu"` (any adapter, software ones included; an error when none),
+   * `"native"` (host kernels + BLAS) or `"cpu"` (the TypeScript reference twins). Default: WebGPU
+   * on a real GPU, else native.
+   */
   prefer?: BackendKind;
-  /** Time every dispatch (timestamp queries on WebGPU, host clock on CPU). */
+  /** Time every dispatch (timestamp queries on WebGPU, host clock on the host backends). */
   profile?: boolean;
+  /** Native backend: a BLAS library to load instead of probing (also `QSPARSE_BLAS`). */
+  blas?: string;
 }
 
 /** Nested arrays of numbers accepted by {@link Device.tensor}. */
@@ -95,7 +102,7 @@ export class Device implements Disposable {
     this.backend = backend;
   }
 
-  /** `"webgpu"` or `"cpu"`. */
+  /** `"webgpu"`, `"native"` or `"cpu"`. */
   get kind(): BackendKind {
     return this.backend.kind;
   }
@@ -317,9 +324,11 @@ export class Device implements Disposable {
 }
 
 /**
- * Opens a device: WebGPU when an adapter exists (or was asked for), else the CPU backend.
+ * Opens a device. By default WebGPU on a real GPU adapter; where the only adapter is a software
+ * rasterizer (llvmpipe, lavapipe, SwiftShader) or none exists, the native backend (host kernels
+ * with BLAS through FFI; without a loadable BLAS it says so once and runs TypeScript matmul).
  *
- * @param opts `prefer: "cpu"` forces the CPU backend; `profile` times every dispatch.
+ * @param opts `prefer` forces a backend; `profile` times every dispatch; `blas` names a library.
  * @returns The device. `device.kind` and `device.description` say which one you got.
  *
  * @example
@@ -327,21 +336,36 @@ export class Device implements Disposable {
  * import { openDevice } from "@qsparse/kit";
  * import assert from "node:assert/strict";
  * using dev = await openDevice();
- * assert.ok(dev.kind === "webgpu" || dev.kind === "cpu");
+ * assert.ok(["webgpu", "native", "cpu"].includes(dev.kind));
  * console.log(`${dev.kind}: ${dev.description}`);
  * ```
  */
 export async function openDevice(opts: OpenDeviceOptions = {}): Promise<Device> {
-  if (opts.prefer !== "cpu") {
+  const profile = opts.profile ?? false;
+  if (opts.prefer === "cpu") return new Device(new CpuBackend({ profile }));
+  if (opts.prefer === undefined || opts.prefer === "webgpu") {
     let gpu: WebGpuBackend | null = null;
     try {
-      gpu = await WebGpuBackend.open({ profile: opts.profile ?? false });
+      gpu = await WebGpuBackend.open({ profile, allowSoftware: opts.prefer === "webgpu" });
     } catch (e) {
       if (opts.prefer === "webgpu") {
         throw new DeviceError("openDevice", `WebGPU failed to open: ${(e as Error).message}`);
       }
     }
     if (gpu) return new Device(gpu);
+    if (opts.prefer === "webgpu") {
+      throw new DeviceError("openDevice", "no WebGPU adapter (install a GPU driver or Mesa)");
+    }
   }
-  return new Device(new CpuBackend({ profile: opts.profile ?? false }));
+  const native = new NativeBackend({ profile, blas: opts.blas });
+  if (!native.blas && !warnedNoBlas) {
+    warnedNoBlas = true;
+    console.warn(
+      `qsparse: native backend without BLAS (${native.blasError}); matmul runs in TypeScript. ` +
+        "Install OpenBLAS (Debian: apt-get install libopenblas0-pthread) or set QSPARSE_BLAS.",
+    );
+  }
+  return new Device(native);
 }
+
+let warnedNoBlas = false;

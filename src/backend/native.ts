@@ -1,0 +1,75 @@
+/**
+ * The native backend: host memory like the CPU backend, but each dispatch runs the kernel's fast
+ * host implementation (`Dispatch.native`: BLAS through FFI for matmul, tuned TypeScript loops for
+ * the rest) and falls back to the CPU twin where a kernel has none. It is the default where the
+ * only WebGPU adapter is a software rasterizer, or none exists.
+ *
+ * @module
+ */
+import type { Backend, Blas, Dispatch, NativeRuntime } from "./backend.ts";
+import { HostBackend } from "./host.ts";
+import { BlasLoadError, loadBlas } from "./blas.ts";
+
+/** Options of {@link NativeBackend}. */
+export interface NativeBackendOptions {
+  /** Time every dispatch with the host clock. */
+  profile?: boolean;
+  /** A BLAS library to load instead of probing the usual ones (also `QSPARSE_BLAS`). */
+  blas?: string;
+  /** Skip the BLAS (tests use this to cover the TypeScript fallback). */
+  noBlas?: boolean;
+}
+
+/** Backend running fast host kernels and BLAS on host memory. */
+export class NativeBackend extends HostBackend implements Backend, NativeRuntime {
+  readonly kind = "native" as const;
+  readonly description: string;
+  protected readonly name = "native";
+  /** The BLAS, or null when none loaded (matmul then runs in TypeScript). */
+  readonly blas: Blas | null;
+  /** Why no BLAS is in use, when none is. */
+  readonly blasError: string | null;
+  #addresses = new WeakMap<ArrayBuffer, number>();
+
+  /** @param opts Profiling and BLAS choice. */
+  constructor(opts: NativeBackendOptions = {}) {
+    super(opts);
+    let blas: Blas | null = null, err: string | null = null;
+    if (opts.noBlas) err = "BLAS disabled by the caller";
+    else {
+      try {
+        blas = loadBlas(opts.blas);
+      } catch (e) {
+        err = e instanceof BlasLoadError ? e.message : `BLAS failed: ${(e as Error).message}`;
+      }
+    }
+    this.blas = blas;
+    this.blasError = err;
+    this.description = blas
+      ? `native (${blas.library}, ${blas.threads} thread${blas.threads === 1 ? "" : "s"})`
+      : `native (no BLAS, TypeScript matmul: ${err})`;
+  }
+
+  protected override onNewBuffer(buffer: ArrayBuffer): void {
+    if (this.blas) {
+      this.#addresses.set(buffer, Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer))));
+    }
+  }
+
+  address(buffer: ArrayBuffer): number {
+    const a = this.#addresses.get(buffer);
+    if (a !== undefined) return a;
+    // Host buffers made outside allocate() (none today) get their address on first use.
+    const v = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer)));
+    this.#addresses.set(buffer, v);
+    return v;
+  }
+
+  dispatch(d: Dispatch): void {
+    this.check(d.op);
+    const bufs = d.buffers.map((s) => this.buf(s, d.op));
+    const fast = d.native;
+    if (fast) this.timed(d.op, () => fast(bufs, this));
+    else this.timed(d.op, () => d.cpu(bufs));
+  }
+}
