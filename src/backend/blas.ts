@@ -107,6 +107,7 @@ function open(path: string): Blas {
   const sgemm = sym.cblas_sgemm, sgemv = sym.cblas_sgemv;
   return {
     library: name,
+    path,
     threads,
     sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
       sgemm(

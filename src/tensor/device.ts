@@ -41,6 +41,8 @@ export interface OpenDeviceOptions {
   profile?: boolean;
   /** Native backend: a BLAS library to load instead of probing (also `QSPARSE_BLAS`). */
   blas?: string;
+  /** Native backend: threads for host kernels (also `QSPARSE_THREADS`; default: every core). */
+  threads?: number;
 }
 
 /** Nested arrays of numbers accepted by {@link Device.tensor}. */
@@ -357,7 +359,8 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<Device> 
       throw new DeviceError("openDevice", "no WebGPU adapter (install a GPU driver or Mesa)");
     }
   }
-  const native = new NativeBackend({ profile, blas: opts.blas });
+  const native = new NativeBackend({ profile, blas: opts.blas, threads: opts.threads });
+  await native.ready();
   if (!native.blas && !warnedNoBlas) {
     warnedNoBlas = true;
     console.warn(
