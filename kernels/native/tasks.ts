@@ -6,8 +6,20 @@
  */
 import type { ParallelTask } from "../../src/backend/backend.ts";
 import { fillF32Task } from "./fill.ts";
+// -- elementwise, reductions, layout, embedding, cross-entropy, optimizer: imports --
+// -- end --
+// -- softmax, rmsnorm, rope, top-K, N:M, chunk union: imports --
+// -- end --
+// -- sparse matmul, quantization, MoE, grouped matmul: imports --
+// -- end --
 
 /** All tasks. */
 export const TASKS: readonly ParallelTask[] = [
   fillF32Task,
+  // -- elementwise, reductions, layout, embedding, cross-entropy, optimizer: tasks --
+  // -- end --
+  // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: tasks --
+  // -- end --
+  // -- sparse matmul, quantization, MoE, grouped matmul: tasks --
+  // -- end --
 ];
