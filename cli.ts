@@ -13,7 +13,7 @@
  */
 import { parseArgs } from "node:util";
 import { openDevice } from "./src/tensor/device.ts";
-import { KitError, ValueError } from "./src/tensor/errors.ts";
+import { KitError, ValueError } from "./src/core/errors.ts";
 import {
   type ModelConfig,
   modelConfig,

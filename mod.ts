@@ -20,9 +20,9 @@
  *
  * @module
  */
-export * from "./src/tensor/errors.ts";
-export * from "./src/tensor/dtype.ts";
-export * from "./src/tensor/shape.ts";
+export * from "./src/core/errors.ts";
+export * from "./src/core/dtype.ts";
+export * from "./src/core/shape.ts";
 export * from "./src/tensor/tensor.ts";
 export * from "./src/tensor/device.ts";
 export * from "./src/tensor/scope.ts";

@@ -4,7 +4,7 @@
  * @module
  */
 import type { Tensor } from "../tensor/tensor.ts";
-import { ShapeError } from "../tensor/errors.ts";
+import { ShapeError } from "../core/errors.ts";
 import { keep } from "../tensor/scope.ts";
 import { noGrad } from "./tape.ts";
 import { add, mulScalar } from "../ops/elementwise.ts";

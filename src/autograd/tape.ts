@@ -7,7 +7,7 @@
  * @module
  */
 import type { Tensor } from "../tensor/tensor.ts";
-import type { DType } from "../tensor/dtype.ts";
+import type { DType } from "../core/dtype.ts";
 
 /** How an op's output maps an upstream gradient back to its inputs. */
 export interface GradNode {

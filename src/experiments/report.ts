@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 import type { RunRecord } from "./runner.ts";
 import {
   type FitOptions,

@@ -11,9 +11,9 @@ import {
   transposeDispatch,
 } from "../../kernels/layout.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import type { DType } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
-import { sizeOf } from "../tensor/shape.ts";
+import type { DType } from "../core/dtype.ts";
+import { DTypeError, ShapeError, ValueError } from "../core/errors.ts";
+import { sizeOf } from "../core/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 function normDim(op: string, shape: readonly number[], dim: number): number {

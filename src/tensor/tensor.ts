@@ -9,9 +9,9 @@
  */
 import type { Storage } from "../backend/backend.ts";
 import type { Device } from "./device.ts";
-import { type DType, type TypedArrayFor, typedView } from "./dtype.ts";
-import { DisposedError, formatShape, ShapeError } from "./errors.ts";
-import { type Shape, sizeOf } from "./shape.ts";
+import { type DType, type TypedArrayFor, typedView } from "../core/dtype.ts";
+import { DisposedError, formatShape, ShapeError } from "../core/errors.ts";
+import { type Shape, sizeOf } from "../core/shape.ts";
 import { track, untrack } from "./scope.ts";
 import { type GradNode, needsGrad, record } from "../autograd/tape.ts";
 
