@@ -13,7 +13,7 @@ import { type ModelConfig, modelConfig, type ModelOverrides } from "../nn/config
 import { ValueError } from "../core/errors.ts";
 import { type TrainConfig, trainConfig } from "../train/trainer.ts";
 import { moeStudyArms } from "./moe_study.ts";
-import type { RunSpec } from "./runner.ts";
+import type { RunSpec } from "../train/runner.ts";
 
 /**
  * Names of the studies.
