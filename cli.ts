@@ -13,7 +13,7 @@
  */
 import { parseArgs } from "node:util";
 import { openDevice } from "./src/tensor/device.ts";
-import { KitError, ValueError } from "./src/tensor/errors.ts";
+import { KitError, ValueError } from "./src/core/errors.ts";
 import {
   type ModelConfig,
   modelConfig,
@@ -32,9 +32,9 @@ import { loadCheckpoint, loadWeights } from "./src/train/checkpoint.ts";
 import { TransformerLM } from "./src/nn/transformer.ts";
 import { ValidationSet } from "./src/train/batches.ts";
 import { measureSparsity } from "./src/train/accounting.ts";
-import { parseShard, readResults, type RunSpec, runSweep } from "./src/experiments/runner.ts";
+import { parseShard, readResults, type RunSpec, runSweep } from "./src/train/runner.ts";
 import { type Profile, STUDIES, type StudyName, studyRuns } from "./src/experiments/studies.ts";
-import { fitScalingLaw } from "./src/experiments/scaling_law.ts";
+import { fitScalingLaw } from "./src/train/scaling_law.ts";
 
 const HELP = `qsparse — train and evaluate Q-Sparse models on WebGPU
 

@@ -20,9 +20,9 @@
  *
  * @module
  */
-export * from "./src/tensor/errors.ts";
-export * from "./src/tensor/dtype.ts";
-export * from "./src/tensor/shape.ts";
+export * from "./src/core/errors.ts";
+export * from "./src/core/dtype.ts";
+export * from "./src/core/shape.ts";
 export * from "./src/tensor/tensor.ts";
 export * from "./src/tensor/device.ts";
 export * from "./src/tensor/scope.ts";
@@ -45,7 +45,7 @@ export * from "./src/ops/sparse.ts";
 export * from "./src/ops/rmsnorm.ts";
 export * from "./src/ops/embedding.ts";
 export * from "./src/ops/cross_entropy.ts";
-export * from "./src/experiments/scaling_law.ts";
+export * from "./src/train/scaling_law.ts";
 export * from "./src/ops/rope.ts";
 export * from "./src/ops/permute.ts";
 export * from "./src/plot/figure.ts";
@@ -72,7 +72,7 @@ export * from "./src/train/trainer.ts";
 export * from "./src/ops/spmm.ts";
 export * from "./src/ops/moe.ts";
 export * from "./src/util/version.ts";
-export * from "./src/experiments/runner.ts";
+export * from "./src/train/runner.ts";
 export * from "./src/experiments/studies.ts";
 export * from "./src/tensor/quantized.ts";
 export * from "./src/ops/quant.ts";

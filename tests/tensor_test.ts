@@ -17,7 +17,7 @@ import {
   ValueError,
 } from "../mod.ts";
 import { WebGpuBackend } from "../src/backend/webgpu.ts";
-import { randomBits } from "../kernels/random.ts";
+import { randomBits } from "../src/core/random.ts";
 import { assertClose, cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
 
 Deno.test("creation ops agree on both backends", async () => {

@@ -10,7 +10,7 @@ import type { SweepPoint } from "../plot/scaling.ts";
 import type { ChunkSparsityCurve, ProjectionSparsity, SparsityCurve } from "../plot/sparsity.ts";
 import type { LossCurve } from "../plot/training.ts";
 import type { DenseGap, RunGroup } from "./report.ts";
-import { type IsoLossGrid, isoLossGrid, type ScalingLawParams } from "./scaling_law.ts";
+import { type IsoLossGrid, isoLossGrid, type ScalingLawParams } from "../train/scaling_law.ts";
 
 /** Options of {@link lossCurvesOf}. */
 export interface CurveOptions {

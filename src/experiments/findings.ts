@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 import {
   type Convexity,
   type DenseGap,
@@ -25,7 +25,7 @@ import {
   sparsityDrift,
   type SweepFit,
 } from "./report.ts";
-import { PAPER_SCALING_LAW, scalingLaw, sparsityFactor } from "./scaling_law.ts";
+import { PAPER_SCALING_LAW, scalingLaw, sparsityFactor } from "../train/scaling_law.ts";
 
 /** The outcome of testing a claim on our data. */
 export type Verdict = "reproduced" | "not reproduced at this scale" | "inconclusive";

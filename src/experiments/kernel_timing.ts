@@ -11,7 +11,7 @@ import { matmul } from "../ops/matmul.ts";
 import { spmm } from "../ops/spmm.ts";
 import { keepCount, topkBlocks, topkRows } from "../ops/topk.ts";
 import type { Device } from "../tensor/device.ts";
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /** One timed case. */

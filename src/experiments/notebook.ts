@@ -12,9 +12,9 @@
 import { toPng } from "../plot/export.ts";
 import type { Figure } from "../plot/figure.ts";
 import { type Device, openDevice } from "../tensor/device.ts";
-import { KitError, ValueError } from "../tensor/errors.ts";
+import { KitError, ValueError } from "../core/errors.ts";
 import { atomicWriteFile } from "../util/fs.ts";
-import { readResults, type RunRecord, type RunSpec, runSweep } from "./runner.ts";
+import { readResults, type RunRecord, type RunSpec, runSweep } from "../train/runner.ts";
 import { type Profile, type StudyName, studyRuns } from "./studies.ts";
 
 /**

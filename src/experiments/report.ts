@@ -11,14 +11,14 @@
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
-import type { RunRecord } from "./runner.ts";
+import { ValueError } from "../core/errors.ts";
+import type { RunRecord } from "../train/runner.ts";
 import {
   type FitOptions,
   fitScalingLaw,
   type ScalingLawFit,
   type ScalingPoint,
-} from "./scaling_law.ts";
+} from "../train/scaling_law.ts";
 
 /** A mean with its standard error. */
 export interface MeanSe {

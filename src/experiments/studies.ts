@@ -10,10 +10,10 @@
  * @module
  */
 import { type ModelConfig, modelConfig, type ModelOverrides } from "../nn/config.ts";
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 import { type TrainConfig, trainConfig } from "../train/trainer.ts";
 import { moeStudyArms } from "./moe_study.ts";
-import type { RunSpec } from "./runner.ts";
+import type { RunSpec } from "../train/runner.ts";
 
 /**
  * Names of the studies.

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 import {
   keptCount,
   type ModelConfig,

@@ -6,9 +6,9 @@
 import { sumToDispatch, sumToLayout } from "../../kernels/layout.ts";
 import { matmulDispatch, type MatmulProblem, type MatmulVariant } from "../../kernels/matmul.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError } from "../tensor/errors.ts";
-import { broadcastShapes, sizeOf } from "../tensor/shape.ts";
+import { type DType, isFloat } from "../core/dtype.ts";
+import { DTypeError, ShapeError } from "../core/errors.ts";
+import { broadcastShapes, sizeOf } from "../core/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { sumTo } from "./layout.ts";
 

@@ -14,9 +14,9 @@ import {
   ternaryMatmulDispatch,
 } from "../../kernels/quant.ts";
 import { noGrad } from "../autograd/tape.ts";
-import { DTypeError, ShapeError } from "../tensor/errors.ts";
+import { DTypeError, ShapeError } from "../core/errors.ts";
 import { Int8Rows, Int8SparseRows, TernaryWeights } from "../tensor/quantized.ts";
-import { sizeOf } from "../tensor/shape.ts";
+import { sizeOf } from "../core/shape.ts";
 import { SparseRows } from "../tensor/sparse.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { abs } from "./elementwise.ts";

@@ -8,7 +8,7 @@
  */
 import { fakeQuantRowsDispatch, fakeQuantTernaryDispatch } from "../../kernels/quant_ste.ts";
 import { needsGrad, noGrad, record } from "../autograd/tape.ts";
-import { DTypeError, ShapeError } from "../tensor/errors.ts";
+import { DTypeError, ShapeError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { abs } from "./elementwise.ts";
 import { meanAll } from "./reduce.ts";

@@ -11,8 +11,8 @@ import {
   weightGradPlan,
 } from "../../kernels/rmsnorm.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { type DType, isFloat } from "../core/dtype.ts";
+import { DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { cast } from "./elementwise.ts";
 import { sumTo } from "./layout.ts";

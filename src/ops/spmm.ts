@@ -15,8 +15,8 @@ import {
   type SpmmProblem,
 } from "../../kernels/spmm.ts";
 import { needsGrad, noGrad, record } from "../autograd/tape.ts";
-import { type FloatDType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { type FloatDType, isFloat } from "../core/dtype.ts";
+import { DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import { type AnySparse, CSR, NMSparse } from "../tensor/sparse.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { matmul } from "./matmul.ts";

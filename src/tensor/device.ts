@@ -22,9 +22,9 @@ import {
   dtypeOfArray,
   isFloat,
   type TypedArrayFor,
-} from "./dtype.ts";
-import { DeviceError, DTypeError, ShapeError, ValueError } from "./errors.ts";
-import { checkShape, type Shape, sizeOf } from "./shape.ts";
+} from "../core/dtype.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
+import { checkShape, type Shape, sizeOf } from "../core/shape.ts";
 import { SharedStorage, Tensor } from "./tensor.ts";
 import { linearFillDispatch } from "../../kernels/fill.ts";
 import { randomDispatch } from "../../kernels/random.ts";

@@ -9,7 +9,7 @@
  * @module
  */
 import type { TransformerLM } from "../nn/transformer.ts";
-import { CheckpointError } from "../tensor/errors.ts";
+import { CheckpointError } from "../core/errors.ts";
 import type { AdamW } from "./optimizer.ts";
 import { type HostTensor, loadSafetensors, saveSafetensors } from "./safetensors.ts";
 

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 
 /**
  * The 15 Brown genres, in the corpus's A–R order, named as in its `cats.txt`.

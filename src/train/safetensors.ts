@@ -11,8 +11,8 @@
  *
  * @module
  */
-import { bytesPerElement, type DType, dtypeOfArray, typedView } from "../tensor/dtype.ts";
-import { CheckpointError } from "../tensor/errors.ts";
+import { bytesPerElement, type DType, dtypeOfArray, typedView } from "../core/dtype.ts";
+import { CheckpointError } from "../core/errors.ts";
 import { atomicWriteFile } from "../util/fs.ts";
 
 /** One tensor on the host, as stored in a safetensors file. */

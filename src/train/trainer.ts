@@ -16,7 +16,7 @@ import { concat } from "../ops/layout.ts";
 import { type ModelConfig, validateConfig } from "../nn/config.ts";
 import { TransformerLM } from "../nn/transformer.ts";
 import type { Device } from "../tensor/device.ts";
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 import { keep, scope } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { appendJsonLine, atomicWriteFile } from "../util/fs.ts";

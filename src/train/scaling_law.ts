@@ -17,8 +17,8 @@
  *
  * @module
  */
-import { randomBits } from "../../kernels/random.ts";
-import { ValueError } from "../tensor/errors.ts";
+import { randomBits } from "../core/random.ts";
+import { ValueError } from "../core/errors.ts";
 
 /** One observed run: N parameters (non-embedding), sparsity S, final loss. */
 export interface ScalingPoint {

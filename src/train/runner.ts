@@ -9,10 +9,10 @@
  * @module
  */
 import type { ModelConfig } from "../nn/config.ts";
-import type { RouterReport } from "../train/router_stats.ts";
+import type { RouterReport } from "./router_stats.ts";
 import type { Device } from "../tensor/device.ts";
-import { ValueError } from "../tensor/errors.ts";
-import { train, type TrainConfig, type TrainResult } from "../train/trainer.ts";
+import { ValueError } from "../core/errors.ts";
+import { train, type TrainConfig, type TrainResult } from "./trainer.ts";
 import { appendJsonLine } from "../util/fs.ts";
 import { codeVersion } from "../util/version.ts";
 
