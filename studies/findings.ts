@@ -696,35 +696,50 @@ export function equalNaFinding(
   const paper = opts.paper ??
     `S* = 45.58% at N = 1.84·N_a; law: dense − sparse = +${lawAdv.toFixed(3)} nats at N_a = 300M`;
   const id = opts.id ?? "equal-Na";
-  // The rows share dense anchors and scatter more than their own errors say: take the larger of
-  // the propagated error and the rows' spread.
-  const p = pooledWithSpread(rows.map((r) => r.advantage));
-  if (!p) return missing(id, claim, paper, "no sparse run falls inside the dense sizes");
+  if (!rows.length) return missing(id, claim, paper, "no sparse run falls inside the dense sizes");
+  // Rows of one size share their dense anchors and their seeds, so they are not independent: the
+  // unit of the test is the size. Average each size's rows, then test the mean over sizes with
+  // the larger of the propagated error and the sizes' spread (df = sizes − 1).
+  const bySize = new Map<number, EqualNaRow[]>();
+  for (const r of rows) bySize.set(r.N, [...(bySize.get(r.N) ?? []), r]);
+  const perSize = [...bySize.values()].map((rs) => pooled(rs.map((r) => r.advantage))!);
+  const p = pooledWithSpread(perSize)!;
   const ss = [...new Set(rows.map((r) => r.S))].sort((a, b) => a - b).map((s) => pct(s, 0));
   const test = tTest(p, "above");
-  // Which anchor carries the most weight, and is that dense size worse than a smaller one?
+  // A dense anchor worse than a smaller dense size inflates the advantage of the rows it anchors.
   const denseGroups = [...new Set(rows.flatMap((r) => r.anchors ?? []))].sort((a, b) => a.N - b.N);
   const inverted = denseGroups.filter((d, i) =>
     denseGroups.slice(0, i).some((e) => e.loss.mean < d.loss.mean)
   );
+  const clean = rows.filter((r) => !(r.anchors ?? []).some((d) => inverted.includes(d)));
+  const cleanSizes = new Map<number, EqualNaRow[]>();
+  for (const r of clean) cleanSizes.set(r.N, [...(cleanSizes.get(r.N) ?? []), r]);
+  const pClean = inverted.length && cleanSizes.size
+    ? pooledWithSpread([...cleanSizes.values()].map((rs) => pooled(rs.map((r) => r.advantage))!))
+    : null;
   const single = new Set(rows.filter((r) => r.group.singleSeed).map((r) => r.group.key)).size;
   return {
     id,
     claim,
     paper,
-    measured: `dense(N_a) − sparse = ${
-      formatEstimate(p, 3, true)
-    } nats (${rows.length} groups, S ∈ {${ss.join(", ")}}${
-      single ? `, ${single} single-seed` : ""
-    })`,
+    measured:
+      `dense(N_a) − sparse = ${
+        formatEstimate(p, 3, true)
+      } nats (mean over ${bySize.size} sizes of ${rows.length} groups, S ∈ {${ss.join(", ")}}${
+        single ? `, ${single} single-seed` : ""
+      })` +
+      (pClean
+        ? `; without the rows anchored on ${inverted.map((d) => paramLabelOf(d.N)).join(", ")}: ${
+          formatEstimate(pClean, 3, true)
+        } over ${cleanSizes.size} sizes`
+        : ""),
     verdict: verdictOf(test),
     test,
-    note: "dense loss interpolated in log N at the sparse run's nominal N_a = N(1 − S); error = " +
-      "larger of propagated and the rows' spread" +
+    note: "dense loss interpolated in log N at the sparse run's nominal N_a = N(1 − S); the " +
+      "test's unit is the size (rows of a size share anchors and seeds)" +
       (inverted.length
-        ? `; dense anchor${inverted.length > 1 ? "s" : ""} ${
-          inverted.map((d) => paramLabelOf(d.N)).join(", ")
-        } worse than a smaller dense size`
+        ? `; dense ${inverted.map((d) => paramLabelOf(d.N)).join(", ")} is worse than a ` +
+          "smaller dense size, which inflates the advantage of the rows it anchors"
         : ""),
   };
 }
@@ -753,26 +768,51 @@ export function sStarFinding(
   opts: { label?: string; paper?: number; range?: [number, number]; maxWidth?: number } = {},
 ): Finding {
   const label = opts.label ?? "full precision", paperS = opts.paper ?? PAPER_S_STAR.fp;
-  const range = opts.range ?? [0.35, 0.6];
+  const range = opts.range ?? [0.35, 0.6], maxWidth = opts.maxWidth ?? 0.3;
   const id = `s-star-${label.replace(/[^a-z0-9.]+/gi, "-").toLowerCase()}`;
   const claim = `An inference-optimal sparsity S* exists (${label}), in about ${pct(range[0], 0)}–${
     pct(range[1], 0)
   } at small scale`;
   const paper = `S* = ${pct(paperS, 2)}`;
   if (!fit.ok) return missing(id, claim, paper, `no fit: ${fit.reason}`);
-  const f = fit.fit;
-  const ci = f.ci ? f.ci.sStar : null;
-  const verdict = ci ? verdictInterval(f.sStar, ci, range, opts.maxWidth ?? 0.3) : "inconclusive";
+  const f = fit.fit, prof = fit.profile;
+  const boot = f.ci ? f.ci.sStar : null;
+  const interval = prof ? prof.intervals.sStar : null;
+  const ci: [number, number] | null = interval ? [interval.lo, interval.hi] : boot;
+  const point = interval ? interval.estimate : f.sStar;
+  // S* is a ratio of the law's constants: when the data do not bound C, α or β, the law is not
+  // identified and neither is S*, whatever its interval says.
+  const unbounded = prof
+    ? (["C", "alpha", "beta"] as const).filter((k) =>
+      prof.intervals[k].lowerOpen || prof.intervals[k].upperOpen
+    ).map((k) => (k === "alpha" ? "α" : k === "beta" ? "β" : k))
+    : [];
+  const verdict = ci && !unbounded.length
+    ? verdictInterval(point, ci, range, maxWidth)
+    : "inconclusive";
+  const open = interval && (interval.lowerOpen || interval.upperOpen) ? " (open: not bounded)" : "";
   return {
     id,
     claim,
     paper,
     measured:
-      `S* = ${pct(f.sStar)}${
-        ci ? ` (${100 * f.ci!.level}% CI ${pct(ci[0])}–${pct(ci[1])})` : ""
-      }; ` +
-      `α = ${f.alpha.toPrecision(2)}, β = ${f.beta.toPrecision(2)}`,
+      `S* = ${pct(f.sStar)} (Huber fit${
+        boot ? `, bootstrap ${100 * f.ci!.level}% ${pct(boot[0])}–${pct(boot[1])}` : ""
+      })` +
+      (interval
+        ? `; least squares ${pct(interval.estimate)}, ${100 * prof!.level}% profile interval ${
+          pct(interval.lo)
+        }–${pct(interval.hi)}${open}`
+        : "") +
+      `; α = ${f.alpha.toPrecision(2)}, β = ${f.beta.toPrecision(2)}; S = ${fit.sparsity}`,
     verdict,
+    testName: `${interval ? "profile-likelihood" : "bootstrap"} ${
+      100 * (prof?.level ?? f.ci?.level ?? 0.95)
+    }% interval of S* inside ${pct(range[0], 0)}–${pct(range[1], 0)} and ≤ ${
+      pct(maxWidth, 0)
+    } wide, with C, α and β bounded${
+      unbounded.length ? ` (not met: ${unbounded.join(", ")} unbounded)` : ""
+    }`,
     ...(fit.warnings.length ? { note: fit.warnings.join("; ") } : {}),
   };
 }
@@ -806,8 +846,13 @@ export function sStarOrderFinding(fp: SweepFit, bitnet: SweepFit): Finding {
       }`,
     );
   }
-  const se = (f: SweepFit): number =>
-    f.ok && f.fit.ci ? (f.fit.ci.sStar[1] - f.fit.ci.sStar[0]) / (2 * 1.96) : NaN;
+  // The difference's error from each fit's S* interval (profile when present, else bootstrap).
+  const se = (f: SweepFit): number => {
+    if (!f.ok) return NaN;
+    const i = f.profile?.intervals.sStar;
+    if (i) return i.lowerOpen || i.upperOpen ? NaN : (i.hi - i.lo) / (2 * 1.96);
+    return f.fit.ci ? (f.fit.ci.sStar[1] - f.fit.ci.sStar[0]) / (2 * 1.96) : NaN;
+  };
   const d: Estimate = {
     value: bitnet.fit.sStar - fp.fit.sStar,
     se: Math.hypot(se(fp), se(bitnet)),
@@ -823,7 +868,8 @@ export function sStarOrderFinding(fp: SweepFit, bitnet: SweepFit): Finding {
       `(${pct(bitnet.fit.sStar)} vs ${pct(fp.fit.sStar)})`,
     verdict: verdictOf(tTest(d, "above")),
     test: tTest(d, "above"),
-    note: "the difference's error from the two S* intervals (half-width / 1.96 each)",
+    note: "the difference's error from the two S* intervals (half-width / 1.96 each; an " +
+      "open interval leaves it unknown)",
   };
 }
 
@@ -1076,28 +1122,54 @@ export function findingsMarkdown(
  */
 export function fitMarkdown(fit: SweepFit, paperSStar: number = PAPER_S_STAR.fp): string {
   if (!fit.ok) return `**No fit** on ${fit.points.length} runs: ${fit.reason}.`;
-  const f = fit.fit, p = PAPER_SCALING_LAW;
-  const ci = (k: "E" | "B" | "C" | "alpha" | "beta" | "sStar", fmt: (x: number) => string) =>
+  const f = fit.fit, p = PAPER_SCALING_LAW, prof = fit.profile;
+  type K = "E" | "B" | "C" | "alpha" | "beta" | "sStar";
+  const ci = (k: K, fmt: (x: number) => string) =>
     f.ci ? `${fmt(f.ci[k][0])} – ${fmt(f.ci[k][1])}` : "—";
+  const profCi = (k: K, fmt: (x: number) => string) => {
+    const i = prof?.intervals[k];
+    if (!i) return "—";
+    return `${i.lowerOpen ? "≤ " : ""}${fmt(i.lo)} – ${fmt(i.hi)}${i.upperOpen ? " (open)" : ""}${
+      i.lowerOpen ? " (open)" : ""
+    }`;
+  };
+  const ls = (k: K, fmt: (x: number) => string) => {
+    const i = prof?.intervals[k];
+    return i ? fmt(i.estimate) : "—";
+  };
   const g = (x: number) => x.toPrecision(3);
-  const rows: (string | number)[][] = [
-    ["E", g(f.E), ci("E", g), p.E],
-    ["B", g(f.B), ci("B", g), "(unit of N differs)"],
-    ["C", g(f.C), ci("C", g), "(unit of N differs)"],
-    ["α", g(f.alpha), ci("alpha", g), p.alpha],
-    ["β", g(f.beta), ci("beta", g), p.beta],
-    ["S*", pct(f.sStar), ci("sStar", (x) => pct(x)), pct(paperSStar, 2)],
+  const row = (name: string, k: K, fmt: (x: number) => string, paper: string | number) => [
+    name,
+    fmt(k === "sStar" ? f.sStar : f[k]),
+    ci(k, fmt),
+    ls(k, fmt),
+    profCi(k, fmt),
+    paper,
   ];
-  const level = f.ci
-    ? `${100 * f.ci.level}% bootstrap interval (${f.ci.samples} refits)`
-    : "interval";
+  const rows: (string | number)[][] = [
+    row("E", "E", g, p.E),
+    row("B", "B", g, "(unit of N differs)"),
+    row("C", "C", g, "(unit of N differs)"),
+    row("α", "alpha", g, p.alpha),
+    row("β", "beta", g, p.beta),
+    row("S*", "sStar", (x) => pct(x), pct(paperSStar, 2)),
+  ];
+  const level = f.ci ? `${100 * f.ci.level}% bootstrap (${f.ci.samples} refits)` : "bootstrap";
+  const profLevel = prof ? `${100 * prof.level}% profile interval` : "profile interval";
   const lines = [
-    markdownTable(["constant", "fit", level, "paper"], rows),
+    markdownTable(["constant", "Huber fit", level, "least squares", profLevel, "paper"], rows),
     "",
     `${fit.points.length} runs; RMSE of log-loss residuals ${f.rmse.toExponential(2)}; ` +
-    `N in units of ${
-      f.nScale.toExponential(0)
-    } non-embedding parameters; S = nominal top-K sparsity.`,
+    `N in units of ${f.nScale.toExponential(0)} non-embedding parameters; S = ${
+      fit.sparsity === "measured"
+        ? "measured overall sparsity (counts ReLU²'s zeros)"
+        : "nominal top-K sparsity"
+    }.` +
+    (prof
+      ? ` Profile intervals: fix one quantity, refit the rest by least squares on log loss, keep ` +
+        `ΔSSE ≤ F(1, ${prof.dfResidual}; ${prof.level})·SSE/${prof.dfResidual}; "open" = not ` +
+        `bounded within the search range.`
+      : ""),
   ];
   if (fit.warnings.length) lines.push("", `**Caveats:** ${fit.warnings.join("; ")}.`);
   return lines.join("\n");

@@ -17,7 +17,9 @@ import type { RunRecord } from "../src/experiments/runner.ts";
 import {
   type FitOptions,
   fitScalingLaw,
+  profileScalingLaw,
   type ScalingLawFit,
+  type ScalingLawProfile,
   type ScalingPoint,
 } from "../src/experiments/scaling_law.ts";
 
@@ -253,8 +255,15 @@ export function sweepPoints(
 export interface SweepFitOk {
   /** The fit worked. */
   ok: true;
-  /** The fitted law, S* and intervals. */
+  /** The fitted law (Huber, the paper's method), S* and bootstrap intervals. */
   fit: ScalingLawFit;
+  /**
+   * The least-squares fit with profile-likelihood intervals of every constant and S* (null when
+   * there are too few points or `profile: false`).
+   */
+  profile: ScalingLawProfile | null;
+  /** Which S the law was fitted with. */
+  sparsity: "nominal" | "measured";
   /** The points it was fitted to. */
   points: ScalingPoint[];
   /** Why the fit should be read with care (unresolved S*, constants at a bound, ...). */
@@ -295,9 +304,9 @@ export type SweepFit = SweepFitOk | SweepFitFailed;
  */
 export async function fitSweep(
   records: readonly RunRecord[],
-  opts: SweepPointOptions & FitOptions = {},
+  opts: SweepPointOptions & FitOptions & { profile?: boolean } = {},
 ): Promise<SweepFit> {
-  const { sparsity, ...fitOpts } = opts;
+  const { sparsity, profile: wantProfile = true, ...fitOpts } = opts;
   const points = sweepPoints(records, { sparsity });
   let fit: ScalingLawFit;
   try {
@@ -326,7 +335,31 @@ export async function fitSweep(
     warnings.push("β is at its lower bound: the loss does not grow with S on this grid");
   }
   if (fit.C < 1e-6) warnings.push("C is at its lower bound: the dense factor is not identified");
-  return { ok: true, fit, points, warnings };
+  let profile: ScalingLawProfile | null = null;
+  if (wantProfile && points.length >= 7) {
+    try {
+      profile = await profileScalingLaw(points, {
+        nScale: fitOpts.nScale ?? 1e6,
+        level: fitOpts.level,
+      });
+    } catch (e) {
+      if (!(e instanceof ValueError)) throw e;
+      warnings.push(`no profile intervals: ${e.message}`);
+    }
+  }
+  if (profile) {
+    const open =
+      (Object.entries(profile.intervals) as [string, { lowerOpen: boolean; upperOpen: boolean }][])
+        .filter(([, i]) => i.lowerOpen || i.upperOpen).map(([k]) =>
+          k === "alpha" ? "α" : k === "beta" ? "β" : k === "sStar" ? "S*" : k
+        );
+    if (open.length) {
+      warnings.push(
+        `the data do not bound ${open.join(", ")} (profile interval open at a search bound)`,
+      );
+    }
+  }
+  return { ok: true, fit, profile, sparsity: sparsity ?? "nominal", points, warnings };
 }
 
 function pct(x: number): string {
