@@ -33,7 +33,7 @@ import { TransformerLM } from "./src/nn/transformer.ts";
 import { ValidationSet } from "./src/train/batches.ts";
 import { measureSparsity } from "./src/train/accounting.ts";
 import { parseShard, readResults, type RunSpec, runSweep } from "./src/train/runner.ts";
-import { type Profile, STUDIES, type StudyName, studyRuns } from "./src/experiments/studies.ts";
+import { type Profile, STUDIES, type StudyName, studyRuns } from "./studies/studies.ts";
 import { fitScalingLaw } from "./src/train/scaling_law.ts";
 
 const HELP = `qsparse — train and evaluate Q-Sparse models on WebGPU

@@ -7,9 +7,9 @@
  *
  * @module
  */
-import type { ModelConfig, ModelOverrides } from "../nn/config.ts";
-import { modelConfig } from "../nn/config.ts";
-import { activeParams, matchActiveParams, nominalSparsity } from "../nn/sizing.ts";
+import type { ModelConfig, ModelOverrides } from "../src/nn/config.ts";
+import { modelConfig } from "../src/nn/config.ts";
+import { activeParams, matchActiveParams, nominalSparsity } from "../src/nn/sizing.ts";
 
 /** One arm of the MoE study. */
 export interface MoeArm {
@@ -34,7 +34,7 @@ export interface MoeArm {
  *
  * @example
  * ```ts
- * import { moeStudyArms } from "@qsparse/kit";
+ * import { moeStudyArms } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const arms = moeStudyArms("tiny");
  * const na = arms.map((a) => a.Na);
