@@ -88,7 +88,7 @@ sweep options:
   --shard i/n           run only runs i, i+n, ... (1-based), e.g. one task of a job array
   --max-runs N          stop after N runs finish
   --where k=v           only runs whose tag k equals v (repeatable), e.g. seed=1
-  --device KIND         webgpu or cpu
+  --device KIND         webgpu (default), native (host kernels + BLAS) or cpu
   --sizes LIST          the profile's model sizes replaced by these, e.g. m,l (larger runs on a GPU)
   --seeds LIST          the profile's seeds replaced by these, e.g. 1,2,3
   --fresh               train every run, even one whose identical config another study in the
@@ -396,7 +396,12 @@ async function cmdSweep(args: string[]): Promise<void> {
   // Filtering keeps grid order, so sharding a filtered grid stays stable.
   specs = specs.filter((r) => where.every(([k, v]) => String(r.tags[k]) === v));
   const results = values.results ?? `results/${name}${profile === "smoke" ? ".smoke" : ""}.jsonl`;
-  const dev = await openDevice({ prefer: values.device === "cpu" ? "cpu" : "webgpu" });
+  const kinds = ["webgpu", "native", "cpu"] as const;
+  const prefer = kinds.find((k) => k === (values.device ?? "webgpu"));
+  if (!prefer) {
+    throw new ValueError("cli", `--device must be webgpu, native or cpu, got "${values.device}"`);
+  }
+  const dev = await openDevice({ prefer });
   console.error(
     `device: ${dev.kind} — ${dev.description}; ${specs.length} runs; results → ${results}`,
   );
