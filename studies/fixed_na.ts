@@ -75,7 +75,8 @@ export interface InteriorOptimum {
  *
  * @example A U-shaped loss over three seeds
  * ```ts
- * import { interiorOptimum, type RunRecord } from "@qsparse/kit/studies";
+ * import type { RunRecord } from "@qsparse/kit";
+ * import { interiorOptimum } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const loss: Record<number, number> = { 0: 2.30, 0.3: 2.25, 0.45: 2.24, 0.6: 2.26, 0.75: 2.31 };
  * const records = [1, 2, 3].flatMap((seed) =>
@@ -120,7 +121,12 @@ export function interiorOptimum(records: readonly RunRecord[], level = 0.05): In
     const testLow = tTest(vsLow, "below", 0, level), testHigh = tTest(vsHigh, "below", 0, level);
     return { S: S(g), loss: g.loss.mean, vsLow, vsHigh, testLow, testHigh };
   });
-  const p = raw.map((c) => Math.max(c.testLow.p, c.testHigh.p));
+  // A contrast that could not be tested (zero or unknown error) counts as p = 1: it still takes
+  // its place among the candidates Holm corrects for, instead of shrinking the family.
+  const p = raw.map((c) => {
+    const worst = Math.max(c.testLow.p, c.testHigh.p);
+    return Number.isFinite(worst) ? worst : 1;
+  });
   const adj = holm(p);
   const candidates: InteriorCandidate[] = raw.map((c, i) => ({
     ...c,

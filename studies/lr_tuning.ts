@@ -71,7 +71,8 @@ const RULE = "lowest validation loss averaged over the tuning sparsities (one se
  *
  * @example
  * ```ts
- * import { bestLearningRates, type RunRecord } from "@qsparse/kit/studies";
+ * import type { RunRecord } from "@qsparse/kit";
+ * import { bestLearningRates } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const run = (lr: number, S: number, valLoss: number) =>
  *   ({ tags: { size: "xs", S, lr, seed: 1 }, valLoss, N: 332448, tokens: 1e6 }) as unknown as RunRecord;

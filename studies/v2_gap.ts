@@ -27,7 +27,8 @@ export interface FitCellOptions {
  *
  * @example
  * ```ts
- * import { fitCells, type RunRecord } from "@qsparse/kit/studies";
+ * import type { RunRecord } from "@qsparse/kit";
+ * import { fitCells } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const r = (tokensPerParam: number, lrSource: string) =>
  *   ({ tags: { tokensPerParam, lrSource }, tokens: 1, N: 1 }) as unknown as RunRecord;
@@ -65,7 +66,8 @@ export interface V2GapTrend {
  *
  * @example
  * ```ts
- * import { type RunRecord, v2GapTrend } from "@qsparse/kit/studies";
+ * import type { RunRecord } from "@qsparse/kit";
+ * import { v2GapTrend } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const run = (size: string, N: number, S: number, seed: number, valLoss: number) =>
  *   ({ tags: { size, S, seed, tokensPerParam: 20, lr: 4e-3, lrSource: "tuned" }, valLoss,

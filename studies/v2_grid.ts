@@ -193,7 +193,9 @@ export interface Budget {
 export function budgetFor(N: number, s: V2Settings): Budget {
   const perStep = s.batchSize * s.seqLen;
   const want = Math.max(s.minTokensPerParam * N, Math.min(s.tokensPerParam * N, s.maxTokens));
-  const steps = s.steps ?? Math.max(1, Math.round(want / perStep));
+  // Rounded to whole steps, but never rounded below the floor.
+  const steps = s.steps ??
+    Math.max(1, Math.round(want / perStep), Math.ceil((s.minTokensPerParam * N) / perStep));
   return { steps, tokens: steps * perStep, tokensPerParam: (steps * perStep) / N };
 }
 
