@@ -12,7 +12,7 @@ import {
 } from "../../kernels/layout.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import type { DType } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { DTypeError, DeviceError, ShapeError, ValueError } from "../tensor/errors.ts";
 import { sizeOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
@@ -180,7 +180,7 @@ export function concat<D extends DType>(xs: readonly Tensor<D>[], dim = 0): Tens
       throw new DTypeError("concat", `dtypes differ: ${first.dtype} and ${x.dtype}`);
     }
     if (x.device !== first.device) {
-      throw ShapeError.mismatch(
+      throw DeviceError.mismatch(
         "concat",
         xs.map((t) => t.shape),
         "tensors live on different devices",

@@ -88,16 +88,30 @@ export class DTypeError extends KitError {}
 
 /**
  * The device cannot run the request: lost device, buffer over the adapter's binding limit,
- * shader compilation failure, or a missing feature.
+ * shader compilation failure, a missing feature, or tensors of two devices in one op.
  *
  * @example
  * ```ts
  * import { DeviceError } from "@qsparse/kit";
  * import assert from "node:assert/strict";
  * assert.equal(new DeviceError("alloc", "lost").name, "DeviceError");
+ * const e = DeviceError.mismatch("matmul", [[2, 2], [2, 2]], "tensors live on different devices");
+ * assert.match(e.message, /matmul: tensors live on different devices \(shapes \[2, 2\]/);
  * ```
  */
-export class DeviceError extends KitError {}
+export class DeviceError extends KitError {
+  /**
+   * Builds an error for inputs on different devices, listing their shapes.
+   *
+   * @param op The op name.
+   * @param shapes The input shapes.
+   * @param why Which inputs disagree.
+   * @returns The error.
+   */
+  static mismatch(op: string, shapes: readonly (readonly number[])[], why: string): DeviceError {
+    return new DeviceError(op, `${why} (shapes ${shapes.map(fmt).join(" and ")})`);
+  }
+}
 
 /**
  * A tensor used after `dispose()` (or after the scope that owned it ended).
