@@ -114,6 +114,40 @@ export class DeviceError extends KitError {
 }
 
 /**
+ * Training produced a non-finite loss, gradient or weight. Carries the step at which it was seen
+ * and the first non-finite tensor in parameter order, so a run stops instead of recording NaN.
+ *
+ * @example
+ * ```ts
+ * import { DivergenceError, KitError } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const e = new DivergenceError("train", "non-finite loss NaN at step 10", 10, "embed.weight");
+ * assert.ok(e instanceof KitError);
+ * assert.equal(e.step, 10);
+ * assert.equal(e.tensor, "embed.weight");
+ * ```
+ */
+export class DivergenceError extends KitError {
+  /** The optimizer step at which the non-finite value was detected. */
+  readonly step: number;
+  /** The first non-finite tensor (a gradient or parameter name), when one was found. */
+  readonly tensor: string | null;
+  /**
+   * Creates the error.
+   *
+   * @param op The op that detected it (e.g. `"train"`).
+   * @param message What was non-finite, where.
+   * @param step The step at which it was detected.
+   * @param tensor The first non-finite tensor, or null.
+   */
+  constructor(op: string, message: string, step: number, tensor: string | null) {
+    super(op, message);
+    this.step = step;
+    this.tensor = tensor;
+  }
+}
+
+/**
  * A tensor used after `dispose()` (or after the scope that owned it ended).
  *
  * @example
