@@ -447,7 +447,7 @@ async function cmdFit(args: string[]): Promise<void> {
     if (i < 1) throw new ValueError("cli", `--where must be key=value, got "${w}"`);
     return [w.slice(0, i), w.slice(i + 1)] as const;
   });
-  const records = (await Promise.all(values.results.map(readResults))).flat()
+  const records = (await Promise.all(values.results.map((p) => readResults(p)))).flat()
     .filter((r) => filters.every(([k, v]) => String(r.tags[k]) === v));
   if (records.length === 0) throw new ValueError("cli", "no records match");
   // S is the nominal top-K sparsity of the run (its tag), as in the paper's law; --s achieved
