@@ -345,7 +345,8 @@ export async function saveSafetensors(
  *
  * @param path The file.
  * @returns Its tensors and metadata.
- * @throws {CheckpointError} When the file is truncated or corrupt (the message names the path).
+ * @throws {CheckpointError} When the file is missing, a directory, truncated or corrupt (the
+ *   message names the path).
  *
  * @example
  * ```ts ignore
@@ -355,5 +356,17 @@ export async function saveSafetensors(
  * ```
  */
 export async function loadSafetensors(path: string): Promise<Safetensors> {
-  return decodeSafetensors(await Deno.readFile(path), path);
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new CheckpointError("safetensors", `${path}: no such file`);
+    }
+    if (e instanceof Deno.errors.IsADirectory) {
+      throw new CheckpointError("safetensors", `${path} is a directory, not a safetensors file`);
+    }
+    throw e;
+  }
+  return decodeSafetensors(bytes, path);
 }
