@@ -247,7 +247,9 @@ export async function loadStudy(
         runSweep(dev, grid(runsDir), { results: resultsFile, runsDir, progress: opts.progress }),
     );
   }
-  const records = (await readResults(resultsFile)).filter((r) => r.study === study);
+  const records = (await readResults(resultsFile, { missingOk: true })).filter((r) =>
+    r.study === study
+  );
   const gridIds = new Set(grid(opts.runsDir ?? "../runs").map((r) => r.id));
   const expected = gridIds.size;
   // Runs beyond the grid (larger sizes or more seeds, e.g. from a GPU session) are analysed too.

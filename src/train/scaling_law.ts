@@ -329,9 +329,13 @@ interface Solution {
 
 type LinAlg = { lusolve: (A: number[][], b: number[]) => unknown };
 let linalg: Promise<LinAlg> | undefined;
-// mathjs costs ~0.7 s to import; load it only when a fit is asked for, not with the kit.
+// mathjs costs ~0.7 s to import; load it only when a fit is asked for, not with the kit. A full
+// npm: specifier (not the import-map name) so a script outside the repo, with no deno.json, can
+// still fit; keep the version in step with deno.json.
 const loadLinAlg = (): Promise<LinAlg> =>
-  linalg ??= import("mathjs").then((m) => ({ lusolve: m.lusolve as unknown as LinAlg["lusolve"] }));
+  linalg ??= import("npm:mathjs@^15.2.0").then((m) => ({
+    lusolve: m.lusolve as unknown as LinAlg["lusolve"],
+  }));
 
 function huber(r: number, delta: number): number {
   const a = Math.abs(r);
