@@ -92,3 +92,6 @@ export * from "./src/experiments/kernel_findings.ts";
 export * from "./src/experiments/moe_findings.ts";
 export * from "./src/experiments/posthoc.ts";
 export * from "./src/experiments/grad_norms.ts";
+export * from "./src/ops/sample.ts";
+export * from "./src/nn/kv_cache.ts";
+export * from "./src/nn/generate.ts";
