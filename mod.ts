@@ -95,3 +95,4 @@ export * from "./src/experiments/grad_norms.ts";
 export * from "./src/ops/sample.ts";
 export * from "./src/nn/kv_cache.ts";
 export * from "./src/nn/generate.ts";
+export * from "./src/train/hf.ts";

@@ -30,6 +30,7 @@ import {
   streamGenerate,
 } from "./generate.ts";
 import { loadCheckpoint, loadWeights } from "../train/checkpoint.ts";
+import { importHf } from "../train/hf.ts";
 import { Linear } from "./linear.ts";
 import { Module } from "./module.ts";
 import { MoeFeedForward } from "./moe.ts";
@@ -210,7 +211,8 @@ export class TransformerLM extends Module {
 
   /**
    * Loads a model from a kit checkpoint (`checkpoint.safetensors` of a training run; its
-   * metadata holds the config) or a run directory that contains one.
+   * metadata holds the config), a run directory that contains one, or a Llama-style folder
+   * (`config.json` + `model.safetensors`, see `importHf`).
    *
    * @param device The device.
    * @param path A `.safetensors` checkpoint or a run directory.
@@ -233,8 +235,16 @@ export class TransformerLM extends Module {
   static async fromCheckpoint(device: Device, path: string): Promise<TransformerLM> {
     let file = path;
     try {
-      if ((await Deno.stat(path)).isDirectory) file = `${path}/checkpoint.safetensors`;
+      if ((await Deno.stat(path)).isDirectory) {
+        const has = (f: string) => Deno.stat(`${path}/${f}`).then(() => true, () => false);
+        // A Llama-style folder (config.json + model.safetensors) rather than a run directory.
+        if (!(await has("checkpoint.safetensors")) && (await has("model.safetensors"))) {
+          return await importHf(device, path);
+        }
+        file = `${path}/checkpoint.safetensors`;
+      }
     } catch (e) {
+      if (e instanceof CheckpointError) throw e;
       throw new CheckpointError("TransformerLM.fromCheckpoint", `${path}: ${(e as Error).message}`);
     }
     const ckpt = await loadCheckpoint(file);
