@@ -714,6 +714,75 @@ function checkFits(dev: Device, model: ModelConfig, batch: number): void {
   }
 }
 
+// ---- generate (text generation from a checkpoint) ----
+
+const GENERATE_HELP = `generate options (cli.ts generate):
+  --checkpoint PATH     a checkpoint written by train, its run directory, or a Llama-style folder
+  --prompt TEXT         the prompt (default "The ")
+  --max-tokens N        new tokens at most (default 200; stops earlier at the model's context)
+  --temperature T       sampling temperature (default 0.8; 0 = greedy)
+  --top-k K             sample among the K most likely tokens (default 0 = all)
+  --top-p P             nucleus sampling (default 1 = off)
+  --seed N              sampling seed (default 0)
+  --sparse-decode       decode with the sparse-activation kernels (top-K rows of W only)
+  --sparsity S          inference sparsity at every site (post-hoc top-K on a dense model)
+  --device KIND         auto (default), webgpu, native or cpu
+  --stats               print tokens/s to stderr at the end
+`;
+
+async function cmdGenerate(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      checkpoint: { type: "string" },
+      prompt: { type: "string", default: "The " },
+      "max-tokens": { type: "string" },
+      temperature: { type: "string" },
+      "top-k": { type: "string" },
+      "top-p": { type: "string" },
+      seed: { type: "string" },
+      "sparse-decode": { type: "boolean", default: false },
+      sparsity: { type: "string" },
+      device: { type: "string", default: "auto" },
+      stats: { type: "boolean", default: false },
+    },
+    strict: true,
+  });
+  if (!values.checkpoint) throw new ValueError("generate", "--checkpoint PATH is required");
+  const kinds = ["auto", "webgpu", "native", "cpu"] as const;
+  const kind = values.device as (typeof kinds)[number];
+  if (!kinds.includes(kind)) {
+    throw new ValueError("generate", `--device must be one of ${kinds.join(", ")}, got ${kind}`);
+  }
+  const dev = await openDevice(kind === "auto" ? {} : { prefer: kind });
+  const model = await TransformerLM.fromCheckpoint(dev, values.checkpoint);
+  const out = (t: string) => Deno.stdout.writeSync(new TextEncoder().encode(t));
+  out(values.prompt);
+  const t0 = performance.now();
+  let n = 0;
+  for await (
+    const c of model.stream(values.prompt, {
+      maxNewTokens: num("max-tokens", values["max-tokens"]) ?? 200,
+      temperature: num("temperature", values.temperature) ?? 0.8,
+      topK: num("top-k", values["top-k"]) ?? 0,
+      topP: num("top-p", values["top-p"]) ?? 1,
+      seed: num("seed", values.seed) ?? 0,
+      sparse: values["sparse-decode"],
+      sparsity: num("sparsity", values.sparsity),
+    })
+  ) {
+    out(c.text[0]!);
+    n += c.tokens[0]!.length;
+  }
+  out("\n");
+  if (values.stats) {
+    const s = (performance.now() - t0) / 1000;
+    console.error(`${n} tokens in ${s.toFixed(2)} s (${(n / s).toFixed(1)} tokens/s, ${dev.kind})`);
+  }
+  model.dispose();
+  dev.destroy();
+}
+
 /**
  * Runs the CLI on an argument list.
  *
@@ -737,11 +806,14 @@ export async function main(argv: string[]): Promise<number> {
       case "fit":
         await cmdFit(rest);
         return 0;
+      case "generate":
+        await cmdGenerate(rest);
+        return 0;
       case undefined:
       case "help":
       case "--help":
       case "-h":
-        console.log(HELP);
+        console.log(HELP + "\n" + GENERATE_HELP);
         return 0;
       default:
         console.error(`unknown command "${cmd}"\n\n${HELP}`);

@@ -80,3 +80,7 @@ export * from "./src/train/router_stats.ts";
 export * from "./src/train/chunk_sparsity.ts";
 export * from "./src/nn/sizing.ts";
 export * from "./src/plot/estimates.ts";
+export * from "./src/ops/sample.ts";
+export * from "./src/nn/kv_cache.ts";
+export * from "./src/nn/generate.ts";
+export * from "./src/train/hf.ts";
