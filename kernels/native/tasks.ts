@@ -11,6 +11,7 @@ import { fillF32Task } from "./fill.ts";
 // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: imports --
 // -- end --
 // -- sparse matmul, quantization, MoE, grouped matmul: imports --
+import { spmmColsTask } from "./spmm.ts";
 // -- end --
 
 /** All tasks. */
@@ -21,5 +22,6 @@ export const TASKS: readonly ParallelTask[] = [
   // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: tasks --
   // -- end --
   // -- sparse matmul, quantization, MoE, grouped matmul: tasks --
+  spmmColsTask,
   // -- end --
 ];
