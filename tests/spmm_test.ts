@@ -313,15 +313,15 @@ Deno.test("spmm: f16 storage (f32 accumulation) on every kernel", async () => {
 });
 
 Deno.test("spmm native: the thread split, the per-token and sgemm paths, and no BLAS", async () => {
-  // [rows, dIn, dOut, k]: one row with enough work to split odd column counts across threads
-  // (per-token saxpy), a few rows under one whole-W read (per-token), and batches past it
-  // (scatter + sgemm), fixed, rank-ordered and CSR rows.
-  const shapes = [[1, 300, 1000, 120], [1, 4096, 33, 1638], [3, 200, 520, 20], [
-    12,
-    96,
-    80,
-    40,
-  ], [64, 128, 352, 64]] as const;
+  // [rows, dIn, dOut, k]: per-token saxpy (W ≥ 2^19 weights and under one whole-W read: one row
+  // split over threads at an odd column count, three rows), then scatter + sgemm (a small W at
+  // one row, batches past one W read); fixed, rank-ordered and CSR rows.
+  const shapes = [[1, 1024, 600, 300], [3, 800, 700, 90], [1, 4096, 33, 1638], [12, 96, 80, 40], [
+    64,
+    128,
+    352,
+    64,
+  ]] as const;
   using plain = new Device(new NativeBackend({ noBlas: true, threads: 2 }));
   await (plain.backend as NativeBackend).ready();
   for (const [rows, dIn, dOut, k] of shapes) {
