@@ -12,6 +12,15 @@ import { fillF32Task } from "./fill.ts";
 // -- end --
 // -- sparse matmul, quantization, MoE, grouped matmul: imports --
 import { spmmColsTask } from "./spmm.ts";
+import {
+  dequantRowsTask,
+  packTernaryTask,
+  quantKeptTask,
+  quantRowsTask,
+  ternaryMatmulTask,
+  unpackTernaryTask,
+} from "./quant.ts";
+import { fakeQuantRowsTask, fakeQuantTernaryTask } from "./quant_ste.ts";
 // -- end --
 
 /** All tasks. */
@@ -23,5 +32,13 @@ export const TASKS: readonly ParallelTask[] = [
   // -- end --
   // -- sparse matmul, quantization, MoE, grouped matmul: tasks --
   spmmColsTask,
+  quantRowsTask,
+  quantKeptTask,
+  packTernaryTask,
+  unpackTernaryTask,
+  dequantRowsTask,
+  ternaryMatmulTask,
+  fakeQuantRowsTask,
+  fakeQuantTernaryTask,
   // -- end --
 ];
