@@ -21,6 +21,14 @@ import {
   unpackTernaryTask,
 } from "./quant.ts";
 import { fakeQuantRowsTask, fakeQuantTernaryTask } from "./quant_ste.ts";
+import { moeGatherBackwardTask, moeGatherTask } from "./moe_gather.ts";
+import {
+  moeCombineGatesBackwardTask,
+  moeCombineRowsBackwardTask,
+  moeCombineTask,
+} from "./moe_combine.ts";
+import { moeRouteBackwardTask, moeRouteTask } from "./moe_route.ts";
+import { moeSegmentCountTask } from "./moe_counters.ts";
 // -- end --
 
 /** All tasks. */
@@ -40,5 +48,13 @@ export const TASKS: readonly ParallelTask[] = [
   ternaryMatmulTask,
   fakeQuantRowsTask,
   fakeQuantTernaryTask,
+  moeGatherTask,
+  moeGatherBackwardTask,
+  moeCombineTask,
+  moeCombineRowsBackwardTask,
+  moeCombineGatesBackwardTask,
+  moeRouteTask,
+  moeRouteBackwardTask,
+  moeSegmentCountTask,
   // -- end --
 ];
