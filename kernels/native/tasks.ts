@@ -11,6 +11,24 @@ import { fillF32Task } from "./fill.ts";
 // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: imports --
 // -- end --
 // -- sparse matmul, quantization, MoE, grouped matmul: imports --
+import { spmmColsTask } from "./spmm.ts";
+import {
+  dequantRowsTask,
+  packTernaryTask,
+  quantKeptTask,
+  quantRowsTask,
+  ternaryMatmulTask,
+  unpackTernaryTask,
+} from "./quant.ts";
+import { fakeQuantRowsTask, fakeQuantTernaryTask } from "./quant_ste.ts";
+import { moeGatherBackwardTask, moeGatherTask } from "./moe_gather.ts";
+import {
+  moeCombineGatesBackwardTask,
+  moeCombineRowsBackwardTask,
+  moeCombineTask,
+} from "./moe_combine.ts";
+import { moeRouteBackwardTask, moeRouteTask } from "./moe_route.ts";
+import { moeSegmentCountTask } from "./moe_counters.ts";
 // -- end --
 
 /** All tasks. */
@@ -21,5 +39,22 @@ export const TASKS: readonly ParallelTask[] = [
   // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: tasks --
   // -- end --
   // -- sparse matmul, quantization, MoE, grouped matmul: tasks --
+  spmmColsTask,
+  quantRowsTask,
+  quantKeptTask,
+  packTernaryTask,
+  unpackTernaryTask,
+  dequantRowsTask,
+  ternaryMatmulTask,
+  fakeQuantRowsTask,
+  fakeQuantTernaryTask,
+  moeGatherTask,
+  moeGatherBackwardTask,
+  moeCombineTask,
+  moeCombineRowsBackwardTask,
+  moeCombineGatesBackwardTask,
+  moeRouteTask,
+  moeRouteBackwardTask,
+  moeSegmentCountTask,
   // -- end --
 ];
