@@ -7,6 +7,10 @@
 import type { ParallelTask } from "../../src/backend/backend.ts";
 import { fillF32Task } from "./fill.ts";
 // -- elementwise, reductions, layout, embedding, cross-entropy, optimizer: imports --
+import { ELEMENTWISE_TASKS } from "./elementwise.ts";
+import { REDUCE_TASKS } from "./reduce.ts";
+import { LAYOUT_TASKS } from "./layout.ts";
+import { PERMUTE_TASKS } from "./permute.ts";
 // -- end --
 // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: imports --
 // -- end --
@@ -17,6 +21,10 @@ import { fillF32Task } from "./fill.ts";
 export const TASKS: readonly ParallelTask[] = [
   fillF32Task,
   // -- elementwise, reductions, layout, embedding, cross-entropy, optimizer: tasks --
+  ...ELEMENTWISE_TASKS,
+  ...REDUCE_TASKS,
+  ...LAYOUT_TASKS,
+  ...PERMUTE_TASKS,
   // -- end --
   // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: tasks --
   // -- end --
