@@ -11,6 +11,10 @@ import { ELEMENTWISE_TASKS } from "./elementwise.ts";
 import { REDUCE_TASKS } from "./reduce.ts";
 import { LAYOUT_TASKS } from "./layout.ts";
 import { PERMUTE_TASKS } from "./permute.ts";
+import { EMBEDDING_TASKS } from "./embedding.ts";
+import { CROSS_ENTROPY_TASKS } from "./cross_entropy.ts";
+import { OPTIM_TASKS } from "./optim.ts";
+import { CAST_TASKS } from "./cast.ts";
 // -- end --
 // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: imports --
 // -- end --
@@ -25,6 +29,10 @@ export const TASKS: readonly ParallelTask[] = [
   ...REDUCE_TASKS,
   ...LAYOUT_TASKS,
   ...PERMUTE_TASKS,
+  ...EMBEDDING_TASKS,
+  ...CROSS_ENTROPY_TASKS,
+  ...OPTIM_TASKS,
+  ...CAST_TASKS,
   // -- end --
   // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: tasks --
   // -- end --
