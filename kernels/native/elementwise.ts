@@ -48,8 +48,8 @@ const BINARY_OPS: readonly BinaryOp[] = [
 
 /**
  * All-ones when the f32 with bits `u` is > 0 (and not NaN), else zero: `u − 1 ≥ 0` rejects +0 and
- * negative numbers (sign bit set), `0x7f800000 − u ≥ 0` rejects NaN. (−0 is `0x80000000`, whose
- * `u − 1` wraps positive, so relu(−0) may keep −0, which compares equal to 0.)
+ * negative numbers (sign bit set), `0x7f800000 − u ≥ 0` rejects NaN. For −0 (`0x80000000`) the
+ * first term wraps positive but the second is negative, so −0 gives +0 like the twin.
  */
 function positiveMask(u: number): number {
   return ~(((u - 1) | (0x7f800000 - u)) >> 31);
