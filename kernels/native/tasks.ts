@@ -7,6 +7,14 @@
 import type { ParallelTask } from "../../src/backend/backend.ts";
 import { fillF32Task } from "./fill.ts";
 // -- elementwise, reductions, layout, embedding, cross-entropy, optimizer: imports --
+import { ELEMENTWISE_TASKS } from "./elementwise.ts";
+import { REDUCE_TASKS } from "./reduce.ts";
+import { LAYOUT_TASKS } from "./layout.ts";
+import { PERMUTE_TASKS } from "./permute.ts";
+import { EMBEDDING_TASKS } from "./embedding.ts";
+import { CROSS_ENTROPY_TASKS } from "./cross_entropy.ts";
+import { OPTIM_TASKS } from "./optim.ts";
+import { CAST_TASKS } from "./cast.ts";
 // -- end --
 // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: imports --
 // -- end --
@@ -35,6 +43,14 @@ import { moeSegmentCountTask } from "./moe_counters.ts";
 export const TASKS: readonly ParallelTask[] = [
   fillF32Task,
   // -- elementwise, reductions, layout, embedding, cross-entropy, optimizer: tasks --
+  ...ELEMENTWISE_TASKS,
+  ...REDUCE_TASKS,
+  ...LAYOUT_TASKS,
+  ...PERMUTE_TASKS,
+  ...EMBEDDING_TASKS,
+  ...CROSS_ENTROPY_TASKS,
+  ...OPTIM_TASKS,
+  ...CAST_TASKS,
   // -- end --
   // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: tasks --
   // -- end --
