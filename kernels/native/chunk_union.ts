@@ -12,9 +12,12 @@ import type { ChunkUnionParams } from "../chunk_union.ts";
 /** Task: args `[h, perm, meta, used, e, k, seqLen, chunk, perSeq, chunks, w, m]`. */
 export const chunkUnionTask: ParallelTask = {
   name: "chunkUnion",
-  run(ctx, args, lo, hi) {
-    const e = args[4]!, k = args[5]!, seqLen = args[6]!, chunk = args[7]!, perSeq = args[8]!;
-    const w = args[10]!, m = args[11]!;
+  run(ctx, args, lo0, hi0) {
+    // Integer parameters arrive as f64; int32 copies keep index math in integer registers.
+    const lo = lo0 | 0, hi = hi0 | 0;
+    const e = args[4]! | 0, k = args[5]! | 0, seqLen = args[6]! | 0, chunk = args[7]! | 0;
+    const perSeq = args[8]! | 0;
+    const w = args[10]! | 0, m = args[11]! | 0;
     const h = new Int32Array(ctx.view(args[0]!, m * w * 4));
     const perm = new Uint32Array(ctx.view(args[1]!, m * 4));
     const meta = new Uint32Array(ctx.view(args[2]!, (e + 1) * 4));

@@ -23,8 +23,10 @@ function rstdRow(x: Float32Array, start: number, cols: number, eps32: number): n
 /** Forward task: args `[x, w (0 = none), out, cols, eps]`, items = rows. */
 export const rmsNormF32Task: ParallelTask = {
   name: "rmsNormF32",
-  run(ctx, args, lo, hi) {
-    const cols = args[3]!, eps32 = Math.fround(args[4]!);
+  run(ctx, args, lo0, hi0) {
+    // Integer parameters arrive as f64; int32 copies keep index math in integer registers.
+    const lo = lo0 | 0, hi = hi0 | 0;
+    const cols = args[3]! | 0, eps32 = Math.fround(args[4]!);
     const x = new Float32Array(ctx.view(args[0]!, hi * cols * 4));
     const o = new Float32Array(ctx.view(args[2]!, hi * cols * 4));
     const w = args[1] ? new Float32Array(ctx.view(args[1], cols * 4)) : null;
@@ -40,8 +42,10 @@ export const rmsNormF32Task: ParallelTask = {
 /** x-gradient task: args `[x, w (0 = none), g, gx, rstd, cols, eps]`, items = rows. */
 export const rmsNormBackwardF32Task: ParallelTask = {
   name: "rmsNormBackwardF32",
-  run(ctx, args, lo, hi) {
-    const cols = args[5]!, eps32 = Math.fround(args[6]!);
+  run(ctx, args, lo0, hi0) {
+    // Integer parameters arrive as f64; int32 copies keep index math in integer registers.
+    const lo = lo0 | 0, hi = hi0 | 0;
+    const cols = args[5]! | 0, eps32 = Math.fround(args[6]!);
     const bytes = hi * cols * 4;
     const x = new Float32Array(ctx.view(args[0]!, bytes));
     const w = args[1] ? new Float32Array(ctx.view(args[1], cols * 4)) : null;
@@ -75,8 +79,10 @@ export const rmsNormBackwardF32Task: ParallelTask = {
  */
 export const rmsNormWeightGradF32Task: ParallelTask = {
   name: "rmsNormWeightGradF32",
-  run(ctx, args, lo, hi) {
-    const rows = args[4]!, cols = args[5]!, chunkRows = args[6]!;
+  run(ctx, args, lo0, hi0) {
+    // Integer parameters arrive as f64; int32 copies keep index math in integer registers.
+    const lo = lo0 | 0, hi = hi0 | 0;
+    const rows = args[4]! | 0, cols = args[5]! | 0, chunkRows = args[6]! | 0;
     const bytes = rows * cols * 4;
     const x = new Float32Array(ctx.view(args[0]!, bytes));
     const g = new Float32Array(ctx.view(args[1]!, bytes));

@@ -21,8 +21,11 @@ let calls = 0;
 /** Task: args `[x, out, invFreq, vectors, t, h, half, offset, sign, callId]`, items = vectors. */
 export const ropeF32Task: ParallelTask = {
   name: "ropeF32",
-  run(ctx, args, lo, hi) {
-    const t = args[4]!, h = args[5]!, half = args[6]!, offset = args[7]!, sign = args[8]!;
+  run(ctx, args, lo0, hi0) {
+    // Integer parameters arrive as f64; int32 copies keep index math in integer registers.
+    const lo = lo0 | 0, hi = hi0 | 0;
+    const t = args[4]! | 0, h = args[5]! | 0, half = args[6]! | 0, offset = args[7]! | 0;
+    const sign = args[8]!;
     const id = args[9]!, hd = 2 * half;
     const x = new Float32Array(ctx.view(args[0]!, hi * hd * 4));
     const o = new Float32Array(ctx.view(args[1]!, hi * hd * 4));

@@ -2,13 +2,14 @@
  * Native softmax / log-softmax (optionally causal) and their backward, f32, parallel over rows.
  *
  * The arithmetic mirrors the CPU twin (kernels/softmax.ts) operation for operation — max, then
- * Σ exp(x − max) in f64, then `exp(x − max) / Σ` — but each exponential is computed once (kept in
+ * Σ exp(x − max) in f64, then `exp(x − max) / Σ` — but each exponential is computed once (with the inlinable {@link fastExp}) (kept in
  * an f64 row scratch between the two passes), masked columns are never read, and there is no
  * per-element dispatch on the mode.
  *
  * @module
  */
 import type { NativeRuntime, ParallelTask } from "../../src/backend/backend.ts";
+import { fastExp } from "./exp.ts";
 
 /** Rows are split across threads once a job has this many elements (a job costs ~10 µs). */
 const MIN_PARALLEL_ELEMS = 1 << 15;
@@ -29,8 +30,10 @@ export function minParallelRows(cols: number): number {
 /** Forward task: args `[x, out, cols, t (0 = not causal), log (0/1)]`, items = rows. */
 export const softmaxF32Task: ParallelTask = {
   name: "softmaxF32",
-  run(ctx, args, lo, hi) {
-    const cols = args[2]!, t = args[3]!, log = args[4] === 1;
+  run(ctx, args, lo0, hi0) {
+    // Integer parameters arrive as f64; int32 copies keep index math in integer registers.
+    const lo = lo0 | 0, hi = hi0 | 0;
+    const cols = args[2]! | 0, t = args[3]! | 0, log = args[4] === 1;
     const x = new Float32Array(ctx.view(args[0]!, hi * cols * 4));
     const o = new Float32Array(ctx.view(args[1]!, hi * cols * 4));
     const e = scratch(cols);
@@ -46,7 +49,7 @@ export const softmaxF32Task: ParallelTask = {
       if (log) {
         for (let j = 0; j < lim; j++) {
           const v = x[start + j]!;
-          if (v !== -Infinity) s += Math.exp(v - m);
+          if (v !== -Infinity) s += fastExp(v - m);
         }
         const ls = Math.log(s);
         for (let j = 0; j < lim; j++) o[start + j] = x[start + j]! - m - ls;
@@ -54,7 +57,7 @@ export const softmaxF32Task: ParallelTask = {
       } else {
         for (let j = 0; j < lim; j++) {
           const v = x[start + j]!;
-          const ev = Math.exp(v - m);
+          const ev = fastExp(v - m);
           e[j] = ev;
           // Like the twin, −∞ adds nothing (so a row max of −∞ gives 0/0 = NaN, not a NaN sum).
           if (v !== -Infinity) s += ev;
@@ -69,8 +72,10 @@ export const softmaxF32Task: ParallelTask = {
 /** Backward task: args `[y, g, gx, cols, log (0/1)]`, items = rows. */
 export const softmaxBackwardF32Task: ParallelTask = {
   name: "softmaxBackwardF32",
-  run(ctx, args, lo, hi) {
-    const cols = args[3]!, log = args[4] === 1;
+  run(ctx, args, lo0, hi0) {
+    // Integer parameters arrive as f64; int32 copies keep index math in integer registers.
+    const lo = lo0 | 0, hi = hi0 | 0;
+    const cols = args[3]! | 0, log = args[4] === 1;
     const bytes = hi * cols * 4;
     const y = new Float32Array(ctx.view(args[0]!, bytes));
     const g = new Float32Array(ctx.view(args[1]!, bytes));
@@ -81,7 +86,7 @@ export const softmaxBackwardF32Task: ParallelTask = {
       if (log) {
         for (let i = start; i < end; i++) total += g[i]!;
         total = Math.fround(total);
-        for (let i = start; i < end; i++) o[i] = g[i]! - Math.exp(y[i]!) * total;
+        for (let i = start; i < end; i++) o[i] = g[i]! - fastExp(y[i]!) * total;
       } else {
         for (let i = start; i < end; i++) total += g[i]! * y[i]!;
         total = Math.fround(total);

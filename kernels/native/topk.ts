@@ -9,7 +9,17 @@
 import type { NativeKernel, NativeRuntime, ParallelTask } from "../../src/backend/backend.ts";
 import type { NmSpec } from "../nm.ts";
 import type { TopkOrder, TopkParams, TopkSpec } from "../topk.ts";
-import { keyScratch, kthKey, rowKeys, selTies } from "./topk_select.ts";
+import {
+  candIdx,
+  candKeys,
+  kthKey,
+  LOW_BITS,
+  magnitudeHist,
+  rowKeysHist,
+  rowScratch,
+  rowThreshold,
+  sel,
+} from "./topk_select.ts";
 
 /** Rows are split across threads once a job has this many elements. */
 const MIN_PARALLEL_ELEMS = 1 << 15;
@@ -23,6 +33,9 @@ const MIN_PARALLEL_ELEMS = 1 << 15;
 export type Rescale = "none" | "row" | "chunked";
 
 const RESCALE_CODE: Record<Rescale, number> = { none: 0, row: 1, chunked: 2 };
+
+/** Bits of f32 1.0. */
+const ONE_BITS = 0x3f800000;
 
 /** Per-thread scratch of packed (key, index) pairs for rank-ordered output. */
 let packed = new Float64Array(0);
@@ -38,21 +51,78 @@ function minParallel(d: number): number {
 }
 
 /**
+ * The masked-dense row by magnitude, the training hot path: one histogram pass, one
+ * branch-free write pass that decides every entry outside the K-th key's bucket and collects the
+ * bucket's indices, then the bucket's few entries ranked and turned on.
+ */
+function maskRowMagnitude(
+  bits: Int32Array,
+  outBits: Int32Array,
+  maskBits: Int32Array | null,
+  base: number,
+  d: number,
+  k: number,
+): void {
+  magnitudeHist(bits, base, d, k);
+  const bkt = sel.bucket, rem = sel.rem, cnt = sel.count;
+  // Keys above the bucket are > hiKey; hiKey − key cannot overflow (keys are in [0, 2³¹)).
+  const hiKey = (bkt << LOW_BITS) | ((1 << LOW_BITS) - 1);
+  const ci = candIdx();
+  let np = 0;
+  for (let j = 0; j < d; j++) {
+    const b = bits[base + j]!, m = b & 0x7fffffff;
+    const key = m > 0x7f800000 ? 0x7fffffff : m;
+    const neg = (hiKey - key) >> 31; // −1 when key > hiKey, else 0
+    outBits[base + j] = b & neg;
+    if (maskBits) maskBits[base + j] = ONE_BITS & neg;
+    ci[np] = j;
+    np += (((key >>> LOW_BITS) ^ bkt) - 1) >>> 31; // 1 when in the bucket
+  }
+  if (rem === cnt) {
+    for (let q = 0; q < np; q++) {
+      const j = ci[q]!;
+      outBits[base + j] = bits[base + j]!;
+      if (maskBits) maskBits[base + j] = ONE_BITS;
+    }
+    return;
+  }
+  const ck = candKeys();
+  for (let q = 0; q < np; q++) {
+    const m = bits[base + ci[q]!]! & 0x7fffffff;
+    ck[q] = m > 0x7f800000 ? 0x7fffffff : m;
+  }
+  const t = kthKey(ck, np, rem), ties = sel.ties;
+  let taken = 0;
+  for (let q = 0; q < np; q++) {
+    const j = ci[q]!, m = bits[base + j]! & 0x7fffffff;
+    const key = m > 0x7f800000 ? 0x7fffffff : m;
+    if (key > t || (key === t && taken++ < ties)) {
+      outBits[base + j] = bits[base + j]!;
+      if (maskBits) maskBits[base + j] = ONE_BITS;
+    }
+  }
+}
+
+/**
  * Dense task: args `[x, out, mask (0 = none), d, k, byValue, rescale, chunk]`, items = segments
  * of length d. Writes x where kept and 0 elsewhere, and the 0/1 mask.
  */
 export const topkMaskF32Task: ParallelTask = {
   name: "topkMaskF32",
-  run(ctx, args, lo, hi) {
-    const d = args[3]!, k = args[4]!, byValue = args[5] === 1, rescale = args[6]!;
-    const chunk = args[7]!;
+  run(ctx, args, lo0, hi0) {
+    // Integer parameters arrive as f64; int32 copies keep index math in integer registers.
+    const lo = lo0 | 0, hi = hi0 | 0;
+    const d = args[3]! | 0, k = args[4]! | 0, byValue = args[5] === 1, rescale = args[6]! | 0;
+    const chunk = args[7]! | 0;
     const bytes = hi * d * 4;
     const xb = ctx.view(args[0]!, bytes);
     const x = new Float32Array(xb), bits = new Int32Array(xb);
-    const out = new Float32Array(ctx.view(args[1]!, bytes));
-    const mask = args[2] ? new Float32Array(ctx.view(args[2], bytes)) : null;
-    const keys = keyScratch(d);
+    const ob = ctx.view(args[1]!, bytes), out = new Float32Array(ob), outBits = new Int32Array(ob);
+    const mb = args[2] ? ctx.view(args[2], bytes) : null;
+    const mask = mb ? new Float32Array(mb) : null, maskBits = mb ? new Int32Array(mb) : null;
+    const keys = rowScratch(d);
     const fr = Math.fround;
+    const flip = byValue ? -2147483648 : 0;
     for (let s = lo; s < hi; s++) {
       const base = s * d;
       if (k === 0) {
@@ -60,23 +130,44 @@ export const topkMaskF32Task: ParallelTask = {
         if (mask) mask.fill(0, base, base + d);
         continue;
       }
-      rowKeys(bits, base, d, byValue, keys);
-      const t = kthKey(keys, d, k, byValue);
-      const ties = selTies;
-      let taken = 0;
+      if (rescale === 0 && !byValue) {
+        maskRowMagnitude(bits, outBits, maskBits, base, d, k);
+        continue;
+      }
+      rowKeysHist(bits, base, d, k, byValue, keys);
       if (rescale === 0) {
+        // One pass decides every key outside the K-th key's bucket and collects the bucket's
+        // (index order); ranking those few then turns the kept ones on.
+        const bkt = sel.bucket, rem = sel.rem, cnt = sel.count;
+        const ci = candIdx(), ck = candKeys();
+        let np = 0;
+        // Branch-free (a kept/dropped branch mispredicts on half the entries): bit masks copy x
+        // or write +0, and every entry is stored as a candidate but only the bucket's advance.
         for (let j = 0; j < d; j++) {
           const key = keys[j]!;
-          let keep = key > t;
-          if (key === t && taken < ties) {
-            keep = true;
-            taken++;
+          const dg = (key ^ flip) >>> LOW_BITS;
+          const neg = -((bkt - dg) >>> 31); // −1 when dg > bkt, else 0
+          outBits[base + j] = bits[base + j]! & neg;
+          if (maskBits) maskBits[base + j] = ONE_BITS & neg;
+          ci[np] = j;
+          ck[np] = key;
+          np += ((dg ^ bkt) - 1) >>> 31; // 1 when dg === bkt
+        }
+        const t = rem === cnt ? -2147483648 : kthKey(ck, np, rem);
+        const ties = rem === cnt ? np : sel.ties;
+        let taken = 0;
+        for (let q = 0; q < np; q++) {
+          const j = ci[q]!, key = keys[j]!;
+          if (key > t || (key === t && taken++ < ties)) {
+            outBits[base + j] = bits[base + j]!;
+            if (maskBits) maskBits[base + j] = ONE_BITS;
           }
-          out[base + j] = keep ? x[base + j]! : 0;
-          if (mask) mask[base + j] = keep ? 1 : 0;
         }
         continue;
       }
+      const t = rowThreshold(keys, d, byValue);
+      const ties = sel.ties;
+      let taken = 0;
       // Rescale: the kept set first (in the mask, or in `out` as a 0/1 flag), then the sums in
       // the twin's order, then the scaled values.
       let all = 0, kept = 0, sa = 0, sk = 0;
@@ -116,30 +207,41 @@ export const topkMaskF32Task: ParallelTask = {
  */
 export const topkRowsF32Task: ParallelTask = {
   name: "topkRowsF32",
-  run(ctx, args, lo, hi) {
-    const d = args[3]!, k = args[4]!, byValue = args[5] === 1, sorted = args[6] === 1;
-    const segs = args[7]!;
+  run(ctx, args, lo0, hi0) {
+    // Integer parameters arrive as f64; int32 copies keep index math in integer registers.
+    const lo = lo0 | 0, hi = hi0 | 0;
+    const d = args[3]! | 0, k = args[4]! | 0, byValue = args[5] === 1, sorted = args[6] === 1;
+    const segs = args[7]! | 0;
     const xb = ctx.view(args[0]!, hi * d * 4);
     const x = new Float32Array(xb), bits = new Int32Array(xb);
-    const vals = new Float32Array(ctx.view(args[1]!, hi * k * 4));
+    const vb = ctx.view(args[1]!, hi * k * 4),
+      vals = new Float32Array(vb),
+      vbits = new Int32Array(vb);
     const idxs = new Uint32Array(ctx.view(args[2]!, hi * k * 4));
-    const keys = keyScratch(d);
+    const keys = rowScratch(d);
     const flip = byValue ? -2147483648 : 0;
     if (sorted && packed.length < k) packed = new Float64Array(Math.max(k, 2 * packed.length));
     for (let r = lo; r < hi; r++) {
       const base = r * d, ob = r * k, ioff = (r % segs) * d;
-      rowKeys(bits, base, d, byValue, keys);
-      const t = kthKey(keys, d, k, byValue);
-      const ties = selTies;
+      rowKeysHist(bits, base, d, k, byValue, keys);
+      const t = rowThreshold(keys, d, byValue);
+      const ties = sel.ties;
       let taken = 0, pos = 0;
       if (!sorted) {
+        // Branch-free compaction: every entry is written at `pos`, which only kept ones advance
+        // (the loop stops at K, so nothing lands past the row's slots). Keys are compared with
+        // T only inside T's bucket, where they share the top bits, so differences cannot overflow.
+        const bkt = sel.bucket;
         for (let j = 0; j < d; j++) {
           const key = keys[j]!;
-          if (key > t || (key === t && taken++ < ties)) {
-            vals[ob + pos] = x[base + j]!;
-            idxs[ob + pos] = ioff + j;
-            pos++;
-          }
+          const dg = (key ^ flip) >>> LOW_BITS;
+          const inB = ((dg ^ bkt) - 1) >>> 31; // dg === bkt
+          const tie = inB & (((key ^ t) - 1) >>> 31) & ((taken - ties) >>> 31); // == T, ties left
+          taken += tie;
+          vbits[ob + pos] = bits[base + j]!;
+          idxs[ob + pos] = ioff + j;
+          pos += ((bkt - dg) >>> 31) | (inB & ((t - key) >>> 31)) | tie; // above T, or a kept tie
+          if (pos === k) break;
         }
         continue;
       }
