@@ -17,6 +17,11 @@ import { OPTIM_TASKS } from "./optim.ts";
 import { CAST_TASKS } from "./cast.ts";
 // -- end --
 // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: imports --
+import { softmaxBackwardF32Task, softmaxF32Task } from "./softmax.ts";
+import { rmsNormBackwardF32Task, rmsNormF32Task, rmsNormWeightGradF32Task } from "./rmsnorm.ts";
+import { ropeF32Task } from "./rope.ts";
+import { topkMaskF32Task, topkRowsF32Task } from "./topk.ts";
+import { chunkUnionTask } from "./chunk_union.ts";
 // -- end --
 // -- sparse matmul, quantization, MoE, grouped matmul: imports --
 import { spmmColsTask } from "./spmm.ts";
@@ -53,6 +58,15 @@ export const TASKS: readonly ParallelTask[] = [
   ...CAST_TASKS,
   // -- end --
   // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: tasks --
+  softmaxF32Task,
+  softmaxBackwardF32Task,
+  rmsNormF32Task,
+  rmsNormBackwardF32Task,
+  rmsNormWeightGradF32Task,
+  ropeF32Task,
+  topkMaskF32Task,
+  topkRowsF32Task,
+  chunkUnionTask,
   // -- end --
   // -- sparse matmul, quantization, MoE, grouped matmul: tasks --
   spmmColsTask,
