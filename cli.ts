@@ -48,7 +48,7 @@ Usage:
   cli.ts help                this text
 
 train options:
-  --model NAME          named size: tiny, xs, s, m, l, xl (default tiny)
+  --model NAME          named size: xxs, tiny, xs, s, m, l, xl (default tiny)
   --sparsity S          top-K sparsity S (fraction zeroed) at every site, or per site:
                         qkv=0.5,o=0.5,gateUp=0.5,down=0.5   (default 0 = dense)
   --block M             Block Q-Sparse: N:M with block M (N = round((1-S)·M)), e.g. 32
