@@ -41,6 +41,9 @@ import { cosineLr } from "./schedule.ts";
 import { ByteTokenizer } from "./tokenizer.ts";
 import { type ProgressState, type ProgressView, progressView } from "./progress.ts";
 
+// The progress types are part of train()'s options (a caller may pass its own view).
+export type { ProgressKind, ProgressState, ProgressView } from "./progress.ts";
+
 /** Everything that defines a training run (JSON-serialisable; stored in `config.json`). */
 export interface TrainConfig {
   /** The model. */
