@@ -462,6 +462,7 @@ async function cmdSweep(args: string[]): Promise<void> {
     // Identical runs other studies already finished (in the same results folder) are reused.
     const folder = results.includes("/") ? results.slice(0, results.lastIndexOf("/")) : ".";
     const others = values.fresh ? [] : await siblingResults(folder, results);
+    const diverged: string[] = [];
     await runSweep(dev, specs, {
       results,
       runsDir,
@@ -473,6 +474,7 @@ async function cmdSweep(args: string[]): Promise<void> {
         if (ev === "start") console.error(`[${el}s] start ${spec.id}`);
         if (ev === "reuse") console.error(`[${el}s] reuse ${spec.id}  (= ${rec?.reusedFrom})`);
         if (ev === "diverged") {
+          diverged.push(spec.id);
           console.error(`[${el}s] DIVERGED ${spec.id}: ${failed?.diverged.message}`);
         }
         if (ev === "done" && rec) {
@@ -486,6 +488,12 @@ async function cmdSweep(args: string[]): Promise<void> {
         }
       },
     });
+    if (diverged.length) {
+      console.error(
+        `${diverged.length} run(s) diverged and are recorded as diverged in ${results}, ` +
+          `not as finished: ${diverged.join(", ")}`,
+      );
+    }
   } finally {
     dev.destroy();
   }
