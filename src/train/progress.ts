@@ -23,6 +23,8 @@ export interface ProgressState {
   tokensPerSecond?: number;
   /** Estimated seconds to the end of training. */
   etaSeconds?: number;
+  /** Something to flag on the line (e.g. a collapsed MoE router). */
+  warning?: string;
 }
 
 /**
@@ -74,6 +76,7 @@ export function formatProgress(p: ProgressState): string {
   if (p.etaSeconds !== undefined && p.step < p.total) {
     parts.push(`ETA ${formatDuration(p.etaSeconds)}`);
   }
+  if (p.warning) parts.push(p.warning);
   return parts.join("  ");
 }
 

@@ -225,7 +225,10 @@ export interface TrainResult {
 export interface TrainHooks {
   /** Run directory (config, checkpoint, log, result). Without it nothing is written. */
   out?: string;
-  /** Continue from `out/checkpoint.safetensors` when present. */
+  /**
+   * Continue from `out/checkpoint.safetensors` when present. The config must match the
+   * checkpoint's except `steps`, which may grow: that extends the run (also a finished one).
+   */
   resume?: boolean;
   /**
    * Restart the run in `out`: delete its checkpoint, log and result first (never combined with
@@ -446,6 +449,10 @@ export async function train(
     if (r.loss !== undefined) shown.loss = r.loss;
     if (r.valLoss !== undefined) shown.valLoss = r.valLoss;
     if (r.sparsity) shown.sparsity = r.sparsity.overall;
+    if (r.routing) {
+      const c = r.routing.collapsed;
+      shown.warning = c.length ? `ROUTER COLLAPSE ${c.join(",")}` : undefined;
+    }
     shown.step = r.step;
     view?.update(shown, true);
   };
