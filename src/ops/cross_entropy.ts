@@ -6,7 +6,7 @@
 import { crossEntropyBackwardDispatch, crossEntropyDispatch } from "../../kernels/cross_entropy.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, DeviceError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { uploadIds } from "./embedding.ts";
 import { meanAll, sumAll } from "./reduce.ts";

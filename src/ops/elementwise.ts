@@ -19,7 +19,7 @@ import {
 import { castDispatch } from "../../kernels/fill.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, DeviceError, ShapeError } from "../tensor/errors.ts";
+import { DeviceError, DTypeError, ShapeError } from "../tensor/errors.ts";
 import { broadcastShapes, sameShape, sizeOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { sumTo } from "./layout.ts";

@@ -10,7 +10,7 @@ import {
 } from "../../kernels/embedding.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, DeviceError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
 import type { Device } from "../tensor/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 

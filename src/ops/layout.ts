@@ -12,7 +12,7 @@ import {
 } from "../../kernels/layout.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import type { DType } from "../tensor/dtype.ts";
-import { DTypeError, DeviceError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
 import { sizeOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 

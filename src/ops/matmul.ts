@@ -7,7 +7,7 @@ import { sumToDispatch, sumToLayout } from "../../kernels/layout.ts";
 import { matmulDispatch, type MatmulProblem, type MatmulVariant } from "../../kernels/matmul.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, DeviceError, ShapeError } from "../tensor/errors.ts";
+import { DeviceError, DTypeError, ShapeError } from "../tensor/errors.ts";
 import { broadcastShapes, sizeOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { sumTo } from "./layout.ts";

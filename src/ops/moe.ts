@@ -31,7 +31,7 @@ import {
   NONE,
 } from "../../kernels/moe.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import { DTypeError, DeviceError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
 import { OWNED_TENSORS } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { cast, mul, mulScalar, square, sub } from "./elementwise.ts";

@@ -16,7 +16,7 @@ import {
 } from "../../kernels/spmm.ts";
 import { needsGrad, noGrad, record } from "../autograd/tape.ts";
 import { type FloatDType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, DeviceError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
 import { type AnySparse, CSR, NMSparse } from "../tensor/sparse.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { matmul } from "./matmul.ts";
