@@ -340,11 +340,13 @@ export function printResult(r: TrainResult): void {
     );
   }
   printMoe(r);
-  console.log(
-    `${r.tokensPerSecond.toFixed(0)} tokens/s on ${r.backend} (${r.adapter}), ${
-      r.wallSeconds.toFixed(1)
-    } s`,
-  );
+  // Speed without the one-time pipeline compilation, which the first log window pays.
+  const steady = r.steadyTokensPerSecond !== undefined
+    ? `${r.steadyTokensPerSecond.toFixed(0)} tokens/s after the first log window (${
+      r.firstWindowSeconds!.toFixed(1)
+    } s, compilation included)`
+    : `${r.tokensPerSecond.toFixed(0)} tokens/s overall (compilation included)`;
+  console.log(`${steady} on ${r.backend} (${r.adapter}); ${r.wallSeconds.toFixed(1)} s in all`);
 }
 
 /** Prints the MoE router statistics and chunk-level sparsity of a run, if any. */

@@ -209,8 +209,15 @@ export interface TrainResult {
   tokens: number;
   /** Wall-clock seconds of training, summed across resumes (includes evals and logging). */
   wallSeconds: number;
-  /** Mean throughput of the run: `tokens / wallSeconds`. */
+  /** Mean throughput of the run: `tokens / wallSeconds` (compilation and evaluations included). */
   tokensPerSecond: number;
+  /**
+   * Training throughput of this invocation after its first log window, which pays the one-time
+   * pipeline compilation; evaluations are left out. Absent with fewer than two log windows.
+   */
+  steadyTokensPerSecond?: number;
+  /** Wall seconds until this invocation's first loss readback (compilation included). */
+  firstWindowSeconds?: number;
   /** The device's adapter description (see {@link Device.description}). */
   adapter: string;
   /** The backend kind, `"webgpu"` or `"cpu"`. */
@@ -588,6 +595,8 @@ export async function train(
     // Speed and ETA leave out this invocation's first step: it pays the one-time pipeline
     // compilation (seconds on WebGPU), which would make a short run look slow.
     let steadyFrom = 0, steadySteps = 0;
+    let firstWindowAt: number | null = null;
+    let steadyMs = 0, steadyTokens = 0;
     // WebGPU is checked when the loss is read back (every logEvery steps): a per-step readback
     // would stall the queue.
     const eagerCheck = device.kind !== "webgpu";
@@ -676,6 +685,13 @@ export async function train(
           });
         }
         const now = performance.now();
+        // Steady-state speed: windows after the first, whose time includes compilation.
+        if (firstWindowAt === null) {
+          firstWindowAt = now;
+        } else {
+          steadyMs += now - lastLog;
+          steadyTokens += state.tokens - lastTokens;
+        }
         const sp = await measureSparsity(model);
         const cs = await probeChunks();
         await emit({
@@ -754,6 +770,8 @@ export async function train(
       tokens: state.tokens,
       wallSeconds: wall,
       tokensPerSecond: state.tokens / Math.max(1e-9, wall),
+      ...(steadyMs > 0 ? { steadyTokensPerSecond: (steadyTokens * 1000) / steadyMs } : {}),
+      ...(firstWindowAt !== null ? { firstWindowSeconds: (firstWindowAt - t0) / 1000 } : {}),
       adapter: device.description,
       backend: device.kind,
       date: new Date().toISOString(),
