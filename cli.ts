@@ -48,7 +48,7 @@ Usage:
   cli.ts help                this text
 
 train options:
-  --model NAME          named size: tiny, xs, s, m, l, xl (default tiny)
+  --model NAME          named size: xxs, tiny, xs, s, m, l, xl (default tiny)
   --sparsity S          top-K sparsity S (fraction zeroed) at every site, or per site:
                         qkv=0.5,o=0.5,gateUp=0.5,down=0.5   (default 0 = dense)
   --block M             Block Q-Sparse: N:M with block M (N = round((1-S)·M)), e.g. 32
@@ -340,11 +340,13 @@ export function printResult(r: TrainResult): void {
     );
   }
   printMoe(r);
-  console.log(
-    `${r.tokensPerSecond.toFixed(0)} tokens/s on ${r.backend} (${r.adapter}), ${
-      r.wallSeconds.toFixed(1)
-    } s`,
-  );
+  // Speed without the one-time pipeline compilation, which the first log window pays.
+  const steady = r.steadyTokensPerSecond !== undefined
+    ? `${r.steadyTokensPerSecond.toFixed(0)} tokens/s after the first log window (${
+      r.firstWindowSeconds!.toFixed(1)
+    } s, compilation included)`
+    : `${r.tokensPerSecond.toFixed(0)} tokens/s overall (compilation included)`;
+  console.log(`${steady} on ${r.backend} (${r.adapter}); ${r.wallSeconds.toFixed(1)} s in all`);
 }
 
 /** Prints the MoE router statistics and chunk-level sparsity of a run, if any. */
@@ -462,6 +464,7 @@ async function cmdSweep(args: string[]): Promise<void> {
     // Identical runs other studies already finished (in the same results folder) are reused.
     const folder = results.includes("/") ? results.slice(0, results.lastIndexOf("/")) : ".";
     const others = values.fresh ? [] : await siblingResults(folder, results);
+    const diverged: string[] = [];
     await runSweep(dev, specs, {
       results,
       runsDir,
@@ -473,6 +476,7 @@ async function cmdSweep(args: string[]): Promise<void> {
         if (ev === "start") console.error(`[${el}s] start ${spec.id}`);
         if (ev === "reuse") console.error(`[${el}s] reuse ${spec.id}  (= ${rec?.reusedFrom})`);
         if (ev === "diverged") {
+          diverged.push(spec.id);
           console.error(`[${el}s] DIVERGED ${spec.id}: ${failed?.diverged.message}`);
         }
         if (ev === "done" && rec) {
@@ -486,6 +490,12 @@ async function cmdSweep(args: string[]): Promise<void> {
         }
       },
     });
+    if (diverged.length) {
+      console.error(
+        `${diverged.length} run(s) diverged and are recorded as diverged in ${results}, ` +
+          `not as finished: ${diverged.join(", ")}`,
+      );
+    }
   } finally {
     dev.destroy();
   }

@@ -1,5 +1,5 @@
 /**
- * The paper's findings (qsparse.md §9) as verdicts computed from data: each builder compares a
+ * The paper's findings (docs/paper-notes.md §9) as verdicts computed from data: each builder compares a
  * measured quantity, with its standard error, against the claim and returns `"reproduced"`,
  * `"not reproduced at this scale"` or `"inconclusive"` together with the numbers on both sides.
  * {@link findingsMarkdown} renders a list of them as the table the notebooks show and the README
@@ -465,7 +465,7 @@ export function armComparisonFinding(spec: ArmComparisonSpec): Finding {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The findings of qsparse.md §9
+// The findings of docs/paper-notes.md §9
 
 function paramLabelOf(n: number): string {
   return n >= 1e6 ? `${(n / 1e6).toPrecision(3)}M` : `${Math.round(n / 1e3)}K`;
@@ -751,7 +751,7 @@ export function equalNaFinding(
  *
  * @param fit From `fitSweep`.
  * @param opts `label` ("full precision"), the paper's S*, the range a small study should
- *   show (default 35–60%, qsparse.md §9), and `maxWidth` (default 0.3).
+ *   show (default 35–60%, docs/paper-notes.md §9), and `maxWidth` (default 0.3).
  * @returns The finding.
  *
  * @example A failed fit is inconclusive, with the reason

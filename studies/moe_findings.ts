@@ -1,5 +1,5 @@
 /**
- * Findings of the MoE-with-sparsity study (qsparse.md §7). The paper has no MoE experiment — it
+ * Findings of the MoE-with-sparsity study (docs/paper-notes.md §7). The paper has no MoE experiment — it
  * only says Q-Sparse "is orthogonal and can be seamlessly integrated with MoE" (§5) — so these
  * test that statement and the MoE literature's claims: routers stay balanced with a balancing
  * loss, and per-token sparsity does not survive the union over a batch (the reviewers' point and

@@ -2,7 +2,7 @@
  * Analysis of sweep results for the notebooks and the README: group runs over seeds (mean ±
  * standard error), gaps to the dense run of the same size, the scaling-law fit on a grid with its
  * degenerate cases reported instead of thrown, comparisons at equal activated parameters, and
- * the sparsity statistics of the paper's findings (qsparse.md §9).
+ * the sparsity statistics of the paper's findings (docs/paper-notes.md §9).
  *
  * **Which S the fit uses.** The law `L(N, S)` is fitted with the nominal top-K sparsity of each
  * run (its `S` tag), as the paper does and as `cli.ts fit` does by default. The measured overall

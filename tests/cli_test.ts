@@ -181,7 +181,7 @@ Deno.test("cli: train prints progress lines for people, JSON lines only with --j
     ];
     // stdout is a pipe here: one plain progress line per log record, then the summary.
     const text = await run(...base, "--out", `${dir}/a`);
-    assert.match(text.out[0]!, /^step 2\/4 \(50%\)  loss \d+\.\d{4}/);
+    assert.match(text.out[0]!, /^step 2\/4 \(50%\) {2}loss \d+\.\d{4}/);
     assert.ok(text.out.some((l) => /^val loss \d/.test(l)));
     assert.ok(text.out.every((l) => !l.startsWith("{")), text.out.join("\n"));
     // Resuming says so; extending to more steps is allowed.
@@ -205,7 +205,7 @@ Deno.test("cli: train prints progress lines for people, JSON lines only with --j
     const all = ev.out.join("\n");
     assert.match(
       all,
-      /val loss \d+\.\d{4} ± \d+\.\d{4} nats\/byte  perplexity \d+\.\d{3}  bits\/byte \d+\.\d{4}/,
+      /val loss \d+\.\d{4} ± \d+\.\d{4} nats\/byte {2}perplexity \d+\.\d{3} {2}bits\/byte \d+\.\d{4}/,
     );
     const evj = JSON.parse(
       (await run("eval", "--checkpoint", ck, "--device", "cpu", "--eval-windows", "2", "--json"))

@@ -280,6 +280,8 @@ Deno.test("resume extends a finished run to more steps; force restarts it (issue
   try {
     const short = await train(cpu, tinyRun({ steps: 4, evalEvery: 0 }), { out: dir });
     assert.equal(short.tokens, 4 * 2 * 16);
+    // Speed without compilation: measured over the log windows after the first (steps 3-4).
+    assert.ok(short.steadyTokensPerSecond! > 0 && short.firstWindowSeconds! > 0);
     const messages: string[] = [];
     const view = {
       kind: "lines" as const,

@@ -1,6 +1,6 @@
 /**
- * BitNet b1.58 integer quantization (qsparse.md §1.4): per-token absmax int8 activations,
- * per-tensor absmean ternary weights, quantized top-K (quantize then mask), and the product of
+ * BitNet b1.58 integer quantization (docs/paper-notes.md §1.4): per-token absmax int8
+ * activations, per-tensor absmean ternary weights, quantized top-K (quantize then mask), and the product of
  * int8 (sparse) activations by ternary weights. For training, the straight-through fake-quant
  * forms are `quantizeActivationsSte` / `quantizeWeightsSte`; these ops share their conventions,
  * so `quantizeActivations(x).dequantize()` equals `quantizeActivationsSte(x)` exactly.

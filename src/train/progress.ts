@@ -23,6 +23,8 @@ export interface ProgressState {
   tokensPerSecond?: number;
   /** Estimated seconds to the end of training. */
   etaSeconds?: number;
+  /** Something to flag on the line (e.g. a collapsed MoE router). */
+  warning?: string;
 }
 
 /**
@@ -58,7 +60,7 @@ export function formatDuration(s: number): string {
  * ```ts
  * import { formatProgress } from "./progress.ts";
  * import assert from "node:assert/strict";
- * const line = formatProgress({ step: 40, total: 200, loss: 2.43125, tokensPerSecond: 1234.5, etaSeconds: 130 });
+ * const line = formatProgress({ step: 40, total: 200, loss: 2.43126, tokensPerSecond: 1234.5, etaSeconds: 130 });
  * assert.equal(line, "step 40/200 (20%)  loss 2.4313  1,235 tok/s  ETA 2m10s");
  * ```
  */
@@ -74,6 +76,7 @@ export function formatProgress(p: ProgressState): string {
   if (p.etaSeconds !== undefined && p.step < p.total) {
     parts.push(`ETA ${formatDuration(p.etaSeconds)}`);
   }
+  if (p.warning) parts.push(p.warning);
   return parts.join("  ");
 }
 

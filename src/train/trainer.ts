@@ -41,6 +41,9 @@ import { cosineLr } from "./schedule.ts";
 import { ByteTokenizer } from "./tokenizer.ts";
 import { type ProgressState, type ProgressView, progressView } from "./progress.ts";
 
+// The progress types are part of train()'s options (a caller may pass its own view).
+export type { ProgressKind, ProgressState, ProgressView } from "./progress.ts";
+
 /** Everything that defines a training run (JSON-serialisable; stored in `config.json`). */
 export interface TrainConfig {
   /** The model. */
@@ -206,8 +209,15 @@ export interface TrainResult {
   tokens: number;
   /** Wall-clock seconds of training, summed across resumes (includes evals and logging). */
   wallSeconds: number;
-  /** Mean throughput of the run: `tokens / wallSeconds`. */
+  /** Mean throughput of the run: `tokens / wallSeconds` (compilation and evaluations included). */
   tokensPerSecond: number;
+  /**
+   * Training throughput of this invocation after its first log window, which pays the one-time
+   * pipeline compilation; evaluations are left out. Absent with fewer than two log windows.
+   */
+  steadyTokensPerSecond?: number;
+  /** Wall seconds until this invocation's first loss readback (compilation included). */
+  firstWindowSeconds?: number;
   /** The device's adapter description (see {@link Device.description}). */
   adapter: string;
   /** The backend kind, `"webgpu"` or `"cpu"`. */
@@ -222,7 +232,10 @@ export interface TrainResult {
 export interface TrainHooks {
   /** Run directory (config, checkpoint, log, result). Without it nothing is written. */
   out?: string;
-  /** Continue from `out/checkpoint.safetensors` when present. */
+  /**
+   * Continue from `out/checkpoint.safetensors` when present. The config must match the
+   * checkpoint's except `steps`, which may grow: that extends the run (also a finished one).
+   */
   resume?: boolean;
   /**
    * Restart the run in `out`: delete its checkpoint, log and result first (never combined with
@@ -443,6 +456,10 @@ export async function train(
     if (r.loss !== undefined) shown.loss = r.loss;
     if (r.valLoss !== undefined) shown.valLoss = r.valLoss;
     if (r.sparsity) shown.sparsity = r.sparsity.overall;
+    if (r.routing) {
+      const c = r.routing.collapsed;
+      shown.warning = c.length ? `ROUTER COLLAPSE ${c.join(",")}` : undefined;
+    }
     shown.step = r.step;
     view?.update(shown, true);
   };
@@ -578,6 +595,8 @@ export async function train(
     // Speed and ETA leave out this invocation's first step: it pays the one-time pipeline
     // compilation (seconds on WebGPU), which would make a short run look slow.
     let steadyFrom = 0, steadySteps = 0;
+    let firstWindowAt: number | null = null;
+    let steadyMs = 0, steadyTokens = 0;
     // WebGPU is checked when the loss is read back (every logEvery steps): a per-step readback
     // would stall the queue.
     const eagerCheck = device.kind !== "webgpu";
@@ -666,6 +685,13 @@ export async function train(
           });
         }
         const now = performance.now();
+        // Steady-state speed: windows after the first, whose time includes compilation.
+        if (firstWindowAt === null) {
+          firstWindowAt = now;
+        } else {
+          steadyMs += now - lastLog;
+          steadyTokens += state.tokens - lastTokens;
+        }
         const sp = await measureSparsity(model);
         const cs = await probeChunks();
         await emit({
@@ -744,6 +770,8 @@ export async function train(
       tokens: state.tokens,
       wallSeconds: wall,
       tokensPerSecond: state.tokens / Math.max(1e-9, wall),
+      ...(steadyMs > 0 ? { steadyTokensPerSecond: (steadyTokens * 1000) / steadyMs } : {}),
+      ...(firstWindowAt !== null ? { firstWindowSeconds: (firstWindowAt - t0) / 1000 } : {}),
       adapter: device.description,
       backend: device.kind,
       date: new Date().toISOString(),
