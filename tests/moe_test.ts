@@ -6,33 +6,33 @@
  */
 import assert from "node:assert/strict";
 import {
-  activeParams,
   chunkUnion,
   type Device,
   DTypeError,
   expertCapacity,
   groupedMatmul,
   loadBalancingLoss,
-  matchActiveParams,
-  measureSparsity,
-  modelConfig,
   moeCombine,
-  type MoeConfig,
   moeGather,
   moeGroup,
   type MoeGrouping,
   moeRoute,
-  nominalActiveParams,
-  nominalSparsity,
   routerZLoss,
   ShapeError,
   softmax,
   type Tensor,
-  train,
-  trainConfig,
-  TransformerLM,
   ValueError,
 } from "../mod.ts";
+import {
+  activeParams,
+  matchActiveParams,
+  modelConfig,
+  type MoeConfig,
+  nominalActiveParams,
+  nominalSparsity,
+  TransformerLM,
+} from "../src/nn/mod.ts";
+import { measureSparsity, train, trainConfig } from "../src/train/mod.ts";
 import { main } from "../cli.ts";
 import {
   MOE_CHUNK,

@@ -3,14 +3,14 @@
  * the runs it depends on, and an identical run another study finished is reused, not retrained.
  */
 import assert from "node:assert/strict";
+import { modelConfig } from "../src/nn/mod.ts";
 import {
-  modelConfig,
   readResults,
   type RunRecord,
   type RunSpec,
   runSweep,
   trainConfig,
-} from "../mod.ts";
+} from "../src/train/mod.ts";
 import { cpu } from "./helpers.ts";
 
 function spec(id: string, study: string, sparsity: number, extra: Partial<RunSpec> = {}): RunSpec {

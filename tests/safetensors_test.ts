@@ -1,14 +1,13 @@
 import assert from "node:assert/strict";
+import { CheckpointError } from "../mod.ts";
 import {
-  appendJsonLine,
-  atomicWriteFile,
-  CheckpointError,
   decodeSafetensors,
   encodeSafetensors,
   type HostTensor,
   loadSafetensors,
   saveSafetensors,
-} from "../mod.ts";
+} from "../src/train/mod.ts";
+import { appendJsonLine, atomicWriteFile } from "../src/util/fs.ts";
 
 function sample(): Map<string, HostTensor> {
   return new Map<string, HostTensor>([

@@ -3,15 +3,9 @@
  * resume, corrupt checkpoints, and bad input.
  */
 import assert from "node:assert/strict";
-import {
-  CheckpointError,
-  modelConfig,
-  train,
-  type TrainConfig,
-  trainConfig,
-  TransformerLM,
-  ValueError,
-} from "../mod.ts";
+import { CheckpointError, ValueError } from "../mod.ts";
+import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
+import { train, type TrainConfig, trainConfig } from "../src/train/mod.ts";
 import { loadCheckpoint, loadWeights } from "../src/train/checkpoint.ts";
 import { cpu, gpu } from "./helpers.ts";
 

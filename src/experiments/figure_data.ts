@@ -36,7 +36,7 @@ function meanByIndex<T>(runs: readonly T[][], y: (t: T) => number): number[] {
  *
  * @example
  * ```ts
- * import { lossCurvesOf, type RunGroup } from "@qsparse/kit";
+ * import { lossCurvesOf, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const rec = (l: number) => ({ curve: [{ step: 1, tokens: 8, loss: l }], evals: [{ step: 1, tokens: 8, valLoss: l, valStderr: 0 }] });
  * const g = { tags: { S: 0.5 }, records: [rec(3), rec(5)] } as unknown as RunGroup;
@@ -83,7 +83,7 @@ export function lossCurvesOf(
  *
  * @example
  * ```ts
- * import { sweepPointsOf, type RunGroup } from "@qsparse/kit";
+ * import { type RunGroup, sweepPointsOf } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = { tags: { S: 0.5 }, N: 1e5, loss: { mean: 3, se: 0.01, n: 2 } } as unknown as RunGroup;
  * assert.deepEqual(sweepPointsOf([g]), [{ N: 1e5, S: 0.5, loss: 3 }]);
@@ -102,7 +102,7 @@ export function sweepPointsOf(groups: readonly RunGroup[]): SweepPoint[] {
  *
  * @example
  * ```ts
- * import { gapPointsOf, type DenseGap } from "@qsparse/kit";
+ * import { type DenseGap, gapPointsOf } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const gap = { N: 1e5, S: 0.5, gap: 0.02 } as unknown as DenseGap;
  * assert.deepEqual(gapPointsOf([gap]), [{ N: 1e5, S: 0.5, loss: 0.02 }]);
@@ -131,7 +131,7 @@ const SITE_LABELS: [string, string][] = [
  *
  * @example
  * ```ts
- * import { projectionSparsityOf, type RunGroup } from "@qsparse/kit";
+ * import { projectionSparsityOf, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = { tags: {}, perSite: { qkv: 0.3, o: 0.3, gateUp: 0.3, down: 0.75 } } as unknown as RunGroup;
  * assert.deepEqual(projectionSparsityOf([g], () => "S = 0.3")[0]!.sparsity, [0.3, 0.3, 0.3, 0.75]);
@@ -162,7 +162,7 @@ export function projectionSparsityOf(
  *
  * @example
  * ```ts
- * import { sparsityCurvesOf, type RunGroup } from "@qsparse/kit";
+ * import { type RunGroup, sparsityCurvesOf } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = { tags: {}, records: [{ sparsityCurve: [{ step: 1, overall: 0.6, perSite: {} }] }] } as unknown as RunGroup;
  * assert.deepEqual(sparsityCurvesOf([g], () => "relu")[0]!.sparsity, [0.6]);
@@ -194,7 +194,7 @@ export function sparsityCurvesOf(
  *
  * @example
  * ```ts
- * import { lossBarsOf, type RunGroup } from "@qsparse/kit";
+ * import { lossBarsOf, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = { tags: { arm: "dense" }, loss: { mean: 2.5, se: 0.01, n: 2 } } as unknown as RunGroup;
  * assert.deepEqual(lossBarsOf([g], (g) => String(g.tags.arm)), [{ name: "dense", value: 2.5, error: 0.02 }]);
@@ -221,7 +221,7 @@ export function lossBarsOf(
  *
  * @example
  * ```ts
- * import { paramLabel } from "@qsparse/kit";
+ * import { paramLabel } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(paramLabel(26784), "26.8K");
  * assert.equal(paramLabel(1.3e9), "1.3B");
@@ -256,7 +256,8 @@ export interface IsoLossSurfaceOptions {
  *
  * @example
  * ```ts
- * import { isoLossSurfaceOf, PAPER_SCALING_LAW } from "@qsparse/kit";
+ * import { PAPER_SCALING_LAW } from "@qsparse/kit/train";
+ * import { isoLossSurfaceOf } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = isoLossSurfaceOf(PAPER_SCALING_LAW, 3e8, 7e9, { points: 5 });
  * assert.equal(g.loss.length, 5);
@@ -287,7 +288,7 @@ export function isoLossSurfaceOf(
  *
  * @example
  * ```ts
- * import { chunkSparsityOf, type RunGroup } from "@qsparse/kit";
+ * import { chunkSparsityOf, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const rec = { N: 100, Na: 50, chunkSparsity: { chunkSizes: [8, 64], overall: [0.2, 0.05], perSite: {} } };
  * const g = { tags: { arm: "qsparse" }, records: [rec] } as unknown as RunGroup;
@@ -321,7 +322,7 @@ export function chunkSparsityOf(
  *
  * @example
  * ```ts
- * import { routingCurvesOf, type RunGroup } from "@qsparse/kit";
+ * import { routingCurvesOf, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const rec = { routingCurve: [{ step: 1, loadEntropy: 0.9, dropped: 0, collapsed: [] }] };
  * const g = { tags: { arm: "moe" }, records: [rec] } as unknown as RunGroup;
@@ -352,7 +353,7 @@ export function routingCurvesOf(
  *
  * @example
  * ```ts
- * import { expertLoadOf, type RunGroup } from "@qsparse/kit";
+ * import { expertLoadOf, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const routing = { layers: [{ layer: "layers.0.ffn", load: [0.5, 0.5] }] };
  * const g = { records: [{ routing }] } as unknown as RunGroup;

@@ -51,7 +51,7 @@ export interface Finding {
  *
  * @example
  * ```ts
- * import { PAPER_S_STAR } from "@qsparse/kit";
+ * import { PAPER_S_STAR } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(PAPER_S_STAR.fp, 0.4558);
  * assert.ok(PAPER_S_STAR.bitnet > PAPER_S_STAR.fp); // 1.58-bit models tolerate more sparsity
@@ -77,7 +77,7 @@ const Z = 2;
  *
  * @example
  * ```ts
- * import { verdictAbove } from "@qsparse/kit";
+ * import { verdictAbove } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(verdictAbove({ value: 0.05, se: 0.01 }), "reproduced");
  * assert.equal(verdictAbove({ value: 0.01, se: 0.01 }), "inconclusive");
@@ -101,7 +101,7 @@ export function verdictAbove(est: Estimate, threshold = 0, z = Z): Verdict {
  *
  * @example
  * ```ts
- * import { verdictBelow } from "@qsparse/kit";
+ * import { verdictBelow } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(verdictBelow({ value: -0.05, se: 0.01 }), "reproduced");
  * ```
@@ -122,7 +122,7 @@ export function verdictBelow(est: Estimate, threshold = 0, z = Z): Verdict {
  *
  * @example Block 16:32 within ±0.02 nats of top-K
  * ```ts
- * import { verdictWithin } from "@qsparse/kit";
+ * import { verdictWithin } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(verdictWithin({ value: 0.004, se: 0.003 }, [-0.02, 0.02]), "reproduced");
  * assert.equal(verdictWithin({ value: 0.015, se: 0.01 }, [-0.02, 0.02]), "inconclusive");
@@ -148,7 +148,7 @@ export function verdictWithin(est: Estimate, range: readonly [number, number], z
  *
  * @example
  * ```ts
- * import { verdictInterval } from "@qsparse/kit";
+ * import { verdictInterval } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(verdictInterval(0.45, [0.38, 0.55], [0.35, 0.6]), "reproduced");
  * assert.equal(verdictInterval(0.45, [0.05, 0.95], [0.35, 0.6]), "inconclusive");
@@ -178,7 +178,7 @@ export function verdictInterval(
  *
  * @example
  * ```ts
- * import { combineVerdicts } from "@qsparse/kit";
+ * import { combineVerdicts } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(combineVerdicts(["reproduced", "inconclusive"]), "inconclusive");
  * ```
@@ -199,7 +199,7 @@ export function combineVerdicts(verdicts: readonly Verdict[]): Verdict {
  *
  * @example
  * ```ts
- * import { formatEstimate } from "@qsparse/kit";
+ * import { formatEstimate } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(formatEstimate({ value: 0.0123, se: 0.004 }, 3, true), "+0.012 ± 0.004");
  * ```
@@ -248,7 +248,7 @@ export interface ComparisonSpec {
  *
  * @example Fine-tuned Q-Sparse close to fine-tuned dense
  * ```ts
- * import { comparisonFinding } from "@qsparse/kit";
+ * import { comparisonFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const f = comparisonFinding({
  *   id: "ft", claim: "Q-Sparse fine-tuning ≈ dense", paper: "66.4 vs 66.8 avg (Table 4)",
@@ -325,7 +325,7 @@ export interface ArmComparisonSpec {
  *
  * @example Q-Sparse continued training within 2% of dense
  * ```ts
- * import { armComparisonFinding, type RunGroup } from "@qsparse/kit";
+ * import { armComparisonFinding, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = (mean: number) => ({ tags: {}, loss: { mean, se: 0.002, n: 1 } }) as unknown as RunGroup;
  * const spec = {
@@ -385,7 +385,7 @@ function missing(id: string, claim: string, paper: string, what: string): Findin
  *
  * @example
  * ```ts
- * import { steFinding, type RunGroup } from "@qsparse/kit";
+ * import { type RunGroup, steFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = (variant: string, mean: number) => ({ tags: { variant }, loss: { mean, se: 0.005, n: 1 } }) as unknown as RunGroup;
  * assert.equal(steFinding([g("topk-ste", 2.0), g("topk-noste", 2.3), g("relu", 2.2)]).verdict, "reproduced");
@@ -422,7 +422,7 @@ export function steFinding(groups: readonly RunGroup[]): Finding {
  *
  * @example
  * ```ts
- * import { reluDriftFinding, type RunGroup } from "@qsparse/kit";
+ * import { reluDriftFinding, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const curve = (a: number, b: number) => [{ step: 1, overall: a, perSite: { qkv: a } }, { step: 9, overall: b, perSite: { qkv: b } }];
  * const g = (variant: string, a: number, b: number) => ({ tags: { variant }, records: [{ sparsityCurve: curve(a, b) }] }) as unknown as RunGroup;
@@ -467,7 +467,7 @@ export function reluDriftFinding(groups: readonly RunGroup[], minDrop = 0.02): F
  *
  * @example
  * ```ts
- * import { superLinearFinding } from "@qsparse/kit";
+ * import { superLinearFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const c = { lo: 0.4, hi: 0.8, perSize: [], excess: { value: 0.1, se: 0.01 }, gapLo: 0.02, gapHi: 0.12, ratio: 6 };
  * assert.equal(superLinearFinding(c).verdict, "reproduced");
@@ -504,7 +504,7 @@ export function superLinearFinding(c: Convexity | null): Finding {
  *
  * @example
  * ```ts
- * import { gapShrinksFinding } from "@qsparse/kit";
+ * import { gapShrinksFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const perSize = [{ N: 1e5, gap: { value: 0.1, se: 0.005 } }, { N: 1e6, gap: { value: 0.08, se: 0.005 } }];
  * const t = { perSize, slope: { value: -0.02, se: 0.007 }, relativePerDecade: -0.22 };
@@ -542,7 +542,7 @@ export function gapShrinksFinding(t: GapTrend | null): Finding {
  *
  * @example
  * ```ts
- * import { equalNaFinding, type EqualNaRow } from "@qsparse/kit";
+ * import { equalNaFinding, type EqualNaRow } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const row = { S: 0.5, advantage: { value: 0.05, se: 0.01 } } as unknown as EqualNaRow;
  * assert.equal(equalNaFinding([row]).verdict, "reproduced");
@@ -586,7 +586,7 @@ export function equalNaFinding(
  *
  * @example A failed fit is inconclusive, with the reason
  * ```ts
- * import { sStarFinding } from "@qsparse/kit";
+ * import { sStarFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const f = sStarFinding({ ok: false, reason: "too few points", points: [] });
  * assert.equal(f.verdict, "inconclusive");
@@ -632,7 +632,7 @@ export function sStarFinding(
  *
  * @example
  * ```ts
- * import { sStarOrderFinding } from "@qsparse/kit";
+ * import { sStarOrderFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const f = sStarOrderFinding({ ok: false, reason: "x", points: [] }, { ok: false, reason: "y", points: [] });
  * assert.equal(f.verdict, "inconclusive");
@@ -680,7 +680,7 @@ export function sStarOrderFinding(fp: SweepFit, bitnet: SweepFit): Finding {
  *
  * @example
  * ```ts
- * import { blockFinding, type RunGroup } from "@qsparse/kit";
+ * import { blockFinding, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = (variant: string, mean: number) => ({ tags: { size: "xs", variant }, loss: { mean, se: 0.002, n: 2 } }) as unknown as RunGroup;
  * assert.equal(blockFinding([g("topk", 2.0), g("block16:32", 2.004)]).verdict, "reproduced");
@@ -718,7 +718,7 @@ export function blockFinding(groups: readonly RunGroup[], tol = 0.02): Finding {
  *
  * @example
  * ```ts
- * import { componentSparsityFinding } from "@qsparse/kit";
+ * import { componentSparsityFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const at = { S: 0.3, overall: 0.41, perSite: { down: 0.74 }, from: [0.2, 0.4] as [number, number] };
  * assert.equal(componentSparsityFinding(at).verdict, "reproduced");
@@ -760,7 +760,7 @@ export function componentSparsityFinding(
  *
  * @example
  * ```ts
- * import { nearDenseFinding, type DenseGap } from "@qsparse/kit";
+ * import { type DenseGap, nearDenseFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const gap = { N: 1e6, S: 0.3, gap: 0.01, se: 0.004, relative: 0.005, dense: { loss: { mean: 2 } }, group: { sparsity: { mean: 0.41 } } } as unknown as DenseGap;
  * assert.equal(nearDenseFinding([gap]).verdict, "reproduced");
@@ -806,7 +806,7 @@ function escapeCell(s: string): string {
  *
  * @example
  * ```ts
- * import { markdownTable } from "@qsparse/kit";
+ * import { markdownTable } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(markdownTable(["a", "b"], [[1, "x|y"]]), "| a | b |\n| --- | --- |\n| 1 | x\\|y |");
  * ```
@@ -835,7 +835,7 @@ const BADGE: Record<Verdict, string> = {
  *
  * @example
  * ```ts
- * import { findingsMarkdown } from "@qsparse/kit";
+ * import { findingsMarkdown } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const md = findingsMarkdown([{ id: "x", claim: "c", paper: "p", measured: "m", verdict: "inconclusive" }]);
  * assert.match(md, /\| c \| p \| m \| ➖ inconclusive \|/);
@@ -859,7 +859,7 @@ export function findingsMarkdown(findings: readonly Finding[]): string {
  *
  * @example
  * ```ts
- * import { fitMarkdown } from "@qsparse/kit";
+ * import { fitMarkdown } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.match(fitMarkdown({ ok: false, reason: "need ≥ 6 points", points: [] }), /No fit/);
  * ```

@@ -27,7 +27,7 @@ export interface GradNormProfile {
  *
  * @example
  * ```ts
- * import { gradNormProfiles, type RunGroup } from "@qsparse/kit";
+ * import { gradNormProfiles, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = { tags: { variant: "ste" }, records: [{ gradNorms: { "layers.0.attn.q_proj": 2, "layers.1.attn.q_proj": 4 } }] } as unknown as RunGroup;
  * const [p] = gradNormProfiles([g], (x) => String(x.tags.variant));
@@ -69,7 +69,7 @@ export function gradNormProfiles(
  *
  * @example
  * ```ts
- * import { gradNormFigure } from "@qsparse/kit";
+ * import { gradNormFigure } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const fig = gradNormFigure([{ label: "ste", byProjection: { q_proj: [1, 2] } }]);
  * assert.equal(fig.data.length, 1);
@@ -115,7 +115,7 @@ export function gradNormFigure(
  *
  * @example
  * ```ts
- * import { steGradientFinding } from "@qsparse/kit";
+ * import { steGradientFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const f = steGradientFinding(
  *   { label: "ste", byProjection: { q_proj: [1, 1], o_proj: [2, 2] } },

@@ -46,7 +46,7 @@ const num = (x: unknown): number => (typeof x === "number" ? x : NaN);
  *
  * @example
  * ```ts
- * import { kernelSummary } from "@qsparse/kit";
+ * import { kernelSummary } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const bench = {
  *   adapter: "llvmpipe",
@@ -196,7 +196,7 @@ const TIMING_NOISE = 0.1;
  *
  * @example
  * ```ts
- * import { kernelFindings, type KernelSummary } from "@qsparse/kit";
+ * import { kernelFindings, type KernelSummary } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const s = {
  *   source: "x", adapter: "y", vsSparsity: [], vsBatch: [], tables: [],

@@ -119,7 +119,8 @@ async function paired(
  *
  * @example
  * ```ts
- * import { openDevice, timeSparseKernels } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { timeSparseKernels } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * const r = await timeSparseKernels(dev, { dIn: 64, dOut: 32, sparsities: [0.5], batches: [1, 2], iters: 1, reps: 1 });
@@ -223,7 +224,7 @@ export interface SpeedupSeries {
  *
  * @example
  * ```ts
- * import { speedupSeries } from "@qsparse/kit";
+ * import { speedupSeries } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const t = (kernel: string, S: number, batch: number) => ({ kernel, S, batch, ms: 1, denseMs: 2, speedup: 2 });
  * const s = speedupSeries({ adapter: "x", backend: "cpu", dIn: 64, dOut: 64, date: "", timings: [t("spmm rows (top-K)", 0.5, 1), t("spmm N:M, batch", 0.5, 4)] });
@@ -275,7 +276,7 @@ export interface BenchFile {
  *
  * @example
  * ```ts
- * import { readBenchFiles } from "@qsparse/kit";
+ * import { readBenchFiles } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.deepEqual(await readBenchFiles("/nonexistent-bench-dir"), []);
  * ```

@@ -32,7 +32,7 @@ function pct(x: number): string {
  *
  * @example
  * ```ts
- * import { synergyFindings, type RunGroup } from "@qsparse/kit";
+ * import { type RunGroup, synergyFindings } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = (mean: number) => ({ tags: {}, loss: { mean, se: 0.005, n: 2 } }) as unknown as RunGroup;
  * const [, , all] = synergyFindings(g(2.0), g(2.1), g(2.08));
@@ -85,7 +85,7 @@ export function synergyFindings(
  *
  * @example
  * ```ts
- * import { loadBalanceFinding, type RunGroup } from "@qsparse/kit";
+ * import { loadBalanceFinding, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const routing = { layers: [{ maxLoad: 1.1 }], collapsed: [], loadEntropy: 0.98, dropped: 0 };
  * const g = { tags: { arm: "moe" }, records: [{ routing }] } as unknown as RunGroup;
@@ -141,7 +141,7 @@ export function loadBalanceFinding(groups: readonly RunGroup[], min = 0.9): Find
  *
  * @example
  * ```ts
- * import { chunkCollapseFinding, type RunGroup } from "@qsparse/kit";
+ * import { chunkCollapseFinding, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const rec = { N: 100, Na: 50, chunkSparsity: { chunkSizes: [8, 64], overall: [0.2, 0.05], perSite: {} } };
  * const g = { tags: { arm: "qsparse" }, records: [rec] } as unknown as RunGroup;
@@ -199,7 +199,7 @@ export function chunkCollapseFinding(
  *
  * @example
  * ```ts
- * import { moeArmsMarkdown, type RunGroup } from "@qsparse/kit";
+ * import { moeArmsMarkdown, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = { tags: { arm: "dense", group: "equal-Na", nominalN: 1e5, nominalNa: 1e5 }, Na: 9e4, records: [{}], loss: { mean: 2.5, se: 0.01, n: 1 } } as unknown as RunGroup;
  * assert.match(moeArmsMarkdown([g]), /\| dense \| equal-Na \| 100K \| 100K \| 90K \|/);

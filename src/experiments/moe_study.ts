@@ -34,7 +34,7 @@ export interface MoeArm {
  *
  * @example
  * ```ts
- * import { moeStudyArms } from "@qsparse/kit";
+ * import { moeStudyArms } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const arms = moeStudyArms("tiny");
  * const na = arms.map((a) => a.Na);

@@ -27,7 +27,7 @@ import { type Profile, type StudyName, studyRuns } from "./studies.ts";
  *
  * @example
  * ```ts
- * import { parseProfile } from "@qsparse/kit";
+ * import { parseProfile } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(parseProfile("full"), "full");
  * assert.throws(() => parseProfile("fast"), /smoke/);
@@ -46,7 +46,7 @@ export function parseProfile(value: unknown): Profile {
  *
  * @example
  * ```ts
- * import { Markdown } from "@qsparse/kit";
+ * import { Markdown } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const md = new Markdown("**S\\*** = 45.6%");
  * assert.equal(String(md), "**S\\*** = 45.6%");
@@ -82,7 +82,7 @@ export class Markdown {
  *
  * @example
  * ```ts
- * import { markdown } from "@qsparse/kit";
+ * import { markdown } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(markdown`S* = ${45.6}%`.text, "S* = 45.6%");
  * assert.equal(markdown("**bold**").text, "**bold**");
@@ -113,7 +113,8 @@ const OUTPUT_BYTES_PER_MS = 2000;
  *
  * @example
  * ```ts
- * import { display, Figure } from "@qsparse/kit";
+ * import { Figure } from "@qsparse/kit/plot";
+ * import { display } from "@qsparse/kit/studies";
  * await display("**under deno test this prints**", new Figure([{ type: "bar", x: ["a"], y: [1] }]));
  * ```
  */
@@ -194,7 +195,7 @@ export interface LoadStudyOptions {
  *
  * @example Full results that are not there yet
  * ```ts
- * import { loadStudy } from "@qsparse/kit";
+ * import { loadStudy } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const data = await loadStudy("sparsity_vs_loss", "full", { resultsDir: "/nonexistent" });
  * assert.equal(data.available, false);
@@ -318,7 +319,8 @@ export interface SaveFigureOptions {
  *
  * @example
  * ```ts
- * import { Figure, saveFigure } from "@qsparse/kit";
+ * import { Figure } from "@qsparse/kit/plot";
+ * import { saveFigure } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(await saveFigure(new Figure([]), "x", "smoke"), null);
  * ```
@@ -357,7 +359,7 @@ export async function saveFigure(
  *
  * @example
  * ```ts
- * import { saveMarkdown } from "@qsparse/kit";
+ * import { saveMarkdown } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(await saveMarkdown("| a |", "x", "smoke"), null);
  * ```

@@ -39,7 +39,8 @@ const est = (r: RunRecord): Estimate => ({ value: r.valLoss, se: r.valStderr });
  *
  * @example
  * ```ts
- * import { posthocComparison, type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
+ * import { posthocComparison } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const r = (id: string, tags: Record<string, string | number>, valLoss: number) =>
  *   ({ id, tags, valLoss, valStderr: 0.01, N: 100 }) as unknown as RunRecord;
@@ -85,7 +86,7 @@ export function posthocComparison(
  *
  * @example
  * ```ts
- * import { posthocFinding } from "@qsparse/kit";
+ * import { posthocFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(posthocFinding([]).verdict, "inconclusive");
  * ```
@@ -129,7 +130,7 @@ export function posthocFinding(rows: readonly PosthocRow[]): Finding {
  *
  * @example
  * ```ts
- * import { posthocMarkdown } from "@qsparse/kit";
+ * import { posthocMarkdown } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.match(posthocMarkdown([]), /size/);
  * ```
@@ -161,7 +162,7 @@ export function posthocMarkdown(rows: readonly PosthocRow[]): string {
  *
  * @example
  * ```ts
- * import { posthocFigure } from "@qsparse/kit";
+ * import { posthocFigure } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(posthocFigure([]).data.length, 0);
  * ```
@@ -207,7 +208,7 @@ function count(records: readonly RunRecord[], tag: "size" | "seed"): string {
  *
  * @example
  * ```ts
- * import { tokenBudgetFinding } from "@qsparse/kit";
+ * import { tokenBudgetFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(tokenBudgetFinding([], []).finding.verdict, "inconclusive");
  * ```

@@ -41,7 +41,7 @@ export interface MeanSe {
  *
  * @example
  * ```ts
- * import { meanSe } from "@qsparse/kit";
+ * import { meanSe } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const m = meanSe([1, 3]);
  * assert.equal(m.mean, 2);
@@ -101,7 +101,8 @@ function tagKey(tags: RunRecord["tags"], ignore: ReadonlySet<string>): string {
  *
  * @example
  * ```ts
- * import { groupRuns, type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
+ * import { groupRuns } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const run = (seed: number, valLoss: number) =>
  *   ({ tags: { size: "xs", S: 0.5, seed }, valLoss, valStderr: 0.01, N: 1e5, Na: 5e4, sparsity: null }) as unknown as RunRecord;
@@ -163,7 +164,8 @@ export interface SweepPointOptions {
  *
  * @example
  * ```ts
- * import { sweepPoints, type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
+ * import { sweepPoints } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const r = { tags: { S: 0.5 }, N: 1e5, valLoss: 2, sparsity: { overall: 0.6 } } as unknown as RunRecord;
  * assert.deepEqual(sweepPoints([r]), [{ N: 1e5, S: 0.5, loss: 2 }]);
@@ -218,7 +220,8 @@ export type SweepFit = SweepFitOk | SweepFitFailed;
  *
  * @example A grid too small to fit is reported, not thrown
  * ```ts
- * import { fitSweep, type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
+ * import { fitSweep } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const r = { tags: { S: 0 }, N: 1e5, valLoss: 2 } as unknown as RunRecord;
  * const res = await fitSweep([r]);
@@ -292,7 +295,8 @@ export interface DenseGap {
  *
  * @example
  * ```ts
- * import { gapsToDense, groupRuns, type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
+ * import { gapsToDense, groupRuns } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const run = (S: number, valLoss: number) =>
  *   ({ tags: { size: "xs", S }, valLoss, valStderr: 0.01, N: 1e5, Na: 1e5 * (1 - S), sparsity: null }) as unknown as RunRecord;
@@ -367,7 +371,8 @@ export interface Convexity {
  *
  * @example
  * ```ts
- * import { gapConvexity, gapsToDense, groupRuns, type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
+ * import { gapConvexity, gapsToDense, groupRuns } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const run = (S: number, valLoss: number) =>
  *   ({ tags: { S }, valLoss, valStderr: 0.001, N: 1e5, Na: 1e5, sparsity: null }) as unknown as RunRecord;
@@ -430,7 +435,8 @@ export interface GapTrend {
  *
  * @example
  * ```ts
- * import { gapTrend, gapsToDense, groupRuns, type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
+ * import { gapsToDense, gapTrend, groupRuns } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const run = (N: number, S: number, valLoss: number) =>
  *   ({ tags: { N, S }, valLoss, valStderr: 0.001, N, Na: N, sparsity: null }) as unknown as RunRecord;
@@ -511,7 +517,8 @@ export interface EqualNaRow {
  *
  * @example
  * ```ts
- * import { equalNaComparison, groupRuns, type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
+ * import { equalNaComparison, groupRuns } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const run = (N: number, S: number, valLoss: number) =>
  *   ({ tags: { N, S }, valLoss, valStderr: 0.01, N, Na: N, sparsity: null }) as unknown as RunRecord;
@@ -559,7 +566,7 @@ export function equalNaComparison(
  *
  * @example
  * ```ts
- * import { lossDifference, type RunGroup } from "@qsparse/kit";
+ * import { lossDifference, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = (mean: number, se: number) => ({ loss: { mean, se, n: 1 } }) as unknown as RunGroup;
  * assert.deepEqual(lossDifference(g(2.5, 0.03), g(2, 0.04)), { value: 0.5, se: 0.05 });
@@ -577,7 +584,7 @@ export function lossDifference(a: RunGroup, b: RunGroup): Estimate {
  *
  * @example
  * ```ts
- * import { pooled } from "@qsparse/kit";
+ * import { pooled } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.deepEqual(pooled([{ value: 1, se: 0.3 }, { value: 3, se: 0.4 }]), { value: 2, se: 0.25 });
  * ```
@@ -611,7 +618,8 @@ export interface SparsityDrift {
  *
  * @example
  * ```ts
- * import { sparsityDrift, type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
+ * import { sparsityDrift } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const r = { sparsityCurve: [{ step: 1, overall: 0.6, perSite: {} }, { step: 9, overall: 0.5, perSite: {} }] } as unknown as RunRecord;
  * assert.ok(Math.abs(sparsityDrift(r)!.change + 0.1) < 1e-12);
@@ -648,7 +656,7 @@ export interface SparsityAt {
  *
  * @example
  * ```ts
- * import { sparsityAt, type RunGroup } from "@qsparse/kit";
+ * import { type RunGroup, sparsityAt } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = (S: number, down: number) =>
  *   ({ tags: { S }, sparsity: { mean: S, se: 0, n: 1 }, perSite: { down } }) as unknown as RunGroup;

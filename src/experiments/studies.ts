@@ -20,7 +20,7 @@ import type { RunSpec } from "../train/runner.ts";
  *
  * @example Every study has a smoke grid
  * ```ts
- * import { STUDIES, studyRuns } from "@qsparse/kit";
+ * import { STUDIES, studyRuns } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.ok(STUDIES.includes("sparsity_vs_loss"));
  * assert.ok(STUDIES.every((s) => studyRuns(s, "smoke").length > 0));
@@ -48,7 +48,7 @@ export type Profile = "smoke" | "full";
  *
  * @example
  * ```ts
- * import { SPARSITIES, studyRuns } from "@qsparse/kit";
+ * import { SPARSITIES, studyRuns } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(SPARSITIES[0], 0); // the dense baseline
  * const runs = studyRuns("sparsity_vs_loss", "smoke");
@@ -80,7 +80,7 @@ export interface ProfileSettings {
  *
  * @example
  * ```ts
- * import { PROFILES, SPARSITIES, studyRuns } from "@qsparse/kit";
+ * import { PROFILES, SPARSITIES, studyRuns } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const p = PROFILES.smoke;
  * const runs = studyRuns("sparsity_vs_loss", "smoke");
@@ -150,7 +150,7 @@ function config(
  *
  * @example
  * ```ts
- * import { studyRuns } from "@qsparse/kit";
+ * import { studyRuns } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const runs = studyRuns("sparsity_vs_loss", "full");
  * assert.equal(runs.length, 4 * 7 * 2);

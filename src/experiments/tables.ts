@@ -22,7 +22,7 @@ function pct(x: number | undefined): string {
  *
  * @example
  * ```ts
- * import { groupsMarkdown, type RunGroup } from "@qsparse/kit";
+ * import { groupsMarkdown, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = { tags: { arm: "dense" }, N: 1e5, Na: 9e4, sparsity: null, loss: { mean: 2.5, se: 0.01, n: 2 } } as unknown as RunGroup;
  * assert.match(groupsMarkdown([g]), /\| dense \| 100K \| 90K \| — \| 2 \| 2\.5000 ± 0\.0100 \|/);
@@ -51,7 +51,7 @@ export function groupsMarkdown(groups: readonly RunGroup[], tags?: readonly stri
  *
  * @example
  * ```ts
- * import { gapsMarkdown, type DenseGap } from "@qsparse/kit";
+ * import { type DenseGap, gapsMarkdown } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const gap = { N: 1e5, S: 0.5, gap: 0.02, se: 0.01, relative: 0.008, group: { loss: { mean: 2.52 }, sparsity: null }, dense: { loss: { mean: 2.5 } } } as unknown as DenseGap;
  * assert.match(gapsMarkdown([gap]), /\| 100K \| 50% \| — \| 2\.5000 \| 2\.5200 \| \+0\.0200 ± 0\.0100 \| \+0\.80% \|/);
@@ -80,7 +80,7 @@ export function gapsMarkdown(gaps: readonly DenseGap[]): string {
  *
  * @example
  * ```ts
- * import { equalNaMarkdown, type EqualNaRow } from "@qsparse/kit";
+ * import { equalNaMarkdown, type EqualNaRow } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const row = { N: 4e5, S: 0.5, Na: 2e5, group: { loss: { mean: 2.7 } }, dense: { value: 2.8, se: 0.01 }, advantage: { value: 0.1, se: 0.014 } } as unknown as EqualNaRow;
  * assert.match(equalNaMarkdown([row]), /\| 400K \| 50% \| 200K \| 2\.7000 \| 2\.8000 \| \+0\.1000 ± 0\.0140 \|/);

@@ -32,7 +32,8 @@ import type { SparseSite } from "./sparsify.ts";
  *
  * @example
  * ```ts
- * import { Block, modelConfig, openDevice } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { Block, modelConfig } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using block = new Block(dev, "layers.0", modelConfig("xxs", { seqLen: 4 }), 1);
@@ -97,7 +98,8 @@ export class Block extends Module {
  *
  * @example
  * ```ts
- * import { modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("tiny", { sparsity: 0.4, seqLen: 8 }), 1);

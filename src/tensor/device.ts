@@ -13,7 +13,7 @@ import type {
   KernelTime,
 } from "../backend/backend.ts";
 import { CpuBackend } from "../backend/cpu.ts";
-import { isSoftwareAdapter, WebGpuBackend } from "../backend/webgpu.ts";
+import { WebGpuBackend } from "../backend/webgpu.ts";
 import { NativeBackend } from "../backend/native.ts";
 import {
   allocTyped,

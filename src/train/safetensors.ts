@@ -53,7 +53,7 @@ function numel(shape: readonly number[]): number {
  *
  * @example Round trip in memory
  * ```ts
- * import { decodeSafetensors, encodeSafetensors } from "@qsparse/kit";
+ * import { decodeSafetensors, encodeSafetensors } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const bytes = encodeSafetensors(
  *   new Map([["w", { dtype: "f32", shape: [2], data: new Float32Array([1, 2]) }]]),
@@ -126,7 +126,8 @@ export function encodeSafetensors(
  *
  * @example A truncated file is reported, not misread
  * ```ts
- * import { CheckpointError, decodeSafetensors, encodeSafetensors } from "@qsparse/kit";
+ * import { CheckpointError } from "@qsparse/kit";
+ * import { decodeSafetensors, encodeSafetensors } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const ok = encodeSafetensors(new Map([["b", { dtype: "i32", shape: [3], data: new Int32Array(3) }]]));
  * assert.throws(() => decodeSafetensors(ok.subarray(0, ok.length - 1)), CheckpointError);
@@ -235,7 +236,7 @@ export function decodeSafetensors(bytes: Uint8Array, source = "<bytes>"): Safete
  *
  * @example Save and load a checkpoint
  * ```ts
- * import { loadSafetensors, saveSafetensors } from "@qsparse/kit";
+ * import { loadSafetensors, saveSafetensors } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const dir = await Deno.makeTempDir();
  * const w = { dtype: "f32" as const, shape: [2, 2], data: new Float32Array([1, 2, 3, 4]) };
@@ -263,7 +264,7 @@ export async function saveSafetensors(
  *
  * @example
  * ```ts ignore
- * import { loadSafetensors } from "@qsparse/kit";
+ * import { loadSafetensors } from "@qsparse/kit/train";
  * const { tensors } = await loadSafetensors("results/run1/ckpt.safetensors");
  * for (const [name, t] of tensors) console.log(name, t.dtype, t.shape);
  * ```

@@ -22,7 +22,7 @@ export interface Tokenizer {
  *
  * @example
  * ```ts
- * import { ByteTokenizer } from "@qsparse/kit";
+ * import { ByteTokenizer } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const tok = new ByteTokenizer();
  * const ids = tok.encode("naïve");
