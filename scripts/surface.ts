@@ -4,6 +4,9 @@
  *
  * Usage: `deno run --allow-read --allow-run scripts/surface.ts [--json]`
  *
+ * `--expand <entry.ts>` prints explicit `export { ... } from` / `export type { ... } from` lines
+ * for everything the entry exports today (e.g. to turn an `export *` entry into a list to curate).
+ *
  * @module
  */
 
@@ -59,7 +62,47 @@ export async function surface(root = "."): Promise<EntrySurface[]> {
   return out;
 }
 
-if (import.meta.main) {
+/**
+ * Explicit re-export lines for every symbol an entry exports, grouped by declaring file.
+ *
+ * @param entry The entry file, relative to the cwd.
+ * @returns TypeScript source of the export lines.
+ */
+export async function expand(entry: string): Promise<string> {
+  const res = await new Deno.Command(Deno.execPath(), {
+    args: ["doc", "--json", entry],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (res.code !== 0) throw new Error(new TextDecoder().decode(res.stderr));
+  const doc = JSON.parse(new TextDecoder().decode(res.stdout));
+  type Decl = { kind: string; location: { filename: string } };
+  const symbols =
+    (Object.values(doc.nodes)[0] as { symbols: (DocSymbol & { declarations: Decl[] })[] })
+      .symbols;
+  const dir = new URL(".", new URL(entry, `file://${Deno.cwd()}/`)).pathname;
+  const byFile = new Map<string, { values: string[]; types: string[] }>();
+  for (const s of symbols) {
+    const d = s.declarations[0]!;
+    let rel = d.location.filename.replace("file://", "");
+    rel = rel.startsWith(dir) ? `./${rel.slice(dir.length)}` : rel;
+    const g = byFile.get(rel) ?? { values: [], types: [] };
+    const isType = s.declarations.every((x) => x.kind === "interface" || x.kind === "typeAlias");
+    (isType ? g.types : g.values).push(s.name);
+    byFile.set(rel, g);
+  }
+  const lines: string[] = [];
+  const sort = (xs: string[]) => xs.sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
+  for (const [file, g] of byFile) {
+    if (g.values.length) lines.push(`export { ${sort(g.values).join(", ")} } from "${file}";`);
+    if (g.types.length) lines.push(`export type { ${sort(g.types).join(", ")} } from "${file}";`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+if (import.meta.main && Deno.args[0] === "--expand") {
+  console.log(await expand(Deno.args[1]!));
+} else if (import.meta.main) {
   const entries = await surface();
   if (Deno.args.includes("--json")) {
     console.log(JSON.stringify(entries, null, 2));
