@@ -30,6 +30,7 @@ export {
   CheckpointError,
   DeviceError,
   DisposedError,
+  DivergenceError,
   DTypeError,
   KitError,
   ShapeError,
@@ -62,7 +63,9 @@ export type {
   KernelTime,
   NativeKernel,
   NativeRuntime,
+  ParallelTask,
   Storage,
+  TaskContext,
 } from "./src/backend/backend.ts";
 export { needsGrad, noGrad, record } from "./src/autograd/tape.ts";
 export type { GradNode } from "./src/autograd/tape.ts";
@@ -162,3 +165,5 @@ export type {
   MoeRouteOptions,
   MoeRouting,
 } from "./src/ops/moe.ts";
+export { sampleTokens } from "./src/ops/sample.ts";
+export type { SampleInto, SampleOptions } from "./src/ops/sample.ts";

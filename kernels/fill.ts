@@ -6,6 +6,7 @@
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
 import { asF32, enables, gridStride, uniforms, WG } from "./common.ts";
+import { fillF32Native } from "./native/fill.ts";
 
 /** WGSL that writes `start + i·step` (converted to `dtype`) into every element. */
 export function linearFillWgsl(dtype: DType): string {
@@ -52,6 +53,7 @@ export function linearFillDispatch(
     key: `fill:${dtype}`,
     wgsl: () => linearFillWgsl(dtype),
     cpu: ([o]) => linearFillCpu(dtype, o!, n, start, step),
+    native: dtype === "f32" ? ([o], rt) => fillF32Native(o!, n, start, step, rt) : undefined,
     buffers: [out],
     uniforms: uniforms(n, asF32(start), asF32(step)),
     workgroups: gridStride(n),

@@ -1,15 +1,31 @@
 /**
  * # @qsparse/kit/studies
  *
- * The paper's studies: grids and profiles, grouping results into seed-level estimates, findings,
- * tables, figure data and the notebook helpers. The notebooks import from here; the library
- * entry points never do.
+ * The paper's studies, kept out of the library: the study grids and profiles, the grouping of
+ * results into seed-level estimates, the statistics a verdict rests on, the findings with their
+ * claim texts, the tables and figure data the notebooks show, and the notebook helpers (profile,
+ * display, loading and saving). The notebooks import from here; the kit itself (`mod.ts`) never
+ * does.
+ *
+ * @example Group two seeds of a run into one seed-level estimate
+ * ```ts
+ * import type { RunRecord } from "@qsparse/kit/train";
+ * import { groupRuns } from "@qsparse/kit/studies";
+ * import assert from "node:assert/strict";
+ * const run = (seed: number, valLoss: number) =>
+ *   ({ tags: { size: "xs", S: 0.5, seed }, valLoss, valStderr: 0.01, N: 1e5, Na: 5e4, sparsity: null }) as unknown as RunRecord;
+ * const [g] = groupRuns([run(1, 2.0), run(2, 2.2)]);
+ * assert.equal(g!.loss.n, 2);
+ * ```
  *
  * @module
  */
-export { PROFILES, SPARSITIES, STUDIES, studyRuns } from "../src/experiments/studies.ts";
-export type { Profile, ProfileSettings, StudyName } from "../src/experiments/studies.ts";
+export { PROFILES, SPARSITIES, STUDIES, studyRuns } from "./studies.ts";
+export type { Profile, ProfileSettings, StudyName } from "./studies.ts";
+export { moeStudyArms } from "./moe_study.ts";
+export type { MoeArm } from "./moe_study.ts";
 export {
+  contrast,
   equalNaComparison,
   fitSweep,
   gapConvexity,
@@ -19,11 +35,14 @@ export {
   lossDifference,
   meanSe,
   pooled,
+  pooledSd,
+  pooledWithSpread,
   sparsityAt,
   sparsityDrift,
   sweepPoints,
-} from "../src/experiments/report.ts";
+} from "./report.ts";
 export type {
+  Contrast,
   Convexity,
   DenseGap,
   EqualNaRow,
@@ -31,6 +50,7 @@ export type {
   GapTrend,
   GroupOptions,
   MeanSe,
+  PooledSd,
   RunGroup,
   SparsityAt,
   SparsityDrift,
@@ -38,7 +58,7 @@ export type {
   SweepFitFailed,
   SweepFitOk,
   SweepPointOptions,
-} from "../src/experiments/report.ts";
+} from "./report.ts";
 export {
   armComparisonFinding,
   blockFinding,
@@ -46,55 +66,37 @@ export {
   comparisonFinding,
   componentSparsityFinding,
   equalNaFinding,
+  equivalenceTest,
   findingsMarkdown,
   fitMarkdown,
   formatEstimate,
   gapShrinksFinding,
+  holmFindings,
+  LEVEL,
   markdownTable,
   nearDenseFinding,
   PAPER_S_STAR,
   reluDriftFinding,
+  SMOKE_VERDICT,
   sStarFinding,
   sStarOrderFinding,
   steFinding,
   superLinearFinding,
+  testText,
   verdictAbove,
   verdictBelow,
   verdictInterval,
+  verdictOf,
   verdictWithin,
-} from "../src/experiments/findings.ts";
+} from "./findings.ts";
 export type {
   ArmComparisonSpec,
   ComparisonSpec,
   Finding,
+  FindingsMarkdownOptions,
   Verdict,
-} from "../src/experiments/findings.ts";
-export {
-  readBenchFiles,
-  speedupSeries,
-  timeSparseKernels,
-} from "../src/experiments/kernel_timing.ts";
-export type {
-  BenchFile,
-  KernelTiming,
-  KernelTimingOptions,
-  KernelTimingReport,
-  SpeedupSeries,
-} from "../src/experiments/kernel_timing.ts";
-export {
-  display,
-  loadStudy,
-  Markdown,
-  markdown,
-  parseProfile,
-  saveFigure,
-  saveMarkdown,
-} from "../src/experiments/notebook.ts";
-export type {
-  LoadStudyOptions,
-  SaveFigureOptions,
-  StudyData,
-} from "../src/experiments/notebook.ts";
+} from "./findings.ts";
+export { equalNaMarkdown, gapsMarkdown, groupsMarkdown } from "./tables.ts";
 export {
   chunkSparsityOf,
   expertLoadOf,
@@ -107,30 +109,42 @@ export {
   routingCurvesOf,
   sparsityCurvesOf,
   sweepPointsOf,
-} from "../src/experiments/figure_data.ts";
-export type { CurveOptions, IsoLossSurfaceOptions } from "../src/experiments/figure_data.ts";
-export { equalNaMarkdown, gapsMarkdown, groupsMarkdown } from "../src/experiments/tables.ts";
-export { moeStudyArms } from "../src/experiments/moe_study.ts";
-export type { MoeArm } from "../src/experiments/moe_study.ts";
-export { kernelFindings, kernelSummary } from "../src/experiments/kernel_findings.ts";
-export type { KernelSummary } from "../src/experiments/kernel_findings.ts";
-export {
-  chunkCollapseFinding,
-  loadBalanceFinding,
-  moeArmsMarkdown,
-  synergyFindings,
-} from "../src/experiments/moe_findings.ts";
+} from "./figure_data.ts";
+export type { CurveOptions, IsoLossSurfaceOptions } from "./figure_data.ts";
 export {
   posthocComparison,
   posthocFigure,
   posthocFinding,
   posthocMarkdown,
   tokenBudgetFinding,
-} from "../src/experiments/posthoc.ts";
-export type { PosthocRow } from "../src/experiments/posthoc.ts";
+} from "./posthoc.ts";
+export type { PosthocRow } from "./posthoc.ts";
+export { gradNormFigure, gradNormProfiles, steGradientFinding } from "./grad_norms.ts";
+export type { GradNormProfile } from "./grad_norms.ts";
 export {
-  gradNormFigure,
-  gradNormProfiles,
-  steGradientFinding,
-} from "../src/experiments/grad_norms.ts";
-export type { GradNormProfile } from "../src/experiments/grad_norms.ts";
+  chunkCollapseFinding,
+  loadBalanceFinding,
+  moeArmsMarkdown,
+  synergyFindings,
+} from "./moe_findings.ts";
+export { readBenchFiles, speedupSeries, timeSparseKernels } from "./kernel_timing.ts";
+export type {
+  BenchFile,
+  KernelTiming,
+  KernelTimingOptions,
+  KernelTimingReport,
+  SpeedupSeries,
+} from "./kernel_timing.ts";
+export { kernelFindings, kernelSummary } from "./kernel_findings.ts";
+export type { KernelSummary } from "./kernel_findings.ts";
+export {
+  display,
+  loadStudy,
+  Markdown,
+  markdown,
+  parseProfile,
+  saveFigure,
+  saveMarkdown,
+} from "./notebook.ts";
+export type { LoadStudyOptions, SaveFigureOptions, StudyData } from "./notebook.ts";
+export type { TEstimate, TTest } from "./stats.ts";

@@ -17,8 +17,10 @@ export type BackendKind = "webgpu" | "native" | "cpu";
  * raw addresses so a kernel can pass an offset into a storage without allocating a view.
  */
 export interface Blas {
-  /** Library that was loaded (path or soname), for `device.description`. */
+  /** Library that was loaded (path or soname) and its build, for `device.description`. */
   readonly library: string;
+  /** The path or soname it was loaded from (worker threads load the same). */
+  readonly path: string;
   /** Threads the library uses, when it can say (OpenBLAS); else the core count. */
   readonly threads: number;
   /**
@@ -54,17 +56,59 @@ export interface Blas {
     y: number,
     incy: number,
   ): void;
+  /**
+   * `y = alpha·x + y` over `n` elements (level 1: one thread, no allocation; the sparse GEMV
+   * calls it once per kept weight row on each thread's column range).
+   */
+  saxpy(n: number, alpha: number, x: number, incx: number, y: number, incy: number): void;
+}
+
+/** What a parallel task gets on whichever thread runs it. */
+export interface TaskContext {
+  /**
+   * An ArrayBuffer aliasing `bytes` of host memory at `address` (made from the raw address, so
+   * no copy is involved; valid during the task).
+   */
+  view(address: number, bytes: number): ArrayBuffer;
+  /** The BLAS loaded on this thread (same library as the backend's), or null. */
+  readonly blas: Blas | null;
+}
+
+/**
+ * A data-parallel piece of a native kernel: computes items `[lo, hi)` of a job. Every task has a
+ * unique `name` and is registered in kernels/native/tasks.ts so worker threads can find it; `args`
+ * carries addresses (from {@link NativeRuntime.address}) and numeric parameters.
+ * Chunks must write disjoint outputs, so a result never depends on the thread count.
+ */
+export interface ParallelTask {
+  /** Unique name (worker threads look the task up by it). */
+  readonly name: string;
+  /** Runs items `[lo, hi)`. */
+  run(ctx: TaskContext, args: Float64Array, lo: number, hi: number): void;
 }
 
 /**
  * What a native kernel gets besides its buffers: the BLAS (null when none loaded; the kernel must
- * then compute in TypeScript) and the address of a storage for FFI calls.
+ * then compute in TypeScript), the address of a storage for FFI calls, and a thread pool.
  */
 export interface NativeRuntime {
   /** The loaded BLAS, or null. */
   readonly blas: Blas | null;
+  /** Threads {@link NativeRuntime.parallel} spreads work over (1 = the calling thread only). */
+  readonly threads: number;
   /** Byte address of the start of `buffer` (one of the dispatch's buffers). */
   address(buffer: ArrayBuffer): number;
+  /**
+   * Runs `task` over items `[0, n)` split into one contiguous chunk per thread (chunk bounds
+   * rounded to `align` items), the calling thread taking the first; returns when all are done.
+   * Runs on the calling thread alone when `n < minParallel` (default 1).
+   */
+  parallel(
+    task: ParallelTask,
+    n: number,
+    args: ArrayLike<number>,
+    opts?: { align?: number; minParallel?: number },
+  ): void;
 }
 
 /**

@@ -6,9 +6,26 @@
  *
  * @module
  */
-import type { Backend, Blas, Dispatch, NativeRuntime } from "./backend.ts";
+import type { Backend, Blas, Dispatch, NativeRuntime, ParallelTask } from "./backend.ts";
 import { HostBackend } from "./host.ts";
 import { BlasLoadError, loadBlas } from "./blas.ts";
+import { ThreadPool } from "./thread_pool.ts";
+
+/** The worker entry module (referenced by URL, not imported: it imports the kernels). */
+const WORKER_URL = new URL("../../kernels/native/worker.ts", import.meta.url);
+
+/** Threads for host kernels: `QSPARSE_THREADS` when set, else the core count. */
+export function defaultThreads(): number {
+  let env: string | undefined;
+  try {
+    env = Deno.env.get("QSPARSE_THREADS");
+  } catch {
+    env = undefined;
+  }
+  const n = env === undefined ? NaN : Number(env);
+  if (Number.isInteger(n) && n >= 1) return n;
+  return Math.max(1, navigator.hardwareConcurrency ?? 1);
+}
 
 /** Options of {@link NativeBackend}. */
 export interface NativeBackendOptions {
@@ -18,6 +35,8 @@ export interface NativeBackendOptions {
   blas?: string;
   /** Skip the BLAS (tests use this to cover the TypeScript fallback). */
   noBlas?: boolean;
+  /** Threads for the host kernels, the calling one included (default {@link defaultThreads}). */
+  threads?: number;
 }
 
 /** Backend running fast host kernels and BLAS on host memory. */
@@ -30,6 +49,7 @@ export class NativeBackend extends HostBackend implements Backend, NativeRuntime
   /** Why no BLAS is in use, when none is. */
   readonly blasError: string | null;
   #addresses = new WeakMap<ArrayBuffer, number>();
+  #pool: ThreadPool;
 
   /** @param opts Profiling and BLAS choice. */
   constructor(opts: NativeBackendOptions = {}) {
@@ -45,9 +65,38 @@ export class NativeBackend extends HostBackend implements Backend, NativeRuntime
     }
     this.blas = blas;
     this.blasError = err;
+    this.#pool = new ThreadPool(opts.threads ?? defaultThreads(), WORKER_URL, blas);
+    const t = this.#pool.threads;
+    const kernels = `host kernels on ${t} thread${t === 1 ? "" : "s"}`;
     this.description = blas
-      ? `native (${blas.library}, ${blas.threads} thread${blas.threads === 1 ? "" : "s"})`
-      : `native (no BLAS, TypeScript matmul: ${err})`;
+      ? `native (${kernels}; BLAS ${blas.library}, ${blas.threads} thread${
+        blas.threads === 1 ? "" : "s"
+      })`
+      : `native (${kernels}; no BLAS, TypeScript matmul: ${err})`;
+  }
+
+  /** Threads the host kernels use, the calling one included. */
+  get threads(): number {
+    return this.#pool.threads;
+  }
+
+  /** Resolves when the worker threads are serving (kernels run single-threaded until then). */
+  ready(): Promise<boolean> {
+    return this.#pool.ready();
+  }
+
+  parallel(
+    task: ParallelTask,
+    n: number,
+    args: ArrayLike<number>,
+    opts?: { align?: number; minParallel?: number },
+  ): void {
+    this.#pool.run(task, n, args, opts);
+  }
+
+  override destroy(): void {
+    this.#pool.close();
+    super.destroy();
   }
 
   protected override onNewBuffer(buffer: ArrayBuffer): void {

@@ -49,3 +49,13 @@ export type { ResolvedMoe, RouterCounters } from "./moe.ts";
 export { Block, TransformerLM } from "./transformer.ts";
 export { activeParams, matchActiveParams, nominalActiveParams, nominalSparsity } from "./sizing.ts";
 export type { ActiveParams, MatchedArm, MatchOptions } from "./sizing.ts";
+export { KVCache } from "./kv_cache.ts";
+export { Decoder, generate, streamGenerate } from "./generate.ts";
+export type {
+  DecodeOptions,
+  FinishReason,
+  GenerateOptions,
+  Generation,
+  GenerationChunk,
+  Prompts,
+} from "./generate.ts";

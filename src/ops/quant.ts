@@ -14,7 +14,7 @@ import {
   ternaryMatmulDispatch,
 } from "../../kernels/quant.ts";
 import { noGrad } from "../autograd/tape.ts";
-import { DTypeError, ShapeError } from "../core/errors.ts";
+import { DeviceError, DTypeError, ShapeError } from "../core/errors.ts";
 import { Int8Rows, Int8SparseRows, TernaryWeights } from "../tensor/quantized.ts";
 import { sizeOf } from "../core/shape.ts";
 import { SparseRows } from "../tensor/sparse.ts";
@@ -184,7 +184,7 @@ export function spmmTernary(a: Int8SparseRows | Int8Rows, w: TernaryWeights): Te
     );
   }
   if (a.device !== w.device) {
-    throw ShapeError.mismatch(op, [a.shape, w.shape], "tensors live on different devices");
+    throw DeviceError.mismatch(op, [a.shape, w.shape], "tensors live on different devices");
   }
   const lead = a.shape.slice(0, -1);
   const rows = sizeOf(lead);

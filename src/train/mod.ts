@@ -43,6 +43,7 @@ export { cosineLr } from "./schedule.ts";
 export type { CosineSchedule } from "./schedule.ts";
 export { brownTokens, configDiff, DEFAULT_TRAIN, evaluate, train, trainConfig } from "./trainer.ts";
 export type { LogRecord, TrainConfig, TrainHooks, TrainResult } from "./trainer.ts";
+export type { ProgressKind, ProgressState, ProgressView } from "./progress.ts";
 export { measureSparsity } from "./accounting.ts";
 export type { SiteSparsityReport, SparsityReport } from "./accounting.ts";
 export { DEFAULT_CHUNK_SIZES, measureChunkSparsity } from "./chunk_sparsity.ts";
@@ -58,8 +59,23 @@ export {
   saveSafetensors,
 } from "./safetensors.ts";
 export type { HostTensor, Safetensors } from "./safetensors.ts";
-export { modelLabel, parseShard, readResults, runSweep, toRecord } from "./runner.ts";
-export type { RunRecord, RunSpec, Shard, SweepOptions } from "./runner.ts";
+export {
+  modelLabel,
+  parseShard,
+  readResults,
+  readResultsFile,
+  runSweep,
+  toRecord,
+} from "./runner.ts";
+export type {
+  DivergedRecord,
+  ReadResultsOptions,
+  ResultsFile,
+  RunRecord,
+  RunSpec,
+  Shard,
+  SweepOptions,
+} from "./runner.ts";
 export {
   denseLaw,
   fitDenseLaw,
@@ -67,6 +83,7 @@ export {
   isoLossGrid,
   optimalSparsity,
   PAPER_SCALING_LAW,
+  profileScalingLaw,
   scalingLaw,
   sparsityFactor,
 } from "./scaling_law.ts";
@@ -77,7 +94,12 @@ export type {
   FitOptions,
   Intervals,
   IsoLossGrid,
+  ProfileInterval,
+  ProfileOptions,
   ScalingLawFit,
   ScalingLawParams,
+  ScalingLawProfile,
   ScalingPoint,
 } from "./scaling_law.ts";
+export { configFromHf, exportHf, hfConfig, importHf } from "./hf.ts";
+export type { QSparseHfFields } from "./hf.ts";

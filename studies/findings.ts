@@ -5,13 +5,16 @@
  * {@link findingsMarkdown} renders a list of them as the table the notebooks show and the README
  * reuses.
  *
- * A verdict is "reproduced" only when the data clear the claim by two standard errors, "not
- * reproduced" only when they contradict it by two, and "inconclusive" in between: small models
- * and few seeds often cannot tell, and the table should say so.
+ * A verdict is "reproduced" only when its test passes at the stated level (one-sided t-tests at
+ * α = 0.05 with the degrees of freedom of the seed-level errors, Holm-corrected across a
+ * notebook's findings by {@link holmFindings}), "not reproduced" only when the data contradict
+ * the claim at that level, and "inconclusive" in between: small models and few seeds often
+ * cannot tell, and the table says so, with the test and its p-value. A smoke run's table says
+ * "smoke run — not evidence" instead of any verdict.
  *
  * @module
  */
-import { ValueError } from "../core/errors.ts";
+import { ValueError } from "../src/core/errors.ts";
 import {
   type Convexity,
   type DenseGap,
@@ -20,12 +23,14 @@ import {
   type GapTrend,
   lossDifference,
   pooled,
+  pooledWithSpread,
   type RunGroup,
   type SparsityAt,
   sparsityDrift,
   type SweepFit,
 } from "./report.ts";
-import { PAPER_SCALING_LAW, scalingLaw, sparsityFactor } from "../train/scaling_law.ts";
+import { PAPER_SCALING_LAW, scalingLaw, sparsityFactor } from "../src/train/scaling_law.ts";
+import { holm, type TTest, tTest } from "./stats.ts";
 
 /** The outcome of testing a claim on our data. */
 export type Verdict = "reproduced" | "not reproduced at this scale" | "inconclusive";
@@ -42,8 +47,12 @@ export interface Finding {
   measured: string;
   /** The verdict. */
   verdict: Verdict;
-  /** Caveats: scale, the test used, what is not measured. */
+  /** Caveats: scale, what is not measured. */
   note?: string;
+  /** The test the verdict rests on (absent: a descriptive check, named in `testName`). */
+  test?: TTest;
+  /** The test in words when there is no t-test (e.g. a range check of a measured quantity). */
+  testName?: string;
 }
 
 /**
@@ -63,16 +72,41 @@ export const PAPER_S_STAR: Readonly<{ fp: number; bitnet: number }> = Object.fre
   bitnet: 0.6125,
 });
 
-/** Standard errors a result must clear for a verdict other than "inconclusive". */
-const Z = 2;
+/** The significance level of every verdict (one-sided). */
+export const LEVEL = 0.05;
 
 /**
- * Verdict for the claim `value > threshold`: reproduced when `value − z·se > threshold`, not
- * reproduced when `value + z·se < threshold`, inconclusive otherwise (or when se is unknown).
+ * The verdict of a one-sided test: reproduced when its p-value (Holm-adjusted when present) is at
+ * most the level, not reproduced when the contrary one-sided p-value is, inconclusive otherwise
+ * (or when the test could not be made).
+ *
+ * @param t The test.
+ * @returns The verdict.
+ *
+ * @example
+ * ```ts
+ * import { verdictOf } from "@qsparse/kit/studies";
+ * import { tTest } from "./stats.ts";
+ * import assert from "node:assert/strict";
+ * assert.equal(verdictOf(tTest({ value: 0.05, se: 0.01, df: 10 }, "above")), "reproduced");
+ * assert.equal(verdictOf(tTest({ value: 0.05, se: 0.01, df: 1 }, "above")), "inconclusive");
+ * ```
+ */
+export function verdictOf(t: TTest): Verdict {
+  const p = t.pAdjusted ?? t.p;
+  if (!Number.isFinite(p)) return "inconclusive";
+  if (p <= t.level) return "reproduced";
+  if (t.pContrary <= t.level) return "not reproduced at this scale";
+  return "inconclusive";
+}
+
+/**
+ * Verdict for the claim `value > threshold` by a one-sided t-test at `level` with the estimate's
+ * degrees of freedom (absent: normal); inconclusive when se is unknown.
  *
  * @param est The estimate.
  * @param threshold The claimed bound; default 0.
- * @param z Standard errors to clear; default 2.
+ * @param level One-sided significance level; default 0.05.
  * @returns The verdict.
  *
  * @example
@@ -80,15 +114,13 @@ const Z = 2;
  * import { verdictAbove } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(verdictAbove({ value: 0.05, se: 0.01 }), "reproduced");
+ * assert.equal(verdictAbove({ value: 0.05, se: 0.01, df: 1 }), "inconclusive"); // t = 5, df 1
  * assert.equal(verdictAbove({ value: 0.01, se: 0.01 }), "inconclusive");
  * assert.equal(verdictAbove({ value: -0.05, se: 0.01 }), "not reproduced at this scale");
  * ```
  */
-export function verdictAbove(est: Estimate, threshold = 0, z = Z): Verdict {
-  if (!Number.isFinite(est.value) || !(est.se >= 0)) return "inconclusive";
-  if (est.value - z * est.se > threshold) return "reproduced";
-  if (est.value + z * est.se < threshold) return "not reproduced at this scale";
-  return "inconclusive";
+export function verdictAbove(est: Estimate, threshold = 0, level = LEVEL): Verdict {
+  return verdictOf(tTest(est, "above", threshold, level));
 }
 
 /**
@@ -96,7 +128,7 @@ export function verdictAbove(est: Estimate, threshold = 0, z = Z): Verdict {
  *
  * @param est The estimate.
  * @param threshold The claimed bound; default 0.
- * @param z Standard errors to clear; default 2.
+ * @param level One-sided significance level; default 0.05.
  * @returns The verdict.
  *
  * @example
@@ -106,18 +138,50 @@ export function verdictAbove(est: Estimate, threshold = 0, z = Z): Verdict {
  * assert.equal(verdictBelow({ value: -0.05, se: 0.01 }), "reproduced");
  * ```
  */
-export function verdictBelow(est: Estimate, threshold = 0, z = Z): Verdict {
-  return verdictAbove({ value: -est.value, se: est.se }, -threshold, z);
+export function verdictBelow(est: Estimate, threshold = 0, level = LEVEL): Verdict {
+  return verdictOf(tTest(est, "below", threshold, level));
 }
 
 /**
- * Verdict for the claim `lo ≤ value ≤ hi` (equivalence): reproduced when the whole interval
- * `value ± z·se` lies in the range, not reproduced when it misses the range entirely,
- * inconclusive when it straddles an end.
+ * The equivalence test of `lo < value < hi` (two one-sided t-tests, TOST): its p-value is the
+ * larger of the two; its contrary p-value the smaller of the tests that the value lies beyond an
+ * end.
  *
  * @param est The estimate.
  * @param range `[lo, hi]`.
- * @param z Standard errors; default 2.
+ * @param level Significance level; default 0.05.
+ * @returns The test.
+ *
+ * @example
+ * ```ts
+ * import { equivalenceTest } from "@qsparse/kit/studies";
+ * import assert from "node:assert/strict";
+ * assert.ok(equivalenceTest({ value: 0.004, se: 0.003 }, [-0.02, 0.02]).p < 0.001);
+ * ```
+ */
+export function equivalenceTest(
+  est: Estimate,
+  range: readonly [number, number],
+  level = LEVEL,
+): TTest {
+  const lo = tTest(est, "above", range[0], level), hi = tTest(est, "below", range[1], level);
+  const worse = lo.p >= hi.p ? lo : hi;
+  return {
+    ...worse,
+    name: `equivalence (TOST) within [${range[0]}, ${range[1]}] (${worse.name.replace(/.*\(/, "")}`,
+    p: Math.max(lo.p, hi.p),
+    pContrary: Math.min(lo.pContrary, hi.pContrary),
+  };
+}
+
+/**
+ * Verdict for the claim `lo ≤ value ≤ hi` (equivalence, {@link equivalenceTest}): reproduced
+ * when both one-sided tests pass at `level`, not reproduced when the value lies significantly
+ * beyond an end, inconclusive otherwise.
+ *
+ * @param est The estimate.
+ * @param range `[lo, hi]`.
+ * @param level Significance level; default 0.05.
  * @returns The verdict.
  *
  * @example Block 16:32 within ±0.02 nats of top-K
@@ -128,14 +192,17 @@ export function verdictBelow(est: Estimate, threshold = 0, z = Z): Verdict {
  * assert.equal(verdictWithin({ value: 0.015, se: 0.01 }, [-0.02, 0.02]), "inconclusive");
  * ```
  */
-export function verdictWithin(est: Estimate, range: readonly [number, number], z = Z): Verdict {
-  if (!Number.isFinite(est.value) || !(est.se >= 0)) return "inconclusive";
-  return verdictInterval(est.value, [est.value - z * est.se, est.value + z * est.se], range);
+export function verdictWithin(
+  est: Estimate,
+  range: readonly [number, number],
+  level = LEVEL,
+): Verdict {
+  return verdictOf(equivalenceTest(est, range, level));
 }
 
 /**
  * Verdict for "the quantity lies in `range`" from a point estimate and a confidence interval
- * (e.g. a bootstrap interval of S*): not reproduced when the interval misses the range;
+ * (e.g. a profile-likelihood interval of S*): not reproduced when the interval misses the range;
  * reproduced when the point is in the range and the interval is no wider than `maxWidth` (a
  * point estimate with an interval spanning everything has resolved nothing); else inconclusive.
  *
@@ -170,6 +237,35 @@ export function verdictInterval(
 }
 
 /**
+ * Holm's correction across a notebook's findings: the p-values of the findings that carry a
+ * t-test are adjusted together ({@link holm}) and their verdicts recomputed; a finding is then
+ * "reproduced" only when its adjusted p-value is at most the level. Findings without a test are
+ * returned unchanged.
+ *
+ * @param findings The notebook's findings.
+ * @returns New findings with `test.pAdjusted` set and verdicts recomputed.
+ *
+ * @example Two tests at p = 0.03 each: neither survives Holm at 0.05 (0.06 after adjustment)
+ * ```ts
+ * import { type Finding, holmFindings } from "@qsparse/kit/studies";
+ * import { tTest } from "./stats.ts";
+ * import assert from "node:assert/strict";
+ * const test = { ...tTest({ value: 1, se: 1 }, "above"), p: 0.03 };
+ * const f = (id: string): Finding => ({ id, claim: id, paper: "", measured: "", verdict: "reproduced", test });
+ * const out = holmFindings([f("a"), f("b")]);
+ * assert.ok(out.every((x) => x.verdict === "inconclusive" && Math.abs(x.test!.pAdjusted! - 0.06) < 1e-12));
+ * ```
+ */
+export function holmFindings(findings: readonly Finding[]): Finding[] {
+  const adj = holm(findings.map((f) => f.test?.p ?? NaN));
+  return findings.map((f, i) => {
+    if (!f.test || !Number.isFinite(adj[i]!)) return { ...f };
+    const test = { ...f.test, pAdjusted: adj[i]! };
+    return { ...f, test, verdict: verdictOf(test) };
+  });
+}
+
+/**
  * All of several sub-verdicts: reproduced when all are, not reproduced when any is, else
  * inconclusive.
  *
@@ -190,7 +286,8 @@ export function combineVerdicts(verdicts: readonly Verdict[]): Verdict {
 }
 
 /**
- * An estimate as `value ± se` with a fixed number of decimals (and a sign when asked).
+ * An estimate as `value ± se` with a fixed number of decimals (and a sign when asked); the
+ * error's degrees of freedom follow when they are finite (`± 0.004 (df 1)`).
  *
  * @param est The estimate.
  * @param digits Decimals; default 3.
@@ -207,7 +304,11 @@ export function combineVerdicts(verdicts: readonly Verdict[]): Verdict {
 export function formatEstimate(est: Estimate, digits = 3, signed = false): string {
   const v = est.value.toFixed(digits);
   const sign = signed && est.value >= 0 ? "+" : "";
-  return Number.isFinite(est.se) ? `${sign}${v} ± ${est.se.toFixed(digits)}` : `${sign}${v}`;
+  if (!Number.isFinite(est.se)) return `${sign}${v}`;
+  const df = est.df !== undefined && Number.isFinite(est.df)
+    ? ` (df ${Number.isInteger(est.df) ? est.df : est.df.toFixed(1)})`
+    : "";
+  return `${sign}${v} ± ${est.se.toFixed(digits)}${df}`;
 }
 
 function pct(x: number, digits = 1): string {
@@ -260,22 +361,22 @@ export interface ComparisonSpec {
  */
 export function comparisonFinding(spec: ComparisonSpec): Finding {
   const t = spec.threshold ?? 0, unit = spec.unit ?? " nats", digits = spec.digits ?? 3;
-  let verdict: Verdict, test: string;
+  let test: TTest, claimText: string;
   switch (spec.expect) {
     case "above":
-      verdict = verdictAbove(spec.estimate, t);
-      test = `> ${t}${unit}`;
+      test = tTest(spec.estimate, "above", t);
+      claimText = `> ${t}${unit}`;
       break;
     case "below":
-      verdict = verdictBelow(spec.estimate, t);
-      test = `< ${t}${unit}`;
+      test = tTest(spec.estimate, "below", t);
+      claimText = `< ${t}${unit}`;
       break;
     case "within":
       if (!(t > 0)) {
         throw new ValueError("comparisonFinding", `"within" needs a tolerance > 0, got ${t}`);
       }
-      verdict = verdictWithin(spec.estimate, [-t, t]);
-      test = `within ±${t}${unit}`;
+      test = equivalenceTest(spec.estimate, [-t, t]);
+      claimText = `within ±${t}${unit}`;
       break;
   }
   return {
@@ -284,8 +385,9 @@ export function comparisonFinding(spec: ComparisonSpec): Finding {
     paper: spec.paper,
     measured: `${spec.label} = ${
       formatEstimate(spec.estimate, digits, true)
-    }${unit} (claim: ${test})`,
-    verdict,
+    }${unit} (claim: ${claimText})`,
+    verdict: verdictOf(test),
+    test,
     ...(spec.note ? { note: spec.note } : {}),
   };
 }
@@ -351,7 +453,11 @@ export function armComparisonFinding(spec: ArmComparisonSpec): Finding {
     label: spec.relative
       ? `(loss(${spec.aName}) − loss(${spec.bName})) / loss(${spec.bName})`
       : `loss(${spec.aName}) − loss(${spec.bName})`,
-    estimate: { value: d.value * scale, se: d.se * scale },
+    estimate: {
+      value: d.value * scale,
+      se: d.se * scale,
+      ...(d.df !== undefined ? { df: d.df } : {}),
+    },
     expect: spec.expect,
     threshold: spec.threshold,
     unit: spec.relative ? "%" : " nats",
@@ -362,6 +468,10 @@ export function armComparisonFinding(spec: ArmComparisonSpec): Finding {
 
 // ---------------------------------------------------------------------------------------------
 // The findings of qsparse.md §9
+
+function paramLabelOf(n: number): string {
+  return n >= 1e6 ? `${(n / 1e6).toPrecision(3)}M` : `${Math.round(n / 1e3)}K`;
+}
 
 const variant = (groups: readonly RunGroup[], v: string): RunGroup | undefined =>
   groups.find((g) => g.tags.variant === v);
@@ -398,6 +508,18 @@ export function steFinding(groups: readonly RunGroup[]): Finding {
   const relu = variant(groups, "relu");
   if (!ste || !noste || !relu) return missing("ste", claim, paper, "ablation runs missing");
   const a = lossDifference(noste, ste), b = lossDifference(relu, ste);
+  const ta = tTest(a, "above"), tb = tTest(b, "above");
+  // Intersection–union test: the claim needs both, so its p-value is the larger of the two and
+  // no multiplicity correction is needed between them.
+  const worse = ta.p >= tb.p || Number.isNaN(ta.p) ? ta : tb;
+  const test: TTest = {
+    ...worse,
+    name: `both one-sided t-tests of > 0 (intersection–union; worse: ${
+      worse.name.replace(/.*\(/, "(")
+    }`,
+    p: Math.max(ta.p, tb.p),
+    pContrary: Math.min(ta.pContrary, tb.pContrary),
+  };
   return {
     id: "ste",
     claim,
@@ -405,7 +527,8 @@ export function steFinding(groups: readonly RunGroup[]): Finding {
     measured: `loss(no STE) − loss(STE) = ${formatEstimate(a, 3, true)}; loss(ReLU) − loss(STE) = ${
       formatEstimate(b, 3, true)
     } nats`,
-    verdict: combineVerdicts([verdictAbove(a), verdictAbove(b)]),
+    verdict: verdictOf(test),
+    test,
     note: "the test is on validation loss; the gradient-norm side of the claim is its own row",
   };
 }
@@ -454,7 +577,9 @@ export function reluDriftFinding(groups: readonly RunGroup[], minDrop = 0.02): F
       pct(t.last)
     }`,
     verdict,
-    note: `a fall of ≥ ${pct(minDrop, 0)} counts as a decrease (no error bars on a drift)`,
+    testName: `threshold check: ReLU falls ≥ ${pct(minDrop, 0)}, top-K moves < ${
+      pct(minDrop / 2, 0)
+    } (no error bars on a drift)`,
   };
 }
 
@@ -492,7 +617,9 @@ export function superLinearFinding(c: Convexity | null): Finding {
         Number.isFinite(c.ratio) ? ` (ratio ${c.ratio.toFixed(1)})` : ""
       }; ` +
       `excess over linear = ${formatEstimate(c.excess, 3, true)} nats`,
-    verdict: verdictAbove(c.excess),
+    verdict: verdictOf(tTest(c.excess, "above")),
+    test: tTest(c.excess, "above"),
+    note: "excess = gap(hi) − (hi/lo)·gap(lo), within seed per size, pooled over sizes",
   };
 }
 
@@ -518,17 +645,29 @@ export function gapShrinksFinding(t: GapTrend | null): Finding {
   } per 10× N (α = ${PAPER_SCALING_LAW.alpha})`;
   if (!t) return missing("gap-vs-N", claim, paper, "fewer than two sizes with a dense twin");
   const span = t.perSize.length ? t.perSize[t.perSize.length - 1]!.N / t.perSize[0]!.N : NaN;
+  const test = tTest(t.slope, "below");
+  const chi = Number.isFinite(t.chi2PerDof)
+    ? `; χ²/dof ${t.chi2PerDof.toFixed(1)}${
+      t.chi2PerDof > 1 ? " (error inflated by its root)" : ""
+    }`
+    : "";
+  const single = t.singleSeedSizes
+    ? `; ${t.singleSeedSizes} single-seed size${t.singleSeedSizes > 1 ? "s" : ""} (flagged)`
+    : "";
   return {
     id: "gap-vs-N",
     claim,
     paper,
-    measured: `slope ${formatEstimate(t.slope, 4, true)} nats per 10× N` +
+    measured: `weighted slope ${formatEstimate(t.slope, 4, true)} nats per 10× N` +
       (Number.isFinite(t.relativePerDecade)
         ? ` (${t.relativePerDecade >= 0 ? "+" : ""}${pct(t.relativePerDecade, 0)} of the mean gap)`
         : " (mean gap ≤ 0)") +
-      ` over ${t.perSize.length} sizes spanning ${span.toFixed(0)}×`,
-    verdict: verdictBelow(t.slope),
-    note: "gap averaged over S ≥ 0.4 per size; the paper's effect is weak (~21%/10×)",
+      `${chi}; unweighted ${formatEstimate(t.unweighted, 4, true)}; ${t.perSize.length} sizes ` +
+      `spanning ${span.toFixed(0)}×${single}`,
+    verdict: verdictOf(test),
+    test,
+    note: "gap averaged over S ≥ 0.4 per size, within seed; weights from the seed noise pooled " +
+      "over sizes; the paper's effect is weak (~21%/10×)",
   };
 }
 
@@ -559,18 +698,51 @@ export function equalNaFinding(
   const paper = opts.paper ??
     `S* = 45.58% at N = 1.84·N_a; law: dense − sparse = +${lawAdv.toFixed(3)} nats at N_a = 300M`;
   const id = opts.id ?? "equal-Na";
-  const p = pooled(rows.map((r) => r.advantage));
-  if (!p) return missing(id, claim, paper, "no sparse run falls inside the dense sizes");
+  if (!rows.length) return missing(id, claim, paper, "no sparse run falls inside the dense sizes");
+  // Rows of one size share their dense anchors and their seeds, so they are not independent: the
+  // unit of the test is the size. Average each size's rows, then test the mean over sizes with
+  // the larger of the propagated error and the sizes' spread (df = sizes − 1).
+  const bySize = new Map<number, EqualNaRow[]>();
+  for (const r of rows) bySize.set(r.N, [...(bySize.get(r.N) ?? []), r]);
+  const perSize = [...bySize.values()].map((rs) => pooled(rs.map((r) => r.advantage))!);
+  const p = pooledWithSpread(perSize)!;
   const ss = [...new Set(rows.map((r) => r.S))].sort((a, b) => a - b).map((s) => pct(s, 0));
+  const test = tTest(p, "above");
+  // A dense anchor worse than a smaller dense size inflates the advantage of the rows it anchors.
+  const denseGroups = [...new Set(rows.flatMap((r) => r.anchors ?? []))].sort((a, b) => a.N - b.N);
+  const inverted = denseGroups.filter((d, i) =>
+    denseGroups.slice(0, i).some((e) => e.loss.mean < d.loss.mean)
+  );
+  const clean = rows.filter((r) => !(r.anchors ?? []).some((d) => inverted.includes(d)));
+  const cleanSizes = new Map<number, EqualNaRow[]>();
+  for (const r of clean) cleanSizes.set(r.N, [...(cleanSizes.get(r.N) ?? []), r]);
+  const pClean = inverted.length && cleanSizes.size
+    ? pooledWithSpread([...cleanSizes.values()].map((rs) => pooled(rs.map((r) => r.advantage))!))
+    : null;
+  const single = new Set(rows.filter((r) => r.group.singleSeed).map((r) => r.group.key)).size;
   return {
     id,
     claim,
     paper,
-    measured: `dense(N_a) − sparse = ${
-      formatEstimate(p, 3, true)
-    } nats (${rows.length} runs, S ∈ {${ss.join(", ")}})`,
-    verdict: verdictAbove(p),
-    note: "dense loss interpolated in log N at the sparse run's nominal N_a = N(1 − S)",
+    measured:
+      `dense(N_a) − sparse = ${
+        formatEstimate(p, 3, true)
+      } nats (mean over ${bySize.size} sizes of ${rows.length} groups, S ∈ {${ss.join(", ")}}${
+        single ? `, ${single} single-seed` : ""
+      })` +
+      (pClean
+        ? `; without the rows anchored on ${inverted.map((d) => paramLabelOf(d.N)).join(", ")}: ${
+          formatEstimate(pClean, 3, true)
+        } over ${cleanSizes.size} sizes`
+        : ""),
+    verdict: verdictOf(test),
+    test,
+    note: "dense loss interpolated in log N at the sparse run's nominal N_a = N(1 − S); the " +
+      "test's unit is the size (rows of a size share anchors and seeds)" +
+      (inverted.length
+        ? `; dense ${inverted.map((d) => paramLabelOf(d.N)).join(", ")} is worse than a ` +
+          "smaller dense size, which inflates the advantage of the rows it anchors"
+        : ""),
   };
 }
 
@@ -598,26 +770,51 @@ export function sStarFinding(
   opts: { label?: string; paper?: number; range?: [number, number]; maxWidth?: number } = {},
 ): Finding {
   const label = opts.label ?? "full precision", paperS = opts.paper ?? PAPER_S_STAR.fp;
-  const range = opts.range ?? [0.35, 0.6];
+  const range = opts.range ?? [0.35, 0.6], maxWidth = opts.maxWidth ?? 0.3;
   const id = `s-star-${label.replace(/[^a-z0-9.]+/gi, "-").toLowerCase()}`;
   const claim = `An inference-optimal sparsity S* exists (${label}), in about ${pct(range[0], 0)}–${
     pct(range[1], 0)
   } at small scale`;
   const paper = `S* = ${pct(paperS, 2)}`;
   if (!fit.ok) return missing(id, claim, paper, `no fit: ${fit.reason}`);
-  const f = fit.fit;
-  const ci = f.ci ? f.ci.sStar : null;
-  const verdict = ci ? verdictInterval(f.sStar, ci, range, opts.maxWidth ?? 0.3) : "inconclusive";
+  const f = fit.fit, prof = fit.profile;
+  const boot = f.ci ? f.ci.sStar : null;
+  const interval = prof ? prof.intervals.sStar : null;
+  const ci: [number, number] | null = interval ? [interval.lo, interval.hi] : boot;
+  const point = interval ? interval.estimate : f.sStar;
+  // S* is a ratio of the law's constants: when the data do not bound C, α or β, the law is not
+  // identified and neither is S*, whatever its interval says.
+  const unbounded = prof
+    ? (["C", "alpha", "beta"] as const).filter((k) =>
+      prof.intervals[k].lowerOpen || prof.intervals[k].upperOpen
+    ).map((k) => (k === "alpha" ? "α" : k === "beta" ? "β" : k))
+    : [];
+  const verdict = ci && !unbounded.length
+    ? verdictInterval(point, ci, range, maxWidth)
+    : "inconclusive";
+  const open = interval && (interval.lowerOpen || interval.upperOpen) ? " (open: not bounded)" : "";
   return {
     id,
     claim,
     paper,
     measured:
-      `S* = ${pct(f.sStar)}${
-        ci ? ` (${100 * f.ci!.level}% CI ${pct(ci[0])}–${pct(ci[1])})` : ""
-      }; ` +
-      `α = ${f.alpha.toPrecision(2)}, β = ${f.beta.toPrecision(2)}`,
+      `S* = ${pct(f.sStar)} (Huber fit${
+        boot ? `, bootstrap ${100 * f.ci!.level}% ${pct(boot[0])}–${pct(boot[1])}` : ""
+      })` +
+      (interval
+        ? `; least squares ${pct(interval.estimate)}, ${100 * prof!.level}% profile interval ${
+          pct(interval.lo)
+        }–${pct(interval.hi)}${open}`
+        : "") +
+      `; α = ${f.alpha.toPrecision(2)}, β = ${f.beta.toPrecision(2)}; S = ${fit.sparsity}`,
     verdict,
+    testName: `${interval ? "profile-likelihood" : "bootstrap"} ${
+      100 * (prof?.level ?? f.ci?.level ?? 0.95)
+    }% interval of S* inside ${pct(range[0], 0)}–${pct(range[1], 0)} and ≤ ${
+      pct(maxWidth, 0)
+    } wide, with C, α and β bounded${
+      unbounded.length ? ` (not met: ${unbounded.join(", ")} unbounded)` : ""
+    }`,
     ...(fit.warnings.length ? { note: fit.warnings.join("; ") } : {}),
   };
 }
@@ -651,8 +848,13 @@ export function sStarOrderFinding(fp: SweepFit, bitnet: SweepFit): Finding {
       }`,
     );
   }
-  const se = (f: SweepFit): number =>
-    f.ok && f.fit.ci ? (f.fit.ci.sStar[1] - f.fit.ci.sStar[0]) / (2 * 1.96) : NaN;
+  // The difference's error from each fit's S* interval (profile when present, else bootstrap).
+  const se = (f: SweepFit): number => {
+    if (!f.ok) return NaN;
+    const i = f.profile?.intervals.sStar;
+    if (i) return i.lowerOpen || i.upperOpen ? NaN : (i.hi - i.lo) / (2 * 1.96);
+    return f.fit.ci ? (f.fit.ci.sStar[1] - f.fit.ci.sStar[0]) / (2 * 1.96) : NaN;
+  };
   const d: Estimate = {
     value: bitnet.fit.sStar - fp.fit.sStar,
     se: Math.hypot(se(fp), se(bitnet)),
@@ -666,7 +868,10 @@ export function sStarOrderFinding(fp: SweepFit, bitnet: SweepFit): Finding {
         formatEstimate({ value: 100 * d.value, se: 100 * d.se }, 1, true)
       } points ` +
       `(${pct(bitnet.fit.sStar)} vs ${pct(fp.fit.sStar)})`,
-    verdict: verdictAbove(d),
+    verdict: verdictOf(tTest(d, "above")),
+    test: tTest(d, "above"),
+    note: "the difference's error from the two S* intervals (half-width / 1.96 each; an " +
+      "open interval leaves it unknown)",
   };
 }
 
@@ -743,6 +948,7 @@ export function componentSparsityFinding(
     paper,
     measured: `down ${pct(d)}, overall ${pct(at.overall)} at S = ${at.S}${interp}`,
     verdict: ok(d, down) && ok(at.overall, overall) ? "reproduced" : "not reproduced at this scale",
+    testName: "range check of measured sparsities (no sampling error to test)",
     note: `accepted: down ${pct(down[0], 0)}–${pct(down[1], 0)}, overall ${pct(overall[0], 0)}–${
       pct(overall[1], 0)
     }; measured on the validation set`,
@@ -780,16 +986,18 @@ export function nearDenseFinding(
     Math.abs(b.group.sparsity!.mean - target) < Math.abs(a.group.sparsity!.mean - target) ? b : a
   );
   const dense = best.dense.loss.mean;
-  const rel: Estimate = { value: best.gap / dense, se: best.se / dense };
+  const rel: Estimate = { value: best.gap / dense, se: best.se / dense, df: best.df };
   return {
     id: "near-dense",
     claim,
     paper,
     measured: `largest size, S = ${best.S} (overall ${pct(best.group.sparsity!.mean)}): gap ${
-      formatEstimate({ value: best.gap, se: best.se }, 3, true)
+      formatEstimate({ value: best.gap, se: best.se, df: best.df }, 3, true)
     } nats = ${formatEstimate({ value: 100 * rel.value, se: 100 * rel.se }, 2, true)}% of dense`,
-    verdict: verdictBelow(rel, tol),
-    note: `close = gap below ${pct(tol, 0)} of the dense loss`,
+    verdict: verdictOf(tTest({ ...rel, df: best.df }, "below", tol)),
+    test: tTest({ ...rel, df: best.df }, "below", tol),
+    note: `close = gap below ${pct(tol, 0)} of the dense loss` +
+      (best.group.singleSeed ? "; single-seed cell (pooled seed noise)" : ""),
   };
 }
 
@@ -826,25 +1034,76 @@ const BADGE: Record<Verdict, string> = {
   "inconclusive": "➖ inconclusive",
 };
 
+/** What a smoke run's table prints instead of a verdict. */
+export const SMOKE_VERDICT = "smoke run — not evidence";
+
+function pText(p: number): string {
+  return p < 1e-4 ? "< 0.0001" : p.toFixed(p < 0.01 ? 4 : 3);
+}
+
 /**
- * The findings as a markdown table (claim, paper, measured, verdict, note), for notebooks and
- * the README.
+ * A finding's test in words: the test, its statistic and p-value (and the Holm-adjusted one), or
+ * the descriptive check it rests on.
  *
- * @param findings The findings.
+ * @param f The finding.
+ * @returns E.g. `one-sided t-test of < 0 (df 4): t = 1.37, p = 0.12; Holm p = 0.36`.
+ *
+ * @example
+ * ```ts
+ * import { testText } from "@qsparse/kit/studies";
+ * import { tTest } from "./stats.ts";
+ * import assert from "node:assert/strict";
+ * const test = tTest({ value: 0.03, se: 0.01, df: 4 }, "above");
+ * assert.match(testText({ id: "x", claim: "", paper: "", measured: "", verdict: "reproduced", test }), /t = 3\.00, p = 0\.02/);
+ * ```
+ */
+export function testText(f: Finding): string {
+  if (!f.test) return f.testName ?? "—";
+  const t = f.test;
+  if (!Number.isFinite(t.p)) return `${t.name}: no error estimate`;
+  const holmText = t.pAdjusted !== undefined ? `; Holm p = ${pText(t.pAdjusted)}` : "";
+  return `${t.name}: t = ${t.t.toFixed(2)}, p = ${pText(t.p)}${holmText} (α = ${t.level})`;
+}
+
+/** Options of {@link findingsMarkdown}. */
+export interface FindingsMarkdownOptions {
+  /** `"smoke"` replaces every verdict by {@link SMOKE_VERDICT}; default `"full"`. */
+  profile?: "smoke" | "full";
+}
+
+/**
+ * The findings as a markdown table (claim, paper, measured, test, verdict, note), for notebooks
+ * and the README. In the smoke profile the verdict column says "smoke run — not evidence".
+ *
+ * @param findings The findings (apply {@link holmFindings} first for the notebook's summary).
+ * @param opts The profile.
  * @returns Markdown.
  *
  * @example
  * ```ts
  * import { findingsMarkdown } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const md = findingsMarkdown([{ id: "x", claim: "c", paper: "p", measured: "m", verdict: "inconclusive" }]);
- * assert.match(md, /\| c \| p \| m \| ➖ inconclusive \|/);
+ * const f = { id: "x", claim: "c", paper: "p", measured: "m", verdict: "inconclusive" as const };
+ * assert.match(findingsMarkdown([f]), /\| c \| p \| m \| — \| ➖ inconclusive \|/);
+ * assert.match(findingsMarkdown([f], { profile: "smoke" }), /smoke run — not evidence/);
+ * assert.doesNotMatch(findingsMarkdown([f], { profile: "smoke" }), /➖|✅|❌/);
  * ```
  */
-export function findingsMarkdown(findings: readonly Finding[]): string {
+export function findingsMarkdown(
+  findings: readonly Finding[],
+  opts: FindingsMarkdownOptions = {},
+): string {
+  const smoke = opts.profile === "smoke";
   return markdownTable(
-    ["Finding", "Paper", "Measured here", "Verdict", "Note"],
-    findings.map((f) => [f.claim, f.paper, f.measured, BADGE[f.verdict], f.note ?? ""]),
+    ["Finding", "Paper", "Measured here", "Test", "Verdict", "Note"],
+    findings.map((f) => [
+      f.claim,
+      f.paper,
+      f.measured,
+      testText(f),
+      smoke ? SMOKE_VERDICT : BADGE[f.verdict],
+      f.note ?? "",
+    ]),
   );
 }
 
@@ -866,28 +1125,54 @@ export function findingsMarkdown(findings: readonly Finding[]): string {
  */
 export function fitMarkdown(fit: SweepFit, paperSStar: number = PAPER_S_STAR.fp): string {
   if (!fit.ok) return `**No fit** on ${fit.points.length} runs: ${fit.reason}.`;
-  const f = fit.fit, p = PAPER_SCALING_LAW;
-  const ci = (k: "E" | "B" | "C" | "alpha" | "beta" | "sStar", fmt: (x: number) => string) =>
+  const f = fit.fit, p = PAPER_SCALING_LAW, prof = fit.profile;
+  type K = "E" | "B" | "C" | "alpha" | "beta" | "sStar";
+  const ci = (k: K, fmt: (x: number) => string) =>
     f.ci ? `${fmt(f.ci[k][0])} – ${fmt(f.ci[k][1])}` : "—";
+  const profCi = (k: K, fmt: (x: number) => string) => {
+    const i = prof?.intervals[k];
+    if (!i) return "—";
+    return `${i.lowerOpen ? "≤ " : ""}${fmt(i.lo)} – ${fmt(i.hi)}${i.upperOpen ? " (open)" : ""}${
+      i.lowerOpen ? " (open)" : ""
+    }`;
+  };
+  const ls = (k: K, fmt: (x: number) => string) => {
+    const i = prof?.intervals[k];
+    return i ? fmt(i.estimate) : "—";
+  };
   const g = (x: number) => x.toPrecision(3);
-  const rows: (string | number)[][] = [
-    ["E", g(f.E), ci("E", g), p.E],
-    ["B", g(f.B), ci("B", g), "(unit of N differs)"],
-    ["C", g(f.C), ci("C", g), "(unit of N differs)"],
-    ["α", g(f.alpha), ci("alpha", g), p.alpha],
-    ["β", g(f.beta), ci("beta", g), p.beta],
-    ["S*", pct(f.sStar), ci("sStar", (x) => pct(x)), pct(paperSStar, 2)],
+  const row = (name: string, k: K, fmt: (x: number) => string, paper: string | number) => [
+    name,
+    fmt(k === "sStar" ? f.sStar : f[k]),
+    ci(k, fmt),
+    ls(k, fmt),
+    profCi(k, fmt),
+    paper,
   ];
-  const level = f.ci
-    ? `${100 * f.ci.level}% bootstrap interval (${f.ci.samples} refits)`
-    : "interval";
+  const rows: (string | number)[][] = [
+    row("E", "E", g, p.E),
+    row("B", "B", g, "(unit of N differs)"),
+    row("C", "C", g, "(unit of N differs)"),
+    row("α", "alpha", g, p.alpha),
+    row("β", "beta", g, p.beta),
+    row("S*", "sStar", (x) => pct(x), pct(paperSStar, 2)),
+  ];
+  const level = f.ci ? `${100 * f.ci.level}% bootstrap (${f.ci.samples} refits)` : "bootstrap";
+  const profLevel = prof ? `${100 * prof.level}% profile interval` : "profile interval";
   const lines = [
-    markdownTable(["constant", "fit", level, "paper"], rows),
+    markdownTable(["constant", "Huber fit", level, "least squares", profLevel, "paper"], rows),
     "",
     `${fit.points.length} runs; RMSE of log-loss residuals ${f.rmse.toExponential(2)}; ` +
-    `N in units of ${
-      f.nScale.toExponential(0)
-    } non-embedding parameters; S = nominal top-K sparsity.`,
+    `N in units of ${f.nScale.toExponential(0)} non-embedding parameters; S = ${
+      fit.sparsity === "measured"
+        ? "measured overall sparsity (counts ReLU²'s zeros)"
+        : "nominal top-K sparsity"
+    }.` +
+    (prof
+      ? ` Profile intervals: fix one quantity, refit the rest by least squares on log loss, keep ` +
+        `ΔSSE ≤ F(1, ${prof.dfResidual}; ${prof.level})·SSE/${prof.dfResidual}; "open" = not ` +
+        `bounded within the search range.`
+      : ""),
   ];
   if (fit.warnings.length) lines.push("", `**Caveats:** ${fit.warnings.join("; ")}.`);
   return lines.join("\n");

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { Figure, type PlotlyTrace } from "../plot/figure.ts";
+import { Figure, type PlotlyTrace } from "../src/plot/figure.ts";
 import type { Finding } from "./findings.ts";
 import { comparisonFinding } from "./findings.ts";
 import type { RunGroup } from "./report.ts";

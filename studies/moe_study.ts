@@ -7,9 +7,9 @@
  *
  * @module
  */
-import type { ModelConfig, ModelOverrides } from "../nn/config.ts";
-import { modelConfig } from "../nn/config.ts";
-import { activeParams, matchActiveParams, nominalSparsity } from "../nn/sizing.ts";
+import type { ModelConfig, ModelOverrides } from "../src/nn/config.ts";
+import { modelConfig } from "../src/nn/config.ts";
+import { activeParams, matchActiveParams, nominalSparsity } from "../src/nn/sizing.ts";
 
 /** One arm of the MoE study. */
 export interface MoeArm {

@@ -6,11 +6,11 @@
  *
  * @module
  */
-import { Figure, type PlotlyTrace } from "../plot/figure.ts";
+import { Figure, type PlotlyTrace } from "../src/plot/figure.ts";
 import type { Finding } from "./findings.ts";
 import { comparisonFinding, markdownTable } from "./findings.ts";
 import { type Estimate, pooled } from "./report.ts";
-import type { RunRecord } from "../train/runner.ts";
+import type { RunRecord } from "../src/train/runner.ts";
 
 /** Losses of one size at one S. */
 export interface PosthocRow {

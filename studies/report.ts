@@ -11,14 +11,17 @@
  *
  * @module
  */
-import { ValueError } from "../core/errors.ts";
-import type { RunRecord } from "../train/runner.ts";
+import { ValueError } from "../src/core/errors.ts";
+import { combine, type TEstimate, type Trend, weightedTrend } from "./stats.ts";
+import type { RunRecord } from "../src/train/runner.ts";
 import {
   type FitOptions,
   fitScalingLaw,
+  profileScalingLaw,
   type ScalingLawFit,
+  type ScalingLawProfile,
   type ScalingPoint,
-} from "../train/scaling_law.ts";
+} from "../src/train/scaling_law.ts";
 
 /** A mean with its standard error. */
 export interface MeanSe {
@@ -28,15 +31,22 @@ export interface MeanSe {
   se: number;
   /** Number of values averaged. */
   n: number;
+  /**
+   * Degrees of freedom of `se`: n − 1 over several values; for one value, those of the
+   * fallback (Infinity for a run's evaluation error, the pooled df for a pooled seed noise).
+   */
+  df: number;
 }
 
 /**
- * Mean and standard error of the mean. With one value there is no spread to measure, so the
- * standard error is `fallbackSe` (a run's own evaluation noise, say).
+ * Mean and standard error of the mean, with its degrees of freedom (n − 1). With one value there
+ * is no spread to measure, so the standard error is `fallbackSe` (a run's own evaluation noise,
+ * or a seed noise pooled over other cells) with `fallbackDf`.
  *
  * @param values The values (e.g. one validation loss per seed).
  * @param fallbackSe The standard error to report for a single value; default NaN.
- * @returns Mean, standard error and count.
+ * @param fallbackDf Its degrees of freedom; default Infinity.
+ * @returns Mean, standard error, count and df.
  * @throws {ValueError} For an empty list.
  *
  * @example
@@ -49,13 +59,52 @@ export interface MeanSe {
  * assert.equal(meanSe([5], 0.1).se, 0.1);
  * ```
  */
-export function meanSe(values: readonly number[], fallbackSe = NaN): MeanSe {
+export function meanSe(
+  values: readonly number[],
+  fallbackSe = NaN,
+  fallbackDf = Infinity,
+): MeanSe {
   const n = values.length;
   if (n === 0) throw new ValueError("meanSe", "no values to average");
   const mean = values.reduce((a, b) => a + b, 0) / n;
-  if (n === 1) return { mean, se: fallbackSe, n };
+  if (n === 1) return { mean, se: fallbackSe, n, df: fallbackDf };
   const variance = values.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1);
-  return { mean, se: Math.sqrt(variance / n), n };
+  return { mean, se: Math.sqrt(variance / n), n, df: n - 1 };
+}
+
+/** A standard deviation pooled over groups, with its degrees of freedom. */
+export interface PooledSd {
+  /** √(Σ within-group squared deviations / Σ (nᵢ − 1)). */
+  sd: number;
+  /** Σ (nᵢ − 1). */
+  df: number;
+}
+
+/**
+ * The within-group standard deviation pooled over groups of replicates (groups of one value add
+ * nothing): the seed-to-seed noise of one run when each group holds one cell's seeds.
+ *
+ * @param groups Values per group.
+ * @returns The pooled sd, or null when no group has two values.
+ *
+ * @example
+ * ```ts
+ * import { pooledSd } from "@qsparse/kit/studies";
+ * import assert from "node:assert/strict";
+ * const p = pooledSd([[1, 3], [5, 7], [9]]);
+ * assert.equal(p!.df, 2);
+ * assert.ok(Math.abs(p!.sd - Math.SQRT2) < 1e-12);
+ * ```
+ */
+export function pooledSd(groups: readonly (readonly number[])[]): PooledSd | null {
+  let ss = 0, df = 0;
+  for (const g of groups) {
+    if (g.length < 2) continue;
+    const m = g.reduce((a, b) => a + b, 0) / g.length;
+    ss += g.reduce((a, b) => a + (b - m) ** 2, 0);
+    df += g.length - 1;
+  }
+  return df > 0 ? { sd: Math.sqrt(ss / df), df } : null;
 }
 
 /** Runs that differ only in their seed, summarised. */
@@ -67,10 +116,14 @@ export interface RunGroup {
   /** The runs. */
   records: RunRecord[];
   /**
-   * Final validation loss over the runs. With several seeds the standard error is over seeds;
-   * with one it is that run's evaluation standard error, which leaves out seed-to-seed spread.
+   * Final validation loss over the runs. With several seeds the standard error is over seeds
+   * (df = seeds − 1). With one seed it is the seed noise pooled over the multi-seed groups of the
+   * same call (or that run's evaluation error when no group has two seeds, which leaves out the
+   * seed-to-seed spread); {@link RunGroup.singleSeed} flags it.
    */
   loss: MeanSe;
+  /** The group has one run: its standard error is borrowed, not measured. */
+  singleSeed: boolean;
   /** Non-embedding parameters (mean over the runs; equal for runs of one size). */
   N: number;
   /** Measured activated parameters (mean over the runs). */
@@ -85,6 +138,12 @@ export interface RunGroup {
 export interface GroupOptions {
   /** Tags that do not distinguish groups; default `["seed"]`. */
   ignore?: readonly string[];
+  /**
+   * Standard error of single-seed groups: `"pooled"` (default) takes the seed noise pooled over
+   * the groups with several seeds (at least the run's evaluation error); `"evaluation"` the
+   * run's evaluation error alone.
+   */
+  singleSeedSe?: "pooled" | "evaluation";
 }
 
 function tagKey(tags: RunRecord["tags"], ignore: ReadonlySet<string>): string {
@@ -121,12 +180,19 @@ export function groupRuns(records: readonly RunRecord[], opts: GroupOptions = {}
     else byKey.set(k, [r]);
   }
   const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+  // One run says nothing about seed noise, and its evaluation error is about half of it here
+  // (0.012 against ~0.026 nats), so single-seed cells borrow the noise the replicated cells show.
+  const seedNoise = opts.singleSeedSe === "evaluation"
+    ? null
+    : pooledSd([...byKey.values()].map((runs) => runs.map((r) => r.valLoss)));
   return [...byKey].map(([key, runs]) => {
     const tags = Object.fromEntries(
       Object.entries(runs[0]!.tags).filter(([k]) => !ignore.has(k)),
     );
-    // Single-run fallback: the evaluation noise of that run.
-    const loss = meanSe(runs.map((r) => r.valLoss), runs[0]!.valStderr);
+    const evalSe = runs[0]!.valStderr;
+    const loss = seedNoise && seedNoise.sd > evalSe
+      ? meanSe(runs.map((r) => r.valLoss), seedNoise.sd, seedNoise.df)
+      : meanSe(runs.map((r) => r.valLoss), evalSe);
     const measured = runs.filter((r) => r.sparsity);
     const sites = new Set(measured.flatMap((r) => Object.keys(r.sparsity!.perSite)));
     return {
@@ -134,6 +200,7 @@ export function groupRuns(records: readonly RunRecord[], opts: GroupOptions = {}
       tags,
       records: runs,
       loss,
+      singleSeed: runs.length === 1,
       N: mean(runs.map((r) => r.N)),
       Na: mean(runs.map((r) => r.Na)),
       sparsity: measured.length ? meanSe(measured.map((r) => r.sparsity!.overall), 0) : null,
@@ -188,8 +255,15 @@ export function sweepPoints(
 export interface SweepFitOk {
   /** The fit worked. */
   ok: true;
-  /** The fitted law, S* and intervals. */
+  /** The fitted law (Huber, the paper's method), S* and bootstrap intervals. */
   fit: ScalingLawFit;
+  /**
+   * The least-squares fit with profile-likelihood intervals of every constant and S* (null when
+   * there are too few points or `profile: false`).
+   */
+  profile: ScalingLawProfile | null;
+  /** Which S the law was fitted with. */
+  sparsity: "nominal" | "measured";
   /** The points it was fitted to. */
   points: ScalingPoint[];
   /** Why the fit should be read with care (unresolved S*, constants at a bound, ...). */
@@ -230,9 +304,9 @@ export type SweepFit = SweepFitOk | SweepFitFailed;
  */
 export async function fitSweep(
   records: readonly RunRecord[],
-  opts: SweepPointOptions & FitOptions = {},
+  opts: SweepPointOptions & FitOptions & { profile?: boolean } = {},
 ): Promise<SweepFit> {
-  const { sparsity, ...fitOpts } = opts;
+  const { sparsity, profile: wantProfile = true, ...fitOpts } = opts;
   const points = sweepPoints(records, { sparsity });
   let fit: ScalingLawFit;
   try {
@@ -261,7 +335,31 @@ export async function fitSweep(
     warnings.push("β is at its lower bound: the loss does not grow with S on this grid");
   }
   if (fit.C < 1e-6) warnings.push("C is at its lower bound: the dense factor is not identified");
-  return { ok: true, fit, points, warnings };
+  let profile: ScalingLawProfile | null = null;
+  if (wantProfile && points.length >= 7) {
+    try {
+      profile = await profileScalingLaw(points, {
+        nScale: fitOpts.nScale ?? 1e6,
+        level: fitOpts.level,
+      });
+    } catch (e) {
+      if (!(e instanceof ValueError)) throw e;
+      warnings.push(`no profile intervals: ${e.message}`);
+    }
+  }
+  if (profile) {
+    const open =
+      (Object.entries(profile.intervals) as [string, { lowerOpen: boolean; upperOpen: boolean }][])
+        .filter(([, i]) => i.lowerOpen || i.upperOpen).map(([k]) =>
+          k === "alpha" ? "α" : k === "beta" ? "β" : k === "sStar" ? "S*" : k
+        );
+    if (open.length) {
+      warnings.push(
+        `the data do not bound ${open.join(", ")} (profile interval open at a search bound)`,
+      );
+    }
+  }
+  return { ok: true, fit, profile, sparsity: sparsity ?? "nominal", points, warnings };
 }
 
 function pct(x: number): string {
@@ -280,8 +378,15 @@ export interface DenseGap {
   N: number;
   /** `loss(S) − loss(0)` in nats. */
   gap: number;
-  /** Standard error of the gap (the two groups' errors in quadrature). */
+  /**
+   * Standard error of the gap: over seeds of the per-seed differences when both groups share
+   * two or more seeds (paired), else the two groups' errors in quadrature.
+   */
   se: number;
+  /** Degrees of freedom of `se` (seeds − 1 when paired; Welch otherwise). */
+  df: number;
+  /** Whether the gap is a mean of per-seed differences. */
+  paired: boolean;
   /** `gap / loss(0)`. */
   relative: number;
 }
@@ -316,26 +421,83 @@ export function gapsToDense(groups: readonly RunGroup[]): DenseGap[] {
     if (typeof S !== "number" || S <= 0) continue;
     const d = dense.get(noS(g));
     if (!d) continue;
-    const gap = g.loss.mean - d.loss.mean;
+    const c = contrast([{ group: g, coef: 1 }, { group: d, coef: -1 }]);
     out.push({
       group: g,
       dense: d,
       S,
       N: g.N,
-      gap,
-      se: Math.hypot(g.loss.se, d.loss.se),
-      relative: gap / d.loss.mean,
+      gap: c.value,
+      se: c.se,
+      df: c.df ?? Infinity,
+      paired: c.paired,
+      relative: c.value / d.loss.mean,
     });
   }
   return out;
 }
 
-/** A statistic with its standard error. */
-export interface Estimate {
+/** A statistic with its standard error (and the degrees of freedom of that error). */
+export interface Estimate extends TEstimate {
   /** The value. */
   value: number;
   /** Its standard error. */
   se: number;
+}
+
+/** A contrast of groups: {@link Estimate} plus how its error was obtained. */
+export interface Contrast extends Estimate {
+  /** Whether the error is over per-seed contrasts (every group shares those seeds). */
+  paired: boolean;
+  /** Seeds the paired contrast used (0 when unpaired). */
+  seeds: number;
+  /** The per-seed contrasts, when paired. */
+  perSeed: number[];
+}
+
+function seedOf(r: RunRecord): string {
+  return String(r.tags.seed ?? r.config?.seed ?? "");
+}
+
+/**
+ * A linear contrast `Σ cᵢ·loss(groupᵢ)` of groups' final validation losses. When every group has
+ * the same two or more seeds, the contrast is computed within each seed and its error taken over
+ * seeds (df = seeds − 1): runs of one seed share initialisation and data order, so their
+ * difference is less noisy than two independent runs'. Otherwise the groups' errors add in
+ * quadrature with Welch–Satterthwaite df.
+ *
+ * @param parts Groups with their coefficients.
+ * @returns The contrast.
+ *
+ * @example A paired difference of two groups over two seeds
+ * ```ts
+ * import { contrast, type RunGroup } from "@qsparse/kit/studies";
+ * import assert from "node:assert/strict";
+ * const g = (l1: number, l2: number) => ({
+ *   records: [{ tags: { seed: 1 }, valLoss: l1 }, { tags: { seed: 2 }, valLoss: l2 }],
+ *   loss: { mean: (l1 + l2) / 2, se: Math.abs(l1 - l2) / 2, n: 2, df: 1 },
+ * }) as unknown as RunGroup;
+ * const d = contrast([{ group: g(2.3, 2.5), coef: 1 }, { group: g(2.2, 2.4), coef: -1 }]);
+ * assert.ok(d.paired && Math.abs(d.value - 0.1) < 1e-12 && d.se < 1e-12 && d.df === 1);
+ * ```
+ */
+export function contrast(parts: readonly { group: RunGroup; coef: number }[]): Contrast {
+  const bySeed = parts.map((p) => new Map(p.group.records.map((r) => [seedOf(r), r.valLoss])));
+  const common = [...bySeed[0]?.keys() ?? []].filter((s) => s && bySeed.every((m) => m.has(s)));
+  if (common.length >= 2) {
+    const perSeed = common.map((s) =>
+      parts.reduce((a, p, i) => a + p.coef * bySeed[i]!.get(s)!, 0)
+    );
+    const m = meanSe(perSeed);
+    return { value: m.mean, se: m.se, df: m.df, paired: true, seeds: common.length, perSeed };
+  }
+  const c = combine(
+    parts.map((p) => ({
+      est: { value: p.group.loss.mean, se: p.group.loss.se, df: p.group.loss.df },
+      coef: p.coef,
+    })),
+  );
+  return { ...c, paired: false, seeds: 0, perSeed: [] };
 }
 
 /** How much faster than linear the gap grows from `lo` to `hi` sparsity, per size and pooled. */
@@ -386,11 +548,14 @@ export function gapConvexity(gaps: readonly DenseGap[], lo = 0.4, hi = 0.8): Con
     const a = gaps.find((g) => g.N === N && Math.abs(g.S - lo) < 1e-9);
     const b = gaps.find((g) => g.N === N && Math.abs(g.S - hi) < 1e-9);
     if (!a || !b) continue;
-    // The two gaps share the dense run, so their errors are correlated; using the sparse runs'
-    // errors plus the dense error once through the combined coefficient keeps that honest.
+    // The two gaps share the dense run: the excess is one contrast of three groups, within seed.
     const k = hi / lo;
-    const se = Math.hypot(b.group.loss.se, k * a.group.loss.se, (1 - k) * a.dense.loss.se);
-    perSize.push({ N, gapLo: a.gap, gapHi: b.gap, excess: { value: b.gap - k * a.gap, se } });
+    const excess = contrast([
+      { group: b.group, coef: 1 },
+      { group: a.group, coef: -k },
+      { group: a.dense, coef: k - 1 },
+    ]);
+    perSize.push({ N, gapLo: a.gap, gapHi: b.gap, excess });
   }
   if (!perSize.length) return null;
   const m = perSize.length;
@@ -401,10 +566,7 @@ export function gapConvexity(gaps: readonly DenseGap[], lo = 0.4, hi = 0.8): Con
     lo,
     hi,
     perSize,
-    excess: {
-      value: perSize.reduce((s, p) => s + p.excess.value, 0) / m,
-      se: Math.sqrt(perSize.reduce((s, p) => s + p.excess.se ** 2, 0)) / m,
-    },
+    excess: pooled(perSize.map((p) => p.excess))!,
     gapLo,
     gapHi,
     ratio: gapLo > 0 ? gapHi / gapLo : NaN,
@@ -413,10 +575,24 @@ export function gapConvexity(gaps: readonly DenseGap[], lo = 0.4, hi = 0.8): Con
 
 /** How the gap to dense changes with model size. */
 export interface GapTrend {
-  /** Per size: the gap averaged over the chosen sparsities. */
-  perSize: { N: number; gap: Estimate }[];
-  /** Weighted least-squares slope of the mean gap against log10 N (nats per 10× of N). */
+  /**
+   * Per size: the gap averaged over the chosen sparsities (paired within seed where possible),
+   * its seeds, and the standard error the trend weights it by.
+   */
+  perSize: { N: number; gap: Estimate; seeds: number; weightSe: number }[];
+  /**
+   * Weighted least-squares slope of the mean gap against log10 N (nats per 10× of N), its error
+   * inflated by √(χ²/dof) when χ²/dof > 1.
+   */
   slope: Estimate;
+  /** χ²/dof of the weighted line (NaN with two sizes). */
+  chi2PerDof: number;
+  /** The unweighted (ordinary least squares) slope, for comparison. */
+  unweighted: Estimate;
+  /** The seed noise of one size's mean gap pooled over sizes (null: no size has two seeds). */
+  seedNoise: PooledSd | null;
+  /** Sizes with a single seed (their weight rests on the pooled noise). */
+  singleSeedSizes: number;
   /**
    * Relative change per 10× of N, `slope / mean gap` (the paper's law: 10^−α − 1 ≈ −21%); NaN
    * when the mean gap is not positive, where a relative change means nothing.
@@ -425,8 +601,14 @@ export interface GapTrend {
 }
 
 /**
- * The trend of the gap to dense with N: the gap averaged over `sparsities` at each size, then a
- * weighted least-squares line against log10 N. Negative slope: the gap shrinks with N.
+ * The trend of the gap to dense with N: the gap averaged over `sparsities` at each size (within
+ * each seed), then a line against log10 N. Negative slope: the gap shrinks with N.
+ *
+ * **Weights.** A size's own two-seed error has one degree of freedom and can be small by luck,
+ * which would hand that size most of the weight. The weights use instead the seed noise of a
+ * size's mean gap pooled over every size (df = Σ (seeds − 1)), divided by √seeds; single-seed
+ * sizes get the pooled noise itself. χ²/dof is reported, and above 1 the slope's error is
+ * inflated by its square root (df = sizes − 2). The unweighted slope is reported beside it.
  *
  * @param gaps Rows from {@link gapsToDense}.
  * @param sparsities Which S to average; default every S ≥ 0.4 (where the gap is large enough
@@ -450,42 +632,42 @@ export function gapTrend(
 ): GapTrend | null {
   const use = (S: number): boolean =>
     sparsities ? sparsities.some((s) => Math.abs(s - S) < 1e-9) : S >= 0.4 - 1e-9;
-  const perSize: GapTrend["perSize"] = [];
+  const rowsOf: { N: number; c: Contrast }[] = [];
   for (const N of [...new Set(gaps.map((g) => g.N))].sort((a, b) => a - b)) {
     const rows = gaps.filter((g) => g.N === N && use(g.S));
     if (!rows.length) continue;
     const m = rows.length;
-    perSize.push({
-      N,
-      gap: {
-        value: rows.reduce((s, r) => s + r.gap, 0) / m,
-        // The rows share the dense run; averaging its error with weight 1 keeps that correlation.
-        se: Math.hypot(
-          Math.sqrt(rows.reduce((s, r) => s + r.group.loss.se ** 2, 0)) / m,
-          rows[0]!.dense.loss.se,
-        ),
-      },
-    });
+    // mean over S of (sparse − dense) = Σ sparse/m − dense: one contrast, within seed.
+    const c = contrast([
+      ...rows.map((r) => ({ group: r.group, coef: 1 / m })),
+      { group: rows[0]!.dense, coef: -1 },
+    ]);
+    rowsOf.push({ N, c });
   }
-  if (perSize.length < 2) return null;
-  // Weighted least squares; a zero standard error (e.g. unknown) falls back to equal weights.
-  const anyZero = perSize.some((p) => !(p.gap.se > 0));
-  const w = perSize.map((p) => (anyZero ? 1 : 1 / p.gap.se ** 2));
+  if (rowsOf.length < 2) return null;
+  const seedNoise = pooledSd(rowsOf.map((r) => r.c.perSeed));
+  const perSize: GapTrend["perSize"] = rowsOf.map(({ N, c }) => {
+    const seeds = c.paired ? c.seeds : 1;
+    const weightSe = seedNoise ? seedNoise.sd / Math.sqrt(seeds) : c.se;
+    return { N, gap: { value: c.value, se: c.se, df: c.df }, seeds, weightSe };
+  });
   const x = perSize.map((p) => Math.log10(p.N)), y = perSize.map((p) => p.gap.value);
-  const sw = w.reduce((a, b) => a + b, 0);
-  const xm = w.reduce((a, wi, i) => a + wi * x[i]!, 0) / sw;
-  const ym = w.reduce((a, wi, i) => a + wi * y[i]!, 0) / sw;
-  const sxx = w.reduce((a, wi, i) => a + wi * (x[i]! - xm) ** 2, 0);
-  const slope = w.reduce((a, wi, i) => a + wi * (x[i]! - xm) * (y[i]! - ym), 0) / sxx;
-  // Var(slope) = Σ w²σ²(x − x̄)² / Sxx²; with weights 1/σ² that is 1/Sxx.
-  const se = Math.sqrt(
-    perSize.reduce((a, p, i) => a + (w[i]! * (x[i]! - xm)) ** 2 * p.gap.se ** 2, 0),
-  ) / sxx;
+  const usable = perSize.every((p) => p.weightSe > 0 && Number.isFinite(p.weightSe));
+  const t: Trend = weightedTrend(
+    x,
+    y,
+    usable ? perSize.map((p) => p.weightSe) : undefined,
+    seedNoise ? seedNoise.df : Infinity,
+  );
   const meanGap = y.reduce((a, b) => a + b, 0) / y.length;
   return {
     perSize,
-    slope: { value: slope, se },
-    relativePerDecade: meanGap > 0 ? slope / meanGap : NaN,
+    slope: t.slope,
+    chi2PerDof: t.chi2PerDof,
+    unweighted: t.unweighted,
+    seedNoise,
+    singleSeedSizes: perSize.filter((p) => p.seeds < 2).length,
+    relativePerDecade: meanGap > 0 ? t.slope.value / meanGap : NaN,
   };
 }
 
@@ -501,8 +683,10 @@ export interface EqualNaRow {
   Na: number;
   /** Dense loss at N = Na, interpolated linearly in log N between the two nearest dense sizes. */
   dense: Estimate;
-  /** `dense − sparse` in nats: positive when the sparse model is better. */
+  /** `dense − sparse` in nats (within seed where possible): positive when sparse is better. */
   advantage: Estimate;
+  /** The dense groups interpolated between. */
+  anchors: RunGroup[];
 }
 
 /**
@@ -541,24 +725,26 @@ export function equalNaComparison(
     if (i < 0 || (i === 0 && dense[0]!.N > Na)) continue;
     const hi = dense[i]!, lo = i === 0 ? hi : dense[i - 1]!;
     const t = hi === lo ? 0 : (Math.log(Na) - Math.log(lo.N)) / (Math.log(hi.N) - Math.log(lo.N));
-    const d: Estimate = {
-      value: (1 - t) * lo.loss.mean + t * hi.loss.mean,
-      se: Math.hypot((1 - t) * lo.loss.se, t * hi.loss.se),
-    };
+    const anchors = hi === lo
+      ? [{ group: hi, coef: 1 }]
+      : [{ group: lo, coef: 1 - t }, { group: hi, coef: t }];
+    const d = contrast(anchors);
     out.push({
       group: g,
       S,
       N: g.N,
       Na,
       dense: d,
-      advantage: { value: d.value - g.loss.mean, se: Math.hypot(d.se, g.loss.se) },
+      advantage: contrast([...anchors, { group: g, coef: -1 }]),
+      anchors: anchors.map((a) => a.group),
     });
   }
   return out;
 }
 
 /**
- * The loss difference `a − b` of two groups, standard errors in quadrature (independent runs).
+ * The loss difference `a − b` of two groups: within seed when both share two or more seeds
+ * (see {@link contrast}), else standard errors in quadrature (independent runs).
  *
  * @param a A group.
  * @param b Another group.
@@ -573,11 +759,13 @@ export function equalNaComparison(
  * ```
  */
 export function lossDifference(a: RunGroup, b: RunGroup): Estimate {
-  return { value: a.loss.mean - b.loss.mean, se: Math.hypot(a.loss.se, b.loss.se) };
+  const c = contrast([{ group: a, coef: 1 }, { group: b, coef: -1 }]);
+  return { value: c.value, se: c.se, ...(c.df !== undefined ? { df: c.df } : {}) };
 }
 
 /**
- * Pooled mean of independent estimates: the average value, errors in quadrature over the count.
+ * Pooled mean of independent estimates: the average value, errors in quadrature over the count,
+ * Welch–Satterthwaite df.
  *
  * @param estimates The estimates.
  * @returns Their mean, or null for none.
@@ -592,10 +780,32 @@ export function lossDifference(a: RunGroup, b: RunGroup): Estimate {
 export function pooled(estimates: readonly Estimate[]): Estimate | null {
   if (!estimates.length) return null;
   const m = estimates.length;
-  return {
-    value: estimates.reduce((s, e) => s + e.value, 0) / m,
-    se: Math.sqrt(estimates.reduce((s, e) => s + e.se ** 2, 0)) / m,
-  };
+  const c = combine(estimates.map((est) => ({ est, coef: 1 / m })));
+  return Number.isFinite(c.df) ? c : { value: c.value, se: c.se };
+}
+
+/**
+ * Pooled mean of estimates that may be correlated (rows sharing an anchor run) or scatter more
+ * than their errors say: the standard error is the larger of the propagated one
+ * ({@link pooled}) and the spread of the values, sd/√m with df m − 1.
+ *
+ * @param estimates The estimates (≥ 3 for the spread to be used).
+ * @returns Their mean with the more cautious error, or null for none.
+ *
+ * @example Values that disagree more than their errors
+ * ```ts
+ * import { pooledWithSpread } from "@qsparse/kit/studies";
+ * import assert from "node:assert/strict";
+ * const p = pooledWithSpread([{ value: 0, se: 0.001 }, { value: 0.1, se: 0.001 }, { value: 0.2, se: 0.001 }]);
+ * assert.ok(Math.abs(p!.se - 0.1 / Math.sqrt(3)) < 1e-12);
+ * assert.equal(p!.df, 2);
+ * ```
+ */
+export function pooledWithSpread(estimates: readonly Estimate[]): Estimate | null {
+  const p = pooled(estimates);
+  if (!p || estimates.length < 3) return p;
+  const spread = meanSe(estimates.map((e) => e.value));
+  return spread.se > p.se ? { value: p.value, se: spread.se, df: spread.df } : p;
 }
 
 /** How a run's measured sparsity moved during training. */

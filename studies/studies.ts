@@ -9,11 +9,11 @@
  *
  * @module
  */
-import { type ModelConfig, modelConfig, type ModelOverrides } from "../nn/config.ts";
-import { ValueError } from "../core/errors.ts";
-import { type TrainConfig, trainConfig } from "../train/trainer.ts";
+import { type ModelConfig, modelConfig, type ModelOverrides } from "../src/nn/config.ts";
+import { ValueError } from "../src/core/errors.ts";
+import { type TrainConfig, trainConfig } from "../src/train/trainer.ts";
 import { moeStudyArms } from "./moe_study.ts";
-import type { RunSpec } from "../train/runner.ts";
+import type { RunSpec } from "../src/train/runner.ts";
 
 /**
  * Names of the studies.

@@ -7,12 +7,12 @@
  *
  * @module
  */
-import { matmul } from "../ops/matmul.ts";
-import { spmm } from "../ops/spmm.ts";
-import { keepCount, topkBlocks, topkRows } from "../ops/topk.ts";
-import type { Device } from "../tensor/device.ts";
-import { ValueError } from "../core/errors.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import { matmul } from "../src/ops/matmul.ts";
+import { spmm } from "../src/ops/spmm.ts";
+import { keepCount, topkBlocks, topkRows } from "../src/ops/topk.ts";
+import type { Device } from "../src/tensor/device.ts";
+import { ValueError } from "../src/core/errors.ts";
+import type { Tensor } from "../src/tensor/tensor.ts";
 
 /** One timed case. */
 export interface KernelTiming {

@@ -9,12 +9,12 @@
  *
  * @module
  */
-import { toPng } from "../plot/export.ts";
-import type { Figure } from "../plot/figure.ts";
-import { type Device, openDevice } from "../tensor/device.ts";
-import { KitError, ValueError } from "../core/errors.ts";
-import { atomicWriteFile } from "../util/fs.ts";
-import { readResults, type RunRecord, type RunSpec, runSweep } from "../train/runner.ts";
+import { toPng } from "../src/plot/export.ts";
+import type { Figure } from "../src/plot/figure.ts";
+import { type Device, openDevice } from "../src/tensor/device.ts";
+import { KitError, ValueError } from "../src/core/errors.ts";
+import { atomicWriteFile } from "../src/util/fs.ts";
+import { readResults, type RunRecord, type RunSpec, runSweep } from "../src/train/runner.ts";
 import { type Profile, type StudyName, studyRuns } from "./studies.ts";
 
 /**
@@ -247,7 +247,9 @@ export async function loadStudy(
         runSweep(dev, grid(runsDir), { results: resultsFile, runsDir, progress: opts.progress }),
     );
   }
-  const records = (await readResults(resultsFile)).filter((r) => r.study === study);
+  const records = (await readResults(resultsFile, { missingOk: true })).filter((r) =>
+    r.study === study
+  );
   const gridIds = new Set(grid(opts.runsDir ?? "../runs").map((r) => r.id));
   const expected = gridIds.size;
   // Runs beyond the grid (larger sizes or more seeds, e.g. from a GPU session) are analysed too.

@@ -5,12 +5,16 @@
  *
  * @module
  */
-import type { EstimateBar } from "../plot/estimates.ts";
-import type { SweepPoint } from "../plot/scaling.ts";
-import type { ChunkSparsityCurve, ProjectionSparsity, SparsityCurve } from "../plot/sparsity.ts";
-import type { LossCurve } from "../plot/training.ts";
+import type { EstimateBar } from "../src/plot/estimates.ts";
+import type { SweepPoint } from "../src/plot/scaling.ts";
+import type {
+  ChunkSparsityCurve,
+  ProjectionSparsity,
+  SparsityCurve,
+} from "../src/plot/sparsity.ts";
+import type { LossCurve } from "../src/plot/training.ts";
 import type { DenseGap, RunGroup } from "./report.ts";
-import { type IsoLossGrid, isoLossGrid, type ScalingLawParams } from "../train/scaling_law.ts";
+import { type IsoLossGrid, isoLossGrid, type ScalingLawParams } from "../src/train/scaling_law.ts";
 
 /** Options of {@link lossCurvesOf}. */
 export interface CurveOptions {
