@@ -34,7 +34,7 @@ import { ShapeError, ValueError } from "../core/errors.ts";
 import type { TernaryWeights } from "../tensor/quantized.ts";
 import { keep, scope } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { ByteTokenizer, type Tokenizer } from "../train/tokenizer.ts";
+import { ByteTokenizer, type Tokenizer } from "../core/tokenizer.ts";
 import type { Attention } from "./attention.ts";
 import { SITES, type SiteSparsity } from "./config.ts";
 import type { FeedForward } from "./ffn.ts";

@@ -33,8 +33,8 @@ export type {
   Split,
   SplitStats,
 } from "./corpus.ts";
-export { ByteTokenizer } from "./tokenizer.ts";
-export type { Tokenizer } from "./tokenizer.ts";
+export { ByteTokenizer } from "../core/tokenizer.ts";
+export type { Tokenizer } from "../core/tokenizer.ts";
 export { BatchSampler, ValidationSet } from "./batches.ts";
 export type { BatchSamplerOptions, SamplerState, ValidationSetOptions } from "./batches.ts";
 export { AdamW } from "./optimizer.ts";
@@ -102,4 +102,5 @@ export type {
   ScalingPoint,
 } from "./scaling_law.ts";
 export { configFromHf, exportHf, hfConfig, importHf } from "./hf.ts";
+export { loadModel } from "./load_model.ts";
 export type { QSparseHfFields } from "./hf.ts";

@@ -38,7 +38,7 @@ import {
 import { loadBrownCorpus } from "./corpus.ts";
 import { AdamW } from "./optimizer.ts";
 import { cosineLr } from "./schedule.ts";
-import { ByteTokenizer } from "./tokenizer.ts";
+import { ByteTokenizer } from "../core/tokenizer.ts";
 import { type ProgressState, type ProgressView, progressView } from "./progress.ts";
 
 /** Everything that defines a training run (JSON-serialisable; stored in `config.json`). */
