@@ -16,7 +16,7 @@ import { add } from "../ops/elementwise.ts";
 import { crossEntropy } from "../ops/cross_entropy.ts";
 import { embedding } from "../ops/embedding.ts";
 import type { Device } from "../tensor/device.ts";
-import { CheckpointError, DTypeError, ShapeError } from "../core/errors.ts";
+import { DTypeError, ShapeError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { Attention } from "./attention.ts";
 import { type ModelConfig, type ParamCounts, paramCounts, validateConfig } from "./config.ts";
