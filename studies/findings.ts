@@ -429,7 +429,7 @@ export interface ArmComparisonSpec {
  * ```ts
  * import { armComparisonFinding, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const g = (mean: number) => ({ tags: {}, loss: { mean, se: 0.002, n: 1 } }) as unknown as RunGroup;
+ * const g = (mean: number) => ({ tags: {}, records: [], loss: { mean, se: 0.002, n: 1 } }) as unknown as RunGroup;
  * const spec = {
  *   id: "continue", claim: "Q-Sparse continued training ≈ dense", paper: "Table 1", aName: "Q-Sparse",
  *   bName: "dense", expect: "within" as const, threshold: 2, relative: true,
@@ -497,7 +497,7 @@ function missing(id: string, claim: string, paper: string, what: string): Findin
  * ```ts
  * import { type RunGroup, steFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const g = (variant: string, mean: number) => ({ tags: { variant }, loss: { mean, se: 0.005, n: 1 } }) as unknown as RunGroup;
+ * const g = (variant: string, mean: number) => ({ tags: { variant }, records: [], loss: { mean, se: 0.005, n: 1 } }) as unknown as RunGroup;
  * assert.equal(steFinding([g("topk-ste", 2.0), g("topk-noste", 2.3), g("relu", 2.2)]).verdict, "reproduced");
  * ```
  */
@@ -631,10 +631,18 @@ export function superLinearFinding(c: Convexity | null): Finding {
  *
  * @example
  * ```ts
- * import { gapShrinksFinding } from "@qsparse/kit/studies";
+ * import { type GapTrend, gapShrinksFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const perSize = [{ N: 1e5, gap: { value: 0.1, se: 0.005 } }, { N: 1e6, gap: { value: 0.08, se: 0.005 } }];
- * const t = { perSize, slope: { value: -0.02, se: 0.007 }, relativePerDecade: -0.22 };
+ * const size = (N: number, gap: number) => ({ N, gap: { value: gap, se: 0.005 }, seeds: 2, weightSe: 0.005 });
+ * const t: GapTrend = {
+ *   perSize: [size(1e5, 0.1), size(1e6, 0.08)],
+ *   slope: { value: -0.02, se: 0.007 },
+ *   chi2PerDof: NaN,
+ *   unweighted: { value: -0.02, se: 0.007 },
+ *   seedNoise: null,
+ *   singleSeedSizes: 0,
+ *   relativePerDecade: -0.22,
+ * };
  * assert.equal(gapShrinksFinding(t).verdict, "reproduced");
  * ```
  */
@@ -683,7 +691,7 @@ export function gapShrinksFinding(t: GapTrend | null): Finding {
  * ```ts
  * import { equalNaFinding, type EqualNaRow } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const row = { S: 0.5, advantage: { value: 0.05, se: 0.01 } } as unknown as EqualNaRow;
+ * const row = { S: 0.5, advantage: { value: 0.05, se: 0.01 }, group: { singleSeed: false } } as unknown as EqualNaRow;
  * assert.equal(equalNaFinding([row]).verdict, "reproduced");
  * ```
  */
@@ -887,7 +895,7 @@ export function sStarOrderFinding(fp: SweepFit, bitnet: SweepFit): Finding {
  * ```ts
  * import { blockFinding, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const g = (variant: string, mean: number) => ({ tags: { size: "xs", variant }, loss: { mean, se: 0.002, n: 2 } }) as unknown as RunGroup;
+ * const g = (variant: string, mean: number) => ({ tags: { size: "xs", variant }, records: [], loss: { mean, se: 0.002, n: 2 } }) as unknown as RunGroup;
  * assert.equal(blockFinding([g("topk", 2.0), g("block16:32", 2.004)]).verdict, "reproduced");
  * ```
  */

@@ -754,8 +754,10 @@ export function equalNaComparison(
  * ```ts
  * import { lossDifference, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const g = (mean: number, se: number) => ({ loss: { mean, se, n: 1 } }) as unknown as RunGroup;
- * assert.deepEqual(lossDifference(g(2.5, 0.03), g(2, 0.04)), { value: 0.5, se: 0.05 });
+ * const g = (mean: number, se: number) => ({ records: [], loss: { mean, se, n: 1 } }) as unknown as RunGroup;
+ * // Independent single runs: errors in quadrature, df infinite (the errors are taken as known).
+ * const d = lossDifference(g(2.5, 0.03), g(2, 0.04));
+ * assert.deepEqual(d, { value: 0.5, se: 0.05, df: Infinity });
  * ```
  */
 export function lossDifference(a: RunGroup, b: RunGroup): Estimate {

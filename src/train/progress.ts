@@ -58,7 +58,7 @@ export function formatDuration(s: number): string {
  * ```ts
  * import { formatProgress } from "./progress.ts";
  * import assert from "node:assert/strict";
- * const line = formatProgress({ step: 40, total: 200, loss: 2.43125, tokensPerSecond: 1234.5, etaSeconds: 130 });
+ * const line = formatProgress({ step: 40, total: 200, loss: 2.43126, tokensPerSecond: 1234.5, etaSeconds: 130 });
  * assert.equal(line, "step 40/200 (20%)  loss 2.4313  1,235 tok/s  ETA 2m10s");
  * ```
  */
