@@ -29,6 +29,7 @@ import {
   type TrainResult,
 } from "./src/train/trainer.ts";
 import { loadCheckpoint, loadWeights } from "./src/train/checkpoint.ts";
+import { loadModel } from "./src/train/load_model.ts";
 import { TransformerLM } from "./src/nn/transformer.ts";
 import { ValidationSet } from "./src/train/batches.ts";
 import { measureSparsity } from "./src/train/accounting.ts";
@@ -765,7 +766,7 @@ async function cmdGenerate(args: string[]): Promise<void> {
     throw new ValueError("generate", `--device must be one of ${kinds.join(", ")}, got ${kind}`);
   }
   const dev = await openDevice(kind === "auto" ? {} : { prefer: kind });
-  const model = await TransformerLM.fromCheckpoint(dev, values.checkpoint);
+  const model = await loadModel(dev, values.checkpoint);
   const out = (t: string) => Deno.stdout.writeSync(new TextEncoder().encode(t));
   out(values.prompt);
   const t0 = performance.now();

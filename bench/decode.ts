@@ -16,15 +16,8 @@
  * decode_<kind>_quick.json).
  */
 import { parseArgs } from "node:util";
-import {
-  Decoder,
-  type Device,
-  matmul,
-  modelConfig,
-  openDevice,
-  sampleTokens,
-  TransformerLM,
-} from "../mod.ts";
+import { type Device, matmul, openDevice, sampleTokens } from "../mod.ts";
+import { Decoder, modelConfig, TransformerLM } from "../src/nn/mod.ts";
 import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
 
 const { values } = parseArgs({

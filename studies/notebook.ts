@@ -113,7 +113,7 @@ const OUTPUT_BYTES_PER_MS = 2000;
  *
  * @example
  * ```ts
- * import { Figure } from "@qsparse/kit";
+ * import { Figure } from "@qsparse/kit/plot";
  * import { display } from "@qsparse/kit/studies";
  * await display("**under deno test this prints**", new Figure([{ type: "bar", x: ["a"], y: [1] }]));
  * ```
@@ -321,7 +321,7 @@ export interface SaveFigureOptions {
  *
  * @example
  * ```ts
- * import { Figure } from "@qsparse/kit";
+ * import { Figure } from "@qsparse/kit/plot";
  * import { saveFigure } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(await saveFigure(new Figure([]), "x", "smoke"), null);

@@ -39,7 +39,7 @@ const est = (r: RunRecord): Estimate => ({ value: r.valLoss, se: r.valStderr });
  *
  * @example
  * ```ts
- * import { type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
  * import { posthocComparison } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const r = (id: string, tags: Record<string, string | number>, valLoss: number) =>

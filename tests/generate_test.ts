@@ -1,16 +1,13 @@
 import assert from "node:assert/strict";
+import { CheckpointError, type Device, sampleTokens, ValueError } from "../mod.ts";
 import {
-  CheckpointError,
   Decoder,
-  type Device,
   generate,
   modelConfig,
   type ModelOverrides,
-  sampleTokens,
-  saveCheckpoint,
   TransformerLM,
-  ValueError,
-} from "../mod.ts";
+} from "../src/nn/mod.ts";
+import { loadModel, saveCheckpoint } from "../src/train/mod.ts";
 import { saveSafetensors } from "../src/train/safetensors.ts";
 import { sampleCpu } from "../kernels/sample.ts";
 import { assertClose, cpu, gpu, hostRandom, native } from "./helpers.ts";
@@ -298,11 +295,11 @@ Deno.test("bad input gets a typed one-line error", async () => {
   try {
     await saveSafetensors(`${dir}/other.safetensors`, new Map(), { format: "pt" });
     await assert.rejects(
-      () => TransformerLM.fromCheckpoint(cpu, `${dir}/other.safetensors`),
+      () => loadModel(cpu, `${dir}/other.safetensors`),
       oneLine(/not a kit checkpoint/),
     );
     await assert.rejects(
-      () => TransformerLM.fromCheckpoint(cpu, `${dir}/missing.safetensors`),
+      () => loadModel(cpu, `${dir}/missing.safetensors`),
       oneLine(/missing/),
     );
   } finally {
@@ -310,7 +307,7 @@ Deno.test("bad input gets a typed one-line error", async () => {
   }
 });
 
-Deno.test("fromCheckpoint loads a training checkpoint that generates the same text", async () => {
+Deno.test("loadModel loads a training checkpoint that generates the same text", async () => {
   using m = model(cpu, { sparsity: 0.5 });
   const dir = await Deno.makeTempDir();
   try {
@@ -322,7 +319,7 @@ Deno.test("fromCheckpoint loads a training checkpoint that generates the same te
       elapsed: 0,
     };
     await saveCheckpoint(`${dir}/checkpoint.safetensors`, m, null, state, { model: m.config });
-    using back = await TransformerLM.fromCheckpoint(cpu, dir);
+    using back = await loadModel(cpu, dir);
     assert.deepEqual(back.config, m.config);
     const [a] = await generate(m, "The ", { maxNewTokens: 8 });
     const [b] = await back.generate("The ", { maxNewTokens: 8 });

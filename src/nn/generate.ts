@@ -34,7 +34,7 @@ import { ShapeError, ValueError } from "../core/errors.ts";
 import type { TernaryWeights } from "../tensor/quantized.ts";
 import { keep, scope } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { ByteTokenizer, type Tokenizer } from "../train/tokenizer.ts";
+import { ByteTokenizer, type Tokenizer } from "../core/tokenizer.ts";
 import type { Attention } from "./attention.ts";
 import { SITES, type SiteSparsity } from "./config.ts";
 import type { FeedForward } from "./ffn.ts";
@@ -65,7 +65,8 @@ const MASKED = -1e30;
  *
  * @example
  * ```ts
- * import { Decoder, modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { Decoder, modelConfig, TransformerLM } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 8 }), 1);
@@ -401,7 +402,8 @@ function encodePrompts(
  *
  * @example
  * ```ts
- * import { modelConfig, openDevice, streamGenerate, TransformerLM } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, streamGenerate, TransformerLM } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 16 }), 1);
@@ -541,7 +543,8 @@ export async function* streamGenerate(
  *
  * @example
  * ```ts
- * import { generate, modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { generate, modelConfig, TransformerLM } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 16 }), 1);
