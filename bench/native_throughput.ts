@@ -14,9 +14,10 @@
  */
 import { cpuUsage } from "node:process";
 import { parseArgs } from "node:util";
-import { backward, openDevice, paramCounts, scope, TransformerLM } from "../mod.ts";
+import { backward, openDevice, scope } from "../mod.ts";
+import { paramCounts, TransformerLM } from "../src/nn/mod.ts";
 import { v2Model } from "../studies/v2_grid.ts";
-import { AdamW } from "../src/train/optimizer.ts";
+import { AdamW } from "../src/train/mod.ts";
 import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
 
 const { values, positionals } = parseArgs({

@@ -9,6 +9,7 @@ import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
 import { broadcastStrides, type Shape, sizeOf } from "../src/core/shape.ts";
 import { asF32, enables, gridStride, uniforms, WG } from "./common.ts";
+import * as nat from "./native/elementwise.ts";
 
 const fr = Math.fround;
 
@@ -193,6 +194,7 @@ export function unaryDispatch(
     key: `unary:${op}:${dtype}`,
     wgsl: () => unaryWgsl(op, dtype),
     cpu: ([a, o]) => unaryCpu(op, dtype, a!, o!, n),
+    native: dtype === "f32" ? ([a, o], rt) => nat.unaryNative(op, a!, o!, n, rt) : undefined,
     buffers: [x, out],
     uniforms: uniforms(n),
     workgroups: gridStride(n),
@@ -330,6 +332,9 @@ export function binaryDispatch(
     key: `binary:${op}:${dtype}:${rank === 1 ? "flat" : `r${rank}`}`,
     wgsl: () => binaryWgsl(op, dtype, rank),
     cpu: ([x, y, o]) => binaryCpu(op, dtype, layout, x!, y!, o!),
+    native: dtype === "f32" && rank <= MAX_RANK
+      ? ([x, y, o], rt) => nat.binaryNative(op, layout, x!, y!, o!, rt)
+      : undefined,
     buffers: [a, b, out],
     uniforms: words,
     workgroups: gridStride(n),
@@ -388,6 +393,9 @@ export function scalarDispatch(
     key: `scalar:${op}:${dtype}:${reversed ? "r" : "f"}`,
     wgsl: () => scalarWgsl(op, dtype, reversed),
     cpu: ([a, o]) => scalarCpu(op, dtype, reversed, s, a!, o!, n),
+    native: dtype === "f32"
+      ? ([a, o], rt) => nat.scalarNative(op, reversed, s, a!, o!, n, rt)
+      : undefined,
     buffers: [x, out],
     uniforms: uniforms(n, asF32(s)),
     workgroups: gridStride(n),
@@ -453,6 +461,9 @@ export function whereDispatch(
     key: `where:${condType}:${dtype}`,
     wgsl: () => whereWgsl(condType, dtype),
     cpu: ([c, x, y, o]) => whereCpu(condType, dtype, n, cstride, cmod, c!, x!, y!, o!),
+    native: dtype !== "f16" && nat.whereCondCode(condType) >= 0
+      ? (bufs, rt) => nat.whereNative(nat.whereCondCode(condType), n, cstride, cmod, bufs, rt)
+      : undefined,
     buffers: [cond, a, b, out],
     uniforms: uniforms(n, cstride, Math.max(1, cmod)),
     workgroups: gridStride(n),

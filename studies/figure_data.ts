@@ -14,11 +14,7 @@ import type {
 } from "../src/plot/sparsity.ts";
 import type { LossCurve } from "../src/plot/training.ts";
 import type { DenseGap, RunGroup } from "./report.ts";
-import {
-  type IsoLossGrid,
-  isoLossGrid,
-  type ScalingLawParams,
-} from "../src/train/scaling_law.ts";
+import { type IsoLossGrid, isoLossGrid, type ScalingLawParams } from "../src/train/scaling_law.ts";
 
 /** Options of {@link lossCurvesOf}. */
 export interface CurveOptions {
@@ -91,7 +87,7 @@ export function lossCurvesOf(
  *
  * @example
  * ```ts
- * import { sweepPointsOf, type RunGroup } from "@qsparse/kit/studies";
+ * import { type RunGroup, sweepPointsOf } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = { tags: { S: 0.5 }, N: 1e5, loss: { mean: 3, se: 0.01, n: 2 } } as unknown as RunGroup;
  * assert.deepEqual(sweepPointsOf([g]), [{ N: 1e5, S: 0.5, loss: 3 }]);
@@ -110,7 +106,7 @@ export function sweepPointsOf(groups: readonly RunGroup[]): SweepPoint[] {
  *
  * @example
  * ```ts
- * import { gapPointsOf, type DenseGap } from "@qsparse/kit/studies";
+ * import { type DenseGap, gapPointsOf } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const gap = { N: 1e5, S: 0.5, gap: 0.02 } as unknown as DenseGap;
  * assert.deepEqual(gapPointsOf([gap]), [{ N: 1e5, S: 0.5, loss: 0.02 }]);
@@ -170,7 +166,7 @@ export function projectionSparsityOf(
  *
  * @example
  * ```ts
- * import { sparsityCurvesOf, type RunGroup } from "@qsparse/kit/studies";
+ * import { type RunGroup, sparsityCurvesOf } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = { tags: {}, records: [{ sparsityCurve: [{ step: 1, overall: 0.6, perSite: {} }] }] } as unknown as RunGroup;
  * assert.deepEqual(sparsityCurvesOf([g], () => "relu")[0]!.sparsity, [0.6]);
@@ -264,7 +260,7 @@ export interface IsoLossSurfaceOptions {
  *
  * @example
  * ```ts
- * import { PAPER_SCALING_LAW } from "@qsparse/kit";
+ * import { PAPER_SCALING_LAW } from "@qsparse/kit/train";
  * import { isoLossSurfaceOf } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = isoLossSurfaceOf(PAPER_SCALING_LAW, 3e8, 7e9, { points: 5 });

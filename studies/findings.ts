@@ -1,5 +1,5 @@
 /**
- * The paper's findings (qsparse.md §9) as verdicts computed from data: each builder compares a
+ * The paper's findings (docs/paper-notes.md §9) as verdicts computed from data: each builder compares a
  * measured quantity, with its standard error, against the claim and returns `"reproduced"`,
  * `"not reproduced at this scale"` or `"inconclusive"` together with the numbers on both sides.
  * {@link findingsMarkdown} renders a list of them as the table the notebooks show and the README
@@ -85,7 +85,8 @@ export const LEVEL = 0.05;
  *
  * @example
  * ```ts
- * import { tTest, verdictOf } from "@qsparse/kit/studies";
+ * import { verdictOf } from "@qsparse/kit/studies";
+ * import { tTest } from "./stats.ts";
  * import assert from "node:assert/strict";
  * assert.equal(verdictOf(tTest({ value: 0.05, se: 0.01, df: 10 }, "above")), "reproduced");
  * assert.equal(verdictOf(tTest({ value: 0.05, se: 0.01, df: 1 }, "above")), "inconclusive");
@@ -246,7 +247,8 @@ export function verdictInterval(
  *
  * @example Two tests at p = 0.03 each: neither survives Holm at 0.05 (0.06 after adjustment)
  * ```ts
- * import { type Finding, holmFindings, tTest } from "@qsparse/kit/studies";
+ * import { type Finding, holmFindings } from "@qsparse/kit/studies";
+ * import { tTest } from "./stats.ts";
  * import assert from "node:assert/strict";
  * const test = { ...tTest({ value: 1, se: 1 }, "above"), p: 0.03 };
  * const f = (id: string): Finding => ({ id, claim: id, paper: "", measured: "", verdict: "reproduced", test });
@@ -427,7 +429,7 @@ export interface ArmComparisonSpec {
  * ```ts
  * import { armComparisonFinding, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const g = (mean: number) => ({ tags: {}, loss: { mean, se: 0.002, n: 1 } }) as unknown as RunGroup;
+ * const g = (mean: number) => ({ tags: {}, records: [], loss: { mean, se: 0.002, n: 1 } }) as unknown as RunGroup;
  * const spec = {
  *   id: "continue", claim: "Q-Sparse continued training ≈ dense", paper: "Table 1", aName: "Q-Sparse",
  *   bName: "dense", expect: "within" as const, threshold: 2, relative: true,
@@ -465,7 +467,7 @@ export function armComparisonFinding(spec: ArmComparisonSpec): Finding {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The findings of qsparse.md §9
+// The findings of docs/paper-notes.md §9
 
 function paramLabelOf(n: number): string {
   return n >= 1e6 ? `${(n / 1e6).toPrecision(3)}M` : `${Math.round(n / 1e3)}K`;
@@ -493,9 +495,9 @@ function missing(id: string, claim: string, paper: string, what: string): Findin
  *
  * @example
  * ```ts
- * import { steFinding, type RunGroup } from "@qsparse/kit/studies";
+ * import { type RunGroup, steFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const g = (variant: string, mean: number) => ({ tags: { variant }, loss: { mean, se: 0.005, n: 1 } }) as unknown as RunGroup;
+ * const g = (variant: string, mean: number) => ({ tags: { variant }, records: [], loss: { mean, se: 0.005, n: 1 } }) as unknown as RunGroup;
  * assert.equal(steFinding([g("topk-ste", 2.0), g("topk-noste", 2.3), g("relu", 2.2)]).verdict, "reproduced");
  * ```
  */
@@ -629,10 +631,18 @@ export function superLinearFinding(c: Convexity | null): Finding {
  *
  * @example
  * ```ts
- * import { gapShrinksFinding } from "@qsparse/kit/studies";
+ * import { type GapTrend, gapShrinksFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const perSize = [{ N: 1e5, gap: { value: 0.1, se: 0.005 } }, { N: 1e6, gap: { value: 0.08, se: 0.005 } }];
- * const t = { perSize, slope: { value: -0.02, se: 0.007 }, relativePerDecade: -0.22 };
+ * const size = (N: number, gap: number) => ({ N, gap: { value: gap, se: 0.005 }, seeds: 2, weightSe: 0.005 });
+ * const t: GapTrend = {
+ *   perSize: [size(1e5, 0.1), size(1e6, 0.08)],
+ *   slope: { value: -0.02, se: 0.007 },
+ *   chi2PerDof: NaN,
+ *   unweighted: { value: -0.02, se: 0.007 },
+ *   seedNoise: null,
+ *   singleSeedSizes: 0,
+ *   relativePerDecade: -0.22,
+ * };
  * assert.equal(gapShrinksFinding(t).verdict, "reproduced");
  * ```
  */
@@ -681,7 +691,7 @@ export function gapShrinksFinding(t: GapTrend | null): Finding {
  * ```ts
  * import { equalNaFinding, type EqualNaRow } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const row = { S: 0.5, advantage: { value: 0.05, se: 0.01 } } as unknown as EqualNaRow;
+ * const row = { S: 0.5, advantage: { value: 0.05, se: 0.01 }, group: { singleSeed: false } } as unknown as EqualNaRow;
  * assert.equal(equalNaFinding([row]).verdict, "reproduced");
  * ```
  */
@@ -751,7 +761,7 @@ export function equalNaFinding(
  *
  * @param fit From `fitSweep`.
  * @param opts `label` ("full precision"), the paper's S*, the range a small study should
- *   show (default 35–60%, qsparse.md §9), and `maxWidth` (default 0.3).
+ *   show (default 35–60%, docs/paper-notes.md §9), and `maxWidth` (default 0.3).
  * @returns The finding.
  *
  * @example A failed fit is inconclusive, with the reason
@@ -885,7 +895,7 @@ export function sStarOrderFinding(fp: SweepFit, bitnet: SweepFit): Finding {
  * ```ts
  * import { blockFinding, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const g = (variant: string, mean: number) => ({ tags: { size: "xs", variant }, loss: { mean, se: 0.002, n: 2 } }) as unknown as RunGroup;
+ * const g = (variant: string, mean: number) => ({ tags: { size: "xs", variant }, records: [], loss: { mean, se: 0.002, n: 2 } }) as unknown as RunGroup;
  * assert.equal(blockFinding([g("topk", 2.0), g("block16:32", 2.004)]).verdict, "reproduced");
  * ```
  */
@@ -964,7 +974,7 @@ export function componentSparsityFinding(
  *
  * @example
  * ```ts
- * import { nearDenseFinding, type DenseGap } from "@qsparse/kit/studies";
+ * import { type DenseGap, nearDenseFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const gap = { N: 1e6, S: 0.3, gap: 0.01, se: 0.004, relative: 0.005, dense: { loss: { mean: 2 } }, group: { sparsity: { mean: 0.41 } } } as unknown as DenseGap;
  * assert.equal(nearDenseFinding([gap]).verdict, "reproduced");
@@ -1048,7 +1058,8 @@ function pText(p: number): string {
  *
  * @example
  * ```ts
- * import { testText, tTest } from "@qsparse/kit/studies";
+ * import { testText } from "@qsparse/kit/studies";
+ * import { tTest } from "./stats.ts";
  * import assert from "node:assert/strict";
  * const test = tTest({ value: 0.03, se: 0.01, df: 4 }, "above");
  * assert.match(testText({ id: "x", claim: "", paper: "", measured: "", verdict: "reproduced", test }), /t = 3\.00, p = 0\.02/);

@@ -75,7 +75,7 @@ export interface InteriorOptimum {
  *
  * @example A U-shaped loss over three seeds
  * ```ts
- * import type { RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
  * import { interiorOptimum } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const loss: Record<number, number> = { 0: 2.30, 0.3: 2.25, 0.45: 2.24, 0.6: 2.26, 0.75: 2.31 };

@@ -2,7 +2,7 @@
  * Kernel speed results as figures and findings: one summary shape for both sources a notebook
  * has — the quick timings of `timeSparseKernels` and the sparsity bench's
  * `results/bench/sparsity.json` — and the findings they can test. The paper reports no speed at
- * all (qsparse.md §3.4); the claims tested here come from its peers and reviewers (§6, §8).
+ * all (docs/paper-notes.md §3.4); the claims tested here come from its peers and reviewers (§6, §8).
  *
  * @module
  */

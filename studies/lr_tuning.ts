@@ -71,7 +71,7 @@ const RULE = "lowest validation loss averaged over the tuning sparsities (one se
  *
  * @example
  * ```ts
- * import type { RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
  * import { bestLearningRates } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const run = (lr: number, S: number, valLoss: number) =>

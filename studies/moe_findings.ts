@@ -1,5 +1,5 @@
 /**
- * Findings of the MoE-with-sparsity study (qsparse.md §7). The paper has no MoE experiment — it
+ * Findings of the MoE-with-sparsity study (docs/paper-notes.md §7). The paper has no MoE experiment — it
  * only says Q-Sparse "is orthogonal and can be seamlessly integrated with MoE" (§5) — so these
  * test that statement and the MoE literature's claims: routers stay balanced with a balancing
  * loss, and per-token sparsity does not survive the union over a batch (the reviewers' point and
@@ -32,9 +32,9 @@ function pct(x: number): string {
  *
  * @example
  * ```ts
- * import { synergyFindings, type RunGroup } from "@qsparse/kit/studies";
+ * import { type RunGroup, synergyFindings } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const g = (mean: number) => ({ tags: {}, loss: { mean, se: 0.005, n: 2 } }) as unknown as RunGroup;
+ * const g = (mean: number) => ({ tags: {}, records: [], loss: { mean, se: 0.005, n: 2 } }) as unknown as RunGroup;
  * const [, , all] = synergyFindings(g(2.0), g(2.1), g(2.08));
  * assert.equal(all!.verdict, "reproduced");
  * ```

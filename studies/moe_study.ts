@@ -1,5 +1,5 @@
 /**
- * The MoE-with-sparsity study's arms (qsparse.md §7): at equal activated parameters N_a,
+ * The MoE-with-sparsity study's arms (docs/paper-notes.md §7): at equal activated parameters N_a,
  * (a) dense, (b) Q-Sparse at S = 0.5 with N ≈ 2·N_a, (c) MoE 4 experts top-1, (d) MoE 4×1 with
  * Q-Sparse inside the experts and on attention; and at equal total parameters as MoE 4×1,
  * (e) Q-Sparse with S chosen so its N_a matches too and (f) the dense model of that size (the

@@ -113,7 +113,7 @@ const OUTPUT_BYTES_PER_MS = 2000;
  *
  * @example
  * ```ts
- * import { Figure } from "@qsparse/kit";
+ * import { Figure } from "@qsparse/kit/plot";
  * import { display } from "@qsparse/kit/studies";
  * await display("**under deno test this prints**", new Figure([{ type: "bar", x: ["a"], y: [1] }]));
  * ```
@@ -247,7 +247,9 @@ export async function loadStudy(
         runSweep(dev, grid(runsDir), { results: resultsFile, runsDir, progress: opts.progress }),
     );
   }
-  const records = (await readResults(resultsFile)).filter((r) => r.study === study);
+  const records = (await readResults(resultsFile, { missingOk: true })).filter((r) =>
+    r.study === study
+  );
   const gridIds = new Set(grid(opts.runsDir ?? "../runs").map((r) => r.id));
   const expected = gridIds.size;
   // Runs beyond the grid (larger sizes or more seeds, e.g. from a GPU session) are analysed too.
@@ -319,7 +321,7 @@ export interface SaveFigureOptions {
  *
  * @example
  * ```ts
- * import { Figure } from "@qsparse/kit";
+ * import { Figure } from "@qsparse/kit/plot";
  * import { saveFigure } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(await saveFigure(new Figure([]), "x", "smoke"), null);

@@ -39,7 +39,7 @@ const est = (r: RunRecord): Estimate => ({ value: r.valLoss, se: r.valStderr });
  *
  * @example
  * ```ts
- * import { type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
  * import { posthocComparison } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const r = (id: string, tags: Record<string, string | number>, valLoss: number) =>
@@ -101,7 +101,7 @@ export function posthocFinding(rows: readonly PosthocRow[]): Finding {
     id: "trained-vs-posthoc",
     claim: "Training with top-K (Q-Sparse) recovers the loss that top-K on a dense model costs",
     paper:
-      "Q-Sparse trained from scratch matches dense (Fig. 5); training-free TEAL loses quality at 40–50% (qsparse.md §6)",
+      "Q-Sparse trained from scratch matches dense (Fig. 5); training-free TEAL loses quality at 40–50% (docs/paper-notes.md §6)",
   };
   if (!p) {
     return {
@@ -250,7 +250,7 @@ export function tokenBudgetFinding(
     id: "token-budget",
     claim: "The gap to dense is insensitive to the training-token budget",
     paper:
-      "TMLR version: the gap “remain[s] largely insensitive to the training-token budget” (qsparse.md §4)",
+      "TMLR version: the gap “remain[s] largely insensitive to the training-token budget” (docs/paper-notes.md §4)",
   };
   const finding: Finding = p
     ? comparisonFinding({

@@ -114,7 +114,7 @@ export function shapeForParams(target: number, opts: ShapeOptions = {}): SizedSh
  *
  * @example
  * ```ts
- * import { paramCounts } from "@qsparse/kit";
+ * import { paramCounts } from "@qsparse/kit/nn";
  * import { modelForParams } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const c = modelForParams(831120, { sparsity: 0.6 });

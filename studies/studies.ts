@@ -49,7 +49,7 @@ export type StudyName = typeof STUDIES[number];
 export type Profile = "smoke" | "full";
 
 /**
- * The sparsity grid of the paper's scaling study (qsparse.md §9).
+ * The sparsity grid of the paper's scaling study (docs/paper-notes.md §9).
  *
  * @example
  * ```ts

@@ -27,7 +27,7 @@ export interface FitCellOptions {
  *
  * @example
  * ```ts
- * import type { RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
  * import { fitCells } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const r = (tokensPerParam: number, lrSource: string) =>
@@ -66,7 +66,7 @@ export interface V2GapTrend {
  *
  * @example
  * ```ts
- * import type { RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
  * import { v2GapTrend } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const run = (size: string, N: number, S: number, seed: number, valLoss: number) =>

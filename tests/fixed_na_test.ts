@@ -6,7 +6,8 @@
  * are a typed error.
  */
 import assert from "node:assert/strict";
-import { type RunRecord, ValueError } from "../mod.ts";
+import { ValueError } from "../mod.ts";
+import type { RunRecord } from "../src/train/mod.ts";
 import { interiorOptimum, studyRuns } from "../studies/mod.ts";
 
 const SPARSITIES = [0, 0.3, 0.45, 0.6, 0.75];

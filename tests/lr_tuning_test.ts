@@ -4,7 +4,7 @@
  * through its file and the v2 grids read it; lrFor interpolates in log N.
  */
 import assert from "node:assert/strict";
-import type { RunRecord } from "../mod.ts";
+import type { RunRecord } from "../src/train/mod.ts";
 import {
   bestLearningRates,
   FALLBACK_LR,

@@ -4,13 +4,13 @@
  * reported, never thrown; tables render.
  */
 import assert from "node:assert/strict";
+import { openDevice } from "../mod.ts";
 import {
-  openDevice,
   PAPER_SCALING_LAW,
   type RunRecord,
   scalingLaw,
   type ScalingLawParams,
-} from "../mod.ts";
+} from "../src/train/mod.ts";
 import {
   blockFinding,
   combineVerdicts,

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { ValueError } from "../mod.ts";
 import {
   denseLaw,
   fitDenseLaw,
@@ -10,8 +11,7 @@ import {
   type ScalingLawParams,
   type ScalingPoint,
   sparsityFactor,
-  ValueError,
-} from "../mod.ts";
+} from "../src/train/mod.ts";
 
 const SIZES = [3e8, 7e8, 1.3e9, 3e9, 7e9];
 const SPARSITIES = [0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8];

@@ -4,7 +4,8 @@
  * impossible target is a typed error.
  */
 import assert from "node:assert/strict";
-import { modelConfig, NAMED_SIZES, paramCounts, ValueError } from "../mod.ts";
+import { ValueError } from "../mod.ts";
+import { modelConfig, NAMED_SIZES, paramCounts } from "../src/nn/mod.ts";
 import { modelForParams, shapeForParams } from "../studies/mod.ts";
 
 Deno.test("shapeForParams returns every named size for its own parameter count", () => {

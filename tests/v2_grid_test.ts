@@ -5,7 +5,8 @@
  * report.ts pointed at records shaped like the grid's.
  */
 import assert from "node:assert/strict";
-import { paramCounts, type RunRecord, type RunSpec } from "../mod.ts";
+import { paramCounts } from "../src/nn/mod.ts";
+import type { RunRecord, RunSpec } from "../src/train/mod.ts";
 import {
   budgetFor,
   gridCost,

@@ -13,7 +13,7 @@
  *
  * @example
  * ```ts
- * import { formatShape } from "@qsparse/kit";
+ * import { formatShape } from "./errors.ts";
  * import assert from "node:assert/strict";
  * assert.equal(formatShape([2, 3]), "[2, 3]");
  * assert.equal(formatShape([]), "[]");
@@ -88,16 +88,64 @@ export class DTypeError extends KitError {}
 
 /**
  * The device cannot run the request: lost device, buffer over the adapter's binding limit,
- * shader compilation failure, or a missing feature.
+ * shader compilation failure, a missing feature, or tensors of two devices in one op.
  *
  * @example
  * ```ts
  * import { DeviceError } from "@qsparse/kit";
  * import assert from "node:assert/strict";
  * assert.equal(new DeviceError("alloc", "lost").name, "DeviceError");
+ * const e = DeviceError.mismatch("matmul", [[2, 2], [2, 2]], "tensors live on different devices");
+ * assert.match(e.message, /matmul: tensors live on different devices \(shapes \[2, 2\]/);
  * ```
  */
-export class DeviceError extends KitError {}
+export class DeviceError extends KitError {
+  /**
+   * Builds an error for inputs on different devices, listing their shapes.
+   *
+   * @param op The op name.
+   * @param shapes The input shapes.
+   * @param why Which inputs disagree.
+   * @returns The error.
+   */
+  static mismatch(op: string, shapes: readonly (readonly number[])[], why: string): DeviceError {
+    return new DeviceError(op, `${why} (shapes ${shapes.map(fmt).join(" and ")})`);
+  }
+}
+
+/**
+ * Training produced a non-finite loss, gradient or weight. Carries the step at which it was seen
+ * and the first non-finite tensor in parameter order, so a run stops instead of recording NaN.
+ *
+ * @example
+ * ```ts
+ * import { DivergenceError, KitError } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const e = new DivergenceError("train", "non-finite loss NaN at step 10", 10, "embed.weight");
+ * assert.ok(e instanceof KitError);
+ * assert.equal(e.step, 10);
+ * assert.equal(e.tensor, "embed.weight");
+ * ```
+ */
+export class DivergenceError extends KitError {
+  /** The optimizer step at which the non-finite value was detected. */
+  readonly step: number;
+  /** The first non-finite tensor (a gradient or parameter name), when one was found. */
+  readonly tensor: string | null;
+  /**
+   * Creates the error.
+   *
+   * @param op The op that detected it (e.g. `"train"`).
+   * @param message What was non-finite, where.
+   * @param step The step at which it was detected.
+   * @param tensor The first non-finite tensor, or null.
+   */
+  constructor(op: string, message: string, step: number, tensor: string | null) {
+    super(op, message);
+    this.step = step;
+    this.tensor = tensor;
+  }
+}
 
 /**
  * A tensor used after `dispose()` (or after the scope that owned it ended).
@@ -129,7 +177,8 @@ export class ValueError extends KitError {}
  *
  * @example
  * ```ts
- * import { CheckpointError, decodeSafetensors } from "@qsparse/kit";
+ * import { CheckpointError } from "@qsparse/kit";
+ * import { decodeSafetensors } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.throws(() => decodeSafetensors(new Uint8Array(3)), CheckpointError);
  * ```

@@ -13,7 +13,7 @@ import {
 import { binaryDispatch, broadcastLayout, MAX_RANK } from "../../kernels/elementwise.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import type { DType } from "../core/dtype.ts";
-import { DTypeError, ShapeError, ValueError } from "../core/errors.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import { broadcastShapes, sameShape, sizeOf } from "../core/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
@@ -181,7 +181,7 @@ export function concat<D extends DType>(xs: readonly Tensor<D>[], dim = 0): Tens
       throw new DTypeError("concat", `dtypes differ: ${first.dtype} and ${x.dtype}`);
     }
     if (x.device !== first.device) {
-      throw ShapeError.mismatch(
+      throw DeviceError.mismatch(
         "concat",
         xs.map((t) => t.shape),
         "tensors live on different devices",

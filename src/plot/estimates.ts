@@ -47,7 +47,7 @@ export interface EstimateBarsOptions {
  *
  * @example
  * ```ts
- * import { estimateBars } from "@qsparse/kit";
+ * import { estimateBars } from "@qsparse/kit/plot";
  * import assert from "node:assert/strict";
  * const fig = estimateBars([
  *   { name: "dense", value: 2.31, error: 0.01 },

@@ -54,7 +54,8 @@ function checkPoints(op: string, points: readonly SweepPoint[]): void {
  *
  * @example
  * ```ts
- * import { lossVsSparsity, PAPER_SCALING_LAW, scalingLaw } from "@qsparse/kit";
+ * import { PAPER_SCALING_LAW, scalingLaw } from "@qsparse/kit/train";
+ * import { lossVsSparsity } from "@qsparse/kit/plot";
  * import assert from "node:assert/strict";
  * const points = [3e8, 7e8].flatMap((N) => [0, 0.4, 0.7].map((S) => ({ N, S, loss: scalingLaw(PAPER_SCALING_LAW, N, S) })));
  * const fig = lossVsSparsity(points, { law: (N, S) => scalingLaw(PAPER_SCALING_LAW, N, S) });
@@ -105,7 +106,8 @@ export function lossVsSparsity(
  *
  * @example
  * ```ts
- * import { lossVsN, PAPER_SCALING_LAW, scalingLaw } from "@qsparse/kit";
+ * import { PAPER_SCALING_LAW, scalingLaw } from "@qsparse/kit/train";
+ * import { lossVsN } from "@qsparse/kit/plot";
  * import assert from "node:assert/strict";
  * const points = [3e8, 7e8, 7e9].flatMap((N) => [0, 0.5].map((S) => ({ N, S, loss: scalingLaw(PAPER_SCALING_LAW, N, S) })));
  * assert.equal(lossVsN(points).data.length, 2);
@@ -173,7 +175,8 @@ export interface IsoLossOptions {
  *
  * @example
  * ```ts
- * import { isoLossContours, isoLossGrid, optimalSparsity, PAPER_SCALING_LAW as p } from "@qsparse/kit";
+ * import { isoLossGrid, optimalSparsity, PAPER_SCALING_LAW as p } from "@qsparse/kit/train";
+ * import { isoLossContours } from "@qsparse/kit/plot";
  * import assert from "node:assert/strict";
  * const grid = isoLossGrid(p, [3e8, 1e9, 3e9, 7e9], [0.1, 0.3, 0.5, 0.7]);
  * const fig = isoLossContours(grid, { sStar: optimalSparsity(p) });

@@ -11,7 +11,7 @@
 import type { ModelConfig } from "../nn/config.ts";
 import type { RouterReport } from "./router_stats.ts";
 import type { Device } from "../tensor/device.ts";
-import { ValueError } from "../core/errors.ts";
+import { DivergenceError, ValueError } from "../core/errors.ts";
 import { train, type TrainConfig, type TrainResult } from "./trainer.ts";
 import { appendJsonLine } from "../util/fs.ts";
 import { codeVersion } from "../util/version.ts";
@@ -112,7 +112,7 @@ export interface Shard {
  *
  * @example
  * ```ts
- * import { parseShard } from "@qsparse/kit";
+ * import { parseShard } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.deepEqual(parseShard("2/4"), { index: 1, count: 4 });
  * assert.throws(() => parseShard("5/4"), /shard/);
@@ -128,43 +128,169 @@ export function parseShard(s: string): Shard {
 }
 
 /**
- * Reads a results file (missing file = no results). Malformed lines — e.g. the tail of a line
- * cut by a crash — are skipped so one bad line never loses the others.
+ * A results line for a run that stopped on a non-finite loss or gradient (a
+ * {@link DivergenceError}): recorded so a re-run does not train it again, never mixed with the
+ * finished runs that {@link readResults} returns.
+ */
+export interface DivergedRecord {
+  /** The run's id ({@link RunSpec.id}). */
+  id: string;
+  /** The study the run belongs to. */
+  study: string;
+  /** The run's plotting labels. */
+  tags: RunSpec["tags"];
+  /** The full training config. */
+  config: TrainConfig;
+  /** Where it diverged: the step, the first non-finite tensor, the error message. */
+  diverged: { step: number; tensor: string | null; message: string };
+  /** The adapter description of the device. */
+  adapter: string;
+  /** The backend kind. */
+  backend: string;
+  /** Git revision of the code. */
+  codeVersion: string;
+  /** When it diverged, ISO 8601. */
+  date: string;
+}
+
+/** Both kinds of lines of a results file. */
+export interface ResultsFile {
+  /** Finished runs, in file order. */
+  records: RunRecord[];
+  /** Runs that diverged, in file order. */
+  diverged: DivergedRecord[];
+}
+
+/** Options of {@link readResults} and {@link readResultsFile}. */
+export interface ReadResultsOptions {
+  /** A missing file reads as empty instead of throwing (a sweep that has not started yet). */
+  missingOk?: boolean;
+}
+
+function badLine(path: string, line: number, why: string): ValueError {
+  return new ValueError("readResults", `${path}:${line}: ${why}`);
+}
+
+/**
+ * Reads a results file, finished and diverged runs apart. Strict: a missing file is an error
+ * naming the path (unless `missingOk`), and a line that is not a results record is an error
+ * naming `file:line`. Only a torn last line (a writer killed mid-append: no newline after it) is
+ * skipped, because that is the one damage a crash can do.
  *
  * @param path The `.jsonl` file.
- * @returns The records.
+ * @param opts `missingOk`: a missing file reads as empty.
+ * @returns The finished and the diverged records.
  *
- * @example A torn last line is skipped
+ * @example
  * ```ts
- * import { readResults } from "@qsparse/kit";
+ * import { readResultsFile } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const dir = await Deno.makeTempDir();
  * try {
  *   const path = `${dir}/results.jsonl`;
- *   assert.deepEqual(await readResults(path), []); // no file yet
- *   await Deno.writeTextFile(path, '{"id":"a","study":"demo"}\n{"id":"b","stu');
+ *   const run = { id: "a", study: "demo", tags: {}, valLoss: 2.5, N: 1000 };
+ *   const bad = { id: "b", study: "demo", tags: {}, diverged: { step: 3, tensor: null, message: "NaN" } };
+ *   await Deno.writeTextFile(path, JSON.stringify(run) + "\n" + JSON.stringify(bad) + "\n");
+ *   const r = await readResultsFile(path);
+ *   assert.deepEqual([r.records.length, r.diverged[0]!.diverged.step], [1, 3]);
+ * } finally {
+ *   await Deno.remove(dir, { recursive: true });
+ * }
+ * ```
+ */
+export async function readResultsFile(
+  path: string,
+  opts: ReadResultsOptions = {},
+): Promise<ResultsFile> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      if (opts.missingOk) return { records: [], diverged: [] };
+      throw new ValueError("readResults", `${path}: no such results file`);
+    }
+    if (e instanceof Deno.errors.IsADirectory) {
+      throw new ValueError("readResults", `${path} is a directory, not a results file`);
+    }
+    throw e;
+  }
+  const out: ResultsFile = { records: [], diverged: [] };
+  const lines = text.split("\n");
+  // The index of the last line with content, and whether the writer finished it (newline).
+  let last = lines.length - 1;
+  while (last >= 0 && !lines[last]!.trim()) last--;
+  const lastTorn = last === lines.length - 1;
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
+    if (!line.trim()) continue;
+    let rec: unknown;
+    try {
+      rec = JSON.parse(line);
+    } catch (e) {
+      if (i === last && lastTorn) continue; // a writer killed mid-line
+      throw badLine(path, i + 1, `not JSON (${(e as Error).message})`);
+    }
+    const r = rec as Record<string, unknown>;
+    if (r === null || typeof r !== "object" || Array.isArray(r)) {
+      throw badLine(path, i + 1, "not a results record (not a JSON object)");
+    }
+    for (const k of ["id", "study"]) {
+      if (typeof r[k] !== "string") {
+        throw badLine(path, i + 1, `not a results record (no string "${k}")`);
+      }
+    }
+    if (r.tags === null || typeof r.tags !== "object") {
+      throw badLine(path, i + 1, `not a results record (no "tags" object)`);
+    }
+    if (r.diverged !== undefined) {
+      out.diverged.push(r as unknown as DivergedRecord);
+      continue;
+    }
+    for (const k of ["valLoss", "N"]) {
+      if (typeof r[k] !== "number" || !Number.isFinite(r[k])) {
+        throw badLine(
+          path,
+          i + 1,
+          `run "${r.id}": "${k}" is ${JSON.stringify(r[k])}, not a finite number`,
+        );
+      }
+    }
+    out.records.push(r as unknown as RunRecord);
+  }
+  return out;
+}
+
+/**
+ * Reads the finished runs of a results file (see {@link readResultsFile} for what is checked:
+ * a missing file or a bad line other than a torn last one is an error naming the file).
+ *
+ * @param path The `.jsonl` file.
+ * @param opts `missingOk`: a missing file reads as empty.
+ * @returns The finished runs' records (diverged runs left out).
+ *
+ * @example A torn last line is skipped; a missing file is an error naming it
+ * ```ts
+ * import { readResults } from "@qsparse/kit/train";
+ * import assert from "node:assert/strict";
+ * const dir = await Deno.makeTempDir();
+ * try {
+ *   const path = `${dir}/results.jsonl`;
+ *   await assert.rejects(() => readResults(path), /results\.jsonl: no such results file/);
+ *   assert.deepEqual(await readResults(path, { missingOk: true }), []);
+ *   const a = { id: "a", study: "demo", tags: {}, valLoss: 2.5, N: 1000 };
+ *   await Deno.writeTextFile(path, JSON.stringify(a) + '\n{"id":"b","stu');
  *   assert.deepEqual((await readResults(path)).map((r) => r.id), ["a"]);
  * } finally {
  *   await Deno.remove(dir, { recursive: true });
  * }
  * ```
  */
-export async function readResults(path: string): Promise<RunRecord[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
-  }
-  const out: RunRecord[] = [];
-  for (const line of text.split("\n")) {
-    if (!line.trim()) continue;
-    try {
-      out.push(JSON.parse(line));
-    } catch { /* a torn last line from a killed writer */ }
-  }
-  return out;
+export async function readResults(
+  path: string,
+  opts: ReadResultsOptions = {},
+): Promise<RunRecord[]> {
+  return (await readResultsFile(path, opts)).records;
 }
 
 /** Per-projection gradient norms averaged over the log windows that recorded them. */
@@ -190,7 +316,8 @@ function meanGradNorms(r: TrainResult): { gradNorms?: Record<string, number> } {
  *
  * @example
  * ```ts
- * import { modelConfig, toRecord, trainConfig, type TrainResult } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
+ * import { toRecord, trainConfig, type TrainResult } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const config = trainConfig(modelConfig("tiny"), { steps: 20 });
  * const result: TrainResult = {
@@ -311,11 +438,15 @@ export interface SweepOptions {
    * the grid depend on (`after`): they need its checkpoint in its own folder.
    */
   reuse?: string[];
-  /** Called before each run starts, after it finishes, and for runs skipped or reused. */
+  /**
+   * Called before each run starts, after it finishes, for runs skipped or reused, and for a run
+   * that diverged (now, or recorded as diverged by an earlier call: it is not trained again).
+   */
   onRun?: (
-    event: "start" | "done" | "skip" | "reuse",
+    event: "start" | "done" | "skip" | "reuse" | "diverged",
     spec: RunSpec,
     record?: RunRecord,
+    diverged?: DivergedRecord,
   ) => void;
   /** Print training progress. */
   progress?: boolean;
@@ -331,7 +462,9 @@ export interface SweepOptions {
  *
  * @example
  * ```ts ignore
- * import { openDevice, runSweep, studyRuns } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { runSweep } from "@qsparse/kit/train";
+ * import { studyRuns } from "@qsparse/kit/studies";
  * const dev = await openDevice();
  * await runSweep(dev, studyRuns("sparsity_vs_loss", "smoke"), { results: "results/smoke.jsonl", runsDir: "runs" });
  * ```
@@ -358,7 +491,7 @@ export async function runSweep(
   const needed = new Set(specs.flatMap((s) => s.after ?? []));
   const pool = new Map<string, RunRecord>();
   for (const file of opts.reuse ?? []) {
-    for (const r of await readResults(file)) {
+    for (const r of await readResults(file, { missingOk: true })) {
       if (r.reusedFrom || r.backend !== device.kind || r.adapter !== device.description) continue;
       if (!pool.has(canonicalJson(r.config))) pool.set(canonicalJson(r.config), r);
     }
@@ -368,9 +501,16 @@ export async function runSweep(
     if (opts.shard && i % opts.shard.count !== opts.shard.index) continue;
     if (opts.maxRuns !== undefined && finished >= opts.maxRuns) break;
     const spec = specs[i]!;
-    const done = new Map((await readResults(opts.results)).map((r) => [key(r), r]));
+    const file = await readResultsFile(opts.results, { missingOk: true });
+    const done = new Map(file.records.map((r) => [key(r), r]));
     if (done.has(key(spec))) {
       opts.onRun?.("skip", spec, done.get(key(spec)));
+      continue;
+    }
+    // Training is deterministic per adapter: a diverged run would diverge again.
+    const failed = file.diverged.find((r) => key(r) === key(spec));
+    if (failed) {
+      opts.onRun?.("diverged", spec, undefined, failed);
       continue;
     }
     const missing = (spec.after ?? []).filter((a) => !done.has(`${spec.study}/${a}`));
@@ -394,19 +534,40 @@ export async function runSweep(
     }
     opts.onRun?.("start", spec);
     const out = `${opts.runsDir}/${spec.study}/${spec.id}`;
-    const r = await train(device, spec.config, {
-      out,
-      resume: true,
-      progress: opts.progress ?? false,
-    });
+    let r: TrainResult;
+    try {
+      r = await train(device, spec.config, {
+        out,
+        resume: true,
+        progress: opts.progress ?? false,
+      });
+    } catch (e) {
+      if (!(e instanceof DivergenceError)) throw e;
+      const rec: DivergedRecord = {
+        id: spec.id,
+        study: spec.study,
+        tags: spec.tags,
+        config: spec.config,
+        diverged: { step: e.step, tensor: e.tensor, message: e.message },
+        adapter: device.description,
+        backend: device.kind,
+        codeVersion: version,
+        date: new Date().toISOString(),
+      };
+      await appendJsonLine(opts.results, rec);
+      opts.onRun?.("diverged", spec, undefined, rec);
+      continue;
+    }
     const rec = toRecord(spec, r, version);
     // Another shard may have finished the same run meanwhile (a retried job); keep one line.
-    const again = new Set((await readResults(opts.results)).map(key));
+    const again = new Set((await readResults(opts.results, { missingOk: true })).map(key));
     if (!again.has(key(spec))) await appendJsonLine(opts.results, rec);
     finished++;
     opts.onRun?.("done", spec, rec);
   }
-  const all = new Map((await readResults(opts.results)).map((r) => [key(r), r]));
+  const all = new Map(
+    (await readResults(opts.results, { missingOk: true })).map((r) => [key(r), r]),
+  );
   return specs.map((s) => all.get(key(s))).filter((r): r is RunRecord => r !== undefined);
 }
 
@@ -429,7 +590,8 @@ function canonicalJson(x: unknown): string {
  *
  * @example
  * ```ts
- * import { modelConfig, modelLabel } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
+ * import { modelLabel } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.equal(modelLabel(modelConfig("s")), "s");
  * assert.equal(modelLabel(modelConfig("s", { bitnet: true })), "s-bitnet");
