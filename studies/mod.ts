@@ -22,6 +22,7 @@
  */
 export * from "./studies.ts";
 export * from "./moe_study.ts";
+export * from "./stats.ts";
 export * from "./report.ts";
 export * from "./findings.ts";
 export * from "./tables.ts";
