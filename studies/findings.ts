@@ -629,11 +629,15 @@ export function superLinearFinding(c: Convexity | null): Finding {
  *
  * @example
  * ```ts
- * import { gapShrinksFinding } from "@qsparse/kit/studies";
+ * import { gapShrinksFinding, type GapTrend } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const perSize = [{ N: 1e5, gap: { value: 0.1, se: 0.005 } }, { N: 1e6, gap: { value: 0.08, se: 0.005 } }];
- * const t = { perSize, slope: { value: -0.02, se: 0.007 }, relativePerDecade: -0.22 };
- * assert.equal(gapShrinksFinding(t).verdict, "reproduced");
+ * const perSize = [1e5, 1e6, 1e7].map((N, i) => ({ N, gap: { value: 0.1 - 0.02 * i, se: 0.005, df: 1 }, seeds: 2, weightSe: 0.005 }));
+ * const t: GapTrend = {
+ *   perSize, slope: { value: -0.02, se: 0.004, df: 3 }, chi2PerDof: 0.5, unweighted: { value: -0.02, se: 0.001, df: 1 },
+ *   seedNoise: { sd: 0.007, df: 3 }, singleSeedSizes: 0, relativePerDecade: -0.25,
+ * };
+ * assert.equal(gapShrinksFinding(t).verdict, "reproduced"); // t = −5 with 3 df
+ * assert.equal(gapShrinksFinding({ ...t, slope: { value: -0.02, se: 0.015, df: 3 } }).verdict, "inconclusive");
  * ```
  */
 export function gapShrinksFinding(t: GapTrend | null): Finding {
