@@ -721,7 +721,7 @@ export function equalNaFinding(
   const pClean = inverted.length && cleanSizes.size
     ? pooledWithSpread([...cleanSizes.values()].map((rs) => pooled(rs.map((r) => r.advantage))!))
     : null;
-  const single = new Set(rows.filter((r) => r.group.singleSeed).map((r) => r.group.key)).size;
+  const single = new Set(rows.filter((r) => r.group?.singleSeed).map((r) => r.group.key)).size;
   return {
     id,
     claim,
