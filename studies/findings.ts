@@ -444,6 +444,13 @@ export function armComparisonFinding(spec: ArmComparisonSpec): Finding {
   }
   const d = lossDifference(a, b);
   const scale = spec.relative ? 100 / b.loss.mean : 1;
+  const single = [a, b].filter((g) => g.singleSeed).length;
+  const singleNote = !single
+    ? ""
+    : a.loss.df === Infinity || b.loss.df === Infinity
+    ? "single-seed arm: its error is the evaluation noise only (seed noise not measured here)"
+    : "single-seed arm: its error is the seed noise pooled over the replicated arms";
+  const note = [spec.note, singleNote].filter(Boolean).join("; ");
   return comparisonFinding({
     id: spec.id,
     claim: spec.claim,
@@ -460,7 +467,7 @@ export function armComparisonFinding(spec: ArmComparisonSpec): Finding {
     threshold: spec.threshold,
     unit: spec.relative ? "%" : " nats",
     digits: spec.relative ? 2 : 3,
-    ...(spec.note ? { note: spec.note } : {}),
+    ...(note ? { note } : {}),
   });
 }
 
@@ -1039,8 +1046,8 @@ const BADGE: Record<Verdict, string> = {
 /** What a smoke run's table prints instead of a verdict. */
 export const SMOKE_VERDICT = "smoke run — not evidence";
 
-function pText(p: number): string {
-  return p < 1e-4 ? "< 0.0001" : p.toFixed(p < 0.01 ? 4 : 3);
+function pText(name: string, p: number): string {
+  return p < 1e-4 ? `${name} < 0.0001` : `${name} = ${p.toFixed(p < 0.01 ? 4 : 3)}`;
 }
 
 /**
@@ -1062,8 +1069,8 @@ export function testText(f: Finding): string {
   if (!f.test) return f.testName ?? "—";
   const t = f.test;
   if (!Number.isFinite(t.p)) return `${t.name}: no error estimate`;
-  const holmText = t.pAdjusted !== undefined ? `; Holm p = ${pText(t.pAdjusted)}` : "";
-  return `${t.name}: t = ${t.t.toFixed(2)}, p = ${pText(t.p)}${holmText} (α = ${t.level})`;
+  const holmText = t.pAdjusted !== undefined ? `; ${pText("Holm p", t.pAdjusted)}` : "";
+  return `${t.name}: t = ${t.t.toFixed(2)}, ${pText("p", t.p)}${holmText} (α = ${t.level})`;
 }
 
 /** Options of {@link findingsMarkdown}. */
