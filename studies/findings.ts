@@ -519,8 +519,8 @@ export function steFinding(groups: readonly RunGroup[]): Finding {
   const worse = ta.p >= tb.p || Number.isNaN(ta.p) ? ta : tb;
   const test: TTest = {
     ...worse,
-    name: `both one-sided t-tests of > 0 (intersection–union; worse: ${
-      worse.name.replace(/.*\(/, "(")
+    name: `intersection–union of two one-sided t-tests of > 0 (the worse: ${
+      worse.name.replace(/.*\(/, "")
     }`,
     p: Math.max(ta.p, tb.p),
     pContrary: Math.min(ta.pContrary, tb.pContrary),
