@@ -99,6 +99,7 @@ export type {
 export { equalNaMarkdown, gapsMarkdown, groupsMarkdown } from "./tables.ts";
 export {
   chunkSparsityOf,
+  differenceBarsOf,
   expertLoadOf,
   gapPointsOf,
   isoLossSurfaceOf,
@@ -147,4 +148,14 @@ export {
   saveMarkdown,
 } from "./notebook.ts";
 export type { LoadStudyOptions, SaveFigureOptions, StudyData } from "./notebook.ts";
-export type { TEstimate, TTest } from "./stats.ts";
+export {
+  combine,
+  f1Quantile,
+  holm,
+  tCdf,
+  tQuantile,
+  tTest,
+  weightedTrend,
+  welchDf,
+} from "./stats.ts";
+export type { TEstimate, Trend, TTest } from "./stats.ts";
