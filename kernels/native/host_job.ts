@@ -17,6 +17,13 @@ import type { NativeRuntime, ParallelTask } from "../../src/backend/backend.ts";
 export const MIN_PARALLEL = 1 << 16;
 
 /**
+ * Shortest contiguous run copied with `TypedArray.set` (a memcpy) rather than an element loop:
+ * measured on 32-bit words, the loop wins below 64 elements (making the subarray costs more than
+ * the copy), `set` above.
+ */
+export const SET_MIN = 64;
+
+/**
  * A data-parallel piece of a native kernel over whole buffers: computes items `[lo, hi)`.
  * `params` holds the numeric parameters after the buffers (op codes, sizes, scalars).
  */

@@ -12,7 +12,7 @@
  */
 import type { NativeRuntime } from "../../src/backend/backend.ts";
 import type { PermuteLayout } from "../permute.ts";
-import { launch, type Launchable, launchable } from "./host_job.ts";
+import { launch, type Launchable, launchable, SET_MIN } from "./host_job.ts";
 
 /** Odometer coordinates (per thread). */
 const coord = new Float64Array(8);
@@ -34,7 +34,7 @@ function run(
   n: number,
 ): void {
   if (s === 1) {
-    if (n >= 256) o.set(x.subarray(ix, ix + n), io);
+    if (n >= SET_MIN) o.set(x.subarray(ix, ix + n), io);
     else for (let i = 0; i < n; i++) o[io + i] = x[ix + i]!;
   } else {
     for (let i = 0; i < n; i++, ix += s) o[io + i] = x[ix]!;
@@ -110,8 +110,10 @@ function runWalk4(
       for (; c2 < d2 && i < hi; c2++, c3 = 0) {
         const ix = c0 * s0 + c1 * s1 + c2 * s2 + c3 * s3;
         const len = Math.min(d3 - c3, hi - i);
-        if (s3 === 1) { for (let j = 0; j < len; j++) o[i + j] = x[ix + j]!; }
-        else for (let j = 0, k = ix; j < len; j++, k += s3) o[i + j] = x[k]!;
+        if (s3 !== 1) {
+          for (let j = 0, k = ix; j < len; j++, k += s3) o[i + j] = x[k]!;
+        } else if (len >= SET_MIN) o.set(x.subarray(ix, ix + len), i);
+        else for (let j = 0; j < len; j++) o[i + j] = x[ix + j]!;
         i += len;
       }
     }
