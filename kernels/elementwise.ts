@@ -6,8 +6,8 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
-import { broadcastStrides, type Shape, sizeOf } from "../src/tensor/shape.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
+import { broadcastStrides, type Shape, sizeOf } from "../src/core/shape.ts";
 import { asF32, enables, gridStride, uniforms, WG } from "./common.ts";
 import * as nat from "./native/elementwise.ts";
 

@@ -4,7 +4,7 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { asF32, enables, gridStride, uniforms, WG } from "./common.ts";
 import { fillF32Native } from "./native/fill.ts";
 import { castCode, castNative } from "./native/cast.ts";

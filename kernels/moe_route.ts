@@ -8,6 +8,7 @@ import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { gridStride, uniforms, WG } from "./common.ts";
 import { fr, GRID, NONE } from "./moe_layout.ts";
 import { beats, WGSL_FLOAT_HELPERS } from "./reduce.ts";
+import { moeRouteBackwardNative, moeRouteNative } from "./native/moe_route.ts";
 
 /** WGSL of the routing kernel: `experts[t, j]`, `gates[t, j]` for the top-k of `probs[t, :]`. */
 export function moeRouteWgsl(): string {
@@ -112,6 +113,7 @@ export function moeRouteDispatch(
     key: "moeRoute",
     wgsl: moeRouteWgsl,
     cpu: ([a, b, c]) => moeRouteCpu(n, e, k, norm, a!, b!, c!),
+    native: (bufs, rt) => moeRouteNative(n, e, k, norm, bufs, rt),
     buffers: [probs, experts, gates],
     uniforms: uniforms(n, e, k, norm ? 1 : 0),
     workgroups: gridStride(n),
@@ -211,6 +213,7 @@ export function moeRouteBackwardDispatch(
     key: "moeRouteBackward",
     wgsl: moeRouteBackwardWgsl,
     cpu: ([a, b, c, d]) => moeRouteBackwardCpu(n, e, k, norm, a!, b!, c!, d!),
+    native: (bufs, rt) => moeRouteBackwardNative(n, e, k, norm, bufs, rt),
     buffers: [probs, experts, gg, gp],
     uniforms: uniforms(n, e, k, norm ? 1 : 0),
     workgroups: gridStride(n),

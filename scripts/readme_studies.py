@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-# Usage: scripts/readme_studies.py (after scripts/render_full.sh), then deno fmt README.md.
-# Builds the README's studies section from results/ (findings tables written by the notebooks,
+# Usage: scripts/readme_studies.py (after scripts/render_full.sh), then deno fmt docs/studies.md.
+# Builds the studies section of docs/studies.md from results/ (findings tables written by the notebooks,
 # run counts and wall time from results/*.jsonl) and splices it between markers.
 import json, glob, os, re
 os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
@@ -32,10 +32,11 @@ def table(name):
     return open(p).read().strip() if os.path.exists(p) else '_(not rendered)_'
 def fig(name, alt):
     p = f'results/figures/{name}.png'
-    return f'![{alt}]({p})' if os.path.exists(p) else f'_(figure {name} missing)_'
+    # The page lives in docs/, so links climb one folder.
+    return f'![{alt}](../{p})' if os.path.exists(p) else f'_(figure {name} missing)_'
 counts = ', '.join(f'{k} {v}' for k, v in runs.items())
 sec = f'''<!-- studies:start -->
-## Studies: what reproduced at this scale
+## What reproduced at this scale
 
 Everything below comes from the full-profile runs committed in `results/` (one JSON line per run:
 config, validation loss ± its standard error over 512 validation windows, per-projection sparsity,
@@ -97,10 +98,10 @@ amplifies a change of seed, so the notebooks pool both adapters.
 {fig("01_speedup_vs_batch", "Speed-up against batch size")}
 {fig("01_speedup_vs_sparsity_h200", "Decoding GEMV speed-up over dense on the H200")}
 <!-- studies:end -->'''
-readme = open('README.md').read()
-if '<!-- studies:start -->' in readme:
-    readme = re.sub(r'<!-- studies:start -->.*<!-- studies:end -->', lambda m: sec, readme, flags=re.S)
-else:
-    readme = readme.replace('## Q-Sparse semantics, exactly', sec + '\n\n## Q-Sparse semantics, exactly')
-open('README.md', 'w').write(readme)
+TARGET = 'docs/studies.md'
+page = open(TARGET).read()
+if '<!-- studies:start -->' not in page:
+    raise SystemExit(f'{TARGET} has no <!-- studies:start --> marker')
+page = re.sub(r'<!-- studies:start -->.*<!-- studies:end -->', lambda m: sec, page, flags=re.S)
+open(TARGET, 'w').write(page)
 print('ok', counts, total, by_adapter)

@@ -18,7 +18,7 @@ import {
   TransformerLM,
   ValueError,
 } from "../mod.ts";
-import { cpu, gpu } from "./helpers.ts";
+import { cpu, others } from "./helpers.ts";
 
 const B = 2, T = 16;
 
@@ -140,7 +140,7 @@ async function crossCheck(dev: Device): Promise<void> {
 
 Deno.test("chunk sparsity: equals a host union of the captured masks (dense and MoE sites)", async () => {
   await crossCheck(cpu);
-  if (gpu) await crossCheck(gpu);
+  for (const dev of others) await crossCheck(dev);
 });
 
 Deno.test("chunk sparsity: the probe leaves the sparsity and router counters alone", async () => {

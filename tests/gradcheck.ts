@@ -170,7 +170,7 @@ export async function gradCheck(
 }
 
 /**
- * Runs forward + backward on the CPU twin and on every other device (native; WebGPU when an
+ * Runs forward + backward on the CPU twin and on every other device (native, and WebGPU when an
  * adapter exists) and compares outputs and gradients.
  *
  * @param fn The op under test.

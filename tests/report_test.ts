@@ -5,6 +5,13 @@
  */
 import assert from "node:assert/strict";
 import {
+  openDevice,
+  PAPER_SCALING_LAW,
+  type RunRecord,
+  scalingLaw,
+  type ScalingLawParams,
+} from "../mod.ts";
+import {
   blockFinding,
   combineVerdicts,
   comparisonFinding,
@@ -25,16 +32,11 @@ import {
   markdownTable,
   meanSe,
   nearDenseFinding,
-  openDevice,
-  PAPER_SCALING_LAW,
   parseProfile,
   readBenchFiles,
   reluDriftFinding,
-  type RunRecord,
   saveFigure,
   saveMarkdown,
-  scalingLaw,
-  type ScalingLawParams,
   sparsityAt,
   sparsityDrift,
   sStarFinding,
@@ -48,7 +50,7 @@ import {
   verdictBelow,
   verdictInterval,
   verdictWithin,
-} from "../mod.ts";
+} from "../studies/mod.ts";
 
 /** A deterministic normal sampler (Box–Muller on a small LCG), so tests never flake. */
 function rng(seed: number): () => number {

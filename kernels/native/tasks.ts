@@ -17,8 +17,31 @@ import { OPTIM_TASKS } from "./optim.ts";
 import { CAST_TASKS } from "./cast.ts";
 // -- end --
 // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: imports --
+import { softmaxBackwardF32Task, softmaxF32Task } from "./softmax.ts";
+import { rmsNormBackwardF32Task, rmsNormF32Task, rmsNormWeightGradF32Task } from "./rmsnorm.ts";
+import { ropeF32Task } from "./rope.ts";
+import { topkMaskF32Task, topkRowsF32Task } from "./topk.ts";
+import { chunkUnionTask } from "./chunk_union.ts";
 // -- end --
 // -- sparse matmul, quantization, MoE, grouped matmul: imports --
+import { spmmColsTask } from "./spmm.ts";
+import {
+  dequantRowsTask,
+  packTernaryTask,
+  quantKeptTask,
+  quantRowsTask,
+  ternaryMatmulTask,
+  unpackTernaryTask,
+} from "./quant.ts";
+import { fakeQuantRowsTask, fakeQuantTernaryTask } from "./quant_ste.ts";
+import { moeGatherBackwardTask, moeGatherTask } from "./moe_gather.ts";
+import {
+  moeCombineGatesBackwardTask,
+  moeCombineRowsBackwardTask,
+  moeCombineTask,
+} from "./moe_combine.ts";
+import { moeRouteBackwardTask, moeRouteTask } from "./moe_route.ts";
+import { moeSegmentCountTask } from "./moe_counters.ts";
 // -- end --
 
 /** All tasks. */
@@ -35,7 +58,33 @@ export const TASKS: readonly ParallelTask[] = [
   ...CAST_TASKS,
   // -- end --
   // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: tasks --
+  softmaxF32Task,
+  softmaxBackwardF32Task,
+  rmsNormF32Task,
+  rmsNormBackwardF32Task,
+  rmsNormWeightGradF32Task,
+  ropeF32Task,
+  topkMaskF32Task,
+  topkRowsF32Task,
+  chunkUnionTask,
   // -- end --
   // -- sparse matmul, quantization, MoE, grouped matmul: tasks --
+  spmmColsTask,
+  quantRowsTask,
+  quantKeptTask,
+  packTernaryTask,
+  unpackTernaryTask,
+  dequantRowsTask,
+  ternaryMatmulTask,
+  fakeQuantRowsTask,
+  fakeQuantTernaryTask,
+  moeGatherTask,
+  moeGatherBackwardTask,
+  moeCombineTask,
+  moeCombineRowsBackwardTask,
+  moeCombineGatesBackwardTask,
+  moeRouteTask,
+  moeRouteBackwardTask,
+  moeSegmentCountTask,
   // -- end --
 ];

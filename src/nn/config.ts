@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 
 /** The four places Q-Sparse sparsifies a projection input (one mask per site). */
 export type Site = "qkv" | "o" | "gateUp" | "down";

@@ -11,7 +11,7 @@
 import { matmul } from "../ops/matmul.ts";
 import { quantizeWeightsSte } from "../ops/quant_ste.ts";
 import type { Device } from "../tensor/device.ts";
-import { ShapeError } from "../tensor/errors.ts";
+import { ShapeError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { Module } from "./module.ts";
 

@@ -7,7 +7,7 @@
 import type { Device } from "../tensor/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { keep } from "../tensor/scope.ts";
-import { lowbias32 } from "../../kernels/random.ts";
+import { lowbias32 } from "../core/random.ts";
 
 /**
  * A 32-bit seed derived from a base seed and a parameter name, so each parameter gets its own stream.

@@ -50,7 +50,7 @@ import {
 import { quantizeWeightsSte } from "../ops/quant_ste.ts";
 import { softmax } from "../ops/softmax.ts";
 import type { Device } from "../tensor/device.ts";
-import { ShapeError } from "../tensor/errors.ts";
+import { ShapeError } from "../core/errors.ts";
 import { keep } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { ModelConfig, MoeConfig, Site } from "./config.ts";

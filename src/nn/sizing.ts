@@ -1,14 +1,14 @@
 /**
  * Parameter accounting from a config alone, and sizing of study arms to equal activated
- * parameters (qsparse.md §7): a dense model, a Q-Sparse model and an MoE (+ Q-Sparse) model
- * compared at the same N_a.
+ * parameters (docs/paper-notes.md §7): a dense model, a Q-Sparse model and an MoE (+ Q-Sparse)
+ * model compared at the same N_a.
  *
  * `N_a = Σ_sites (1 − s_site)·|W_site| + router + norms` over non-embedding weights, with MoE
- * experts counted k/E before any intra-expert sparsity (qsparse.md §3.5, §7).
+ * experts counted k/E before any intra-expert sparsity (docs/paper-notes.md §3.5, §7).
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 import {
   keptCount,
   type ModelConfig,

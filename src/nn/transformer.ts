@@ -16,11 +16,21 @@ import { add } from "../ops/elementwise.ts";
 import { crossEntropy } from "../ops/cross_entropy.ts";
 import { embedding } from "../ops/embedding.ts";
 import type { Device } from "../tensor/device.ts";
-import { DTypeError, ShapeError } from "../tensor/errors.ts";
+import { CheckpointError, DTypeError, ShapeError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { Attention } from "./attention.ts";
 import { type ModelConfig, type ParamCounts, paramCounts, validateConfig } from "./config.ts";
 import { FeedForward } from "./ffn.ts";
+import {
+  generate,
+  type GenerateOptions,
+  type Generation,
+  type GenerationChunk,
+  type Prompts,
+  streamGenerate,
+} from "./generate.ts";
+import { loadCheckpoint, loadWeights } from "../train/checkpoint.ts";
+import { importHf } from "../train/hf.ts";
 import { Linear } from "./linear.ts";
 import { Module } from "./module.ts";
 import { MoeFeedForward } from "./moe.ts";
@@ -197,5 +207,109 @@ export class TransformerLM extends Module {
   /** Parameter counts. @returns Total, embedding, non-embedding, per site. */
   params(): ParamCounts {
     return paramCounts(this.config);
+  }
+
+  /**
+   * Loads a model from a kit checkpoint (`checkpoint.safetensors` of a training run; its
+   * metadata holds the config), a run directory that contains one, or a Llama-style folder
+   * (`config.json` + `model.safetensors`, see `importHf`).
+   *
+   * @param device The device.
+   * @param path A `.safetensors` checkpoint or a run directory.
+   * @returns The model with the checkpoint's weights.
+   * @throws {CheckpointError} For a file that is not a kit checkpoint or lacks a model config.
+   *
+   * @example
+   * ```ts
+   * import { modelConfig, openDevice, saveCheckpoint, TransformerLM } from "@qsparse/kit";
+   * import assert from "node:assert/strict";
+   * using dev = await openDevice({ prefer: "cpu" });
+   * using a = new TransformerLM(dev, modelConfig("xxs", { seqLen: 8 }), 1);
+   * const path = `${await Deno.makeTempDir()}/ckpt.safetensors`;
+   * const state = { step: 0, sampler: { seed: 0, step: 0 }, generator: { seed: 0, offset: 0 }, tokens: 0, elapsed: 0 };
+   * await saveCheckpoint(path, a, null, state, { model: a.config });
+   * using b = await TransformerLM.fromCheckpoint(dev, path);
+   * assert.deepEqual([...await b.embed.data()], [...await a.embed.data()]);
+   * ```
+   */
+  static async fromCheckpoint(device: Device, path: string): Promise<TransformerLM> {
+    let file = path;
+    try {
+      if ((await Deno.stat(path)).isDirectory) {
+        const has = (f: string) => Deno.stat(`${path}/${f}`).then(() => true, () => false);
+        // A Llama-style folder (config.json + model.safetensors) rather than a run directory.
+        if (!(await has("checkpoint.safetensors")) && (await has("model.safetensors"))) {
+          return await importHf(device, path);
+        }
+        file = `${path}/checkpoint.safetensors`;
+      }
+    } catch (e) {
+      if (e instanceof CheckpointError) throw e;
+      throw new CheckpointError("TransformerLM.fromCheckpoint", `${path}: ${(e as Error).message}`);
+    }
+    const ckpt = await loadCheckpoint(file);
+    const raw = ckpt.config as { model?: ModelConfig; dModel?: number } | null;
+    const config = raw && typeof raw === "object" && raw.model ? raw.model : raw;
+    if (!config || typeof config !== "object" || typeof config.dModel !== "number") {
+      throw new CheckpointError(
+        "TransformerLM.fromCheckpoint",
+        `${file} holds no model config (expected metadata config.model)`,
+      );
+    }
+    const model = new TransformerLM(device, config as ModelConfig, 0);
+    try {
+      loadWeights(model, ckpt, file);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+    return model;
+  }
+
+  /**
+   * Generates continuations with a KV cache (greedy by default; see {@link generate}).
+   *
+   * @param prompts One prompt or several (text, or token ids).
+   * @param opts `maxNewTokens`, `temperature`, `topK`, `topP`, `seed`, `stop`, `sparse`,
+   *   `sparsity`, `onChunk`.
+   * @returns One result per prompt.
+   *
+   * @example
+   * ```ts
+   * import { modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+   * import assert from "node:assert/strict";
+   * using dev = await openDevice({ prefer: "cpu" });
+   * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 16, sparsity: 0.5 }), 1);
+   * const [g] = await model.generate("The ", { maxNewTokens: 3, sparse: true });
+   * assert.equal(g!.tokens.length, 3);
+   * ```
+   */
+  generate(
+    prompts: Prompts,
+    opts: GenerateOptions & { onChunk?: (chunk: GenerationChunk) => void } = {},
+  ): Promise<Generation[]> {
+    return generate(this, prompts, opts);
+  }
+
+  /**
+   * Streams continuations chunk by chunk (see {@link streamGenerate}).
+   *
+   * @param prompts One prompt or several.
+   * @param opts As for {@link TransformerLM.generate}.
+   * @returns An async iterator of chunks.
+   *
+   * @example
+   * ```ts
+   * import { modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+   * import assert from "node:assert/strict";
+   * using dev = await openDevice({ prefer: "cpu" });
+   * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 16 }), 1);
+   * let text = "";
+   * for await (const c of model.stream("Hi", { maxNewTokens: 4 })) text += c.text[0];
+   * assert.ok(typeof text === "string");
+   * ```
+   */
+  stream(prompts: Prompts, opts: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
+    return streamGenerate(this, prompts, opts);
   }
 }

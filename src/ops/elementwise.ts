@@ -18,9 +18,9 @@ import {
 } from "../../kernels/elementwise.ts";
 import { castDispatch } from "../../kernels/fill.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError } from "../tensor/errors.ts";
-import { broadcastShapes, sameShape, sizeOf } from "../tensor/shape.ts";
+import { type DType, isFloat } from "../core/dtype.ts";
+import { DeviceError, DTypeError, ShapeError } from "../core/errors.ts";
+import { broadcastShapes, sameShape, sizeOf } from "../core/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { sumTo } from "./layout.ts";
 
@@ -28,7 +28,7 @@ export type { BinaryOp, UnaryOp } from "../../kernels/elementwise.ts";
 
 function sameDevice(op: string, a: Tensor, b: Tensor): void {
   if (a.device !== b.device) {
-    throw ShapeError.mismatch(op, [a.shape, b.shape], "tensors live on different devices");
+    throw DeviceError.mismatch(op, [a.shape, b.shape], "tensors live on different devices");
   }
 }
 

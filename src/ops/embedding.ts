@@ -9,8 +9,8 @@ import {
   embeddingLinksDispatch,
 } from "../../kernels/embedding.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { type DType, isFloat } from "../core/dtype.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Device } from "../tensor/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
@@ -96,7 +96,7 @@ export function embedding<D extends DType>(
       );
     }
     if (ids.device !== table.device) {
-      throw ShapeError.mismatch(
+      throw DeviceError.mismatch(
         op,
         [table.shape, ids.shape],
         "table and ids live on different devices",

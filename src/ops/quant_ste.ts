@@ -2,13 +2,13 @@
  * BitNet b1.58 fake quantisation with the straight-through estimator, for training: the forward
  * value is the quantised-then-dequantised tensor, the gradient passes through unchanged
  * (`x + (q(x) − x).detach()` in PyTorch terms). Activations: int8 absmax per token; weights:
- * ternary absmean per tensor (qsparse.md §1.4).
+ * ternary absmean per tensor (docs/paper-notes.md §1.4).
  *
  * @module
  */
 import { fakeQuantRowsDispatch, fakeQuantTernaryDispatch } from "../../kernels/quant_ste.ts";
 import { needsGrad, noGrad, record } from "../autograd/tape.ts";
-import { DTypeError, ShapeError } from "../tensor/errors.ts";
+import { DTypeError, ShapeError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { abs } from "./elementwise.ts";
 import { meanAll } from "./reduce.ts";

@@ -15,8 +15,8 @@ import {
   type SpmmProblem,
 } from "../../kernels/spmm.ts";
 import { needsGrad, noGrad, record } from "../autograd/tape.ts";
-import { type FloatDType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { type FloatDType, isFloat } from "../core/dtype.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import { type AnySparse, CSR, NMSparse } from "../tensor/sparse.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { matmul } from "./matmul.ts";
@@ -92,7 +92,7 @@ function check(op: string, a: AnySparse, w: Tensor): void {
   }
   if (!isFloat(w.dtype)) throw new DTypeError(op, `needs float tensors, got ${w.dtype}`);
   if (w.device !== a.device) {
-    throw ShapeError.mismatch(op, [a.shape, w.shape], "tensors live on different devices");
+    throw DeviceError.mismatch(op, [a.shape, w.shape], "tensors live on different devices");
   }
 }
 

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 import { axis, colour, layout } from "./_common.ts";
 import { Figure, type PlotlyTrace } from "./figure.ts";
 

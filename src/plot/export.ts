@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { KitError, ValueError } from "../tensor/errors.ts";
+import { KitError, ValueError } from "../core/errors.ts";
 import { atomicWriteFile } from "../util/fs.ts";
 import { Figure, plotlySource } from "./figure.ts";
 

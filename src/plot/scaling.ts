@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 import { axis, colour, formatCount, groupBy, layout, line, linspace, logspace } from "./_common.ts";
 import { Figure, type PlotlyTrace } from "./figure.ts";
 

@@ -9,11 +9,11 @@
  */
 import type { Storage } from "../backend/backend.ts";
 import type { Device } from "./device.ts";
-import { type DType, type TypedArrayFor, typedView } from "./dtype.ts";
-import { DisposedError, formatShape, ShapeError } from "./errors.ts";
-import { type Shape, sizeOf } from "./shape.ts";
+import { type DType, type TypedArrayFor, typedView } from "../core/dtype.ts";
+import { DisposedError, formatShape, ShapeError } from "../core/errors.ts";
+import { type Shape, sizeOf } from "../core/shape.ts";
 import { track, untrack } from "./scope.ts";
-import { type GradNode, needsGrad, record } from "../autograd/tape.ts";
+import { type GradNode, recordingEnabled } from "./grad_node.ts";
 
 /**
  * Storage shared between a tensor and its reshaped views.
@@ -184,9 +184,11 @@ export class Tensor<D extends DType = DType> implements Disposable {
     const buf = this.#shared("reshape");
     buf.refs++;
     const out = new Tensor(this.device, resolved, this.dtype, buf);
-    if (needsGrad(this)) {
+    if (this.requiresGrad && recordingEnabled()) {
+      // What autograd's `record` does, inlined: the tensor layer sits below autograd.
       const from = this.shape;
-      record(out, "reshape", [this], (g) => [g.reshape(from)]);
+      out.requiresGrad = true;
+      out.node = { op: "reshape", inputs: [this], backward: (g) => [g.reshape(from)] };
     }
     return out;
   }

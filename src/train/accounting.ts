@@ -2,7 +2,7 @@
  * Sparsity accounting: achieved input sparsity per projection site (measured from the masked
  * tensors the projections consume, so the ReLU² down-projection shows its extra natural
  * sparsity), overall sparsity as the parameter-weighted mean over linear weights, and activated
- * parameters N_a = Σ (1 − s)·|W| (qsparse.md §3.5).
+ * parameters N_a = Σ (1 − s)·|W| (docs/paper-notes.md §3.5).
  *
  * @module
  */

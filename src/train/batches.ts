@@ -8,8 +8,8 @@
  *
  * @module
  */
-import { randomBits } from "../../kernels/random.ts";
-import { ValueError } from "../tensor/errors.ts";
+import { randomBits } from "../core/random.ts";
+import { ValueError } from "../core/errors.ts";
 
 /** The serialisable state of a {@link BatchSampler}. */
 export interface SamplerState {

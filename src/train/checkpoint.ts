@@ -5,11 +5,13 @@
  *
  * Keys: parameters by their dotted names; optimizer moments as `optim.m.<name>` / `optim.v.<name>`.
  * Metadata: `state` (JSON of {@link TrainState}) and `config` (JSON of the run config).
+ * Every tensor carries a CRC-32 (see `safetensors.ts`), checked on load: flipped bytes are a
+ * {@link CheckpointError} naming the tensor, never a model that silently evaluates worse.
  *
  * @module
  */
 import type { TransformerLM } from "../nn/transformer.ts";
-import { CheckpointError } from "../tensor/errors.ts";
+import { CheckpointError } from "../core/errors.ts";
 import type { AdamW } from "./optimizer.ts";
 import { type HostTensor, loadSafetensors, saveSafetensors } from "./safetensors.ts";
 

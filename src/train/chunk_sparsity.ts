@@ -22,7 +22,7 @@ import type { Site } from "../nn/config.ts";
 import { ExpertSite, MoeFeedForward } from "../nn/moe.ts";
 import type { SparseSite } from "../nn/sparsify.ts";
 import type { TransformerLM } from "../nn/transformer.ts";
-import { ShapeError, ValueError } from "../tensor/errors.ts";
+import { ShapeError, ValueError } from "../core/errors.ts";
 import { keep, scope } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 

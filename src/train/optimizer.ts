@@ -6,7 +6,7 @@
  */
 import { adamwDispatch, clipScaleDispatch, sqNormDispatch } from "../../kernels/optim.ts";
 import type { Device } from "../tensor/device.ts";
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 import { keep } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 
 /** Maps text to token ids and back. */
 export interface Tokenizer {
