@@ -93,8 +93,8 @@ export function rowKeysHist(
       keys[j] = key;
       const dg = key >>> LOW_BITS;
       h[dg]++;
-      if (dg > mx) mx = dg;
-      if (dg < mn) mn = dg;
+      mx = Math.max(mx, dg); // branch-free (an if here costs more than the histogram)
+      mn = Math.min(mn, dg);
     }
   } else {
     for (let j = 0; j < n; j++) {
@@ -109,8 +109,8 @@ export function rowKeysHist(
       keys[j] = key;
       const dg = (key ^ -2147483648) >>> LOW_BITS;
       h[dg]++;
-      if (dg > mx) mx = dg;
-      if (dg < mn) mn = dg;
+      mx = Math.max(mx, dg); // branch-free (an if here costs more than the histogram)
+      mn = Math.min(mn, dg);
     }
   }
   let b = mx, cum = 0;
@@ -218,8 +218,8 @@ export function magnitudeHist(bits: Int32Array, start: number, n: number, k: num
     const m = bits[j]! & 0x7fffffff;
     const dg = (m > 0x7f800000 ? 0x7fffffff : m) >>> LOW_BITS;
     h[dg]++;
-    if (dg > mx) mx = dg;
-    if (dg < mn) mn = dg;
+    mx = Math.max(mx, dg);
+    mn = Math.min(mn, dg);
   }
   let b = mx, cum = 0;
   while (cum + h[b]! < k) cum += h[b--]!;
