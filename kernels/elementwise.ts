@@ -83,7 +83,9 @@ export type BinaryOp =
   | "gt"
   | "ge"
   | "lt"
-  | "eq";
+  | "eq"
+  | "reluGrad"
+  | "relu2Grad";
 
 /** Binary ops. Comparisons return 1 or 0 in the operands' dtype. */
 export const BINARY: Record<BinaryOp, BinarySpec> = {
@@ -104,6 +106,10 @@ export const BINARY: Record<BinaryOp, BinarySpec> = {
   ge: { wgsl: "select(Z, O, a >= b)", cpu: (a, b) => (a >= b ? 1 : 0) },
   lt: { wgsl: "select(Z, O, a < b)", cpu: (a, b) => (a < b ? 1 : 0) },
   eq: { wgsl: "select(Z, O, a == b)", cpu: (a, b) => (a === b ? 1 : 0) },
+  // Backward of relu / relu2 in one pass, `g = a` upstream and `x = b` the input: the same values
+  // as the chains they replace (g·step(x), and g·(2·relu(x)); 2·x is exact), NaN inputs included.
+  reluGrad: { wgsl: "a * select(0.0, 1.0, b > 0.0)", cpu: (a, b) => a * (b > 0 ? 1 : 0) },
+  relu2Grad: { wgsl: "a * select(0.0, 2.0 * b, b > 0.0)", cpu: (a, b) => a * (b > 0 ? 2 * b : 0) },
 };
 
 /** Ops defined on integer dtypes (the rest need floats). */

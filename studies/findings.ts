@@ -446,6 +446,13 @@ export function armComparisonFinding(spec: ArmComparisonSpec): Finding {
   }
   const d = lossDifference(a, b);
   const scale = spec.relative ? 100 / b.loss.mean : 1;
+  const single = [a, b].filter((g) => g.singleSeed).length;
+  const singleNote = !single
+    ? ""
+    : a.loss.df === Infinity || b.loss.df === Infinity
+    ? "single-seed arm: its error is the evaluation noise only (seed noise not measured here)"
+    : "single-seed arm: its error is the seed noise pooled over the replicated arms";
+  const note = [spec.note, singleNote].filter(Boolean).join("; ");
   return comparisonFinding({
     id: spec.id,
     claim: spec.claim,
@@ -462,7 +469,7 @@ export function armComparisonFinding(spec: ArmComparisonSpec): Finding {
     threshold: spec.threshold,
     unit: spec.relative ? "%" : " nats",
     digits: spec.relative ? 2 : 3,
-    ...(spec.note ? { note: spec.note } : {}),
+    ...(note ? { note } : {}),
   });
 }
 
@@ -514,8 +521,8 @@ export function steFinding(groups: readonly RunGroup[]): Finding {
   const worse = ta.p >= tb.p || Number.isNaN(ta.p) ? ta : tb;
   const test: TTest = {
     ...worse,
-    name: `both one-sided t-tests of > 0 (intersection–union; worse: ${
-      worse.name.replace(/.*\(/, "(")
+    name: `intersection–union of two one-sided t-tests of > 0 (the worse: ${
+      worse.name.replace(/.*\(/, "")
     }`,
     p: Math.max(ta.p, tb.p),
     pContrary: Math.min(ta.pContrary, tb.pContrary),
@@ -631,19 +638,15 @@ export function superLinearFinding(c: Convexity | null): Finding {
  *
  * @example
  * ```ts
- * import { type GapTrend, gapShrinksFinding } from "@qsparse/kit/studies";
+ * import { gapShrinksFinding, type GapTrend } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const size = (N: number, gap: number) => ({ N, gap: { value: gap, se: 0.005 }, seeds: 2, weightSe: 0.005 });
+ * const perSize = [1e5, 1e6, 1e7].map((N, i) => ({ N, gap: { value: 0.1 - 0.02 * i, se: 0.005, df: 1 }, seeds: 2, weightSe: 0.005 }));
  * const t: GapTrend = {
- *   perSize: [size(1e5, 0.1), size(1e6, 0.08)],
- *   slope: { value: -0.02, se: 0.007 },
- *   chi2PerDof: NaN,
- *   unweighted: { value: -0.02, se: 0.007 },
- *   seedNoise: null,
- *   singleSeedSizes: 0,
- *   relativePerDecade: -0.22,
+ *   perSize, slope: { value: -0.02, se: 0.004, df: 3 }, chi2PerDof: 0.5, unweighted: { value: -0.02, se: 0.001, df: 1 },
+ *   seedNoise: { sd: 0.007, df: 3 }, singleSeedSizes: 0, relativePerDecade: -0.25,
  * };
- * assert.equal(gapShrinksFinding(t).verdict, "reproduced");
+ * assert.equal(gapShrinksFinding(t).verdict, "reproduced"); // t = −5 with 3 df
+ * assert.equal(gapShrinksFinding({ ...t, slope: { value: -0.02, se: 0.015, df: 3 } }).verdict, "inconclusive");
  * ```
  */
 export function gapShrinksFinding(t: GapTrend | null): Finding {
@@ -727,7 +730,7 @@ export function equalNaFinding(
   const pClean = inverted.length && cleanSizes.size
     ? pooledWithSpread([...cleanSizes.values()].map((rs) => pooled(rs.map((r) => r.advantage))!))
     : null;
-  const single = new Set(rows.filter((r) => r.group.singleSeed).map((r) => r.group.key)).size;
+  const single = new Set(rows.filter((r) => r.group?.singleSeed).map((r) => r.group.key)).size;
   return {
     id,
     claim,
@@ -1045,8 +1048,8 @@ const BADGE: Record<Verdict, string> = {
 /** What a smoke run's table prints instead of a verdict. */
 export const SMOKE_VERDICT = "smoke run — not evidence";
 
-function pText(p: number): string {
-  return p < 1e-4 ? "< 0.0001" : p.toFixed(p < 0.01 ? 4 : 3);
+function pText(name: string, p: number): string {
+  return p < 1e-4 ? `${name} < 0.0001` : `${name} = ${p.toFixed(p < 0.01 ? 4 : 3)}`;
 }
 
 /**
@@ -1069,8 +1072,8 @@ export function testText(f: Finding): string {
   if (!f.test) return f.testName ?? "—";
   const t = f.test;
   if (!Number.isFinite(t.p)) return `${t.name}: no error estimate`;
-  const holmText = t.pAdjusted !== undefined ? `; Holm p = ${pText(t.pAdjusted)}` : "";
-  return `${t.name}: t = ${t.t.toFixed(2)}, p = ${pText(t.p)}${holmText} (α = ${t.level})`;
+  const holmText = t.pAdjusted !== undefined ? `; ${pText("Holm p", t.pAdjusted)}` : "";
+  return `${t.name}: t = ${t.t.toFixed(2)}, ${pText("p", t.p)}${holmText} (α = ${t.level})`;
 }
 
 /** Options of {@link findingsMarkdown}. */

@@ -99,6 +99,7 @@ export type {
 export { equalNaMarkdown, gapsMarkdown, groupsMarkdown } from "./tables.ts";
 export {
   chunkSparsityOf,
+  differenceBarsOf,
   expertLoadOf,
   gapPointsOf,
   isoLossSurfaceOf,
@@ -147,7 +148,17 @@ export {
   saveMarkdown,
 } from "./notebook.ts";
 export type { LoadStudyOptions, SaveFigureOptions, StudyData } from "./notebook.ts";
-export type { TEstimate, TTest } from "./stats.ts";
+export {
+  combine,
+  f1Quantile,
+  holm,
+  tCdf,
+  tQuantile,
+  tTest,
+  weightedTrend,
+  welchDf,
+} from "./stats.ts";
+export type { TEstimate, Trend, TTest } from "./stats.ts";
 export { budgetFor, V2_PROFILES, V2_STUDIES, v2Model, v2StudyRuns } from "./v2_grid.ts";
 export type { Budget, V2RunOptions, V2Settings, V2Study } from "./v2_grid.ts";
 export { bestLearningRates, FALLBACK_LR, lrFor, lrTablePath, readLrTable } from "./lr_tuning.ts";

@@ -482,7 +482,9 @@ function seedOf(r: RunRecord): string {
  * ```
  */
 export function contrast(parts: readonly { group: RunGroup; coef: number }[]): Contrast {
-  const bySeed = parts.map((p) => new Map(p.group.records.map((r) => [seedOf(r), r.valLoss])));
+  const bySeed = parts.map((p) =>
+    new Map((p.group.records ?? []).map((r) => [seedOf(r), r.valLoss]))
+  );
   const common = [...bySeed[0]?.keys() ?? []].filter((s) => s && bySeed.every((m) => m.has(s)));
   if (common.length >= 2) {
     const perSeed = common.map((s) =>
@@ -754,10 +756,8 @@ export function equalNaComparison(
  * ```ts
  * import { lossDifference, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const g = (mean: number, se: number) => ({ records: [], loss: { mean, se, n: 1 } }) as unknown as RunGroup;
- * // Independent single runs: errors in quadrature, df infinite (the errors are taken as known).
- * const d = lossDifference(g(2.5, 0.03), g(2, 0.04));
- * assert.deepEqual(d, { value: 0.5, se: 0.05, df: Infinity });
+ * const g = (mean: number, se: number) => ({ records: [], loss: { mean, se, n: 1, df: Infinity } }) as unknown as RunGroup;
+ * assert.deepEqual(lossDifference(g(2.5, 0.03), g(2, 0.04)), { value: 0.5, se: 0.05, df: Infinity });
  * ```
  */
 export function lossDifference(a: RunGroup, b: RunGroup): Estimate {

@@ -127,7 +127,9 @@ export function tTest(
   const df = est.df ?? Infinity;
   const sign = direction === "above" ? 1 : -1;
   const t = (sign * (est.value - threshold)) / est.se;
-  const ok = est.se > 0 && Number.isFinite(est.se) && Number.isFinite(est.value) && df > 0;
+  // A zero error (identical paired seeds) makes t infinite: the side decides, p is 0 or 1.
+  const ok = est.se >= 0 && Number.isFinite(est.se) && Number.isFinite(est.value) && df > 0 &&
+    !Number.isNaN(t);
   const p = ok ? 1 - tCdf(t, df) : NaN;
   const pContrary = ok ? tCdf(t, df) : NaN;
   const dfText = Number.isFinite(df) ? `df ${df < 10 ? df.toFixed(1) : df.toFixed(0)}` : "normal";

@@ -7,6 +7,7 @@ import {
   abs,
   add,
   addScalar,
+  binaryRaw,
   broadcastTo,
   cast,
   concat,
@@ -36,9 +37,10 @@ import {
   tanh,
   type Tensor,
   transpose,
+  unaryRaw,
   where,
 } from "../mod.ts";
-import { assertClose, cpu, hostRandom, onBoth } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { exactOnThreads } from "./native_threads.ts";
 import { gradCheck, type GradInput, gradOnBoth } from "./gradcheck.ts";
 
@@ -272,4 +274,25 @@ Deno.test("native: sumTo, slice and concat equal the twin across chunk boundarie
       "concat inner",
     );
   });
+});
+
+Deno.test("reluGrad and relu2Grad equal the op chains they replace, bit for bit, on every device", async () => {
+  const edges = [NaN, -0, 0, Infinity, -Infinity, 1e-45, -1e-45, 3e38, -2, 0.5];
+  const x = hostRandom(70001, 8, 3), g = hostRandom(70001, 9, 2);
+  x.set(edges);
+  g.set([1, Infinity, -Infinity, NaN, 2, -3, 4, 5, 6, -0], 0);
+  g.set([Infinity, NaN, -Infinity], 20);
+  x.set([-1, 0, NaN], 20);
+  for (const dev of [cpu, ...others]) {
+    const xt = dev.tensor(x), gt = dev.tensor(g);
+    const chain1 = await mul(gt, unaryRaw("step", xt)).data();
+    const chain2 = await mul(gt, mulScalar(unaryRaw("relu", xt), 2)).data();
+    assertClose(await binaryRaw("reluGrad", gt, xt).data(), chain1, { rtol: 0, atol: 0 }, dev.kind);
+    assertClose(
+      await binaryRaw("relu2Grad", gt, xt).data(),
+      chain2,
+      { rtol: 0, atol: 0 },
+      dev.kind,
+    );
+  }
 });

@@ -7,7 +7,7 @@ import { modelConfig, paramCounts, TransformerLM } from "../src/nn/mod.ts";
 import { AdamW, cosineLr, measureSparsity } from "../src/train/mod.ts";
 import { adamwCpu } from "../kernels/optim.ts";
 import { roundHalfEven } from "../kernels/quant_ste.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth, others } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { exactOnThreads } from "./native_threads.ts";
 
 Deno.test("paramCounts matches the tensors a model actually allocates", () => {

@@ -13,7 +13,7 @@
  */
 import type { NativeRuntime } from "../../src/backend/backend.ts";
 import { LEADER_BIT, NO_NEXT } from "../embedding.ts";
-import { launch, type Launchable, launchable } from "./host_job.ts";
+import { launch, type Launchable, launchable, SET_MIN } from "./host_job.ts";
 
 /** Gather job over tokens: buffers `[table, ids, out]`, params `[bytesPerElement, d, v]`. */
 const gatherJob: Launchable = launchable({
@@ -27,7 +27,7 @@ const gatherJob: Launchable = launchable({
     for (let t = lo; t < hi; t++) {
       const row = id[t]!, ot = t * d;
       if (row >= v) o.fill(0, ot, ot + d);
-      else if (d >= 256) o.set(tb.subarray(row * d, row * d + d), ot);
+      else if (d >= SET_MIN) o.set(tb.subarray(row * d, row * d + d), ot);
       else {
         const src = row * d;
         for (let c = 0; c < d; c++) o[ot + c] = tb[src + c]!;

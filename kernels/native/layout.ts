@@ -14,7 +14,7 @@
 import type { NativeRuntime } from "../../src/backend/backend.ts";
 import type { RowCopy, SumToLayout } from "../layout.ts";
 import { permuteLayout } from "../permute.ts";
-import { launch, type Launchable, launchable } from "./host_job.ts";
+import { launch, type Launchable, launchable, SET_MIN } from "./host_job.ts";
 import { permuteNative } from "./permute.ts";
 
 /**
@@ -31,7 +31,7 @@ const rowCopyJob: Launchable = launchable({
     const cols = p[1]!, ss = p[2]!, so = p[3]!, ds = p[4]!, dO = p[5]!;
     for (let r = lo; r < hi; r++) {
       const a = r * ss + so, b = r * ds + dO;
-      if (cols >= 256) d.set(s.subarray(a, a + cols), b);
+      if (cols >= SET_MIN) d.set(s.subarray(a, a + cols), b);
       else for (let j = 0; j < cols; j++) d[b + j] = s[a + j]!;
     }
   },
@@ -85,6 +85,16 @@ const sumToJob: Launchable = launchable({
     const inner = outRank > 0 ? p[2 + outRank - 1]! : 1;
     if (outRank === 0 || p[10 + outRank - 1] !== 1 || inner < 4) {
       // One output at a time (the reduced dims are innermost, or the output is tiny).
+      if (p[1] === 1 && p[26] === 1) {
+        // A single contiguous reduced dim (`[N, D] → [N, 1]`): no offset table.
+        for (let i = lo; i < hi; i++) {
+          const base = outBase(p, i);
+          let a = 0;
+          for (let r = base; r < base + nred; r++) a += s[r]!;
+          d[i] = a;
+        }
+        return;
+      }
       for (let i = lo; i < hi; i++) {
         const base = outBase(p, i);
         let a = 0;

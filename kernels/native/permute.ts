@@ -12,7 +12,7 @@
  */
 import type { NativeRuntime } from "../../src/backend/backend.ts";
 import type { PermuteLayout } from "../permute.ts";
-import { launch, type Launchable, launchable } from "./host_job.ts";
+import { launch, type Launchable, launchable, SET_MIN } from "./host_job.ts";
 
 /** Odometer coordinates (per thread). */
 const coord = new Float64Array(8);
@@ -34,7 +34,7 @@ function run(
   n: number,
 ): void {
   if (s === 1) {
-    if (n >= 256) o.set(x.subarray(ix, ix + n), io);
+    if (n >= SET_MIN) o.set(x.subarray(ix, ix + n), io);
     else for (let i = 0; i < n; i++) o[io + i] = x[ix + i]!;
   } else {
     for (let i = 0; i < n; i++, ix += s) o[io + i] = x[ix]!;
@@ -76,6 +76,46 @@ function runWalk(
       if (++coord[k]! < p[2 + k]!) break;
       coord[k] = 0;
       ix -= p[10 + k]! * p[2 + k]!;
+    }
+  }
+}
+
+/**
+ * {@link runWalk} for rank ≤ 4 (shape padded with leading 1s): nested loops over the outer
+ * coordinates instead of an odometer, so a short inner run (attention's `hd` = 32) costs little
+ * beyond its copy.
+ */
+function runWalk4(
+  x: Int32Array | Uint16Array,
+  o: Int32Array | Uint16Array,
+  p: ArrayLike<number>,
+  lo: number,
+  hi: number,
+): void {
+  const rank = p[1]!, pad = 4 - rank;
+  const dim = (k: number) => (k < pad ? 1 : p[2 + k - pad]!);
+  const str = (k: number) => (k < pad ? 0 : p[10 + k - pad]!);
+  const d0 = dim(0), d1 = dim(1), d2 = dim(2), d3 = dim(3);
+  const s0 = str(0), s1 = str(1), s2 = str(2), s3 = str(3);
+  let t = lo;
+  let c3 = t % d3;
+  t = (t - c3) / d3;
+  let c2 = t % d2;
+  t = (t - c2) / d2;
+  let c1 = t % d1;
+  let c0 = (t - c1) / d1;
+  let i = lo;
+  for (; c0 < d0 && i < hi; c0++, c1 = 0) {
+    for (; c1 < d1 && i < hi; c1++, c2 = 0) {
+      for (; c2 < d2 && i < hi; c2++, c3 = 0) {
+        const ix = c0 * s0 + c1 * s1 + c2 * s2 + c3 * s3;
+        const len = Math.min(d3 - c3, hi - i);
+        if (s3 !== 1) {
+          for (let j = 0, k = ix; j < len; j++, k += s3) o[i + j] = x[k]!;
+        } else if (len >= SET_MIN) o.set(x.subarray(ix, ix + len), i);
+        else for (let j = 0; j < len; j++) o[i + j] = x[ix + j]!;
+        i += len;
+      }
     }
   }
 }
@@ -132,6 +172,7 @@ const permuteJob: Launchable = launchable({
   run(bufs, p, lo, hi) {
     const x = words(p[0]!, bufs[0]!), o = words(p[0]!, bufs[1]!);
     if (p[18] === 1) tileWalk(x, o, p, lo, hi);
+    else if (p[1]! <= 4) runWalk4(x, o, p, lo, hi);
     else runWalk(x, o, p, lo, hi);
   },
 });

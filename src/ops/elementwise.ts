@@ -201,7 +201,7 @@ export function square<D extends DType>(x: Tensor<D>): Tensor<D> {
  * ```
  */
 export function relu<D extends DType>(x: Tensor<D>): Tensor<D> {
-  return unaryWithGrad("relu", x, (x, _y, g) => mul(g, unaryRaw("step", x)));
+  return unaryWithGrad("relu", x, (x, _y, g) => binaryRaw("reluGrad", g, x));
 }
 
 /**
@@ -217,8 +217,8 @@ export function relu<D extends DType>(x: Tensor<D>): Tensor<D> {
  * ```
  */
 export function relu2<D extends DType>(x: Tensor<D>): Tensor<D> {
-  // d/dx relu(x)² = 2·relu(x)
-  return unaryWithGrad("relu2", x, (x, _y, g) => mul(g, mulScalar(unaryRaw("relu", x), 2)));
+  // d/dx relu(x)² = 2·relu(x), fused with the upstream product into one kernel.
+  return unaryWithGrad("relu2", x, (x, _y, g) => binaryRaw("relu2Grad", g, x));
 }
 
 /**

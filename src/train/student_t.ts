@@ -127,8 +127,8 @@ function checkDf(op: string, df: number): void {
 export function tCdf(t: number, df: number): number {
   checkDf("tCdf", df);
   if (Number.isNaN(t)) return NaN;
-  if (!Number.isFinite(df) || df > 1e7) return 0.5 * erfc(-t / Math.SQRT2);
   if (!Number.isFinite(t)) return t > 0 ? 1 : 0;
+  if (!Number.isFinite(df) || df > 1e7) return 0.5 * erfc(-t / Math.SQRT2);
   const tail = 0.5 * incompleteBeta(df / (df + t * t), df / 2, 0.5);
   return t > 0 ? 1 - tail : tail;
 }
