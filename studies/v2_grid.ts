@@ -13,20 +13,21 @@
  *   (332K to 1.36M parameters, shapes from `shapeForParams`), seeds 1–3, every arm trained on the
  *   same 6.65M tokens: is there an interior optimum (`studies/fixed_na.ts`)?
  *
- * **Why these budgets (measured, docs/studies-v2.md has the table).** Native backend, batch
- * 32 × 128, 2 cores: training throughput measured with `bench/native_throughput.ts` under a
- * load average of 13–18 (other agents on the same 2 cores), with the fast native kernels of
- * branches nk1/nk2 merged, was 7.6K (xxs), 5.7K (tiny), 2.5K (xs), 1.4K (s) tokens per CPU-second
- * at S = 0 and 10K, 6.2K, 2.1K, 1.1K at S = 0.8. Planning with ~1 CPU-second per wall second
- * (what a 2-core machine gives a sweep when it is not otherwise busy, before any parallel
- * speed-up): a run of xxs takes ~1 min (536K tokens), tiny ~6 min (1.89M), xs ~50 min (6.65M),
- * n853k ~85 min (6.65M). One size's 27 cells (9 S × 3 seeds): xxs 0.5 h, tiny 2.6 h, xs 22 h,
- * n853k 38 h; fixed_na's three new arms × 3 seeds 13 h (its S = 0 and S = .6 arms are the xs
- * S = 0 and n853k S = .6 cells: identical configs, reused by the runner); lr_tuning 5 h (xs
- * and n853k tune on a quarter of their budget). About 80 h in all, which is why n853k stops at
- * 6.65M tokens (7.8 per parameter, above the ≥ 5 floor for cells that enter the fit and the ~7
- * the simulation asks for at the largest size) instead of 20 per parameter (17M tokens, 98 h
- * more). `scripts/v2_arithmetic.ts` recomputes these numbers from a fresh measurement.
+ * **Why these budgets (measured; docs/studies-v2.md has the full table).** Native backend with
+ * the fast host kernels (main 455604a), batch 32 × 128, 2 cores shared with other agents (load
+ * average 12–19), `bench/native_throughput.ts` (results/bench/native_throughput.json): training
+ * runs at about 13K (xxs), 12K (tiny), 4.5K (xs), 2.0K (n853k) and 1.2K (n1359k) tokens per
+ * CPU-second (median step, mean of S = 0 and S = .8). Planning with one CPU-second per wall
+ * second (a 2-core machine given to the sweep, before any parallel speed-up; the wall rate under
+ * today's load was 2–4× lower), one run of xxs takes 0.7 min (536K tokens), tiny 2.6 min (1.89M),
+ * xs 24 min (6.65M), n853k 55 min (6.65M). A size's 27 cells (9 S × 3 seeds): xxs 0.3 h, tiny
+ * 1.2 h, xs 9.7 h, n853k 22 h; fixed_na 12.5 h (its S = 0 and S = .6 arms are the xs S = 0 and
+ * n853k S = .6 cells: identical configs, trained once); lr_tuning 3.1 h (xs and n853k tune on a
+ * quarter of their budget). About 49 h in all (40 h at the least disturbed step's rate), which
+ * is why n853k stops at 6.65M tokens, 7.8 per parameter (above the floor of 5 for cells that
+ * enter the fit and the ~7 the simulation asks for at the largest size), instead of 20 per
+ * parameter (17M tokens: 64 h more). `scripts/v2_arithmetic.ts` recomputes these numbers from a
+ * fresh measurement.
  *
  * @module
  */
