@@ -35,7 +35,9 @@ while [ $# -gt 0 ]; do
 done
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 if [ "$PROFILE" = smoke ]; then
-  TMP=$(mktemp -d -t qsparse-v2-smoke-XXXX)
+  if [ "$DRY" = 1 ]; then TMP=${TMPDIR:-/tmp}/qsparse-v2-smoke-DRYRUN; else
+    TMP=$(mktemp -d -t qsparse-v2-smoke-XXXX)
+  fi
   RESULTS=$TMP/results RUNS=$TMP/runs LOG=$TMP/run_v2.log
   export QSPARSE_LR_TABLE=$RESULTS/lr_tuning_best.smoke.json
   SMALL=(xxs) LARGE=(tiny) SEEDS=(1)
@@ -43,8 +45,10 @@ else
   RESULTS=results RUNS=runs LOG=${LOG:-runs/run_v2.log}
   SMALL=(xxs tiny) LARGE=(xs n853k) SEEDS=(1 2 3)
 fi
-mkdir -p "$RESULTS" "$RUNS" "$(dirname "$LOG")"
-[ "$DRY" = 1 ] || exec > >(tee -a "$LOG") 2>&1
+if [ "$DRY" = 0 ]; then
+  mkdir -p "$RESULTS" "$RUNS" "$(dirname "$LOG")"
+  exec > >(tee -a "$LOG") 2>&1
+fi
 echo "== $(date -u +%FT%TZ) run_v2 profile $PROFILE device $DEVICE results $RESULTS runs $RUNS"
 
 # sweep STUDY [k=v ...]: the runs of STUDY whose tags match every k=v.
