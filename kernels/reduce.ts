@@ -22,7 +22,7 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, f32Bits, gridStride, uniforms, WG } from "./common.ts";
+import { enables, f32Bits, gridStride, NO_INDEX, uniforms, WG } from "./common.ts";
 import { argScatterNative, rowReduceNative } from "./native/reduce.ts";
 
 /** Invocations per workgroup of every row-wise kernel. */
@@ -135,9 +135,6 @@ export function beats(av: number, ai: number, bv: number, bi: number): boolean {
   if (an || bv === av) return bi < ai;
   return bv > av;
 }
-
-/** Index meaning "none" (the identity of the argmax combine). */
-export const NO_INDEX = 0xffffffff;
 
 /** What one row-reduction kernel computes. */
 export interface RowReduceSpec {

@@ -12,7 +12,7 @@
  * @module
  */
 import type { NativeRuntime } from "../../src/backend/backend.ts";
-import { LEADER_BIT, NO_NEXT } from "../embedding.ts";
+import { LEADER_BIT, NO_NEXT } from "../common.ts";
 import { launch, type Launchable, launchable, SET_MIN } from "./host_job.ts";
 
 /** Gather job over tokens: buffers `[table, ids, out]`, params `[bytesPerElement, d, v]`. */

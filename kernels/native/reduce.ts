@@ -8,7 +8,8 @@
  * @module
  */
 import type { NativeRuntime } from "../../src/backend/backend.ts";
-import { NO_INDEX, type RowReduceParams, type RowReduceSpec } from "../reduce.ts";
+import { NO_INDEX } from "../common.ts";
+import type { RowReduceParams, RowReduceSpec } from "../reduce.ts";
 import { launch, type Launchable, launchable } from "./host_job.ts";
 
 /**
