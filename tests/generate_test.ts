@@ -4,6 +4,7 @@ import {
   Decoder,
   type Device,
   generate,
+  KVCache,
   modelConfig,
   type ModelOverrides,
   sampleTokens,
@@ -330,5 +331,34 @@ Deno.test("fromCheckpoint loads a training checkpoint that generates the same te
     assert.equal(typeof b!.text, "string");
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("KVCache.write places [B, T, H, hd] at positions pos.. of [B, H, Tmax, hd]", async () => {
+  const b = 3, t = 2, h = 5, hd = 6, cap = 7, pos = 3;
+  const src = hostRandom(b * t * h * hd, 4);
+  const want = new Float32Array(b * h * cap * hd);
+  for (let bi = 0; bi < b; bi++) {
+    for (let ti = 0; ti < t; ti++) {
+      for (let hi = 0; hi < h; hi++) {
+        for (let e = 0; e < hd; e++) {
+          want[((bi * h + hi) * cap + pos + ti) * hd + e] = src[((bi * t + ti) * h + hi) * hd + e]!;
+        }
+      }
+    }
+  }
+  for (const dev of devices) {
+    using cache = new KVCache(dev, { layers: 2, batch: b, heads: h, headDim: hd, capacity: cap });
+    cache.advance(pos);
+    using k = dev.tensor(src, [b, t, h, hd]);
+    cache.write(1, k, k);
+    assert.deepEqual(await cache.keys(1).data(), want, dev.kind);
+    assert.deepEqual(await cache.values(1).data(), want, dev.kind);
+    assert.ok((await cache.keys(0).data()).every((x) => x === 0), "other layers untouched");
+    using wrong = dev.zeros([b, t, h + 1, hd]);
+    assert.throws(() => cache.write(0, wrong, wrong), /must be \[B=3, T, H, hd\]/);
+    cache.advance(t);
+    using big = dev.zeros([b, 3, h, hd]);
+    assert.throws(() => cache.write(0, big, big), /exceed the capacity/);
   }
 });
