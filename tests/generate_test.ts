@@ -362,3 +362,51 @@ Deno.test("KVCache.write places [B, T, H, hd] at positions pos.. of [B, H, Tmax,
     assert.throws(() => cache.write(0, big, big), /exceed the capacity/);
   }
 });
+
+Deno.test("stop strings cut the text; generation frees what it allocates, even on early exit", async () => {
+  using m = model(cpu);
+  const [g] = await m.generate("ab", { maxNewTokens: 16 });
+  const text = g!.text;
+  // An ASCII character: bytes before it decode the same whether or not more bytes follow.
+  const stop = [...text].find((ch, i) => i >= 2 && ch.charCodeAt(0) < 128)!;
+  assert.ok(stop, `no ASCII character in ${JSON.stringify(text)}`);
+  const [s] = await m.generate("ab", { maxNewTokens: 16, stop: [stop] });
+  assert.equal(s!.finishReason, "stop");
+  assert.equal(s!.text, text.slice(0, text.indexOf(stop)));
+  assert.ok(s!.tokens.length < 16);
+  const before = cpu.stats().liveBuffers;
+  await m.generate(["abc", "de"], { maxNewTokens: 5, sparse: true, sparsity: 0.5 });
+  for await (const _ of m.stream("abc", { maxNewTokens: 10 })) break;
+  assert.equal(cpu.stats().liveBuffers, before, "live buffers after generate/stream");
+});
+
+Deno.test("cli generate streams a continuation of the prompt", async () => {
+  using m = model(cpu);
+  const dir = await Deno.makeTempDir();
+  try {
+    const state = {
+      step: 0,
+      sampler: { seed: 0, step: 0 },
+      generator: { seed: 0, offset: 0 },
+      tokens: 0,
+      elapsed: 0,
+    };
+    await saveCheckpoint(`${dir}/checkpoint.safetensors`, m, null, state, { model: m.config });
+    const cli = new URL("../cli.ts", import.meta.url).pathname;
+    const run = (extra: string[]) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", cli, "generate", "--checkpoint", dir, "--device", "cpu", ...extra],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    const r = await run(["--prompt", "Hi ", "--max-tokens", "6", "--temperature", "0"]);
+    assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+    const [g] = await m.generate("Hi ", { maxNewTokens: 6 });
+    assert.equal(new TextDecoder().decode(r.stdout), `Hi ${g!.text}\n`);
+    const bad = await run(["--prompt", ""]);
+    assert.equal(bad.code, 2);
+    assert.match(new TextDecoder().decode(bad.stderr), /prompt 0 is empty/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -180,7 +180,8 @@ export class Decoder implements Disposable {
     const ids = new Uint32Array(b * t);
     prompts.forEach((p, r) => ids.set(Array.from(p), r * t + this.pads[r]!));
     const dev = this.model.device;
-    return this.#forward(dev.tensor(ids, [b, t], "u32"), false);
+    using idt = dev.tensor(ids, [b, t], "u32");
+    return this.#forward(idt, false);
   }
 
   /**
