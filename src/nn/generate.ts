@@ -10,7 +10,10 @@
  * weights (`topkQuantized` + `spmmTernary`), Block Q-Sparse uses the N:M kernel. `sparsity`
  * overrides the S of every site at inference (TEAL-style post-hoc top-K on a dense model).
  * Prefill always takes the training path (mask, then dense matmul): with many rows per weight,
- * the dense kernel is the faster one, and the result is the same.
+ * the dense kernel is the faster one, and the result is the same. Sites the sparse kernels do not
+ * cover keep the training path at decode too: the ReLU sparsifier, the norm-preserving rescale,
+ * BitNet with N:M blocks, and the FFN of MoE models (its experts' grouped matmul; attention
+ * still decodes sparse). MoE capacity dropping, if configured, applies per decode step.
  *
  * Prompts of different lengths are left-padded; padded keys are masked out. RoPE scores depend
  * only on position differences, so a padded row matches its unpadded run up to rounding.
