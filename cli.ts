@@ -508,7 +508,8 @@ async function cmdEval(args: string[]): Promise<void> {
   }
 }
 
-// ---- generate (text generation from a checkpoint) ----
+// ---- generate and export (inference from a checkpoint; interop) ----
+import { exportHf } from "./src/train/hf.ts";
 
 const GENERATE_HELP = `generate options (cli.ts generate):
   --checkpoint PATH     a checkpoint written by train, its run directory, or a Llama-style folder
@@ -522,7 +523,28 @@ const GENERATE_HELP = `generate options (cli.ts generate):
   --sparsity S          inference sparsity at every site (post-hoc top-K on a dense model)
   --device KIND         auto (default), webgpu, native or cpu
   --stats               print tokens/s to stderr at the end
+
+export options (cli.ts export: a checkpoint as a Llama-style folder for PyTorch / transformers):
+  --checkpoint PATH     a checkpoint written by train (or its run directory)
+  --out DIR             the folder to write (config.json + model.safetensors)
 `;
+
+async function cmdExport(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { checkpoint: { type: "string" }, out: { type: "string" } },
+    strict: true,
+  });
+  if (!values.checkpoint || !values.out) {
+    throw new ValueError("export", "--checkpoint PATH and --out DIR are required");
+  }
+  const dev = await openDevice({ prefer: "cpu" });
+  const model = await TransformerLM.fromCheckpoint(dev, values.checkpoint);
+  await exportHf(model, values.out);
+  console.log(`wrote ${values.out}/config.json and ${values.out}/model.safetensors`);
+  model.dispose();
+  dev.destroy();
+}
 
 async function cmdGenerate(args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -601,6 +623,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case "generate":
         await cmdGenerate(rest);
+        return 0;
+      case "export":
+        await cmdExport(rest);
         return 0;
       case undefined:
       case "help":

@@ -380,7 +380,7 @@ Deno.test("stop strings cut the text; generation frees what it allocates, even o
   assert.equal(cpu.stats().liveBuffers, before, "live buffers after generate/stream");
 });
 
-Deno.test("cli generate streams a continuation of the prompt", async () => {
+Deno.test("cli generate streams a continuation of the prompt; cli export writes a folder", async () => {
   using m = model(cpu);
   const dir = await Deno.makeTempDir();
   try {
@@ -403,6 +403,14 @@ Deno.test("cli generate streams a continuation of the prompt", async () => {
     assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
     const [g] = await m.generate("Hi ", { maxNewTokens: 6 });
     assert.equal(new TextDecoder().decode(r.stdout), `Hi ${g!.text}\n`);
+    const ex = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", cli, "export", "--checkpoint", dir, "--out", `${dir}/hf`],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(ex.code, 0, new TextDecoder().decode(ex.stderr));
+    using back = await TransformerLM.fromCheckpoint(cpu, `${dir}/hf`);
+    assert.deepEqual(back.config, m.config);
     const bad = await run(["--prompt", ""]);
     assert.equal(bad.code, 2);
     assert.match(new TextDecoder().decode(bad.stderr), /prompt 0 is empty/);
