@@ -116,6 +116,8 @@ for (const dev of devices) {
       [{ sparsity: 0.5, block: 32 }, {}],
       [{ bitnet: true }, {}],
       [{}, { sparsity: 0.5 }], // post-hoc top-K on a dense model
+      [{ sparsity: 0.5, moe: { experts: 4, topK: 2 } }, {}], // sparse attention, MoE FFN
+      [{ sparsity: 0.5 }, { fuse: false }],
     ];
     for (const [over, extra] of cases) {
       using m = model(dev, over);
