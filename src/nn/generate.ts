@@ -476,6 +476,12 @@ export async function* streamGenerate(
   const steps = Math.min(maxNew, context - plen);
   const stopIds = new Set((opts.stop ?? []).filter((s): s is number => typeof s === "number"));
   const stopText = (opts.stop ?? []).filter((s): s is string => typeof s === "string");
+  if (stopText.length > 0 && !textIO) {
+    throw new ValueError(
+      op,
+      `stop strings need a tokenizer for a ${model.config.vocab}-token vocabulary`,
+    );
+  }
   const out = ids.map(() => [] as number[]);
   const finished: (FinishReason | null)[] = ids.map(() => null);
   const emitted = ids.map(() => 0);
