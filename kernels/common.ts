@@ -70,15 +70,3 @@ export const GRID_ARGS =
 export function f32Of(b: ArrayBuffer): Float32Array {
   return new Float32Array(b);
 }
-
-// Buffer sentinels a kernel's WGSL, its CPU twin and its native form (kernels/native/) all write
-// and read. They live here rather than in the kernel's file because kernels/X.ts imports
-// kernels/native/X.ts to attach the native form, so native/X.ts may take only types from X.ts.
-
-/** Index meaning "none" (the identity of the argmax combine, kernels/reduce.ts). */
-export const NO_INDEX = 0xffffffff;
-
-/** Embedding `links` flag: this token is the first occurrence of its id (kernels/embedding.ts). */
-export const LEADER_BIT = 0x80000000;
-/** Embedding `links` next-pointer meaning "no later occurrence" (kernels/embedding.ts). */
-export const NO_NEXT = 0x7fffffff;

@@ -22,8 +22,11 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, gridStride, LEADER_BIT, NO_NEXT, uniforms, WG } from "./common.ts";
+import { enables, gridStride, uniforms, WG } from "./common.ts";
 import * as nat from "./native/embedding.ts";
+import { LEADER_BIT, NO_NEXT } from "./native/embedding.ts";
+
+export { LEADER_BIT, NO_NEXT };
 
 /** WGSL of the gather `out[t, d] = ids[t] < V ? table[ids[t], d] : 0`. */
 export function embeddingWgsl(dtype: DType): string {

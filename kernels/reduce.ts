@@ -22,8 +22,10 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, f32Bits, gridStride, NO_INDEX, uniforms, WG } from "./common.ts";
-import { argScatterNative, rowReduceNative } from "./native/reduce.ts";
+import { enables, f32Bits, gridStride, uniforms, WG } from "./common.ts";
+import { argScatterNative, NO_INDEX, rowReduceNative } from "./native/reduce.ts";
+
+export { NO_INDEX };
 
 /** Invocations per workgroup of every row-wise kernel. */
 export const ROW_WG = 256;
