@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { exportHf } from "./src/train/hf.ts";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { type Device, openDevice } from "./src/tensor/device.ts";
 import { KitError, ValueError } from "./src/core/errors.ts";
@@ -725,7 +726,7 @@ function checkFits(dev: Device, model: ModelConfig, batch: number): void {
   }
 }
 
-// ---- generate (text generation from a checkpoint) ----
+// ---- generate and export (inference from a checkpoint; interop) ----
 
 const GENERATE_HELP = `generate options (cli.ts generate):
   --checkpoint PATH     a checkpoint written by train, its run directory, or a Llama-style folder
@@ -739,7 +740,28 @@ const GENERATE_HELP = `generate options (cli.ts generate):
   --sparsity S          inference sparsity at every site (post-hoc top-K on a dense model)
   --device KIND         auto (default), webgpu, native or cpu
   --stats               print tokens/s to stderr at the end
+
+export options (cli.ts export: a checkpoint as a Llama-style folder for PyTorch / transformers):
+  --checkpoint PATH     a checkpoint written by train (or its run directory)
+  --out DIR             the folder to write (config.json + model.safetensors)
 `;
+
+async function cmdExport(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { checkpoint: { type: "string" }, out: { type: "string" } },
+    strict: true,
+  });
+  if (!values.checkpoint || !values.out) {
+    throw new ValueError("export", "--checkpoint PATH and --out DIR are required");
+  }
+  const dev = await openDevice({ prefer: "cpu" });
+  const model = await TransformerLM.fromCheckpoint(dev, values.checkpoint);
+  await exportHf(model, values.out);
+  console.log(`wrote ${values.out}/config.json and ${values.out}/model.safetensors`);
+  model.dispose();
+  dev.destroy();
+}
 
 async function cmdGenerate(args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -819,6 +841,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case "generate":
         await cmdGenerate(rest);
+        return 0;
+      case "export":
+        await cmdExport(rest);
         return 0;
       case undefined:
       case "help":

@@ -12,8 +12,12 @@
  * @module
  */
 import type { NativeRuntime } from "../../src/backend/backend.ts";
-import { LEADER_BIT, NO_NEXT } from "../embedding.ts";
 import { launch, type Launchable, launchable, SET_MIN } from "./host_job.ts";
+
+/** `links` value flag: this token is the first occurrence of its id. */
+export const LEADER_BIT = 0x80000000;
+/** `links` next-pointer meaning "no later occurrence". */
+export const NO_NEXT = 0x7fffffff;
 
 /** Gather job over tokens: buffers `[table, ids, out]`, params `[bytesPerElement, d, v]`. */
 const gatherJob: Launchable = launchable({

@@ -8,8 +8,11 @@
  * @module
  */
 import type { NativeRuntime } from "../../src/backend/backend.ts";
-import { NO_INDEX, type RowReduceParams, type RowReduceSpec } from "../reduce.ts";
+import type { RowReduceParams, RowReduceSpec } from "../reduce.ts";
 import { launch, type Launchable, launchable } from "./host_job.ts";
+
+/** Index meaning "none" (the identity of the argmax combine). */
+export const NO_INDEX = 0xffffffff;
 
 /**
  * Row-reduction job over rows: buffers `x, [ixs], [values], [indices]`; params `[kind (0 sum,

@@ -210,6 +210,36 @@ export class TransformerLM extends Module {
   }
 
   /**
+   * Loads a model from a kit checkpoint (a file or a run directory) or a Llama-style folder
+   * (`config.json` + `model.safetensors`); the same as `loadModel` of `@qsparse/kit/train`.
+   *
+   * @param device Where the model lives.
+   * @param path The checkpoint file, run directory or Llama-style folder.
+   * @returns The model, weights loaded.
+   * @throws {CheckpointError} For a file or folder of another format.
+   *
+   * @example
+   * ```ts
+   * import { openDevice } from "@qsparse/kit";
+   * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+   * import { exportHf } from "@qsparse/kit/train";
+   * import assert from "node:assert/strict";
+   * using dev = await openDevice({ prefer: "cpu" });
+   * using a = new TransformerLM(dev, modelConfig("xxs", { seqLen: 8 }), 1);
+   * const dir = await Deno.makeTempDir();
+   * await exportHf(a, dir);
+   * using b = await TransformerLM.fromCheckpoint(dev, dir);
+   * assert.deepEqual([...await b.embed.data()], [...await a.embed.data()]);
+   * ```
+   */
+  static async fromCheckpoint(device: Device, path: string): Promise<TransformerLM> {
+    // File formats live in the train layer, above nn: imported when called, so the layer order
+    // (nn never imports train statically) holds and models load with one call.
+    const { loadModel } = await import("../train/load_model.ts");
+    return await loadModel(device, path);
+  }
+
+  /**
    * Generates continuations with a KV cache (greedy by default; see {@link generate}).
    *
    * @param prompts One prompt or several (text, or token ids).
