@@ -161,6 +161,16 @@ export function kthKey(c: Int32Array, count: number, rem: number): number {
     sel.ties = ties;
     return t;
   }
+  let lo = c[0]!, hi = lo;
+  for (let i = 1; i < count; i++) {
+    lo = Math.min(lo, c[i]!);
+    hi = Math.max(hi, c[i]!);
+  }
+  if (lo === hi) {
+    // All equal (e.g. the zeros after a ReLU): the first `rem` of them are kept.
+    sel.ties = rem;
+    return lo;
+  }
   // Radix over the low 20 bits (all candidates share the top digit): 10 + 10, compacting.
   const h = lowHist;
   let n = count, r = rem;
