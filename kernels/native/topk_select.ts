@@ -36,6 +36,8 @@ export const sel = {
   count: 0,
   /** Keys equal to the threshold that are kept (lowest indices first). */
   ties: 0,
+  /** Whether the row had a NaN ({@link magnitudeHist} only). */
+  nan: false,
 };
 
 /**
@@ -296,5 +298,7 @@ export function magnitudeHist(bits: Int32Array, start: number, n: number, k: num
   sel.bucket = b;
   sel.rem = k - cum;
   sel.count = h[b]!;
+  // Only NaN reaches the top digit (+Inf is 0x7f800000, digit 2040).
+  sel.nan = mx === h.length / 2 - 1;
   h.fill(0, mn, mx + 1);
 }
