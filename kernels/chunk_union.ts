@@ -5,7 +5,7 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { typedView } from "../src/tensor/dtype.ts";
+import { typedView } from "../src/core/dtype.ts";
 import { gridStride, uniforms, WG } from "./common.ts";
 import { GRID, metaWords } from "./moe_layout.ts";
 import { chunkUnionNative } from "./native/chunk_union.ts";

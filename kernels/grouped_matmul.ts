@@ -7,6 +7,7 @@
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { gridStride, uniforms } from "./common.ts";
 import { GRID } from "./moe_layout.ts";
+import { groupedMatmulNative, groupedWeightGradNative } from "./native/grouped_matmul.ts";
 
 /** One grouped matmul: `out[r, :] = x[r, :] · B[e]` for every row r of expert e's segment. */
 export interface GroupedMatmulProblem {
@@ -164,6 +165,8 @@ export function groupedMatmulDispatch(
     key: `groupedMatmul:${p.transposeB ? "T" : "N"}`,
     wgsl: () => groupedMatmulWgsl(p.transposeB),
     cpu: ([a, bb, c, d]) => groupedMatmulCpu(p, a!, bb!, c!, d!),
+    native: (bufs, rt) =>
+      groupedMatmulNative(p, bufs, rt, ([a, bb, c, d]) => groupedMatmulCpu(p, a!, bb!, c!, d!)),
     buffers: [x, b, meta, out],
     uniforms: uniforms(p.m, p.k, p.n, p.e, tiles),
     workgroups: gridStride(tiles, GM_WG),
@@ -276,6 +279,15 @@ export function groupedWeightGradDispatch(
     key: "groupedWeightGrad",
     wgsl: groupedWeightGradWgsl,
     cpu: ([a, b, c, d]) => groupedWeightGradCpu(e, k, n, a!, b!, c!, d!),
+    native: (bufs, rt) =>
+      groupedWeightGradNative(
+        e,
+        k,
+        n,
+        bufs,
+        rt,
+        ([a, b, c, d]) => groupedWeightGradCpu(e, k, n, a!, b!, c!, d!),
+      ),
     buffers: [x, g, meta, dw],
     uniforms: uniforms(e, k, n, total),
     workgroups: gridStride(total, GM_WG),

@@ -8,6 +8,11 @@ import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { gridStride, uniforms, WG } from "./common.ts";
 import { fr, GRID, NONE } from "./moe_layout.ts";
 import { laneSum, ROW_ARGS, ROW_WG, rowGroups, rowLanes, rowLoopOpen } from "./reduce.ts";
+import {
+  moeCombineGatesBackwardNative,
+  moeCombineNative,
+  moeCombineRowsBackwardNative,
+} from "./native/moe_combine.ts";
 
 /** WGSL of the combine (slot order; dropped assignments contribute nothing). */
 export function moeCombineWgsl(): string {
@@ -73,6 +78,7 @@ export function moeCombineDispatch(
     key: "moeCombine",
     wgsl: moeCombineWgsl,
     cpu: ([a, b, c, e]) => moeCombineCpu(n, d, k, a!, b!, c!, e!),
+    native: (bufs, rt) => moeCombineNative(n, d, k, bufs, rt),
     buffers: [yg, gates, pos, y],
     uniforms: uniforms(n, d, k),
     workgroups: gridStride(n * d),
@@ -138,6 +144,7 @@ export function moeCombineRowsBackwardDispatch(
     key: "moeCombineRows",
     wgsl: moeCombineRowsBackwardWgsl,
     cpu: ([a, b, c, e]) => moeCombineRowsBackwardCpu(m, d, k, a!, b!, c!, e!),
+    native: (bufs, rt) => moeCombineRowsBackwardNative(m, d, k, bufs, rt),
     buffers: [g, gates, perm, dyg],
     uniforms: uniforms(m, d, k),
     workgroups: gridStride(m * d),
@@ -214,6 +221,7 @@ export function moeCombineGatesBackwardDispatch(
     key: `moeCombineGates:L${lanes}`,
     wgsl: () => moeCombineGatesBackwardWgsl(lanes),
     cpu: ([a, b, c, e]) => moeCombineGatesBackwardCpu(rows, d, k, a!, b!, c!, e!),
+    native: (bufs, rt) => moeCombineGatesBackwardNative(rows, d, k, bufs, rt),
     buffers: [g, yg, pos, dgate],
     uniforms: uniforms(rows, d, k),
     workgroups: rowGroups(rows, lanes),

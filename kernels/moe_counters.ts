@@ -7,6 +7,7 @@
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { uniforms } from "./common.ts";
 import { fr } from "./moe_layout.ts";
+import { moeSegmentCountNative } from "./native/moe_counters.ts";
 
 const SEG_WG = 64;
 
@@ -92,6 +93,7 @@ export function moeSegmentCountDispatch(
     key: "moeSegmentCount",
     wgsl: moeSegmentCountWgsl,
     cpu: ([a, b, c, d]) => moeSegmentCountCpu(e, w, a!, b!, c!, d!),
+    native: (bufs, rt) => moeSegmentCountNative(e, w, bufs, rt),
     buffers: [h, meta, nz, el],
     uniforms: uniforms(e, w),
     workgroups: [Math.max(1, Math.min(e, 4096)), 1, 1],

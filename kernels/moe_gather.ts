@@ -7,6 +7,7 @@
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { gridStride, uniforms, WG } from "./common.ts";
 import { fr, GRID, NONE } from "./moe_layout.ts";
+import { moeGatherBackwardNative, moeGatherNative } from "./native/moe_gather.ts";
 
 /** WGSL of the gather `xg[r, :] = x[perm[r] / k, :]` (zero for NONE rows). */
 export function moeGatherWgsl(): string {
@@ -62,6 +63,7 @@ export function moeGatherDispatch(
     key: "moeGather",
     wgsl: moeGatherWgsl,
     cpu: ([a, b, c]) => moeGatherCpu(m, d, k, a!, b!, c!),
+    native: (bufs, rt) => moeGatherNative(m, d, k, bufs, rt),
     buffers: [x, perm, xg],
     uniforms: uniforms(m, d, k),
     workgroups: gridStride(m * d),
@@ -127,6 +129,7 @@ export function moeGatherBackwardDispatch(
     key: "moeGatherBackward",
     wgsl: moeGatherBackwardWgsl,
     cpu: ([a, b, c]) => moeGatherBackwardCpu(n, d, k, a!, b!, c!),
+    native: (bufs, rt) => moeGatherBackwardNative(n, d, k, bufs, rt),
     buffers: [g, pos, dx],
     uniforms: uniforms(n, d, k),
     workgroups: gridStride(n * d),

@@ -21,6 +21,14 @@
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { asF32, gridStride, uniforms, WG } from "./common.ts";
 import { roundHalfEven } from "./quant_ste.ts";
+import {
+  dequantRowsNative,
+  packTernaryNative,
+  quantKeptNative,
+  quantRowsNative,
+  ternaryMatmulNative,
+  unpackTernaryNative,
+} from "./native/quant.ts";
 
 const f = Math.fround;
 
@@ -77,6 +85,7 @@ export function quantRowsDispatch(
     key: "quantRows",
     wgsl: quantRowsWgsl,
     cpu: (bufs) => quantRowsCpu(rows, cols, eps, bufs),
+    native: (bufs, rt) => quantRowsNative(rows, cols, eps, bufs, rt),
     buffers,
     uniforms: uniforms(rows, cols, asF32(eps)),
     workgroups: gridStride(rows, 64),
@@ -144,6 +153,7 @@ export function quantKeptDispatch(
     key: "quantKept",
     wgsl: quantKeptWgsl,
     cpu: (bufs) => quantKeptCpu(rows, d, k, eps, bufs),
+    native: (bufs, rt) => quantKeptNative(rows, d, k, eps, bufs, rt),
     buffers,
     uniforms: uniforms(rows, d, k, asF32(eps)),
     workgroups: gridStride(rows, 64),
@@ -214,6 +224,7 @@ export function packTernaryDispatch(
     key: "packTernary",
     wgsl: packTernaryWgsl,
     cpu: (bufs) => packTernaryCpu(rows, cols, eps, bufs),
+    native: (bufs, rt) => packTernaryNative(rows, cols, eps, bufs, rt),
     buffers,
     uniforms: uniforms(rows, cols, words, asF32(eps)),
     workgroups: gridStride(rows * words),
@@ -262,6 +273,7 @@ export function unpackTernaryDispatch(rows: number, cols: number, buffers: Stora
     key: "unpackTernary",
     wgsl: unpackTernaryWgsl,
     cpu: (bufs) => unpackTernaryCpu(rows, cols, bufs),
+    native: (bufs, rt) => unpackTernaryNative(rows, cols, bufs, rt),
     buffers,
     uniforms: uniforms(rows, cols, Math.ceil(cols / 16)),
     workgroups: gridStride(rows * cols),
@@ -298,6 +310,7 @@ export function dequantRowsDispatch(n: number, cols: number, buffers: Storage[])
     key: "dequantRows",
     wgsl: dequantRowsWgsl,
     cpu: (bufs) => dequantRowsCpu(n, cols, bufs),
+    native: (bufs, rt) => dequantRowsNative(n, cols, bufs, rt),
     buffers,
     uniforms: uniforms(n, cols),
     workgroups: gridStride(n),
@@ -417,6 +430,7 @@ export function ternaryMatmulDispatch(
     key: `ternaryMatmul:${dense ? "dense" : "sparse"}`,
     wgsl: () => ternaryMatmulWgsl(dense),
     cpu: (bufs) => ternaryMatmulCpu(rows, dIn, dOut, k, dense, bufs),
+    native: (bufs, rt) => ternaryMatmulNative(rows, dIn, dOut, k, dense, bufs, rt),
     buffers,
     uniforms: uniforms(rows, dIn, dOut, k, words, groupsX, perX),
     workgroups: [perX * groupsX, Math.ceil(tiles / perX), 1],

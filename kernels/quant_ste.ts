@@ -13,6 +13,7 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { asF32, gridStride, uniforms, WG } from "./common.ts";
+import { fakeQuantRowsNative, fakeQuantTernaryNative } from "./native/quant_ste.ts";
 
 /** Round half to even, as WGSL `round` and `torch.round`. */
 export function roundHalfEven(x: number): number {
@@ -82,6 +83,7 @@ export function fakeQuantRowsDispatch(
         cols,
         eps,
       ),
+    native: (bufs, rt) => fakeQuantRowsNative(rows, cols, eps, bufs, rt),
     buffers: [x, out],
     uniforms: uniforms(rows, cols, asF32(eps)),
     workgroups: gridStride(rows, 64),
@@ -139,6 +141,7 @@ export function fakeQuantTernaryDispatch(
         new Float32Array(o!, 0, n),
         eps,
       ),
+    native: (bufs, rt) => fakeQuantTernaryNative(n, eps, bufs, rt),
     buffers: [w, meanAbs, out],
     uniforms: uniforms(n, asF32(eps)),
     workgroups: gridStride(n),

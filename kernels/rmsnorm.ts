@@ -13,7 +13,7 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { asF32, enables, uniforms } from "./common.ts";
 import {
   rmsNormBackwardF32Native,

@@ -17,7 +17,7 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, f32Bits, gridStride, WG } from "./common.ts";
 import { ropeF32Native } from "./native/rope.ts";
 

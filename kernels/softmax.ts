@@ -16,7 +16,7 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, uniforms } from "./common.ts";
 import { softmaxBackwardF32Native, softmaxF32Native } from "./native/softmax.ts";
 import {

@@ -26,8 +26,9 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, uniforms } from "./common.ts";
+import { spmmGradWeightNative, spmmNative } from "./native/spmm.ts";
 
 /** How the entries of each sparse row are laid out. */
 export type RowLayout =
@@ -298,6 +299,9 @@ export function spmmDispatch(
     key: `spmm:${tag}:${p.dtype}:nv${t.nv}:wg${t.wg}:r${t.r}`,
     wgsl,
     cpu: (bufs) => spmmCpu(p, layout, bufs),
+    native: p.dtype === "f32"
+      ? (bufs, rt) => spmmNative(p.rows, p.dIn, p.dOut, p.k, isCsr(layout), bufs, rt)
+      : undefined,
     buffers,
     uniforms: uniforms(p.rows, p.dIn, p.dOut, p.k, groupsX, g[0] / groupsX),
     workgroups: g,
@@ -425,6 +429,20 @@ export function spmmGradWeightDispatch(
     key: `spmmGradWeight:${p.dtype}:${layout}:${accumulate ? "acc" : "set"}`,
     wgsl: () => spmmGradWeightWgsl(p.dtype, layout, accumulate),
     cpu: (bufs) => spmmGradWeightCpu(p, layout, accumulate, bufs),
+    native: p.dtype === "f32"
+      ? (bufs, rt) =>
+        spmmGradWeightNative(
+          p.rows,
+          p.dIn,
+          p.dOut,
+          p.k,
+          isCsr(layout),
+          accumulate,
+          bufs,
+          rt,
+          (b) => spmmGradWeightCpu(p, layout, accumulate, b),
+        )
+      : undefined,
     buffers,
     uniforms: uniforms(p.rows, p.dIn, p.dOut, p.k, perY),
     workgroups: [perY, Math.ceil(p.dIn / perY), 1],

@@ -6,33 +6,36 @@
  */
 import assert from "node:assert/strict";
 import {
-  activeParams,
+  backward,
   chunkUnion,
   type Device,
   DTypeError,
   expertCapacity,
   groupedMatmul,
   loadBalancingLoss,
-  matchActiveParams,
-  measureSparsity,
-  modelConfig,
   moeCombine,
-  type MoeConfig,
   moeGather,
   moeGroup,
   type MoeGrouping,
   moeRoute,
-  nominalActiveParams,
-  nominalSparsity,
+  mul,
   routerZLoss,
   ShapeError,
   softmax,
+  sumAll,
   type Tensor,
-  train,
-  trainConfig,
-  TransformerLM,
   ValueError,
 } from "../mod.ts";
+import {
+  activeParams,
+  matchActiveParams,
+  modelConfig,
+  type MoeConfig,
+  nominalActiveParams,
+  nominalSparsity,
+  TransformerLM,
+} from "../src/nn/mod.ts";
+import { measureSparsity, train, trainConfig } from "../src/train/mod.ts";
 import { main } from "../cli.ts";
 import {
   MOE_CHUNK,
@@ -42,7 +45,7 @@ import {
   routerCountWords,
   routerMassWords,
 } from "../kernels/moe.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -509,11 +512,17 @@ Deno.test("device counters: per-expert nonzeros and router statistics accumulate
     for (let x = 0; x < e; x++) ent -= p[t * e + x]! * Math.log(p[t * e + x]!);
   }
   assertClose([mass[e]!], [2 * ent], { rtol: 1e-5 }, "entropy");
-  if (gpu) {
-    const g2 = counters(gpu, n, e, k, w);
-    assert.deepEqual(Array.from(await g2.nz.data()), nzWant);
-    assert.deepEqual(Array.from(await g2.cnt.data()), cnt);
-    assertClose(await g2.mass.data(), mass, { rtol: 1e-5, atol: 1e-5 }, "mass (webgpu vs cpu)");
+  for (const dev of others) {
+    const g2 = counters(dev, n, e, k, w);
+    assert.deepEqual(Array.from(await g2.nz.data()), nzWant, dev.kind);
+    assert.deepEqual(Array.from(await g2.el.data()), elWant, dev.kind);
+    assert.deepEqual(Array.from(await g2.cnt.data()), cnt, dev.kind);
+    assertClose(
+      await g2.mass.data(),
+      mass,
+      { rtol: 1e-5, atol: 1e-5 },
+      `mass (${dev.kind} vs cpu)`,
+    );
   }
 });
 
@@ -716,4 +725,35 @@ Deno.test("sizing: dense, Q-Sparse and MoE(+Q-Sparse) arms at the same N_a", asy
     assert.ok(Math.abs(r.perSite[s] - nominal[s]) < 1e-12);
   }
   assert.ok(r.perSite.down >= nominal.down);
+});
+
+Deno.test("MoE layer on every device at sizes past the native thread split: forward and gradients", async () => {
+  // 3000 tokens (routing splits from 1024), 6000 grouped rows of 32 (gather/combine split from
+  // 64K elements), an expert left empty by the capacity-free routing of a skewed router, and a
+  // capacity that drops assignments.
+  const n = 3000, e = 7, k = 2, d = 32, f = 40;
+  const logits = Float32Array.from(hostRandom(n * e, 51, 3), (v, i) => (i % e === 6 ? -40 : v));
+  for (const cap of [undefined, 700]) {
+    await onBoth(
+      (dev) => {
+        const lg = dev.tensor(logits, [n, e]);
+        const p = softmax(lg);
+        p.requiresGrad = true;
+        const r = moeRoute(p, k);
+        const g = moeGroup(r.experts, e, cap === undefined ? {} : { capacity: cap });
+        const x = dev.tensor(hostRandom(n * d, 52), [n, d]);
+        x.requiresGrad = true;
+        const w1 = dev.tensor(hostRandom(e * d * f, 53), [e, d, f]);
+        const w2 = dev.tensor(hostRandom(e * d * f, 54), [e, d, f]);
+        w1.requiresGrad = true;
+        w2.requiresGrad = true;
+        const h = groupedMatmul(moeGather(x, g), w1, g);
+        const y = moeCombine(groupedMatmul(h, w2, g, { transposeB: true }), r.gates, g);
+        backward(sumAll(mul(y, dev.tensor(hostRandom(n * d, 55), [n, d]))));
+        return [r.experts, r.gates, g.meta, h, y, x.grad!, w1.grad!, w2.grad!, p.grad!];
+      },
+      { rtol: 1e-4, atol: 1e-4 },
+      `MoE layer capacity=${cap ?? "none"}`,
+    );
+  }
 });

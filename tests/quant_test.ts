@@ -14,7 +14,7 @@ import {
   topkRows,
 } from "../mod.ts";
 import { roundHalfEven } from "../kernels/quant_ste.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 
 const EXACT = { rtol: 0, atol: 0 };
 
@@ -39,8 +39,7 @@ Deno.test("quantizeActivations: codes and scales match the CPU twin and the BitN
 
 Deno.test("dequantize(quantize(x)) equals the fake-quant STE forward bit for bit", async () => {
   const x = hostRandom(4 * 50, 2, 2), w = hostRandom(24 * 20, 3);
-  for (const dev of [cpu, gpu]) {
-    if (!dev) continue;
+  for (const dev of [cpu, ...others]) {
     const xt = dev.tensor(x, [4, 50]);
     assertClose(
       await quantizeActivations(xt).dequantize().data(),
@@ -165,4 +164,32 @@ Deno.test("quantization: bad input is a typed error naming the op and the shapes
     (e: unknown) =>
       e instanceof ShapeError && /^spmmTernary: .*D_in = 6.*\[2, 6\] and \[8, 4\]/.test(e.message),
   );
+});
+
+Deno.test("quantization on the native backend: sizes past the thread split match the twin exactly", async () => {
+  // Rows/words/elements just past the parallel threshold, odd column counts, a packed word count
+  // that does not divide evenly between threads, sparse and dense int8 × ternary.
+  const x = hostRandom(300 * 257, 11, 3), w = hostRandom(100 * 700, 12);
+  await onBoth((dev) => {
+    const q = quantizeActivations(dev.tensor(x, [300, 257]));
+    return [q.codes, q.scale, q.dequantize(), quantizeActivationsSte(dev.tensor(x, [300, 257]))];
+  }, EXACT);
+  await onBoth((dev) => {
+    const t = quantizeWeights(dev.tensor(w, [100, 700]));
+    return [t.packed, t.alpha, t.dequantize(), quantizeWeightsSte(dev.tensor(w, [100, 700]))];
+  }, EXACT);
+  for (const [rows, dIn, dOut, k] of [[1, 2048, 520, 700], [3, 512, 520, 129]] as const) {
+    const xs = hostRandom(rows * dIn, 13), ws = hostRandom(dIn * dOut, 14);
+    for (const form of ["sparse", "dense"] as const) {
+      await onBoth(
+        (dev) => {
+          const xt = dev.tensor(xs, [rows, dIn]);
+          const a = form === "sparse" ? topkQuantized(xt, k) : quantizeActivations(xt);
+          return spmmTernary(a, quantizeWeights(dev.tensor(ws, [dIn, dOut])));
+        },
+        EXACT,
+        `${form} [${rows}, ${dIn}]x[${dIn}, ${dOut}]`,
+      );
+    }
+  }
 });

@@ -2,15 +2,12 @@ import assert from "node:assert/strict";
 import {
   backward,
   denseToCsr,
-  type Device,
+  Device,
   DTypeError,
   matmul,
   mul,
   ShapeError,
   spmm,
-  spmmAutoKernel,
-  spmmGradInput,
-  spmmGradWeight,
   sumAll,
   type Tensor,
   toCsr,
@@ -20,8 +17,10 @@ import {
   transpose,
   ValueError,
 } from "../mod.ts";
+import { spmmAutoKernel, spmmGradInput, spmmGradWeight } from "../src/ops/spmm.ts";
 import { type RowLayout, spmmDispatch, type SpmmKernel, type SpmmTiling } from "../kernels/spmm.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
+import { NativeBackend } from "../src/backend/native.ts";
 
 const TOL = { rtol: 1e-4, atol: 1e-4 };
 
@@ -245,14 +244,14 @@ Deno.test("spmm: autograd reaches w; spmmGradInput is dY · wᵀ (straight-throu
   assertClose(dx, await matmul(gy, transpose(w)).data(), TOL);
   const dx3 = spmmGradInput(cpu.zeros([2, 3, 8]), w);
   assert.deepEqual(dx3.shape, [2, 3, 16]);
-  if (gpu) {
-    const [a, b] = [cpu, gpu].map((d) =>
+  for (const dev of others) {
+    const [a, b] = [cpu, dev].map((d) =>
       spmmGradInput(
         d.tensor(hostRandom(3 * 8, 34), [3, 8]),
         d.tensor(hostRandom(16 * 8, 35), [16, 8]),
       )
     );
-    assertClose(await b!.data(), await a!.data(), TOL);
+    assertClose(await b!.data(), await a!.data(), TOL, dev.kind);
   }
 });
 
@@ -291,7 +290,7 @@ Deno.test("spmm: auto policy and bad input", () => {
 Deno.test("spmm: f16 storage (f32 accumulation) on every kernel", async () => {
   const x = new Float16Array(hostRandom(9 * 64, 41)), w = new Float16Array(hostRandom(64 * 32, 42));
   for (const kernel of ["rows", "merge", "nm", "dense"] as const) {
-    const devs = [cpu, gpu].filter((d): d is Device => d !== null && d.backend.hasF16);
+    const devs = [cpu, ...others].filter((d): d is Device => d !== null && d.backend.hasF16);
     const outs = await Promise.all(devs.map((dev) => {
       const xt = dev.tensor(x, [9, 64]), wt = dev.tensor(w, [64, 32]);
       const a = kernel === "nm" ? topkBlocks(xt, 16, 32) : topkRows(xt, 32);
@@ -307,6 +306,42 @@ Deno.test("spmm: f16 storage (f32 accumulation) on every kernel", async () => {
     ).data();
     for (const o of outs) {
       assertClose(Float32Array.from(o), ref, { rtol: 2e-3, atol: 2e-3 }, `f16 ${kernel}`);
+    }
+  }
+});
+
+Deno.test("spmm native: the thread split, the per-token and sgemm paths, and no BLAS", async () => {
+  // [rows, dIn, dOut, k]: per-token saxpy (W ≥ 2^19 weights and under one whole-W read: one row
+  // split over threads at an odd column count, three rows), then scatter + sgemm (a small W at
+  // one row, batches past one W read); fixed, rank-ordered and CSR rows.
+  const shapes = [[1, 1024, 600, 300], [3, 800, 700, 90], [1, 4096, 33, 1638], [12, 96, 80, 40], [
+    64,
+    128,
+    352,
+    64,
+  ]] as const;
+  using plain = new Device(new NativeBackend({ noBlas: true, threads: 2 }));
+  await (plain.backend as NativeBackend).ready();
+  for (const [rows, dIn, dOut, k] of shapes) {
+    const x = hostRandom(rows * dIn, rows + dIn), w = hostRandom(dIn * dOut, dOut);
+    for (const form of ["rows", "sorted", "csr"] as const) {
+      const run = (dev: Device) => {
+        const s = topkRows(dev.tensor(x, [rows, dIn]), k, { sorted: form === "sorted" });
+        return spmm(form === "csr" ? toCsr(s) : s, dev.tensor(w, [dIn, dOut]), { kernel: "rows" });
+      };
+      const what = `${form} [${rows}, ${dIn}]x[${dIn}, ${dOut}] k=${k}`;
+      const [y] = await onBoth(run, TOL, what);
+      assertClose(await run(plain).data(), y!, TOL, `no BLAS ${what}`);
+      const dy = hostRandom(rows * dOut, 7);
+      const [g] = await onBoth(
+        (dev) => {
+          const s = topkRows(dev.tensor(x, [rows, dIn]), k, { sorted: form === "sorted" });
+          return spmmGradWeight(form === "csr" ? toCsr(s) : s, dev.tensor(dy, [rows, dOut]));
+        },
+        TOL,
+        `dW ${what}`,
+      );
+      assert.equal(g!.length, dIn * dOut);
     }
   }
 });

@@ -56,6 +56,11 @@ export interface Blas {
     y: number,
     incy: number,
   ): void;
+  /**
+   * `y = alpha·x + y` over `n` elements (level 1: one thread, no allocation; the sparse GEMV
+   * calls it once per kept weight row on each thread's column range).
+   */
+  saxpy(n: number, alpha: number, x: number, incx: number, y: number, incy: number): void;
 }
 
 /** What a parallel task gets on whichever thread runs it. */

@@ -46,6 +46,10 @@ const SYMBOLS = {
     ],
     result: "void",
   },
+  cblas_saxpy: {
+    parameters: ["i32", "f32", "usize", "i32", "usize", "i32"],
+    result: "void",
+  },
   openblas_get_num_threads: { parameters: [], result: "i32", optional: true },
   openblas_get_config: { parameters: [], result: "pointer", optional: true },
 } as const;
@@ -94,6 +98,7 @@ function open(path: string): Blas {
   const sym = lib.symbols as unknown as {
     cblas_sgemm: (...a: number[]) => void;
     cblas_sgemv: (...a: number[]) => void;
+    cblas_saxpy: (...a: number[]) => void;
     openblas_get_num_threads: null | (() => number);
     openblas_get_config: null | (() => Deno.PointerValue);
   };
@@ -105,6 +110,7 @@ function open(path: string): Blas {
     if (p) name = `${path} (${new Deno.UnsafePointerView(p).getCString()})`;
   }
   const sgemm = sym.cblas_sgemm, sgemv = sym.cblas_sgemv;
+  const saxpy = sym.cblas_saxpy;
   return {
     library: name,
     path,
@@ -130,6 +136,7 @@ function open(path: string): Blas {
     sgemv(ta, m, n, alpha, a, lda, x, incx, beta, y, incy) {
       sgemv(ROW_MAJOR, ta ? TRANS : NO_TRANS, m, n, alpha, a, lda, x, incx, beta, y, incy);
     },
+    saxpy,
   };
 }
 
