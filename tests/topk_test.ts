@@ -15,6 +15,7 @@ import {
 } from "../mod.ts";
 import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
+import { exactOnThreads } from "./native_threads.ts";
 
 /** Independent reference: rank by (|x| desc with NaN on top, index asc) with a plain sort. */
 function refTopk(
@@ -332,4 +333,18 @@ Deno.test("top-K: shapes past the native backend's parallel split match the twin
     { rtol: 0, atol: 0 },
     "short mask grad",
   );
+});
+
+Deno.test("top-K: native results equal the twin exactly on 1 and 3 threads", async () => {
+  const long = nasty(13 * 3001, 35), short = nasty(601 * 77, 36);
+  await exactOnThreads((d) => {
+    const s = topkRows(d.tensor(long, [13, 3001]), 1200, { sorted: true });
+    const u = topkRows(d.tensor(long, [13, 3001]), 1200, { order: "value" });
+    return [s.values, s.indices, u.values, u.indices];
+  }, "topkRows");
+  await exactOnThreads((d) => [
+    topkMask(d.tensor(short, [601, 77]), 31),
+    topkMask(d.tensor(short, [601, 77]), 31, { order: "value" }),
+    topkMask(d.tensor(short, [601, 77]), { sparsity: 0.5 }, { block: { m: 7 } }),
+  ], "topkMask");
 });
