@@ -348,3 +348,38 @@ Deno.test("top-K: native results equal the twin exactly on 1 and 3 threads", asy
     topkMask(d.tensor(short, [601, 77]), { sparsity: 0.5 }, { block: { m: 7 } }),
   ], "topkMask");
 });
+
+Deno.test("top-K: native keys handle subnormals and sign-bit NaN like the twin", async () => {
+  // Bit patterns a float literal cannot spell: NaN with the sign bit set, subnormals of both
+  // signs, the largest finite values, repeated across a row long enough to split.
+  const pats = [
+    0xffc00000,
+    0x7fc00001,
+    0x00000001,
+    0x80000001,
+    0x007fffff,
+    0x807fffff,
+    0x7f7fffff,
+    0xff7fffff,
+    0x00000000,
+    0x80000000,
+    0x3f800000,
+    0xbf800000,
+    0x00400000,
+  ];
+  const bits = Uint32Array.from({ length: 120 * 301 }, (_, i) => pats[(i * 7 + (i >> 5)) % 13]!);
+  const x = new Float32Array(bits.buffer);
+  for (const order of ["magnitude", "value"] as const) {
+    await exactOnThreads((d) => {
+      const s = topkRows(d.tensor(x, [120, 301]), 100, { order, sorted: true });
+      const u = topkRows(d.tensor(x, [120, 301]), 100, { order });
+      return [
+        s.values,
+        s.indices,
+        u.values,
+        u.indices,
+        topkMask(d.tensor(x, [120, 301]), 100, { order }),
+      ];
+    }, `specials ${order}`);
+  }
+});
