@@ -178,6 +178,8 @@ def rewrite_code(path, src, allow_internal, problems):
             return m.group(0)
         names = parse_names(m.group(2), m.group(1) is not None)
         groups = route(names, f"{path}: import from {m.group(3)}", to_spec, allow_internal, problems)
+        if len(groups) == 1 and groups[0][0] == m.group(3):
+            return m.group(0)  # already routed: keep the author's order and layout
         indent = ""
         lines = []
         for spec, ns in groups:
@@ -207,19 +209,23 @@ def rewrite_docs(path, src, problems):
             return PACKAGE if sub == "." else PACKAGE + sub[1:]
         return relative(path, file)
 
-    def emit(pre, names, whole_type, where):
+    def emit(pre, names, whole_type, where, original=None, spec=None):
         groups = route(parse_names(names, whole_type), where, to_spec, True, problems)
+        if original is not None and len(groups) == 1 and groups[0][0] == spec:
+            return original  # already routed: keep the author's order and layout
         lines = []
         for spec, ns in groups:
             lines += [pre + l for l in fmt_import(ns, spec, pre)]
         return "\n".join(lines)
 
     def one(m):
-        return emit(m.group("pre"), m.group("names"), m.group("type") is not None, path)
+        return emit(m.group("pre"), m.group("names"), m.group("type") is not None, path,
+                    m.group(0), m.group("spec"))
 
     def multi(m):
         body = "\n".join(re.sub(r"^[ \t]*\*[ \t]?", "", l) for l in m.group("body").splitlines())
-        return emit(m.group("pre"), body, m.group("type") is not None, path)
+        return emit(m.group("pre"), body, m.group("type") is not None, path, m.group(0),
+                    m.group("spec"))
 
     return DOC_IMPORT_RE.sub(one, DOC_MULTI_RE.sub(multi, src))
 

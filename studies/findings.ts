@@ -30,7 +30,7 @@ import {
   type SweepFit,
 } from "./report.ts";
 import { PAPER_SCALING_LAW, scalingLaw, sparsityFactor } from "../src/train/scaling_law.ts";
-import { holm, type TTest, tTest } from "./stats.ts";
+import { holm, tQuantile, type TTest, tTest } from "./stats.ts";
 
 /** The outcome of testing a claim on our data. */
 export type Verdict = "reproduced" | "not reproduced at this scale" | "inconclusive";
@@ -309,6 +309,13 @@ export function formatEstimate(est: Estimate, digits = 3, signed = false): strin
     ? ` (df ${Number.isInteger(est.df) ? est.df : est.df.toFixed(1)})`
     : "";
   return `${sign}${v} ± ${est.se.toFixed(digits)}${df}`;
+}
+
+/** A two-sided 95% t interval `[lo, hi]` of an estimate (its df; normal without). */
+function ciText(est: Estimate, digits: number): string {
+  const q = tQuantile(0.975, est.df ?? Infinity);
+  const f = (x: number) => `${x >= 0 ? "+" : ""}${x.toFixed(digits)}`;
+  return `[${f(est.value - q * est.se)}, ${f(est.value + q * est.se)}]`;
 }
 
 function pct(x: number, digits = 1): string {
@@ -669,7 +676,10 @@ export function gapShrinksFinding(t: GapTrend | null): Finding {
     id: "gap-vs-N",
     claim,
     paper,
-    measured: `weighted slope ${formatEstimate(t.slope, 4, true)} nats per 10× N` +
+    measured:
+      `weighted slope ${formatEstimate(t.slope, 4, true)} nats per 10× N, 95% CI ${
+        ciText(t.slope, 4)
+      }` +
       (Number.isFinite(t.relativePerDecade)
         ? ` (${t.relativePerDecade >= 0 ? "+" : ""}${pct(t.relativePerDecade, 0)} of the mean gap)`
         : " (mean gap ≤ 0)") +

@@ -160,7 +160,9 @@ async function pngBundle(fig: Figure): Promise<Record<string, string>> {
   const dir = await Deno.makeTempDir({ prefix: "qsparse-display-" });
   try {
     const path = `${dir}/figure.png`;
-    await toPng(fig, path, { width: 900, height: 560 });
+    // Headless Chromium can time out on a loaded machine; one retry before failing the cell.
+    await toPng(fig, path, { width: 900, height: 560 })
+      .catch(() => toPng(fig, path, { width: 900, height: 560 }));
     const bytes = await Deno.readFile(path);
     let bin = "";
     for (let i = 0; i < bytes.length; i += 0x8000) {

@@ -9,7 +9,7 @@
 import { Figure, type PlotlyTrace } from "../src/plot/figure.ts";
 import type { Finding } from "./findings.ts";
 import { comparisonFinding, markdownTable } from "./findings.ts";
-import { type Estimate, pooled, pooledWithSpread } from "./report.ts";
+import { type Estimate, pooledWithSpread } from "./report.ts";
 import type { RunRecord } from "../src/train/runner.ts";
 
 /** Losses of one size at one S. */

@@ -11,7 +11,7 @@
  * @module
  */
 import { ValueError } from "../core/errors.ts";
-import { axis, colour, formatCount, groupBy, layout, line, linspace, logspace } from "./_common.ts";
+import { axis, formatCount, groupBy, layout, line, linspace, logspace } from "./_common.ts";
 import { Figure, type PlotlyTrace } from "./figure.ts";
 
 /** One run of a sweep. */
