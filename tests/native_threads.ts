@@ -48,3 +48,34 @@ export async function exactOnThreads(
   }
   ref.forEach((t) => t.dispose());
 }
+
+/**
+ * Runs `fn` on the native devices of {@link THREAD_COUNTS} and checks that every result is bit
+ * for bit the same whatever the thread count (NaN equal to NaN); for kernels whose arithmetic
+ * differs slightly from the twin's, this is the determinism check the twin comparison cannot be.
+ */
+export async function sameOnThreads(
+  fn: (dev: Device) => Tensor | Tensor[],
+  what: string,
+): Promise<void> {
+  const asList = (r: Tensor | Tensor[]) => (Array.isArray(r) ? r : [r]);
+  const runs = await Promise.all(threadDevices.map(async (dev) => {
+    const out = asList(fn(dev));
+    const data = await Promise.all(out.map(async (t) => new Uint8Array((await t.data()).buffer)));
+    out.forEach((t) => t.dispose());
+    return data;
+  }));
+  runs[0]!.forEach((bytes, i) => {
+    for (let k = 1; k < runs.length; k++) {
+      const other = runs[k]![i]!;
+      const at = bytes.findIndex((b, j) => b !== other[j]);
+      if (at >= 0 || bytes.length !== other.length) {
+        throw new Error(
+          `${what}[${i}]: ${THREAD_COUNTS[k]} threads differ from ${
+            THREAD_COUNTS[0]
+          } at byte ${at}`,
+        );
+      }
+    }
+  });
+}

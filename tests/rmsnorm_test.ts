@@ -1,7 +1,18 @@
 import assert from "node:assert/strict";
-import { DTypeError, rmsNorm, ShapeError, type Tensor, ValueError } from "../mod.ts";
+import {
+  backward,
+  type Device,
+  DTypeError,
+  mul,
+  rmsNorm,
+  ShapeError,
+  sumAll,
+  type Tensor,
+  ValueError,
+} from "../mod.ts";
 import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
+import { exactOnThreads, sameOnThreads } from "./native_threads.ts";
 
 /** Direct f64 definition. */
 function ref(
@@ -140,4 +151,18 @@ Deno.test("rmsNorm: shapes past the native backend's parallel split match the tw
   await onBoth((d) => rmsNorm(d.tensor(x.data, x.shape), d.tensor(w.data, w.shape)));
   await gradOnBoth(([a, b]) => rmsNorm(a!, b!), [x, w], { rtol: 1e-4, atol: 1e-5 }, "split");
   await gradOnBoth(([a]) => rmsNorm(a!, null), [x], { rtol: 1e-4, atol: 1e-5 }, "split, no w");
+});
+
+Deno.test("rmsNorm: native results do not depend on the thread count", async () => {
+  const h = hostRandom(301 * 130, 27, 3), wh = hostRandom(130, 28, 2);
+  const fn = (d: Device) => {
+    const x = d.tensor(h, [301, 130]), w = d.tensor(wh, [130]);
+    x.requiresGrad = true;
+    w.requiresGrad = true;
+    const y = rmsNorm(x, w);
+    backward(sumAll(mul(y, d.tensor(h.map((v) => v * 0.5), [301, 130]))));
+    return [y, x.grad!, w.grad!];
+  };
+  await exactOnThreads(fn, "rmsNorm", { rtol: 1e-5, atol: 1e-6 });
+  await sameOnThreads(fn, "rmsNorm");
 });

@@ -1,7 +1,16 @@
 import assert from "node:assert/strict";
-import { DTypeError, rope, ropeFrequencies, ShapeError, type Tensor, ValueError } from "../mod.ts";
+import {
+  type Device,
+  DTypeError,
+  rope,
+  ropeFrequencies,
+  ShapeError,
+  type Tensor,
+  ValueError,
+} from "../mod.ts";
 import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
+import { exactOnThreads, sameOnThreads } from "./native_threads.ts";
 
 /**
  * The documented convention built the Hugging Face way: cos/sin tables of width hd
@@ -132,4 +141,11 @@ Deno.test("rope: shapes past the native backend's parallel split match the twin"
     await onBoth((d) => rope(d.tensor(h, shape), { offset }), { rtol: 1e-5, atol: 1e-6 });
   }
   await gradOnBoth(([a]) => rope(a!), [{ data: h, shape }], { rtol: 1e-5, atol: 2e-6 }, "split");
+});
+
+Deno.test("rope: native results do not depend on the thread count", async () => {
+  const h = hostRandom(4 * 70 * 3 * 64, 29);
+  const fn = (d: Device) => [rope(d.tensor(h, [4, 70, 3, 64]), { offset: 5 })];
+  await exactOnThreads(fn, "rope", { rtol: 1e-5, atol: 1e-6 });
+  await sameOnThreads(fn, "rope");
 });

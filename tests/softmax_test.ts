@@ -1,7 +1,18 @@
 import assert from "node:assert/strict";
-import { DTypeError, logSoftmax, ShapeError, softmax, type Tensor } from "../mod.ts";
+import {
+  backward,
+  type Device,
+  DTypeError,
+  logSoftmax,
+  mul,
+  ShapeError,
+  softmax,
+  sumAll,
+  type Tensor,
+} from "../mod.ts";
 import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
+import { exactOnThreads, sameOnThreads } from "./native_threads.ts";
 
 /** Direct f64 definition: mask (causal), subtract the max, exponentiate, normalise. */
 function ref(
@@ -195,4 +206,20 @@ Deno.test("softmax: shapes past the native backend's parallel split match the tw
       atol: 1e-6,
     }, `logSoftmax grad ${shape}`);
   }
+});
+
+Deno.test("softmax: native results do not depend on the thread count", async () => {
+  const h = hostRandom(2 * 3 * 131 * 131, 26, 4);
+  const fn = (d: Device) => {
+    const x = d.tensor(h, [2, 3, 131, 131]);
+    return [softmax(x, { causal: true }), logSoftmax(x), softmax(x)];
+  };
+  await exactOnThreads(fn, "softmax", { rtol: 1e-5, atol: 1e-7 });
+  await sameOnThreads(fn, "softmax");
+  await sameOnThreads((d) => {
+    const x = d.tensor(h, [2, 3, 131, 131]);
+    x.requiresGrad = true;
+    backward(sumAll(mul(softmax(x, { causal: true }), d.tensor(h.map((v) => v * 0.5), x.shape))));
+    return x.grad!;
+  }, "softmax backward");
 });

@@ -15,6 +15,7 @@ import {
 } from "../mod.ts";
 import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
+import { exactOnThreads } from "./native_threads.ts";
 
 /** Independent reference: rank by (|x| desc with NaN on top, index asc) with a plain sort. */
 function refTopk(
@@ -332,4 +333,53 @@ Deno.test("top-K: shapes past the native backend's parallel split match the twin
     { rtol: 0, atol: 0 },
     "short mask grad",
   );
+});
+
+Deno.test("top-K: native results equal the twin exactly on 1 and 3 threads", async () => {
+  const long = nasty(13 * 3001, 35), short = nasty(601 * 77, 36);
+  await exactOnThreads((d) => {
+    const s = topkRows(d.tensor(long, [13, 3001]), 1200, { sorted: true });
+    const u = topkRows(d.tensor(long, [13, 3001]), 1200, { order: "value" });
+    return [s.values, s.indices, u.values, u.indices];
+  }, "topkRows");
+  await exactOnThreads((d) => [
+    topkMask(d.tensor(short, [601, 77]), 31),
+    topkMask(d.tensor(short, [601, 77]), 31, { order: "value" }),
+    topkMask(d.tensor(short, [601, 77]), { sparsity: 0.5 }, { block: { m: 7 } }),
+  ], "topkMask");
+});
+
+Deno.test("top-K: native keys handle subnormals and sign-bit NaN like the twin", async () => {
+  // Bit patterns a float literal cannot spell: NaN with the sign bit set, subnormals of both
+  // signs, the largest finite values, repeated across a row long enough to split.
+  const pats = [
+    0xffc00000,
+    0x7fc00001,
+    0x00000001,
+    0x80000001,
+    0x007fffff,
+    0x807fffff,
+    0x7f7fffff,
+    0xff7fffff,
+    0x00000000,
+    0x80000000,
+    0x3f800000,
+    0xbf800000,
+    0x00400000,
+  ];
+  const bits = Uint32Array.from({ length: 120 * 301 }, (_, i) => pats[(i * 7 + (i >> 5)) % 13]!);
+  const x = new Float32Array(bits.buffer);
+  for (const order of ["magnitude", "value"] as const) {
+    await exactOnThreads((d) => {
+      const s = topkRows(d.tensor(x, [120, 301]), 100, { order, sorted: true });
+      const u = topkRows(d.tensor(x, [120, 301]), 100, { order });
+      return [
+        s.values,
+        s.indices,
+        u.values,
+        u.indices,
+        topkMask(d.tensor(x, [120, 301]), 100, { order }),
+      ];
+    }, `specials ${order}`);
+  }
 });

@@ -9,6 +9,9 @@
 import type { NativeRuntime, ParallelTask } from "../../src/backend/backend.ts";
 import type { ChunkUnionParams } from "../chunk_union.ts";
 
+/** Bits of f32 1.0. */
+const ONE_BITS = 0x3f800000;
+
 /** Task: args `[h, perm, meta, used, e, k, seqLen, chunk, perSeq, chunks, w, m]`. */
 export const chunkUnionTask: ParallelTask = {
   name: "chunkUnion",
@@ -21,7 +24,9 @@ export const chunkUnionTask: ParallelTask = {
     const h = new Int32Array(ctx.view(args[0]!, m * w * 4));
     const perm = new Uint32Array(ctx.view(args[1]!, m * 4));
     const meta = new Uint32Array(ctx.view(args[2]!, (e + 1) * 4));
-    const used = new Float32Array(ctx.view(args[3]!, hi * w * 4));
+    // Flags are written as f32 bit patterns (0 or 1.0) with a branch-free OR: whether an entry
+    // is zero is a coin flip at S = .5, which a branch would mispredict half the time.
+    const used = new Int32Array(ctx.view(args[3]!, hi * w * 4));
     for (let ce = lo; ce < hi; ce++) {
       const c = Math.floor(ce / e), ex = ce - c * e;
       const s = Math.floor(c / perSeq);
@@ -38,7 +43,11 @@ export const chunkUnionTask: ParallelTask = {
       used.fill(0, o, o + w);
       for (let r = a; r < end && Math.floor(perm[r]! / k) < t1; r++) {
         const rb = r * w;
-        for (let col = 0; col < w; col++) if ((h[rb + col]! & 0x7fffffff) !== 0) used[o + col] = 1;
+        for (let col = 0; col < w; col++) {
+          // (|bits| + 2³¹ − 1) ≥ 2³¹ exactly when |bits| ≠ 0 (computed in f64, no wrap).
+          const nz = ((h[rb + col]! & 0x7fffffff) + 0x7fffffff) >>> 31;
+          used[o + col] |= ONE_BITS & -nz;
+        }
       }
     }
   },

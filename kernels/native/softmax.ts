@@ -1,9 +1,11 @@
 /**
  * Native softmax / log-softmax (optionally causal) and their backward, f32, parallel over rows.
  *
- * The arithmetic mirrors the CPU twin (kernels/softmax.ts) operation for operation — max, then
- * Σ exp(x − max) in f64, then `exp(x − max) / Σ` — but each exponential is computed once (with the inlinable {@link fastExp}) (kept in
- * an f64 row scratch between the two passes), masked columns are never read, and there is no
+ * The arithmetic follows the CPU twin (kernels/softmax.ts) — max, then Σ exp(x − max) in f64,
+ * then `exp(x − max) / Σ` — with three speed-ups that stay far below f32 resolution: each
+ * exponential is computed once by the inlinable {@link fastExp} (kept in an f64 row scratch
+ * between the two passes), the division is a multiplication by 1/Σ, and the backward's Σ g·y
+ * runs in two interleaved partial sums. Masked columns are never read, and there is no
  * per-element dispatch on the mode.
  *
  * @module
@@ -90,8 +92,15 @@ export const softmaxBackwardF32Task: ParallelTask = {
         total = Math.fround(total);
         for (let i = start; i < end; i++) o[i] = g[i]! - fastExp(y[i]!) * total;
       } else {
-        for (let i = start; i < end; i++) total += g[i]! * y[i]!;
-        total = Math.fround(total);
+        // Two interleaved f64 partial sums halve the add-latency chain; they differ from the
+        // twin's single sum by f64 rounding only, far below the f32 result.
+        let t0 = 0, t1 = 0, i = start;
+        for (; i + 1 < end; i += 2) {
+          t0 += g[i]! * y[i]!;
+          t1 += g[i + 1]! * y[i + 1]!;
+        }
+        if (i < end) t0 += g[i]! * y[i]!;
+        total = Math.fround(t0 + t1);
         for (let i = start; i < end; i++) o[i] = y[i]! * (g[i]! - total);
       }
     }

@@ -60,38 +60,64 @@ function maskRowMagnitude(
   const bkt = sel.bucket, rem = sel.rem, cnt = sel.count;
   // Keys above the bucket are > hiKey; hiKey − key cannot overflow (keys are in [0, 2³¹)).
   const hiKey = (bkt << LOW_BITS) | ((1 << LOW_BITS) - 1);
-  const ci = candIdx();
+  const ci = candIdx(), end = base + d;
   let np = 0;
-  for (let j = 0; j < d; j++) {
-    const b = bits[base + j]!, m = b & 0x7fffffff;
-    const key = m > 0x7f800000 ? 0x7fffffff : m;
-    const neg = (hiKey - key) >> 31; // −1 when key > hiKey, else 0
-    outBits[base + j] = b & neg;
-    if (maskBits) maskBits[base + j] = ONE_BITS & neg;
-    ci[np] = j;
-    np += (((key >>> LOW_BITS) ^ bkt) - 1) >>> 31; // 1 when in the bucket
+  if (!sel.nan && !maskBits) {
+    // No NaN in the row (the common case): the raw magnitude bits are the key.
+    for (let i = base; i < end; i++) {
+      const b = bits[i]!, m = b & 0x7fffffff;
+      outBits[i] = b & ((hiKey - m) >> 31); // x when key > hiKey, else +0
+      ci[np] = i;
+      np += (((m >>> LOW_BITS) ^ bkt) - 1) >>> 31; // 1 when in the bucket
+    }
+  } else {
+    for (let i = base; i < end; i++) {
+      const b = bits[i]!, m = b & 0x7fffffff;
+      const key = m > 0x7f800000 ? 0x7fffffff : m;
+      const neg = (hiKey - key) >> 31;
+      outBits[i] = b & neg;
+      if (maskBits) maskBits[i] = ONE_BITS & neg;
+      ci[np] = i;
+      np += (((key >>> LOW_BITS) ^ bkt) - 1) >>> 31;
+    }
   }
   if (rem === cnt) {
     for (let q = 0; q < np; q++) {
-      const j = ci[q]!;
-      outBits[base + j] = bits[base + j]!;
-      if (maskBits) maskBits[base + j] = ONE_BITS;
+      const i = ci[q]!;
+      outBits[i] = bits[i]!;
+      if (maskBits) maskBits[i] = ONE_BITS;
     }
     return;
   }
   const ck = candKeys();
   for (let q = 0; q < np; q++) {
-    const m = bits[base + ci[q]!]! & 0x7fffffff;
+    const m = bits[ci[q]!]! & 0x7fffffff;
     ck[q] = m > 0x7f800000 ? 0x7fffffff : m;
+  }
+  if (np <= 24) {
+    // Few candidates (in index order): rank each by counting, branch-free — the keys that beat
+    // it, plus equal keys at lower indices — and keep ranks below `rem`.
+    for (let q = 0; q < np; q++) {
+      const kq = ck[q]!;
+      let rank = 0;
+      for (let p = 0; p < np; p++) rank += (kq - ck[p]!) >>> 31;
+      for (let p = 0; p < q; p++) rank += ((kq ^ ck[p]!) - 1) >>> 31;
+      if (rank < rem) {
+        const i = ci[q]!;
+        outBits[i] = bits[i]!;
+        if (maskBits) maskBits[i] = ONE_BITS;
+      }
+    }
+    return;
   }
   const t = kthKey(ck, np, rem), ties = sel.ties;
   let taken = 0;
   for (let q = 0; q < np; q++) {
-    const j = ci[q]!, m = bits[base + j]! & 0x7fffffff;
+    const i = ci[q]!, m = bits[i]! & 0x7fffffff;
     const key = m > 0x7f800000 ? 0x7fffffff : m;
     if (key > t || (key === t && taken++ < ties)) {
-      outBits[base + j] = bits[base + j]!;
-      if (maskBits) maskBits[base + j] = ONE_BITS;
+      outBits[i] = bits[i]!;
+      if (maskBits) maskBits[i] = ONE_BITS;
     }
   }
 }

@@ -36,6 +36,8 @@ export const sel = {
   count: 0,
   /** Keys equal to the threshold that are kept (lowest indices first). */
   ties: 0,
+  /** Whether the row had a NaN ({@link magnitudeHist} only). */
+  nan: false,
 };
 
 /**
@@ -160,6 +162,16 @@ export function kthKey(c: Int32Array, count: number, rem: number): number {
     for (let i = 0; i < rem; i++) if (c[i] === t) ties++;
     sel.ties = ties;
     return t;
+  }
+  let lo = c[0]!, hi = lo;
+  for (let i = 1; i < count; i++) {
+    lo = Math.min(lo, c[i]!);
+    hi = Math.max(hi, c[i]!);
+  }
+  if (lo === hi) {
+    // All equal (e.g. the zeros after a ReLU): the first `rem` of them are kept.
+    sel.ties = rem;
+    return lo;
   }
   // Radix over the low 20 bits (all candidates share the top digit): 10 + 10, compacting.
   const h = lowHist;
@@ -286,5 +298,7 @@ export function magnitudeHist(bits: Int32Array, start: number, n: number, k: num
   sel.bucket = b;
   sel.rem = k - cum;
   sel.count = h[b]!;
+  // Only NaN reaches the top digit (+Inf is 0x7f800000, digit 2040).
+  sel.nan = mx === h.length / 2 - 1;
   h.fill(0, mn, mx + 1);
 }
