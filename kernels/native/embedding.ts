@@ -12,8 +12,13 @@
  * @module
  */
 import type { NativeRuntime } from "../../src/backend/backend.ts";
-import { LEADER_BIT, NO_NEXT } from "../embedding.ts";
 import { launch, type Launchable, launchable, SET_MIN } from "./host_job.ts";
+
+// The link encoding of kernels/embedding.ts (LEADER_BIT, NO_NEXT), repeated here because
+// importing it would make an import cycle (that file imports this one); the bit-exact tests
+// against the twin would catch a drift.
+const LEADER_BIT = 0x80000000;
+const NO_NEXT = 0x7fffffff;
 
 /** Gather job over tokens: buffers `[table, ids, out]`, params `[bytesPerElement, d, v]`. */
 const gatherJob: Launchable = launchable({

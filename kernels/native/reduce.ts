@@ -8,7 +8,7 @@
  * @module
  */
 import type { NativeRuntime } from "../../src/backend/backend.ts";
-import { NO_INDEX, type RowReduceParams, type RowReduceSpec } from "../reduce.ts";
+import type { RowReduceParams, RowReduceSpec } from "../reduce.ts";
 import { launch, type Launchable, launchable } from "./host_job.ts";
 
 /** Σ x[i] over `[start, end)` in index order, in f64 (the twin's order and precision). */
@@ -27,6 +27,12 @@ function sumSquares(x: Float32Array, start: number, end: number): number {
   }
   return acc;
 }
+
+/**
+ * "No index" (kernels/reduce.ts `NO_INDEX`), repeated here because importing it would make an
+ * import cycle; the tests against the twin would catch a drift.
+ */
+const NO_INDEX = 0xffffffff;
 
 /**
  * Row-reduction job over rows: buffers `x, [ixs], [values], [indices]`; params `[kind (0 sum,
