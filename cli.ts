@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { exportHf } from "./src/train/hf.ts";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { type Device, openDevice } from "./src/tensor/device.ts";
 import { KitError, ValueError } from "./src/core/errors.ts";
@@ -29,6 +30,7 @@ import {
   type TrainResult,
 } from "./src/train/trainer.ts";
 import { loadCheckpoint, loadWeights } from "./src/train/checkpoint.ts";
+import { loadModel } from "./src/train/load_model.ts";
 import { TransformerLM } from "./src/nn/transformer.ts";
 import { ValidationSet } from "./src/train/batches.ts";
 import { measureSparsity } from "./src/train/accounting.ts";
@@ -724,7 +726,7 @@ function checkFits(dev: Device, model: ModelConfig, batch: number): void {
   }
 }
 
-// ---- generate (text generation from a checkpoint) ----
+// ---- generate and export (inference from a checkpoint; interop) ----
 
 const GENERATE_HELP = `generate options (cli.ts generate):
   --checkpoint PATH     a checkpoint written by train, its run directory, or a Llama-style folder
@@ -738,7 +740,28 @@ const GENERATE_HELP = `generate options (cli.ts generate):
   --sparsity S          inference sparsity at every site (post-hoc top-K on a dense model)
   --device KIND         auto (default), webgpu, native or cpu
   --stats               print tokens/s to stderr at the end
+
+export options (cli.ts export: a checkpoint as a Llama-style folder for PyTorch / transformers):
+  --checkpoint PATH     a checkpoint written by train (or its run directory)
+  --out DIR             the folder to write (config.json + model.safetensors)
 `;
+
+async function cmdExport(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { checkpoint: { type: "string" }, out: { type: "string" } },
+    strict: true,
+  });
+  if (!values.checkpoint || !values.out) {
+    throw new ValueError("export", "--checkpoint PATH and --out DIR are required");
+  }
+  const dev = await openDevice({ prefer: "cpu" });
+  const model = await TransformerLM.fromCheckpoint(dev, values.checkpoint);
+  await exportHf(model, values.out);
+  console.log(`wrote ${values.out}/config.json and ${values.out}/model.safetensors`);
+  model.dispose();
+  dev.destroy();
+}
 
 async function cmdGenerate(args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -765,7 +788,7 @@ async function cmdGenerate(args: string[]): Promise<void> {
     throw new ValueError("generate", `--device must be one of ${kinds.join(", ")}, got ${kind}`);
   }
   const dev = await openDevice(kind === "auto" ? {} : { prefer: kind });
-  const model = await TransformerLM.fromCheckpoint(dev, values.checkpoint);
+  const model = await loadModel(dev, values.checkpoint);
   const out = (t: string) => Deno.stdout.writeSync(new TextEncoder().encode(t));
   out(values.prompt);
   const t0 = performance.now();
@@ -818,6 +841,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case "generate":
         await cmdGenerate(rest);
+        return 0;
+      case "export":
+        await cmdExport(rest);
         return 0;
       case undefined:
       case "help":

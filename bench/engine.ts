@@ -6,16 +6,8 @@
  *
  * Run: `deno run -A bench/engine.ts [--no-llvmpipe]`
  */
-import {
-  add,
-  backward,
-  type Device,
-  modelConfig,
-  mulScalar,
-  openDevice,
-  scope,
-  TransformerLM,
-} from "../mod.ts";
+import { add, backward, type Device, mulScalar, openDevice, scope } from "../mod.ts";
+import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
 import { AdamW } from "../src/train/optimizer.ts";
 import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
 

@@ -9,17 +9,8 @@
  * OPENBLAS_* variables are left as the environment has them (both the kit and PyTorch load the
  * same OpenBLAS, so they see the same kernels); the JSON records them.
  */
-import {
-  backward,
-  type Device,
-  matmul,
-  modelConfig,
-  openDevice,
-  scope,
-  spmm,
-  topkRows,
-  TransformerLM,
-} from "../mod.ts";
+import { backward, type Device, matmul, openDevice, scope, spmm, topkRows } from "../mod.ts";
+import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
 import { AdamW } from "../src/train/optimizer.ts";
 import { saveSafetensors } from "../src/train/safetensors.ts";
 import type { HostTensor } from "../src/train/safetensors.ts";

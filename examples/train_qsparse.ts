@@ -11,15 +11,9 @@
  * Run: `deno run -A examples/train_qsparse.ts [--steps N] [--device webgpu|native|cpu]`
  */
 import { parseArgs } from "node:util";
-import {
-  modelConfig,
-  openDevice,
-  sparsify,
-  spmm,
-  train,
-  trainConfig,
-  type TrainResult,
-} from "../mod.ts";
+import { openDevice, sparsify, spmm } from "../mod.ts";
+import { modelConfig } from "../src/nn/mod.ts";
+import { train, trainConfig, type TrainResult } from "../src/train/mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

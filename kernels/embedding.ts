@@ -24,11 +24,9 @@ import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, gridStride, uniforms, WG } from "./common.ts";
 import * as nat from "./native/embedding.ts";
+import { LEADER_BIT, NO_NEXT } from "./native/embedding.ts";
 
-/** `links` value flag: this token is the first occurrence of its id. */
-export const LEADER_BIT = 0x80000000;
-/** `links` next-pointer meaning "no later occurrence". */
-export const NO_NEXT = 0x7fffffff;
+export { LEADER_BIT, NO_NEXT };
 
 /** WGSL of the gather `out[t, d] = ids[t] < V ? table[ids[t], d] : 0`. */
 export function embeddingWgsl(dtype: DType): string {

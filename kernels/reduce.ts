@@ -23,7 +23,9 @@
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, f32Bits, gridStride, uniforms, WG } from "./common.ts";
-import { argScatterNative, rowReduceNative } from "./native/reduce.ts";
+import { argScatterNative, NO_INDEX, rowReduceNative } from "./native/reduce.ts";
+
+export { NO_INDEX };
 
 /** Invocations per workgroup of every row-wise kernel. */
 export const ROW_WG = 256;
@@ -135,9 +137,6 @@ export function beats(av: number, ai: number, bv: number, bi: number): boolean {
   if (an || bv === av) return bi < ai;
   return bv > av;
 }
-
-/** Index meaning "none" (the identity of the argmax combine). */
-export const NO_INDEX = 0xffffffff;
 
 /** What one row-reduction kernel computes. */
 export interface RowReduceSpec {

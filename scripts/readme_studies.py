@@ -55,6 +55,17 @@ tokens per parameter, far from the paper's 300M–7B models on 50B+ tokens: ever
 "at this scale", and the loss differences that matter (a few hundredths of a nat) are close to the
 seed-to-seed spread. `scripts/run_full_studies.sh` resumes and extends the runs.
 
+**How a verdict is decided** (`studies/stats.ts`, `studies/findings.ts`). "Reproduced" only when the
+claim's test passes at α = 0.05 after Holm's correction across the notebook's tests; "not reproduced
+at this scale" when the data contradict the claim at that level; "inconclusive" otherwise. Each row
+names its test and p-value. Errors are seed-level with Student-t quantiles (a two-seed error has one
+degree of freedom); differences are taken within a seed; a single-seed cell borrows the seed noise
+pooled over the replicated cells and is flagged; a weighted trend reports χ²/dof and inflates its
+error when that exceeds 1, with the unweighted slope beside it; rows that share dense anchors are
+tested per size. The scaling law is fitted with nominal and with measured S, and S\* is judged on its
+profile-likelihood interval (an interval open at a bound means the data do not identify it).
+Smoke-profile runs print "smoke run — not evidence" instead of verdicts.
+
 **The GPU runs.** One session was lent an H200 for 15 minutes. Through the same WebGPU code
 (`scripts/gpu_runs.sh`) it trained the runs this machine had not reached yet (s seed 2, the second
 seed of the MoE, ablation and Block studies) and two larger sizes of the sparsity grid, m 2.7M and

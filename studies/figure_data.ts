@@ -13,10 +13,11 @@ import type {
   SparsityCurve,
 } from "../src/plot/sparsity.ts";
 import type { LossCurve } from "../src/plot/training.ts";
-import type { DenseGap, RunGroup } from "./report.ts";
+import { contrast, type DenseGap, type RunGroup } from "./report.ts";
 import {
   type IsoLossGrid,
   isoLossGrid,
+  optimalSparsity,
   type ScalingLawParams,
 } from "../src/train/scaling_law.ts";
 
@@ -83,41 +84,53 @@ export function lossCurvesOf(
 }
 
 /**
- * Sweep points `{ N, S, loss }` of groups (mean over seeds; S is the nominal `S` tag), for
- * `lossVsSparsity` and `lossVsN`. Groups without a numeric `S` tag are left out.
+ * Sweep points `{ N, S, loss, error }` of groups (mean over seeds, error = one seed-level standard
+ * error; S is the nominal `S` tag), for `lossVsSparsity` and `lossVsN`. Groups without a numeric
+ * `S` tag are left out.
  *
  * @param groups Groups from `groupRuns`.
  * @returns The points.
  *
  * @example
  * ```ts
- * import { sweepPointsOf, type RunGroup } from "@qsparse/kit/studies";
+ * import { type RunGroup, sweepPointsOf } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = { tags: { S: 0.5 }, N: 1e5, loss: { mean: 3, se: 0.01, n: 2 } } as unknown as RunGroup;
- * assert.deepEqual(sweepPointsOf([g]), [{ N: 1e5, S: 0.5, loss: 3 }]);
+ * assert.deepEqual(sweepPointsOf([g]), [{ N: 1e5, S: 0.5, loss: 3, error: 0.01 }]);
  * ```
  */
 export function sweepPointsOf(groups: readonly RunGroup[]): SweepPoint[] {
   return groups.filter((g) => typeof g.tags.S === "number")
-    .map((g) => ({ N: g.N, S: g.tags.S as number, loss: g.loss.mean }));
+    .map((g) => ({
+      N: g.N,
+      S: g.tags.S as number,
+      loss: g.loss.mean,
+      ...(Number.isFinite(g.loss.se) ? { error: g.loss.se } : {}),
+    }));
 }
 
 /**
- * Gaps to dense as sweep points (`loss` = the gap), for `lossVsSparsity(..., { yTitle })`.
+ * Gaps to dense as sweep points (`loss` = the gap, `error` = its standard error, within seed
+ * where the seeds pair), for `lossVsSparsity(..., { yTitle })`.
  *
  * @param gaps From `gapsToDense`.
  * @returns The points.
  *
  * @example
  * ```ts
- * import { gapPointsOf, type DenseGap } from "@qsparse/kit/studies";
+ * import { type DenseGap, gapPointsOf } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const gap = { N: 1e5, S: 0.5, gap: 0.02 } as unknown as DenseGap;
- * assert.deepEqual(gapPointsOf([gap]), [{ N: 1e5, S: 0.5, loss: 0.02 }]);
+ * const gap = { N: 1e5, S: 0.5, gap: 0.02, se: 0.005 } as unknown as DenseGap;
+ * assert.deepEqual(gapPointsOf([gap]), [{ N: 1e5, S: 0.5, loss: 0.02, error: 0.005 }]);
  * ```
  */
 export function gapPointsOf(gaps: readonly DenseGap[]): SweepPoint[] {
-  return gaps.map((g) => ({ N: g.N, S: g.S, loss: g.gap }));
+  return gaps.map((g) => ({
+    N: g.N,
+    S: g.S,
+    loss: g.gap,
+    ...(Number.isFinite(g.se) ? { error: g.se } : {}),
+  }));
 }
 
 /** Site kinds in forward order, with the labels figures use. */
@@ -170,7 +183,7 @@ export function projectionSparsityOf(
  *
  * @example
  * ```ts
- * import { sparsityCurvesOf, type RunGroup } from "@qsparse/kit/studies";
+ * import { type RunGroup, sparsityCurvesOf } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = { tags: {}, records: [{ sparsityCurve: [{ step: 1, overall: 0.6, perSite: {} }] }] } as unknown as RunGroup;
  * assert.deepEqual(sparsityCurvesOf([g], () => "relu")[0]!.sparsity, [0.6]);
@@ -193,7 +206,9 @@ export function sparsityCurvesOf(
 }
 
 /**
- * Final validation losses of groups as bars with ±2 standard-error whiskers, for `estimateBars`.
+ * Final validation losses of groups as bars with ±1 seed-level standard-error whiskers, for
+ * `estimateBars` (with `zoom: true`: losses of one study differ by hundredths of a nat, so bars
+ * from zero would hide them; or use {@link differenceBarsOf}).
  *
  * @param groups Groups from `groupRuns`.
  * @param name Bar label of a group.
@@ -205,7 +220,7 @@ export function sparsityCurvesOf(
  * import { lossBarsOf, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = { tags: { arm: "dense" }, loss: { mean: 2.5, se: 0.01, n: 2 } } as unknown as RunGroup;
- * assert.deepEqual(lossBarsOf([g], (g) => String(g.tags.arm)), [{ name: "dense", value: 2.5, error: 0.02 }]);
+ * assert.deepEqual(lossBarsOf([g], (g) => String(g.tags.arm)), [{ name: "dense", value: 2.5, error: 0.01 }]);
  * ```
  */
 export function lossBarsOf(
@@ -216,9 +231,51 @@ export function lossBarsOf(
   return groups.map((g) => ({
     name: name(g),
     value: g.loss.mean,
-    error: Number.isFinite(g.loss.se) ? 2 * g.loss.se : 0,
+    error: Number.isFinite(g.loss.se) ? g.loss.se : 0,
     ...(group ? { group: group(g) } : {}),
   }));
+}
+
+/**
+ * Loss differences to a reference group as bars with ±1 standard-error whiskers (within seed
+ * when the seeds pair, see `contrast`), for `estimateBars`: bars from zero whose lengths are the
+ * effects, where bars of the losses themselves would need a cut axis.
+ *
+ * @param groups Groups from `groupRuns` (the reference itself is left out).
+ * @param reference The group to subtract, per group (e.g. the dense arm of the same comparison);
+ *   groups it returns undefined for are left out.
+ * @param name Bar label of a group.
+ * @param group Optional series of a group, for grouped bars.
+ * @returns The bars.
+ *
+ * @example
+ * ```ts
+ * import { differenceBarsOf, type RunGroup } from "@qsparse/kit/studies";
+ * import assert from "node:assert/strict";
+ * const g = (arm: string, mean: number) => ({ tags: { arm }, records: [], loss: { mean, se: 0.01, n: 1, df: Infinity } }) as unknown as RunGroup;
+ * const dense = g("dense", 2.5);
+ * const bars = differenceBarsOf([dense, g("moe", 2.4)], () => dense, (x) => String(x.tags.arm));
+ * assert.equal(bars.length, 1);
+ * assert.ok(Math.abs(bars[0]!.value + 0.1) < 1e-12);
+ * ```
+ */
+export function differenceBarsOf(
+  groups: readonly RunGroup[],
+  reference: (g: RunGroup) => RunGroup | undefined,
+  name: (g: RunGroup) => string,
+  group?: (g: RunGroup) => string,
+): EstimateBar[] {
+  return groups.flatMap((g) => {
+    const ref = reference(g);
+    if (!ref || ref === g) return [];
+    const d = contrast([{ group: g, coef: 1 }, { group: ref, coef: -1 }]);
+    return [{
+      name: name(g),
+      value: d.value,
+      error: Number.isFinite(d.se) ? d.se : 0,
+      ...(group ? { group: group(g) } : {}),
+    }];
+  });
 }
 
 /**
@@ -246,7 +303,7 @@ export function paramLabel(n: number): string {
 export interface IsoLossSurfaceOptions {
   /** Lowest sparsity; default 0.05. */
   sMin?: number;
-  /** Highest sparsity; default 0.85. */
+  /** Highest sparsity; default 0.85, or up to 0.97 to hold the law's S* with a margin. */
   sMax?: number;
   /** Grid points per axis; default 40. */
   points?: number;
@@ -264,7 +321,7 @@ export interface IsoLossSurfaceOptions {
  *
  * @example
  * ```ts
- * import { PAPER_SCALING_LAW } from "@qsparse/kit";
+ * import { PAPER_SCALING_LAW } from "@qsparse/kit/train";
  * import { isoLossSurfaceOf } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = isoLossSurfaceOf(PAPER_SCALING_LAW, 3e8, 7e9, { points: 5 });
@@ -278,7 +335,9 @@ export function isoLossSurfaceOf(
   naMax: number,
   opts: IsoLossSurfaceOptions = {},
 ): IsoLossGrid {
-  const n = opts.points ?? 40, s0 = opts.sMin ?? 0.05, s1 = opts.sMax ?? 0.85;
+  const sStar = optimalSparsity(law);
+  const n = opts.points ?? 40, s0 = opts.sMin ?? 0.05;
+  const s1 = opts.sMax ?? Math.max(0.85, Math.min(0.97, sStar + 0.05));
   const activated = Array.from({ length: n }, (_, i) => naMin * (naMax / naMin) ** (i / (n - 1)));
   const sparsity = Array.from({ length: n }, (_, i) => s0 + ((s1 - s0) * i) / (n - 1));
   return isoLossGrid(law, activated, sparsity);

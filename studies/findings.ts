@@ -30,7 +30,7 @@ import {
   type SweepFit,
 } from "./report.ts";
 import { PAPER_SCALING_LAW, scalingLaw, sparsityFactor } from "../src/train/scaling_law.ts";
-import { holm, type TTest, tTest } from "./stats.ts";
+import { holm, tQuantile, type TTest, tTest } from "./stats.ts";
 
 /** The outcome of testing a claim on our data. */
 export type Verdict = "reproduced" | "not reproduced at this scale" | "inconclusive";
@@ -85,7 +85,8 @@ export const LEVEL = 0.05;
  *
  * @example
  * ```ts
- * import { tTest, verdictOf } from "@qsparse/kit/studies";
+ * import { verdictOf } from "@qsparse/kit/studies";
+ * import { tTest } from "./stats.ts";
  * import assert from "node:assert/strict";
  * assert.equal(verdictOf(tTest({ value: 0.05, se: 0.01, df: 10 }, "above")), "reproduced");
  * assert.equal(verdictOf(tTest({ value: 0.05, se: 0.01, df: 1 }, "above")), "inconclusive");
@@ -246,7 +247,8 @@ export function verdictInterval(
  *
  * @example Two tests at p = 0.03 each: neither survives Holm at 0.05 (0.06 after adjustment)
  * ```ts
- * import { type Finding, holmFindings, tTest } from "@qsparse/kit/studies";
+ * import { type Finding, holmFindings } from "@qsparse/kit/studies";
+ * import { tTest } from "./stats.ts";
  * import assert from "node:assert/strict";
  * const test = { ...tTest({ value: 1, se: 1 }, "above"), p: 0.03 };
  * const f = (id: string): Finding => ({ id, claim: id, paper: "", measured: "", verdict: "reproduced", test });
@@ -307,6 +309,13 @@ export function formatEstimate(est: Estimate, digits = 3, signed = false): strin
     ? ` (df ${Number.isInteger(est.df) ? est.df : est.df.toFixed(1)})`
     : "";
   return `${sign}${v} ± ${est.se.toFixed(digits)}${df}`;
+}
+
+/** A two-sided 95% t interval `[lo, hi]` of an estimate (its df; normal without). */
+function ciText(est: Estimate, digits: number): string {
+  const q = tQuantile(0.975, est.df ?? Infinity);
+  const f = (x: number) => `${x >= 0 ? "+" : ""}${x.toFixed(digits)}`;
+  return `[${f(est.value - q * est.se)}, ${f(est.value + q * est.se)}]`;
 }
 
 function pct(x: number, digits = 1): string {
@@ -427,7 +436,7 @@ export interface ArmComparisonSpec {
  * ```ts
  * import { armComparisonFinding, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const g = (mean: number) => ({ tags: {}, loss: { mean, se: 0.002, n: 1 } }) as unknown as RunGroup;
+ * const g = (mean: number) => ({ tags: {}, records: [], loss: { mean, se: 0.002, n: 1 } }) as unknown as RunGroup;
  * const spec = {
  *   id: "continue", claim: "Q-Sparse continued training ≈ dense", paper: "Table 1", aName: "Q-Sparse",
  *   bName: "dense", expect: "within" as const, threshold: 2, relative: true,
@@ -444,6 +453,13 @@ export function armComparisonFinding(spec: ArmComparisonSpec): Finding {
   }
   const d = lossDifference(a, b);
   const scale = spec.relative ? 100 / b.loss.mean : 1;
+  const single = [a, b].filter((g) => g.singleSeed).length;
+  const singleNote = !single
+    ? ""
+    : a.loss.df === Infinity || b.loss.df === Infinity
+    ? "single-seed arm: its error is the evaluation noise only (seed noise not measured here)"
+    : "single-seed arm: its error is the seed noise pooled over the replicated arms";
+  const note = [spec.note, singleNote].filter(Boolean).join("; ");
   return comparisonFinding({
     id: spec.id,
     claim: spec.claim,
@@ -460,7 +476,7 @@ export function armComparisonFinding(spec: ArmComparisonSpec): Finding {
     threshold: spec.threshold,
     unit: spec.relative ? "%" : " nats",
     digits: spec.relative ? 2 : 3,
-    ...(spec.note ? { note: spec.note } : {}),
+    ...(note ? { note } : {}),
   });
 }
 
@@ -493,9 +509,9 @@ function missing(id: string, claim: string, paper: string, what: string): Findin
  *
  * @example
  * ```ts
- * import { steFinding, type RunGroup } from "@qsparse/kit/studies";
+ * import { type RunGroup, steFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const g = (variant: string, mean: number) => ({ tags: { variant }, loss: { mean, se: 0.005, n: 1 } }) as unknown as RunGroup;
+ * const g = (variant: string, mean: number) => ({ tags: { variant }, records: [], loss: { mean, se: 0.005, n: 1 } }) as unknown as RunGroup;
  * assert.equal(steFinding([g("topk-ste", 2.0), g("topk-noste", 2.3), g("relu", 2.2)]).verdict, "reproduced");
  * ```
  */
@@ -512,8 +528,8 @@ export function steFinding(groups: readonly RunGroup[]): Finding {
   const worse = ta.p >= tb.p || Number.isNaN(ta.p) ? ta : tb;
   const test: TTest = {
     ...worse,
-    name: `both one-sided t-tests of > 0 (intersection–union; worse: ${
-      worse.name.replace(/.*\(/, "(")
+    name: `intersection–union of two one-sided t-tests of > 0 (the worse: ${
+      worse.name.replace(/.*\(/, "")
     }`,
     p: Math.max(ta.p, tb.p),
     pContrary: Math.min(ta.pContrary, tb.pContrary),
@@ -629,11 +645,15 @@ export function superLinearFinding(c: Convexity | null): Finding {
  *
  * @example
  * ```ts
- * import { gapShrinksFinding } from "@qsparse/kit/studies";
+ * import { gapShrinksFinding, type GapTrend } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const perSize = [{ N: 1e5, gap: { value: 0.1, se: 0.005 } }, { N: 1e6, gap: { value: 0.08, se: 0.005 } }];
- * const t = { perSize, slope: { value: -0.02, se: 0.007 }, relativePerDecade: -0.22 };
- * assert.equal(gapShrinksFinding(t).verdict, "reproduced");
+ * const perSize = [1e5, 1e6, 1e7].map((N, i) => ({ N, gap: { value: 0.1 - 0.02 * i, se: 0.005, df: 1 }, seeds: 2, weightSe: 0.005 }));
+ * const t: GapTrend = {
+ *   perSize, slope: { value: -0.02, se: 0.004, df: 3 }, chi2PerDof: 0.5, unweighted: { value: -0.02, se: 0.001, df: 1 },
+ *   seedNoise: { sd: 0.007, df: 3 }, singleSeedSizes: 0, relativePerDecade: -0.25,
+ * };
+ * assert.equal(gapShrinksFinding(t).verdict, "reproduced"); // t = −5 with 3 df
+ * assert.equal(gapShrinksFinding({ ...t, slope: { value: -0.02, se: 0.015, df: 3 } }).verdict, "inconclusive");
  * ```
  */
 export function gapShrinksFinding(t: GapTrend | null): Finding {
@@ -656,7 +676,10 @@ export function gapShrinksFinding(t: GapTrend | null): Finding {
     id: "gap-vs-N",
     claim,
     paper,
-    measured: `weighted slope ${formatEstimate(t.slope, 4, true)} nats per 10× N` +
+    measured:
+      `weighted slope ${formatEstimate(t.slope, 4, true)} nats per 10× N, 95% CI ${
+        ciText(t.slope, 4)
+      }` +
       (Number.isFinite(t.relativePerDecade)
         ? ` (${t.relativePerDecade >= 0 ? "+" : ""}${pct(t.relativePerDecade, 0)} of the mean gap)`
         : " (mean gap ≤ 0)") +
@@ -681,7 +704,7 @@ export function gapShrinksFinding(t: GapTrend | null): Finding {
  * ```ts
  * import { equalNaFinding, type EqualNaRow } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const row = { S: 0.5, advantage: { value: 0.05, se: 0.01 } } as unknown as EqualNaRow;
+ * const row = { S: 0.5, advantage: { value: 0.05, se: 0.01 }, group: { singleSeed: false } } as unknown as EqualNaRow;
  * assert.equal(equalNaFinding([row]).verdict, "reproduced");
  * ```
  */
@@ -717,7 +740,7 @@ export function equalNaFinding(
   const pClean = inverted.length && cleanSizes.size
     ? pooledWithSpread([...cleanSizes.values()].map((rs) => pooled(rs.map((r) => r.advantage))!))
     : null;
-  const single = new Set(rows.filter((r) => r.group.singleSeed).map((r) => r.group.key)).size;
+  const single = new Set(rows.filter((r) => r.group?.singleSeed).map((r) => r.group.key)).size;
   return {
     id,
     claim,
@@ -885,7 +908,7 @@ export function sStarOrderFinding(fp: SweepFit, bitnet: SweepFit): Finding {
  * ```ts
  * import { blockFinding, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const g = (variant: string, mean: number) => ({ tags: { size: "xs", variant }, loss: { mean, se: 0.002, n: 2 } }) as unknown as RunGroup;
+ * const g = (variant: string, mean: number) => ({ tags: { size: "xs", variant }, records: [], loss: { mean, se: 0.002, n: 2 } }) as unknown as RunGroup;
  * assert.equal(blockFinding([g("topk", 2.0), g("block16:32", 2.004)]).verdict, "reproduced");
  * ```
  */
@@ -964,7 +987,7 @@ export function componentSparsityFinding(
  *
  * @example
  * ```ts
- * import { nearDenseFinding, type DenseGap } from "@qsparse/kit/studies";
+ * import { type DenseGap, nearDenseFinding } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const gap = { N: 1e6, S: 0.3, gap: 0.01, se: 0.004, relative: 0.005, dense: { loss: { mean: 2 } }, group: { sparsity: { mean: 0.41 } } } as unknown as DenseGap;
  * assert.equal(nearDenseFinding([gap]).verdict, "reproduced");
@@ -1035,8 +1058,8 @@ const BADGE: Record<Verdict, string> = {
 /** What a smoke run's table prints instead of a verdict. */
 export const SMOKE_VERDICT = "smoke run — not evidence";
 
-function pText(p: number): string {
-  return p < 1e-4 ? "< 0.0001" : p.toFixed(p < 0.01 ? 4 : 3);
+function pText(name: string, p: number): string {
+  return p < 1e-4 ? `${name} < 0.0001` : `${name} = ${p.toFixed(p < 0.01 ? 4 : 3)}`;
 }
 
 /**
@@ -1048,7 +1071,8 @@ function pText(p: number): string {
  *
  * @example
  * ```ts
- * import { testText, tTest } from "@qsparse/kit/studies";
+ * import { testText } from "@qsparse/kit/studies";
+ * import { tTest } from "./stats.ts";
  * import assert from "node:assert/strict";
  * const test = tTest({ value: 0.03, se: 0.01, df: 4 }, "above");
  * assert.match(testText({ id: "x", claim: "", paper: "", measured: "", verdict: "reproduced", test }), /t = 3\.00, p = 0\.02/);
@@ -1058,8 +1082,8 @@ export function testText(f: Finding): string {
   if (!f.test) return f.testName ?? "—";
   const t = f.test;
   if (!Number.isFinite(t.p)) return `${t.name}: no error estimate`;
-  const holmText = t.pAdjusted !== undefined ? `; Holm p = ${pText(t.pAdjusted)}` : "";
-  return `${t.name}: t = ${t.t.toFixed(2)}, p = ${pText(t.p)}${holmText} (α = ${t.level})`;
+  const holmText = t.pAdjusted !== undefined ? `; ${pText("Holm p", t.pAdjusted)}` : "";
+  return `${t.name}: t = ${t.t.toFixed(2)}, ${pText("p", t.p)}${holmText} (α = ${t.level})`;
 }
 
 /** Options of {@link findingsMarkdown}. */

@@ -153,7 +153,11 @@ export function steGradientFinding(
   return comparisonFinding({
     ...base,
     label: "log(‖g‖ with STE / ‖g‖ without), layer 0, mean over projections",
-    estimate: { value: mean, se: sd / Math.sqrt(ratios.length) },
+    estimate: {
+      value: mean,
+      se: sd / Math.sqrt(ratios.length),
+      ...(ratios.length > 1 ? { df: ratios.length - 1 } : {}),
+    },
     expect: "above",
     threshold: 0,
     unit: "",

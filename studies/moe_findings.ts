@@ -32,9 +32,9 @@ function pct(x: number): string {
  *
  * @example
  * ```ts
- * import { synergyFindings, type RunGroup } from "@qsparse/kit/studies";
+ * import { type RunGroup, synergyFindings } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const g = (mean: number) => ({ tags: {}, loss: { mean, se: 0.005, n: 2 } }) as unknown as RunGroup;
+ * const g = (mean: number) => ({ tags: {}, records: [], loss: { mean, se: 0.005, n: 2 } }) as unknown as RunGroup;
  * const [, , all] = synergyFindings(g(2.0), g(2.1), g(2.08));
  * assert.equal(all!.verdict, "reproduced");
  * ```

@@ -10,7 +10,7 @@
  * @module
  */
 import { toPng } from "../src/plot/export.ts";
-import type { Figure } from "../src/plot/figure.ts";
+import { Figure } from "../src/plot/figure.ts";
 import { type Device, openDevice } from "../src/tensor/device.ts";
 import { KitError, ValueError } from "../src/core/errors.ts";
 import { atomicWriteFile } from "../src/util/fs.ts";
@@ -108,12 +108,16 @@ const OUTPUT_BYTES_PER_MS = 2000;
  * Strings are shown as markdown (empty ones are skipped). Returns nothing, so a cell ending with `await display(...)`
  * adds no stray value to its outputs. Outside Jupyter, each item is printed as text.
  *
+ * With the environment variable `QSPARSE_STATIC_FIGURES=1` (set by `scripts/render_full.sh`),
+ * figures are shown as static PNG images (rendered by headless Chromium) instead of interactive
+ * plotly, so a committed notebook carries no 4.8 MB plotly bundle and renders on any viewer.
+ *
  * @param items Figures, markdown, strings, or anything with a Jupyter display method.
  * @returns When displayed.
  *
  * @example
  * ```ts
- * import { Figure } from "@qsparse/kit";
+ * import { Figure } from "@qsparse/kit/plot";
  * import { display } from "@qsparse/kit/studies";
  * await display("**under deno test this prints**", new Figure([{ type: "bar", x: ["a"], y: [1] }]));
  * ```
@@ -133,12 +137,42 @@ export async function display(...items: (Figure | Markdown | string | object)[])
       console.log(String(obj));
       continue;
     }
-    const bundle = await jupyter.format(obj);
+    const bundle = obj instanceof Figure && staticFigures()
+      ? await pngBundle(obj)
+      : await jupyter.format(obj);
     await jupyter.display(bundle, { raw: true });
     await sleep(10 + JSON.stringify(bundle).length / OUTPUT_BYTES_PER_MS);
   }
   // Console output written before this call needs the same grace.
   await sleep(10);
+}
+
+function staticFigures(): boolean {
+  try {
+    return Deno.env.get("QSPARSE_STATIC_FIGURES") === "1";
+  } catch {
+    return false; // no --allow-env: interactive figures
+  }
+}
+
+/** A figure as a Jupyter bundle holding only a PNG and its title as text. */
+async function pngBundle(fig: Figure): Promise<Record<string, string>> {
+  const dir = await Deno.makeTempDir({ prefix: "qsparse-display-" });
+  try {
+    const path = `${dir}/figure.png`;
+    // Headless Chromium can time out on a loaded machine; one retry before failing the cell.
+    await toPng(fig, path, { width: 900, height: 560 })
+      .catch(() => toPng(fig, path, { width: 900, height: 560 }));
+    const bytes = await Deno.readFile(path);
+    let bin = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    }
+    const title = (fig.layout.title as { text?: string } | undefined)?.text ?? "figure";
+    return { "image/png": btoa(bin), "text/plain": `[figure: ${title}]` };
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
 }
 
 function sleep(ms: number): Promise<void> {
@@ -321,7 +355,7 @@ export interface SaveFigureOptions {
  *
  * @example
  * ```ts
- * import { Figure } from "@qsparse/kit";
+ * import { Figure } from "@qsparse/kit/plot";
  * import { saveFigure } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * assert.equal(await saveFigure(new Figure([]), "x", "smoke"), null);

@@ -9,7 +9,7 @@
 import { Figure, type PlotlyTrace } from "../src/plot/figure.ts";
 import type { Finding } from "./findings.ts";
 import { comparisonFinding, markdownTable } from "./findings.ts";
-import { type Estimate, pooled } from "./report.ts";
+import { type Estimate, pooledWithSpread } from "./report.ts";
 import type { RunRecord } from "../src/train/runner.ts";
 
 /** Losses of one size at one S. */
@@ -39,7 +39,7 @@ const est = (r: RunRecord): Estimate => ({ value: r.valLoss, se: r.valStderr });
  *
  * @example
  * ```ts
- * import { type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
  * import { posthocComparison } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const r = (id: string, tags: Record<string, string | number>, valLoss: number) =>
@@ -96,7 +96,9 @@ export function posthocFinding(rows: readonly PosthocRow[]): Finding {
     value: r.posthoc.value - r.trained.value,
     se: Math.hypot(r.posthoc.se, r.trained.se),
   }));
-  const p = pooled(diffs);
+  // The rows' own errors are evaluation noise only; their spread also holds the seed noise of
+  // the trained runs, so the larger of the two is used (df = rows − 1 when it is the spread).
+  const p = pooledWithSpread(diffs);
   const base = {
     id: "trained-vs-posthoc",
     claim: "Training with top-K (Q-Sparse) recovers the loss that top-K on a dense model costs",
@@ -243,7 +245,7 @@ export function tokenBudgetFinding(
       gap4: { value: r.valLoss - dense4.valLoss, se: Math.hypot(r.valStderr, dense4.valStderr) },
     });
   }
-  const p = pooled(
+  const p = pooledWithSpread(
     rows.map((r) => ({ value: r.gap4.value - r.gap1.value, se: Math.hypot(r.gap4.se, r.gap1.se) })),
   );
   const base = {

@@ -160,7 +160,7 @@ function tagKey(tags: RunRecord["tags"], ignore: ReadonlySet<string>): string {
  *
  * @example
  * ```ts
- * import { type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
  * import { groupRuns } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const run = (seed: number, valLoss: number) =>
@@ -231,7 +231,7 @@ export interface SweepPointOptions {
  *
  * @example
  * ```ts
- * import { type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
  * import { sweepPoints } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const r = { tags: { S: 0.5 }, N: 1e5, valLoss: 2, sparsity: { overall: 0.6 } } as unknown as RunRecord;
@@ -294,7 +294,7 @@ export type SweepFit = SweepFitOk | SweepFitFailed;
  *
  * @example A grid too small to fit is reported, not thrown
  * ```ts
- * import { type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
  * import { fitSweep } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const r = { tags: { S: 0 }, N: 1e5, valLoss: 2 } as unknown as RunRecord;
@@ -400,7 +400,7 @@ export interface DenseGap {
  *
  * @example
  * ```ts
- * import { type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
  * import { gapsToDense, groupRuns } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const run = (S: number, valLoss: number) =>
@@ -482,7 +482,9 @@ function seedOf(r: RunRecord): string {
  * ```
  */
 export function contrast(parts: readonly { group: RunGroup; coef: number }[]): Contrast {
-  const bySeed = parts.map((p) => new Map(p.group.records.map((r) => [seedOf(r), r.valLoss])));
+  const bySeed = parts.map((p) =>
+    new Map((p.group.records ?? []).map((r) => [seedOf(r), r.valLoss]))
+  );
   const common = [...bySeed[0]?.keys() ?? []].filter((s) => s && bySeed.every((m) => m.has(s)));
   if (common.length >= 2) {
     const perSeed = common.map((s) =>
@@ -533,7 +535,7 @@ export interface Convexity {
  *
  * @example
  * ```ts
- * import { type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
  * import { gapConvexity, gapsToDense, groupRuns } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const run = (S: number, valLoss: number) =>
@@ -617,8 +619,8 @@ export interface GapTrend {
  *
  * @example
  * ```ts
- * import { type RunRecord } from "@qsparse/kit";
- * import { gapTrend, gapsToDense, groupRuns } from "@qsparse/kit/studies";
+ * import type { RunRecord } from "@qsparse/kit/train";
+ * import { gapsToDense, gapTrend, groupRuns } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const run = (N: number, S: number, valLoss: number) =>
  *   ({ tags: { N, S }, valLoss, valStderr: 0.001, N, Na: N, sparsity: null }) as unknown as RunRecord;
@@ -701,7 +703,7 @@ export interface EqualNaRow {
  *
  * @example
  * ```ts
- * import { type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
  * import { equalNaComparison, groupRuns } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const run = (N: number, S: number, valLoss: number) =>
@@ -754,8 +756,8 @@ export function equalNaComparison(
  * ```ts
  * import { lossDifference, type RunGroup } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
- * const g = (mean: number, se: number) => ({ loss: { mean, se, n: 1 } }) as unknown as RunGroup;
- * assert.deepEqual(lossDifference(g(2.5, 0.03), g(2, 0.04)), { value: 0.5, se: 0.05 });
+ * const g = (mean: number, se: number) => ({ records: [], loss: { mean, se, n: 1, df: Infinity } }) as unknown as RunGroup;
+ * assert.deepEqual(lossDifference(g(2.5, 0.03), g(2, 0.04)), { value: 0.5, se: 0.05, df: Infinity });
  * ```
  */
 export function lossDifference(a: RunGroup, b: RunGroup): Estimate {
@@ -828,7 +830,7 @@ export interface SparsityDrift {
  *
  * @example
  * ```ts
- * import { type RunRecord } from "@qsparse/kit";
+ * import type { RunRecord } from "@qsparse/kit/train";
  * import { sparsityDrift } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const r = { sparsityCurve: [{ step: 1, overall: 0.6, perSite: {} }, { step: 9, overall: 0.5, perSite: {} }] } as unknown as RunRecord;
@@ -866,7 +868,7 @@ export interface SparsityAt {
  *
  * @example
  * ```ts
- * import { sparsityAt, type RunGroup } from "@qsparse/kit/studies";
+ * import { type RunGroup, sparsityAt } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const g = (S: number, down: number) =>
  *   ({ tags: { S }, sparsity: { mean: S, se: 0, n: 1 }, perSite: { down } }) as unknown as RunGroup;

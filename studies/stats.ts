@@ -40,7 +40,7 @@ export interface TEstimate {
  *
  * @example Two two-seed means: between 1 and 2 df
  * ```ts
- * import { welchDf } from "@qsparse/kit/studies";
+ * import { welchDf } from "./stats.ts";
  * import assert from "node:assert/strict";
  * assert.equal(welchDf([{ se: 0.01, df: 1 }, { se: 0.01, df: 1 }]), 2);
  * assert.equal(welchDf([{ se: 0.01, df: 1 }, { se: 0, df: 1 }]), 1);
@@ -67,7 +67,7 @@ export function welchDf(parts: readonly { se: number; df?: number; coef?: number
  *
  * @example A difference of two means
  * ```ts
- * import { combine } from "@qsparse/kit/studies";
+ * import { combine } from "./stats.ts";
  * import assert from "node:assert/strict";
  * const d = combine([{ est: { value: 2.1, se: 0.03, df: 1 }, coef: 1 }, { est: { value: 2.0, se: 0.04, df: 1 }, coef: -1 }]);
  * assert.ok(Math.abs(d.value - 0.1) < 1e-12 && Math.abs(d.se - 0.05) < 1e-12);
@@ -111,7 +111,7 @@ export interface TTest {
  *
  * @example A two-seed difference 3 standard errors from 0 is not significant with df = 1
  * ```ts
- * import { tTest } from "@qsparse/kit/studies";
+ * import { tTest } from "./stats.ts";
  * import assert from "node:assert/strict";
  * const t = tTest({ value: 0.03, se: 0.01, df: 1 }, "above");
  * assert.ok(t.p > 0.05 && t.p < 0.11);
@@ -127,7 +127,9 @@ export function tTest(
   const df = est.df ?? Infinity;
   const sign = direction === "above" ? 1 : -1;
   const t = (sign * (est.value - threshold)) / est.se;
-  const ok = est.se > 0 && Number.isFinite(est.se) && Number.isFinite(est.value) && df > 0;
+  // A zero error (identical paired seeds) makes t infinite: the side decides, p is 0 or 1.
+  const ok = est.se >= 0 && Number.isFinite(est.se) && Number.isFinite(est.value) && df > 0 &&
+    !Number.isNaN(t);
   const p = ok ? 1 - tCdf(t, df) : NaN;
   const pContrary = ok ? tCdf(t, df) : NaN;
   const dfText = Number.isFinite(df) ? `df ${df < 10 ? df.toFixed(1) : df.toFixed(0)}` : "normal";
@@ -151,7 +153,7 @@ export function tTest(
  *
  * @example
  * ```ts
- * import { holm } from "@qsparse/kit/studies";
+ * import { holm } from "./stats.ts";
  * import assert from "node:assert/strict";
  * const adj = holm([0.01, 0.04, 0.03, 0.005]);
  * assert.deepEqual(adj.map((x) => +x.toFixed(6)), [0.03, 0.06, 0.06, 0.02]);
@@ -207,7 +209,7 @@ export interface Trend {
  *
  * @example Points scattered more than their errors: the error is inflated
  * ```ts
- * import { weightedTrend } from "@qsparse/kit/studies";
+ * import { weightedTrend } from "./stats.ts";
  * import assert from "node:assert/strict";
  * const t = weightedTrend([0, 1, 2, 3], [0, 0.3, 0.1, 0.4], [0.01, 0.01, 0.01, 0.01]);
  * assert.ok(t.chi2PerDof > 1);

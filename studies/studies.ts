@@ -14,6 +14,7 @@ import { ValueError } from "../src/core/errors.ts";
 import { type TrainConfig, trainConfig } from "../src/train/trainer.ts";
 import { moeStudyArms } from "./moe_study.ts";
 import type { RunSpec } from "../src/train/runner.ts";
+import { v2StudyRuns } from "./v2_grid.ts";
 
 /**
  * Names of the studies.
@@ -35,6 +36,10 @@ export const STUDIES = [
   "continue_finetune",
   "posthoc",
   "token_budget",
+  // v2 (issue 13): compute-matched budgets, tuned LR, fixed N_a; grids in v2_grid.ts.
+  "lr_tuning",
+  "scaling_v2",
+  "fixed_na",
 ] as const;
 
 /** A study name. */
@@ -169,6 +174,15 @@ export function studyRuns(
     runs.push({ id, study, config: cfg, tags, ...(after ? { after } : {}) });
 
   switch (study) {
+    case "lr_tuning":
+    case "scaling_v2":
+    case "fixed_na":
+      return v2StudyRuns(study, profile, {
+        settings: {
+          ...(opts.settings?.sizes ? { sizes: opts.settings.sizes } : {}),
+          ...(opts.settings?.seeds ? { seeds: opts.settings.seeds } : {}),
+        },
+      });
     case "sparsity_vs_loss":
       // Seed-major order: an interrupted sweep already holds one complete seed of the grid.
       for (const seed of p.seeds) {

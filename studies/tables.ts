@@ -51,7 +51,7 @@ export function groupsMarkdown(groups: readonly RunGroup[], tags?: readonly stri
  *
  * @example
  * ```ts
- * import { gapsMarkdown, type DenseGap } from "@qsparse/kit/studies";
+ * import { type DenseGap, gapsMarkdown } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const gap = { N: 1e5, S: 0.5, gap: 0.02, se: 0.01, relative: 0.008, group: { loss: { mean: 2.52 }, sparsity: null }, dense: { loss: { mean: 2.5 } } } as unknown as DenseGap;
  * assert.match(gapsMarkdown([gap]), /\| 100K \| 50% \| — \| 2\.5000 \| 2\.5200 \| \+0\.0200 ± 0\.0100 \| \+0\.80% \|/);

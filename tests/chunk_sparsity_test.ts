@@ -5,19 +5,16 @@
  * site and an MoE expert site, and no side effects on the sparsity counters.
  */
 import assert from "node:assert/strict";
+import { type Device, ShapeError, ValueError } from "../mod.ts";
 import {
-  type Device,
-  type ExpertSite,
-  measureChunkSparsity,
-  measureSparsity,
   type ModelConfig,
   modelConfig,
   type ModelOverrides,
   type MoeFeedForward,
-  ShapeError,
   TransformerLM,
-  ValueError,
-} from "../mod.ts";
+} from "../src/nn/mod.ts";
+import { measureChunkSparsity, measureSparsity } from "../src/train/mod.ts";
+import type { ExpertSite } from "../src/nn/moe.ts";
 import { cpu, others } from "./helpers.ts";
 
 const B = 2, T = 16;

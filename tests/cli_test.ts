@@ -6,13 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { main } from "../cli.ts";
-import {
-  modelConfig,
-  PAPER_SCALING_LAW,
-  saveCheckpoint,
-  scalingLaw,
-  TransformerLM,
-} from "../mod.ts";
+import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
+import { PAPER_SCALING_LAW, saveCheckpoint, scalingLaw } from "../src/train/mod.ts";
 import { cpu } from "./helpers.ts";
 
 /** Runs `main` in-process, capturing console output. */

@@ -1,15 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  add,
-  addScalar,
-  binaryRaw,
-  cast,
-  DTypeError,
-  rdivScalar,
-  ShapeError,
-  unaryRaw,
-  where,
-} from "../mod.ts";
+import { add, addScalar, cast, DTypeError, rdivScalar, ShapeError, where } from "../mod.ts";
+import { binaryRaw, unaryRaw } from "../src/ops/elementwise.ts";
 import {
   BINARY,
   type BinaryOp,

@@ -1,16 +1,14 @@
 import assert from "node:assert/strict";
+import { CheckpointError, type Device, sampleTokens, ValueError } from "../mod.ts";
 import {
-  CheckpointError,
   Decoder,
-  type Device,
   generate,
+  KVCache,
   modelConfig,
   type ModelOverrides,
-  sampleTokens,
-  saveCheckpoint,
   TransformerLM,
-  ValueError,
-} from "../mod.ts";
+} from "../src/nn/mod.ts";
+import { loadModel, saveCheckpoint } from "../src/train/mod.ts";
 import { saveSafetensors } from "../src/train/safetensors.ts";
 import { sampleCpu } from "../kernels/sample.ts";
 import { assertClose, cpu, gpu, hostRandom, native } from "./helpers.ts";
@@ -115,6 +113,8 @@ for (const dev of devices) {
       [{ sparsity: 0.5, block: 32 }, {}],
       [{ bitnet: true }, {}],
       [{}, { sparsity: 0.5 }], // post-hoc top-K on a dense model
+      [{ sparsity: 0.5, moe: { experts: 4, topK: 2 } }, {}], // sparse attention, MoE FFN
+      [{ sparsity: 0.5 }, { fuse: false }],
     ];
     for (const [over, extra] of cases) {
       using m = model(dev, over);
@@ -298,11 +298,11 @@ Deno.test("bad input gets a typed one-line error", async () => {
   try {
     await saveSafetensors(`${dir}/other.safetensors`, new Map(), { format: "pt" });
     await assert.rejects(
-      () => TransformerLM.fromCheckpoint(cpu, `${dir}/other.safetensors`),
+      () => loadModel(cpu, `${dir}/other.safetensors`),
       oneLine(/not a kit checkpoint/),
     );
     await assert.rejects(
-      () => TransformerLM.fromCheckpoint(cpu, `${dir}/missing.safetensors`),
+      () => loadModel(cpu, `${dir}/missing.safetensors`),
       oneLine(/missing/),
     );
   } finally {
@@ -310,7 +310,7 @@ Deno.test("bad input gets a typed one-line error", async () => {
   }
 });
 
-Deno.test("fromCheckpoint loads a training checkpoint that generates the same text", async () => {
+Deno.test("loadModel loads a training checkpoint that generates the same text", async () => {
   using m = model(cpu, { sparsity: 0.5 });
   const dir = await Deno.makeTempDir();
   try {
@@ -322,12 +322,97 @@ Deno.test("fromCheckpoint loads a training checkpoint that generates the same te
       elapsed: 0,
     };
     await saveCheckpoint(`${dir}/checkpoint.safetensors`, m, null, state, { model: m.config });
-    using back = await TransformerLM.fromCheckpoint(cpu, dir);
+    using back = await loadModel(cpu, dir);
     assert.deepEqual(back.config, m.config);
     const [a] = await generate(m, "The ", { maxNewTokens: 8 });
     const [b] = await back.generate("The ", { maxNewTokens: 8 });
     assert.deepEqual(b!.tokens, a!.tokens);
     assert.equal(typeof b!.text, "string");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("KVCache.write places [B, T, H, hd] at positions pos.. of [B, H, Tmax, hd]", async () => {
+  const b = 3, t = 2, h = 5, hd = 6, cap = 7, pos = 3;
+  const src = hostRandom(b * t * h * hd, 4);
+  const want = new Float32Array(b * h * cap * hd);
+  for (let bi = 0; bi < b; bi++) {
+    for (let ti = 0; ti < t; ti++) {
+      for (let hi = 0; hi < h; hi++) {
+        for (let e = 0; e < hd; e++) {
+          want[((bi * h + hi) * cap + pos + ti) * hd + e] = src[((bi * t + ti) * h + hi) * hd + e]!;
+        }
+      }
+    }
+  }
+  for (const dev of devices) {
+    using cache = new KVCache(dev, { layers: 2, batch: b, heads: h, headDim: hd, capacity: cap });
+    cache.advance(pos);
+    using k = dev.tensor(src, [b, t, h, hd]);
+    cache.write(1, k, k);
+    assert.deepEqual(await cache.keys(1).data(), want, dev.kind);
+    assert.deepEqual(await cache.values(1).data(), want, dev.kind);
+    assert.ok((await cache.keys(0).data()).every((x) => x === 0), "other layers untouched");
+    using wrong = dev.zeros([b, t, h + 1, hd]);
+    assert.throws(() => cache.write(0, wrong, wrong), /must be \[B=3, T, H, hd\]/);
+    cache.advance(t);
+    using big = dev.zeros([b, 3, h, hd]);
+    assert.throws(() => cache.write(0, big, big), /exceed the capacity/);
+  }
+});
+
+Deno.test("stop strings cut the text; generation frees what it allocates, even on early exit", async () => {
+  using m = model(cpu);
+  const [g] = await m.generate("ab", { maxNewTokens: 16 });
+  const text = g!.text;
+  // An ASCII character: bytes before it decode the same whether or not more bytes follow.
+  const stop = [...text].find((ch, i) => i >= 2 && ch.charCodeAt(0) < 128)!;
+  assert.ok(stop, `no ASCII character in ${JSON.stringify(text)}`);
+  const [s] = await m.generate("ab", { maxNewTokens: 16, stop: [stop] });
+  assert.equal(s!.finishReason, "stop");
+  assert.equal(s!.text, text.slice(0, text.indexOf(stop)));
+  assert.ok(s!.tokens.length < 16);
+  const before = cpu.stats().liveBuffers;
+  await m.generate(["abc", "de"], { maxNewTokens: 5, sparse: true, sparsity: 0.5 });
+  for await (const _ of m.stream("abc", { maxNewTokens: 10 })) break;
+  assert.equal(cpu.stats().liveBuffers, before, "live buffers after generate/stream");
+});
+
+Deno.test("cli generate streams a continuation of the prompt; cli export writes a folder", async () => {
+  using m = model(cpu);
+  const dir = await Deno.makeTempDir();
+  try {
+    const state = {
+      step: 0,
+      sampler: { seed: 0, step: 0 },
+      generator: { seed: 0, offset: 0 },
+      tokens: 0,
+      elapsed: 0,
+    };
+    await saveCheckpoint(`${dir}/checkpoint.safetensors`, m, null, state, { model: m.config });
+    const cli = new URL("../cli.ts", import.meta.url).pathname;
+    const run = (extra: string[]) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", cli, "generate", "--checkpoint", dir, "--device", "cpu", ...extra],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    const r = await run(["--prompt", "Hi ", "--max-tokens", "6", "--temperature", "0"]);
+    assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+    const [g] = await m.generate("Hi ", { maxNewTokens: 6 });
+    assert.equal(new TextDecoder().decode(r.stdout), `Hi ${g!.text}\n`);
+    const ex = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", cli, "export", "--checkpoint", dir, "--out", `${dir}/hf`],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(ex.code, 0, new TextDecoder().decode(ex.stderr));
+    using back = await TransformerLM.fromCheckpoint(cpu, `${dir}/hf`);
+    assert.deepEqual(back.config, m.config);
+    const bad = await run(["--prompt", ""]);
+    assert.equal(bad.code, 2);
+    assert.match(new TextDecoder().decode(bad.stderr), /prompt 0 is empty/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

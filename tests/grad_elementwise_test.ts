@@ -7,7 +7,6 @@ import {
   abs,
   add,
   addScalar,
-  binaryRaw,
   broadcastTo,
   cast,
   concat,
@@ -37,9 +36,9 @@ import {
   tanh,
   type Tensor,
   transpose,
-  unaryRaw,
   where,
 } from "../mod.ts";
+import { binaryRaw, unaryRaw } from "../src/ops/elementwise.ts";
 import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { exactOnThreads } from "./native_threads.ts";
 import { gradCheck, type GradInput, gradOnBoth } from "./gradcheck.ts";

@@ -4,15 +4,9 @@
  * half needs /usr/bin/python3 with torch; QSPARSE_REQUIRE_TORCH=1 makes it mandatory.
  */
 import assert from "node:assert/strict";
-import {
-  CheckpointError,
-  type Device,
-  exportHf,
-  importHf,
-  modelConfig,
-  type ModelOverrides,
-  TransformerLM,
-} from "../mod.ts";
+import { CheckpointError, type Device } from "../mod.ts";
+import { modelConfig, type ModelOverrides, TransformerLM } from "../src/nn/mod.ts";
+import { exportHf, importHf, loadModel } from "../src/train/mod.ts";
 import { loadSafetensors } from "../src/train/safetensors.ts";
 import { assertClose, cpu, gpu } from "./helpers.ts";
 
@@ -87,7 +81,7 @@ for (const dev of [cpu, ...(gpu ? [gpu] : [])]) {
       const dir = await Deno.makeTempDir({ prefix: `hf-${name}-` });
       try {
         await exportHf(a, dir);
-        using b = await TransformerLM.fromCheckpoint(dev, dir);
+        using b = await loadModel(dev, dir);
         assert.deepEqual(b.config, a.config, name);
         const la = await logits(a, IDS), lb = await logits(b, IDS);
         assert.deepEqual(lb, la, `${name}: logits differ after the round trip`);

@@ -6,21 +6,20 @@
  */
 import assert from "node:assert/strict";
 
-const MOD = new URL("../mod.ts", import.meta.url).href;
+const entry = (path: string) => new URL(`../${path}`, import.meta.url).href;
 
 const SCRIPT = `
+import { openDevice } from "${entry("mod.ts")}";
+import { modelConfig } from "${entry("src/nn/mod.ts")}";
 import {
   fitScalingLaw,
   loadBrownCorpus,
-  lossCurves,
-  modelConfig,
-  openDevice,
   PAPER_SCALING_LAW,
   scalingLaw,
-  toHtml,
   train,
   trainConfig,
-} from "${MOD}";
+} from "${entry("src/train/mod.ts")}";
+import { lossCurves, toHtml } from "${entry("src/plot/mod.ts")}";
 
 const points = [];
 for (const N of [3e8, 7e8, 1.3e9, 7e9]) {

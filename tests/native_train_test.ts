@@ -3,7 +3,8 @@
  * losses and weights, whatever the worker timing), and within f32 rounding of the CPU reference.
  */
 import assert from "node:assert/strict";
-import { modelConfig, train, trainConfig } from "../mod.ts";
+import { modelConfig } from "../src/nn/mod.ts";
+import { train, trainConfig } from "../src/train/mod.ts";
 import { NativeBackend } from "../src/backend/native.ts";
 import { Device } from "../src/tensor/device.ts";
 import { cpu } from "./helpers.ts";

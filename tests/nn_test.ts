@@ -2,19 +2,9 @@
  * Model family, accounting, optimizer and BitNet fake-quant kernels.
  */
 import assert from "node:assert/strict";
-import {
-  AdamW,
-  backward,
-  cosineLr,
-  measureSparsity,
-  modelConfig,
-  mul,
-  paramCounts,
-  quantizeActivationsSte,
-  quantizeWeightsSte,
-  sumAll,
-  TransformerLM,
-} from "../mod.ts";
+import { backward, mul, quantizeActivationsSte, quantizeWeightsSte, sumAll } from "../mod.ts";
+import { modelConfig, paramCounts, TransformerLM } from "../src/nn/mod.ts";
+import { AdamW, cosineLr, measureSparsity } from "../src/train/mod.ts";
 import { adamwCpu } from "../kernels/optim.ts";
 import { roundHalfEven } from "../kernels/quant_ste.ts";
 import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";

@@ -3,8 +3,9 @@
  * the runs it depends on, and an identical run another study finished is reused, not retrained.
  */
 import assert from "node:assert/strict";
+import { ValueError } from "../mod.ts";
+import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
 import {
-  modelConfig,
   readResults,
   readResultsFile,
   type RunRecord,
@@ -12,9 +13,7 @@ import {
   runSweep,
   saveCheckpoint,
   trainConfig,
-  TransformerLM,
-  ValueError,
-} from "../mod.ts";
+} from "../src/train/mod.ts";
 import { cpu } from "./helpers.ts";
 
 function spec(id: string, study: string, sparsity: number, extra: Partial<RunSpec> = {}): RunSpec {

@@ -1,16 +1,14 @@
 import assert from "node:assert/strict";
+import { CheckpointError } from "../mod.ts";
 import {
-  appendJsonLine,
-  atomicWriteFile,
-  CheckpointError,
-  CHECKSUM_KEY,
-  crc32,
   decodeSafetensors,
   encodeSafetensors,
   type HostTensor,
   loadSafetensors,
   saveSafetensors,
-} from "../mod.ts";
+} from "../src/train/mod.ts";
+import { appendJsonLine, atomicWriteFile } from "../src/util/fs.ts";
+import { CHECKSUM_KEY, crc32 } from "../src/train/safetensors.ts";
 
 function sample(): Map<string, HostTensor> {
   return new Map<string, HostTensor>([

@@ -8,9 +8,6 @@ import {
   mul,
   ShapeError,
   spmm,
-  spmmAutoKernel,
-  spmmGradInput,
-  spmmGradWeight,
   sumAll,
   type Tensor,
   toCsr,
@@ -20,8 +17,9 @@ import {
   transpose,
   ValueError,
 } from "../mod.ts";
+import { spmmAutoKernel, spmmGradInput, spmmGradWeight } from "../src/ops/spmm.ts";
 import { type RowLayout, spmmDispatch, type SpmmKernel, type SpmmTiling } from "../kernels/spmm.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth, others } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { NativeBackend } from "../src/backend/native.ts";
 
 const TOL = { rtol: 1e-4, atol: 1e-4 };

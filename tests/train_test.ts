@@ -3,16 +3,9 @@
  * resume, corrupt checkpoints, and bad input.
  */
 import assert from "node:assert/strict";
-import {
-  CheckpointError,
-  DivergenceError,
-  modelConfig,
-  train,
-  type TrainConfig,
-  trainConfig,
-  TransformerLM,
-  ValueError,
-} from "../mod.ts";
+import { CheckpointError, DivergenceError, ValueError } from "../mod.ts";
+import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
+import { train, type TrainConfig, trainConfig } from "../src/train/mod.ts";
 import { loadCheckpoint, loadWeights, saveCheckpoint } from "../src/train/checkpoint.ts";
 import { cpu, gpu, native } from "./helpers.ts";
 

@@ -14,11 +14,10 @@
 import type { NativeRuntime } from "../../src/backend/backend.ts";
 import { launch, type Launchable, launchable, SET_MIN } from "./host_job.ts";
 
-// The link encoding of kernels/embedding.ts (LEADER_BIT, NO_NEXT), repeated here because
-// importing it would make an import cycle (that file imports this one); the bit-exact tests
-// against the twin would catch a drift.
-const LEADER_BIT = 0x80000000;
-const NO_NEXT = 0x7fffffff;
+/** `links` value flag: this token is the first occurrence of its id. */
+export const LEADER_BIT = 0x80000000;
+/** `links` next-pointer meaning "no later occurrence". */
+export const NO_NEXT = 0x7fffffff;
 
 /** Gather job over tokens: buffers `[table, ids, out]`, params `[bytesPerElement, d, v]`. */
 const gatherJob: Launchable = launchable({

@@ -28,11 +28,8 @@ function sumSquares(x: Float32Array, start: number, end: number): number {
   return acc;
 }
 
-/**
- * "No index" (kernels/reduce.ts `NO_INDEX`), repeated here because importing it would make an
- * import cycle; the tests against the twin would catch a drift.
- */
-const NO_INDEX = 0xffffffff;
+/** Index meaning "none" (the identity of the argmax combine). */
+export const NO_INDEX = 0xffffffff;
 
 /**
  * Row-reduction job over rows: buffers `x, [ixs], [values], [indices]`; params `[kind (0 sum,

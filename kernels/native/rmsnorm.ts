@@ -54,17 +54,28 @@ export const rmsNormBackwardF32Task: ParallelTask = {
     const rstd = new Float32Array(ctx.view(args[4]!, hi * 4));
     for (let row = lo; row < hi; row++) {
       const start = row * cols;
-      const r = rstdRow(x, start, cols, eps32);
-      let dot = 0;
+      // Σx² and Σ g·w·x in one pass (each sum keeps the twin's order, so values are identical).
+      let ss = 0, dot = 0;
       if (w) {
-        for (let j = 0; j < cols; j++) dot += g[start + j]! * w[j]! * x[start + j]!;
-        const c = (r * r * r * dot) / cols;
+        for (let j = 0; j < cols; j++) {
+          const v = x[start + j]!;
+          ss += v * v;
+          dot += g[start + j]! * w[j]! * v;
+        }
+      } else {
+        for (let j = 0; j < cols; j++) {
+          const v = x[start + j]!;
+          ss += v * v;
+          dot += g[start + j]! * v;
+        }
+      }
+      const r = 1 / Math.sqrt(Math.fround(ss) / cols + eps32);
+      const c = (r * r * r * dot) / cols;
+      if (w) {
         for (let j = 0; j < cols; j++) {
           gx[start + j] = r * g[start + j]! * w[j]! - x[start + j]! * c;
         }
       } else {
-        for (let j = 0; j < cols; j++) dot += g[start + j]! * x[start + j]!;
-        const c = (r * r * r * dot) / cols;
         for (let j = 0; j < cols; j++) gx[start + j] = r * g[start + j]! - x[start + j]! * c;
       }
       rstd[row] = r;

@@ -62,7 +62,9 @@ export const softmaxF32Task: ParallelTask = {
           // Like the twin, −∞ adds nothing (so a row max of −∞ gives 0/0 = NaN, not a NaN sum).
           if (v !== -Infinity) s += ev;
         }
-        for (let j = 0; j < lim; j++) o[start + j] = e[j]! / s;
+        // × 1/Σ instead of ÷ Σ: at most an f64 ulp apart, invisible after rounding to f32.
+        const inv = 1 / s;
+        for (let j = 0; j < lim; j++) o[start + j] = e[j]! * inv;
         if (lim < cols) o.fill(0, start + lim, start + cols);
       }
     }

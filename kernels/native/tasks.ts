@@ -40,7 +40,7 @@ import {
   moeCombineRowsBackwardTask,
   moeCombineTask,
 } from "./moe_combine.ts";
-import { moeRouteBackwardTask, moeRouteTask } from "./moe_route.ts";
+import { moeRouteBackwardTask, moeRouteTask } from "../moe_route.ts";
 import { moeSegmentCountTask } from "./moe_counters.ts";
 // -- end --
 

@@ -19,6 +19,8 @@ import {
   rowScratch,
   rowThreshold,
   sel,
+  sortDescending,
+  sortScratch,
 } from "./topk_select.ts";
 
 /** Rows are split across threads once a job has this many elements. */
@@ -36,15 +38,6 @@ const RESCALE_CODE: Record<Rescale, number> = { none: 0, row: 1, chunked: 2 };
 
 /** Bits of f32 1.0. */
 const ONE_BITS = 0x3f800000;
-
-/** Per-thread scratch of packed (key, index) pairs for rank-ordered output. */
-let packed = new Float64Array(0);
-
-/** Index bits in a packed pair: rows up to 2²¹ columns (key bits + these fit in 53). */
-const IDX_BITS = 2 ** 21;
-
-/** Longest row the rank-ordered sparse output handles (packed pairs must stay exact). */
-export const TOPK_NATIVE_SORTED_MAX_D = IDX_BITS;
 
 function minParallel(d: number): number {
   return Math.max(2, Math.ceil(MIN_PARALLEL_ELEMS / Math.max(1, d)));
@@ -213,14 +206,12 @@ export const topkRowsF32Task: ParallelTask = {
     const d = args[3]! | 0, k = args[4]! | 0, byValue = args[5] === 1, sorted = args[6] === 1;
     const segs = args[7]! | 0;
     const xb = ctx.view(args[0]!, hi * d * 4);
-    const x = new Float32Array(xb), bits = new Int32Array(xb);
-    const vb = ctx.view(args[1]!, hi * k * 4),
-      vals = new Float32Array(vb),
-      vbits = new Int32Array(vb);
+    const bits = new Int32Array(xb);
+    // Values are copied as bit patterns (exact, NaN payloads included).
+    const vbits = new Int32Array(ctx.view(args[1]!, hi * k * 4));
     const idxs = new Uint32Array(ctx.view(args[2]!, hi * k * 4));
     const keys = rowScratch(d);
     const flip = byValue ? -2147483648 : 0;
-    if (sorted && packed.length < k) packed = new Float64Array(Math.max(k, 2 * packed.length));
     for (let r = lo; r < hi; r++) {
       const base = r * d, ob = r * k, ioff = (r % segs) * d;
       rowKeysHist(bits, base, d, k, byValue, keys);
@@ -229,34 +220,54 @@ export const topkRowsF32Task: ParallelTask = {
       let taken = 0, pos = 0;
       if (!sorted) {
         // Branch-free compaction: every entry is written at `pos`, which only kept ones advance
-        // (the loop stops at K, so nothing lands past the row's slots). Keys are compared with
-        // T only inside T's bucket, where they share the top bits, so differences cannot overflow.
+        // (the loop stops at K, so nothing lands past the row's slots). Only keys equal to T take
+        // a branch, and they are rare.
+        if (!byValue) {
+          // Magnitude keys lie in [0, 2³¹), so T − key cannot overflow: its sign says key > T.
+          for (let j = 0; j < d; j++) {
+            const key = keys[j]!;
+            vbits[ob + pos] = bits[base + j]!;
+            idxs[ob + pos] = ioff + j;
+            let keep = (t - key) >>> 31;
+            if (key === t) keep = taken++ < ties ? 1 : 0;
+            pos += keep;
+            if (pos === k) break;
+          }
+          continue;
+        }
+        // Value keys span all of int32: compare top digits, and the keys themselves only inside
+        // T's bucket, where they share the top bits.
         const bkt = sel.bucket;
         for (let j = 0; j < d; j++) {
           const key = keys[j]!;
           const dg = (key ^ flip) >>> LOW_BITS;
-          const inB = ((dg ^ bkt) - 1) >>> 31; // dg === bkt
-          const tie = inB & (((key ^ t) - 1) >>> 31) & ((taken - ties) >>> 31); // == T, ties left
-          taken += tie;
           vbits[ob + pos] = bits[base + j]!;
           idxs[ob + pos] = ioff + j;
-          pos += ((bkt - dg) >>> 31) | (inB & ((t - key) >>> 31)) | tie; // above T, or a kept tie
+          let keep = ((bkt - dg) >>> 31) | ((((dg ^ bkt) - 1) >>> 31) & ((t - key) >>> 31));
+          if (key === t) keep = taken++ < ties ? 1 : 0;
+          pos += keep;
           if (pos === k) break;
         }
         continue;
       }
-      // Rank order: pack (unsigned key, reversed index) into one exact f64 and sort ascending.
-      const pk = packed;
+      // Rank order: the kept (key, index) pairs in index order, then a stable radix sort by key.
+      const [sk, si] = sortScratch(k);
+      const bkt = sel.bucket;
       for (let j = 0; j < d; j++) {
+        // Branch-free as above (digit compare, then the key itself inside T's bucket).
         const key = keys[j]!;
-        if (key > t || (key === t && taken++ < ties)) {
-          pk[pos++] = ((key ^ flip) >>> 0) * IDX_BITS + (IDX_BITS - 1 - j);
-        }
+        const dg = (key ^ flip) >>> LOW_BITS;
+        sk[pos] = key;
+        si[pos] = j;
+        let keep = ((bkt - dg) >>> 31) | ((((dg ^ bkt) - 1) >>> 31) & ((t - key) >>> 31));
+        if (key === t) keep = taken++ < ties ? 1 : 0;
+        pos += keep;
+        if (pos === k) break;
       }
-      const view = pk.subarray(0, k).sort();
+      const [, order] = sortDescending(k, byValue);
       for (let q = 0; q < k; q++) {
-        const j = IDX_BITS - 1 - (view[k - 1 - q]! % IDX_BITS);
-        vals[ob + q] = x[base + j]!;
+        const j = order[q]!;
+        vbits[ob + q] = bits[base + j]!;
         idxs[ob + q] = ioff + j;
       }
     }
@@ -310,7 +321,7 @@ export function topkMaskF32Native(
  * @param d Row length.
  * @param k Kept per row.
  * @param order Magnitude or value.
- * @param sorted Rank order instead of column order (`d` ≤ {@link TOPK_NATIVE_SORTED_MAX_D}).
+ * @param sorted Rank order (key desc, index asc) instead of column order.
  * @param segs Segments per logical row (column offset `(row mod segs)·d`).
  * @param bufs x, vals, idxs.
  * @param rt The runtime.
@@ -345,14 +356,14 @@ export function topkRowsF32Native(
 
 /**
  * The native kernel of a row-select dispatch (kernels/topk.ts), or undefined where the CPU twin
- * must run (non-f32 storage, rank order on rows too long for packed pairs).
+ * must run (non-f32 storage).
  *
  * @param s The dispatch's specialisation.
  * @param p Its sizes.
  * @returns The native kernel, or undefined.
  */
 export function topkRowsNativeFor(s: TopkSpec, p: TopkParams): NativeKernel | undefined {
-  if (s.dtype !== "f32" || (s.sorted && p.d > TOPK_NATIVE_SORTED_MAX_D)) return undefined;
+  if (s.dtype !== "f32") return undefined;
   if (s.output === "sparse") {
     return (bufs, rt) => topkRowsF32Native(p.rows, p.d, p.k, s.order, s.sorted, p.segs, bufs, rt);
   }

@@ -93,8 +93,8 @@ export function rowKeysHist(
       keys[j] = key;
       const dg = key >>> LOW_BITS;
       h[dg]++;
-      if (dg > mx) mx = dg;
-      if (dg < mn) mn = dg;
+      mx = Math.max(mx, dg); // branch-free (an if here costs more than the histogram)
+      mn = Math.min(mn, dg);
     }
   } else {
     for (let j = 0; j < n; j++) {
@@ -109,8 +109,8 @@ export function rowKeysHist(
       keys[j] = key;
       const dg = (key ^ -2147483648) >>> LOW_BITS;
       h[dg]++;
-      if (dg > mx) mx = dg;
-      if (dg < mn) mn = dg;
+      mx = Math.max(mx, dg); // branch-free (an if here costs more than the histogram)
+      mn = Math.min(mn, dg);
     }
   }
   let b = mx, cum = 0;
@@ -192,13 +192,73 @@ export function kthKey(c: Int32Array, count: number, rem: number): number {
  * @returns The threshold key T.
  */
 export function rowThreshold(keys: Int32Array, n: number, byValue: boolean): number {
-  const c = candBuf, b = sel.bucket;
+  const c = candBuf, b = sel.bucket, flip = byValue ? -2147483648 : 0;
   let m = 0;
+  // Branch-free gather: every key is written, only the bucket's advance.
   for (let j = 0; j < n; j++) {
     const key = keys[j]!;
-    if (topDigit(key, byValue) === b) c[m++] = key;
+    c[m] = key;
+    m += ((((key ^ flip) >>> LOW_BITS) ^ b) - 1) >>> 31;
   }
   return kthKey(c, m, sel.rem);
+}
+
+/** Per-thread scratch of the rank-order sort. */
+let sortKeys = new Int32Array(0), sortIdx = new Int32Array(0);
+let tmpKeys = new Int32Array(0), tmpIdx = new Int32Array(0);
+const sortHist = new Int32Array(2048);
+
+/**
+ * Scratch arrays (keys, indices) of length ≥ n for {@link sortDescending}.
+ *
+ * @param n Entries to sort.
+ * @returns The key and index arrays to fill.
+ */
+export function sortScratch(n: number): [Int32Array, Int32Array] {
+  if (sortKeys.length < n) {
+    const len = Math.max(n, 2 * sortKeys.length);
+    sortKeys = new Int32Array(len);
+    sortIdx = new Int32Array(len);
+    tmpKeys = new Int32Array(len);
+    tmpIdx = new Int32Array(len);
+  }
+  return [sortKeys, sortIdx];
+}
+
+/**
+ * Sorts the first n (key, index) pairs of {@link sortScratch}'s arrays by key descending, stably
+ * (so entries given in index order stay in index order among equal keys): an LSD radix sort in
+ * three passes of 11, 11 and 10 bits over the complemented unsigned key. O(n), no comparisons.
+ *
+ * @param n Entries.
+ * @param byValue Value keys (stored XOR 0x80000000) rather than magnitude keys.
+ * @returns The sorted (keys, indices) arrays (the scratch or its twin buffer).
+ */
+export function sortDescending(n: number, byValue: boolean): [Int32Array, Int32Array] {
+  const flip = byValue ? -2147483648 : 0, h = sortHist;
+  let ka = sortKeys, ia = sortIdx, kb = tmpKeys, ib = tmpIdx;
+  for (let shift = 0; shift < 32; shift += 11) {
+    const bitsN = shift === 22 ? 10 : 11, mask = (1 << bitsN) - 1;
+    h.fill(0, 0, mask + 1);
+    for (let i = 0; i < n; i++) h[(~(ka[i]! ^ flip) >>> shift) & mask]++;
+    let sum = 0;
+    for (let b = 0; b <= mask; b++) {
+      const c = h[b]!;
+      h[b] = sum;
+      sum += c;
+    }
+    for (let i = 0; i < n; i++) {
+      const key = ka[i]!, at = h[(~(key ^ flip) >>> shift) & mask]++;
+      kb[at] = key;
+      ib[at] = ia[i]!;
+    }
+    const tk = ka, ti = ia;
+    ka = kb;
+    ia = ib;
+    kb = tk;
+    ib = ti;
+  }
+  return [ka, ia];
 }
 
 /**
@@ -218,8 +278,8 @@ export function magnitudeHist(bits: Int32Array, start: number, n: number, k: num
     const m = bits[j]! & 0x7fffffff;
     const dg = (m > 0x7f800000 ? 0x7fffffff : m) >>> LOW_BITS;
     h[dg]++;
-    if (dg > mx) mx = dg;
-    if (dg < mn) mn = dg;
+    mx = Math.max(mx, dg);
+    mn = Math.min(mn, dg);
   }
   let b = mx, cum = 0;
   while (cum + h[b]! < k) cum += h[b--]!;

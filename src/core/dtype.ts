@@ -48,7 +48,7 @@ export function bytesPerElement(dtype: DType): number {
  *
  * @example
  * ```ts
- * import { typedView } from "@qsparse/kit";
+ * import { typedView } from "./dtype.ts";
  * import assert from "node:assert/strict";
  * assert.ok(typedView("i32", new ArrayBuffer(8)) instanceof Int32Array);
  * ```
@@ -81,7 +81,7 @@ export function typedView<D extends DType>(
  *
  * @example
  * ```ts
- * import { allocTyped } from "@qsparse/kit";
+ * import { allocTyped } from "./dtype.ts";
  * import assert from "node:assert/strict";
  * assert.equal(allocTyped("u32", 3).length, 3);
  * ```
@@ -98,7 +98,7 @@ export function allocTyped<D extends DType>(dtype: D, n: number): TypedArrayFor<
  *
  * @example
  * ```ts
- * import { dtypeOfArray } from "@qsparse/kit";
+ * import { dtypeOfArray } from "./dtype.ts";
  * import assert from "node:assert/strict";
  * assert.equal(dtypeOfArray(new Int32Array(2)), "i32");
  * assert.equal(dtypeOfArray([1, 2]), undefined);
@@ -138,7 +138,7 @@ export function isFloat(dtype: DType): dtype is FloatDType {
  *
  * @example
  * ```ts
- * import { wgslType } from "@qsparse/kit";
+ * import { wgslType } from "./dtype.ts";
  * import assert from "node:assert/strict";
  * assert.equal(wgslType("f32"), "f32");
  * ```

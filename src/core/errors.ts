@@ -13,7 +13,7 @@
  *
  * @example
  * ```ts
- * import { formatShape } from "@qsparse/kit";
+ * import { formatShape } from "./errors.ts";
  * import assert from "node:assert/strict";
  * assert.equal(formatShape([2, 3]), "[2, 3]");
  * assert.equal(formatShape([]), "[]");
@@ -177,7 +177,8 @@ export class ValueError extends KitError {}
  *
  * @example
  * ```ts
- * import { CheckpointError, decodeSafetensors } from "@qsparse/kit";
+ * import { CheckpointError } from "@qsparse/kit";
+ * import { decodeSafetensors } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.throws(() => decodeSafetensors(new Uint8Array(3)), CheckpointError);
  * ```

@@ -35,7 +35,7 @@ export function sizeOf(shape: Shape): number {
  *
  * @example
  * ```ts
- * import { stridesOf } from "@qsparse/kit";
+ * import { stridesOf } from "./shape.ts";
  * import assert from "node:assert/strict";
  * assert.deepEqual(stridesOf([2, 3, 4]), [12, 4, 1]);
  * ```
@@ -58,7 +58,8 @@ export function stridesOf(shape: Shape): number[] {
  *
  * @example
  * ```ts
- * import { checkShape, ValueError } from "@qsparse/kit";
+ * import { ValueError } from "@qsparse/kit";
+ * import { checkShape } from "./shape.ts";
  * import assert from "node:assert/strict";
  * checkShape("zeros", [2, 0, 3]);
  * assert.throws(() => checkShape("zeros", [2, 1.5]), ValueError);
@@ -110,7 +111,7 @@ export function broadcastShapes(op: string, a: Shape, b: Shape): number[] {
  *
  * @example
  * ```ts
- * import { broadcastStrides } from "@qsparse/kit";
+ * import { broadcastStrides } from "./shape.ts";
  * import assert from "node:assert/strict";
  * assert.deepEqual(broadcastStrides([3, 1], [2, 3, 4]), [0, 1, 0]);
  * ```
@@ -134,7 +135,7 @@ export function broadcastStrides(shape: Shape, out: Shape): number[] {
  *
  * @example
  * ```ts
- * import { sameShape } from "@qsparse/kit";
+ * import { sameShape } from "./shape.ts";
  * import assert from "node:assert/strict";
  * assert.equal(sameShape([2, 3], [2, 3]), true);
  * assert.equal(sameShape([2, 3], [3, 2]), false);

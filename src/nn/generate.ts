@@ -10,7 +10,10 @@
  * weights (`topkQuantized` + `spmmTernary`), Block Q-Sparse uses the N:M kernel. `sparsity`
  * overrides the S of every site at inference (TEAL-style post-hoc top-K on a dense model).
  * Prefill always takes the training path (mask, then dense matmul): with many rows per weight,
- * the dense kernel is the faster one, and the result is the same.
+ * the dense kernel is the faster one, and the result is the same. Sites the sparse kernels do not
+ * cover keep the training path at decode too: the ReLU sparsifier, the norm-preserving rescale,
+ * BitNet with N:M blocks, and the FFN of MoE models (its experts' grouped matmul; attention
+ * still decodes sparse). MoE capacity dropping, if configured, applies per decode step.
  *
  * Prompts of different lengths are left-padded; padded keys are masked out. RoPE scores depend
  * only on position differences, so a padded row matches its unpadded run up to rounding.
@@ -19,7 +22,7 @@
  */
 import { add, mul, mulScalar, relu2, silu } from "../ops/elementwise.ts";
 import { embedding } from "../ops/embedding.ts";
-import { slice } from "../ops/layout.ts";
+import { concat, slice } from "../ops/layout.ts";
 import { matmul } from "../ops/matmul.ts";
 import { permute } from "../ops/permute.ts";
 import { quantizeActivations, quantizeWeights, spmmTernary, topkQuantized } from "../ops/quant.ts";
@@ -34,7 +37,7 @@ import { ShapeError, ValueError } from "../core/errors.ts";
 import type { TernaryWeights } from "../tensor/quantized.ts";
 import { keep, scope } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { ByteTokenizer, type Tokenizer } from "../train/tokenizer.ts";
+import { ByteTokenizer, type Tokenizer } from "../core/tokenizer.ts";
 import type { Attention } from "./attention.ts";
 import { SITES, type SiteSparsity } from "./config.ts";
 import type { FeedForward } from "./ffn.ts";
@@ -56,6 +59,12 @@ export interface DecodeOptions {
    * On a dense model this is post-hoc top-K (TEAL-style). Default: the model's own S.
    */
   sparsity?: number | Partial<SiteSparsity>;
+  /**
+   * Multiply q/k/v (and gate/up) with one weight `[in, Σ out]` built once per decoder (default
+   * true): one pass over each kept input row instead of three. Costs a copy of those weights;
+   * BitNet models keep separate matrices (each has its own absmean scale).
+   */
+  fuse?: boolean;
 }
 
 const MASKED = -1e30;
@@ -65,7 +74,8 @@ const MASKED = -1e30;
  *
  * @example
  * ```ts
- * import { Decoder, modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { Decoder, modelConfig, TransformerLM } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 8 }), 1);
@@ -90,6 +100,7 @@ export class Decoder implements Disposable {
   readonly #ternary = new Map<Linear, TernaryWeights>();
   readonly #weights = new Map<Linear, Tensor<"f32">>();
   readonly #sites = new Map<SparseSite, SparseSite>();
+  readonly #fused = new Map<SparseSite, Tensor<"f32">>();
 
   /**
    * Allocates the cache; with BitNet, quantises every weight once (not per step).
@@ -120,6 +131,18 @@ export class Decoder implements Disposable {
       headDim: c.dModel / c.nHeads,
       capacity,
     });
+    if (!c.bitnet && (opts.fuse ?? true)) {
+      noGrad(() => {
+        for (const b of model.layers) {
+          const a = b.attn;
+          this.#fused.set(a.qkvSite, keep(concat([a.q.weight, a.k.weight, a.v.weight], 1)));
+          if (!(b.ffn instanceof MoeFeedForward)) {
+            const f = b.ffn;
+            this.#fused.set(f.gateUpSite, keep(concat([f.gate.weight, f.up.weight], 1)));
+          }
+        }
+      });
+    }
     if (c.bitnet) {
       noGrad(() => {
         for (const l of this.#linears()) {
@@ -161,7 +184,8 @@ export class Decoder implements Disposable {
     const ids = new Uint32Array(b * t);
     prompts.forEach((p, r) => ids.set(Array.from(p), r * t + this.pads[r]!));
     const dev = this.model.device;
-    return this.#forward(dev.tensor(ids, [b, t], "u32"), false);
+    using idt = dev.tensor(ids, [b, t], "u32");
+    return this.#forward(idt, false);
   }
 
   /**
@@ -262,22 +286,30 @@ export class Decoder implements Disposable {
     const s = this.sparsity[site.site];
     const sparseKernels = sparseNow && c.sparsifier === "topk" && !c.rescale &&
       !(c.bitnet && c.block !== null);
+    const fused = this.#fused.get(site);
+    // Every projection of the site: one product with the fused weight, split by columns.
+    const each = (mm: (w: Tensor<"f32">) => Tensor<"f32">): Tensor<"f32">[] => {
+      if (!fused) return linears.map((l) => mm(this.#weights.get(l) ?? l.weight));
+      const y = mm(fused);
+      let off = 0;
+      return linears.map((l) => slice(y, off, off += l.outFeatures, y.rank - 1));
+    };
     if (!sparseKernels) {
       const h = this.#site(site, s).apply(x);
-      return linears.map((l) => l.forward(h, this.#weights.get(l) ?? l.weight));
+      return each((w) => dense(h, w));
     }
     if (c.bitnet) {
       const hn = rmsNorm(x, null, c.normEps);
       const a = s > 0 ? topkQuantized(hn, { sparsity: s }) : quantizeActivations(hn);
       return linears.map((l) => spmmTernary(a, this.#ternary.get(l)!));
     }
-    if (s === 0) return linears.map((l) => l.forward(x, l.weight));
+    if (s === 0) return each((w) => dense(x, w));
     if (c.block !== null) {
       const nm = topkBlocks(x, keepCount(c.block, s), c.block);
-      return linears.map((l) => spmm(nm, l.weight, { kernel: "nm" }));
+      return each((w) => spmm(nm, w, { kernel: "nm" }));
     }
     const rows = sparsify(x, s);
-    return linears.map((l) => spmm(rows, l.weight));
+    return each((w) => spmm(rows, w));
   }
 
   /** The model's site, or a copy at the inference sparsity when it differs. */
@@ -293,9 +325,10 @@ export class Decoder implements Disposable {
     return alt;
   }
 
-  /** Frees the cache and the quantised weights. */
+  /** Frees the cache and the quantised and fused weights. */
   dispose(): void {
     this.cache.dispose();
+    for (const w of this.#fused.values()) w.dispose();
     for (const w of this.#ternary.values()) w.dispose();
     for (const w of this.#weights.values()) w.dispose();
   }
@@ -304,6 +337,12 @@ export class Decoder implements Disposable {
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+/** `x · w` for `x [..., in]`, `w [in, out]` as one 2-D product (as `Linear.forward` does). */
+function dense(x: Tensor<"f32">, w: Tensor<"f32">): Tensor<"f32"> {
+  const lead = x.shape.slice(0, -1);
+  return matmul(x.reshape([-1, w.shape[0]!]), w).reshape([...lead, w.shape[1]!]);
 }
 
 /** Options of {@link generate} / {@link streamGenerate}. */
@@ -399,7 +438,8 @@ function encodePrompts(
  *
  * @example
  * ```ts
- * import { modelConfig, openDevice, streamGenerate, TransformerLM } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, streamGenerate, TransformerLM } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 16 }), 1);
@@ -436,6 +476,12 @@ export async function* streamGenerate(
   const steps = Math.min(maxNew, context - plen);
   const stopIds = new Set((opts.stop ?? []).filter((s): s is number => typeof s === "number"));
   const stopText = (opts.stop ?? []).filter((s): s is string => typeof s === "string");
+  if (stopText.length > 0 && !textIO) {
+    throw new ValueError(
+      op,
+      `stop strings need a tokenizer for a ${model.config.vocab}-token vocabulary`,
+    );
+  }
   const out = ids.map(() => [] as number[]);
   const finished: (FinishReason | null)[] = ids.map(() => null);
   const emitted = ids.map(() => 0);
@@ -539,7 +585,8 @@ export async function* streamGenerate(
  *
  * @example
  * ```ts
- * import { generate, modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { generate, modelConfig, TransformerLM } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 16 }), 1);

@@ -18,7 +18,8 @@ import type { Tensor } from "../tensor/tensor.ts";
  *
  * @example
  * ```ts
- * import { KVCache, openDevice } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { KVCache } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using cache = new KVCache(dev, { layers: 1, batch: 1, heads: 1, headDim: 2, capacity: 4 });

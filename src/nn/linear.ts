@@ -30,7 +30,8 @@ export interface LinearOptions {
  *
  * @example
  * ```ts
- * import { Linear, openDevice } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { Linear } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using lin = new Linear(dev, "proj", 8, 3, { seed: 1 });

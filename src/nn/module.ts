@@ -18,7 +18,7 @@ import { lowbias32 } from "../core/random.ts";
  *
  * @example
  * ```ts
- * import { paramSeed } from "@qsparse/kit";
+ * import { paramSeed } from "./module.ts";
  * import assert from "node:assert/strict";
  * const s = paramSeed(1, "embed.weight");
  * assert.equal(s, paramSeed(1, "embed.weight")); // deterministic
@@ -37,7 +37,8 @@ export function paramSeed(seed: number, name: string): number {
  *
  * @example
  * ```ts
- * import { Linear, openDevice } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { Linear } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * const lin = new Linear(dev, "proj", 4, 3, { seed: 1 });

@@ -51,7 +51,7 @@ export interface ActiveParams {
  *
  * @example
  * ```ts
- * import { activeParams, modelConfig, uniformSparsity } from "@qsparse/kit";
+ * import { activeParams, modelConfig, uniformSparsity } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * const c = modelConfig("s");
  * const dense = activeParams(c, uniformSparsity(0)), half = activeParams(c, uniformSparsity(0.5));
@@ -97,7 +97,7 @@ export function activeParams(c: ModelConfig, s: SiteSparsity): ActiveParams {
  *
  * @example
  * ```ts
- * import { modelConfig, nominalSparsity } from "@qsparse/kit";
+ * import { modelConfig, nominalSparsity } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * const c = modelConfig("tiny", { sparsity: 0.6 });
  * assert.equal(nominalSparsity(c).qkv, 1 - Math.floor(0.4 * 64) / 64);
@@ -123,7 +123,7 @@ export function nominalSparsity(c: ModelConfig): SiteSparsity {
  *
  * @example
  * ```ts
- * import { modelConfig, nominalActiveParams } from "@qsparse/kit";
+ * import { modelConfig, nominalActiveParams } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * const moe = nominalActiveParams(modelConfig("s-moe8x2"));
  * const dense = nominalActiveParams(modelConfig("s"));
@@ -169,7 +169,7 @@ export interface MatchOptions {
  *
  * @example
  * ```ts
- * import { matchActiveParams, modelConfig } from "@qsparse/kit";
+ * import { matchActiveParams, modelConfig } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * const arms = matchActiveParams(modelConfig("s"), {
  *   dense: {},

@@ -16,7 +16,7 @@ import { add } from "../ops/elementwise.ts";
 import { crossEntropy } from "../ops/cross_entropy.ts";
 import { embedding } from "../ops/embedding.ts";
 import type { Device } from "../tensor/device.ts";
-import { CheckpointError, DTypeError, ShapeError } from "../core/errors.ts";
+import { DTypeError, ShapeError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { Attention } from "./attention.ts";
 import { type ModelConfig, type ParamCounts, paramCounts, validateConfig } from "./config.ts";
@@ -29,8 +29,6 @@ import {
   type Prompts,
   streamGenerate,
 } from "./generate.ts";
-import { loadCheckpoint, loadWeights } from "../train/checkpoint.ts";
-import { importHf } from "../train/hf.ts";
 import { Linear } from "./linear.ts";
 import { Module } from "./module.ts";
 import { MoeFeedForward } from "./moe.ts";
@@ -42,7 +40,8 @@ import type { SparseSite } from "./sparsify.ts";
  *
  * @example
  * ```ts
- * import { Block, modelConfig, openDevice } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { Block, modelConfig } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using block = new Block(dev, "layers.0", modelConfig("xxs", { seqLen: 4 }), 1);
@@ -107,7 +106,8 @@ export class Block extends Module {
  *
  * @example
  * ```ts
- * import { modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("tiny", { sparsity: 0.4, seqLen: 8 }), 1);
@@ -210,60 +210,33 @@ export class TransformerLM extends Module {
   }
 
   /**
-   * Loads a model from a kit checkpoint (`checkpoint.safetensors` of a training run; its
-   * metadata holds the config), a run directory that contains one, or a Llama-style folder
-   * (`config.json` + `model.safetensors`, see `importHf`).
+   * Loads a model from a kit checkpoint (a file or a run directory) or a Llama-style folder
+   * (`config.json` + `model.safetensors`); the same as `loadModel` of `@qsparse/kit/train`.
    *
-   * @param device The device.
-   * @param path A `.safetensors` checkpoint or a run directory.
-   * @returns The model with the checkpoint's weights.
-   * @throws {CheckpointError} For a file that is not a kit checkpoint or lacks a model config.
+   * @param device Where the model lives.
+   * @param path The checkpoint file, run directory or Llama-style folder.
+   * @returns The model, weights loaded.
+   * @throws {CheckpointError} For a file or folder of another format.
    *
    * @example
    * ```ts
-   * import { modelConfig, openDevice, saveCheckpoint, TransformerLM } from "@qsparse/kit";
+   * import { openDevice } from "@qsparse/kit";
+   * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+   * import { exportHf } from "@qsparse/kit/train";
    * import assert from "node:assert/strict";
    * using dev = await openDevice({ prefer: "cpu" });
    * using a = new TransformerLM(dev, modelConfig("xxs", { seqLen: 8 }), 1);
-   * const path = `${await Deno.makeTempDir()}/ckpt.safetensors`;
-   * const state = { step: 0, sampler: { seed: 0, step: 0 }, generator: { seed: 0, offset: 0 }, tokens: 0, elapsed: 0 };
-   * await saveCheckpoint(path, a, null, state, { model: a.config });
-   * using b = await TransformerLM.fromCheckpoint(dev, path);
+   * const dir = await Deno.makeTempDir();
+   * await exportHf(a, dir);
+   * using b = await TransformerLM.fromCheckpoint(dev, dir);
    * assert.deepEqual([...await b.embed.data()], [...await a.embed.data()]);
    * ```
    */
   static async fromCheckpoint(device: Device, path: string): Promise<TransformerLM> {
-    let file = path;
-    try {
-      if ((await Deno.stat(path)).isDirectory) {
-        const has = (f: string) => Deno.stat(`${path}/${f}`).then(() => true, () => false);
-        // A Llama-style folder (config.json + model.safetensors) rather than a run directory.
-        if (!(await has("checkpoint.safetensors")) && (await has("model.safetensors"))) {
-          return await importHf(device, path);
-        }
-        file = `${path}/checkpoint.safetensors`;
-      }
-    } catch (e) {
-      if (e instanceof CheckpointError) throw e;
-      throw new CheckpointError("TransformerLM.fromCheckpoint", `${path}: ${(e as Error).message}`);
-    }
-    const ckpt = await loadCheckpoint(file);
-    const raw = ckpt.config as { model?: ModelConfig; dModel?: number } | null;
-    const config = raw && typeof raw === "object" && raw.model ? raw.model : raw;
-    if (!config || typeof config !== "object" || typeof config.dModel !== "number") {
-      throw new CheckpointError(
-        "TransformerLM.fromCheckpoint",
-        `${file} holds no model config (expected metadata config.model)`,
-      );
-    }
-    const model = new TransformerLM(device, config as ModelConfig, 0);
-    try {
-      loadWeights(model, ckpt, file);
-    } catch (e) {
-      model.dispose();
-      throw e;
-    }
-    return model;
+    // File formats live in the train layer, above nn: imported when called, so the layer order
+    // (nn never imports train statically) holds and models load with one call.
+    const { loadModel } = await import("../train/load_model.ts");
+    return await loadModel(device, path);
   }
 
   /**
@@ -276,7 +249,8 @@ export class TransformerLM extends Module {
    *
    * @example
    * ```ts
-   * import { modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+   * import { openDevice } from "@qsparse/kit";
+   * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
    * import assert from "node:assert/strict";
    * using dev = await openDevice({ prefer: "cpu" });
    * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 16, sparsity: 0.5 }), 1);
@@ -300,7 +274,8 @@ export class TransformerLM extends Module {
    *
    * @example
    * ```ts
-   * import { modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+   * import { openDevice } from "@qsparse/kit";
+   * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
    * import assert from "node:assert/strict";
    * using dev = await openDevice({ prefer: "cpu" });
    * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 16 }), 1);

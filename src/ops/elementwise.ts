@@ -41,7 +41,8 @@ function sameDevice(op: string, a: Tensor, b: Tensor): void {
  *
  * @example
  * ```ts
- * import { openDevice, unaryRaw } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { unaryRaw } from "./elementwise.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using x = dev.tensor([-1, 2]);
@@ -301,7 +302,8 @@ export function sign<D extends DType>(x: Tensor<D>): Tensor<D> {
  *
  * @example
  * ```ts
- * import { binaryRaw, openDevice } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { binaryRaw } from "./elementwise.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using y = binaryRaw("maximum", dev.tensor([[1, 5]]), dev.tensor([3]));
@@ -760,7 +762,7 @@ export function cast<T extends DType>(x: Tensor, dtype: T): Tensor<T> {
  *
  * @example
  * ```ts
- * import { broadcastSize } from "@qsparse/kit";
+ * import { broadcastSize } from "./elementwise.ts";
  * import assert from "node:assert/strict";
  * assert.equal(broadcastSize([4, 1, 3], [2, 1]), 24);
  * ```

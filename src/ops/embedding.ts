@@ -27,7 +27,8 @@ import type { Tensor } from "../tensor/tensor.ts";
  *
  * @example
  * ```ts
- * import { openDevice, uploadIds, ValueError } from "@qsparse/kit";
+ * import { openDevice, ValueError } from "@qsparse/kit";
+ * import { uploadIds } from "./embedding.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using ids = uploadIds(dev, [3, 0, 2], 4, "demo");

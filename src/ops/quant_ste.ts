@@ -18,7 +18,8 @@ import { meanAll } from "./reduce.ts";
  *
  * @example ε keeps an all-zero token finite
  * ```ts
- * import { ACT_QUANT_EPS, openDevice, quantizeActivationsSte } from "@qsparse/kit";
+ * import { openDevice, quantizeActivationsSte } from "@qsparse/kit";
+ * import { ACT_QUANT_EPS } from "./quant_ste.ts";
  * import assert from "node:assert/strict";
  * assert.equal(ACT_QUANT_EPS, 1e-5);
  * using dev = await openDevice({ prefer: "cpu" });
@@ -32,7 +33,8 @@ export const ACT_QUANT_EPS = 1e-5;
  *
  * @example ε keeps all-zero weights finite
  * ```ts
- * import { openDevice, quantizeWeightsSte, WEIGHT_QUANT_EPS } from "@qsparse/kit";
+ * import { openDevice, quantizeWeightsSte } from "@qsparse/kit";
+ * import { WEIGHT_QUANT_EPS } from "./quant_ste.ts";
  * import assert from "node:assert/strict";
  * assert.equal(WEIGHT_QUANT_EPS, 1e-5);
  * using dev = await openDevice({ prefer: "cpu" });

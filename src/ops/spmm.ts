@@ -60,7 +60,7 @@ function leadShape(a: AnySparse): number[] {
  *
  * @example
  * ```ts
- * import { spmmAutoKernel } from "@qsparse/kit";
+ * import { spmmAutoKernel } from "./spmm.ts";
  * import assert from "node:assert/strict";
  * assert.equal(spmmAutoKernel(1, 0.4, true), "rows"); // decoding: the GEMV path
  * assert.equal(spmmAutoKernel(64, 0.4, true), "dense"); // a big batch's union covers D_in
@@ -184,7 +184,8 @@ export function spmm<D extends FloatDType>(
  *
  * @example
  * ```ts
- * import { openDevice, spmmGradInput } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { spmmGradInput } from "./spmm.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using dx = spmmGradInput(dev.tensor([[1, 2]]), dev.tensor([[1, 0], [0, 1], [1, 1]]));
@@ -231,7 +232,8 @@ export interface SpmmGradWeightOptions {
  *
  * @example
  * ```ts
- * import { openDevice, spmmGradWeight, topkRows } from "@qsparse/kit";
+ * import { openDevice, topkRows } from "@qsparse/kit";
+ * import { spmmGradWeight } from "./spmm.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using a = topkRows(dev.tensor([[0, 2, 0, -1]]), 2); // keeps columns 1 and 3

@@ -20,7 +20,8 @@ import { type GradNode, recordingEnabled } from "./grad_node.ts";
  *
  * @example The last release frees the storage
  * ```ts
- * import { openDevice, SharedStorage } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { SharedStorage } from "./tensor.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * const before = dev.stats().liveBuffers;
@@ -232,7 +233,8 @@ export class Tensor<D extends DType = DType> implements Disposable {
  *
  * @example
  * ```ts
- * import { resolveReshape, ShapeError } from "@qsparse/kit";
+ * import { ShapeError } from "@qsparse/kit";
+ * import { resolveReshape } from "./tensor.ts";
  * import assert from "node:assert/strict";
  * assert.deepEqual(resolveReshape([2, 3, 4], [-1, 4]), [6, 4]);
  * assert.throws(() => resolveReshape([2, 3], [4, 2]), ShapeError);

@@ -40,13 +40,9 @@ export interface TrainState {
  *
  * @example
  * ```ts
- * import {
- *   loadCheckpoint,
- *   modelConfig,
- *   openDevice,
- *   saveCheckpoint,
- *   TransformerLM,
- * } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { loadCheckpoint, saveCheckpoint } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("xxs"), 1);
@@ -112,13 +108,9 @@ export interface LoadedCheckpoint {
  *
  * @example
  * ```ts
- * import {
- *   loadCheckpoint,
- *   modelConfig,
- *   openDevice,
- *   saveCheckpoint,
- *   TransformerLM,
- * } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { loadCheckpoint, saveCheckpoint } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("xxs"), 1);
@@ -171,14 +163,9 @@ export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
  *
  * @example
  * ```ts
- * import {
- *   loadCheckpoint,
- *   loadWeights,
- *   modelConfig,
- *   openDevice,
- *   saveCheckpoint,
- *   TransformerLM,
- * } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { loadCheckpoint, loadWeights, saveCheckpoint } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using a = new TransformerLM(dev, modelConfig("xxs"), 1);
@@ -225,15 +212,9 @@ export function loadWeights(model: TransformerLM, ckpt: LoadedCheckpoint, path: 
  *
  * @example
  * ```ts
- * import {
- *   AdamW,
- *   loadCheckpoint,
- *   loadOptimizer,
- *   modelConfig,
- *   openDevice,
- *   saveCheckpoint,
- *   TransformerLM,
- * } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { AdamW, loadCheckpoint, loadOptimizer, saveCheckpoint } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("xxs"), 1);

@@ -16,7 +16,7 @@ import { ValueError } from "../core/errors.ts";
  *
  * @example
  * ```ts
- * import { BROWN_CATEGORIES } from "@qsparse/kit";
+ * import { BROWN_CATEGORIES } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.equal(BROWN_CATEGORIES.length, 15);
  * assert.equal(BROWN_CATEGORIES[0], "news");
@@ -49,7 +49,7 @@ export type BrownCategory = typeof BROWN_CATEGORIES[number];
  *
  * @example
  * ```ts
- * import { BROWN_GROUPS } from "@qsparse/kit";
+ * import { BROWN_GROUPS } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.ok(BROWN_GROUPS.imaginative.includes("mystery"));
  * assert.ok(!BROWN_GROUPS.informative.includes("fiction"));
@@ -107,7 +107,7 @@ const utf8 = new TextEncoder();
  *
  * @example Build a corpus by hand and take its training text
  * ```ts
- * import { Corpus } from "@qsparse/kit";
+ * import { Corpus } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const c = new Corpus([
  *   { id: "a", category: "news", split: "train", text: "One." },
@@ -262,7 +262,7 @@ function joinTokens(tokens: readonly string[]): string {
  *
  * @example
  * ```ts
- * import { detokenizeBrown } from "@qsparse/kit";
+ * import { detokenizeBrown } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const tagged = "\n\n\tThe/at jury/nn said/vbd ``/`` no/at ''/'' ,/, (/( not/* yet/rb )/) ./.\n";
  * assert.equal(detokenizeBrown(tagged), 'The jury said "no", (not yet).');
@@ -302,7 +302,7 @@ export function detokenizeBrown(tagged: string): string {
  *
  * @example
  * ```ts
- * import { brownSplit } from "@qsparse/kit";
+ * import { brownSplit } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.equal(brownSplit(5), "validation");
  * assert.equal(brownSplit(6), "train");
@@ -353,7 +353,7 @@ async function readBrown(): Promise<{ id: string; category: string; text: string
  *
  * @example Fine-tune data: news only
  * ```ts ignore
- * import { loadBrownCorpus } from "@qsparse/kit";
+ * import { loadBrownCorpus } from "@qsparse/kit/train";
  * const brown = await loadBrownCorpus();
  * console.log(brown.stats().train.bytes, brown.categories);
  * const news = brown.filter("news").text("train");

@@ -46,7 +46,8 @@ export interface QSparseHfFields {
  *
  * @example
  * ```ts
- * import { hfConfig, modelConfig } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
+ * import { hfConfig } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const j = hfConfig(modelConfig("tiny", { sparsity: 0.5 }));
  * assert.equal(j.hidden_size, 64);
@@ -104,7 +105,8 @@ export function hfConfig(c: ModelConfig): Record<string, unknown> {
  *
  * @example
  * ```ts
- * import { configFromHf, hfConfig, modelConfig } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
+ * import { configFromHf, hfConfig } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const c = modelConfig("tiny", { sparsity: 0.4, ffn: "swiglu" });
  * assert.deepEqual(configFromHf(hfConfig(c)), c);
@@ -215,7 +217,9 @@ const EXPERT_NAMES: Record<string, string> = { gate_proj: "w1", down_proj: "w2",
  *
  * @example
  * ```ts
- * import { exportHf, modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { exportHf } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using m = new TransformerLM(dev, modelConfig("xxs"), 1);
@@ -274,7 +278,9 @@ function asF32(t: HostTensor, name: string, source: string): Float32Array {
  *
  * @example
  * ```ts
- * import { exportHf, importHf, modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { exportHf, importHf } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using a = new TransformerLM(dev, modelConfig("xxs", { sparsity: 0.5 }), 1);

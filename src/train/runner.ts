@@ -112,7 +112,7 @@ export interface Shard {
  *
  * @example
  * ```ts
- * import { parseShard } from "@qsparse/kit";
+ * import { parseShard } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.deepEqual(parseShard("2/4"), { index: 1, count: 4 });
  * assert.throws(() => parseShard("5/4"), /shard/);
@@ -183,7 +183,7 @@ function badLine(path: string, line: number, why: string): ValueError {
  *
  * @example
  * ```ts
- * import { readResultsFile } from "@qsparse/kit";
+ * import { readResultsFile } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const dir = await Deno.makeTempDir();
  * try {
@@ -271,7 +271,7 @@ export async function readResultsFile(
  *
  * @example A torn last line is skipped; a missing file is an error naming it
  * ```ts
- * import { readResults } from "@qsparse/kit";
+ * import { readResults } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const dir = await Deno.makeTempDir();
  * try {
@@ -316,7 +316,8 @@ function meanGradNorms(r: TrainResult): { gradNorms?: Record<string, number> } {
  *
  * @example
  * ```ts
- * import { modelConfig, toRecord, trainConfig, type TrainResult } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
+ * import { toRecord, trainConfig, type TrainResult } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const config = trainConfig(modelConfig("tiny"), { steps: 20 });
  * const result: TrainResult = {
@@ -461,7 +462,9 @@ export interface SweepOptions {
  *
  * @example
  * ```ts ignore
- * import { openDevice, runSweep, studyRuns } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { runSweep } from "@qsparse/kit/train";
+ * import { studyRuns } from "@qsparse/kit/studies";
  * const dev = await openDevice();
  * await runSweep(dev, studyRuns("sparsity_vs_loss", "smoke"), { results: "results/smoke.jsonl", runsDir: "runs" });
  * ```
@@ -587,7 +590,8 @@ function canonicalJson(x: unknown): string {
  *
  * @example
  * ```ts
- * import { modelConfig, modelLabel } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
+ * import { modelLabel } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.equal(modelLabel(modelConfig("s")), "s");
  * assert.equal(modelLabel(modelConfig("s", { bitnet: true })), "s-bitnet");

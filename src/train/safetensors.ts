@@ -69,7 +69,7 @@ const CRC_TABLE = (() => {
  *
  * @example
  * ```ts
- * import { crc32 } from "@qsparse/kit";
+ * import { crc32 } from "./safetensors.ts";
  * import assert from "node:assert/strict";
  * // The standard check value: CRC-32 of the ASCII digits 1..9 (matches Python's zlib.crc32).
  * assert.equal(crc32(new TextEncoder().encode("123456789")), 0xcbf43926);
@@ -100,7 +100,7 @@ function bytesOf(t: HostTensor): Uint8Array {
  *
  * @example Round trip in memory
  * ```ts
- * import { decodeSafetensors, encodeSafetensors } from "@qsparse/kit";
+ * import { decodeSafetensors, encodeSafetensors } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const bytes = encodeSafetensors(
  *   new Map([["w", { dtype: "f32", shape: [2], data: new Float32Array([1, 2]) }]]),
@@ -183,7 +183,8 @@ export function encodeSafetensors(
  *
  * @example A truncated file is reported, not misread
  * ```ts
- * import { CheckpointError, decodeSafetensors, encodeSafetensors } from "@qsparse/kit";
+ * import { CheckpointError } from "@qsparse/kit";
+ * import { decodeSafetensors, encodeSafetensors } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const ok = encodeSafetensors(new Map([["b", { dtype: "i32", shape: [3], data: new Int32Array(3) }]]));
  * assert.throws(() => decodeSafetensors(ok.subarray(0, ok.length - 1)), CheckpointError);
@@ -320,7 +321,7 @@ export function decodeSafetensors(bytes: Uint8Array, source = "<bytes>"): Safete
  *
  * @example Save and load a checkpoint
  * ```ts
- * import { loadSafetensors, saveSafetensors } from "@qsparse/kit";
+ * import { loadSafetensors, saveSafetensors } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const dir = await Deno.makeTempDir();
  * const w = { dtype: "f32" as const, shape: [2, 2], data: new Float32Array([1, 2, 3, 4]) };
@@ -350,7 +351,7 @@ export async function saveSafetensors(
  *
  * @example
  * ```ts ignore
- * import { loadSafetensors } from "@qsparse/kit";
+ * import { loadSafetensors } from "@qsparse/kit/train";
  * const { tensors } = await loadSafetensors("results/run1/ckpt.safetensors");
  * for (const [name, t] of tensors) console.log(name, t.dtype, t.shape);
  * ```

@@ -52,7 +52,7 @@ export interface ScalingLawParams {
  *
  * @example
  * ```ts
- * import { PAPER_SCALING_LAW, scalingLaw } from "@qsparse/kit";
+ * import { PAPER_SCALING_LAW, scalingLaw } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.equal(scalingLaw(PAPER_SCALING_LAW, 3e8, 0).toFixed(2), "3.65");
  * ```
@@ -77,7 +77,7 @@ const DEFAULT_NSCALE = 1e8;
  *
  * @example The paper's ratios A(S)/A(0)
  * ```ts
- * import { PAPER_SCALING_LAW as p, sparsityFactor } from "@qsparse/kit";
+ * import { PAPER_SCALING_LAW as p, sparsityFactor } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.equal((sparsityFactor(p, 0.5) / sparsityFactor(p, 0)).toFixed(3), "1.051");
  * ```
@@ -96,7 +96,7 @@ export function sparsityFactor(p: ScalingLawParams, S: number): number {
  *
  * @example The gap to dense shrinks with N
  * ```ts
- * import { PAPER_SCALING_LAW as p, scalingLaw } from "@qsparse/kit";
+ * import { PAPER_SCALING_LAW as p, scalingLaw } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const gap = (N: number) => scalingLaw(p, N, 0.5) - scalingLaw(p, N, 0);
  * assert.ok(gap(7e9) < gap(3e8));
@@ -117,7 +117,7 @@ export function scalingLaw(p: ScalingLawParams, N: number, S: number): number {
  *
  * @example The paper's rounded constants give 50.2% (its text says 45.58%)
  * ```ts
- * import { optimalSparsity, PAPER_SCALING_LAW } from "@qsparse/kit";
+ * import { optimalSparsity, PAPER_SCALING_LAW } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.equal((100 * optimalSparsity(PAPER_SCALING_LAW)).toFixed(1), "50.2");
  * ```
@@ -202,7 +202,7 @@ export interface IsoLossGrid {
  *
  * @example
  * ```ts
- * import { isoLossGrid, PAPER_SCALING_LAW } from "@qsparse/kit";
+ * import { isoLossGrid, PAPER_SCALING_LAW } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const g = isoLossGrid(PAPER_SCALING_LAW, [3e8, 7e9], [0.1, 0.5, 0.7]);
  * assert.equal(g.loss.length, 3);
@@ -243,7 +243,7 @@ export interface DenseLawParams {
  *
  * @example
  * ```ts
- * import { denseLaw } from "@qsparse/kit";
+ * import { denseLaw } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.equal(denseLaw({ E: 2, A: 1, alpha: 0.5 }, 4e8), 2.5);
  * ```
@@ -666,7 +666,7 @@ function sparseStarts(
  *
  * @example Recover the paper's constants from its own law
  * ```ts
- * import { fitScalingLaw, PAPER_SCALING_LAW, scalingLaw } from "@qsparse/kit";
+ * import { fitScalingLaw, PAPER_SCALING_LAW, scalingLaw } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const points = [];
  * for (const N of [3e8, 7e8, 1.3e9, 7e9]) {
@@ -726,7 +726,7 @@ export async function fitScalingLaw(
  *
  * @example
  * ```ts
- * import { denseLaw, fitDenseLaw } from "@qsparse/kit";
+ * import { denseLaw, fitDenseLaw } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const truth = { E: 1.7, A: 2.0, alpha: 0.3 };
  * const points = [2e7, 5e7, 1e8, 3e8, 1e9].map((N) => ({ N, loss: denseLaw(truth, N) }));
@@ -879,7 +879,7 @@ function reducedModel(
  *
  * @example On the paper's law with noise, the interval of α holds the truth
  * ```ts
- * import { PAPER_SCALING_LAW, profileScalingLaw, scalingLaw } from "@qsparse/kit";
+ * import { PAPER_SCALING_LAW, profileScalingLaw, scalingLaw } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const points = [];
  * let k = 0;

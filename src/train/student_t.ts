@@ -118,7 +118,7 @@ function checkDf(op: string, df: number): void {
  *
  * @example
  * ```ts
- * import { tCdf } from "@qsparse/kit/studies";
+ * import { tCdf } from "./student_t.ts";
  * import assert from "node:assert/strict";
  * assert.ok(Math.abs(tCdf(12.706, 1) - 0.975) < 1e-5);
  * assert.ok(Math.abs(tCdf(1.96, Infinity) - 0.975) < 1e-4);
@@ -127,8 +127,8 @@ function checkDf(op: string, df: number): void {
 export function tCdf(t: number, df: number): number {
   checkDf("tCdf", df);
   if (Number.isNaN(t)) return NaN;
-  if (!Number.isFinite(df) || df > 1e7) return 0.5 * erfc(-t / Math.SQRT2);
   if (!Number.isFinite(t)) return t > 0 ? 1 : 0;
+  if (!Number.isFinite(df) || df > 1e7) return 0.5 * erfc(-t / Math.SQRT2);
   const tail = 0.5 * incompleteBeta(df / (df + t * t), df / 2, 0.5);
   return t > 0 ? 1 - tail : tail;
 }
@@ -145,7 +145,7 @@ export function tCdf(t: number, df: number): number {
  *
  * @example The two-sided 95% multipliers of a table
  * ```ts
- * import { tQuantile } from "@qsparse/kit/studies";
+ * import { tQuantile } from "./student_t.ts";
  * import assert from "node:assert/strict";
  * assert.equal(tQuantile(0.975, 1).toFixed(3), "12.706");
  * assert.equal(tQuantile(0.975, 4).toFixed(3), "2.776");
@@ -184,7 +184,7 @@ export function tQuantile(p: number, df: number): number {
  *
  * @example
  * ```ts
- * import { f1Quantile } from "@qsparse/kit/studies";
+ * import { f1Quantile } from "./student_t.ts";
  * import assert from "node:assert/strict";
  * assert.equal(f1Quantile(0.95, 10).toFixed(3), "4.965");
  * assert.equal(f1Quantile(0.95, Infinity).toFixed(3), "3.841"); // χ²₁

@@ -38,7 +38,7 @@ import {
 import { loadBrownCorpus } from "./corpus.ts";
 import { AdamW } from "./optimizer.ts";
 import { cosineLr } from "./schedule.ts";
-import { ByteTokenizer } from "./tokenizer.ts";
+import { ByteTokenizer } from "../core/tokenizer.ts";
 import { type ProgressState, type ProgressView, progressView } from "./progress.ts";
 
 // The progress types are part of train()'s options (a caller may pass its own view).
@@ -85,7 +85,8 @@ export interface TrainConfig {
  *
  * @example
  * ```ts
- * import { DEFAULT_TRAIN, modelConfig, trainConfig } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
+ * import { DEFAULT_TRAIN, trainConfig } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.equal(DEFAULT_TRAIN.lr, 3e-3);
  * const c = trainConfig(modelConfig("tiny"), { steps: 10 });
@@ -119,7 +120,8 @@ export const DEFAULT_TRAIN: Omit<TrainConfig, "model"> = {
  *
  * @example
  * ```ts
- * import { modelConfig, trainConfig } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
+ * import { trainConfig } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const c = trainConfig(modelConfig("tiny"), { steps: 10 });
  * assert.equal(c.steps, 10);
@@ -270,7 +272,7 @@ const encodedCache = new Map<string, { train: Uint32Array; validation: Uint32Arr
  *
  * @example News only (loads the corpus)
  * ```ts ignore
- * import { brownTokens } from "@qsparse/kit";
+ * import { brownTokens } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const { train, validation } = await brownTokens(["news"]);
  * assert.ok(train.length > validation.length && validation.length > 0);
@@ -319,7 +321,9 @@ function splitBatch(
  *
  * @example An untrained model is near ln 256
  * ```ts
- * import { evaluate, modelConfig, openDevice, TransformerLM, ValidationSet } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { evaluate, ValidationSet } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 8 }), 1);
@@ -378,7 +382,8 @@ export async function evaluate(
  *
  * @example
  * ```ts
- * import { configDiff, modelConfig, trainConfig } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
+ * import { configDiff, trainConfig } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const a = trainConfig(modelConfig("tiny"), { steps: 10 });
  * const b = trainConfig(modelConfig("tiny", { sparsity: 0.5 }), { steps: 20 });
@@ -421,7 +426,9 @@ export function configDiff(a: unknown, b: unknown, prefix = ""): string[] {
  *
  * @example
  * ```ts ignore
- * import { modelConfig, openDevice, train, trainConfig } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
+ * import { train, trainConfig } from "@qsparse/kit/train";
  * const dev = await openDevice();
  * const r = await train(dev, trainConfig(modelConfig("tiny", { sparsity: 0.5 }), { steps: 50 }));
  * console.log(r.valLoss, r.sparsity?.overall, r.Na);

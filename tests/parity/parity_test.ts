@@ -7,13 +7,8 @@
  * unless QSPARSE_REQUIRE_TORCH=1 (CI sets it), which turns a missing torch into a failure.
  */
 import assert from "node:assert/strict";
-import {
-  backward,
-  type Device,
-  modelConfig,
-  type ModelOverrides,
-  TransformerLM,
-} from "../../mod.ts";
+import { backward, type Device } from "../../mod.ts";
+import { modelConfig, type ModelOverrides, TransformerLM } from "../../src/nn/mod.ts";
 import { loadSafetensors, saveSafetensors } from "../../src/train/safetensors.ts";
 import type { HostTensor } from "../../src/train/safetensors.ts";
 import { ACT_QUANT_EPS, WEIGHT_QUANT_EPS } from "../../src/ops/quant_ste.ts";

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ValueError } from "../core/errors.ts";
+import { ValueError } from "./errors.ts";
 
 /** Maps text to token ids and back. */
 export interface Tokenizer {
@@ -22,7 +22,7 @@ export interface Tokenizer {
  *
  * @example
  * ```ts
- * import { ByteTokenizer } from "@qsparse/kit";
+ * import { ByteTokenizer } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const tok = new ByteTokenizer();
  * const ids = tok.encode("naïve");
