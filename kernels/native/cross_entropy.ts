@@ -15,9 +15,51 @@ import { launch, type Launchable, launchable } from "./host_job.ts";
 /** Per-thread row of `exp(x − max)`. */
 let ex = new Float64Array(1024);
 
+/** Largest logit of a row (NaN never wins, as in the twin's `x > m` scan). */
+function rowMax(x: Float32Array, start: number, end: number): number {
+  let m = -Infinity;
+  for (let i = start; i < end; i++) if (x[i]! > m) m = x[i]!;
+  return m;
+}
+
+/** Σ exp(x − m) over a row, skipping −∞ (the twin's log-sum-exp). */
+function rowSumExp(x: Float32Array, start: number, end: number, m: number): number {
+  let s = 0;
+  for (let i = start; i < end; i++) {
+    const v = x[i]!;
+    if (v !== -Infinity) s += fastExp(v - m);
+  }
+  return s;
+}
+
+/** The gradient row `gr · (softmax − onehot)`, each exponential computed once into `e`. */
+function gradRow(
+  x: Float32Array,
+  start: number,
+  cols: number,
+  t: number,
+  gr: number,
+  e: Float64Array,
+  gx: Float32Array,
+): void {
+  const m = rowMax(x, start, start + cols);
+  let s = 0;
+  for (let j = 0; j < cols; j++) {
+    const v = x[start + j]!;
+    const ev = fastExp(v - m);
+    e[j] = ev;
+    if (v !== -Infinity) s += ev;
+  }
+  for (let j = 0; j < cols; j++) gx[start + j] = gr * (e[j]! / s);
+  // The target's term: the twin computes gr · (p − 1) there.
+  if (t < cols) gx[start + t] = gr * (e[t]! / s - 1);
+}
+
 /**
  * Job over rows: buffers `[x, targets, loss]` (forward) or `[x, targets, g, gx]` (backward);
- * params `[cols, backward]`.
+ * params `[cols, backward]`. The per-row work is in small functions: called once per row, they
+ * are optimised by V8 within the first call, where one long loop nest called once per training
+ * step would run unoptimised through the first steps.
  */
 const ceJob: Launchable = launchable({
   name: "crossEntropyF32",
@@ -29,35 +71,17 @@ const ceJob: Launchable = launchable({
       const loss = new Float32Array(bufs[2]!);
       for (let r = lo; r < hi; r++) {
         const start = r * cols, end = start + cols, t = ts[r]!;
-        let m = -Infinity;
-        for (let i = start; i < end; i++) if (x[i]! > m) m = x[i]!;
-        let s = 0;
-        for (let i = start; i < end; i++) {
-          const v = x[i]!;
-          if (v !== -Infinity) s += fastExp(v - m);
-        }
+        const m = rowMax(x, start, end);
+        const s = rowSumExp(x, start, end, m);
         loss[r] = t < cols ? m - x[start + t]! + Math.log(s) : NaN;
       }
       return;
     }
     const g = new Float32Array(bufs[2]!), gx = new Float32Array(bufs[3]!);
     if (ex.length < cols) ex = new Float64Array(cols);
-    const e = ex;
     for (let r = lo; r < hi; r++) {
-      const start = r * cols, t = ts[r]!;
-      let m = -Infinity;
-      for (let j = 0; j < cols; j++) if (x[start + j]! > m) m = x[start + j]!;
-      let s = 0;
-      for (let j = 0; j < cols; j++) {
-        const v = x[start + j]!;
-        const ev = fastExp(v - m);
-        e[j] = ev;
-        if (v !== -Infinity) s += ev;
-      }
-      const gr = t < cols ? g[r]! : NaN;
-      for (let j = 0; j < cols; j++) gx[start + j] = gr * (e[j]! / s);
-      // The target's term: the twin computes gr · (p − 1) there.
-      if (t < cols) gx[start + t] = gr * (e[t]! / s - 1);
+      const t = ts[r]!;
+      gradRow(x, r * cols, cols, t, t < cols ? g[r]! : NaN, ex, gx);
     }
   },
 });

@@ -40,6 +40,20 @@ const gatherJob: Launchable = launchable({
   },
 });
 
+/** `out[o..o+d) = g[s..s+d)`. */
+function copyRow(g: Float32Array, s: number, out: Float32Array, o: number, d: number): void {
+  for (let c = 0; c < d; c++) out[o + c] = g[s + c]!;
+}
+
+/**
+ * `out[o..o+d) += g[s..s+d)`, rounding each sum to f32 (the twin's order). A small function
+ * called once per token, so V8 optimises it within the first backward pass (one loop nest run
+ * once per step stays unoptimised through the first steps).
+ */
+function addRow(g: Float32Array, s: number, out: Float32Array, o: number, d: number): void {
+  for (let c = 0; c < d; c++) out[o + c] = out[o + c]! + g[s + c]!;
+}
+
 /**
  * Accumulation job over tokens: buffers `[g, ids, links, gtable]`, params `[d]`. Token t does
  * work only when it heads its id's list.
@@ -55,11 +69,9 @@ const accumulateJob: Launchable = launchable({
       const lt = l[t]!;
       if ((lt & LEADER_BIT) === 0) continue;
       const row = id[t]! * d;
-      const gt = t * d;
-      for (let c = 0; c < d; c++) out[row + c] = g[gt + c]!;
+      copyRow(g, t * d, out, row, d);
       for (let u = lt & NO_NEXT; u !== NO_NEXT; u = l[u]! & NO_NEXT) {
-        const gu = u * d;
-        for (let c = 0; c < d; c++) out[row + c] = out[row + c]! + g[gu + c]!;
+        addRow(g, u * d, out, row, d);
       }
     }
   },

@@ -11,6 +11,23 @@ import type { NativeRuntime } from "../../src/backend/backend.ts";
 import type { RowReduceParams, RowReduceSpec } from "../reduce.ts";
 import { launch, type Launchable, launchable } from "./host_job.ts";
 
+/** Σ x[i] over `[start, end)` in index order, in f64 (the twin's order and precision). */
+function sum(x: Float32Array, start: number, end: number): number {
+  let acc = 0;
+  for (let i = start; i < end; i++) acc += x[i]!;
+  return acc;
+}
+
+/** Σ x[i]² over `[start, end)` in index order, in f64. */
+function sumSquares(x: Float32Array, start: number, end: number): number {
+  let acc = 0;
+  for (let i = start; i < end; i++) {
+    const v = x[i]!;
+    acc += v * v;
+  }
+  return acc;
+}
+
 /** Index meaning "none" (the identity of the argmax combine). */
 export const NO_INDEX = 0xffffffff;
 
@@ -34,16 +51,7 @@ const rowReduceF32: Launchable = launchable({
     for (let r = lo; r < hi; r++) {
       const start = r * cols, end = Math.min(start + cols, n);
       if (!isMax) {
-        let acc = 0;
-        if (square) {
-          for (let i = start; i < end; i++) {
-            const v = x[i]!;
-            acc += v * v;
-          }
-        } else {
-          for (let i = start; i < end; i++) acc += x[i]!;
-        }
-        out![r] = Math.fround(acc) * scale;
+        out![r] = Math.fround(square ? sumSquares(x, start, end) : sum(x, start, end)) * scale;
         continue;
       }
       // Max: a plain scan while no NaN is seen (strictly greater keeps the lowest index), then the

@@ -84,7 +84,8 @@ export class Attention extends Module {
     const q = permute(rope(heads(this.q.forward(xs)), { base: theta }), [0, 2, 1, 3]);
     const k = permute(rope(heads(this.k.forward(xs)), { base: theta }), [0, 2, 1, 3]);
     const v = permute(heads(this.v.forward(xs)), [0, 2, 1, 3]);
-    const scores = mulScalar(matmul(q, k, { transposeB: true }), 1 / Math.sqrt(hd));
+    // The 1/√hd scale goes on q ([B, H, T, hd]), not on the T× larger scores ([B, H, T, T]).
+    const scores = matmul(mulScalar(q, 1 / Math.sqrt(hd)), k, { transposeB: true });
     const p = softmax(scores, { causal: true });
     const ctx = permute(matmul(p, v), [0, 2, 1, 3]).reshape([b, t, d]);
     return this.o.forward(this.oSite.apply(ctx));

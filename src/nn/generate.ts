@@ -260,11 +260,9 @@ export class Decoder implements Disposable {
     const qr = rope(heads(q!), { base: c.ropeTheta, offset: pos });
     const kr = rope(heads(k!), { base: c.ropeTheta, offset: pos });
     this.cache.write(layer, kr, heads(v!));
-    const qh = permute(qr, [0, 2, 1, 3]);
-    const scores = mulScalar(
-      matmul(qh, this.cache.keys(layer), { transposeB: true }),
-      1 / Math.sqrt(hd),
-    );
+    // Scaled on q, as in Attention.forward (same rounding as the training path).
+    const qh = mulScalar(permute(qr, [0, 2, 1, 3]), 1 / Math.sqrt(hd));
+    const scores = matmul(qh, this.cache.keys(layer), { transposeB: true });
     const p = softmax(add(scores, bias));
     const ctx = permute(matmul(p, this.cache.values(layer)), [0, 2, 1, 3]).reshape([b, t, d]);
     return this.#project(attn.oSite, ctx, [attn.o], sparseNow)[0]!;

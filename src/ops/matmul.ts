@@ -112,7 +112,9 @@ export function matmul<D extends DType>(
       transposeB: tb,
       dtype: a.dtype,
     };
-    const splits = opts.variant ? 1 : splitKFactor(p);
+    // Split-K is for a GPU's occupancy; host backends (BLAS, the twin) run the whole K in one
+    // product and skip the partials buffer and its reduction.
+    const splits = opts.variant || a.device.kind !== "webgpu" ? 1 : splitKFactor(p);
     if (splits > 1) {
       // Split-K: a small output with a long inner dim (weight gradients Xᵀ·dY) would occupy a
       // handful of invocations; K-chunks of Aᵀ and B are contiguous row blocks, so the chunks run
