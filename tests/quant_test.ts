@@ -178,6 +178,27 @@ Deno.test("quantization on the native backend: sizes past the thread split match
     const t = quantizeWeights(dev.tensor(w, [100, 700]));
     return [t.packed, t.alpha, t.dequantize(), quantizeWeightsSte(dev.tensor(w, [100, 700]))];
   }, EXACT);
+  // Fake quantization bit for bit, signed zeros included (values rounding to 0 from below give
+  // −0 in the twin), with exact ties (x·s = ±0.5, ±1.5 … when max|x| = 127 and ε is tiny).
+  const ties = Float32Array.from({ length: 200 * 340 }, (_, i) => {
+    const v = hostRandom(1, i)[0]! * 3;
+    return i % 340 === 0 ? 127 : i % 7 === 0 ? (i % 14) - 6.5 : i % 5 === 0 ? -0.001 : v;
+  });
+  const bits = (a: ArrayLike<number>) => new Uint32Array(Float32Array.from(a).buffer);
+  for (const dev of others) {
+    for (
+      const [got, want] of [[dev, cpu]].map(([a, b]) =>
+        [a!, b!].map((d) => [
+          quantizeActivationsSte(d.tensor(ties, [200, 340])),
+          quantizeWeightsSte(d.tensor(ties, [340, 200])),
+        ])
+      )
+    ) {
+      for (let i = 0; i < got!.length; i++) {
+        assert.deepEqual(bits(await got![i]!.data()), bits(await want![i]!.data()), dev.kind);
+      }
+    }
+  }
   for (const [rows, dIn, dOut, k] of [[1, 2048, 520, 700], [3, 512, 520, 129]] as const) {
     const xs = hostRandom(rows * dIn, 13), ws = hostRandom(dIn * dOut, 14);
     for (const form of ["sparse", "dense"] as const) {

@@ -20,10 +20,17 @@ const f = Math.fround;
 /** A job is worth the thread pool (~10 µs) from about this many elements. */
 const MIN_PARALLEL_ELEMS = 1 << 16;
 
-/** Round half to even (same results as `roundHalfEven` in quant_ste.ts, without the modulo). */
-function rhe(x: number): number {
-  const r = Math.round(x);
-  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+/** 1.5·2⁵²: `(v + RND) − RND` rounds to an integer, half to even (the FPU's default mode). */
+const RND = 6755399441055744;
+
+/**
+ * `clamp(roundHalfEven(v), lo, hi)` for integer bounds, as the twins compute it: clamping first
+ * gives the same result (rounding is monotone and the bounds are integers) and keeps |v| small
+ * enough for the magic-number rounding, ~3× faster here than `Math.round` plus the tie fix.
+ * NaN stays NaN. The result's zero is always +0 (see {@link signedZero}).
+ */
+function rclamp(v: number, lo: number, hi: number): number {
+  return (Math.min(hi, Math.max(lo, v)) + RND) - RND;
 }
 
 /** Rows per job item so a parallel job is only used above {@link MIN_PARALLEL_ELEMS}. */
@@ -45,7 +52,7 @@ export const quantRowsTask: ParallelTask = {
       for (let j = b; j < e; j++) m = Math.max(m, Math.abs(x[j]!));
       const s = f(127 / f(m + eps));
       sc[r] = s;
-      for (let j = b; j < e; j++) q[j] = Math.min(127, Math.max(-128, rhe(f(x[j]! * s))));
+      for (let j = b; j < e; j++) q[j] = rclamp(f(x[j]! * s), -128, 127);
     }
   },
 };
@@ -65,7 +72,7 @@ export const quantKeptTask: ParallelTask = {
       const s = f(127 / f(m + eps));
       sc[r] = s;
       for (let t = r * k; t < r * k + k; t++) {
-        q[t] = Math.min(127, Math.max(-128, rhe(f(v[t]! * s))));
+        q[t] = rclamp(f(v[t]! * s), -128, 127);
       }
     }
   },
@@ -86,7 +93,7 @@ export const packTernaryTask: ParallelTask = {
       const n = Math.min(16, cols - c0);
       let word = 0;
       for (let c = 0; c < n; c++) {
-        word |= (Math.min(1, Math.max(-1, rhe(f(w[base + c0 + c]! / a)))) + 1) << (2 * c);
+        word |= (rclamp(f(w[base + c0 + c]! / a), -1, 1) + 1) << (2 * c);
       }
       for (let c = n; c < 16; c++) word |= 1 << (2 * c);
       packed[i] = word >>> 0;
