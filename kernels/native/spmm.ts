@@ -3,22 +3,29 @@
  * `[D_in, D_out]`, and its weight gradient `dW (+)= A_sparseᵀ · dY`. f32 only.
  *
  * **Forward, few rows (decoding):** `y = Σ_{t kept} v_t · W[u_t, :]` reads only the kept weight
- * rows. The output columns are split across threads; each thread zeroes its column range and
- * calls `cblas_saxpy` once per kept entry on that range (raw addresses, nothing allocated).
- * Measured on the 2-core build machine, 1×4096 · 4096×4096 (see the module's bench notes in the
- * merge report): saxpy per entry reads W at BLAS level-1 speed, ~2–3× a TypeScript loop over
- * four kept rows at a time (which stays as the no-BLAS fallback); one `sgemv` per run of
+ * rows. The output columns are split across threads (`rt.parallel` over columns, chunks of 16);
+ * each thread zeroes its column range and calls `cblas_saxpy` once per kept entry on that range,
+ * on raw addresses (nothing allocated, no subarray). Alternatives measured on the 2-core build
+ * machine (1×4096 · 4096×4096, min of interleaved runs; the machine was shared, load 4–15, so
+ * single figures moved by 2–3×): saxpy per entry reached 8–18 GB/s of W; one `sgemv` per run of
  * consecutive kept rows was 2–5× slower than saxpy (random top-K gives runs of ~2 at S = .5, and
- * a short sgemv costs more than a saxpy), so it was dropped.
+ * a short sgemv costs more than a saxpy); a TypeScript loop over four kept rows at a time was
+ * 3–10× slower than saxpy and stays only as the no-BLAS fallback.
  *
  * **Forward, many rows:** per-token top-K keeps different rows per token, so the per-token path
- * reads `rows · density` copies of W while the dense product reads W once and runs at sgemm
- * speed. Past {@link SPMM_PER_TOKEN_MAX_READS} (measured crossover) the kernel scatters A into a
- * scratch dense matrix (kept across calls) and calls `cblas_sgemm`.
+ * reads `rows · density` copies of W while scatter-to-dense + `cblas_sgemm` reads W once at
+ * GEMM speed. Measured (same machine, 4096×4096 and 1024×2688, B = 1–8, S = .5–.9): per-token
+ * wins while `rows · density` stays under about 1 (e.g. B = 2 at S = .75, B = 8 at S = .9) and
+ * sgemm wins beyond (B = 4 at S = .5: 0.3–0.6× for per-token), hence
+ * {@link SPMM_PER_TOKEN_MAX_READS}. A weight that fits in cache (128 × 352) is faster through
+ * sgemm even for one row ({@link SPMM_PER_TOKEN_MIN_WEIGHTS}).
  *
  * **Weight gradient:** scatter A to dense scratch, `G = Aᵀ · dY` by sgemm, then write (or add into)
  * only the rows some entry keeps; the other rows are zeroed (or left untouched when accumulating),
- * as the twin does.
+ * as the twin does. Without a BLAS the twin runs.
+ *
+ * Accumulation is f32 (BLAS) where the twin accumulates in f64: results agree within f32
+ * rounding, not bit for bit.
  *
  * @module
  */
@@ -26,7 +33,7 @@ import type { NativeRuntime, ParallelTask } from "../../src/backend/backend.ts";
 
 /**
  * The per-token path is taken while `rows · density ≤` this (the number of whole-W reads it
- * costs); beyond, scatter + sgemm. Measured crossover on the build machine (bench notes).
+ * costs); beyond, scatter + sgemm (measured crossover, see the module doc).
  */
 export const SPMM_PER_TOKEN_MAX_READS = 1;
 
