@@ -314,9 +314,15 @@ Deno.test("spmm: f16 storage (f32 accumulation) on every kernel", async () => {
 
 Deno.test("spmm native: the thread split, the per-token and sgemm paths, and no BLAS", async () => {
   // [rows, dIn, dOut, k]: per-token saxpy (W ≥ 2^19 weights and under one whole-W read: one row
-  // split over threads at an odd column count, three rows), then scatter + sgemm (a small W at
-  // one row, batches past one W read); fixed, rank-ordered and CSR rows.
-  const shapes = [[1, 1024, 600, 300], [3, 800, 700, 90], [1, 4096, 33, 1638], [12, 96, 80, 40], [
+  // split over threads at an odd column count, three rows, more than 4096 columns per thread),
+  // then scatter + sgemm (a small W at one row, batches past one W read); fixed, rank-ordered
+  // and CSR rows.
+  const shapes = [[1, 1024, 600, 300], [3, 800, 700, 90], [1, 100, 9000, 40], [1, 4096, 33, 1638], [
+    12,
+    96,
+    80,
+    40,
+  ], [
     64,
     128,
     352,

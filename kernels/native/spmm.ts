@@ -44,6 +44,9 @@ export const SPMM_PER_TOKEN_MAX_READS = 1;
  */
 export const SPMM_PER_TOKEN_MIN_WEIGHTS = 1 << 19;
 
+/** Longest saxpy the GEMV issues (columns; 16 KiB of f32). */
+const SAXPY_BLOCK = 4096;
+
 /** Below this many multiply-adds the per-token path stays on the calling thread. */
 const MIN_PARALLEL_MACS = 1 << 16;
 
@@ -69,9 +72,13 @@ export const spmmColsTask: ParallelTask = {
       const yo = r * dOut + lo;
       Y.fill(0, yo, yo + w);
       if (blas) {
-        const ya = py + 4 * yo;
-        for (let t = e0; t < e1; t++) {
-          blas.saxpy(w, vals[t]!, pw + 4 * (idxs[t]! * dOut + lo), 1, ya, 1);
+        // Blocks of ≤ SAXPY_BLOCK columns: the y block stays in L1 across the kept rows, and no
+        // call is long enough for OpenBLAS to start its own threads inside a pool thread.
+        for (let c0 = lo; c0 < hi; c0 += SAXPY_BLOCK) {
+          const n = Math.min(SAXPY_BLOCK, hi - c0), ya = py + 4 * (r * dOut + c0);
+          for (let t = e0; t < e1; t++) {
+            blas.saxpy(n, vals[t]!, pw + 4 * (idxs[t]! * dOut + c0), 1, ya, 1);
+          }
         }
       } else jsRows(Y, yo, w, W!, dOut, lo, vals, idxs, e0, e1);
     }
