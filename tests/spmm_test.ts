@@ -21,7 +21,7 @@ import {
   ValueError,
 } from "../mod.ts";
 import { type RowLayout, spmmDispatch, type SpmmKernel, type SpmmTiling } from "../kernels/spmm.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth, others } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { NativeBackend } from "../src/backend/native.ts";
 
 const TOL = { rtol: 1e-4, atol: 1e-4 };
