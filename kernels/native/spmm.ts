@@ -14,10 +14,10 @@
  *
  * **Forward, many rows:** per-token top-K keeps different rows per token, so the per-token path
  * reads `rows · density` copies of W while scatter-to-dense + `cblas_sgemm` reads W once at
- * GEMM speed. Measured (same machine, 4096×4096 and 1024×2688, B = 1–8, S = .5–.9): per-token
- * wins while `rows · density` stays under about 1 (e.g. B = 2 at S = .75, B = 8 at S = .9) and
- * sgemm wins beyond (B = 4 at S = .5: 0.3–0.6× for per-token), hence
- * {@link SPMM_PER_TOKEN_MAX_READS}. A weight that fits in cache (128 × 352) is faster through
+ * GEMM speed. Measured (same machine, 4096×4096 and 1024×2688, B = 1–64, S = .25–.9): the two
+ * break even near `rows · density` ≈ 0.6–0.8 (1024×2688: B = 1 S = .5 1.1×, B = 2 S = .6 0.95×,
+ * B = 2 S = .5 0.8×, B = 4 S = .9 1.9× for per-token; 4096×4096 B = 1 S = .25 0.6–1.0×), hence
+ * {@link SPMM_PER_TOKEN_MAX_READS}; past it the kernel equals dense (B = 16, 64: 0.9–1.05×). A weight that fits in cache (128 × 352) is faster through
  * sgemm even for one row ({@link SPMM_PER_TOKEN_MIN_WEIGHTS}).
  *
  * **Weight gradient:** scatter A to dense scratch, `G = Aᵀ · dY` by sgemm, then write (or add into)
@@ -35,7 +35,7 @@ import type { NativeRuntime, ParallelTask } from "../../src/backend/backend.ts";
  * The per-token path is taken while `rows · density ≤` this (the number of whole-W reads it
  * costs); beyond, scatter + sgemm (measured crossover, see the module doc).
  */
-export const SPMM_PER_TOKEN_MAX_READS = 1;
+export const SPMM_PER_TOKEN_MAX_READS = 0.6;
 
 /**
  * Weights smaller than this (elements; 2 MiB of f32) stay in cache, where sgemm's compute speed
@@ -191,6 +191,12 @@ export function spmmNative(
     dIn * dOut >= SPMM_PER_TOKEN_MIN_WEIGHTS;
   if (blas && dIn > 0 && !perToken) {
     const X = scatterDense(scratchF32(rows * dIn), vals, idxs, ptr, rows, dIn, k);
+    const px = rt.address(X.buffer as ArrayBuffer);
+    if (rows === 1) {
+      // One row: sgemv (this OpenBLAS runs an M = 1 sgemm as a GEMM, slower than its GEMV).
+      blas.sgemv(true, dIn, dOut, 1, rt.address(bufs[2]!), dOut, px, 1, 0, rt.address(bufs[3]!), 1);
+      return;
+    }
     blas.sgemm(
       false,
       false,
@@ -198,7 +204,7 @@ export function spmmNative(
       dOut,
       dIn,
       1,
-      rt.address(X.buffer as ArrayBuffer),
+      px,
       dIn,
       rt.address(bufs[2]!),
       dOut,
