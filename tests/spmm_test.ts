@@ -353,3 +353,22 @@ Deno.test("spmm native: the thread split, the per-token and sgemm paths, and no 
     }
   }
 });
+
+Deno.test("sparse conversions on every device past the native thread split: toDense, denseToCsr", async () => {
+  // 300 rows × 500 (150K elements, split by rows), odd widths, fixed-K, rank-ordered and CSR rows,
+  // and a NaN that must count as nonzero.
+  const x = hostRandom(300 * 500, 61);
+  x[7] = NaN;
+  await onBoth((dev) => {
+    const xt = dev.tensor(x, [300, 500]);
+    const s = topkRows(xt, 123), r = topkRows(xt, 77, { sorted: true });
+    return [s.toDense(), r.toDense(), toCsr(s).toDense()];
+  }, { rtol: 0, atol: 0 });
+  const mask = (dev: Device) => topkMask(dev.tensor(x, [300, 500]), 201);
+  for (const dev of others) {
+    const [a, b] = await Promise.all([denseToCsr(mask(dev)), denseToCsr(mask(cpu))]);
+    assert.deepEqual(await a.rowPtr.data(), await b.rowPtr.data(), `${dev.kind} rowPtr`);
+    assertClose(await a.values.data(), await b.values.data(), { rtol: 0, atol: 0 }, dev.kind);
+    assertClose(await a.colIdx.data(), await b.colIdx.data(), { rtol: 0, atol: 0 }, dev.kind);
+  }
+});

@@ -12,6 +12,7 @@ import { fillF32Task } from "./fill.ts";
 // -- end --
 // -- sparse matmul, quantization, MoE, grouped matmul: imports --
 import { spmmColsTask } from "./spmm.ts";
+import { countRowsTask, scatterRowsTask } from "./sparse.ts";
 import {
   dequantRowsTask,
   packTernaryTask,
@@ -40,6 +41,8 @@ export const TASKS: readonly ParallelTask[] = [
   // -- end --
   // -- sparse matmul, quantization, MoE, grouped matmul: tasks --
   spmmColsTask,
+  scatterRowsTask,
+  countRowsTask,
   quantRowsTask,
   quantKeptTask,
   packTernaryTask,
