@@ -6,6 +6,12 @@
  * matmul, quantization), autograd with the straight-through estimator, the Q-Sparse model family,
  * a trainer, sparsity accounting and a scaling-law fitter.
  *
+ * This entry point holds the device, tensors, ops, autograd and the backend contract types. The
+ * rest lives in subpath exports: `@qsparse/kit/nn` (layers and the transformer family),
+ * `@qsparse/kit/train` (corpus, tokenizer, optimizer, trainer, checkpoints, sweeps, the
+ * scaling-law fit), `@qsparse/kit/plot` (plotly figures) and `@qsparse/kit/studies` (the paper's
+ * studies, used by the notebooks).
+ *
  * @example Open a device and multiply
  * ```ts
  * import { matmul, openDevice } from "@qsparse/kit";
@@ -20,75 +26,144 @@
  *
  * @module
  */
-export * from "./src/tensor/errors.ts";
-export * from "./src/tensor/dtype.ts";
-export * from "./src/tensor/shape.ts";
-export * from "./src/tensor/tensor.ts";
-export * from "./src/tensor/device.ts";
-export * from "./src/tensor/scope.ts";
-export type * from "./src/backend/backend.ts";
-export * from "./src/autograd/tape.ts";
-export * from "./src/autograd/backward.ts";
-export * from "./src/ops/elementwise.ts";
-export * from "./src/ops/layout.ts";
-export * from "./src/ops/matmul.ts";
-export * from "./src/util/fs.ts";
-export * from "./src/train/safetensors.ts";
-export * from "./src/train/corpus.ts";
-export * from "./src/train/tokenizer.ts";
-export * from "./src/train/batches.ts";
-export * from "./src/ops/reduce.ts";
-export * from "./src/ops/softmax.ts";
-export * from "./src/tensor/sparse.ts";
-export * from "./src/ops/topk.ts";
-export * from "./src/ops/sparse.ts";
-export * from "./src/ops/rmsnorm.ts";
-export * from "./src/ops/embedding.ts";
-export * from "./src/ops/cross_entropy.ts";
-export * from "./src/experiments/scaling_law.ts";
-export * from "./src/ops/rope.ts";
-export * from "./src/ops/permute.ts";
-export * from "./src/plot/figure.ts";
-export * from "./src/plot/show.ts";
-export * from "./src/plot/export.ts";
-export * from "./src/plot/training.ts";
-export * from "./src/plot/scaling.ts";
-export * from "./src/plot/sparsity.ts";
-export * from "./src/plot/speed.ts";
-export * from "./src/ops/quant_ste.ts";
-export * from "./src/nn/config.ts";
-export * from "./src/nn/module.ts";
-export * from "./src/nn/linear.ts";
-export * from "./src/nn/rmsnorm.ts";
-export * from "./src/nn/sparsify.ts";
-export * from "./src/nn/attention.ts";
-export * from "./src/nn/ffn.ts";
-export * from "./src/nn/transformer.ts";
-export * from "./src/train/optimizer.ts";
-export * from "./src/train/schedule.ts";
-export * from "./src/train/accounting.ts";
-export * from "./src/train/checkpoint.ts";
-export * from "./src/train/trainer.ts";
-export * from "./src/ops/spmm.ts";
-export * from "./src/ops/moe.ts";
-export * from "./src/util/version.ts";
-export * from "./src/experiments/runner.ts";
-export * from "./src/experiments/studies.ts";
-export * from "./src/tensor/quantized.ts";
-export * from "./src/ops/quant.ts";
-export * from "./src/nn/moe.ts";
-export * from "./src/train/router_stats.ts";
-export * from "./src/train/chunk_sparsity.ts";
-export * from "./src/nn/sizing.ts";
-export * from "./src/experiments/report.ts";
-export * from "./src/experiments/findings.ts";
-export * from "./src/experiments/kernel_timing.ts";
-export * from "./src/experiments/notebook.ts";
-export * from "./src/plot/estimates.ts";
-export * from "./src/experiments/figure_data.ts";
-export * from "./src/experiments/tables.ts";
-export * from "./src/experiments/moe_study.ts";
-export * from "./src/experiments/kernel_findings.ts";
-export * from "./src/experiments/moe_findings.ts";
-export * from "./src/experiments/posthoc.ts";
-export * from "./src/experiments/grad_norms.ts";
+export {
+  CheckpointError,
+  DeviceError,
+  DisposedError,
+  DivergenceError,
+  DTypeError,
+  KitError,
+  ShapeError,
+  ValueError,
+} from "./src/core/errors.ts";
+export { bytesPerElement, isFloat } from "./src/core/dtype.ts";
+export type { AnyTypedArray, DType, FloatDType, TypedArrayFor } from "./src/core/dtype.ts";
+export { broadcastShapes, sizeOf } from "./src/core/shape.ts";
+export type { Shape } from "./src/core/shape.ts";
+export { Tensor } from "./src/tensor/tensor.ts";
+export type { NestedArray } from "./src/tensor/tensor.ts";
+export { Device, openDevice } from "./src/tensor/device.ts";
+export type {
+  GeneratorState,
+  NestedNumbers,
+  OpenDeviceOptions,
+  RandomOptions,
+} from "./src/tensor/device.ts";
+export { keep, scope } from "./src/tensor/scope.ts";
+export { CSR, NMSparse, SparseRows } from "./src/tensor/sparse.ts";
+export type { AnySparse } from "./src/tensor/sparse.ts";
+export { Int8Rows, Int8SparseRows, TernaryWeights } from "./src/tensor/quantized.ts";
+export type {
+  Backend,
+  BackendKind,
+  Blas,
+  DeviceLimits,
+  DeviceStats,
+  Dispatch,
+  KernelTime,
+  NativeKernel,
+  NativeRuntime,
+  ParallelTask,
+  Storage,
+  TaskContext,
+} from "./src/backend/backend.ts";
+export { needsGrad, noGrad, record } from "./src/autograd/tape.ts";
+export type { GradNode } from "./src/autograd/tape.ts";
+export { backward } from "./src/autograd/backward.ts";
+export type { BackwardOptions } from "./src/autograd/backward.ts";
+export {
+  abs,
+  add,
+  addScalar,
+  cast,
+  div,
+  equal,
+  exp,
+  greater,
+  greaterScalar,
+  log,
+  maximum,
+  maxScalar,
+  minimum,
+  mul,
+  mulScalar,
+  neg,
+  powScalar,
+  rdivScalar,
+  relu,
+  relu2,
+  rsqrt,
+  rsubScalar,
+  sigmoid,
+  sign,
+  silu,
+  sqrt,
+  square,
+  sub,
+  tanh,
+  where,
+} from "./src/ops/elementwise.ts";
+export { broadcastTo, concat, slice, sumTo, transpose } from "./src/ops/layout.ts";
+export { permute } from "./src/ops/permute.ts";
+export { matmul } from "./src/ops/matmul.ts";
+export type { MatmulOptions, MatmulVariant } from "./src/ops/matmul.ts";
+export {
+  argmax,
+  argmaxAll,
+  max,
+  maxAll,
+  mean,
+  meanAll,
+  sum,
+  sumAll,
+  sumSquares,
+} from "./src/ops/reduce.ts";
+export type { ReduceOptions } from "./src/ops/reduce.ts";
+export { logSoftmax, softmax } from "./src/ops/softmax.ts";
+export type { SoftmaxOptions } from "./src/ops/softmax.ts";
+export { rmsNorm } from "./src/ops/rmsnorm.ts";
+export { rope, ropeFrequencies } from "./src/ops/rope.ts";
+export type { RopeOptions } from "./src/ops/rope.ts";
+export { embedding } from "./src/ops/embedding.ts";
+export { crossEntropy } from "./src/ops/cross_entropy.ts";
+export type { CrossEntropyOptions } from "./src/ops/cross_entropy.ts";
+export { keepCount, sparsify, topkBlocks, topkMask, topkRows } from "./src/ops/topk.ts";
+export type {
+  KeepSpec,
+  TopkBlocksOptions,
+  TopkMaskOptions,
+  TopkOptions,
+  TopkOrder,
+} from "./src/ops/topk.ts";
+export { countNonzero, denseToCsr, toCsr } from "./src/ops/sparse.ts";
+export type { CountNonzeroOptions } from "./src/ops/sparse.ts";
+export { spmm } from "./src/ops/spmm.ts";
+export type { SpmmKernelChoice, SpmmOptions } from "./src/ops/spmm.ts";
+export {
+  quantizeActivations,
+  quantizeWeights,
+  spmmTernary,
+  topkQuantized,
+} from "./src/ops/quant.ts";
+export { quantizeActivationsSte, quantizeWeightsSte } from "./src/ops/quant_ste.ts";
+export {
+  chunkUnion,
+  expertCapacity,
+  groupedMatmul,
+  loadBalancingLoss,
+  moeCombine,
+  moeGather,
+  moeGroup,
+  MoeGrouping,
+  moeRoute,
+  routerZLoss,
+} from "./src/ops/moe.ts";
+export type {
+  ChunkUnionOptions,
+  GroupedMatmulOptions,
+  MoeGroupOptions,
+  MoeRouteOptions,
+  MoeRouting,
+} from "./src/ops/moe.ts";
+export { sampleTokens } from "./src/ops/sample.ts";
+export type { SampleInto, SampleOptions } from "./src/ops/sample.ts";

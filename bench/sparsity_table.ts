@@ -25,12 +25,12 @@ import {
   openDevice,
   quantizeWeights,
   spmm,
-  spmmAutoKernel,
   spmmTernary,
   topkBlocks,
   topkQuantized,
   topkRows,
 } from "../mod.ts";
+import { spmmAutoKernel } from "../src/ops/spmm.ts";
 import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
 
 const quick = Deno.args.includes("--quick");

@@ -5,7 +5,8 @@
  *
  * Run: `deno run -A bench/train_speed.ts [tiny:0.5 s:0.5 ...]`
  */
-import { backward, modelConfig, openDevice, scope, TransformerLM } from "../mod.ts";
+import { backward, openDevice, scope } from "../mod.ts";
+import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
 import { AdamW } from "../src/train/optimizer.ts";
 import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
 

@@ -7,9 +7,7 @@ import {
   backward,
   countNonzero,
   matmul,
-  modelConfig,
   openDevice,
-  paramCounts,
   quantizeActivations,
   quantizeWeights,
   scope,
@@ -20,8 +18,8 @@ import {
   topkBlocks,
   topkMask,
   topkQuantized,
-  TransformerLM,
 } from "../mod.ts";
+import { modelConfig, paramCounts, TransformerLM } from "../src/nn/mod.ts";
 
 // 1. A device: WebGPU when an adapter exists (Mesa's llvmpipe counts), else the CPU backend.
 using dev = await openDevice();

@@ -5,9 +5,10 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { typedView } from "../src/tensor/dtype.ts";
+import { typedView } from "../src/core/dtype.ts";
 import { gridStride, uniforms, WG } from "./common.ts";
 import { GRID, metaWords } from "./moe_layout.ts";
+import { chunkUnionNative } from "./native/chunk_union.ts";
 
 /** Geometry of a chunk-union pass. */
 export interface ChunkUnionParams {
@@ -115,6 +116,7 @@ export function chunkUnionDispatch(
     key: "chunkUnion",
     wgsl: chunkUnionWgsl,
     cpu: ([a, b, c, d]) => chunkUnionCpu(p, a!, b!, c!, d!),
+    native: (b, rt) => chunkUnionNative(p, b, rt),
     buffers: [h, perm, meta, used],
     uniforms: uniforms(p.e, p.k, p.seqLen, p.chunk, p.perSeq, p.chunks, p.w),
     workgroups: gridStride(p.chunks * p.e * p.w),

@@ -11,7 +11,7 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, uniforms } from "./common.ts";
 import {
   ROW_ARGS,
@@ -22,6 +22,7 @@ import {
   WGSL_FLOAT_HELPERS,
 } from "./reduce.ts";
 import { rowLseCpu, rowLseWgsl, WGSL_LSE } from "./softmax.ts";
+import { crossEntropyBackwardNative, crossEntropyNative } from "./native/cross_entropy.ts";
 
 /** WGSL of the per-row loss. Bindings: logits, targets (u32), loss. */
 export function crossEntropyWgsl(dtype: DType, lanes: number): string {
@@ -91,6 +92,7 @@ export function crossEntropyDispatch(
     key: `crossEntropy:${dtype}:L${lanes}`,
     wgsl: () => crossEntropyWgsl(dtype, lanes),
     cpu: ([a, b, c]) => crossEntropyCpu(dtype, rows, cols, a!, b!, c!),
+    native: dtype === "f32" ? (bufs, rt) => crossEntropyNative(rows, cols, bufs, rt) : undefined,
     buffers: [x, targets, loss],
     uniforms: uniforms(rows, cols),
     workgroups: rowGroups(rows, lanes),
@@ -176,6 +178,9 @@ export function crossEntropyBackwardDispatch(
     key: `crossEntropyBackward:${dtype}:L${lanes}`,
     wgsl: () => crossEntropyBackwardWgsl(dtype, lanes),
     cpu: ([a, b, c, d]) => crossEntropyBackwardCpu(dtype, rows, cols, a!, b!, c!, d!),
+    native: dtype === "f32"
+      ? (bufs, rt) => crossEntropyBackwardNative(rows, cols, bufs, rt)
+      : undefined,
     buffers: [x, targets, g, gx],
     uniforms: uniforms(rows, cols),
     workgroups: rowGroups(rows, lanes),

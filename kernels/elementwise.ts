@@ -6,9 +6,10 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
-import { broadcastStrides, type Shape, sizeOf } from "../src/tensor/shape.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
+import { broadcastStrides, type Shape, sizeOf } from "../src/core/shape.ts";
 import { asF32, enables, gridStride, uniforms, WG } from "./common.ts";
+import * as nat from "./native/elementwise.ts";
 
 const fr = Math.fround;
 
@@ -82,7 +83,9 @@ export type BinaryOp =
   | "gt"
   | "ge"
   | "lt"
-  | "eq";
+  | "eq"
+  | "reluGrad"
+  | "relu2Grad";
 
 /** Binary ops. Comparisons return 1 or 0 in the operands' dtype. */
 export const BINARY: Record<BinaryOp, BinarySpec> = {
@@ -103,6 +106,10 @@ export const BINARY: Record<BinaryOp, BinarySpec> = {
   ge: { wgsl: "select(Z, O, a >= b)", cpu: (a, b) => (a >= b ? 1 : 0) },
   lt: { wgsl: "select(Z, O, a < b)", cpu: (a, b) => (a < b ? 1 : 0) },
   eq: { wgsl: "select(Z, O, a == b)", cpu: (a, b) => (a === b ? 1 : 0) },
+  // Backward of relu / relu2 in one pass, `g = a` upstream and `x = b` the input: the same values
+  // as the chains they replace (g·step(x), and g·(2·relu(x)); 2·x is exact), NaN inputs included.
+  reluGrad: { wgsl: "a * select(0.0, 1.0, b > 0.0)", cpu: (a, b) => a * (b > 0 ? 1 : 0) },
+  relu2Grad: { wgsl: "a * select(0.0, 2.0 * b, b > 0.0)", cpu: (a, b) => a * (b > 0 ? 2 * b : 0) },
 };
 
 /** Ops defined on integer dtypes (the rest need floats). */
@@ -193,6 +200,7 @@ export function unaryDispatch(
     key: `unary:${op}:${dtype}`,
     wgsl: () => unaryWgsl(op, dtype),
     cpu: ([a, o]) => unaryCpu(op, dtype, a!, o!, n),
+    native: dtype === "f32" ? ([a, o], rt) => nat.unaryNative(op, a!, o!, n, rt) : undefined,
     buffers: [x, out],
     uniforms: uniforms(n),
     workgroups: gridStride(n),
@@ -330,6 +338,9 @@ export function binaryDispatch(
     key: `binary:${op}:${dtype}:${rank === 1 ? "flat" : `r${rank}`}`,
     wgsl: () => binaryWgsl(op, dtype, rank),
     cpu: ([x, y, o]) => binaryCpu(op, dtype, layout, x!, y!, o!),
+    native: dtype === "f32" && rank <= MAX_RANK
+      ? ([x, y, o], rt) => nat.binaryNative(op, layout, x!, y!, o!, rt)
+      : undefined,
     buffers: [a, b, out],
     uniforms: words,
     workgroups: gridStride(n),
@@ -388,6 +399,9 @@ export function scalarDispatch(
     key: `scalar:${op}:${dtype}:${reversed ? "r" : "f"}`,
     wgsl: () => scalarWgsl(op, dtype, reversed),
     cpu: ([a, o]) => scalarCpu(op, dtype, reversed, s, a!, o!, n),
+    native: dtype === "f32"
+      ? ([a, o], rt) => nat.scalarNative(op, reversed, s, a!, o!, n, rt)
+      : undefined,
     buffers: [x, out],
     uniforms: uniforms(n, asF32(s)),
     workgroups: gridStride(n),
@@ -453,6 +467,9 @@ export function whereDispatch(
     key: `where:${condType}:${dtype}`,
     wgsl: () => whereWgsl(condType, dtype),
     cpu: ([c, x, y, o]) => whereCpu(condType, dtype, n, cstride, cmod, c!, x!, y!, o!),
+    native: dtype !== "f16" && nat.whereCondCode(condType) >= 0
+      ? (bufs, rt) => nat.whereNative(nat.whereCondCode(condType), n, cstride, cmod, bufs, rt)
+      : undefined,
     buffers: [cond, a, b, out],
     uniforms: uniforms(n, cstride, Math.max(1, cmod)),
     workgroups: gridStride(n),

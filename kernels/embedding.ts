@@ -21,13 +21,12 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, gridStride, uniforms, WG } from "./common.ts";
+import * as nat from "./native/embedding.ts";
+import { LEADER_BIT, NO_NEXT } from "./native/embedding.ts";
 
-/** `links` value flag: this token is the first occurrence of its id. */
-export const LEADER_BIT = 0x80000000;
-/** `links` next-pointer meaning "no later occurrence". */
-export const NO_NEXT = 0x7fffffff;
+export { LEADER_BIT, NO_NEXT };
 
 /** WGSL of the gather `out[t, d] = ids[t] < V ? table[ids[t], d] : 0`. */
 export function embeddingWgsl(dtype: DType): string {
@@ -95,6 +94,7 @@ export function embeddingDispatch(
     key: `embedding:${dtype}`,
     wgsl: () => embeddingWgsl(dtype),
     cpu: ([a, b, c]) => embeddingCpu(dtype, tokens, d, v, a!, b!, c!),
+    native: (bufs, rt) => nat.embeddingNative(dtype === "f16" ? 2 : 4, tokens, d, v, bufs, rt),
     buffers: [table, ids, out],
     uniforms: uniforms(n, d, v),
     workgroups: gridStride(n),
@@ -169,6 +169,7 @@ export function embeddingLinksDispatch(
     key: "embeddingLinks",
     wgsl: () => embeddingLinksWgsl(),
     cpu: ([a, b]) => embeddingLinksCpu(n, v, a!, b!),
+    native: ([a, b]) => nat.embeddingLinksNative(n, v, a!, b!),
     buffers: [ids, links],
     uniforms: uniforms(n, v),
     // Small workgroup count keeps long scans spread; each invocation may walk all ids.
@@ -250,6 +251,9 @@ export function embeddingAccumulateDispatch(
     key: `embeddingAccumulate:${dtype}`,
     wgsl: () => embeddingAccumulateWgsl(dtype),
     cpu: ([a, b, c, e]) => embeddingAccumulateCpu(dtype, n, d, a!, b!, c!, e!),
+    native: dtype === "f32"
+      ? (bufs, rt) => nat.embeddingAccumulateNative(n, d, bufs, rt)
+      : undefined,
     buffers: [g, ids, links, gtable],
     uniforms: uniforms(n, d),
     workgroups: gridStride(n * d),

@@ -4,9 +4,10 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { asF32, enables, gridStride, uniforms, WG } from "./common.ts";
 import { fillF32Native } from "./native/fill.ts";
+import { castCode, castNative } from "./native/cast.ts";
 
 /** WGSL that writes `start + i·step` (converted to `dtype`) into every element. */
 export function linearFillWgsl(dtype: DType): string {
@@ -105,6 +106,9 @@ export function castDispatch(
     key: `cast:${from}:${to}`,
     wgsl: () => castWgsl(from, to),
     cpu: ([a, o]) => castCpu(from, to, a!, o!, n),
+    native: castCode(from) >= 0 && castCode(to) >= 0
+      ? ([a, o], rt) => castNative(castCode(from), castCode(to), a!, o!, n, rt)
+      : undefined,
     buffers: [x, out],
     uniforms: uniforms(n),
     workgroups: gridStride(n),

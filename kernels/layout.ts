@@ -5,8 +5,9 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, gridStride, uniforms, WG } from "./common.ts";
+import { rowCopyNative, sumToNative, transposeNative } from "./native/layout.ts";
 
 /**
  * A copy of `rows` rows of `cols` elements: `dst[r·dstStride + dstOff + j] = src[r·srcStride + srcOff + j]`.
@@ -63,6 +64,7 @@ export function rowCopyDispatch(
     key: `rowcopy:${dtype}`,
     wgsl: () => rowCopyWgsl(dtype),
     cpu: ([s, d]) => rowCopyCpu(dtype, c, s!, d!),
+    native: ([s, d], rt) => rowCopyNative(dtype === "f16" ? 2 : 4, c, s!, d!, rt),
     buffers: [src, dst],
     uniforms: uniforms(c.rows, c.cols, c.srcStride, c.srcOff, c.dstStride, c.dstOff),
     workgroups: gridStride(n),
@@ -124,6 +126,7 @@ export function transposeDispatch(
     key: `transpose:${dtype}`,
     wgsl: () => transposeWgsl(dtype),
     cpu: ([s, d]) => transposeCpu(dtype, batch, rows, cols, s!, d!),
+    native: ([s, d], rt) => transposeNative(dtype === "f16" ? 2 : 4, batch, rows, cols, s!, d!, rt),
     buffers: [src, dst],
     uniforms: uniforms(rows, cols, batch),
     workgroups: [Math.ceil(cols / TT), Math.ceil(rows / TT), batch],
@@ -257,6 +260,7 @@ export function sumToDispatch(dtype: DType, l: SumToLayout, src: Storage, dst: S
     key: `sumTo:${dtype}:${l.outShape.length}:${l.redShape.length}`,
     wgsl: () => sumToWgsl(dtype, l.outShape.length, l.redShape.length),
     cpu: ([s, d]) => sumToCpu(dtype, l, s!, d!),
+    native: dtype === "f32" ? ([s, d], rt) => sumToNative(l, s!, d!, rt) : undefined,
     buffers: [src, dst],
     uniforms: uniforms(
       l.outSize,

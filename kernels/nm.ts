@@ -16,7 +16,7 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, gridStride, uniforms } from "./common.ts";
 import {
   keyFnWgsl,
@@ -27,6 +27,7 @@ import {
   topkRowsDispatch,
   topkWorkgroupSize,
 } from "./topk.ts";
+import { nmNativeFor } from "./native/topk.ts";
 
 /** Largest block length the register-ranking kernel handles. */
 export const NM_RANK_MAX_M = 64;
@@ -163,6 +164,7 @@ export function nmDispatch(s: NmSpec, rows: number, d: number, buffers: Storage[
     key: `nm:${s.dtype}:${s.order}:${s.output}${s.mask ? "M" : ""}:${s.n}:${s.m}`,
     wgsl: () => nmRankWgsl(s),
     cpu: (bufs) => nmCpu(s, rows, d, bufs),
+    native: nmNativeFor(s, rows, d),
     buffers,
     uniforms: uniforms(blocks, bpr),
     workgroups: gridStride(blocks, WG),

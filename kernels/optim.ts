@@ -7,6 +7,7 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { asF32, gridStride, uniforms, WG } from "./common.ts";
+import { adamwNative, sqNormNative } from "./native/optim.ts";
 
 /** AdamW hyper-parameters of one update (bias corrections precomputed on the host). */
 export interface AdamWStep {
@@ -102,6 +103,7 @@ export function adamwDispatch(
         new Float32Array(g!, 0, n),
         new Float32Array(sc!, 0, 2),
       ),
+    native: (bufs, rt) => adamwNative(s, n, bufs, rt),
     buffers: [param, m, v, grad, scale],
     uniforms: uniforms(
       n,
@@ -166,6 +168,7 @@ export function sqNormDispatch(x: Storage, n: number, out: Storage, slot: number
     key: "sqNorm",
     wgsl: sqNormWgsl,
     cpu: ([a, o]) => sqNormCpu(new Float32Array(a!, 0, n), n, new Float32Array(o!), slot),
+    native: ([a, o]) => sqNormNative(a!, n, o!, slot),
     buffers: [x, out],
     uniforms: uniforms(n, slot),
     workgroups: [1, 1, 1],

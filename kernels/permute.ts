@@ -10,8 +10,9 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, gridStride, uniforms, WG } from "./common.ts";
+import { permuteNative } from "./native/permute.ts";
 
 /** Most dims a permuted tensor may have. */
 export const PERMUTE_MAX_RANK = 6;
@@ -119,6 +120,7 @@ export function permuteDispatch(
     key: `permute:${dtype}:r${rank}`,
     wgsl: () => permuteWgsl(dtype, rank),
     cpu: ([a, b]) => permuteCpu(dtype, l, a!, b!),
+    native: ([a, b], rt) => permuteNative(dtype === "f16" ? 2 : 4, l, a!, b!, rt),
     buffers: [x, out],
     uniforms: uniforms(n, 0, 0, 0, ...pad(l.shape, 1), ...pad(l.strides, 0)),
     workgroups: gridStride(n),

@@ -10,26 +10,7 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { asF32, gridStride, uniforms, WG } from "./common.ts";
-
-/** JS twin of the WGSL `lowbias32`. */
-export function lowbias32(x: number): number {
-  x = (x ^ (x >>> 16)) >>> 0;
-  x = Math.imul(x, 0x7feb352d) >>> 0;
-  x = (x ^ (x >>> 15)) >>> 0;
-  x = Math.imul(x, 0x846ca68b) >>> 0;
-  x = (x ^ (x >>> 16)) >>> 0;
-  return x;
-}
-
-/** The random u32 for counter `c` under `seed`. */
-export function randomBits(seed: number, c: number): number {
-  return lowbias32((lowbias32((c ^ lowbias32(seed >>> 0)) >>> 0) + (seed >>> 0)) >>> 0);
-}
-
-/** Uniform in [0, 1) with 24 random bits (exact in f32). */
-export function uniform01(seed: number, c: number): number {
-  return (randomBits(seed, c) >>> 8) * (1 / 16777216);
-}
+import { uniform01 } from "../src/core/random.ts";
 
 const WGSL_HASH = `
 fn lowbias32(v: u32) -> u32 {

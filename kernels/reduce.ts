@@ -21,8 +21,11 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, f32Bits, gridStride, uniforms, WG } from "./common.ts";
+import { argScatterNative, NO_INDEX, rowReduceNative } from "./native/reduce.ts";
+
+export { NO_INDEX };
 
 /** Invocations per workgroup of every row-wise kernel. */
 export const ROW_WG = 256;
@@ -134,9 +137,6 @@ export function beats(av: number, ai: number, bv: number, bi: number): boolean {
   if (an || bv === av) return bi < ai;
   return bv > av;
 }
-
-/** Index meaning "none" (the identity of the argmax combine). */
-export const NO_INDEX = 0xffffffff;
 
 /** What one row-reduction kernel computes. */
 export interface RowReduceSpec {
@@ -303,6 +303,9 @@ export function rowReduceDispatch(
     key: `reduce:${flags}`,
     wgsl: () => rowReduceWgsl(s),
     cpu: (bufs) => rowReduceCpu(s, p, bufs),
+    native: s.inType === "f32" && s.outType === "f32"
+      ? (bufs, rt) => rowReduceNative(s, p, bufs, rt)
+      : undefined,
     buffers,
     uniforms: uniforms(p.rows, p.cols, p.n, f32Bits(p.scale), p.istride),
     workgroups: rowGroups(p.rows, s.lanes),
@@ -375,6 +378,7 @@ export function argScatterDispatch(
     key: `argScatter:${dtype}`,
     wgsl: () => argScatterWgsl(dtype),
     cpu: ([a, b, c]) => argScatterCpu(dtype, n, cols, a!, b!, c!),
+    native: dtype === "f32" ? (bufs, rt) => argScatterNative(n, cols, bufs, rt) : undefined,
     buffers: [g, idx, out],
     uniforms: uniforms(n, cols),
     workgroups: gridStride(n),

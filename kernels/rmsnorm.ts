@@ -13,8 +13,13 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { asF32, enables, uniforms } from "./common.ts";
+import {
+  rmsNormBackwardF32Native,
+  rmsNormF32Native,
+  rmsNormWeightGradF32Native,
+} from "./native/rmsnorm.ts";
 import { laneSum, ROW_ARGS, ROW_WG, rowGroups, rowLanes, rowLoopOpen } from "./reduce.ts";
 
 /** Runtime sizes. */
@@ -106,6 +111,9 @@ export function rmsNormDispatch(
     key: `rmsNorm:${dtype}:${hasWeight ? "w" : "nw"}:L${lanes}`,
     wgsl: () => rmsNormWgsl(dtype, hasWeight, lanes),
     cpu: (bufs) => rmsNormCpu(dtype, hasWeight, p, bufs),
+    native: dtype === "f32"
+      ? (b, rt) => rmsNormF32Native(p.rows, p.cols, p.eps, b[0]!, w ? b[1]! : null, b.at(-1)!, rt)
+      : undefined,
     buffers: w ? [x, w, out] : [x, out],
     uniforms: uniforms(p.rows, p.cols, asF32(p.eps)),
     workgroups: rowGroups(p.rows, lanes),
@@ -208,6 +216,9 @@ export function rmsNormBackwardDispatch(
     key: `rmsNormBackward:${dtype}:${hasWeight ? "w" : "nw"}:L${lanes}`,
     wgsl: () => rmsNormBackwardWgsl(dtype, hasWeight, lanes),
     cpu: (bufs) => rmsNormBackwardCpu(dtype, hasWeight, p, bufs),
+    native: dtype === "f32"
+      ? (b, rt) => rmsNormBackwardF32Native(p.rows, p.cols, p.eps, b, hasWeight, rt)
+      : undefined,
     buffers: w ? [x, w, g, gx, rstd] : [x, g, gx, rstd],
     uniforms: uniforms(p.rows, p.cols, asF32(p.eps)),
     workgroups: rowGroups(p.rows, lanes),
@@ -305,6 +316,9 @@ export function rmsNormWeightGradDispatch(
     key: `rmsNormWeightGrad:${dtype}`,
     wgsl: () => rmsNormWeightGradWgsl(dtype),
     cpu: (bufs) => rmsNormWeightGradCpu(dtype, rows, cols, chunkRows, chunks, bufs),
+    native: dtype === "f32"
+      ? (b, rt) => rmsNormWeightGradF32Native(rows, cols, chunkRows, chunks, b, rt)
+      : undefined,
     buffers: [x, g, rstd, partial],
     uniforms: uniforms(rows, cols, chunkRows),
     workgroups: [Math.ceil(cols / COL_WG), chunks, 1],

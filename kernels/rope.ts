@@ -17,8 +17,9 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, f32Bits, gridStride, WG } from "./common.ts";
+import { ropeF32Native } from "./native/rope.ts";
 
 /** Largest head dim the uniform frequency table holds (256 frequencies). */
 export const ROPE_MAX_HEAD_DIM = 512;
@@ -125,6 +126,7 @@ export function ropeDispatch(dtype: DType, p: RopeParams, x: Storage, out: Stora
     key: `rope:${dtype}`,
     wgsl: () => ropeWgsl(dtype),
     cpu: ([a, b]) => ropeCpu(dtype, p, a!, b!),
+    native: dtype === "f32" ? ([a, b], rt) => ropeF32Native(p, a!, b!, rt) : undefined,
     buffers: [x, out],
     uniforms: words,
     workgroups: gridStride(n),

@@ -16,8 +16,9 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, uniforms } from "./common.ts";
+import { softmaxBackwardF32Native, softmaxF32Native } from "./native/softmax.ts";
 import {
   laneSum,
   ROW_ARGS,
@@ -177,6 +178,10 @@ export function softmaxDispatch(
     key: `softmax:${s.mode}:${s.causal ? "causal" : "full"}:${s.dtype}:L${s.lanes}`,
     wgsl: () => softmaxWgsl(s),
     cpu: ([a, b]) => softmaxCpu(s, p, a!, b!),
+    native: s.dtype === "f32"
+      ? ([a, b], rt) =>
+        softmaxF32Native(s.mode === "log", p.rows, p.cols, s.causal ? p.t : 0, a!, b!, rt)
+      : undefined,
     buffers: [x, out],
     uniforms: uniforms(p.rows, p.cols, Math.max(1, p.t)),
     workgroups: rowGroups(p.rows, s.lanes),
@@ -271,6 +276,9 @@ export function softmaxBackwardDispatch(
     key: `softmaxBackward:${mode}:${dtype}:L${lanes}`,
     wgsl: () => softmaxBackwardWgsl(mode, dtype, lanes),
     cpu: ([a, b, c]) => softmaxBackwardCpu(mode, dtype, rows, cols, a!, b!, c!),
+    native: dtype === "f32"
+      ? ([a, b, c], rt) => softmaxBackwardF32Native(mode === "log", rows, cols, a!, b!, c!, rt)
+      : undefined,
     buffers: [y, g, gx],
     uniforms: uniforms(rows, cols),
     workgroups: rowGroups(rows, lanes),

@@ -8,7 +8,7 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, uniforms } from "./common.ts";
 import { countRowsNative, scatterRowsNative } from "./native/sparse.ts";
 

@@ -29,8 +29,9 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, uniforms } from "./common.ts";
+import { topkRowsNativeFor } from "./native/topk.ts";
 
 /** How entries are ranked. */
 export type TopkOrder = "magnitude" | "value";
@@ -395,6 +396,7 @@ export function topkRowsDispatch(
     key,
     wgsl: () => topkRowsWgsl(s),
     cpu: (bufs) => topkRowsCpu(s, p, bufs),
+    native: topkRowsNativeFor(s, p),
     buffers,
     uniforms: uniforms(p.rows, p.d, p.k, Math.ceil(p.d / s.wg), p.segs, perY),
     workgroups: [perY, Math.ceil(p.rows / perY), 1],

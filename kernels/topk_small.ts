@@ -16,9 +16,10 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/tensor/dtype.ts";
+import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, uniforms } from "./common.ts";
 import { keyFnWgsl, type TopkOrder } from "./topk.ts";
+import { topkMaskF32Native } from "./native/topk.ts";
 
 /** Longest segment the per-invocation kernel is used for (longer rows use kernels/topk.ts). */
 export const TOPK_SMALL_MAX_D = 2048;
@@ -175,6 +176,9 @@ export function topkSmallDispatch(
     key: `topkSmall:${s.dtype}:${s.order}:${s.mask ? "m" : ""}${s.rescale ? "r" : ""}`,
     wgsl: () => topkSmallWgsl(s),
     cpu: (b) => topkSmallCpu(s, segs, d, k, b),
+    native: s.dtype === "f32"
+      ? (b, rt) => topkMaskF32Native(segs, d, k, s.order, s.rescale ? "row" : "none", d, b, rt)
+      : undefined,
     buffers: bufs,
     uniforms: uniforms(segs, d, k),
     workgroups: [Math.max(1, Math.min(Math.ceil(segs / WG), 4096)), 1, 1],

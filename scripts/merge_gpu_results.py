@@ -16,7 +16,7 @@ import shutil
 import sys
 from collections import defaultdict
 
-GRID_S = 7  # len(SPARSITIES) in src/experiments/studies.ts
+GRID_S = 7  # len(SPARSITIES) in studies/studies.ts
 
 
 def lines(path):

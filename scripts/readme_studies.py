@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-# Usage: scripts/readme_studies.py (after scripts/render_full.sh), then deno fmt README.md.
-# Builds the README's studies section from results/ (findings tables written by the notebooks,
+# Usage: scripts/readme_studies.py (after scripts/render_full.sh), then deno fmt docs/studies.md.
+# Builds the studies section of docs/studies.md from results/ (findings tables written by the notebooks,
 # run counts and wall time from results/*.jsonl) and splices it between markers.
 import json, glob, os, re
 os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
@@ -32,10 +32,11 @@ def table(name):
     return open(p).read().strip() if os.path.exists(p) else '_(not rendered)_'
 def fig(name, alt):
     p = f'results/figures/{name}.png'
-    return f'![{alt}]({p})' if os.path.exists(p) else f'_(figure {name} missing)_'
+    # The page lives in docs/, so links climb one folder.
+    return f'![{alt}](../{p})' if os.path.exists(p) else f'_(figure {name} missing)_'
 counts = ', '.join(f'{k} {v}' for k, v in runs.items())
 sec = f'''<!-- studies:start -->
-## Studies: what reproduced at this scale
+## What reproduced at this scale
 
 Everything below comes from the full-profile runs committed in `results/` (one JSON line per run:
 config, validation loss ± its standard error over 512 validation windows, per-projection sparsity,
@@ -53,6 +54,17 @@ post-hoc and continued-training studies) that fits the ~8 h budget. These models
 tokens per parameter, far from the paper's 300M–7B models on 50B+ tokens: every verdict reads
 "at this scale", and the loss differences that matter (a few hundredths of a nat) are close to the
 seed-to-seed spread. `scripts/run_full_studies.sh` resumes and extends the runs.
+
+**How a verdict is decided** (`studies/stats.ts`, `studies/findings.ts`). "Reproduced" only when the
+claim's test passes at α = 0.05 after Holm's correction across the notebook's tests; "not reproduced
+at this scale" when the data contradict the claim at that level; "inconclusive" otherwise. Each row
+names its test and p-value. Errors are seed-level with Student-t quantiles (a two-seed error has one
+degree of freedom); differences are taken within a seed; a single-seed cell borrows the seed noise
+pooled over the replicated cells and is flagged; a weighted trend reports χ²/dof and inflates its
+error when that exceeds 1, with the unweighted slope beside it; rows that share dense anchors are
+tested per size. The scaling law is fitted with nominal and with measured S, and S\* is judged on its
+profile-likelihood interval (an interval open at a bound means the data do not identify it).
+Smoke-profile runs print "smoke run — not evidence" instead of verdicts.
 
 **The GPU runs.** One session was lent an H200 for 15 minutes. Through the same WebGPU code
 (`scripts/gpu_runs.sh`) it trained the runs this machine had not reached yet (s seed 2, the second
@@ -97,10 +109,10 @@ amplifies a change of seed, so the notebooks pool both adapters.
 {fig("01_speedup_vs_batch", "Speed-up against batch size")}
 {fig("01_speedup_vs_sparsity_h200", "Decoding GEMV speed-up over dense on the H200")}
 <!-- studies:end -->'''
-readme = open('README.md').read()
-if '<!-- studies:start -->' in readme:
-    readme = re.sub(r'<!-- studies:start -->.*<!-- studies:end -->', lambda m: sec, readme, flags=re.S)
-else:
-    readme = readme.replace('## Q-Sparse semantics, exactly', sec + '\n\n## Q-Sparse semantics, exactly')
-open('README.md', 'w').write(readme)
+TARGET = 'docs/studies.md'
+page = open(TARGET).read()
+if '<!-- studies:start -->' not in page:
+    raise SystemExit(f'{TARGET} has no <!-- studies:start --> marker')
+page = re.sub(r'<!-- studies:start -->.*<!-- studies:end -->', lambda m: sec, page, flags=re.S)
+open(TARGET, 'w').write(page)
 print('ok', counts, total, by_adapter)

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Executes every notebook in the full profile against the committed results/ (no training), which
-# writes results/figures/*.png and results/findings/*.md for the README. Executed notebooks go to
+# Executes notebooks in the full profile against the committed results/ (no training), which
+# writes results/figures/*.png and results/findings/*.md for the README, and commits the outputs
+# into notebooks/*.ipynb as a report: markdown tables, text and static PNG figures (display()
+# renders figures to PNG when QSPARSE_STATIC_FIGURES=1), no plotly bundle. The sources keep their
+# smoke defaults, so CI still runs them cheaply on a copy. Executed copies go to
 # ${OUT:-/tmp/qsparse-full}. Usage: scripts/render_full.sh [notebook ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+export QSPARSE_STATIC_FIGURES=1
 out="${OUT:-/tmp/qsparse-full}"
 mkdir -p "$out"
 nbs=("$@")
@@ -13,4 +17,5 @@ for nb in "${nbs[@]}"; do
   echo "== $nb"
   /usr/bin/python3 tests/notebooks/run_notebook.py "$nb" "$out/$(basename "$nb")" \
     --param profile=full --timeout 1800
+  /usr/bin/python3 scripts/finalize_render.py "$out/$(basename "$nb")" "$nb"
 done

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { ValueError } from "../mod.ts";
 import {
   BatchSampler,
   BROWN_CATEGORIES,
@@ -8,8 +9,7 @@ import {
   detokenizeBrown,
   loadBrownCorpus,
   ValidationSet,
-  ValueError,
-} from "../mod.ts";
+} from "../src/train/mod.ts";
 
 Deno.test("detokenizeBrown: tags dropped, punctuation and quotes spaced like prose", () => {
   const cases: [string, string][] = [

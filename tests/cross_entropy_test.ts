@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { crossEntropy, DTypeError, ShapeError, type Tensor, ValueError } from "../mod.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+import { backward, crossEntropy, DTypeError, ShapeError, type Tensor, ValueError } from "../mod.ts";
+import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
+import { exactOnThreads } from "./native_threads.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
 
 function randomTargets(n: number, v: number, seed: number): Uint32Array {
@@ -113,8 +114,8 @@ Deno.test("crossEntropy: gradients match finite differences, GPU backward matche
 });
 
 Deno.test("f16 logits: loss computed in f32", async () => {
-  for (const dev of [cpu, gpu]) {
-    if (!dev?.backend.hasF16) continue;
+  for (const dev of [cpu, ...others]) {
+    if (!dev.backend.hasF16) continue;
     const l = await crossEntropy(
       dev.tensor(new Float16Array([1000, 1000, 999, 998]), [1, 4]),
       [2],
@@ -146,7 +147,7 @@ Deno.test("crossEntropy: bad input names the op and the shapes", () => {
 });
 
 Deno.test("f16 storage: crossEntropy backward agrees on both backends", async () => {
-  if (!gpu?.backend.hasF16 || !cpu.backend.hasF16) return;
+  if (!cpu.backend.hasF16 || others.some((d) => !d.backend.hasF16)) return;
   await gradOnBoth(
     ([a]) => crossEntropy(a!, [1, 0, 6]),
     [
@@ -155,4 +156,40 @@ Deno.test("f16 storage: crossEntropy backward agrees on both backends", async ()
     { rtol: 5e-3, atol: 5e-3 },
     "f16 crossEntropy",
   );
+});
+
+/** About one f32 ulp: the native kernel's fast exponential is within 1e-8 of `Math.exp`. */
+const ULP = { rtol: 2.5e-7, atol: 1e-12 };
+
+Deno.test("native: crossEntropy and its backward agree with the twin to an f32 ulp across the row split (1 and 3 threads)", async (t) => {
+  for (const [n, v] of [[4096, 256], [70001, 2], [3, 30000], [257, 129], [1, 1]] as const) {
+    await t.step(`N=${n} V=${v}`, async () => {
+      const x = hostRandom(n * v, n + v, 8), tg = randomTargets(n, v, n);
+      // Awkward rows: all −∞ but the target, one +∞, a NaN, a huge spread.
+      if (n > 4) {
+        x.fill(-Infinity, 0, v);
+        x[tg[0]!] = 0;
+        x[v + (tg[1]! + 1) % v] = Infinity;
+        x[2 * v] = NaN;
+        x[3 * v] = 80;
+      }
+      for (const reduction of ["none", "mean"] as const) {
+        await exactOnThreads(
+          (d) => crossEntropy(d.tensor(x, [n, v]), d.tensor(tg, [n], "u32"), { reduction }),
+          `loss (${reduction})`,
+          ULP,
+        );
+      }
+      await exactOnThreads(
+        (d) => {
+          const l = d.tensor(x, [n, v]);
+          l.requiresGrad = true;
+          backward(crossEntropy(l, d.tensor(tg, [n], "u32")));
+          return l.grad!;
+        },
+        "gradient",
+        ULP,
+      );
+    });
+  }
 });

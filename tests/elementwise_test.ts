@@ -1,17 +1,15 @@
 import assert from "node:assert/strict";
+import { add, addScalar, cast, DTypeError, rdivScalar, ShapeError, where } from "../mod.ts";
+import { binaryRaw, unaryRaw } from "../src/ops/elementwise.ts";
 import {
-  add,
-  addScalar,
-  binaryRaw,
-  cast,
-  DTypeError,
-  rdivScalar,
-  ShapeError,
-  unaryRaw,
-  where,
-} from "../mod.ts";
-import { BINARY, type BinaryOp, UNARY, type UnaryOp } from "../kernels/elementwise.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+  BINARY,
+  type BinaryOp,
+  scalarDispatch,
+  UNARY,
+  type UnaryOp,
+} from "../kernels/elementwise.ts";
+import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
+import { exactOnThreads } from "./native_threads.ts";
 
 const SIZES = [1, 7, 255, 256, 257, 1000, 8192 * 3];
 
@@ -102,8 +100,8 @@ Deno.test("scalar forms, where and cast agree on both backends", async () => {
 });
 
 Deno.test("f16 storage round-trips and computes in f32", async () => {
-  for (const dev of [cpu, gpu]) {
-    if (!dev || !dev.backend.hasF16) continue;
+  for (const dev of [cpu, ...others]) {
+    if (!dev.backend.hasF16) continue;
     const x = dev.tensor(new Float16Array([1, 2.5, -3, 65504]));
     assert.equal(x.dtype, "f16");
     assert.deepEqual([...await x.data()], [1, 2.5, -3, 65504]);
@@ -129,4 +127,119 @@ Deno.test("bad input: shape and dtype errors name the op and the shapes", () => 
   );
   assert.throws(() => unaryRaw("exp", i), DTypeError);
   assert.throws(() => cpu.tensor([1, 2, 3], [2, 2]), ShapeError);
+});
+
+/** Sizes around the native parallel split (64Ki elements) and odd ones. */
+const SPLIT_SIZES = [1, 17, 65535, 65536, 65537, 200003];
+
+/** Random values with the awkward ones first: NaN, ±0, ±∞, subnormals, the f32 extremes. */
+function edgy(n: number, seed: number, scale = 4): Float32Array {
+  const h = hostRandom(n, seed, scale);
+  const edges = [NaN, -0, 0, Infinity, -Infinity, 1e-45, -1e-45, 3.4e38, -3.4e38, 1, -1];
+  for (let i = 0; i < Math.min(n, edges.length); i++) h[i] = edges[i]!;
+  return h;
+}
+
+Deno.test("native: unary kernels equal the twin bit for bit, edge values, 1 and 3 threads", async (t) => {
+  for (const op of Object.keys(UNARY) as UnaryOp[]) {
+    await t.step(op, async () => {
+      for (const n of SPLIT_SIZES) {
+        const h = edgy(n, n + 5);
+        await exactOnThreads((d) => unaryRaw(op, d.tensor(h)), `${op} n=${n}`);
+      }
+    });
+  }
+});
+
+Deno.test("native: relu, relu2 and step take the sign from the bits: NaN and −0 give 0", async () => {
+  const x = new Float32Array([NaN, -0, 0, -1e-45, 1e-45, -Infinity, Infinity, -2, 3]);
+  for (const dev of [cpu, ...others]) {
+    const got = (op: UnaryOp) => unaryRaw(op, dev.tensor(x)).data();
+    const tiny = Math.fround(1e-45);
+    assert.deepEqual([...await got("relu")], [0, 0, 0, 0, tiny, 0, Infinity, 0, 3], dev.kind);
+    assert.deepEqual([...await got("relu2")], [0, 0, 0, 0, 0, 0, Infinity, 0, 9], dev.kind);
+    assert.deepEqual([...await got("step")], [0, 0, 0, 0, 1, 0, 1, 0, 1], dev.kind);
+  }
+});
+
+Deno.test("native: broadcasting binary kernels equal the twin across chunk boundaries", async (t) => {
+  const cases: [number[], number[]][] = [
+    [[70001], [70001]],
+    [[70001], [1]],
+    [[1], [70001]],
+    [[300, 257], [257]],
+    [[300, 257], [300, 1]],
+    [[3, 1, 40000], [2, 1]],
+    [[65, 1, 33], [1, 64, 33]],
+    [[2, 1, 3, 1, 2], [4, 1, 5, 2]],
+    [[7, 1], [1, 9]],
+  ];
+  for (const op of Object.keys(BINARY) as BinaryOp[]) {
+    await t.step(op, async () => {
+      for (const [sa, sb] of cases) {
+        const na = sa.reduce((a, b) => a * b, 1), nb = sb.reduce((a, b) => a * b, 1);
+        const ha = edgy(na, 21), hb = edgy(nb, 22).reverse();
+        await exactOnThreads(
+          (d) => binaryRaw(op, d.tensor(ha, sa), d.tensor(hb, sb)),
+          `${op} [${sa}] [${sb}]`,
+        );
+      }
+    });
+  }
+});
+
+Deno.test("native: scalar-form kernels (every op, both operand orders) equal the twin", async () => {
+  for (const op of Object.keys(BINARY) as BinaryOp[]) {
+    for (const reversed of [false, true]) {
+      for (const n of [5, 70001]) {
+        for (const s of [1.7, 0, -3]) {
+          const h = edgy(n, n + 1);
+          await exactOnThreads((d) => {
+            const x = d.tensor(h), out = d.empty([n], "f32");
+            d.run(scalarDispatch(op, "f32", reversed, s, x.storage("t"), out.storage("t"), n));
+            return out;
+          }, `${op}Scalar reversed=${reversed} n=${n} s=${s}`);
+        }
+      }
+    }
+  }
+});
+
+Deno.test("native: where and cast equal the twin across chunk boundaries", async () => {
+  const n = 70001;
+  const h = edgy(n, 3, 1e10), h2 = hostRandom(n, 4);
+  const full = new Uint32Array(n).map((_, i) => (i * 7) % 3);
+  await exactOnThreads((d) => where(d.tensor(full), d.tensor(h), d.tensor(h2)), "where full");
+  const rowFlag = new Float32Array(n).map((_, i) => (i % 5 === 0 ? -0 : i % 2));
+  await exactOnThreads(
+    (d) => where(d.tensor(rowFlag, [n, 1]), d.tensor(h, [n, 1]), d.tensor(h2, [n, 1])),
+    "where per row",
+  );
+  await exactOnThreads(
+    (d) =>
+      where(
+        d.tensor(new Int32Array([1, 0, -1]), [3]),
+        d.tensor(h.subarray(0, 69999), [23333, 3]),
+        d.tensor(h2.subarray(0, 69999), [23333, 3]),
+      ),
+    "where per column",
+  );
+  await exactOnThreads(
+    (d) =>
+      where(
+        d.tensor(new Float32Array(1000).map((_, i) => i % 3), [1000, 1]),
+        d.tensor(h.subarray(0, 70000), [1000, 70]),
+        d.tensor(h2.subarray(0, 70000), [1000, 70]),
+      ),
+    "where row blocks",
+  );
+  const big = h.map((v, i) => (i % 4 === 0 ? v : v * 1e-8));
+  for (const to of ["i32", "u32", "f32"] as const) {
+    await exactOnThreads((d) => cast(d.tensor(big), to), `cast f32→${to}`);
+  }
+  const ints = new Int32Array(n).map((_, i) => (i * 2654435761) | 0);
+  for (const to of ["f32", "u32", "i32"] as const) {
+    await exactOnThreads((d) => cast(d.tensor(ints), to), `cast i32→${to}`);
+    await exactOnThreads((d) => cast(d.tensor(new Uint32Array(ints.buffer)), to), `cast u32→${to}`);
+  }
 });

@@ -10,7 +10,8 @@ import {
   type Tensor,
   ValueError,
 } from "../mod.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
+import { exactOnThreads } from "./native_threads.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
 
 function randomIds(n: number, v: number, seed: number): Uint32Array {
@@ -88,13 +89,13 @@ Deno.test("embedding backward: deterministic scatter-add, bit-identical on both 
       const table = hostRandom(v * d, 2), w = hostRandom(ids.length * d, 5);
       const g = await tableGrad(cpu, table, [v, d], ids, w);
       assertClose(g, gradRef(ids, w, v, d), { rtol: 1e-5, atol: 1e-5 }, `${name} vs math`);
-      if (gpu) {
-        const gg = await tableGrad(gpu, table, [v, d], ids, w);
-        assert.deepEqual(gg, g, `${name}: webgpu and cpu differ`);
+      for (const dev of others) {
+        const gg = await tableGrad(dev, table, [v, d], ids, w);
+        assert.deepEqual(gg, g, `${name}: ${dev.kind} and cpu differ`);
         assert.deepEqual(
-          await tableGrad(gpu, table, [v, d], ids, w),
+          await tableGrad(dev, table, [v, d], ids, w),
           gg,
-          `${name}: not deterministic`,
+          `${name}: not deterministic on ${dev.kind}`,
         );
       }
     });
@@ -117,8 +118,8 @@ function cpuOrSame(tb: Tensor, ids: Uint32Array): Tensor<"u32"> {
 }
 
 Deno.test("f16 tables gather and accumulate in f32", async () => {
-  for (const dev of [cpu, gpu]) {
-    if (!dev?.backend.hasF16) continue;
+  for (const dev of [cpu, ...others]) {
+    if (!dev.backend.hasF16) continue;
     const t = dev.tensor(new Float16Array([1, 2, 3, 4]), [2, 2]);
     t.requiresGrad = true;
     const e = embedding(t, [1, 0, 1]);
@@ -149,4 +150,32 @@ Deno.test("embedding: bad input names the op and the shapes", () => {
       e instanceof ShapeError && /embedding: table must be \[V, D\].*\[12\]/.test(e.message),
   );
   assert.throws(() => embedding(cpu.zeros([4, 3], "u32") as never, [0]), DTypeError);
+});
+
+Deno.test("native: embedding gather and backward equal the twin across the token split (1 and 3 threads)", async () => {
+  const cases: [string, number, number, Uint32Array][] = [
+    ["s model", 256, 128, Uint32Array.from({ length: 4096 }, (_, i) => (i * 7919) % 256)],
+    ["many tokens, narrow rows", 1000, 3, randomIds(70001, 1000, 4)],
+    ["one hot id", 50, 40, new Uint32Array(3000).fill(49)],
+    [
+      "out-of-range ids",
+      9,
+      70,
+      Uint32Array.from({ length: 2000 }, (_, i) => (i % 11 === 0 ? 9 + i : i % 9)),
+    ],
+  ];
+  for (const [name, v, d, ids] of cases) {
+    const table = hostRandom(v * d, v), w = hostRandom(ids.length * d, d);
+    await exactOnThreads(
+      (dev) => embedding(dev.tensor(table, [v, d]), dev.tensor(ids, [ids.length], "u32")),
+      `${name}: forward`,
+    );
+    await exactOnThreads((dev) => {
+      const t = dev.tensor(table, [v, d]);
+      t.requiresGrad = true;
+      const e = embedding(t, dev.tensor(ids, [ids.length], "u32"));
+      backward(sumAll(mul(e, dev.tensor(w, e.shape))));
+      return t.grad!;
+    }, `${name}: table gradient`);
+  }
 });

@@ -1,10 +1,12 @@
 /**
- * Random op sequences run on both backends from the same host inputs; every intermediate must
+ * Random op sequences run on the CPU twin and on every other device (native, also on 1 and 3
+ * threads; WebGPU when an adapter exists) from the same host inputs; every intermediate must
  * agree. Catches ordering bugs (pool reuse, staging writes, uniform ring) that single-op tests miss.
  */
 import * as ops from "../mod.ts";
 import type { Device, Tensor } from "../mod.ts";
-import { assertClose, cpu, gpu, hostRandom } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, others } from "./helpers.ts";
+import { threadDevices } from "./native_threads.ts";
 
 type Step = (d: Device, pool: Tensor[], r: () => number) => Tensor | null;
 
@@ -69,37 +71,41 @@ const STEPS: Step[] = [
   },
 ];
 
-Deno.test("fuzz: random op sequences agree on CPU and WebGPU", async () => {
-  if (!gpu) return;
-  for (let seed = 1; seed <= 12; seed++) {
-    const shapes = [[5, 7], [7, 5], [3, 5, 7], [16, 16]];
-    const run = (d: Device) => {
-      const r = rng(seed);
-      const pool: Tensor[] = shapes.map((s, i) =>
-        d.tensor(hostRandom(s.reduce((a, b) => a * b, 1), seed * 10 + i), s)
-      );
-      const trace: Tensor[] = [];
-      for (let i = 0; i < 40; i++) {
-        const out = pick(STEPS, r)(d, pool, r);
-        if (!out) continue;
-        if (out.size > 4096) {
-          out.dispose();
-          continue;
-        }
-        pool.push(out);
-        trace.push(out);
-      }
-      return trace;
-    };
-    const a = run(cpu), b = run(gpu);
-    for (let i = 0; i < a.length; i++) {
-      if (a[i]!.disposed || b[i]!.disposed) continue;
-      assertClose(
-        await b[i]!.data(),
-        await a[i]!.data(),
-        { rtol: 1e-4, atol: 1e-4 },
-        `seed ${seed} step ${i}`,
-      );
-    }
+Deno.test("fuzz: random op sequences agree on the CPU twin and every other device", async () => {
+  for (const dev of [...others, ...threadDevices]) {
+    for (let seed = 1; seed <= 12; seed++) await fuzzOnce(dev, seed);
   }
 });
+
+/** One random sequence of `seed` on the twin and on `dev`; every intermediate must agree. */
+async function fuzzOnce(dev: Device, seed: number): Promise<void> {
+  const shapes = [[5, 7], [7, 5], [3, 5, 7], [16, 16]];
+  const run = (d: Device) => {
+    const r = rng(seed);
+    const pool: Tensor[] = shapes.map((s, i) =>
+      d.tensor(hostRandom(s.reduce((a, b) => a * b, 1), seed * 10 + i), s)
+    );
+    const trace: Tensor[] = [];
+    for (let i = 0; i < 40; i++) {
+      const out = pick(STEPS, r)(d, pool, r);
+      if (!out) continue;
+      if (out.size > 4096) {
+        out.dispose();
+        continue;
+      }
+      pool.push(out);
+      trace.push(out);
+    }
+    return trace;
+  };
+  const a = run(cpu), b = run(dev);
+  for (let i = 0; i < a.length; i++) {
+    if (a[i]!.disposed || b[i]!.disposed) continue;
+    assertClose(
+      await b[i]!.data(),
+      await a[i]!.data(),
+      { rtol: 1e-4, atol: 1e-4 },
+      `${dev.kind}: seed ${seed} step ${i}`,
+    );
+  }
+}

@@ -38,7 +38,9 @@ import {
   transpose,
   where,
 } from "../mod.ts";
-import { assertClose, cpu, hostRandom, onBoth } from "./helpers.ts";
+import { binaryRaw, unaryRaw } from "../src/ops/elementwise.ts";
+import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
+import { exactOnThreads } from "./native_threads.ts";
 import { gradCheck, type GradInput, gradOnBoth } from "./gradcheck.ts";
 
 const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
@@ -235,4 +237,61 @@ Deno.test("pow with a negative base and an integer exponent agrees on both backe
   assertClose(z!, Array.from(x, (v) => v ** -2));
   const [h] = await onBoth((d) => powScalar(d.tensor(x), 0.5));
   assert.ok(Number.isNaN(h![0]) && Number.isNaN(h![1]) && Math.abs(h![3]! - Math.sqrt(3)) < 1e-6);
+});
+
+Deno.test("native: sumTo, slice and concat equal the twin across chunk boundaries (1 and 3 threads)", async (t) => {
+  const sums: [number[], number[]][] = [
+    [[4096, 128], [128]], // bias gradient
+    [[4096, 128], [4096, 1]], // reduced dim innermost
+    [[4, 128, 256], [128, 256]], // summing batch partials
+    [[2, 128, 352], [1, 352]],
+    [[70001, 3], [3]],
+    [[3, 70001], [3, 1]],
+    [[5, 1, 7, 3, 9], [7, 1, 9]],
+    [[6, 5, 2], []],
+    [[300, 257], [300, 257]],
+  ];
+  for (const [from, to] of sums) {
+    await t.step(`sumTo [${from}] → [${to}]`, async () => {
+      const h = hostRandom(size(from), size(from) + 3, 10);
+      await exactOnThreads((d) => sumTo(d.tensor(h, from), to), `sumTo [${from}] → [${to}]`);
+    });
+  }
+  await t.step("slice and concat", async () => {
+    const h = hostRandom(700 * 301, 2);
+    for (const [s0, e0, dim] of [[3, 290, 1], [1, 300, 1], [10, 650, 0], [0, 1, 1]] as const) {
+      await exactOnThreads((d) => slice(d.tensor(h, [700, 301]), s0, e0, dim), `slice ${dim}`);
+    }
+    const h3 = hostRandom(2 * 70001 * 3, 4);
+    await exactOnThreads((d) => slice(d.tensor(h3, [2, 70001, 3]), 1, 3, 2), "slice inner");
+    await exactOnThreads(
+      (d) => concat([d.tensor(h, [700, 301]), d.tensor(h.subarray(0, 700 * 5), [700, 5])], 1),
+      "concat dim 1",
+    );
+    await exactOnThreads(
+      (d) => concat([d.tensor(h3, [2, 70001, 3]), d.tensor(h3, [2, 70001, 3])], 2),
+      "concat inner",
+    );
+  });
+});
+
+Deno.test("reluGrad and relu2Grad equal the op chains they replace, bit for bit, on every device", async () => {
+  const edges = [NaN, -0, 0, Infinity, -Infinity, 1e-45, -1e-45, 3e38, -2, 0.5];
+  const x = hostRandom(70001, 8, 3), g = hostRandom(70001, 9, 2);
+  x.set(edges);
+  g.set([1, Infinity, -Infinity, NaN, 2, -3, 4, 5, 6, -0], 0);
+  g.set([Infinity, NaN, -Infinity], 20);
+  x.set([-1, 0, NaN], 20);
+  for (const dev of [cpu, ...others]) {
+    const xt = dev.tensor(x), gt = dev.tensor(g);
+    const chain1 = await mul(gt, unaryRaw("step", xt)).data();
+    const chain2 = await mul(gt, mulScalar(unaryRaw("relu", xt), 2)).data();
+    assertClose(await binaryRaw("reluGrad", gt, xt).data(), chain1, { rtol: 0, atol: 0 }, dev.kind);
+    assertClose(
+      await binaryRaw("relu2Grad", gt, xt).data(),
+      chain2,
+      { rtol: 0, atol: 0 },
+      dev.kind,
+    );
+  }
 });

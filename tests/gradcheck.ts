@@ -21,7 +21,7 @@ import {
   sumAll,
   type Tensor,
 } from "../mod.ts";
-import { assertClose, cpu, gpu, hostRandom, type Tolerance } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, others, type Tolerance } from "./helpers.ts";
 
 /** One input of the function under test: host data, shape and dtype. */
 export interface GradInput {
@@ -170,8 +170,8 @@ export async function gradCheck(
 }
 
 /**
- * Runs forward + backward on both devices and compares outputs and gradients (no-op without
- * a WebGPU adapter).
+ * Runs forward + backward on the CPU twin and on every other device (native, and WebGPU when an
+ * adapter exists) and compares outputs and gradients.
  *
  * @param fn The op under test.
  * @param inputs Host inputs.
@@ -184,11 +184,12 @@ export async function gradOnBoth(
   tol: Tolerance = { rtol: 1e-4, atol: 1e-5 },
   what = "grad",
 ): Promise<void> {
-  if (!gpu) return;
   const ref = await gradsOf(cpu, fn, inputs);
-  const got = await gradsOf(gpu, fn, inputs);
-  assertClose(got.y, ref.y, tol, `${what}: forward (webgpu vs cpu)`);
-  ref.grads.forEach((g, i) => {
-    if (g) assertClose(got.grads[i]!, g, tol, `${what}: grad of input ${i} (webgpu vs cpu)`);
-  });
+  for (const dev of others) {
+    const got = await gradsOf(dev, fn, inputs);
+    assertClose(got.y, ref.y, tol, `${what}: forward (${dev.kind} vs cpu)`);
+    ref.grads.forEach((g, i) => {
+      if (g) assertClose(got.grads[i]!, g, tol, `${what}: grad of input ${i} (${dev.kind} vs cpu)`);
+    });
+  }
 }

@@ -6,7 +6,6 @@
  */
 import assert from "node:assert/strict";
 import {
-  activeParams,
   backward,
   chunkUnion,
   type Device,
@@ -14,28 +13,29 @@ import {
   expertCapacity,
   groupedMatmul,
   loadBalancingLoss,
-  matchActiveParams,
-  measureSparsity,
-  modelConfig,
   moeCombine,
-  type MoeConfig,
   moeGather,
   moeGroup,
   type MoeGrouping,
   moeRoute,
   mul,
-  nominalActiveParams,
-  nominalSparsity,
   routerZLoss,
   ShapeError,
   softmax,
   sumAll,
   type Tensor,
-  train,
-  trainConfig,
-  TransformerLM,
   ValueError,
 } from "../mod.ts";
+import {
+  activeParams,
+  matchActiveParams,
+  modelConfig,
+  type MoeConfig,
+  nominalActiveParams,
+  nominalSparsity,
+  TransformerLM,
+} from "../src/nn/mod.ts";
+import { measureSparsity, train, trainConfig } from "../src/train/mod.ts";
 import { main } from "../cli.ts";
 import {
   MOE_CHUNK,

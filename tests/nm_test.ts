@@ -132,3 +132,23 @@ Deno.test("topkBlocks: bad input names the op and the shape", () => {
   assert.throws(() => topkMask(cpu.zeros([2, 64]), 9, { block: { m: 32 } }), ShapeError);
   assert.throws(() => topkMask(cpu.zeros([2, 32]), 16, { block: { n: 8, m: 32 } }), ShapeError);
 });
+
+Deno.test("topkBlocks: shapes past the native backend's parallel split match the twin", async () => {
+  // 130 rows of 256: 1040 blocks of 32 (rank kernel) and 260 of 128 (segmented row select).
+  const data = nasty(130 * 256, 41);
+  for (const [n, m] of [[16, 32], [2, 4], [50, 128]]) {
+    await onBoth(
+      (dev) => {
+        const s = topkBlocks(dev.tensor(data, [130, 256]), n!, m!);
+        return [s.values, s.indices];
+      },
+      { rtol: 0, atol: 0 },
+      `${n}:${m} split`,
+    );
+    await onBoth(
+      (dev) => topkMask(dev.tensor(data, [130, 256]), (256 / m!) * n!, { block: { n, m: m! } }),
+      { rtol: 0, atol: 0 },
+      `mask ${n}:${m} split`,
+    );
+  }
+});

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { permute, ShapeError, type Tensor } from "../mod.ts";
 import { permuteLayout } from "../kernels/permute.ts";
-import { cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+import { transpose } from "../mod.ts";
+import { cpu, hostRandom, onBoth, others } from "./helpers.ts";
+import { exactOnThreads } from "./native_threads.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
 
 function permutations(n: number): number[][] {
@@ -67,8 +69,8 @@ Deno.test("permute: rank 0..6, big tensors, and every dtype", async () => {
   assert.deepEqual(Array.from(yi!), ref(ints, [3, 4, 5], [2, 0, 1]));
   const u = Uint32Array.from({ length: 60 }, (_, i) => 0xffffffff - i);
   await onBoth((d) => permute(d.tensor(u, [5, 12]), [1, 0]), { rtol: 0, atol: 0 });
-  for (const dev of [cpu, gpu]) {
-    if (!dev?.backend.hasF16) continue;
+  for (const dev of [cpu, ...others]) {
+    if (!dev.backend.hasF16) continue;
     // Odd f16 counts: neighbouring halves share 32-bit words.
     const f = Float16Array.from({ length: 3 * 5 * 7 }, (_, i) => i / 8);
     const y = await permute(dev.tensor(f, [3, 5, 7]), [2, 1, 0]).data();
@@ -112,4 +114,32 @@ Deno.test("permute: bad dims name the op and the shape", () => {
     () => permute(cpu.zeros([1, 1, 1, 1, 1, 1, 1]), [0, 1, 2, 3, 4, 5, 6]),
     (e: unknown) => e instanceof ShapeError && /at most 6 dims/.test(e.message),
   );
+});
+
+Deno.test("native: permute and transpose equal the twin across chunk boundaries (1 and 3 threads)", async (t) => {
+  const cases: [number[], number[]][] = [
+    [[32, 128, 4, 32], [0, 2, 1, 3]], // attention head split [B, T, H, hd] → [B, H, T, hd]
+    [[32, 4, 128, 32], [0, 2, 1, 3]], // and merge
+    [[300, 257], [1, 0]], // a real transpose: tiled walk
+    [[3, 130, 257], [0, 2, 1]],
+    [[70001, 2], [1, 0]], // strided inner dim, short rows
+    [[2, 70001], [1, 0]],
+    [[5, 6, 7, 8, 9], [4, 2, 0, 3, 1]],
+    [[7, 9, 11, 13], [3, 2, 1, 0]],
+  ];
+  for (const [shape, dims] of cases) {
+    await t.step(`[${shape}] by [${dims}]`, async () => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const h = hostRandom(n, n);
+      await exactOnThreads((d) => permute(d.tensor(h, shape), dims), `permute [${shape}]`);
+      await exactOnThreads((d) => transpose(d.tensor(h, shape)), `transpose [${shape}]`);
+    });
+  }
+  const ints = Int32Array.from({ length: 300 * 257 }, (_, i) => i * 1000003);
+  await exactOnThreads((d) => permute(d.tensor(ints, [300, 257]), [1, 0]), "i32 transpose");
+  if (cpu.backend.hasF16) {
+    const f = Float16Array.from({ length: 301 * 255 }, (_, i) => (i % 2049) / 8);
+    await exactOnThreads((d) => permute(d.tensor(f, [301, 255]), [1, 0]), "f16 transpose");
+    await exactOnThreads((d) => permute(d.tensor(f, [7, 43, 255]), [1, 0, 2]), "f16 permute");
+  }
 });

@@ -1,29 +1,30 @@
 import assert from "node:assert/strict";
+import { ValueError } from "../mod.ts";
+import {
+  isoLossGrid,
+  optimalSparsity,
+  PAPER_SCALING_LAW as PAPER,
+  scalingLaw,
+} from "../src/train/mod.ts";
 import {
   chunkSparsity,
   expertLoad,
   Figure,
   figurePage,
-  findChromium,
   isoLossContours,
-  isoLossGrid,
   lossCurves,
   lossVsN,
   lossVsSparsity,
-  optimalSparsity,
-  PAPER_SCALING_LAW as PAPER,
   projectionSparsity,
-  resetNotebookPlotly,
-  runHeadlessChromium,
-  scalingLaw,
   show,
   sparsityCurves,
   speedupVsBatch,
   speedupVsSparsity,
   toHtml,
   toPng,
-  ValueError,
-} from "../mod.ts";
+} from "../src/plot/mod.ts";
+import { findChromium, runHeadlessChromium } from "../src/plot/export.ts";
+import { resetNotebookPlotly } from "../src/plot/figure.ts";
 
 const chromium = await findChromium();
 if (!chromium) {

@@ -13,8 +13,14 @@ import {
   sumSquares,
   type Tensor,
 } from "../mod.ts";
-import { rowLanes, rowReduceDispatch, type RowReduceSpec } from "../kernels/reduce.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+import {
+  argScatterDispatch,
+  rowLanes,
+  rowReduceDispatch,
+  type RowReduceSpec,
+} from "../kernels/reduce.ts";
+import { assertClose, cpu, gpu, hostRandom, onBoth, others } from "./helpers.ts";
+import { exactOnThreads } from "./native_threads.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
 
 const SHAPES: number[][] = [
@@ -181,8 +187,8 @@ Deno.test("row reduction: the grid-stride row loop covers rows beyond the launch
 });
 
 Deno.test("f16 storage: reductions widen to f32 and store f16", async () => {
-  for (const dev of [cpu, gpu]) {
-    if (!dev?.backend.hasF16) continue;
+  for (const dev of [cpu, ...others]) {
+    if (!dev.backend.hasF16) continue;
     const x = dev.tensor(new Float16Array(2048).fill(0.1), [2, 1024]);
     const s = await sum(x).data();
     assert.equal(x.dtype, "f16");
@@ -241,4 +247,67 @@ Deno.test("reductions: bad input names the op and the shape", () => {
     (e: unknown) => e instanceof ShapeError && /max: .*\[4, 0\]/.test(e.message),
   );
   assert.throws(() => maxAll(cpu.zeros([0, 3])), ShapeError);
+});
+
+/** Random rows with NaN, ±∞ and ties planted in some rows. */
+function awkwardRows(rows: number, cols: number, seed: number): Float32Array {
+  const h = hostRandom(rows * cols, seed, 3).map((v) => Math.round(v * 4) / 4); // many ties
+  for (let r = 0; r < rows; r += 7) {
+    const k = r % 5;
+    if (k === 0) h[r * cols + (r % cols)] = NaN;
+    if (k === 1) h[r * cols + ((r * 3) % cols)] = Infinity;
+    if (k === 2) h.fill(-Infinity, r * cols, (r + 1) * cols);
+    if (k === 3 && cols > 2) h[r * cols + cols - 1] = NaN, h[r * cols + 1] = NaN;
+  }
+  return h;
+}
+
+Deno.test("native: row reductions equal the twin bit for bit across the row split (1 and 3 threads)", async (t) => {
+  const shapes = [[1, 1], [5, 7], [300, 257], [70001, 1], [3, 70001], [1000, 100], [4096, 352]];
+  for (const [rows, cols] of shapes) {
+    await t.step(`[${rows}, ${cols}]`, async () => {
+      const h = awkwardRows(rows!, cols!, rows! + cols!);
+      for (const [name, op] of Object.entries(ROW_OPS)) {
+        await exactOnThreads((d) => op(d.tensor(h, [rows!, cols!])), `${name} [${rows}, ${cols}]`);
+      }
+      await exactOnThreads((d) => argmax(d.tensor(h, [rows!, cols!])), `argmax [${rows}, ${cols}]`);
+    });
+  }
+});
+
+Deno.test("native: all-element reductions (one and two passes) equal the twin", async () => {
+  for (const n of [1, 8192, 8193, 100003, 1048577]) {
+    const h = awkwardRows(1, n, n);
+    h[n >> 1] = 0; // keep the sums finite: no NaN or ∞ in these
+    const finite = h.map((v) => (Number.isFinite(v) ? v : 0.5));
+    await exactOnThreads((d) => sumAll(d.tensor(finite)), `sumAll n=${n}`);
+    await exactOnThreads((d) => meanAll(d.tensor(finite)), `meanAll n=${n}`);
+    await exactOnThreads((d) => maxAll(d.tensor(h)), `maxAll n=${n}`);
+    await exactOnThreads((d) => argmaxAll(d.tensor(h)), `argmaxAll n=${n}`);
+    // A NaN late in the tensor wins over every number, in the second pass too.
+    const late = finite.slice();
+    late[n - 1] = NaN;
+    await exactOnThreads((d) => argmaxAll(d.tensor(late)), `argmaxAll late NaN n=${n}`);
+  }
+});
+
+Deno.test("native: the argmax gradient scatter equals the twin across the row split", async () => {
+  for (const [rows, cols] of [[3, 5], [70001, 2], [300, 257]]) {
+    const g = hostRandom(rows!, 2);
+    const idx = new Uint32Array(rows!).map((_, r) => (r % 9 === 0 ? 0xffffffff : (r * 7) % cols!));
+    await exactOnThreads((d) => {
+      const gt = d.tensor(g), it = d.tensor(idx), out = d.empty([rows!, cols!], "f32");
+      d.run(
+        argScatterDispatch(
+          "f32",
+          rows! * cols!,
+          cols!,
+          gt.storage("t"),
+          it.storage("t"),
+          out.storage("t"),
+        ),
+      );
+      return out;
+    }, `argScatter [${rows}, ${cols}]`);
+  }
 });

@@ -4,6 +4,13 @@
  * reported, never thrown; tables render.
  */
 import assert from "node:assert/strict";
+import { openDevice } from "../mod.ts";
+import {
+  PAPER_SCALING_LAW,
+  type RunRecord,
+  scalingLaw,
+  type ScalingLawParams,
+} from "../src/train/mod.ts";
 import {
   blockFinding,
   combineVerdicts,
@@ -25,16 +32,11 @@ import {
   markdownTable,
   meanSe,
   nearDenseFinding,
-  openDevice,
-  PAPER_SCALING_LAW,
   parseProfile,
   readBenchFiles,
   reluDriftFinding,
-  type RunRecord,
   saveFigure,
   saveMarkdown,
-  scalingLaw,
-  type ScalingLawParams,
   sparsityAt,
   sparsityDrift,
   sStarFinding,
@@ -48,7 +50,7 @@ import {
   verdictBelow,
   verdictInterval,
   verdictWithin,
-} from "../mod.ts";
+} from "../studies/mod.ts";
 
 /** A deterministic normal sampler (Box–Muller on a small LCG), so tests never flake. */
 function rng(seed: number): () => number {
@@ -129,7 +131,8 @@ Deno.test("meanSe: spread over values, fallback for one, error for none", () => 
   const m = meanSe([2, 4, 6]);
   assert.equal(m.mean, 4);
   assert.ok(Math.abs(m.se - 2 / Math.sqrt(3)) < 1e-12);
-  assert.deepEqual(meanSe([1], 0.5), { mean: 1, se: 0.5, n: 1 });
+  assert.deepEqual(meanSe([1], 0.5), { mean: 1, se: 0.5, n: 1, df: Infinity });
+  assert.equal(m.df, 2);
   assert.throws(() => meanSe([]), /no values/);
 });
 
@@ -186,9 +189,24 @@ Deno.test("gapConvexity and gapTrend: the law is super-linear in S and its gap s
   // The law's relative shrink per decade is 10^−α − 1 ≈ −20.6%.
   assert.ok(Math.abs(t.relativePerDecade - (10 ** -0.1 - 1)) < 0.03, `${t.relativePerDecade}`);
   assert.equal(gapShrinksFinding(t).verdict, "reproduced");
-  // A flat gap (no N dependence) is not a shrinking gap.
-  const flat = gaps.map((g) => ({ ...g, gap: 0.05 + (g.N === 1e7 ? 0.01 : 0), se: 0.001 }));
-  assert.equal(gapShrinksFinding(gapTrend(flat)).verdict, "not reproduced at this scale");
+  // A gap that grows with N is not a shrinking gap.
+  const z = rng(3);
+  const growing = gapsToDense(
+    groupRuns(SIZES.flatMap(([size, N], i) =>
+      [1, 2].flatMap((seed) =>
+        GRID.map((S) =>
+          record({
+            size,
+            N,
+            S,
+            seed,
+            loss: 3 - 0.1 * i + (S >= 0.4 ? 0.05 + 0.02 * i : 0) + 0.001 * z(),
+          })
+        )
+      )
+    )),
+  );
+  assert.equal(gapShrinksFinding(gapTrend(growing)).verdict, "not reproduced at this scale");
   assert.equal(gapTrend(gaps.filter((g) => g.N === 1e6)), null);
   assert.equal(gapConvexity(gaps.filter((g) => g.S !== 0.8)), null);
 });
@@ -230,9 +248,12 @@ Deno.test("fitSweep: recovers S* from a noisy law; degenerate grids are reported
   assert.equal(sStarOrderFinding(res, lower).verdict === "reproduced", false);
 });
 
-Deno.test("verdicts: thresholds at two standard errors, NaN is inconclusive", () => {
+Deno.test("verdicts: one-sided tests at 5% with the estimate's df, NaN is inconclusive", () => {
   assert.equal(verdictAbove({ value: 0.03, se: 0.01 }), "reproduced");
-  assert.equal(verdictAbove({ value: 0.019, se: 0.01 }), "inconclusive");
+  assert.equal(verdictAbove({ value: 0.015, se: 0.01 }), "inconclusive");
+  // t = 3 passes with a known error (normal) but not with one degree of freedom (t₀.₉₅ = 6.31).
+  assert.equal(verdictAbove({ value: 0.03, se: 0.01, df: 1 }), "inconclusive");
+  assert.equal(verdictAbove({ value: 0.07, se: 0.01, df: 1 }), "reproduced");
   assert.equal(verdictAbove({ value: -0.03, se: 0.01 }), "not reproduced at this scale");
   assert.equal(verdictAbove({ value: 1, se: NaN }), "inconclusive");
   assert.equal(verdictBelow({ value: -1, se: 0.1 }, 0), "reproduced");

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { DTypeError, rmsNorm, ShapeError, type Tensor, ValueError } from "../mod.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
 
 /** Direct f64 definition. */
@@ -48,7 +48,7 @@ Deno.test("rmsNorm: WebGPU matches the CPU twin, the twin matches the math", asy
 });
 
 Deno.test("f16 storage: rmsNorm computes in f32", async () => {
-  for (const dev of [cpu, gpu]) {
+  for (const dev of [cpu, ...others]) {
     if (!dev?.backend.hasF16) continue;
     const h = hostRandom(64, 3, 100);
     const y = await rmsNorm(dev.tensor(Float16Array.from(h), [2, 32]), null).data();
@@ -120,7 +120,7 @@ Deno.test("rmsNorm: bad input names the op and the shapes", () => {
 });
 
 Deno.test("f16 storage: rmsNorm backward (x and weight) agrees on both backends", async () => {
-  if (!gpu?.backend.hasF16 || !cpu.backend.hasF16) return;
+  if (!cpu.backend.hasF16 || !others.every((d) => d.backend.hasF16)) return;
   await gradOnBoth(
     ([x, w]) => rmsNorm(x!, w!),
     [
@@ -130,4 +130,14 @@ Deno.test("f16 storage: rmsNorm backward (x and weight) agrees on both backends"
     { rtol: 5e-3, atol: 5e-3 },
     "f16 rmsNorm",
   );
+});
+
+Deno.test("rmsNorm: shapes past the native backend's parallel split match the twin", async () => {
+  // 301 rows of 130 split across threads (rows and weight-gradient chunks), with and without
+  // a weight.
+  const x = { data: hostRandom(301 * 130, 22, 3), shape: [301, 130] };
+  const w = { data: hostRandom(130, 23, 2), shape: [130] };
+  await onBoth((d) => rmsNorm(d.tensor(x.data, x.shape), d.tensor(w.data, w.shape)));
+  await gradOnBoth(([a, b]) => rmsNorm(a!, b!), [x, w], { rtol: 1e-4, atol: 1e-5 }, "split");
+  await gradOnBoth(([a]) => rmsNorm(a!, null), [x], { rtol: 1e-4, atol: 1e-5 }, "split, no w");
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { DTypeError, rope, ropeFrequencies, ShapeError, type Tensor, ValueError } from "../mod.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
 
 /**
@@ -83,7 +83,7 @@ Deno.test("rope preserves norms and makes q·k depend on the relative position o
 });
 
 Deno.test("f16 storage: rope computes in f32", async () => {
-  for (const dev of [cpu, gpu]) {
+  for (const dev of [cpu, ...others]) {
     if (!dev?.backend.hasF16) continue;
     const h = Float16Array.from(hostRandom(2 * 3 * 2 * 8, 4));
     const y = await rope(dev.tensor(h, [2, 3, 2, 8]), { offset: 2 }).data();
@@ -121,4 +121,15 @@ Deno.test("rope: bad input names the op and the shapes", () => {
   assert.throws(() => rope(cpu.zeros([1, 2, 1, 4]), { offset: -1 }), ValueError);
   assert.throws(() => rope(cpu.zeros([1, 2, 1, 4]), { base: 0 }), ValueError);
   assert.throws(() => ropeFrequencies(3), ValueError);
+});
+
+Deno.test("rope: shapes past the native backend's parallel split match the twin", async () => {
+  // 4·70·3 = 840 head vectors of 64 split across threads; positions repeat per batch, so each
+  // thread's cos/sin table is filled for positions it meets in another thread's batch too.
+  const shape = [4, 70, 3, 64];
+  const h = hostRandom(4 * 70 * 3 * 64, 24);
+  for (const offset of [0, 37]) {
+    await onBoth((d) => rope(d.tensor(h, shape), { offset }), { rtol: 1e-5, atol: 1e-6 });
+  }
+  await gradOnBoth(([a]) => rope(a!), [{ data: h, shape }], { rtol: 1e-5, atol: 2e-6 }, "split");
 });

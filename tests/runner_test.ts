@@ -3,14 +3,17 @@
  * the runs it depends on, and an identical run another study finished is reused, not retrained.
  */
 import assert from "node:assert/strict";
+import { ValueError } from "../mod.ts";
+import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
 import {
-  modelConfig,
   readResults,
+  readResultsFile,
   type RunRecord,
   type RunSpec,
   runSweep,
+  saveCheckpoint,
   trainConfig,
-} from "../mod.ts";
+} from "../src/train/mod.ts";
 import { cpu } from "./helpers.ts";
 
 function spec(id: string, study: string, sparsity: number, extra: Partial<RunSpec> = {}): RunSpec {
@@ -186,4 +189,71 @@ Deno.test("CLI sweep: --sizes and --seeds replace the profile's grid axes; bad l
   assert.match(bad[0]!, /--seeds must be a comma-separated list, got "1\.5"/);
   assert.match(bad[1]!, /--sizes must be a comma-separated list/);
   assert.match(bad[2]!, /unknown model "huge"/);
+});
+
+Deno.test("readResults: only a torn last line is tolerated; other bad lines name file:line (issue 14)", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/r.jsonl`;
+    const ok = (id: string) => JSON.stringify({ id, study: "demo", tags: {}, valLoss: 3, N: 10 });
+    // A mistyped path is an error naming it, not "no records".
+    await assert.rejects(
+      () => readResults(`${dir}/typo.jsonl`),
+      (e: unknown) => e instanceof ValueError && e.message.includes(`${dir}/typo.jsonl`),
+    );
+    await assert.rejects(() => readResults(dir), /is a directory/);
+    await Deno.writeTextFile(path, `${ok("a")}\n${ok("b")}\n{"id":"c","stu`);
+    assert.deepEqual((await readResults(path)).map((r) => r.id), ["a", "b"]);
+    // The same damage in the middle of the file is reported with its line number.
+    await Deno.writeTextFile(path, `${ok("a")}\n{"id":"c","stu\n${ok("b")}\n`);
+    await assert.rejects(() => readResults(path), new RegExp(`${path}:2: not JSON`));
+    // A complete last line that is not JSON was not torn by a crash: reported too.
+    await Deno.writeTextFile(path, `${ok("a")}\nnot json\n`);
+    await assert.rejects(() => readResults(path), new RegExp(`${path}:2: not JSON`));
+    // Wrong schema (another tool's JSON lines) and a loss that JSON-encoded a NaN as null.
+    await Deno.writeTextFile(path, `{"name":"x"}\n`);
+    await assert.rejects(() => readResults(path), new RegExp(`${path}:1: not a results record`));
+    await Deno.writeTextFile(
+      path,
+      `${ok("a")}\n${ok("b").replace('"valLoss":3', '"valLoss":null')}\n`,
+    );
+    await assert.rejects(() => readResults(path), /:2: run "b": "valLoss" is null/);
+  });
+});
+
+Deno.test("runSweep records a diverged run as diverged and does not retrain it (issue 14)", async () => {
+  await withDir(async (dir) => {
+    const bad = spec("bad", "demo", 0);
+    // Weights with a NaN in the LM head: the first step's loss is NaN.
+    const m = new TransformerLM(cpu, bad.config.model, 0);
+    const w = new Float32Array(await m.namedParameters().get("lm_head.weight")!.data());
+    w[0] = NaN;
+    m.setParameter("lm_head.weight", w);
+    const state = { step: 0, sampler: { seed: 0, step: 0 }, generator: { seed: 0, offset: 0 } };
+    await saveCheckpoint(
+      `${dir}/nan.safetensors`,
+      m,
+      null,
+      { ...state, tokens: 0, elapsed: 0 },
+      {},
+    );
+    m.dispose();
+    bad.config = { ...bad.config, initFrom: `${dir}/nan.safetensors` };
+    const grid = [bad, spec("good", "demo", 0.5)];
+    const opts = { results: `${dir}/demo.jsonl`, runsDir: `${dir}/runs` };
+    const events: Event[] = [];
+    const recs = await runSweep(cpu, grid, { ...opts, onRun: recorder(events) });
+    assert.deepEqual(events, [["start", "bad"], ["diverged", "bad"], ["start", "good"], [
+      "done",
+      "good",
+    ]]);
+    assert.deepEqual(recs.map((r) => r.id), ["good"]);
+    const file = await readResultsFile(opts.results);
+    assert.deepEqual(file.records.map((r) => r.id), ["good"]);
+    assert.equal(file.diverged[0]!.id, "bad");
+    assert.equal(file.diverged[0]!.diverged.step, 1);
+    assert.equal(file.diverged[0]!.diverged.tensor, "lm_head.weight");
+    const again: Event[] = [];
+    await runSweep(cpu, grid, { ...opts, onRun: recorder(again) });
+    assert.deepEqual(again, [["diverged", "bad"], ["skip", "good"]]);
+  });
 });

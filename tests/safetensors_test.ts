@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
+import { CheckpointError } from "../mod.ts";
 import {
-  appendJsonLine,
-  atomicWriteFile,
-  CheckpointError,
   decodeSafetensors,
   encodeSafetensors,
   type HostTensor,
   loadSafetensors,
   saveSafetensors,
-} from "../mod.ts";
+} from "../src/train/mod.ts";
+import { appendJsonLine, atomicWriteFile } from "../src/util/fs.ts";
+import { CHECKSUM_KEY, crc32 } from "../src/train/safetensors.ts";
 
 function sample(): Map<string, HostTensor> {
   return new Map<string, HostTensor>([
@@ -57,11 +57,42 @@ Deno.test("safetensors: round trip keeps names, order, dtypes, shapes, bits and 
 Deno.test("safetensors: header matches the reference layout", () => {
   const bytes = encodeSafetensors(
     new Map([["a", { dtype: "f32", shape: [2], data: new Float32Array([1, 2]) }]]),
+    {},
+    { checksums: false },
   );
   const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
   const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
   assert.deepEqual(header, { a: { dtype: "F32", shape: [2], data_offsets: [0, 8] } });
   assert.equal(bytes.length, 8 + n + 8);
+});
+
+Deno.test("safetensors: per-tensor CRC-32 in the metadata, checked on read (issue 14)", () => {
+  const tensors = new Map<string, HostTensor>([
+    ["a", { dtype: "f32", shape: [4], data: new Float32Array([1, 2, 3, 4]) }],
+    ["b", { dtype: "i32", shape: [2], data: new Int32Array([5, 6]) }],
+  ]);
+  const bytes = encodeSafetensors(tensors, { step: "3" });
+  const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
+  // Stored as hex per tensor, the same value Python's zlib.crc32 gives for the tensor's bytes.
+  const sums = JSON.parse(header.__metadata__[CHECKSUM_KEY]);
+  assert.equal(
+    sums.a,
+    crc32(new Uint8Array(new Float32Array([1, 2, 3, 4]).buffer)).toString(16).padStart(8, "0"),
+  );
+  // Callers see their own metadata only.
+  assert.deepEqual(decodeSafetensors(bytes).metadata, { step: "3" });
+  // One flipped bit in b's data: the error names b, not a.
+  const bad = bytes.slice();
+  bad[8 + n + 16 + 1] ^= 0x01;
+  assert.throws(
+    () => decodeSafetensors(bad, "x.safetensors"),
+    (e: unknown) =>
+      e instanceof CheckpointError && /x\.safetensors: tensor "b" fails its CRC-32/.test(e.message),
+  );
+  // A file without checksums (an older kit file, another writer) still loads.
+  const old = encodeSafetensors(tensors, {}, { checksums: false });
+  assert.deepEqual([...decodeSafetensors(old).tensors.get("b")!.data], [5, 6]);
 });
 
 Deno.test("safetensors: reads a file with a subarray view and unaligned offsets", () => {

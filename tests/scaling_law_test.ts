@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { ValueError } from "../mod.ts";
 import {
   denseLaw,
   fitDenseLaw,
@@ -6,12 +7,12 @@ import {
   isoLossGrid,
   optimalSparsity,
   PAPER_SCALING_LAW as PAPER,
+  profileScalingLaw,
   scalingLaw,
   type ScalingLawParams,
   type ScalingPoint,
   sparsityFactor,
-  ValueError,
-} from "../mod.ts";
+} from "../src/train/mod.ts";
 
 const SIZES = [3e8, 7e8, 1.3e9, 3e9, 7e9];
 const SPARSITIES = [0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8];
@@ -199,4 +200,42 @@ Deno.test("fitDenseLaw: recovers E, A, α; intervals cover them under noise", as
     );
   }
   await assert.rejects(fitDenseLaw([{ N: 1e8, loss: 3 }]), ValueError);
+});
+
+Deno.test("profileScalingLaw: intervals hold the truth under noise and bracket the estimate", async () => {
+  const truth = { ...PAPER, sStar: optimalSparsity(PAPER) };
+  const keys = ["E", "alpha", "beta", "sStar"] as const;
+  let covered = 0, total = 0;
+  for (let t = 0; t < 3; t++) {
+    const prof = await profileScalingLaw(sweep(PAPER, 0.003, 200 + t));
+    assert.equal(prof.dfResidual, SIZES.length * SPARSITIES.length - 5);
+    assert.ok(prof.threshold > 0);
+    for (const k of keys) {
+      const i = prof.intervals[k];
+      assert.ok(i.lo <= i.estimate && i.estimate <= i.hi, `${k}: ${JSON.stringify(i)}`);
+      total++;
+      if (i.lo <= truth[k] && truth[k] <= i.hi) covered++;
+    }
+    // The S* profile is a real constraint: its ends are strictly inside (0, 0.99) here.
+    const s = prof.intervals.sStar;
+    assert.ok(!s.lowerOpen && !s.upperOpen && s.hi - s.lo < 0.3, JSON.stringify(s));
+  }
+  assert.ok(covered >= total - 1, `covered ${covered}/${total}`);
+});
+
+Deno.test("profileScalingLaw: a grid with no effect of S leaves β unbounded, S* at the top", async () => {
+  // Loss depends on N only: nothing bounds β from below, and at equal N_a more sparsity (a larger
+  // N for free) always wins, so S* is pushed towards the top of its range.
+  const points = SIZES.flatMap((N, i) =>
+    SPARSITIES.map((S, j) => ({
+      N,
+      S,
+      loss: denseLaw({ E: 1.9, A: 1.7, alpha: 0.1 }, N) * (1 + 0.002 * Math.sin(7 * i + j)),
+    }))
+  );
+  const prof = await profileScalingLaw(points);
+  const b = prof.intervals.beta, s = prof.intervals.sStar;
+  assert.ok(b.lowerOpen, `β ${JSON.stringify(b)}`);
+  assert.ok(s.estimate > 0.7 && s.hi > 0.9, `S* ${JSON.stringify(s)}`);
+  await assert.rejects(() => profileScalingLaw(points.slice(0, 6)), ValueError);
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { DTypeError, logSoftmax, ShapeError, softmax, type Tensor } from "../mod.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
 
 /** Direct f64 definition: mask (causal), subtract the max, exponentiate, normalise. */
@@ -110,7 +110,7 @@ Deno.test("softmax edge values: huge logits, -Infinity, NaN", async () => {
 });
 
 Deno.test("f16 storage: softmax computes in f32", async () => {
-  for (const dev of [cpu, gpu]) {
+  for (const dev of [cpu, ...others]) {
     if (!dev?.backend.hasF16) continue;
     const x = dev.tensor(new Float16Array([1000, 1000, 999]), [1, 3]);
     const p = await softmax(x).data();
@@ -165,7 +165,7 @@ Deno.test("logSoftmax keeps small log-probabilities next to a large max", async 
 });
 
 Deno.test("f16 storage: softmax and logSoftmax backward agree on both backends", async () => {
-  if (!gpu?.backend.hasF16 || !cpu.backend.hasF16) return;
+  if (!cpu.backend.hasF16 || !others.every((d) => d.backend.hasF16)) return;
   const inp = [{ data: hostRandom(6 * 6, 14, 2), shape: [6, 6], dtype: "f16" as const }];
   await gradOnBoth(
     ([a]) => softmax(a!, { causal: true }),
@@ -174,4 +174,25 @@ Deno.test("f16 storage: softmax and logSoftmax backward agree on both backends",
     "f16 softmax",
   );
   await gradOnBoth(([a]) => logSoftmax(a!), inp, { rtol: 5e-3, atol: 5e-3 }, "f16 logSoftmax");
+});
+
+Deno.test("softmax: shapes past the native backend's parallel split match the twin", async () => {
+  // Enough rows that the native kernel splits them across threads, odd widths, and a causal
+  // batch whose split falls inside a T×T block.
+  const cases: [number[], boolean][] = [[[301, 130], false], [[3, 2, 131, 131], true]];
+  for (const [shape, causal] of cases) {
+    const h = hostRandom(shape.reduce((a, b) => a * b), 21, 4);
+    await onBoth((d) => softmax(d.tensor(h, shape), { causal }), {}, `softmax ${shape}`);
+    await onBoth((d) => logSoftmax(d.tensor(h, shape)), {}, `logSoftmax ${shape}`);
+    await gradOnBoth(
+      ([a]) => softmax(a!, { causal }),
+      [{ data: h, shape }],
+      { rtol: 1e-4, atol: 1e-6 },
+      `softmax grad ${shape}`,
+    );
+    await gradOnBoth(([a]) => logSoftmax(a!), [{ data: h, shape }], {
+      rtol: 1e-4,
+      atol: 1e-6,
+    }, `logSoftmax grad ${shape}`);
+  }
 });

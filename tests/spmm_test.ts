@@ -8,9 +8,6 @@ import {
   mul,
   ShapeError,
   spmm,
-  spmmAutoKernel,
-  spmmGradInput,
-  spmmGradWeight,
   sumAll,
   type Tensor,
   toCsr,
@@ -20,6 +17,7 @@ import {
   transpose,
   ValueError,
 } from "../mod.ts";
+import { spmmAutoKernel, spmmGradInput, spmmGradWeight } from "../src/ops/spmm.ts";
 import { type RowLayout, spmmDispatch, type SpmmKernel, type SpmmTiling } from "../kernels/spmm.ts";
 import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { NativeBackend } from "../src/backend/native.ts";

@@ -7,6 +7,7 @@ import {
   DeviceError,
   DisposedError,
   keep,
+  matmul,
   mul,
   openDevice,
   scope,
@@ -17,8 +18,8 @@ import {
   ValueError,
 } from "../mod.ts";
 import { WebGpuBackend } from "../src/backend/webgpu.ts";
-import { randomBits } from "../kernels/random.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+import { randomBits } from "../src/core/random.ts";
+import { assertClose, cpu, gpu, hostRandom, native, onBoth } from "./helpers.ts";
 
 Deno.test("creation ops agree on both backends", async () => {
   await onBoth((d) => d.zeros([3, 5]));
@@ -234,4 +235,34 @@ Deno.test("sumTo and broadcastTo: WebGPU matches the CPU twin on varied reductio
   }
   await onBoth((d) => broadcastTo(d.tensor(h.subarray(0, 14), [7, 2]), [3, 7, 2]));
   assert.throws(() => sumTo(cpu.zeros([3, 4]), [2, 4]), ShapeError);
+});
+
+Deno.test("host backends refuse an allocation over the limit before allocating (issue 14)", () => {
+  for (const dev of [cpu, native]) {
+    const t0 = performance.now();
+    // 2^31 f32 elements = 8 GiB, over the default 4 GiB limit: refused at once, nothing allocated.
+    assert.throws(
+      () => dev.zeros([2 ** 31]),
+      (e: unknown) =>
+        e instanceof DeviceError && /8\.00 GiB/.test(e.message) &&
+        e.message.includes("QSPARSE_MAX_ALLOC_BYTES"),
+    );
+    assert.ok(
+      performance.now() - t0 < 1000,
+      `${dev.kind}: refused in ${performance.now() - t0} ms`,
+    );
+  }
+});
+
+Deno.test("tensors of two devices in one op are a DeviceError (issue 14)", () => {
+  using a = cpu.ones([2, 2]);
+  using b = native.ones([2, 2]);
+  assert.throws(
+    () => matmul(a, b),
+    (e: unknown) =>
+      e instanceof DeviceError && !(e instanceof ShapeError) &&
+      /matmul: tensors live on different devices \(shapes \[2, 2\] and \[2, 2\]\)/.test(e.message),
+  );
+  assert.throws(() => add(a, b), DeviceError);
+  assert.throws(() => concat([a, b]), DeviceError);
 });

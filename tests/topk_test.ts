@@ -13,7 +13,7 @@ import {
   topkRows,
   ValueError,
 } from "../mod.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
 
 /** Independent reference: rank by (|x| desc with NaN on top, index asc) with a plain sort. */
@@ -148,7 +148,7 @@ Deno.test("topkRows: edge cases K = 0, K = D, D = 1, all-equal rows, all-NaN row
   const one = topkRows(cpu.tensor([[5], [-2]]), 1);
   assert.deepEqual(await one.values.toArray(), [[5], [-2]]);
   // Ties go to the lower index: an all-equal row keeps the first K.
-  for (const dev of [cpu, gpu]) {
+  for (const dev of [cpu, ...others]) {
     if (!dev) continue;
     const eq = topkRows(dev.full([2, 1000], -0.5), 300);
     const idx = await eq.indices.data();
@@ -163,7 +163,7 @@ Deno.test("topkRows: edge cases K = 0, K = D, D = 1, all-equal rows, all-NaN row
 
 Deno.test("topkRows: f16 storage selects like f32 on the same values", async () => {
   const h = new Float16Array(hostRandom(3 * 200, 9));
-  for (const dev of [cpu, gpu]) {
+  for (const dev of [cpu, ...others]) {
     if (!dev?.backend.hasF16) continue;
     const a = await topkRows(dev.tensor(h, [3, 200]), 50).indices.data();
     const b = await topkRows(dev.tensor(Float32Array.from(h), [3, 200]), 50).indices.data();
@@ -288,4 +288,48 @@ Deno.test("countNonzero: per row and total, on both devices", async () => {
   for (const v of x) if (v !== 0) want++;
   assert.equal(total![0], want);
   assert.deepEqual(countNonzero(cpu.zeros([3])).shape, []);
+});
+
+Deno.test("top-K: shapes past the native backend's parallel split match the twin", async () => {
+  // Rows split across threads: the long-row select (sparse, sorted, dense with rescale) and the
+  // many-short-rows mask, with ties, NaN and ±Inf sprinkled in.
+  const long = nasty(20 * 3001, 31);
+  for (const order of ["magnitude", "value"] as const) {
+    for (const sorted of [false, true]) {
+      await onBoth(
+        (dev) => {
+          const s = topkRows(dev.tensor(long, [20, 3001]), 1200, { sorted, order });
+          return [s.values, s.indices];
+        },
+        { rtol: 0, atol: 0 },
+        `topkRows split sorted=${sorted} ${order}`,
+      );
+    }
+    await onBoth(
+      (dev) => topkMask(dev.tensor(long, [20, 3001]), 1200, { order }),
+      { rtol: 0, atol: 0 },
+      `topkMask long rows ${order}`,
+    );
+  }
+  const finite = hostRandom(20 * 3001, 32);
+  await onBoth(
+    (dev) => topkMask(dev.tensor(finite, [20, 3001]), 900, { rescale: true }),
+    { rtol: 1e-6, atol: 1e-7 },
+    "rescale long rows",
+  );
+  const short = nasty(601 * 77, 33);
+  await onBoth((dev) => topkMask(dev.tensor(short, [601, 77]), 31), { rtol: 0, atol: 0 }, "short");
+  const shortFinite = hostRandom(601 * 77, 34);
+  await onBoth(
+    (dev) => topkMask(dev.tensor(shortFinite, [601, 77]), 31, { rescale: true }),
+    { rtol: 1e-6, atol: 1e-7 },
+    "short rescale",
+  );
+  // ste:false records the 0/1 mask in the backward.
+  await gradOnBoth(
+    ([x]) => topkMask(x as Tensor<"f32">, 31, { ste: false }),
+    [{ data: shortFinite, shape: [601, 77] }],
+    { rtol: 0, atol: 0 },
+    "short mask grad",
+  );
 });

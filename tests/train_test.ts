@@ -3,17 +3,11 @@
  * resume, corrupt checkpoints, and bad input.
  */
 import assert from "node:assert/strict";
-import {
-  CheckpointError,
-  modelConfig,
-  train,
-  type TrainConfig,
-  trainConfig,
-  TransformerLM,
-  ValueError,
-} from "../mod.ts";
-import { loadCheckpoint, loadWeights } from "../src/train/checkpoint.ts";
-import { cpu, gpu } from "./helpers.ts";
+import { CheckpointError, DivergenceError, ValueError } from "../mod.ts";
+import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
+import { train, type TrainConfig, trainConfig } from "../src/train/mod.ts";
+import { loadCheckpoint, loadWeights, saveCheckpoint } from "../src/train/checkpoint.ts";
+import { cpu, gpu, native } from "./helpers.ts";
 
 function tinyRun(overrides: Partial<TrainConfig> = {}): TrainConfig {
   const model = modelConfig("xxs", {
@@ -217,4 +211,134 @@ Deno.test("bad model and training input gives clear errors", () => {
   assert.throws(() => modelConfig("tiny", { nHeads: 3 }), /not divisible by nHeads/);
   assert.throws(() => trainConfig(modelConfig("tiny"), { batchSize: 0 }), /batchSize/);
   assert.throws(() => trainConfig(modelConfig("tiny"), { lr: -1 }), /lr/);
+});
+
+/** Writes a checkpoint of `cfg`'s model with one NaN in `name` (weights only, for initFrom). */
+async function poisoned(cfg: TrainConfig, path: string, name: string): Promise<void> {
+  const m = new TransformerLM(cpu, cfg.model, 0);
+  try {
+    const w = new Float32Array(await m.namedParameters().get(name)!.data());
+    w[3] = NaN;
+    m.setParameter(name, w);
+    const state = { step: 0, sampler: { seed: 0, step: 0 }, generator: { seed: 0, offset: 0 } };
+    await saveCheckpoint(path, m, null, { ...state, tokens: 0, elapsed: 0 }, {});
+  } finally {
+    m.dispose();
+  }
+}
+
+Deno.test("a NaN weight stops training with a DivergenceError naming step and tensor (issue 14)", async () => {
+  for (const dev of [cpu, native]) {
+    const dir = await Deno.makeTempDir();
+    try {
+      const name = "layers.0.ffn.down_proj.weight";
+      await poisoned(tinyRun(), `${dir}/bad.safetensors`, name);
+      const cfg = tinyRun({ initFrom: `${dir}/bad.safetensors` });
+      await assert.rejects(
+        () => train(dev, cfg, { out: `${dir}/run` }),
+        (e: unknown) =>
+          e instanceof DivergenceError && e.step === 1 && e.tensor === name &&
+          e.message.includes(`first non-finite parameter: ${name}`) && /at step 1/.test(e.message),
+      );
+      // Nothing says "finished": no result, no done record, no checkpoint of the NaN state.
+      await assert.rejects(() => Deno.stat(`${dir}/run/result.json`), Deno.errors.NotFound);
+      await assert.rejects(
+        () => Deno.stat(`${dir}/run/checkpoint.safetensors`),
+        Deno.errors.NotFound,
+      );
+      assert.ok(!(await Deno.readTextFile(`${dir}/run/log.jsonl`)).includes('"done"'));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+});
+
+Deno.test("a NaN weight on WebGPU is caught at the next loss readback (issue 14)", async () => {
+  if (!gpu) return;
+  const dir = await Deno.makeTempDir();
+  try {
+    await poisoned(tinyRun(), `${dir}/bad.safetensors`, "lm_head.weight");
+    const cfg = tinyRun({ initFrom: `${dir}/bad.safetensors`, logEvery: 2 });
+    await assert.rejects(
+      () => train(gpu!, cfg),
+      (e: unknown) => e instanceof DivergenceError && e.step === 2 && /steps 1–2/.test(e.message),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("resume extends a finished run to more steps; force restarts it (issue 14)", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const short = await train(cpu, tinyRun({ steps: 4, evalEvery: 0 }), { out: dir });
+    assert.equal(short.tokens, 4 * 2 * 16);
+    // Speed without compilation: measured over the log windows after the first (steps 3-4).
+    assert.ok(short.steadyTokensPerSecond! > 0 && short.firstWindowSeconds! > 0);
+    const messages: string[] = [];
+    const view = {
+      kind: "lines" as const,
+      update() {},
+      message: (t: string) => messages.push(t),
+      end() {},
+    };
+    const longer = await train(cpu, tinyRun({ steps: 6, evalEvery: 0 }), {
+      out: dir,
+      resume: true,
+      progress: view,
+    });
+    assert.equal(longer.tokens, 6 * 2 * 16);
+    assert.match(messages[0]!, /extending .* from 4 to 6 steps \(resuming from step 4\)/);
+    assert.equal(JSON.parse(await Deno.readTextFile(`${dir}/config.json`)).steps, 6);
+    // One done record (the extension's), train records continuing past the old end.
+    const log = (await Deno.readTextFile(`${dir}/log.jsonl`)).trim().split("\n").map((l) =>
+      JSON.parse(l)
+    );
+    assert.deepEqual(log.filter((r) => r.kind === "done").map((r) => r.step), [6]);
+    assert.deepEqual(log.filter((r) => r.kind === "train").map((r) => r.step), [2, 4, 6]);
+    // Fewer steps than the checkpoint is refused.
+    await assert.rejects(
+      () => train(cpu, tinyRun({ steps: 5, evalEvery: 0 }), { out: dir, resume: true }),
+      /checkpoint is at step 6/,
+    );
+    // Resuming a finished run with the same steps says where it resumes.
+    messages.length = 0;
+    await train(cpu, tinyRun({ steps: 6, evalEvery: 0 }), {
+      out: dir,
+      resume: true,
+      progress: view,
+    });
+    assert.match(messages[0]!, /resuming .* from step 6 of 6/);
+    // force: a fresh run in the same folder, identical to a first run.
+    const again = await train(cpu, tinyRun({ steps: 4, evalEvery: 0 }), { out: dir, force: true });
+    assert.equal(again.valLoss, short.valLoss);
+    await assert.rejects(
+      () => train(cpu, tinyRun(), { out: dir, force: true, resume: true }),
+      /exclude each other/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("64 flipped bytes in a checkpoint are a CheckpointError naming the tensor (issue 14)", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await train(cpu, tinyRun({ steps: 2, evalEvery: 0 }), { out: dir });
+    const path = `${dir}/checkpoint.safetensors`;
+    const bytes = await Deno.readFile(path);
+    const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
+    const [begin] = header["lm_head.weight"].data_offsets as [number, number];
+    for (let i = 0; i < 64; i++) bytes[8 + n + begin + i] ^= 0x5a;
+    await Deno.writeFile(path, bytes);
+    await assert.rejects(
+      () => loadCheckpoint(path),
+      (e: unknown) =>
+        e instanceof CheckpointError && e.message.includes(path) &&
+        e.message.includes('tensor "lm_head.weight" fails its CRC-32'),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -248,7 +248,8 @@ export function spmmNative(
  *
  * @example
  * ```ts
- * import { openDevice, spmmGradWeight, topkRows } from "@qsparse/kit";
+ * import { openDevice, topkRows } from "@qsparse/kit";
+ * import { spmmGradWeight } from "../../src/ops/spmm.ts";
  * using dev = await openDevice({ prefer: "native" });
  * using x = dev.randn([4, 64], { seed: 1 });
  * using dy = dev.randn([4, 32], { seed: 2 });

@@ -7,8 +7,21 @@
 import type { ParallelTask } from "../../src/backend/backend.ts";
 import { fillF32Task } from "./fill.ts";
 // -- elementwise, reductions, layout, embedding, cross-entropy, optimizer: imports --
+import { ELEMENTWISE_TASKS } from "./elementwise.ts";
+import { REDUCE_TASKS } from "./reduce.ts";
+import { LAYOUT_TASKS } from "./layout.ts";
+import { PERMUTE_TASKS } from "./permute.ts";
+import { EMBEDDING_TASKS } from "./embedding.ts";
+import { CROSS_ENTROPY_TASKS } from "./cross_entropy.ts";
+import { OPTIM_TASKS } from "./optim.ts";
+import { CAST_TASKS } from "./cast.ts";
 // -- end --
 // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: imports --
+import { softmaxBackwardF32Task, softmaxF32Task } from "./softmax.ts";
+import { rmsNormBackwardF32Task, rmsNormF32Task, rmsNormWeightGradF32Task } from "./rmsnorm.ts";
+import { ropeF32Task } from "./rope.ts";
+import { topkMaskF32Task, topkRowsF32Task } from "./topk.ts";
+import { chunkUnionTask } from "./chunk_union.ts";
 // -- end --
 // -- sparse matmul, quantization, MoE, grouped matmul: imports --
 import { spmmColsTask } from "./spmm.ts";
@@ -28,7 +41,7 @@ import {
   moeCombineRowsBackwardTask,
   moeCombineTask,
 } from "./moe_combine.ts";
-import { moeRouteBackwardTask, moeRouteTask } from "./moe_route.ts";
+import { moeRouteBackwardTask, moeRouteTask } from "../moe_route.ts";
 import { moeSegmentCountTask } from "./moe_counters.ts";
 // -- end --
 
@@ -36,8 +49,25 @@ import { moeSegmentCountTask } from "./moe_counters.ts";
 export const TASKS: readonly ParallelTask[] = [
   fillF32Task,
   // -- elementwise, reductions, layout, embedding, cross-entropy, optimizer: tasks --
+  ...ELEMENTWISE_TASKS,
+  ...REDUCE_TASKS,
+  ...LAYOUT_TASKS,
+  ...PERMUTE_TASKS,
+  ...EMBEDDING_TASKS,
+  ...CROSS_ENTROPY_TASKS,
+  ...OPTIM_TASKS,
+  ...CAST_TASKS,
   // -- end --
   // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: tasks --
+  softmaxF32Task,
+  softmaxBackwardF32Task,
+  rmsNormF32Task,
+  rmsNormBackwardF32Task,
+  rmsNormWeightGradF32Task,
+  ropeF32Task,
+  topkMaskF32Task,
+  topkRowsF32Task,
+  chunkUnionTask,
   // -- end --
   // -- sparse matmul, quantization, MoE, grouped matmul: tasks --
   spmmColsTask,

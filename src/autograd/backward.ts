@@ -3,11 +3,62 @@
  *
  * @module
  */
+import {
+  binaryDispatch,
+  broadcastLayout,
+  MAX_RANK,
+  scalarDispatch,
+} from "../../kernels/elementwise.ts";
+import { DTypeError, ShapeError } from "../core/errors.ts";
+import { broadcastShapes } from "../core/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { ShapeError } from "../tensor/errors.ts";
 import { keep } from "../tensor/scope.ts";
 import { noGrad } from "./tape.ts";
-import { add, mulScalar } from "../ops/elementwise.ts";
+
+// Gradient sums and copies dispatch the elementwise kernels directly: the public ops sit in the
+// layer above autograd. These match ops/elementwise's `add` and `mulScalar(g, 1)` without the
+// recording (backward runs with recording off anyway).
+
+function add(a: Tensor, b: Tensor): Tensor {
+  if (a.dtype !== b.dtype) {
+    throw new DTypeError("backward", `gradients of ${a.dtype} ${a} and ${b.dtype} ${b} meet`);
+  }
+  const shape = broadcastShapes("backward", a.shape, b.shape);
+  const layout = broadcastLayout(a.shape, b.shape, shape);
+  if (layout.shape.length > MAX_RANK) {
+    throw ShapeError.mismatch("backward", [a.shape, b.shape], `more than ${MAX_RANK} dims`);
+  }
+  const out = a.device.empty(shape, a.dtype, "backward");
+  if (out.size > 0) {
+    a.device.run(
+      binaryDispatch(
+        "add",
+        a.dtype,
+        layout,
+        a.storage("backward"),
+        b.storage("backward"),
+        out.storage("backward"),
+      ),
+    );
+  }
+  return out;
+}
+
+function copy(g: Tensor): Tensor {
+  const out = g.device.empty(g.shape, g.dtype, "backward");
+  g.device.run(
+    scalarDispatch(
+      "mul",
+      g.dtype,
+      false,
+      1,
+      g.storage("backward"),
+      out.storage("backward"),
+      g.size,
+    ),
+  );
+  return out;
+}
 
 /** Options for {@link backward}. */
 export interface BackwardOptions {
@@ -125,7 +176,7 @@ export function backward(loss: Tensor, opts: BackwardOptions = {}): Tensor[] {
         leaf.grad = keep(sum);
         if (!callers) pending.add(g);
       } else if (owned.has(g) || callers) {
-        leaf.grad = keep(mulScalar(g, 1)); // leaves own distinct tensors
+        leaf.grad = keep(copy(g)); // leaves own distinct tensors
       } else {
         leaf.grad = keep(g);
         owned.add(g);

@@ -7,22 +7,10 @@
  * @module
  */
 import type { Tensor } from "../tensor/tensor.ts";
-import type { DType } from "../tensor/dtype.ts";
+import type { DType } from "../core/dtype.ts";
+import { pauseRecording, recordingEnabled, resumeRecording } from "../tensor/grad_node.ts";
 
-/** How an op's output maps an upstream gradient back to its inputs. */
-export interface GradNode {
-  /** Op name, for debugging. */
-  readonly op: string;
-  /** The op's inputs, in the order `backward` returns their gradients. */
-  readonly inputs: readonly Tensor[];
-  /**
-   * The vector-Jacobian product: given dL/d(output), the gradient for each input
-   * (null for inputs that need none).
-   */
-  readonly backward: (grad: Tensor) => (Tensor | null)[];
-}
-
-let gradDepth = 0;
+export type { GradNode } from "../tensor/grad_node.ts";
 
 /**
  * True when autograd is on and any input wants a gradient.
@@ -44,7 +32,7 @@ let gradDepth = 0;
  * ```
  */
 export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
-  if (gradDepth > 0) return false;
+  if (!recordingEnabled()) return false;
   for (const t of inputs) if (t?.requiresGrad) return true;
   return false;
 }
@@ -111,17 +99,17 @@ export function record<D extends DType>(
  * ```
  */
 export function noGrad<T>(fn: () => T): T {
-  gradDepth++;
+  pauseRecording();
   try {
     const r = fn();
     if (r instanceof Promise) {
       // Keep recording off until the async work settles.
-      return r.finally(() => gradDepth--) as T;
+      return r.finally(resumeRecording) as T;
     }
-    gradDepth--;
+    resumeRecording();
     return r;
   } catch (e) {
-    gradDepth--;
+    resumeRecording();
     throw e;
   }
 }

@@ -7,7 +7,7 @@
  * @module
  */
 import type { DeviceLimits, DeviceStats, KernelTime, Storage } from "./backend.ts";
-import { DeviceError } from "../tensor/errors.ts";
+import { DeviceError } from "../core/errors.ts";
 
 /** Storage of a host backend. */
 export class HostStorage implements Storage {

@@ -21,7 +21,7 @@ import type {
   KernelTime,
   Storage,
 } from "./backend.ts";
-import { DeviceError } from "../tensor/errors.ts";
+import { DeviceError } from "../core/errors.ts";
 
 const STORAGE_USAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST
 const UNIFORM_USAGE = 0x40 | 0x08; // UNIFORM | COPY_DST

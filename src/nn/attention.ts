@@ -22,7 +22,8 @@ import { SparseSite } from "./sparsify.ts";
  *
  * @example
  * ```ts
- * import { Attention, modelConfig, openDevice } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { Attention, modelConfig } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using attn = new Attention(dev, "attn", modelConfig("tiny", { sparsity: 0.5 }), 1);

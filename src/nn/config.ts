@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 
 /** The four places Q-Sparse sparsifies a projection input (one mask per site). */
 export type Site = "qkv" | "o" | "gateUp" | "down";
@@ -14,7 +14,7 @@ export type Site = "qkv" | "o" | "gateUp" | "down";
  *
  * @example
  * ```ts
- * import { modelConfig, SITES } from "@qsparse/kit";
+ * import { modelConfig, SITES } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * assert.deepEqual(SITES, ["qkv", "o", "gateUp", "down"]);
  * const c = modelConfig("tiny", { sparsity: 0.5 });
@@ -51,7 +51,7 @@ export interface MoeConfig {
  *
  * @example
  * ```ts
- * import { modelConfig, NAMED_MOE_VARIANTS } from "@qsparse/kit";
+ * import { modelConfig, NAMED_MOE_VARIANTS } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * assert.deepEqual(NAMED_MOE_VARIANTS.moe8x2, { experts: 8, topK: 2 });
  * assert.deepEqual(modelConfig("xs-moe8x2").moe, NAMED_MOE_VARIANTS.moe8x2);
@@ -109,7 +109,7 @@ export interface ModelConfig {
  *
  * @example
  * ```ts
- * import { modelConfig, NAMED_SIZES } from "@qsparse/kit";
+ * import { modelConfig, NAMED_SIZES } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * assert.equal(NAMED_SIZES.s!.dModel, 128);
  * assert.equal(modelConfig("s").nLayers, NAMED_SIZES.s!.nLayers);
@@ -137,7 +137,7 @@ export const NAMED_SIZES: Record<
  *
  * @example
  * ```ts
- * import { uniformSparsity } from "@qsparse/kit";
+ * import { uniformSparsity } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * assert.deepEqual(uniformSparsity(0.4), { qkv: 0.4, o: 0.4, gateUp: 0.4, down: 0.4 });
  * ```
@@ -162,7 +162,7 @@ export type ModelOverrides = Partial<Omit<ModelConfig, "sparsity">> & {
  *
  * @example
  * ```ts
- * import { modelConfig } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * const c = modelConfig("s", { sparsity: 0.4 });
  * assert.equal(c.sparsity.down, 0.4);
@@ -217,7 +217,7 @@ export function modelConfig(name: string, overrides: ModelOverrides = {}): Model
  *
  * @example
  * ```ts
- * import { keptCount } from "@qsparse/kit";
+ * import { keptCount } from "./config.ts";
  * import assert from "node:assert/strict";
  * assert.equal(keptCount(0.6, 4096), 1638);
  * assert.equal(keptCount(0.5, 32), 16);
@@ -234,7 +234,8 @@ export function keptCount(s: number, width: number): number {
  *
  * @example
  * ```ts
- * import { modelConfig, validateConfig, ValueError } from "@qsparse/kit";
+ * import { ValueError } from "@qsparse/kit";
+ * import { modelConfig, validateConfig } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * const c = modelConfig("tiny");
  * validateConfig(c);
@@ -320,7 +321,7 @@ export interface ParamCounts {
  *
  * @example
  * ```ts
- * import { modelConfig, paramCounts } from "@qsparse/kit";
+ * import { modelConfig, paramCounts } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * const p = paramCounts(modelConfig("tiny"));
  * assert.equal(p.total, p.embedding + p.nonEmbedding);

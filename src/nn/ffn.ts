@@ -18,7 +18,8 @@ import { SparseSite } from "./sparsify.ts";
  *
  * @example
  * ```ts
- * import { FeedForward, modelConfig, openDevice } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { FeedForward, modelConfig } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using ffn = new FeedForward(dev, "ffn", modelConfig("tiny"), 1);

@@ -11,7 +11,7 @@
 import { matmul } from "../ops/matmul.ts";
 import { quantizeWeightsSte } from "../ops/quant_ste.ts";
 import type { Device } from "../tensor/device.ts";
-import { ShapeError } from "../tensor/errors.ts";
+import { ShapeError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { Module } from "./module.ts";
 
@@ -30,7 +30,8 @@ export interface LinearOptions {
  *
  * @example
  * ```ts
- * import { Linear, openDevice } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { Linear } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using lin = new Linear(dev, "proj", 8, 3, { seed: 1 });

@@ -7,7 +7,7 @@
 import type { Device } from "../tensor/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { keep } from "../tensor/scope.ts";
-import { lowbias32 } from "../../kernels/random.ts";
+import { lowbias32 } from "../core/random.ts";
 
 /**
  * A 32-bit seed derived from a base seed and a parameter name, so each parameter gets its own stream.
@@ -18,7 +18,7 @@ import { lowbias32 } from "../../kernels/random.ts";
  *
  * @example
  * ```ts
- * import { paramSeed } from "@qsparse/kit";
+ * import { paramSeed } from "./module.ts";
  * import assert from "node:assert/strict";
  * const s = paramSeed(1, "embed.weight");
  * assert.equal(s, paramSeed(1, "embed.weight")); // deterministic
@@ -37,7 +37,8 @@ export function paramSeed(seed: number, name: string): number {
  *
  * @example
  * ```ts
- * import { Linear, openDevice } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { Linear } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * const lin = new Linear(dev, "proj", 4, 3, { seed: 1 });

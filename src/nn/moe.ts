@@ -50,7 +50,7 @@ import {
 import { quantizeWeightsSte } from "../ops/quant_ste.ts";
 import { softmax } from "../ops/softmax.ts";
 import type { Device } from "../tensor/device.ts";
-import { ShapeError } from "../tensor/errors.ts";
+import { ShapeError } from "../core/errors.ts";
 import { keep } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { ModelConfig, MoeConfig, Site } from "./config.ts";
@@ -63,7 +63,7 @@ import { SparseSite } from "./sparsify.ts";
  *
  * @example
  * ```ts
- * import { MOE_DEFAULTS, resolveMoe } from "@qsparse/kit";
+ * import { MOE_DEFAULTS, resolveMoe } from "./moe.ts";
  * import assert from "node:assert/strict";
  * assert.equal(MOE_DEFAULTS.auxLossCoef, 0.01);
  * assert.equal(resolveMoe({ experts: 4, topK: 1 }).zLossCoef, MOE_DEFAULTS.zLossCoef);
@@ -99,7 +99,7 @@ export interface ResolvedMoe {
  *
  * @example
  * ```ts
- * import { resolveMoe } from "@qsparse/kit";
+ * import { resolveMoe } from "./moe.ts";
  * import assert from "node:assert/strict";
  * assert.equal(resolveMoe({ experts: 8, topK: 2 }).normalizeGates, true);
  * assert.equal(resolveMoe({ experts: 4, topK: 1 }).normalizeGates, false);
@@ -126,7 +126,9 @@ export function resolveMoe(m: MoeConfig): ResolvedMoe {
  *
  * @example
  * ```ts
- * import { ExpertSite, modelConfig, openDevice } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
+ * import { ExpertSite } from "./moe.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * const cfg = modelConfig("tiny", { sparsity: 0.5, moe: { experts: 4, topK: 2 } });
@@ -244,7 +246,8 @@ export interface RouterCounters {
  *
  * @example
  * ```ts
- * import { modelConfig, MoeFeedForward, openDevice } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, MoeFeedForward } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * const cfg = modelConfig("tiny", { sparsity: 0.5, moe: { experts: 4, topK: 2 } });

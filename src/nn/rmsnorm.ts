@@ -13,7 +13,8 @@ import { Module } from "./module.ts";
  *
  * @example
  * ```ts
- * import { openDevice, RMSNorm } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { RMSNorm } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using n = new RMSNorm(dev, "norm", 4);

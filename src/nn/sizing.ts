@@ -1,14 +1,14 @@
 /**
  * Parameter accounting from a config alone, and sizing of study arms to equal activated
- * parameters (qsparse.md §7): a dense model, a Q-Sparse model and an MoE (+ Q-Sparse) model
- * compared at the same N_a.
+ * parameters (docs/paper-notes.md §7): a dense model, a Q-Sparse model and an MoE (+ Q-Sparse)
+ * model compared at the same N_a.
  *
  * `N_a = Σ_sites (1 − s_site)·|W_site| + router + norms` over non-embedding weights, with MoE
- * experts counted k/E before any intra-expert sparsity (qsparse.md §3.5, §7).
+ * experts counted k/E before any intra-expert sparsity (docs/paper-notes.md §3.5, §7).
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 import {
   keptCount,
   type ModelConfig,
@@ -51,7 +51,7 @@ export interface ActiveParams {
  *
  * @example
  * ```ts
- * import { activeParams, modelConfig, uniformSparsity } from "@qsparse/kit";
+ * import { activeParams, modelConfig, uniformSparsity } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * const c = modelConfig("s");
  * const dense = activeParams(c, uniformSparsity(0)), half = activeParams(c, uniformSparsity(0.5));
@@ -97,7 +97,7 @@ export function activeParams(c: ModelConfig, s: SiteSparsity): ActiveParams {
  *
  * @example
  * ```ts
- * import { modelConfig, nominalSparsity } from "@qsparse/kit";
+ * import { modelConfig, nominalSparsity } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * const c = modelConfig("tiny", { sparsity: 0.6 });
  * assert.equal(nominalSparsity(c).qkv, 1 - Math.floor(0.4 * 64) / 64);
@@ -123,7 +123,7 @@ export function nominalSparsity(c: ModelConfig): SiteSparsity {
  *
  * @example
  * ```ts
- * import { modelConfig, nominalActiveParams } from "@qsparse/kit";
+ * import { modelConfig, nominalActiveParams } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * const moe = nominalActiveParams(modelConfig("s-moe8x2"));
  * const dense = nominalActiveParams(modelConfig("s"));
@@ -169,7 +169,7 @@ export interface MatchOptions {
  *
  * @example
  * ```ts
- * import { matchActiveParams, modelConfig } from "@qsparse/kit";
+ * import { matchActiveParams, modelConfig } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * const arms = matchActiveParams(modelConfig("s"), {
  *   dense: {},

@@ -31,7 +31,8 @@ export interface SiteCounter {
  *
  * @example
  * ```ts
- * import { modelConfig, openDevice, SparseSite } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, SparseSite } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * const site = new SparseSite(dev, "layers.0.attn.qkv", "qkv", modelConfig("tiny", { sparsity: 0.5 }));

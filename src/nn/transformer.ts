@@ -16,11 +16,19 @@ import { add } from "../ops/elementwise.ts";
 import { crossEntropy } from "../ops/cross_entropy.ts";
 import { embedding } from "../ops/embedding.ts";
 import type { Device } from "../tensor/device.ts";
-import { DTypeError, ShapeError } from "../tensor/errors.ts";
+import { DTypeError, ShapeError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { Attention } from "./attention.ts";
 import { type ModelConfig, type ParamCounts, paramCounts, validateConfig } from "./config.ts";
 import { FeedForward } from "./ffn.ts";
+import {
+  generate,
+  type GenerateOptions,
+  type Generation,
+  type GenerationChunk,
+  type Prompts,
+  streamGenerate,
+} from "./generate.ts";
 import { Linear } from "./linear.ts";
 import { Module } from "./module.ts";
 import { MoeFeedForward } from "./moe.ts";
@@ -32,7 +40,8 @@ import type { SparseSite } from "./sparsify.ts";
  *
  * @example
  * ```ts
- * import { Block, modelConfig, openDevice } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { Block, modelConfig } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using block = new Block(dev, "layers.0", modelConfig("xxs", { seqLen: 4 }), 1);
@@ -97,7 +106,8 @@ export class Block extends Module {
  *
  * @example
  * ```ts
- * import { modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("tiny", { sparsity: 0.4, seqLen: 8 }), 1);
@@ -197,5 +207,84 @@ export class TransformerLM extends Module {
   /** Parameter counts. @returns Total, embedding, non-embedding, per site. */
   params(): ParamCounts {
     return paramCounts(this.config);
+  }
+
+  /**
+   * Loads a model from a kit checkpoint (a file or a run directory) or a Llama-style folder
+   * (`config.json` + `model.safetensors`); the same as `loadModel` of `@qsparse/kit/train`.
+   *
+   * @param device Where the model lives.
+   * @param path The checkpoint file, run directory or Llama-style folder.
+   * @returns The model, weights loaded.
+   * @throws {CheckpointError} For a file or folder of another format.
+   *
+   * @example
+   * ```ts
+   * import { openDevice } from "@qsparse/kit";
+   * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+   * import { exportHf } from "@qsparse/kit/train";
+   * import assert from "node:assert/strict";
+   * using dev = await openDevice({ prefer: "cpu" });
+   * using a = new TransformerLM(dev, modelConfig("xxs", { seqLen: 8 }), 1);
+   * const dir = await Deno.makeTempDir();
+   * await exportHf(a, dir);
+   * using b = await TransformerLM.fromCheckpoint(dev, dir);
+   * assert.deepEqual([...await b.embed.data()], [...await a.embed.data()]);
+   * ```
+   */
+  static async fromCheckpoint(device: Device, path: string): Promise<TransformerLM> {
+    // File formats live in the train layer, above nn: imported when called, so the layer order
+    // (nn never imports train statically) holds and models load with one call.
+    const { loadModel } = await import("../train/load_model.ts");
+    return await loadModel(device, path);
+  }
+
+  /**
+   * Generates continuations with a KV cache (greedy by default; see {@link generate}).
+   *
+   * @param prompts One prompt or several (text, or token ids).
+   * @param opts `maxNewTokens`, `temperature`, `topK`, `topP`, `seed`, `stop`, `sparse`,
+   *   `sparsity`, `onChunk`.
+   * @returns One result per prompt.
+   *
+   * @example
+   * ```ts
+   * import { openDevice } from "@qsparse/kit";
+   * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+   * import assert from "node:assert/strict";
+   * using dev = await openDevice({ prefer: "cpu" });
+   * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 16, sparsity: 0.5 }), 1);
+   * const [g] = await model.generate("The ", { maxNewTokens: 3, sparse: true });
+   * assert.equal(g!.tokens.length, 3);
+   * ```
+   */
+  generate(
+    prompts: Prompts,
+    opts: GenerateOptions & { onChunk?: (chunk: GenerationChunk) => void } = {},
+  ): Promise<Generation[]> {
+    return generate(this, prompts, opts);
+  }
+
+  /**
+   * Streams continuations chunk by chunk (see {@link streamGenerate}).
+   *
+   * @param prompts One prompt or several.
+   * @param opts As for {@link TransformerLM.generate}.
+   * @returns An async iterator of chunks.
+   *
+   * @example
+   * ```ts
+   * import { openDevice } from "@qsparse/kit";
+   * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+   * import assert from "node:assert/strict";
+   * using dev = await openDevice({ prefer: "cpu" });
+   * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 16 }), 1);
+   * let text = "";
+   * for await (const c of model.stream("Hi", { maxNewTokens: 4 })) text += c.text[0];
+   * assert.ok(typeof text === "string");
+   * ```
+   */
+  stream(prompts: Prompts, opts: GenerateOptions = {}): AsyncGenerator<GenerationChunk> {
+    return streamGenerate(this, prompts, opts);
   }
 }

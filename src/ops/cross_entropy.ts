@@ -5,8 +5,8 @@
  */
 import { crossEntropyBackwardDispatch, crossEntropyDispatch } from "../../kernels/cross_entropy.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { type DType, isFloat } from "../core/dtype.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { uploadIds } from "./embedding.ts";
 import { meanAll, sumAll } from "./reduce.ts";
@@ -84,7 +84,7 @@ export function crossEntropy<D extends DType>(
       );
     }
     if (targets.device !== logits.device) {
-      throw ShapeError.mismatch(
+      throw DeviceError.mismatch(
         op,
         [logits.shape, targets.shape],
         "logits and targets live on different devices",

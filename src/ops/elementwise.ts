@@ -18,9 +18,9 @@ import {
 } from "../../kernels/elementwise.ts";
 import { castDispatch } from "../../kernels/fill.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError } from "../tensor/errors.ts";
-import { broadcastShapes, sameShape, sizeOf } from "../tensor/shape.ts";
+import { type DType, isFloat } from "../core/dtype.ts";
+import { DeviceError, DTypeError, ShapeError } from "../core/errors.ts";
+import { broadcastShapes, sameShape, sizeOf } from "../core/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { sumTo } from "./layout.ts";
 
@@ -28,7 +28,7 @@ export type { BinaryOp, UnaryOp } from "../../kernels/elementwise.ts";
 
 function sameDevice(op: string, a: Tensor, b: Tensor): void {
   if (a.device !== b.device) {
-    throw ShapeError.mismatch(op, [a.shape, b.shape], "tensors live on different devices");
+    throw DeviceError.mismatch(op, [a.shape, b.shape], "tensors live on different devices");
   }
 }
 
@@ -41,7 +41,8 @@ function sameDevice(op: string, a: Tensor, b: Tensor): void {
  *
  * @example
  * ```ts
- * import { openDevice, unaryRaw } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { unaryRaw } from "./elementwise.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using x = dev.tensor([-1, 2]);
@@ -200,7 +201,7 @@ export function square<D extends DType>(x: Tensor<D>): Tensor<D> {
  * ```
  */
 export function relu<D extends DType>(x: Tensor<D>): Tensor<D> {
-  return unaryWithGrad("relu", x, (x, _y, g) => mul(g, unaryRaw("step", x)));
+  return unaryWithGrad("relu", x, (x, _y, g) => binaryRaw("reluGrad", g, x));
 }
 
 /**
@@ -216,8 +217,8 @@ export function relu<D extends DType>(x: Tensor<D>): Tensor<D> {
  * ```
  */
 export function relu2<D extends DType>(x: Tensor<D>): Tensor<D> {
-  // d/dx relu(x)² = 2·relu(x)
-  return unaryWithGrad("relu2", x, (x, _y, g) => mul(g, mulScalar(unaryRaw("relu", x), 2)));
+  // d/dx relu(x)² = 2·relu(x), fused with the upstream product into one kernel.
+  return unaryWithGrad("relu2", x, (x, _y, g) => binaryRaw("relu2Grad", g, x));
 }
 
 /**
@@ -301,7 +302,8 @@ export function sign<D extends DType>(x: Tensor<D>): Tensor<D> {
  *
  * @example
  * ```ts
- * import { binaryRaw, openDevice } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { binaryRaw } from "./elementwise.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using y = binaryRaw("maximum", dev.tensor([[1, 5]]), dev.tensor([3]));
@@ -760,7 +762,7 @@ export function cast<T extends DType>(x: Tensor, dtype: T): Tensor<T> {
  *
  * @example
  * ```ts
- * import { broadcastSize } from "@qsparse/kit";
+ * import { broadcastSize } from "./elementwise.ts";
  * import assert from "node:assert/strict";
  * assert.equal(broadcastSize([4, 1, 3], [2, 1]), 24);
  * ```

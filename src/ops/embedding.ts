@@ -9,8 +9,8 @@ import {
   embeddingLinksDispatch,
 } from "../../kernels/embedding.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { type DType, isFloat } from "../core/dtype.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Device } from "../tensor/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
@@ -27,7 +27,8 @@ import type { Tensor } from "../tensor/tensor.ts";
  *
  * @example
  * ```ts
- * import { openDevice, uploadIds, ValueError } from "@qsparse/kit";
+ * import { openDevice, ValueError } from "@qsparse/kit";
+ * import { uploadIds } from "./embedding.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using ids = uploadIds(dev, [3, 0, 2], 4, "demo");
@@ -96,7 +97,7 @@ export function embedding<D extends DType>(
       );
     }
     if (ids.device !== table.device) {
-      throw ShapeError.mismatch(
+      throw DeviceError.mismatch(
         op,
         [table.shape, ids.shape],
         "table and ids live on different devices",

@@ -10,10 +10,11 @@ import {
   sumToLayout,
   transposeDispatch,
 } from "../../kernels/layout.ts";
+import { binaryDispatch, broadcastLayout, MAX_RANK } from "../../kernels/elementwise.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import type { DType } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
-import { sizeOf } from "../tensor/shape.ts";
+import type { DType } from "../core/dtype.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
+import { broadcastShapes, sameShape, sizeOf } from "../core/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 function normDim(op: string, shape: readonly number[], dim: number): number {
@@ -180,7 +181,7 @@ export function concat<D extends DType>(xs: readonly Tensor<D>[], dim = 0): Tens
       throw new DTypeError("concat", `dtypes differ: ${first.dtype} and ${x.dtype}`);
     }
     if (x.device !== first.device) {
-      throw ShapeError.mismatch(
+      throw DeviceError.mismatch(
         "concat",
         xs.map((t) => t.shape),
         "tensors live on different devices",
@@ -297,10 +298,34 @@ export function sumTo<D extends DType>(x: Tensor<D>, shape: readonly number[]): 
  * ```
  */
 export function broadcastTo<D extends DType>(x: Tensor<D>, shape: readonly number[]): Tensor<D> {
-  // a + 0 broadcasts through the binary kernel; autograd then sums back via add's VJP.
-  const z = x.device.zeros(shape, x.dtype);
-  return addOp(x, z);
+  // x + 0 through the binary kernel, dispatched here rather than through ops/elementwise's `add`
+  // (whose gradient calls sumTo in this file) so the two files do not import each other.
+  const out = broadcastShapes("broadcastTo", x.shape, shape);
+  if (!sameShape(out, shape)) {
+    throw ShapeError.mismatch("broadcastTo", [x.shape, shape], "input does not broadcast to it");
+  }
+  const layout = broadcastLayout(x.shape, shape, shape);
+  if (layout.shape.length > MAX_RANK) {
+    throw ShapeError.mismatch("broadcastTo", [x.shape, shape], `more than ${MAX_RANK} dims`);
+  }
+  const y = x.device.empty(shape, x.dtype, "broadcastTo");
+  if (y.size > 0) {
+    const zero = x.device.zeros(shape, x.dtype);
+    x.device.run(
+      binaryDispatch(
+        "add",
+        x.dtype,
+        layout,
+        x.storage("broadcastTo"),
+        zero.storage("broadcastTo"),
+        y.storage("broadcastTo"),
+      ),
+    );
+    zero.dispose();
+  }
+  if (needsGrad(x)) {
+    const from = x.shape;
+    record(y, "broadcastTo", [x], (g) => [sameShape(g.shape, from) ? g : sumTo(g, from)]);
+  }
+  return y;
 }
-
-// Imported late to avoid an import cycle at module evaluation (elementwise imports sumTo).
-import { add as addOp } from "./elementwise.ts";

@@ -6,9 +6,9 @@
 import { sumToDispatch, sumToLayout } from "../../kernels/layout.ts";
 import { matmulDispatch, type MatmulProblem, type MatmulVariant } from "../../kernels/matmul.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError } from "../tensor/errors.ts";
-import { broadcastShapes, sizeOf } from "../tensor/shape.ts";
+import { type DType, isFloat } from "../core/dtype.ts";
+import { DeviceError, DTypeError, ShapeError } from "../core/errors.ts";
+import { broadcastShapes, sizeOf } from "../core/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { sumTo } from "./layout.ts";
 
@@ -72,7 +72,7 @@ export function matmul<D extends DType>(
   }
   if (!isFloat(a.dtype)) throw new DTypeError("matmul", `needs float tensors, got ${a.dtype}`);
   if (a.device !== b.device) {
-    throw ShapeError.mismatch("matmul", [a.shape, b.shape], "different devices");
+    throw DeviceError.mismatch("matmul", [a.shape, b.shape], "tensors live on different devices");
   }
   const [ar, ac] = a.shape.slice(-2) as [number, number];
   const [br, bc] = b.shape.slice(-2) as [number, number];

@@ -31,7 +31,7 @@ import {
   NONE,
 } from "../../kernels/moe.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import { DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import { OWNED_TENSORS } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { cast, mul, mulScalar, square, sub } from "./elementwise.ts";
@@ -46,7 +46,7 @@ function checkF32(op: string, x: Tensor, what: string): asserts x is Tensor<"f32
 
 function checkSameDevice(op: string, a: Tensor, b: Tensor): void {
   if (a.device !== b.device) {
-    throw ShapeError.mismatch(op, [a.shape, b.shape], "tensors live on different devices");
+    throw DeviceError.mismatch(op, [a.shape, b.shape], "tensors live on different devices");
   }
 }
 

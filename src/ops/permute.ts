@@ -5,8 +5,8 @@
  */
 import { PERMUTE_MAX_RANK, permuteDispatch, permuteLayout } from "../../kernels/permute.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import type { DType } from "../tensor/dtype.ts";
-import { ShapeError } from "../tensor/errors.ts";
+import type { DType } from "../core/dtype.ts";
+import { ShapeError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /**

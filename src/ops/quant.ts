@@ -1,6 +1,6 @@
 /**
- * BitNet b1.58 integer quantization (qsparse.md §1.4): per-token absmax int8 activations,
- * per-tensor absmean ternary weights, quantized top-K (quantize then mask), and the product of
+ * BitNet b1.58 integer quantization (docs/paper-notes.md §1.4): per-token absmax int8
+ * activations, per-tensor absmean ternary weights, quantized top-K (quantize then mask), and the product of
  * int8 (sparse) activations by ternary weights. For training, the straight-through fake-quant
  * forms are `quantizeActivationsSte` / `quantizeWeightsSte`; these ops share their conventions,
  * so `quantizeActivations(x).dequantize()` equals `quantizeActivationsSte(x)` exactly.
@@ -14,9 +14,9 @@ import {
   ternaryMatmulDispatch,
 } from "../../kernels/quant.ts";
 import { noGrad } from "../autograd/tape.ts";
-import { DTypeError, ShapeError } from "../tensor/errors.ts";
+import { DeviceError, DTypeError, ShapeError } from "../core/errors.ts";
 import { Int8Rows, Int8SparseRows, TernaryWeights } from "../tensor/quantized.ts";
-import { sizeOf } from "../tensor/shape.ts";
+import { sizeOf } from "../core/shape.ts";
 import { SparseRows } from "../tensor/sparse.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { abs } from "./elementwise.ts";
@@ -184,7 +184,7 @@ export function spmmTernary(a: Int8SparseRows | Int8Rows, w: TernaryWeights): Te
     );
   }
   if (a.device !== w.device) {
-    throw ShapeError.mismatch(op, [a.shape, w.shape], "tensors live on different devices");
+    throw DeviceError.mismatch(op, [a.shape, w.shape], "tensors live on different devices");
   }
   const lead = a.shape.slice(0, -1);
   const rows = sizeOf(lead);

@@ -2,13 +2,13 @@
  * BitNet b1.58 fake quantisation with the straight-through estimator, for training: the forward
  * value is the quantised-then-dequantised tensor, the gradient passes through unchanged
  * (`x + (q(x) − x).detach()` in PyTorch terms). Activations: int8 absmax per token; weights:
- * ternary absmean per tensor (qsparse.md §1.4).
+ * ternary absmean per tensor (docs/paper-notes.md §1.4).
  *
  * @module
  */
 import { fakeQuantRowsDispatch, fakeQuantTernaryDispatch } from "../../kernels/quant_ste.ts";
 import { needsGrad, noGrad, record } from "../autograd/tape.ts";
-import { DTypeError, ShapeError } from "../tensor/errors.ts";
+import { DTypeError, ShapeError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { abs } from "./elementwise.ts";
 import { meanAll } from "./reduce.ts";
@@ -18,7 +18,8 @@ import { meanAll } from "./reduce.ts";
  *
  * @example ε keeps an all-zero token finite
  * ```ts
- * import { ACT_QUANT_EPS, openDevice, quantizeActivationsSte } from "@qsparse/kit";
+ * import { openDevice, quantizeActivationsSte } from "@qsparse/kit";
+ * import { ACT_QUANT_EPS } from "./quant_ste.ts";
  * import assert from "node:assert/strict";
  * assert.equal(ACT_QUANT_EPS, 1e-5);
  * using dev = await openDevice({ prefer: "cpu" });
@@ -32,7 +33,8 @@ export const ACT_QUANT_EPS = 1e-5;
  *
  * @example ε keeps all-zero weights finite
  * ```ts
- * import { openDevice, quantizeWeightsSte, WEIGHT_QUANT_EPS } from "@qsparse/kit";
+ * import { openDevice, quantizeWeightsSte } from "@qsparse/kit";
+ * import { WEIGHT_QUANT_EPS } from "./quant_ste.ts";
  * import assert from "node:assert/strict";
  * assert.equal(WEIGHT_QUANT_EPS, 1e-5);
  * using dev = await openDevice({ prefer: "cpu" });

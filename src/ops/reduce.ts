@@ -17,8 +17,8 @@ import {
   SINGLE_PASS_MAX,
 } from "../../kernels/reduce.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError } from "../tensor/errors.ts";
+import { type DType, isFloat } from "../core/dtype.ts";
+import { DTypeError, ShapeError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { broadcastTo } from "./layout.ts";
 import { mul, mulScalar } from "./elementwise.ts";

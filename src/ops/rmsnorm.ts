@@ -11,8 +11,8 @@ import {
   weightGradPlan,
 } from "../../kernels/rmsnorm.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { type DType, isFloat } from "../core/dtype.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { cast } from "./elementwise.ts";
 import { sumTo } from "./layout.ts";
@@ -64,7 +64,7 @@ export function rmsNorm<D extends DType>(
       throw new DTypeError(op, `weight is ${weight.dtype} but x is ${x.dtype}`);
     }
     if (weight.device !== x.device) {
-      throw ShapeError.mismatch(
+      throw DeviceError.mismatch(
         op,
         [x.shape, weight.shape],
         "x and weight live on different devices",

@@ -5,8 +5,8 @@
  */
 import { ROPE_MAX_HEAD_DIM, ropeDispatch, ropeInvFreq } from "../../kernels/rope.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { type DType, isFloat } from "../core/dtype.ts";
+import { DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /** Options for {@link rope}. */

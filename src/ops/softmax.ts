@@ -10,8 +10,8 @@ import {
 } from "../../kernels/softmax.ts";
 import { rowLanes } from "../../kernels/reduce.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import { type DType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError } from "../tensor/errors.ts";
+import { type DType, isFloat } from "../core/dtype.ts";
+import { DTypeError, ShapeError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /** Options for {@link softmax}. */

@@ -10,9 +10,9 @@ import {
   fixedRowPtrDispatch,
   scanDispatch,
 } from "../../kernels/sparse.ts";
-import type { DType } from "../tensor/dtype.ts";
-import { ShapeError } from "../tensor/errors.ts";
-import { sizeOf } from "../tensor/shape.ts";
+import type { DType } from "../core/dtype.ts";
+import { ShapeError } from "../core/errors.ts";
+import { sizeOf } from "../core/shape.ts";
 import { CSR, type NMSparse, type SparseRows } from "../tensor/sparse.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 

@@ -15,8 +15,8 @@ import {
   type SpmmProblem,
 } from "../../kernels/spmm.ts";
 import { needsGrad, noGrad, record } from "../autograd/tape.ts";
-import { type FloatDType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
+import { type FloatDType, isFloat } from "../core/dtype.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import { type AnySparse, CSR, NMSparse } from "../tensor/sparse.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { matmul } from "./matmul.ts";
@@ -60,7 +60,7 @@ function leadShape(a: AnySparse): number[] {
  *
  * @example
  * ```ts
- * import { spmmAutoKernel } from "@qsparse/kit";
+ * import { spmmAutoKernel } from "./spmm.ts";
  * import assert from "node:assert/strict";
  * assert.equal(spmmAutoKernel(1, 0.4, true), "rows"); // decoding: the GEMV path
  * assert.equal(spmmAutoKernel(64, 0.4, true), "dense"); // a big batch's union covers D_in
@@ -92,7 +92,7 @@ function check(op: string, a: AnySparse, w: Tensor): void {
   }
   if (!isFloat(w.dtype)) throw new DTypeError(op, `needs float tensors, got ${w.dtype}`);
   if (w.device !== a.device) {
-    throw ShapeError.mismatch(op, [a.shape, w.shape], "tensors live on different devices");
+    throw DeviceError.mismatch(op, [a.shape, w.shape], "tensors live on different devices");
   }
 }
 
@@ -184,7 +184,8 @@ export function spmm<D extends FloatDType>(
  *
  * @example
  * ```ts
- * import { openDevice, spmmGradInput } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { spmmGradInput } from "./spmm.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using dx = spmmGradInput(dev.tensor([[1, 2]]), dev.tensor([[1, 0], [0, 1], [1, 1]]));
@@ -231,7 +232,8 @@ export interface SpmmGradWeightOptions {
  *
  * @example
  * ```ts
- * import { openDevice, spmmGradWeight, topkRows } from "@qsparse/kit";
+ * import { openDevice, topkRows } from "@qsparse/kit";
+ * import { spmmGradWeight } from "./spmm.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using a = topkRows(dev.tensor([[0, 2, 0, -1]]), 2); // keeps columns 1 and 3

@@ -14,9 +14,9 @@ import {
   topkWorkgroupSize,
 } from "../../kernels/topk.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
-import { type FloatDType, isFloat } from "../tensor/dtype.ts";
-import { DTypeError, ShapeError, ValueError } from "../tensor/errors.ts";
-import { sizeOf } from "../tensor/shape.ts";
+import { type FloatDType, isFloat } from "../core/dtype.ts";
+import { DTypeError, ShapeError, ValueError } from "../core/errors.ts";
+import { sizeOf } from "../core/shape.ts";
 import { NMSparse, SparseRows } from "../tensor/sparse.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { mul } from "./elementwise.ts";

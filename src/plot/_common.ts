@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 import type { PlotlyLayout, PlotlyTrace } from "./figure.ts";
 
 /** plotly's default qualitative colours, so a series keeps its colour across related traces. */

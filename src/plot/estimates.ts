@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 import { axis, colour, layout } from "./_common.ts";
 import { Figure, type PlotlyTrace } from "./figure.ts";
 
@@ -32,13 +32,18 @@ export interface EstimateBarsOptions {
   reference?: { value: number; label: string };
   /** y tick format, e.g. `".0%"`. */
   tickformat?: string;
-  /** Start the y axis at the smallest lower bound instead of 0 (losses differ by little). */
+  /**
+   * Zoom the y axis to the estimates (losses that differ by hundredths of a nat) and draw them as
+   * points with error bars instead of bars: a bar's length must mean something, so bars always
+   * start at zero. Default false. For small differences, plotting the differences themselves
+   * (e.g. `loss − loss(reference)`) as bars is often clearer.
+   */
   zoom?: boolean;
 }
 
 /**
- * Bars with error bars, grouped by `group` when given. Loss bars are zoomed to their range by
- * default, since arms of one study differ by hundredths of a nat.
+ * Bars with error bars, grouped by `group` when given; the y axis starts at zero (or, for
+ * differences, spans zero). With `zoom`, points with error bars on an axis fitted to them.
  *
  * @param bars The estimates.
  * @param opts Title, axis, reference line, zoom.
@@ -47,7 +52,7 @@ export interface EstimateBarsOptions {
  *
  * @example
  * ```ts
- * import { estimateBars } from "@qsparse/kit";
+ * import { estimateBars } from "@qsparse/kit/plot";
  * import assert from "node:assert/strict";
  * const fig = estimateBars([
  *   { name: "dense", value: 2.31, error: 0.01 },
@@ -72,14 +77,15 @@ export function estimateBars(
     const up = bs.map((b) => (b.interval ? b.interval[1] - b.value : b.error ?? 0));
     const down = bs.map((b) => (b.interval ? b.value - b.interval[0] : b.error ?? 0));
     return {
-      type: "bar",
+      type: opts.zoom ? "scatter" : "bar",
+      ...(opts.zoom ? { mode: "markers", marker: { color: colour(i), size: 11 } } : {}),
       name: g || "estimate",
       // A named series always gets a legend entry, so bars never lose what they stand for.
       showlegend: groups.length > 1 || g !== "",
       x: bs.map((b) => b.name),
       y: bs.map((b) => b.value),
       error_y: { type: "data", symmetric: false, array: up, arrayminus: down, visible: true },
-      marker: { color: colour(i) },
+      ...(opts.zoom ? {} : { marker: { color: colour(i) } }),
     };
   });
   const lows = bars.map((b) => (b.interval ? b.interval[0] : b.value - (b.error ?? 0)));
@@ -88,13 +94,16 @@ export function estimateBars(
     lows.push(opts.reference.value);
     highs.push(opts.reference.value);
   }
-  const zoom = opts.zoom ?? opts.tickformat === undefined;
-  const lo = Math.min(...lows),
-    hi = Math.max(...highs),
-    pad = 0.15 * (hi - lo || Math.abs(hi) || 1);
+  const zoom = opts.zoom ?? false;
+  // Bars: the axis holds zero and every whisker (autorange would too, but an explicit range keeps
+  // a reference line or a whisker from being clipped in a static export).
+  const lo = zoom ? Math.min(...lows) : Math.min(0, ...lows),
+    hi = zoom ? Math.max(...highs) : Math.max(0, ...highs),
+    pad = 0.08 * (hi - lo || Math.abs(hi) || 1);
   const yExtra: Record<string, unknown> = {
     ...(opts.tickformat ? { tickformat: opts.tickformat } : {}),
-    ...(zoom ? { range: [lo - pad, hi + pad] } : {}),
+    range: [lo < 0 || zoom ? lo - pad : 0, hi > 0 || zoom ? hi + pad : 0],
+    ...(zoom ? {} : { zeroline: true, zerolinecolor: "#444", zerolinewidth: 1.5 }),
   };
   const extra: Record<string, unknown> = { barmode: "group" };
   if (opts.reference) {

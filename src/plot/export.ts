@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { KitError, ValueError } from "../tensor/errors.ts";
+import { KitError, ValueError } from "../core/errors.ts";
 import { atomicWriteFile } from "../util/fs.ts";
 import { Figure, plotlySource } from "./figure.ts";
 
@@ -37,7 +37,7 @@ function titleOf(fig: Figure): string | undefined {
  *
  * @example
  * ```ts ignore
- * import { Figure, figurePage } from "@qsparse/kit";
+ * import { Figure, figurePage } from "@qsparse/kit/plot";
  * const html = await figurePage(new Figure([{ type: "bar", x: ["a"], y: [1] }]));
  * ```
  */
@@ -86,7 +86,7 @@ ${body.join("\n")}
  *
  * @example
  * ```ts ignore
- * import { lossCurves, toHtml } from "@qsparse/kit";
+ * import { lossCurves, toHtml } from "@qsparse/kit/plot";
  * await toHtml(lossCurves([{ name: "dense", steps: [0, 100], loss: [5.5, 3.1] }]), "results/loss.html");
  * ```
  */
@@ -114,7 +114,7 @@ const CHROMIUM_NAMES = [
  *
  * @example
  * ```ts ignore
- * import { findChromium } from "@qsparse/kit";
+ * import { findChromium } from "./export.ts";
  * console.log((await findChromium()) ?? "no chromium");
  * ```
  */
@@ -160,7 +160,7 @@ export interface HeadlessOptions {
  *
  * @example
  * ```ts ignore
- * import { runHeadlessChromium } from "@qsparse/kit";
+ * import { runHeadlessChromium } from "./export.ts";
  * const dom = await runHeadlessChromium("results/loss.html", { dumpDom: true });
  * ```
  */
@@ -227,7 +227,7 @@ export async function runHeadlessChromium(
  *
  * @example
  * ```ts ignore
- * import { lossCurves, toPng } from "@qsparse/kit";
+ * import { lossCurves, toPng } from "@qsparse/kit/plot";
  * await toPng(lossCurves([{ name: "dense", steps: [0, 100], loss: [5.5, 3.1] }]), "loss.png", { width: 800, height: 500 });
  * ```
  */

@@ -38,7 +38,7 @@ let notebookHasPlotly = false;
  *
  * @example
  * ```ts ignore
- * import { plotlySource } from "@qsparse/kit";
+ * import { plotlySource } from "./figure.ts";
  * console.log((await plotlySource()).length);
  * ```
  */
@@ -63,7 +63,7 @@ export function plotlySource(): Promise<string> {
  *
  * @example
  * ```ts
- * import { resetNotebookPlotly } from "@qsparse/kit";
+ * import { resetNotebookPlotly } from "./figure.ts";
  * resetNotebookPlotly();
  * ```
  */
@@ -100,7 +100,7 @@ let plotCounter = 0;
  *
  * @example Build, inspect and serialise
  * ```ts
- * import { Figure } from "@qsparse/kit";
+ * import { Figure } from "@qsparse/kit/plot";
  * import assert from "node:assert/strict";
  * const fig = new Figure([{ type: "scatter", x: [1, 2], y: [3, 4], name: "run" }], { title: { text: "loss" } });
  * assert.equal(fig.toJSON().data.length, 1);

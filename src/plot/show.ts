@@ -17,7 +17,7 @@ import type { Figure } from "./figure.ts";
  *
  * @example
  * ```ts
- * import { Figure, show } from "@qsparse/kit";
+ * import { Figure, show } from "@qsparse/kit/plot";
  * import assert from "node:assert/strict";
  * // Under `deno test` there is no kernel: nothing is shown.
  * assert.equal(await show(new Figure([{ type: "bar", x: ["a"], y: [1] }])), false);

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 import { axis, checkSeries, colour, layout, line } from "./_common.ts";
 import { Figure, type PlotlyTrace } from "./figure.ts";
 
@@ -51,7 +51,7 @@ function targetLine(target: number | undefined): Record<string, unknown> {
  *
  * @example
  * ```ts
- * import { projectionSparsity } from "@qsparse/kit";
+ * import { projectionSparsity } from "@qsparse/kit/plot";
  * import assert from "node:assert/strict";
  * const fig = projectionSparsity(
  *   [{ name: "Q-Sparse 70%", projections: ["qkv", "o", "gate/up", "down"], sparsity: [0.3, 0.3, 0.3, 0.78] }],
@@ -114,7 +114,7 @@ export interface SparsityCurve {
  *
  * @example
  * ```ts
- * import { sparsityCurves } from "@qsparse/kit";
+ * import { sparsityCurves } from "@qsparse/kit/plot";
  * import assert from "node:assert/strict";
  * const fig = sparsityCurves([{ name: "down (ReLU²)", steps: [0, 500, 1000], sparsity: [0.5, 0.7, 0.8] }]);
  * assert.equal(fig.data.length, 1);
@@ -160,7 +160,7 @@ export interface ExpertLoadOptions {
  *
  * @example
  * ```ts
- * import { expertLoad } from "@qsparse/kit";
+ * import { expertLoad } from "@qsparse/kit/plot";
  * import assert from "node:assert/strict";
  * const fig = expertLoad([[120, 80, 100, 100], [90, 110, 95, 105]]);
  * assert.equal(fig.data[0]!.type, "heatmap");
@@ -227,7 +227,7 @@ export interface ChunkSparsityCurve {
  *
  * @example
  * ```ts
- * import { chunkSparsity } from "@qsparse/kit";
+ * import { chunkSparsity } from "@qsparse/kit/plot";
  * import assert from "node:assert/strict";
  * const fig = chunkSparsity([{ name: "top-K 50%", chunkSizes: [1, 8, 64], sparsity: [0.5, 0.1, 0.01] }]);
  * assert.equal(fig.data.length, 1);

@@ -59,7 +59,7 @@ function titled(title: string | undefined, subtitle: string | undefined): string
  *
  * @example
  * ```ts
- * import { speedupVsSparsity } from "@qsparse/kit";
+ * import { speedupVsSparsity } from "@qsparse/kit/plot";
  * import assert from "node:assert/strict";
  * const fig = speedupVsSparsity([{ name: "spmm 4096²", sparsity: [0.5, 0.7, 0.9], speedup: [1.6, 2.4, 5.1] }]);
  * assert.equal(fig.data.length, 2); // measured + ideal
@@ -109,7 +109,7 @@ export function speedupVsSparsity(
  *
  * @example
  * ```ts
- * import { speedupVsBatch } from "@qsparse/kit";
+ * import { speedupVsBatch } from "@qsparse/kit/plot";
  * import assert from "node:assert/strict";
  * const fig = speedupVsBatch([{ name: "S = 0.7", batchSizes: [1, 8, 64], speedup: [2.8, 1.9, 1.1] }]);
  * assert.equal(fig.data.length, 1);

@@ -53,7 +53,7 @@ function ema(y: ArrayLike<number>, a: number): number[] {
  *
  * @example
  * ```ts
- * import { lossCurves } from "@qsparse/kit";
+ * import { lossCurves } from "@qsparse/kit/plot";
  * import assert from "node:assert/strict";
  * const fig = lossCurves(
  *   [{ name: "dense", steps: [0, 100, 200], loss: [5.5, 3.2, 2.9] }],

@@ -13,7 +13,7 @@ import type {
   KernelTime,
 } from "../backend/backend.ts";
 import { CpuBackend } from "../backend/cpu.ts";
-import { isSoftwareAdapter, WebGpuBackend } from "../backend/webgpu.ts";
+import { WebGpuBackend } from "../backend/webgpu.ts";
 import { NativeBackend } from "../backend/native.ts";
 import {
   allocTyped,
@@ -22,9 +22,9 @@ import {
   dtypeOfArray,
   isFloat,
   type TypedArrayFor,
-} from "./dtype.ts";
-import { DeviceError, DTypeError, ShapeError, ValueError } from "./errors.ts";
-import { checkShape, type Shape, sizeOf } from "./shape.ts";
+} from "../core/dtype.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
+import { checkShape, type Shape, sizeOf } from "../core/shape.ts";
 import { SharedStorage, Tensor } from "./tensor.ts";
 import { linearFillDispatch } from "../../kernels/fill.ts";
 import { randomDispatch } from "../../kernels/random.ts";
@@ -359,6 +359,28 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<Device> 
       throw new DeviceError("openDevice", "no WebGPU adapter (install a GPU driver or Mesa)");
     }
   }
+  if (!ffiAllowed()) {
+    // The native backend reaches memory and BLAS through FFI; without the permission the
+    // TypeScript twins are what can run.
+    if (opts.prefer === "native") {
+      throw new DeviceError("openDevice", "the native backend needs --allow-ffi (or -A)");
+    }
+    let soft: WebGpuBackend | null = null;
+    try {
+      soft = await WebGpuBackend.open({ profile, allowSoftware: true });
+    } catch {
+      soft = null;
+    }
+    if (!warnedNoFfi) {
+      warnedNoFfi = true;
+      console.warn(
+        `qsparse: no FFI permission, so ${
+          soft ? `WebGPU on ${soft.description}` : "the CPU reference backend"
+        } runs instead of the native backend; run with --allow-ffi (or -A) for it.`,
+      );
+    }
+    return new Device(soft ?? new CpuBackend({ profile }));
+  }
   const native = new NativeBackend({ profile, blas: opts.blas, threads: opts.threads });
   await native.ready();
   if (!native.blas && !warnedNoBlas) {
@@ -372,3 +394,12 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<Device> 
 }
 
 let warnedNoBlas = false;
+let warnedNoFfi = false;
+
+function ffiAllowed(): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "ffi" }).state === "granted";
+  } catch {
+    return false;
+  }
+}

@@ -9,7 +9,7 @@
 import { dequantRowsDispatch, unpackTernaryDispatch } from "../../kernels/quant.ts";
 import type { Device } from "./device.ts";
 import { keep, OWNED_TENSORS } from "./scope.ts";
-import type { Shape } from "./shape.ts";
+import type { Shape } from "../core/shape.ts";
 import type { SparseRows } from "./sparse.ts";
 import type { Tensor } from "./tensor.ts";
 

@@ -19,7 +19,8 @@ const stack: Set<Tensor>[] = [];
  *
  * @example A tracked tensor is disposed when the scope closes
  * ```ts
- * import { openDevice, scope, track } from "@qsparse/kit";
+ * import { openDevice, scope } from "@qsparse/kit";
+ * import { track } from "./scope.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * const t = dev.ones([2]); // made outside any scope
@@ -38,7 +39,8 @@ export function track(t: Tensor): void {
  *
  * @example An untracked tensor outlives its scope
  * ```ts
- * import { openDevice, scope, type Tensor, untrack } from "@qsparse/kit";
+ * import { openDevice, scope, type Tensor } from "@qsparse/kit";
+ * import { untrack } from "./scope.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * const out: Tensor[] = [];

@@ -13,10 +13,10 @@
  */
 import { scatterRowsDispatch } from "../../kernels/sparse.ts";
 import type { Device } from "./device.ts";
-import type { DType } from "./dtype.ts";
-import { ShapeError } from "./errors.ts";
+import type { DType } from "../core/dtype.ts";
+import { ShapeError } from "../core/errors.ts";
 import { keep, OWNED_TENSORS } from "./scope.ts";
-import { type Shape, sizeOf } from "./shape.ts";
+import { type Shape, sizeOf } from "../core/shape.ts";
 import type { Tensor } from "./tensor.ts";
 
 function scatter<D extends DType>(

@@ -9,18 +9,19 @@
  */
 import type { Storage } from "../backend/backend.ts";
 import type { Device } from "./device.ts";
-import { type DType, type TypedArrayFor, typedView } from "./dtype.ts";
-import { DisposedError, formatShape, ShapeError } from "./errors.ts";
-import { type Shape, sizeOf } from "./shape.ts";
+import { type DType, type TypedArrayFor, typedView } from "../core/dtype.ts";
+import { DisposedError, formatShape, ShapeError } from "../core/errors.ts";
+import { type Shape, sizeOf } from "../core/shape.ts";
 import { track, untrack } from "./scope.ts";
-import { type GradNode, needsGrad, record } from "../autograd/tape.ts";
+import { type GradNode, recordingEnabled } from "./grad_node.ts";
 
 /**
  * Storage shared between a tensor and its reshaped views.
  *
  * @example The last release frees the storage
  * ```ts
- * import { openDevice, SharedStorage } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { SharedStorage } from "./tensor.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * const before = dev.stats().liveBuffers;
@@ -184,9 +185,11 @@ export class Tensor<D extends DType = DType> implements Disposable {
     const buf = this.#shared("reshape");
     buf.refs++;
     const out = new Tensor(this.device, resolved, this.dtype, buf);
-    if (needsGrad(this)) {
+    if (this.requiresGrad && recordingEnabled()) {
+      // What autograd's `record` does, inlined: the tensor layer sits below autograd.
       const from = this.shape;
-      record(out, "reshape", [this], (g) => [g.reshape(from)]);
+      out.requiresGrad = true;
+      out.node = { op: "reshape", inputs: [this], backward: (g) => [g.reshape(from)] };
     }
     return out;
   }
@@ -230,7 +233,8 @@ export class Tensor<D extends DType = DType> implements Disposable {
  *
  * @example
  * ```ts
- * import { resolveReshape, ShapeError } from "@qsparse/kit";
+ * import { ShapeError } from "@qsparse/kit";
+ * import { resolveReshape } from "./tensor.ts";
  * import assert from "node:assert/strict";
  * assert.deepEqual(resolveReshape([2, 3, 4], [-1, 4]), [6, 4]);
  * assert.throws(() => resolveReshape([2, 3], [4, 2]), ShapeError);

@@ -2,7 +2,7 @@
  * Sparsity accounting: achieved input sparsity per projection site (measured from the masked
  * tensors the projections consume, so the ReLU² down-projection shows its extra natural
  * sparsity), overall sparsity as the parameter-weighted mean over linear weights, and activated
- * parameters N_a = Σ (1 − s)·|W| (qsparse.md §3.5).
+ * parameters N_a = Σ (1 − s)·|W| (docs/paper-notes.md §3.5).
  *
  * @module
  */
@@ -63,7 +63,9 @@ export interface SparsityReport {
  *
  * @example
  * ```ts
- * import { measureSparsity, modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { measureSparsity } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using m = new TransformerLM(dev, modelConfig("tiny", { sparsity: 0.5, seqLen: 8 }), 1);
@@ -149,7 +151,9 @@ export async function measureSparsity(model: TransformerLM): Promise<SparsityRep
  *
  * @example
  * ```ts
- * import { modelConfig, openDevice, paramCounts, summarize, TransformerLM } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, paramCounts, TransformerLM } from "@qsparse/kit/nn";
+ * import { summarize } from "./accounting.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using m = new TransformerLM(dev, modelConfig("xxs"), 1);
@@ -194,7 +198,9 @@ export function summarize(model: TransformerLM, sites: SiteSparsityReport[]): Sp
  *
  * @example
  * ```ts
- * import { modelConfig, openDevice, setCounting, TransformerLM } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { setCounting } from "./accounting.ts";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using m = new TransformerLM(dev, modelConfig("xxs", { sparsity: 0.5 }), 1);

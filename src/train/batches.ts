@@ -8,8 +8,8 @@
  *
  * @module
  */
-import { randomBits } from "../../kernels/random.ts";
-import { ValueError } from "../tensor/errors.ts";
+import { randomBits } from "../core/random.ts";
+import { ValueError } from "../core/errors.ts";
 
 /** The serialisable state of a {@link BatchSampler}. */
 export interface SamplerState {
@@ -49,7 +49,7 @@ function checkStep(op: string, step: number): void {
  *
  * @example Resuming reproduces the same batches
  * ```ts
- * import { BatchSampler } from "@qsparse/kit";
+ * import { BatchSampler } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const tokens = Uint32Array.from({ length: 1000 }, (_, i) => i % 256);
  * const a = new BatchSampler(tokens, { batchSize: 4, seqLen: 16, seed: 7 });
@@ -168,7 +168,7 @@ export interface ValidationSetOptions {
  *
  * @example
  * ```ts
- * import { ValidationSet } from "@qsparse/kit";
+ * import { ValidationSet } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const tokens = Uint32Array.from({ length: 100 }, (_, i) => i);
  * const val = new ValidationSet(tokens, { seqLen: 9, maxWindows: 4 });

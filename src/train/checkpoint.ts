@@ -5,11 +5,13 @@
  *
  * Keys: parameters by their dotted names; optimizer moments as `optim.m.<name>` / `optim.v.<name>`.
  * Metadata: `state` (JSON of {@link TrainState}) and `config` (JSON of the run config).
+ * Every tensor carries a CRC-32 (see `safetensors.ts`), checked on load: flipped bytes are a
+ * {@link CheckpointError} naming the tensor, never a model that silently evaluates worse.
  *
  * @module
  */
 import type { TransformerLM } from "../nn/transformer.ts";
-import { CheckpointError } from "../tensor/errors.ts";
+import { CheckpointError } from "../core/errors.ts";
 import type { AdamW } from "./optimizer.ts";
 import { type HostTensor, loadSafetensors, saveSafetensors } from "./safetensors.ts";
 
@@ -38,13 +40,9 @@ export interface TrainState {
  *
  * @example
  * ```ts
- * import {
- *   loadCheckpoint,
- *   modelConfig,
- *   openDevice,
- *   saveCheckpoint,
- *   TransformerLM,
- * } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { loadCheckpoint, saveCheckpoint } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("xxs"), 1);
@@ -110,13 +108,9 @@ export interface LoadedCheckpoint {
  *
  * @example
  * ```ts
- * import {
- *   loadCheckpoint,
- *   modelConfig,
- *   openDevice,
- *   saveCheckpoint,
- *   TransformerLM,
- * } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { loadCheckpoint, saveCheckpoint } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("xxs"), 1);
@@ -169,14 +163,9 @@ export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
  *
  * @example
  * ```ts
- * import {
- *   loadCheckpoint,
- *   loadWeights,
- *   modelConfig,
- *   openDevice,
- *   saveCheckpoint,
- *   TransformerLM,
- * } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { loadCheckpoint, loadWeights, saveCheckpoint } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using a = new TransformerLM(dev, modelConfig("xxs"), 1);
@@ -223,15 +212,9 @@ export function loadWeights(model: TransformerLM, ckpt: LoadedCheckpoint, path: 
  *
  * @example
  * ```ts
- * import {
- *   AdamW,
- *   loadCheckpoint,
- *   loadOptimizer,
- *   modelConfig,
- *   openDevice,
- *   saveCheckpoint,
- *   TransformerLM,
- * } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { AdamW, loadCheckpoint, loadOptimizer, saveCheckpoint } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("xxs"), 1);

@@ -22,7 +22,7 @@ import type { Site } from "../nn/config.ts";
 import { ExpertSite, MoeFeedForward } from "../nn/moe.ts";
 import type { SparseSite } from "../nn/sparsify.ts";
 import type { TransformerLM } from "../nn/transformer.ts";
-import { ShapeError, ValueError } from "../tensor/errors.ts";
+import { ShapeError, ValueError } from "../core/errors.ts";
 import { keep, scope } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
@@ -31,13 +31,9 @@ import type { Tensor } from "../tensor/tensor.ts";
  *
  * @example
  * ```ts
- * import {
- *   DEFAULT_CHUNK_SIZES,
- *   measureChunkSparsity,
- *   modelConfig,
- *   openDevice,
- *   TransformerLM,
- * } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { DEFAULT_CHUNK_SIZES, measureChunkSparsity } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.deepEqual(DEFAULT_CHUNK_SIZES, [8, 64]);
  * using dev = await openDevice({ prefer: "cpu" });
@@ -106,7 +102,9 @@ function siteWeights(model: TransformerLM, s: SparseSite): number {
  *
  * @example
  * ```ts
- * import { measureChunkSparsity, modelConfig, openDevice, TransformerLM } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { measureChunkSparsity } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using m = new TransformerLM(dev, modelConfig("tiny", { sparsity: 0.75, seqLen: 16 }), 1);

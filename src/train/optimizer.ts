@@ -6,7 +6,7 @@
  */
 import { adamwDispatch, clipScaleDispatch, sqNormDispatch } from "../../kernels/optim.ts";
 import type { Device } from "../tensor/device.ts";
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 import { keep } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
@@ -39,7 +39,8 @@ export interface AdamWState {
  *
  * @example
  * ```ts
- * import { AdamW, backward, mul, openDevice, sumAll } from "@qsparse/kit";
+ * import { backward, mul, openDevice, sumAll } from "@qsparse/kit";
+ * import { AdamW } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * const w = dev.tensor([1, -2, 3]);

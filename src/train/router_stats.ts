@@ -15,7 +15,7 @@
  *
  * @example
  * ```ts
- * import { COLLAPSE_SHARE, routerLayerStats } from "@qsparse/kit";
+ * import { COLLAPSE_SHARE, routerLayerStats } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.equal(COLLAPSE_SHARE, 0.9);
  * // 4 experts, top-1, 100 tokens: counters are routed ×4, kept ×4, dropped, tokens.
@@ -80,7 +80,7 @@ export interface RouterReport {
  *
  * @example
  * ```ts
- * import { routerLayerStats } from "@qsparse/kit";
+ * import { routerLayerStats } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * // 4 experts, top-1, 100 tokens all sent to expert 2: a collapse.
  * const s = routerLayerStats("layers.0.ffn", 1, [0, 0, 100, 0, 0, 0, 100, 0, 0, 100], [5, 5, 85, 5, 40]);
@@ -134,7 +134,7 @@ export function routerLayerStats(
  *
  * @example
  * ```ts
- * import { routerLayerStats, routerReport } from "@qsparse/kit";
+ * import { routerLayerStats, routerReport } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const ok = routerLayerStats("layers.0.ffn", 1, [25, 25, 25, 25, 25, 25, 25, 25, 0, 100], [1, 1, 1, 1, 100]);
  * const r = routerReport([ok]);

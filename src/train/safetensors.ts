@@ -9,10 +9,15 @@
  * Tensors are exchanged as a `Map` of host typed arrays using the kit's dtypes (`f32`, `f16`,
  * `i32`, `u32`), so a trainer can write `{ dtype: t.dtype, shape: t.shape, data: await t.data() }`.
  *
+ * Integrity: the writer stores a CRC-32 of every tensor's bytes in the metadata key
+ * {@link CHECKSUM_KEY} (a JSON map name → 8 hex digits); the reader verifies them and names the
+ * first tensor that does not match. Files without that key (older kit files, other writers) load
+ * unverified. Other readers ignore the extra metadata key.
+ *
  * @module
  */
-import { bytesPerElement, type DType, dtypeOfArray, typedView } from "../tensor/dtype.ts";
-import { CheckpointError } from "../tensor/errors.ts";
+import { bytesPerElement, type DType, dtypeOfArray, typedView } from "../core/dtype.ts";
+import { CheckpointError } from "../core/errors.ts";
 import { atomicWriteFile } from "../util/fs.ts";
 
 /** One tensor on the host, as stored in a safetensors file. */
@@ -43,17 +48,59 @@ function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
+/** The `__metadata__` key holding the per-tensor CRC-32 checksums (JSON: name → hex). */
+export const CHECKSUM_KEY = "qsparse.crc32";
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+/**
+ * CRC-32 (IEEE 802.3, the polynomial of zlib and PNG) of some bytes.
+ *
+ * @param bytes The bytes.
+ * @returns The checksum as an unsigned 32-bit integer.
+ *
+ * @example
+ * ```ts
+ * import { crc32 } from "./safetensors.ts";
+ * import assert from "node:assert/strict";
+ * // The standard check value: CRC-32 of the ASCII digits 1..9 (matches Python's zlib.crc32).
+ * assert.equal(crc32(new TextEncoder().encode("123456789")), 0xcbf43926);
+ * ```
+ */
+export function crc32(bytes: Uint8Array): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+function hex32(x: number): string {
+  return x.toString(16).padStart(8, "0");
+}
+
+function bytesOf(t: HostTensor): Uint8Array {
+  return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+}
+
 /**
  * Serialises tensors (and optional string metadata) to safetensors bytes.
  *
  * @param tensors Tensors by name; names must not be `__metadata__`.
  * @param metadata Free-form string map stored under `__metadata__`.
+ * @param options `checksums: false` leaves out the per-tensor CRC-32s (default: stored).
  * @returns The file bytes.
  * @throws {CheckpointError} When a tensor's data does not match its dtype or shape.
  *
  * @example Round trip in memory
  * ```ts
- * import { decodeSafetensors, encodeSafetensors } from "@qsparse/kit";
+ * import { decodeSafetensors, encodeSafetensors } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const bytes = encodeSafetensors(
  *   new Map([["w", { dtype: "f32", shape: [2], data: new Float32Array([1, 2]) }]]),
@@ -67,16 +114,25 @@ function numel(shape: readonly number[]): number {
 export function encodeSafetensors(
   tensors: ReadonlyMap<string, HostTensor>,
   metadata: Readonly<Record<string, string>> = {},
+  options: { checksums?: boolean } = {},
 ): Uint8Array {
   if (!LITTLE_ENDIAN) throw new CheckpointError("safetensors", "big-endian hosts are unsupported");
   const header: Record<string, unknown> = {};
-  if (Object.keys(metadata).length > 0) {
-    for (const [k, v] of Object.entries(metadata)) {
+  const meta: Record<string, string> = { ...metadata };
+  if (options.checksums ?? true) {
+    const sums: Record<string, string> = {};
+    for (const [name, t] of tensors) {
+      if (t.data?.buffer) sums[name] = hex32(crc32(bytesOf(t)));
+    }
+    meta[CHECKSUM_KEY] = JSON.stringify(sums);
+  }
+  if (Object.keys(meta).length > 0) {
+    for (const [k, v] of Object.entries(meta)) {
       if (typeof v !== "string") {
         throw new CheckpointError("safetensors", `metadata "${k}" must be a string`);
       }
     }
-    header.__metadata__ = metadata;
+    header.__metadata__ = meta;
   }
   let offset = 0;
   for (const [name, t] of tensors) {
@@ -109,7 +165,7 @@ export function encodeSafetensors(
   out.set(headerBytes, 8);
   let pos = 8 + headerBytes.length;
   for (const t of tensors.values()) {
-    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), pos);
+    out.set(bytesOf(t), pos);
     pos += t.data.byteLength;
   }
   return out;
@@ -122,14 +178,20 @@ export function encodeSafetensors(
  * @param source A name for error messages (e.g. the path).
  * @returns The tensors (each copied into its own aligned buffer) and the metadata.
  * @throws {CheckpointError} On a truncated file, a corrupt header, overlapping or out-of-range
- *   offsets, or a dtype other than F32/F16/I32/U32.
+ *   offsets, a dtype other than F32/F16/I32/U32, or a tensor whose bytes fail its stored
+ *   checksum (the message names the tensor).
  *
  * @example A truncated file is reported, not misread
  * ```ts
- * import { CheckpointError, decodeSafetensors, encodeSafetensors } from "@qsparse/kit";
+ * import { CheckpointError } from "@qsparse/kit";
+ * import { decodeSafetensors, encodeSafetensors } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const ok = encodeSafetensors(new Map([["b", { dtype: "i32", shape: [3], data: new Int32Array(3) }]]));
  * assert.throws(() => decodeSafetensors(ok.subarray(0, ok.length - 1)), CheckpointError);
+ * // A flipped data byte fails the tensor's checksum.
+ * const bad = ok.slice();
+ * bad[bad.length - 1] ^= 0xff;
+ * assert.throws(() => decodeSafetensors(bad), /tensor "b" fails its CRC-32/);
  * ```
  */
 export function decodeSafetensors(bytes: Uint8Array, source = "<bytes>"): Safetensors {
@@ -214,8 +276,31 @@ export function decodeSafetensors(bytes: Uint8Array, source = "<bytes>"): Safete
   if (cursor !== dataLen) {
     throw fail(`corrupt: tensors cover ${cursor} data bytes, file has ${dataLen}`);
   }
+  let sums: Record<string, unknown> | null = null;
+  if (metadata[CHECKSUM_KEY] !== undefined) {
+    try {
+      sums = JSON.parse(metadata[CHECKSUM_KEY]);
+    } catch (e) {
+      throw fail(`corrupt checksum metadata: ${(e as Error).message}`);
+    }
+    if (sums === null || typeof sums !== "object" || Array.isArray(sums)) {
+      throw fail("corrupt checksum metadata: not a JSON object");
+    }
+    // The checksums belong to the format, not to the caller's metadata (round trips stay equal).
+    delete metadata[CHECKSUM_KEY];
+  }
   const tensors = new Map<string, HostTensor>();
   for (const [name, dtype, shape, begin, end] of entries) {
+    if (sums) {
+      const want = sums[name];
+      if (typeof want !== "string") throw fail(`tensor "${name}" has no stored checksum`);
+      const got = hex32(crc32(bytes.subarray(dataStart + begin, dataStart + end)));
+      if (got !== want) {
+        throw fail(
+          `tensor "${name}" fails its CRC-32 (stored ${want}, computed ${got}): the file is corrupt`,
+        );
+      }
+    }
     // slice() copies into a fresh ArrayBuffer, so the view is aligned whatever the file offset.
     const buf = bytes.buffer.slice(
       bytes.byteOffset + dataStart + begin,
@@ -232,10 +317,11 @@ export function decodeSafetensors(bytes: Uint8Array, source = "<bytes>"): Safete
  * @param path Destination path.
  * @param tensors Tensors by name.
  * @param metadata String metadata (config, step, code version, ...).
+ * @param options `checksums: false` leaves out the per-tensor CRC-32s (default: stored).
  *
  * @example Save and load a checkpoint
  * ```ts
- * import { loadSafetensors, saveSafetensors } from "@qsparse/kit";
+ * import { loadSafetensors, saveSafetensors } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const dir = await Deno.makeTempDir();
  * const w = { dtype: "f32" as const, shape: [2, 2], data: new Float32Array([1, 2, 3, 4]) };
@@ -250,8 +336,9 @@ export async function saveSafetensors(
   path: string,
   tensors: ReadonlyMap<string, HostTensor>,
   metadata: Readonly<Record<string, string>> = {},
+  options: { checksums?: boolean } = {},
 ): Promise<void> {
-  await atomicWriteFile(path, encodeSafetensors(tensors, metadata));
+  await atomicWriteFile(path, encodeSafetensors(tensors, metadata, options));
 }
 
 /**
@@ -259,15 +346,28 @@ export async function saveSafetensors(
  *
  * @param path The file.
  * @returns Its tensors and metadata.
- * @throws {CheckpointError} When the file is truncated or corrupt (the message names the path).
+ * @throws {CheckpointError} When the file is missing, a directory, truncated or corrupt (the
+ *   message names the path).
  *
  * @example
  * ```ts ignore
- * import { loadSafetensors } from "@qsparse/kit";
+ * import { loadSafetensors } from "@qsparse/kit/train";
  * const { tensors } = await loadSafetensors("results/run1/ckpt.safetensors");
  * for (const [name, t] of tensors) console.log(name, t.dtype, t.shape);
  * ```
  */
 export async function loadSafetensors(path: string): Promise<Safetensors> {
-  return decodeSafetensors(await Deno.readFile(path), path);
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new CheckpointError("safetensors", `${path}: no such file`);
+    }
+    if (e instanceof Deno.errors.IsADirectory) {
+      throw new CheckpointError("safetensors", `${path} is a directory, not a safetensors file`);
+    }
+    throw e;
+  }
+  return decodeSafetensors(bytes, path);
 }

@@ -25,7 +25,7 @@ export interface CosineSchedule {
  *
  * @example
  * ```ts
- * import { cosineLr } from "@qsparse/kit";
+ * import { cosineLr } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const s = { lr: 1e-3, warmup: 10, total: 100 };
  * assert.equal(cosineLr(s, 10), 1e-3);

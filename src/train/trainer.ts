@@ -16,7 +16,7 @@ import { concat } from "../ops/layout.ts";
 import { type ModelConfig, validateConfig } from "../nn/config.ts";
 import { TransformerLM } from "../nn/transformer.ts";
 import type { Device } from "../tensor/device.ts";
-import { ValueError } from "../tensor/errors.ts";
+import { DivergenceError, ValueError } from "../core/errors.ts";
 import { keep, scope } from "../tensor/scope.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { appendJsonLine, atomicWriteFile } from "../util/fs.ts";
@@ -38,7 +38,11 @@ import {
 import { loadBrownCorpus } from "./corpus.ts";
 import { AdamW } from "./optimizer.ts";
 import { cosineLr } from "./schedule.ts";
-import { ByteTokenizer } from "./tokenizer.ts";
+import { ByteTokenizer } from "../core/tokenizer.ts";
+import { type ProgressState, type ProgressView, progressView } from "./progress.ts";
+
+// The progress types are part of train()'s options (a caller may pass its own view).
+export type { ProgressKind, ProgressState, ProgressView } from "./progress.ts";
 
 /** Everything that defines a training run (JSON-serialisable; stored in `config.json`). */
 export interface TrainConfig {
@@ -81,7 +85,8 @@ export interface TrainConfig {
  *
  * @example
  * ```ts
- * import { DEFAULT_TRAIN, modelConfig, trainConfig } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
+ * import { DEFAULT_TRAIN, trainConfig } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * assert.equal(DEFAULT_TRAIN.lr, 3e-3);
  * const c = trainConfig(modelConfig("tiny"), { steps: 10 });
@@ -115,7 +120,8 @@ export const DEFAULT_TRAIN: Omit<TrainConfig, "model"> = {
  *
  * @example
  * ```ts
- * import { modelConfig, trainConfig } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
+ * import { trainConfig } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const c = trainConfig(modelConfig("tiny"), { steps: 10 });
  * assert.equal(c.steps, 10);
@@ -205,8 +211,15 @@ export interface TrainResult {
   tokens: number;
   /** Wall-clock seconds of training, summed across resumes (includes evals and logging). */
   wallSeconds: number;
-  /** Mean throughput of the run: `tokens / wallSeconds`. */
+  /** Mean throughput of the run: `tokens / wallSeconds` (compilation and evaluations included). */
   tokensPerSecond: number;
+  /**
+   * Training throughput of this invocation after its first log window, which pays the one-time
+   * pipeline compilation; evaluations are left out. Absent with fewer than two log windows.
+   */
+  steadyTokensPerSecond?: number;
+  /** Wall seconds until this invocation's first loss readback (compilation included). */
+  firstWindowSeconds?: number;
   /** The device's adapter description (see {@link Device.description}). */
   adapter: string;
   /** The backend kind, `"webgpu"` or `"cpu"`. */
@@ -221,12 +234,25 @@ export interface TrainResult {
 export interface TrainHooks {
   /** Run directory (config, checkpoint, log, result). Without it nothing is written. */
   out?: string;
-  /** Continue from `out/checkpoint.safetensors` when present. */
+  /**
+   * Continue from `out/checkpoint.safetensors` when present. The config must match the
+   * checkpoint's except `steps`, which may grow: that extends the run (also a finished one).
+   */
   resume?: boolean;
+  /**
+   * Restart the run in `out`: delete its checkpoint, log and result first (never combined with
+   * `resume`).
+   */
+  force?: boolean;
   /** Called with every log record. */
   onLog?: (r: LogRecord) => void;
-  /** Print progress (a bar on a TTY, JSON lines otherwise). */
-  progress?: boolean;
+  /**
+   * Show progress for people: an updating line on a terminal, an updating display in Jupyter,
+   * a plain line per log record otherwise (see {@link progressView}); or the view to use.
+   */
+  progress?: boolean | ProgressView;
+  /** Print every log record as a JSON line on stdout (machine-readable; off by default). */
+  json?: boolean;
   /** Stop after this many steps of this invocation (tests use it to simulate a kill). */
   stopAfter?: number;
   /**
@@ -246,7 +272,7 @@ const encodedCache = new Map<string, { train: Uint32Array; validation: Uint32Arr
  *
  * @example News only (loads the corpus)
  * ```ts ignore
- * import { brownTokens } from "@qsparse/kit";
+ * import { brownTokens } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const { train, validation } = await brownTokens(["news"]);
  * assert.ok(train.length > validation.length && validation.length > 0);
@@ -295,7 +321,9 @@ function splitBatch(
  *
  * @example An untrained model is near ln 256
  * ```ts
- * import { evaluate, modelConfig, openDevice, TransformerLM, ValidationSet } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig, TransformerLM } from "@qsparse/kit/nn";
+ * import { evaluate, ValidationSet } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu" });
  * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 8 }), 1);
@@ -354,7 +382,8 @@ export async function evaluate(
  *
  * @example
  * ```ts
- * import { configDiff, modelConfig, trainConfig } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
+ * import { configDiff, trainConfig } from "@qsparse/kit/train";
  * import assert from "node:assert/strict";
  * const a = trainConfig(modelConfig("tiny"), { steps: 10 });
  * const b = trainConfig(modelConfig("tiny", { sparsity: 0.5 }), { steps: 20 });
@@ -386,23 +415,6 @@ export function configDiff(a: unknown, b: unknown, prefix = ""): string[] {
   return out;
 }
 
-function progressLine(r: LogRecord, total: number): string {
-  const width = 24, done = Math.round((width * r.step) / total);
-  const bar = "#".repeat(done) + ".".repeat(width - done);
-  const parts = [`[${bar}] ${r.step}/${total}`];
-  if (r.loss !== undefined) parts.push(`loss ${r.loss.toFixed(4)}`);
-  if (r.valLoss !== undefined) parts.push(`val ${r.valLoss.toFixed(4)}`);
-  if (r.sparsity) parts.push(`S ${(100 * r.sparsity.overall).toFixed(1)}%`);
-  if (r.sparsity) parts.push(`N_a ${(r.sparsity.Na / 1e6).toFixed(3)}M`);
-  if (r.chunkSparsity) {
-    const cls = Object.entries(r.chunkSparsity).map(([c, v]) => `${c}:${(100 * v).toFixed(1)}%`);
-    parts.push(`CLS ${cls.join(" ")}`);
-  }
-  if (r.routing?.collapsed.length) parts.push(`ROUTER COLLAPSE ${r.routing.collapsed.join(",")}`);
-  if (r.tokensPerSecond) parts.push(`${r.tokensPerSecond.toFixed(0)} tok/s`);
-  return parts.join("  ");
-}
-
 /**
  * Trains a model. Resumable: with `hooks.out` and `hooks.resume`, a run continues from its last
  * checkpoint and ends exactly where an uninterrupted run would.
@@ -414,7 +426,9 @@ function progressLine(r: LogRecord, total: number): string {
  *
  * @example
  * ```ts ignore
- * import { modelConfig, openDevice, train, trainConfig } from "@qsparse/kit";
+ * import { openDevice } from "@qsparse/kit";
+ * import { modelConfig } from "@qsparse/kit/nn";
+ * import { train, trainConfig } from "@qsparse/kit/train";
  * const dev = await openDevice();
  * const r = await train(dev, trainConfig(modelConfig("tiny", { sparsity: 0.5 }), { steps: 50 }));
  * console.log(r.valLoss, r.sparsity?.overall, r.Na);
@@ -430,18 +444,31 @@ export async function train(
   const ckptPath = out ? `${out}/checkpoint.safetensors` : null;
   const logPath = out ? `${out}/log.jsonl` : null;
   const log: LogRecord[] = [];
-  const tty = hooks.progress && Deno.stdout.isTerminal();
+  const view: ProgressView | null = typeof hooks.progress === "object"
+    ? hooks.progress
+    : hooks.progress
+    ? progressView()
+    : null;
+  // What the progress line shows between log records (the loss is only read every logEvery).
+  const shown: ProgressState = { step: 0, total: c.steps };
+  const say = (text: string) => {
+    if (view) view.message(text);
+    else if (hooks.json) console.error(text);
+  };
   const emit = async (r: LogRecord) => {
     log.push(r);
     hooks.onLog?.(r);
     if (logPath) await appendJsonLine(logPath, r);
-    if (hooks.progress) {
-      if (tty) {
-        await Deno.stdout.write(
-          new TextEncoder().encode(`\r${progressLine(r, c.steps)}${r.kind === "done" ? "\n" : ""}`),
-        );
-      } else console.log(JSON.stringify(r));
+    if (hooks.json) console.log(JSON.stringify(r));
+    if (r.loss !== undefined) shown.loss = r.loss;
+    if (r.valLoss !== undefined) shown.valLoss = r.valLoss;
+    if (r.sparsity) shown.sparsity = r.sparsity.overall;
+    if (r.routing) {
+      const c = r.routing.collapsed;
+      shown.warning = c.length ? `ROUTER COLLAPSE ${c.join(",")}` : undefined;
     }
+    shown.step = r.step;
+    view?.update(shown, true);
   };
 
   const data = await brownTokens(c.categories);
@@ -481,7 +508,17 @@ export async function train(
   try {
     let resumed = false;
     if (out) {
+      if (hooks.force && hooks.resume) {
+        throw new ValueError("train", "force (restart the run) and resume exclude each other");
+      }
       await Deno.mkdir(out, { recursive: true });
+      if (hooks.force) {
+        for (const f of ["checkpoint.safetensors", "log.jsonl", "result.json", "config.json"]) {
+          await Deno.remove(`${out}/${f}`).catch((e) => {
+            if (!(e instanceof Deno.errors.NotFound)) throw e;
+          });
+        }
+      }
       let exists = false;
       try {
         await Deno.stat(ckptPath!);
@@ -489,24 +526,45 @@ export async function train(
       } catch { /* no checkpoint yet */ }
       if (exists && hooks.resume) {
         const ck = await loadCheckpoint(ckptPath!);
-        const diff = configDiff(ck.config, c);
+        // More steps than the checkpoint's run is an extension (the cosine schedule is then
+        // stretched to the new total); every other difference would silently mix two runs.
+        const diff = configDiff(ck.config, c).filter((k) => k !== "steps");
         if (diff.length) {
           throw new ValueError(
             "train",
             `cannot resume ${out}: config differs in ${diff.join(", ")}`,
           );
         }
+        if (ck.state.step > c.steps) {
+          throw new ValueError(
+            "train",
+            `cannot resume ${out} with steps ${c.steps}: its checkpoint is at step ${ck.state.step}`,
+          );
+        }
+        const before = (ck.config as { steps?: number } | null)?.steps;
         loadWeights(model, ck, ckptPath!);
         loadOptimizer(opt, ck, ckptPath!);
         state = ck.state;
         device.generator.seed = state.generator.seed;
         device.generator.offset = state.generator.offset;
         resumed = true;
-        // Drop log lines written after this checkpoint: the resumed run will write them again.
+        if (before !== undefined && before !== c.steps) {
+          say(
+            `extending ${out} from ${before} to ${c.steps} steps (resuming from step ${state.step})`,
+          );
+          await atomicWriteFile(`${out}/config.json`, JSON.stringify(c, null, 2) + "\n");
+          // The old result no longer describes the run; a crash must not leave it as "finished".
+          await Deno.remove(`${out}/result.json`).catch(() => {});
+        } else say(`resuming ${out} from step ${state.step} of ${c.steps}`);
+        // Drop log lines written after this checkpoint (the resumed run writes them again) and
+        // the old "done" record of a run being extended.
         if (logPath) {
           try {
             const lines = (await Deno.readTextFile(logPath)).split("\n").filter((l) => l.trim());
-            const kept = lines.filter((l) => (JSON.parse(l) as LogRecord).step <= state.step);
+            const kept = lines.filter((l) => {
+              const r = JSON.parse(l) as LogRecord;
+              return r.step <= state.step && r.kind !== "done";
+            });
             await atomicWriteFile(logPath, kept.map((l) => l + "\n").join(""));
             for (const l of kept) log.push(JSON.parse(l));
           } catch { /* no log yet */ }
@@ -514,7 +572,8 @@ export async function train(
       } else if (exists && !hooks.resume) {
         throw new ValueError(
           "train",
-          `${out} already holds a checkpoint; pass resume to continue it or choose another out`,
+          `${out} already holds a checkpoint; pass resume to continue it (or extend it to more ` +
+            `steps), force to restart it, or choose another out`,
         );
       } else {
         await atomicWriteFile(`${out}/config.json`, JSON.stringify(c, null, 2) + "\n");
@@ -540,6 +599,14 @@ export async function train(
     let lastTrainLoss = NaN;
     let stepsThisCall = 0;
     const elapsed = () => startElapsed + (performance.now() - t0) / 1000;
+    // Speed and ETA leave out this invocation's first step: it pays the one-time pipeline
+    // compilation (seconds on WebGPU), which would make a short run look slow.
+    let steadyFrom = 0, steadySteps = 0;
+    let firstWindowAt: number | null = null;
+    let steadyMs = 0, steadyTokens = 0;
+    // WebGPU is checked when the loss is read back (every logEvery steps): a per-step readback
+    // would stall the queue.
+    const eagerCheck = device.kind !== "webgpu";
 
     const checkpoint = async () => {
       if (!ckptPath) return;
@@ -558,20 +625,44 @@ export async function train(
         { lr: c.lr, warmup: c.warmup, total: c.steps, minLr: c.minLr },
         state.step + 1,
       );
-      scope(() => {
+      const loss = scope(() => {
         const { ids, targets } = splitBatch(device, windows, c.batchSize, c.model.seqLen);
         const loss = model.loss(ids, targets);
         backward(loss);
+        return keep(loss);
+      });
+      if (eagerCheck) {
+        // On host backends a readback is nearly free, so every step's loss is checked before
+        // the update: the weights are then still those that produced the non-finite value.
+        const [v] = await loss.data();
+        if (!Number.isFinite(v!)) {
+          loss.dispose();
+          throw await divergence(opt, state.step + 1, v!, { beforeUpdate: true });
+        }
+      }
+      scope(() => {
         opt.step(lr);
         model.zeroGrad();
         const prev: Tensor<"f32"> | null = lossSum;
         lossSum = keep(noGrad(() => (prev ? add(prev, loss) : mulScalar(loss, 1))));
         prev?.dispose();
       });
+      loss.dispose();
       lossCount++;
       state.step++;
       stepsThisCall++;
       state.tokens += tokensPerStep;
+      if (stepsThisCall === 1) steadyFrom = performance.now();
+      else steadySteps++;
+      if (view) {
+        const secs = (performance.now() - steadyFrom) / 1000;
+        shown.step = state.step;
+        if (steadySteps > 0 && secs > 0) {
+          shown.tokensPerSecond = (steadySteps * tokensPerStep) / secs;
+          shown.etaSeconds = ((c.steps - state.step) * secs) / steadySteps;
+        }
+        view.update(shown);
+      }
 
       if (state.step % c.logEvery === 0 || state.step === c.steps) {
         // Both reads are issued before either is awaited, so they share one device sync.
@@ -590,9 +681,24 @@ export async function train(
         });
         (lossSum as unknown as Tensor<"f32">).dispose();
         lossSum = null;
+        const windowStart = state.step - lossCount + 1;
         lastTrainLoss = sum! / lossCount;
         lossCount = 0;
+        if (!Number.isFinite(lastTrainLoss) || !Number.isFinite(g[0]!)) {
+          throw await divergence(opt, state.step, lastTrainLoss, {
+            windowStart,
+            gradNorm: g[0]!,
+            sqGradNorms: sq,
+          });
+        }
         const now = performance.now();
+        // Steady-state speed: windows after the first, whose time includes compilation.
+        if (firstWindowAt === null) {
+          firstWindowAt = now;
+        } else {
+          steadyMs += now - lastLog;
+          steadyTokens += state.tokens - lastTokens;
+        }
         const sp = await measureSparsity(model);
         const cs = await probeChunks();
         await emit({
@@ -641,6 +747,9 @@ export async function train(
     await measureSparsity(model);
     const ev = await evaluate(model, val, c.batchSize);
     const sp = await measureSparsity(model);
+    if (!Number.isFinite(ev.loss)) {
+      throw await divergence(opt, state.step, ev.loss, { what: "validation loss" });
+    }
     if (Number.isNaN(lastTrainLoss)) {
       lastTrainLoss = [...log].reverse().find((r) => r.kind === "train")?.loss ?? NaN;
     }
@@ -668,6 +777,8 @@ export async function train(
       tokens: state.tokens,
       wallSeconds: wall,
       tokensPerSecond: state.tokens / Math.max(1e-9, wall),
+      ...(steadyMs > 0 ? { steadyTokensPerSecond: (steadyTokens * 1000) / steadyMs } : {}),
+      ...(firstWindowAt !== null ? { firstWindowSeconds: (firstWindowAt - t0) / 1000 } : {}),
       adapter: device.description,
       backend: device.kind,
       date: new Date().toISOString(),
@@ -676,6 +787,7 @@ export async function train(
     if (out) await atomicWriteFile(`${out}/result.json`, JSON.stringify(result, null, 2) + "\n");
     return result;
   } finally {
+    view?.end();
     probe.ids?.dispose();
     opt.dispose();
     model.dispose();
@@ -695,4 +807,55 @@ function routingRecord(r: RouterReport): NonNullable<LogRecord["routing"]> {
 /** The log's compact form of chunk-level sparsity: chunk size → overall untouched share. */
 function chunkRecord(r: ChunkSparsityReport): Record<string, number> {
   return Object.fromEntries(r.chunkSizes.map((c, i) => [String(c), r.overall[i]!]));
+}
+
+/** Where {@link divergence} found the non-finite value. */
+interface DivergenceSite {
+  /** First step of the window the loss was averaged over (log-time detection). */
+  windowStart?: number;
+  /** Global gradient norm of the last step. */
+  gradNorm?: number;
+  /** Per-parameter squared gradient norms of the last step (optimizer order). */
+  sqGradNorms?: Float32Array;
+  /** Detected before the optimizer update: the parameters are the ones that produced it. */
+  beforeUpdate?: boolean;
+  /** What was non-finite (default "training loss"). */
+  what?: string;
+}
+
+/**
+ * The error for a non-finite loss or gradient: names the step and the first non-finite gradient
+ * and parameter in parameter order (read back only here, on the failure path). Parameters are
+ * only named before the update: after it, a non-finite gradient has spread to all of them.
+ */
+async function divergence(
+  opt: AdamW,
+  step: number,
+  loss: number,
+  site: DivergenceSite,
+): Promise<DivergenceError> {
+  const names = [...opt.params.keys()];
+  let grad: string | null = null;
+  if (site.sqGradNorms) {
+    const i = site.sqGradNorms.findIndex((v) => !Number.isFinite(v));
+    if (i >= 0) grad = names[i]!;
+  }
+  let param: string | null = null;
+  if (site.beforeUpdate) {
+    for (const [name, p] of opt.params) {
+      if (!grad && p.grad && (await p.grad.data()).some((v) => !Number.isFinite(v))) grad = name;
+      if (!param && (await p.data()).some((v) => !Number.isFinite(v))) param = name;
+    }
+  }
+  const w = site.windowStart;
+  const window = w !== undefined && w < step ? ` (mean over steps ${w}–${step})` : "";
+  const parts = [`non-finite ${site.what ?? "training loss"} ${loss} at step ${step}${window}`];
+  if (site.gradNorm !== undefined && !Number.isFinite(site.gradNorm)) {
+    parts.push(`gradient norm ${site.gradNorm}`);
+  }
+  if (site.beforeUpdate) parts.push(`first non-finite parameter: ${param ?? "none"}`);
+  if (site.beforeUpdate || site.sqGradNorms) {
+    parts.push(`first non-finite gradient: ${grad ?? "none"}`);
+  }
+  return new DivergenceError("train", parts.join("; "), step, param ?? grad);
 }

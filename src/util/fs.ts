@@ -8,7 +8,7 @@
  * @module
  */
 import { dirname } from "node:path";
-import { ValueError } from "../tensor/errors.ts";
+import { ValueError } from "../core/errors.ts";
 
 async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   let off = 0;
@@ -37,7 +37,7 @@ async function syncDir(dir: string): Promise<void> {
  *
  * @example Write, then read back
  * ```ts
- * import { atomicWriteFile } from "@qsparse/kit";
+ * import { atomicWriteFile } from "./fs.ts";
  * import assert from "node:assert/strict";
  * const dir = await Deno.makeTempDir();
  * await atomicWriteFile(`${dir}/config.json`, JSON.stringify({ seed: 1 }));
@@ -77,7 +77,7 @@ export async function atomicWriteFile(path: string, data: Uint8Array | string): 
  *
  * @example Two records, two lines
  * ```ts
- * import { appendJsonLine } from "@qsparse/kit";
+ * import { appendJsonLine } from "./fs.ts";
  * import assert from "node:assert/strict";
  * const dir = await Deno.makeTempDir();
  * await appendJsonLine(`${dir}/log.jsonl`, { step: 1, loss: 3.2 });

@@ -12,7 +12,7 @@
  *
  * @example
  * ```ts
- * import { codeVersion } from "@qsparse/kit";
+ * import { codeVersion } from "./version.ts";
  * import assert from "node:assert/strict";
  * assert.equal(typeof await codeVersion(), "string");
  * ```

@@ -13,7 +13,7 @@ no TypeScript translator).
   and `../results` paths resolve as they do interactively.
 - Any cell error fails the run (exit 1); the executed notebook is written to OUT either way.
 - Figures are display outputs carrying a plotly bundle (`application/vnd.plotly.v1+json`, or
-  the kit's HTML fragment). The run fails when there are fewer than `--min-figures`, or than the
+  the kit's HTML fragment) or a static PNG. The run fails when there are fewer than `--min-figures`, or than the
   notebook's own `metadata.qsparse.expected_figures`, so a notebook whose figures silently
   vanished (e.g. outputs dropped after the kernel went idle) does not pass.
 - A JSON summary (cells, seconds, figures, the slowest cells) is printed on the last line.
@@ -63,7 +63,8 @@ def is_figure(output):
     if output.get("output_type") not in ("display_data", "execute_result"):
         return False
     data = output.get("data", {})
-    if PLOTLY_MIME in data:
+    # Interactive plotly, or a static PNG (QSPARSE_STATIC_FIGURES=1, as render_full.sh runs).
+    if PLOTLY_MIME in data or "image/png" in data:
         return True
     html = data.get("text/html", "")
     if isinstance(html, list):

@@ -7,17 +7,12 @@
  * unless QSPARSE_REQUIRE_TORCH=1 (CI sets it), which turns a missing torch into a failure.
  */
 import assert from "node:assert/strict";
-import {
-  backward,
-  type Device,
-  modelConfig,
-  type ModelOverrides,
-  TransformerLM,
-} from "../../mod.ts";
+import { backward, type Device } from "../../mod.ts";
+import { modelConfig, type ModelOverrides, TransformerLM } from "../../src/nn/mod.ts";
 import { loadSafetensors, saveSafetensors } from "../../src/train/safetensors.ts";
 import type { HostTensor } from "../../src/train/safetensors.ts";
 import { ACT_QUANT_EPS, WEIGHT_QUANT_EPS } from "../../src/ops/quant_ste.ts";
-import { cpu, gpu } from "../helpers.ts";
+import { cpu, gpu, native } from "../helpers.ts";
 
 const PYTHON = "/usr/bin/python3";
 const REFERENCE = new URL("./reference.py", import.meta.url).pathname;
@@ -127,10 +122,11 @@ async function parity(dev: Device, name: string, overrides: ModelOverrides): Pro
 
 for (const [name, overrides] of Object.entries(VARIANTS)) {
   Deno.test({
-    name: `parity with PyTorch: ${name} (cpu${gpu ? " + webgpu" : ""})`,
+    name: `parity with PyTorch: ${name} (cpu + native${gpu ? " + webgpu" : ""})`,
     ignore: !torchOk,
     async fn() {
       await parity(cpu, name, overrides);
+      await parity(native, name, overrides);
       if (gpu) await parity(gpu, name, overrides);
     },
   });

@@ -1,0 +1,93 @@
+/**
+ * Engine overheads, the baseline for the lazy/captured engine of issue 12: per backend, the host
+ * cost of one dispatch (a chain of trivial elementwise kernels on 16 floats, flushed once), the
+ * 1,000-op elementwise chain on 4,096 floats, and dispatches per training step of tiny/s.
+ * Writes results/bench/engine.json.
+ *
+ * Run: `deno run -A bench/engine.ts [--no-llvmpipe]`
+ */
+import { add, backward, type Device, mulScalar, openDevice, scope } from "../mod.ts";
+import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
+import { AdamW } from "../src/train/optimizer.ts";
+import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
+
+async function chain(dev: Device, n: number, ops: number): Promise<number> {
+  using x = dev.randn([n], { seed: 1 });
+  const run = async () => {
+    scope(() => {
+      let y = x;
+      for (let i = 0; i < ops; i++) y = i % 2 ? add(y, x) : mulScalar(y, 0.5);
+    });
+    await dev.flush();
+  };
+  await run();
+  const ts: number[] = [];
+  for (let r = 0; r < 5; r++) {
+    const t0 = performance.now();
+    await run();
+    ts.push(performance.now() - t0);
+  }
+  return (median(ts) * 1000) / ops;
+}
+
+async function dispatchesPerStep(dev: Device, name: string, sparsity: number): Promise<number> {
+  const model = new TransformerLM(dev, modelConfig(name, { sparsity, seqLen: 32 }), 1);
+  for (const s of model.sites()) s.countEnabled = false;
+  const opt = new AdamW(dev, model.namedParameters());
+  using ids = dev.tensor(Uint32Array.from({ length: 64 }, (_, i) => i % 256), [2, 32], "u32");
+  using tg = dev.tensor(Uint32Array.from({ length: 64 }, (_, i) => (i * 7) % 256), [2, 32], "u32");
+  const step = () =>
+    scope(() => {
+      backward(model.loss(ids, tg));
+      opt.step(1e-3);
+      model.zeroGrad();
+    });
+  step();
+  await dev.flush();
+  const d0 = dev.stats().dispatches;
+  step();
+  await dev.flush();
+  const d = dev.stats().dispatches - d0;
+  opt.dispose();
+  model.dispose();
+  return d;
+}
+
+const devices: Device[] = [
+  await openDevice({ prefer: "native" }),
+  await openDevice({ prefer: "cpu" }),
+];
+if (!Deno.args.includes("--no-llvmpipe")) {
+  try {
+    devices.push(await openDevice({ prefer: "webgpu" }));
+  } catch (e) {
+    console.warn(`no WebGPU adapter: ${(e as Error).message}`);
+  }
+}
+const rows: Record<string, unknown>[] = [];
+for (const dev of devices) {
+  const row = {
+    kind: dev.kind,
+    description: dev.description,
+    usPerDispatchTrivial: await chain(dev, 16, 1000),
+    usPerOpChain4096: await chain(dev, 4096, 1000),
+    dispatchesTinyStep: await dispatchesPerStep(dev, "tiny", 0.5),
+    dispatchesSStep: await dispatchesPerStep(dev, "s", 0.5),
+  };
+  rows.push(row);
+  console.log(
+    `${dev.kind.padEnd(7)} µs/dispatch (16 floats) ${row.usPerDispatchTrivial.toFixed(1)}; ` +
+      `1,000-op chain on 4,096 floats ${row.usPerOpChain4096.toFixed(1)} µs/op; dispatches per ` +
+      `step tiny ${row.dispatchesTinyStep}, s ${row.dispatchesSStep} (${dev.description})`,
+  );
+}
+if (!Deno.args.includes("--no-write")) {
+  await Deno.mkdir("results/bench", { recursive: true });
+  await writeJsonAtomic("results/bench/engine.json", {
+    date: new Date().toISOString(),
+    code: await codeVersion(),
+    loadavg: Deno.loadavg(),
+    rows,
+  });
+}
+for (const d of devices) d.destroy();

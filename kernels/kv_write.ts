@@ -1,0 +1,79 @@
+/**
+ * KV-cache append: writes the keys (or values) of T new positions, laid out as the projection
+ * produces them (`[B, T, H, hd]`), into a preallocated cache `[B, H, Tmax, hd]` at positions
+ * `pos .. pos + T − 1`. The cache keeps the head-major layout attention multiplies with, so a
+ * decode step appends in one launch instead of B·H copies and never re-permutes the history.
+ *
+ * @module
+ */
+import type { Dispatch, Storage } from "../src/backend/backend.ts";
+import { gridStride, uniforms, WG } from "./common.ts";
+
+/** Sizes of one append. */
+export interface KvWriteParams {
+  /** Sequences B. */
+  b: number;
+  /** New positions T. */
+  t: number;
+  /** Heads H. */
+  h: number;
+  /** Head width hd. */
+  hd: number;
+  /** Cache capacity Tmax. */
+  tMax: number;
+  /** First position written. */
+  pos: number;
+}
+
+/** WGSL of the append (one invocation per new element). */
+export function kvWriteWgsl(): string {
+  return `struct P { n: u32, t: u32, h: u32, hd: u32, tmax: u32, pos: u32 };
+@group(0) @binding(0) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> cache: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let stride = nwg.x * ${WG}u;
+  for (var i = gid.x; i < p.n; i = i + stride) {
+    let e = i % p.hd;
+    let head = (i / p.hd) % p.h;
+    let t = (i / (p.hd * p.h)) % p.t;
+    let b = i / (p.hd * p.h * p.t);
+    cache[((b * p.h + head) * p.tmax + p.pos + t) * p.hd + e] = src[i];
+  }
+}`;
+}
+
+/** CPU twin of {@link kvWriteWgsl}. */
+export function kvWriteCpu(p: KvWriteParams, src: ArrayBuffer, cache: ArrayBuffer): void {
+  const s = new Float32Array(src), c = new Float32Array(cache);
+  const n = p.b * p.t * p.h * p.hd;
+  for (let i = 0; i < n; i++) {
+    const e = i % p.hd;
+    const head = Math.floor(i / p.hd) % p.h;
+    const t = Math.floor(i / (p.hd * p.h)) % p.t;
+    const b = Math.floor(i / (p.hd * p.h * p.t));
+    c[((b * p.h + head) * p.tMax + p.pos + t) * p.hd + e] = s[i]!;
+  }
+}
+
+/**
+ * Dispatch of one append.
+ *
+ * @param p Sizes and position.
+ * @param src New entries `[B, T, H, hd]` (f32).
+ * @param cache Cache `[B, H, Tmax, hd]` (f32), updated in place.
+ * @returns The dispatch.
+ */
+export function kvWriteDispatch(p: KvWriteParams, src: Storage, cache: Storage): Dispatch {
+  const n = p.b * p.t * p.h * p.hd;
+  return {
+    op: "kvWrite",
+    key: "kvWrite",
+    wgsl: kvWriteWgsl,
+    cpu: ([s, c]) => kvWriteCpu(p, s!, c!),
+    buffers: [src, cache],
+    uniforms: uniforms(n, p.t, p.h, p.hd, p.tMax, p.pos),
+    workgroups: gridStride(n),
+  };
+}

@@ -1,0 +1,234 @@
+/**
+ * The peak learning rate per model size, from the `lr_tuning` study: each size trains on a grid
+ * of peak rates at S = 0 and S = 0.8 (one seed), and the rate with the lowest validation loss
+ * averaged over both sparsities is kept. The picks live in a committed JSON file (the "LR
+ * table", `results/lr_tuning_best.json`) that the v2 grids read when they are built, so a sweep
+ * started later trains every size at its tuned rate. A size not tuned yet trains at the fallback
+ * rate (3e-3, the v1 grid's) and its runs say so in their `lrSource` tag.
+ *
+ * Why both sparsities: the picked rate serves every S of the size, and a rate that is best for
+ * dense but diverges under top-K at high S (or the reverse) would bias the gap to dense.
+ *
+ * @module
+ */
+import { ValueError } from "../src/core/errors.ts";
+import type { RunRecord } from "../src/train/runner.ts";
+
+/** The peak learning rate a size trains at when it has no tuning result yet. */
+export const FALLBACK_LR = 3e-3;
+
+/** One size's tuning outcome. */
+export interface LrPick {
+  /** The picked peak learning rate. */
+  lr: number;
+  /** Non-embedding parameters of the size. */
+  N: number;
+  /** Every candidate: its rate, its loss averaged over the tuning sparsities, runs behind it. */
+  candidates: { lr: number; loss: number; runs: number }[];
+  /** The pick is the smallest or largest rate of the grid: the optimum may lie outside it. */
+  edge: boolean;
+  /** The tuning sparsities the average is over. */
+  sparsities: number[];
+  /** Training tokens of the tuning runs. */
+  tokens: number;
+}
+
+/** The picks per size, as stored in the LR table file. */
+export interface LrTable {
+  /** The study the picks come from. */
+  study: string;
+  /** How a rate was picked, in words. */
+  rule: string;
+  /** When the table was written (ISO 8601). */
+  updated: string;
+  /** One pick per tuned size. */
+  sizes: Record<string, LrPick>;
+}
+
+/** A learning rate for a run and where it came from. */
+export interface LrChoice {
+  /** The peak learning rate. */
+  lr: number;
+  /**
+   * `tuned`: the size's own pick; `interpolated`: log-linear in log N between the two tuned
+   * sizes around N; `nearest`: N lies outside the tuned sizes, the nearest one's pick;
+   * `fallback`: nothing tuned yet, {@link FALLBACK_LR}.
+   */
+  source: "tuned" | "interpolated" | "nearest" | "fallback";
+}
+
+const RULE = "lowest validation loss averaged over the tuning sparsities (one seed each); " +
+  "a size is picked only when every rate × sparsity run has finished";
+
+/**
+ * Picks the best peak learning rate per size from `lr_tuning` results. A size is picked only
+ * when every (rate, sparsity) cell it was tuned on has a finished run, so a half-finished tuning
+ * never decides. Runs carry the tags `size`, `S` and `lr`.
+ *
+ * @param records Results of the `lr_tuning` study.
+ * @param opts `expect`: the grid's rates and sparsities (default: those found in the records).
+ * @returns The table (sizes with incomplete tuning are left out).
+ *
+ * @example
+ * ```ts
+ * import type { RunRecord } from "@qsparse/kit/train";
+ * import { bestLearningRates } from "@qsparse/kit/studies";
+ * import assert from "node:assert/strict";
+ * const run = (lr: number, S: number, valLoss: number) =>
+ *   ({ tags: { size: "xs", S, lr, seed: 1 }, valLoss, N: 332448, tokens: 1e6 }) as unknown as RunRecord;
+ * const t = bestLearningRates([
+ *   run(1e-3, 0, 2.3), run(1e-3, 0.8, 2.5), run(2e-3, 0, 2.2), run(2e-3, 0.8, 2.45),
+ *   run(4e-3, 0, 2.25), run(4e-3, 0.8, 2.44),
+ * ]);
+ * assert.equal(t.sizes.xs!.lr, 2e-3);
+ * assert.equal(t.sizes.xs!.edge, false);
+ * ```
+ */
+export function bestLearningRates(
+  records: readonly RunRecord[],
+  opts: { expect?: { lrs: readonly number[]; sparsities: readonly number[] } } = {},
+): LrTable {
+  const bySize = new Map<string, RunRecord[]>();
+  for (const r of records) {
+    const size = r.tags.size;
+    if (typeof size !== "string" || typeof r.tags.lr !== "number" || typeof r.tags.S !== "number") {
+      continue;
+    }
+    bySize.set(size, [...(bySize.get(size) ?? []), r]);
+  }
+  const sizes: Record<string, LrPick> = {};
+  for (const [size, runs] of bySize) {
+    const lrs = [...new Set(opts.expect?.lrs ?? runs.map((r) => r.tags.lr as number))].sort(
+      (a, b) => a - b,
+    );
+    const sparsities = [...new Set(opts.expect?.sparsities ?? runs.map((r) => r.tags.S as number))]
+      .sort((a, b) => a - b);
+    const cell = (lr: number, S: number) =>
+      runs.filter((r) => close(r.tags.lr as number, lr) && close(r.tags.S as number, S));
+    const complete = lrs.every((lr) => sparsities.every((S) => cell(lr, S).length > 0));
+    if (!complete || lrs.length === 0) continue;
+    const candidates = lrs.map((lr) => {
+      // Mean over sparsities of the mean over that cell's runs (one seed in the grid).
+      const perS = sparsities.map((S) => mean(cell(lr, S).map((r) => r.valLoss)));
+      return {
+        lr,
+        loss: mean(perS),
+        runs: sparsities.reduce((a, S) => a + cell(lr, S).length, 0),
+      };
+    });
+    // A diverged run reports NaN or Infinity: it never wins.
+    const finite = candidates.filter((c) => Number.isFinite(c.loss));
+    if (!finite.length) continue;
+    const best = finite.reduce((a, b) => (b.loss < a.loss ? b : a));
+    sizes[size] = {
+      lr: best.lr,
+      N: runs[0]!.N,
+      candidates,
+      edge: lrs.length > 1 && (best.lr === lrs[0] || best.lr === lrs[lrs.length - 1]),
+      sparsities,
+      tokens: runs[0]!.tokens,
+    };
+  }
+  return { study: "lr_tuning", rule: RULE, updated: new Date().toISOString(), sizes };
+}
+
+function close(a: number, b: number): boolean {
+  return Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(a), Math.abs(b));
+}
+
+function mean(xs: readonly number[]): number {
+  return xs.reduce((a, b) => a + b, 0) / xs.length;
+}
+
+/**
+ * The peak learning rate for a model of `N` non-embedding parameters: the pick of a tuned size
+ * of that N (within 0.5%), else interpolated linearly in (log N, log lr) between the tuned sizes
+ * around it, else the nearest tuned size's, else {@link FALLBACK_LR}.
+ *
+ * @param N Non-embedding parameters of the model.
+ * @param table The LR table (or null: nothing tuned).
+ * @returns The rate and its source.
+ *
+ * @example
+ * ```ts
+ * import { lrFor, type LrTable } from "@qsparse/kit/studies";
+ * import assert from "node:assert/strict";
+ * const pick = (lr: number, N: number) =>
+ *   ({ lr, N, candidates: [], edge: false, sparsities: [0, 0.8], tokens: 1 });
+ * const table: LrTable = { study: "lr_tuning", rule: "", updated: "", sizes: { a: pick(4e-3, 1e5), b: pick(1e-3, 1e7) } };
+ * assert.deepEqual(lrFor(1e5, table), { lr: 4e-3, source: "tuned" });
+ * const mid = lrFor(1e6, table); // halfway in log N: halfway in log lr
+ * assert.equal(mid.source, "interpolated");
+ * assert.ok(Math.abs(mid.lr - 2e-3) < 1e-12);
+ * assert.deepEqual(lrFor(1e8, table), { lr: 1e-3, source: "nearest" });
+ * assert.deepEqual(lrFor(1e6, null), { lr: 3e-3, source: "fallback" });
+ * ```
+ */
+export function lrFor(N: number, table: LrTable | null): LrChoice {
+  const picks = Object.values(table?.sizes ?? {}).filter((p) => p.lr > 0 && p.N > 0)
+    .sort((a, b) => a.N - b.N);
+  if (!picks.length) return { lr: FALLBACK_LR, source: "fallback" };
+  const own = picks.find((p) => Math.abs(p.N / N - 1) <= 0.005);
+  if (own) return { lr: own.lr, source: "tuned" };
+  if (N < picks[0]!.N) return { lr: picks[0]!.lr, source: "nearest" };
+  if (N > picks[picks.length - 1]!.N) return { lr: picks[picks.length - 1]!.lr, source: "nearest" };
+  const i = picks.findIndex((p) => p.N > N);
+  const a = picks[i - 1]!, b = picks[i]!;
+  const t = Math.log(N / a.N) / Math.log(b.N / a.N);
+  return { lr: Math.exp(Math.log(a.lr) + t * Math.log(b.lr / a.lr)), source: "interpolated" };
+}
+
+/**
+ * Where the LR table of a profile lives: `results/lr_tuning_best.json` for `full`,
+ * `results/lr_tuning_best.smoke.json` for `smoke` (paths relative to the repository root), or
+ * the `QSPARSE_LR_TABLE` environment variable when it is set (a smoke pipeline in a temporary
+ * folder uses it).
+ *
+ * @param profile `smoke` or `full`.
+ * @returns The path or URL of the table.
+ *
+ * @example
+ * ```ts
+ * import { lrTablePath } from "@qsparse/kit/studies";
+ * import assert from "node:assert/strict";
+ * assert.match(String(lrTablePath("full")), /lr_tuning_best\.json$/);
+ * ```
+ */
+export function lrTablePath(profile: "smoke" | "full"): string | URL {
+  let env: string | undefined;
+  try {
+    env = Deno.env.get("QSPARSE_LR_TABLE");
+  } catch { /* no env permission: the committed table */ }
+  if (env) return env;
+  const name = profile === "full" ? "lr_tuning_best.json" : "lr_tuning_best.smoke.json";
+  return new URL(`../results/${name}`, import.meta.url);
+}
+
+/**
+ * Reads an LR table. A missing or unreadable file (no read permission, the module loaded over
+ * https) is no table: every size then trains at the fallback rate, flagged in its tags.
+ *
+ * @param path The table file (see {@link lrTablePath}).
+ * @returns The table, or null.
+ * @throws {ValueError} When the file exists but is not an LR table.
+ *
+ * @example
+ * ```ts
+ * import { readLrTable } from "@qsparse/kit/studies";
+ * import assert from "node:assert/strict";
+ * assert.equal(readLrTable("/nonexistent/lr.json"), null);
+ * ```
+ */
+export function readLrTable(path: string | URL): LrTable | null {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch {
+    return null;
+  }
+  const t = JSON.parse(text) as LrTable;
+  if (!t || typeof t !== "object" || typeof t.sizes !== "object" || t.sizes === null) {
+    throw new ValueError("readLrTable", `${path} is not an LR table (no "sizes" object)`);
+  }
+  return t;
+}

@@ -1,0 +1,216 @@
+/**
+ * The v2 grids (studies/v2_grid.ts): the budgets, sizes, seeds, sparsities and warmup issue 13
+ * asks for; the tuned LR reaching every cell; the fixed-N_a arms' parameter counts and equal
+ * tokens; the identical configs that let the runner train a shared cell once; the gap trend of
+ * report.ts pointed at records shaped like the grid's.
+ */
+import assert from "node:assert/strict";
+import { paramCounts } from "../src/nn/mod.ts";
+import type { RunRecord, RunSpec } from "../src/train/mod.ts";
+import {
+  budgetFor,
+  gridCost,
+  type LrTable,
+  studyRuns,
+  throughputAt,
+  V2_PROFILES,
+  v2GapTrend,
+  v2StudyRuns,
+} from "../studies/mod.ts";
+
+const full = V2_PROFILES.full;
+const N = (r: RunSpec) => paramCounts(r.config.model).nonEmbedding;
+const tokens = (r: RunSpec) => r.config.steps * r.config.batchSize * r.config.model.seqLen;
+
+function table(picks: Record<string, [lr: number, N: number]>): LrTable {
+  return {
+    study: "lr_tuning",
+    rule: "test",
+    updated: "",
+    sizes: Object.fromEntries(
+      Object.entries(picks).map(([size, [lr, n]]) => [size, {
+        lr,
+        N: n,
+        candidates: [],
+        edge: false,
+        sparsities: [0, 0.8],
+        tokens: 1,
+      }]),
+    ),
+  };
+}
+const tuned = table({
+  xxs: [8e-3, 26784],
+  tiny: [4e-3, 94528],
+  xs: [4e-3, 332448],
+  n853k: [2e-3, 853120],
+});
+
+Deno.test("scaling_v2: sizes span ≥ 1.5 decades; 9 S × 3 seeds per size; budgets as stated", () => {
+  const runs = v2StudyRuns("scaling_v2", "full", { lrTable: tuned });
+  const sizes = [...new Set(runs.map((r) => r.tags.size))];
+  assert.deepEqual(sizes, ["xxs", "tiny", "xs", "n853k"]);
+  const Ns = sizes.map((z) => N(runs.find((r) => r.tags.size === z)!));
+  assert.ok(Math.log10(Math.max(...Ns) / Math.min(...Ns)) >= 1.5, `span ${Ns}`);
+  for (const z of sizes) {
+    const cells = runs.filter((r) => r.tags.size === z);
+    assert.equal(cells.length, 9 * 3);
+    assert.deepEqual([...new Set(cells.map((r) => r.tags.S))], full.sparsities);
+    assert.deepEqual([...new Set(cells.map((r) => r.tags.seed))], [1, 2, 3]);
+    const tpp = tokens(cells[0]!) / N(cells[0]!);
+    // Every cell enters the fit (≥ 5 tokens per parameter); the small sizes get 20.
+    assert.ok(tpp >= 5, `${z}: ${tpp}`);
+    if (z !== "n853k") assert.ok(Math.abs(tpp - 20) < 0.1, `${z}: ${tpp}`);
+    for (const r of cells) {
+      assert.equal(r.config.warmup, Math.max(1, Math.round(0.05 * r.config.steps)));
+      assert.equal(r.config.lr, tuned.sizes[z]!.lr);
+      assert.equal(r.tags.lrSource, "tuned");
+      assert.equal(r.config.model.sparsity.down, r.tags.S);
+    }
+  }
+  // The cap binds at n853k: the same tokens as xs (and as every fixed-N_a arm).
+  const big = runs.find((r) => r.tags.size === "n853k")!;
+  assert.equal(tokens(big), tokens(runs.find((r) => r.tags.size === "xs")!));
+  assert.ok(tokens(big) / N(big) > 7);
+  const ids = runs.map((r) => r.id);
+  assert.equal(new Set(ids).size, ids.length);
+  assert.ok(ids.every((id) => /^[A-Za-z0-9._-]+$/.test(id)));
+});
+
+Deno.test("scaling_v2: a size not tuned yet trains at the fallback LR and says so", () => {
+  const partial = table({ xxs: [8e-3, 26784] });
+  const runs = v2StudyRuns("scaling_v2", "full", { lrTable: partial });
+  const xs = runs.find((r) => r.tags.size === "xs")!;
+  assert.equal(xs.tags.lrSource, "nearest");
+  const none = v2StudyRuns("scaling_v2", "full", { lrTable: null });
+  assert.ok(none.every((r) => r.tags.lrSource === "fallback" && r.config.lr === 3e-3));
+});
+
+Deno.test("lr_tuning: {1,2,4,8}e-3 × S {0, .8} per size; long budgets tune on a quarter", () => {
+  const runs = v2StudyRuns("lr_tuning", "full", { lrTable: null });
+  assert.equal(runs.length, 4 * 4 * 2);
+  const main = v2StudyRuns("scaling_v2", "full", { lrTable: null });
+  for (const r of runs) {
+    assert.equal(r.tags.seed, 1);
+    assert.ok([1e-3, 2e-3, 4e-3, 8e-3].includes(r.config.lr));
+    const m = main.find((x) => x.tags.size === r.tags.size)!;
+    const expect = m.config.steps > full.lrTuneMaxSteps
+      ? Math.round(m.config.steps * full.lrTuneFraction)
+      : m.config.steps;
+    assert.equal(r.config.steps, expect);
+  }
+});
+
+Deno.test("the tuning winner of a cheap size is the main grid's seed-1 cell (trained once)", () => {
+  const tune = v2StudyRuns("lr_tuning", "full", { lrTable: null });
+  const main = v2StudyRuns("scaling_v2", "full", { lrTable: tuned });
+  for (const S of [0, 0.8]) {
+    const winner = tune.find((r) =>
+      r.tags.size === "xxs" && r.tags.S === S && r.config.lr === 8e-3
+    )!;
+    const cell = main.find((r) => r.tags.size === "xxs" && r.tags.S === S && r.tags.seed === 1)!;
+    assert.deepEqual(winner.config, cell.config);
+  }
+  const cost = gridCost([...tune, ...main], [{ N: 1e5, tokensPerSecond: 1000 }]);
+  assert.equal(cost.filter((c) => c.minutes === 0).length, 4); // xxs and tiny, S = 0 and .8
+});
+
+Deno.test("fixed_na: N = N_a/(1 − S) within 3%, equal tokens, 3 seeds; shared arms reuse main cells", () => {
+  const runs = v2StudyRuns("fixed_na", "full", { lrTable: tuned });
+  assert.equal(runs.length, 5 * 3);
+  const Na = full.fixedNa.Na;
+  for (const r of runs) {
+    const S = r.tags.S as number;
+    assert.ok(Math.abs(N(r) / (Na / (1 - S)) - 1) < 0.03, `${r.id}: N ${N(r)}`);
+    assert.equal(tokens(r), tokens(runs[0]!));
+    assert.equal(r.tags.N, N(r));
+  }
+  assert.deepEqual([...new Set(runs.map((r) => r.tags.seed))], [1, 2, 3]);
+  // Arms between tuned sizes take an LR interpolated in log N.
+  const mid = runs.find((r) => r.tags.S === 0.3)!;
+  assert.equal(mid.tags.lrSource, "interpolated");
+  assert.ok(mid.config.lr < 4e-3 && mid.config.lr > 2e-3);
+  // S = 0 is xs and S = .6 is n853k: identical configs to the main grid's cells.
+  const main = v2StudyRuns("scaling_v2", "full", { lrTable: tuned });
+  for (const [S, size] of [[0, "xs"], [0.6, "n853k"]] as const) {
+    for (const seed of [1, 2, 3]) {
+      const arm = runs.find((r) => r.tags.S === S && r.tags.seed === seed)!;
+      const cell = main.find((r) =>
+        r.tags.size === size && r.tags.S === S && r.tags.seed === seed
+      )!;
+      assert.deepEqual(arm.config, cell.config, `${size} S=${S} seed ${seed}`);
+    }
+  }
+});
+
+Deno.test("studyRuns dispatches the v2 studies and honours --sizes / --seeds", () => {
+  const runs = studyRuns("scaling_v2", "smoke", { settings: { sizes: ["xxs"], seeds: [4, 5] } });
+  assert.equal(runs.length, 9 * 2);
+  assert.deepEqual([...new Set(runs.map((r) => r.tags.seed))], [4, 5]);
+  assert.ok(runs.every((r) => r.config.steps === V2_PROFILES.smoke.steps));
+  assert.ok(studyRuns("fixed_na", "smoke").length === 5);
+  assert.ok(studyRuns("lr_tuning", "smoke").length === 2 * 4 * 2);
+});
+
+Deno.test("budgetFor: 20 tokens per parameter, the cap, the floor of 5 over the cap", () => {
+  assert.equal(budgetFor(94528, full).steps, Math.round((20 * 94528) / 4096));
+  assert.equal(budgetFor(853120, full).tokens, 1623 * 4096);
+  const m = budgetFor(2656704, full); // the cap would leave 2.5 per parameter
+  assert.ok(m.tokensPerParam >= 5 && m.tokensPerParam < 5.01);
+  assert.equal(budgetFor(1e6, V2_PROFILES.smoke).steps, V2_PROFILES.smoke.steps);
+});
+
+Deno.test("throughputAt interpolates log-log; gridCost counts a repeated config once", () => {
+  const pts = [{ N: 1e4, tokensPerSecond: 1e4 }, { N: 1e6, tokensPerSecond: 1e2 }];
+  assert.ok(Math.abs(throughputAt(1e5, pts) - 1e3) < 1e-6);
+  assert.ok(Math.abs(throughputAt(1e3, pts) - 1e5) < 1e-3);
+  assert.throws(() => throughputAt(1, []), /no throughput/);
+  const run = studyRuns("scaling_v2", "smoke")[0]!;
+  const c = gridCost([run, run], pts);
+  assert.ok(c[0]!.minutes > 0);
+  assert.equal(c[1]!.minutes, 0);
+});
+
+/** Records for the grid's cells from a law with a gap that shrinks with N, and seed noise. */
+function synthetic(specs: RunSpec[], slope: number): RunRecord[] {
+  let state = 7;
+  const noise = () => { // deterministic uniform(−1, 1)
+    state = (state * 1103515245 + 12345) % 2147483648;
+    return 2 * (state / 2147483648) - 1;
+  };
+  const seedShift: Record<number, number> = { 1: 0.01, 2: -0.012, 3: 0.004 };
+  return specs.map((s) => {
+    const n = N(s), S = s.tags.S as number, seed = s.tags.seed as number;
+    const gap = S * S * (0.3 + slope * Math.log10(n / 1e5));
+    return {
+      id: s.id,
+      study: s.study,
+      tags: s.tags,
+      config: s.config,
+      valLoss: 3 - 0.2 * Math.log10(n) + gap + seedShift[seed]! + 0.003 * noise(),
+      valStderr: 0.006,
+      N: n,
+      Na: n * (1 - S),
+      tokens: tokens(s),
+      sparsity: null,
+    } as unknown as RunRecord;
+  });
+}
+
+Deno.test("the gap trend of report.ts runs on scaling_v2-shaped records over ≥ 1.5 decades", () => {
+  const specs = v2StudyRuns("scaling_v2", "full", { lrTable: tuned });
+  const shrink = v2GapTrend(synthetic(specs, -0.05));
+  assert.ok(shrink.decades >= 1.5);
+  assert.equal(shrink.trend!.perSize.length, 4);
+  assert.ok(shrink.trend!.perSize.every((p) => p.seeds === 3)); // paired within seed
+  // Mean over S ≥ .4 of S² is 0.4817; the gap's slope per decade is that times −0.05.
+  const want = -0.05 * [0.4, 0.5, 0.6, 0.7, 0.8, 0.9].reduce((a, s) => a + s * s, 0) / 6;
+  assert.ok(Math.abs(shrink.trend!.slope.value - want) < 0.005, `${shrink.trend!.slope.value}`);
+  const flat = v2GapTrend(synthetic(specs, 0));
+  assert.ok(Math.abs(flat.trend!.slope.value) < 0.005);
+  // Untuned cells stay out of the fit unless asked for.
+  const untuned = synthetic(v2StudyRuns("scaling_v2", "full", { lrTable: null }), -0.05);
+  assert.equal(v2GapTrend(untuned).trend, null);
+  assert.equal(v2GapTrend(untuned).excluded, untuned.length);
+  assert.equal(v2GapTrend(untuned, undefined, { allowFallbackLr: true }).trend!.perSize.length, 4);
+});
