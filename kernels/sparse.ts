@@ -10,7 +10,6 @@
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
 import { enables, uniforms } from "./common.ts";
-import { countRowsNative, scatterRowsNative } from "./native/sparse.ts";
 
 const WG = 64;
 
@@ -95,9 +94,6 @@ export function scatterRowsDispatch(
     key: `scatterRows:${dtype}:${csr ? "csr" : "fixed"}`,
     wgsl: () => scatterRowsWgsl(dtype, csr),
     cpu: (bufs) => scatterRowsCpu(dtype, rows, d, k, bufs, csr),
-    native: dtype === "f32"
-      ? (bufs, rt) => scatterRowsNative(rows, d, k, csr, bufs, rt)
-      : undefined,
     buffers,
     uniforms: uniforms(rows, d, k, gx),
     workgroups: [gx, gy, 1],
@@ -158,7 +154,6 @@ export function countRowsDispatch(
     key: `countRows:${dtype}`,
     wgsl: () => countRowsWgsl(dtype),
     cpu: ([a, c]) => countRowsCpu(dtype, rows, d, a!, c!),
-    native: dtype === "f32" ? (bufs, rt) => countRowsNative(rows, d, bufs, rt) : undefined,
     buffers: [x, counts],
     uniforms: uniforms(rows, d, 0, gx),
     workgroups: [gx, gy, 1],

@@ -25,7 +25,6 @@ import { chunkUnionTask } from "./chunk_union.ts";
 // -- end --
 // -- sparse matmul, quantization, MoE, grouped matmul: imports --
 import { spmmColsTask } from "./spmm.ts";
-import { countRowsTask, scatterRowsTask } from "./sparse.ts";
 import {
   dequantRowsTask,
   packTernaryTask,
@@ -71,8 +70,6 @@ export const TASKS: readonly ParallelTask[] = [
   // -- end --
   // -- sparse matmul, quantization, MoE, grouped matmul: tasks --
   spmmColsTask,
-  scatterRowsTask,
-  countRowsTask,
   quantRowsTask,
   quantKeptTask,
   packTernaryTask,
