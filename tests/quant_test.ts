@@ -14,7 +14,7 @@ import {
   topkRows,
 } from "../mod.ts";
 import { roundHalfEven } from "../kernels/quant_ste.ts";
-import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, native, onBoth, others } from "./helpers.ts";
 
 const EXACT = { rtol: 0, atol: 0 };
 
@@ -178,18 +178,51 @@ Deno.test("quantization on the native backend: sizes past the thread split match
     const t = quantizeWeights(dev.tensor(w, [100, 700]));
     return [t.packed, t.alpha, t.dequantize(), quantizeWeightsSte(dev.tensor(w, [100, 700]))];
   }, EXACT);
-  for (const [rows, dIn, dOut, k] of [[1, 2048, 520, 700], [3, 512, 520, 129]] as const) {
+  // Fake quantization bit for bit, signed zeros included (values rounding to 0 from below give
+  // −0 in the twin), with exact ties (x·s = ±0.5, ±1.5 … when max|x| = 127 and ε is tiny).
+  const ties = Float32Array.from({ length: 200 * 340 }, (_, i) => {
+    const v = hostRandom(1, i)[0]! * 3;
+    return i % 340 === 0 ? 127 : i % 7 === 0 ? (i % 14) - 6.5 : i % 5 === 0 ? -0.001 : v;
+  });
+  const bits = (a: ArrayLike<number>) => new Uint32Array(Float32Array.from(a).buffer);
+  for (const dev of others) {
+    for (
+      const [got, want] of [[dev, cpu]].map(([a, b]) =>
+        [a!, b!].map((d) => [
+          quantizeActivationsSte(d.tensor(ties, [200, 340])),
+          quantizeWeightsSte(d.tensor(ties, [340, 200])),
+        ])
+      )
+    ) {
+      for (let i = 0; i < got!.length; i++) {
+        const [g, w] = [bits(await got![i]!.data()), bits(await want![i]!.data())];
+        // First differing bit pattern (deepEqual's diff of 68K elements is far too slow).
+        const at = g.findIndex((v, j) => v !== w[j]);
+        assert.equal(at, -1, `${dev.kind} output ${i}: bits ${g[at]} vs ${w[at]} at ${at}`);
+      }
+    }
+  }
+  // Few rows: the packed-word loop; many kept entries (rows·k > D_in): unpack + exact sgemm.
+  for (
+    const [rows, dIn, dOut, k] of [[1, 2048, 520, 700], [3, 512, 520, 129], [
+      40,
+      256,
+      100,
+      64,
+    ]] as const
+  ) {
     const xs = hostRandom(rows * dIn, 13), ws = hostRandom(dIn * dOut, 14);
     for (const form of ["sparse", "dense"] as const) {
-      await onBoth(
-        (dev) => {
-          const xt = dev.tensor(xs, [rows, dIn]);
-          const a = form === "sparse" ? topkQuantized(xt, k) : quantizeActivations(xt);
-          return spmmTernary(a, quantizeWeights(dev.tensor(ws, [dIn, dOut])));
-        },
-        EXACT,
-        `${form} [${rows}, ${dIn}]x[${dIn}, ${dOut}]`,
-      );
+      const run = (dev: typeof cpu) => {
+        const xt = dev.tensor(xs, [rows, dIn]);
+        const a = form === "sparse" ? topkQuantized(xt, k) : quantizeActivations(xt);
+        return spmmTernary(a, quantizeWeights(dev.tensor(ws, [dIn, dOut])));
+      };
+      const what = `${form} [${rows}, ${dIn}]x[${dIn}, ${dOut}]`;
+      // WGSL division is not correctly rounded, so WebGPU gets 1e-6; the native kernel's
+      // integer sums and f32 scaling equal the twin's exactly.
+      const [ref] = await onBoth(run, { rtol: 1e-6, atol: 1e-6 }, what);
+      assertClose(await run(native).data(), ref!, EXACT, `${what} native`);
     }
   }
 });

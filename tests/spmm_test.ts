@@ -312,9 +312,15 @@ Deno.test("spmm: f16 storage (f32 accumulation) on every kernel", async () => {
 
 Deno.test("spmm native: the thread split, the per-token and sgemm paths, and no BLAS", async () => {
   // [rows, dIn, dOut, k]: per-token saxpy (W ≥ 2^19 weights and under one whole-W read: one row
-  // split over threads at an odd column count, three rows), then scatter + sgemm (a small W at
-  // one row, batches past one W read); fixed, rank-ordered and CSR rows.
-  const shapes = [[1, 1024, 600, 300], [3, 800, 700, 90], [1, 4096, 33, 1638], [12, 96, 80, 40], [
+  // split over threads at an odd column count, three rows, more than 4096 columns per thread),
+  // then scatter + sgemm (a small W at one row, batches past one W read); fixed, rank-ordered
+  // and CSR rows.
+  const shapes = [[1, 1024, 600, 300], [3, 800, 700, 90], [1, 100, 9000, 40], [1, 4096, 33, 1638], [
+    12,
+    96,
+    80,
+    40,
+  ], [
     64,
     128,
     352,
@@ -343,5 +349,25 @@ Deno.test("spmm native: the thread split, the per-token and sgemm paths, and no 
       );
       assert.equal(g!.length, dIn * dOut);
     }
+  }
+});
+
+Deno.test("sparse conversions on every device: toDense, denseToCsr", async () => {
+  // 300 rows × 500, fixed-K, rank-ordered and CSR rows, and a NaN that must count as nonzero.
+  // (The native backend runs the twins here: a native scatter and count measured no faster, as
+  // both loops are already memory-bound in the twin.)
+  const x = hostRandom(300 * 500, 61);
+  x[7] = NaN;
+  await onBoth((dev) => {
+    const xt = dev.tensor(x, [300, 500]);
+    const s = topkRows(xt, 123), r = topkRows(xt, 77, { sorted: true });
+    return [s.toDense(), r.toDense(), toCsr(s).toDense()];
+  }, { rtol: 0, atol: 0 });
+  const mask = (dev: Device) => topkMask(dev.tensor(x, [300, 500]), 201);
+  for (const dev of others) {
+    const [a, b] = await Promise.all([denseToCsr(mask(dev)), denseToCsr(mask(cpu))]);
+    assert.deepEqual(await a.rowPtr.data(), await b.rowPtr.data(), `${dev.kind} rowPtr`);
+    assertClose(await a.values.data(), await b.values.data(), { rtol: 0, atol: 0 }, dev.kind);
+    assertClose(await a.colIdx.data(), await b.colIdx.data(), { rtol: 0, atol: 0 }, dev.kind);
   }
 });

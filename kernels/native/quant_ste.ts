@@ -1,7 +1,7 @@
 /**
  * Native fake quantization for BitNet b1.58 training (int8 absmax rows, ternary absmean
- * elements): the twins of kernels/quant_ste.ts bit for bit, split across threads by rows or
- * elements, with round half to even inlined.
+ * elements): the twins of kernels/quant_ste.ts bit for bit (signed zeros included), split across
+ * threads by rows or elements, with a magic-number round half to even.
  *
  * @module
  */
@@ -12,10 +12,22 @@ const f = Math.fround;
 /** A job is worth the thread pool (~10 µs) from about this many elements. */
 const MIN_PARALLEL_ELEMS = 1 << 16;
 
-/** Round half to even (same results as `roundHalfEven`, without the modulo). */
-function rhe(x: number): number {
-  const r = Math.round(x);
-  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+/** 1.5·2⁵²: `(v + RND) − RND` rounds to an integer, half to even (the FPU's default mode). */
+const RND = 6755399441055744;
+
+/**
+ * `clamp(roundHalfEven(v), lo, hi)` for integer bounds, as the twins compute it: clamping first
+ * gives the same result (rounding is monotone and the bounds are integers) and keeps |v| small
+ * enough for the magic-number rounding, ~3× faster here than `Math.round` plus the tie fix.
+ * NaN stays NaN. The result's zero is always +0 (see {@link signedZero}).
+ */
+function rclamp(v: number, lo: number, hi: number): number {
+  return (Math.min(hi, Math.max(lo, v)) + RND) - RND;
+}
+
+/** The twins' zero carries the sign of the rounded value (`Math.round(−0.3)` is −0). */
+function signedZero(r: number, v: number): number {
+  return r === 0 ? v * 0 : r;
 }
 
 /** Rows task: args `[x, out, rows, cols, eps]`. */
@@ -30,7 +42,10 @@ export const fakeQuantRowsTask: ParallelTask = {
       let m = 0;
       for (let j = b; j < e; j++) m = Math.max(m, Math.abs(x[j]!));
       const s = f(127 / f(m + eps));
-      for (let j = b; j < e; j++) out[j] = Math.min(127, Math.max(-128, rhe(f(x[j]! * s)))) / s;
+      for (let j = b; j < e; j++) {
+        const v = f(x[j]! * s);
+        out[j] = signedZero(rclamp(v, -128, 127), v) / s;
+      }
     }
   },
 };
@@ -43,7 +58,10 @@ export const fakeQuantTernaryTask: ParallelTask = {
     const w = new Float32Array(ctx.view(args[0]!, n * 4));
     const a = f(new Float32Array(ctx.view(args[1]!, 4))[0]! + f(args[4]!));
     const out = new Float32Array(ctx.view(args[2]!, n * 4));
-    for (let i = lo; i < hi; i++) out[i] = Math.min(1, Math.max(-1, rhe(f(w[i]! / a)))) * a;
+    for (let i = lo; i < hi; i++) {
+      const v = f(w[i]! / a);
+      out[i] = signedZero(rclamp(v, -1, 1), v) * a;
+    }
   },
 };
 

@@ -3,22 +3,29 @@
  * `[D_in, D_out]`, and its weight gradient `dW (+)= A_sparseᵀ · dY`. f32 only.
  *
  * **Forward, few rows (decoding):** `y = Σ_{t kept} v_t · W[u_t, :]` reads only the kept weight
- * rows. The output columns are split across threads; each thread zeroes its column range and
- * calls `cblas_saxpy` once per kept entry on that range (raw addresses, nothing allocated).
- * Measured on the 2-core build machine, 1×4096 · 4096×4096 (see the module's bench notes in the
- * merge report): saxpy per entry reads W at BLAS level-1 speed, ~2–3× a TypeScript loop over
- * four kept rows at a time (which stays as the no-BLAS fallback); one `sgemv` per run of
+ * rows. The output columns are split across threads (`rt.parallel` over columns, chunks of 16);
+ * each thread zeroes its column range and calls `cblas_saxpy` once per kept entry on that range,
+ * on raw addresses (nothing allocated, no subarray). Alternatives measured on the 2-core build
+ * machine (1×4096 · 4096×4096, min of interleaved runs; the machine was shared, load 4–15, so
+ * single figures moved by 2–3×): saxpy per entry reached 8–18 GB/s of W; one `sgemv` per run of
  * consecutive kept rows was 2–5× slower than saxpy (random top-K gives runs of ~2 at S = .5, and
- * a short sgemv costs more than a saxpy), so it was dropped.
+ * a short sgemv costs more than a saxpy); a TypeScript loop over four kept rows at a time was
+ * 3–10× slower than saxpy and stays only as the no-BLAS fallback.
  *
  * **Forward, many rows:** per-token top-K keeps different rows per token, so the per-token path
- * reads `rows · density` copies of W while the dense product reads W once and runs at sgemm
- * speed. Past {@link SPMM_PER_TOKEN_MAX_READS} (measured crossover) the kernel scatters A into a
- * scratch dense matrix (kept across calls) and calls `cblas_sgemm`.
+ * reads `rows · density` copies of W while scatter-to-dense + `cblas_sgemm` reads W once at
+ * GEMM speed. Measured (same machine, 4096×4096 and 1024×2688, B = 1–64, S = .25–.9): the two
+ * break even near `rows · density` ≈ 0.6–0.8 (1024×2688: B = 1 S = .5 1.1×, B = 2 S = .6 0.95×,
+ * B = 2 S = .5 0.8×, B = 4 S = .9 1.9× for per-token; 4096×4096 B = 1 S = .25 0.6–1.0×), hence
+ * {@link SPMM_PER_TOKEN_MAX_READS}; past it the kernel equals dense (B = 16, 64: 0.9–1.05×). A weight that fits in cache (128 × 352) is faster through
+ * sgemm even for one row ({@link SPMM_PER_TOKEN_MIN_WEIGHTS}).
  *
  * **Weight gradient:** scatter A to dense scratch, `G = Aᵀ · dY` by sgemm, then write (or add into)
  * only the rows some entry keeps; the other rows are zeroed (or left untouched when accumulating),
- * as the twin does.
+ * as the twin does. Without a BLAS the twin runs.
+ *
+ * Accumulation is f32 (BLAS) where the twin accumulates in f64: results agree within f32
+ * rounding, not bit for bit.
  *
  * @module
  */
@@ -26,9 +33,9 @@ import type { NativeRuntime, ParallelTask } from "../../src/backend/backend.ts";
 
 /**
  * The per-token path is taken while `rows · density ≤` this (the number of whole-W reads it
- * costs); beyond, scatter + sgemm. Measured crossover on the build machine (bench notes).
+ * costs); beyond, scatter + sgemm (measured crossover, see the module doc).
  */
-export const SPMM_PER_TOKEN_MAX_READS = 1;
+export const SPMM_PER_TOKEN_MAX_READS = 0.6;
 
 /**
  * Weights smaller than this (elements; 2 MiB of f32) stay in cache, where sgemm's compute speed
@@ -36,6 +43,9 @@ export const SPMM_PER_TOKEN_MAX_READS = 1;
  * 19–46 µs per token for S = .9–.5).
  */
 export const SPMM_PER_TOKEN_MIN_WEIGHTS = 1 << 19;
+
+/** Longest saxpy the GEMV issues (columns; 16 KiB of f32). */
+const SAXPY_BLOCK = 4096;
 
 /** Below this many multiply-adds the per-token path stays on the calling thread. */
 const MIN_PARALLEL_MACS = 1 << 16;
@@ -62,9 +72,13 @@ export const spmmColsTask: ParallelTask = {
       const yo = r * dOut + lo;
       Y.fill(0, yo, yo + w);
       if (blas) {
-        const ya = py + 4 * yo;
-        for (let t = e0; t < e1; t++) {
-          blas.saxpy(w, vals[t]!, pw + 4 * (idxs[t]! * dOut + lo), 1, ya, 1);
+        // Blocks of ≤ SAXPY_BLOCK columns: the y block stays in L1 across the kept rows, and no
+        // call is long enough for OpenBLAS to start its own threads inside a pool thread.
+        for (let c0 = lo; c0 < hi; c0 += SAXPY_BLOCK) {
+          const n = Math.min(SAXPY_BLOCK, hi - c0), ya = py + 4 * (r * dOut + c0);
+          for (let t = e0; t < e1; t++) {
+            blas.saxpy(n, vals[t]!, pw + 4 * (idxs[t]! * dOut + c0), 1, ya, 1);
+          }
         }
       } else jsRows(Y, yo, w, W!, dOut, lo, vals, idxs, e0, e1);
     }
@@ -177,6 +191,12 @@ export function spmmNative(
     dIn * dOut >= SPMM_PER_TOKEN_MIN_WEIGHTS;
   if (blas && dIn > 0 && !perToken) {
     const X = scatterDense(scratchF32(rows * dIn), vals, idxs, ptr, rows, dIn, k);
+    const px = rt.address(X.buffer as ArrayBuffer);
+    if (rows === 1) {
+      // One row: sgemv (this OpenBLAS runs an M = 1 sgemm as a GEMM, slower than its GEMV).
+      blas.sgemv(true, dIn, dOut, 1, rt.address(bufs[2]!), dOut, px, 1, 0, rt.address(bufs[3]!), 1);
+      return;
+    }
     blas.sgemm(
       false,
       false,
@@ -184,7 +204,7 @@ export function spmmNative(
       dOut,
       dIn,
       1,
-      rt.address(X.buffer as ArrayBuffer),
+      px,
       dIn,
       rt.address(bufs[2]!),
       dOut,
