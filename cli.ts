@@ -747,11 +747,7 @@ export options (cli.ts export: a checkpoint as a Llama-style folder for PyTorch 
 `;
 
 async function cmdExport(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: { checkpoint: { type: "string" }, out: { type: "string" } },
-    strict: true,
-  });
+  const values = flags(args, { checkpoint: { type: "string" }, out: { type: "string" } });
   if (!values.checkpoint || !values.out) {
     throw new ValueError("export", "--checkpoint PATH and --out DIR are required");
   }
@@ -764,22 +760,18 @@ async function cmdExport(args: string[]): Promise<void> {
 }
 
 async function cmdGenerate(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      checkpoint: { type: "string" },
-      prompt: { type: "string", default: "The " },
-      "max-tokens": { type: "string" },
-      temperature: { type: "string" },
-      "top-k": { type: "string" },
-      "top-p": { type: "string" },
-      seed: { type: "string" },
-      "sparse-decode": { type: "boolean", default: false },
-      sparsity: { type: "string" },
-      device: { type: "string", default: "auto" },
-      stats: { type: "boolean", default: false },
-    },
-    strict: true,
+  const values = flags(args, {
+    checkpoint: { type: "string" },
+    prompt: { type: "string", default: "The " },
+    "max-tokens": { type: "string" },
+    temperature: { type: "string" },
+    "top-k": { type: "string" },
+    "top-p": { type: "string" },
+    seed: { type: "string" },
+    "sparse-decode": { type: "boolean", default: false },
+    sparsity: { type: "string" },
+    device: { type: "string", default: "auto" },
+    stats: { type: "boolean", default: false },
   });
   if (!values.checkpoint) throw new ValueError("generate", "--checkpoint PATH is required");
   const kinds = ["auto", "webgpu", "native", "cpu"] as const;

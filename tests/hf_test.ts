@@ -6,7 +6,14 @@
 import assert from "node:assert/strict";
 import { CheckpointError, type Device } from "../mod.ts";
 import { modelConfig, type ModelOverrides, TransformerLM } from "../src/nn/mod.ts";
-import { exportHf, importHf, loadModel } from "../src/train/mod.ts";
+import {
+  exportHf,
+  importHf,
+  loadModel,
+  saveCheckpoint,
+  train,
+  trainConfig,
+} from "../src/train/mod.ts";
 import { loadSafetensors } from "../src/train/safetensors.ts";
 import { assertClose, cpu, gpu } from "./helpers.ts";
 
@@ -152,6 +159,38 @@ Deno.test("malformed folders get a CheckpointError", async () => {
       JSON.stringify({ ...cfg, hidden_size: 64, head_dim: 32 }),
     );
     await assert.rejects(() => importHf(cpu, dir), /needs \[64/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("train initFrom accepts a Llama-style folder (a dense export seeds Q-Sparse training)", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    using dense = new TransformerLM(cpu, modelConfig("xxs", { seqLen: 16 }), 5);
+    await exportHf(dense, `${dir}/hf`);
+    const state = {
+      step: 0,
+      sampler: { seed: 0, step: 0 },
+      generator: { seed: 0, offset: 0 },
+      tokens: 0,
+      elapsed: 0,
+    };
+    await saveCheckpoint(`${dir}/kit.safetensors`, dense, null, state, { model: dense.config });
+    // Evaluation-only runs (steps 0) of a Q-Sparse config started from each copy of the weights.
+    const evalFrom = async (initFrom: string) =>
+      (await train(
+        cpu,
+        trainConfig(modelConfig("xxs", { seqLen: 16, sparsity: 0.5 }), {
+          steps: 0,
+          initFrom,
+          evalWindows: 4,
+          categories: ["news"],
+        }),
+      )).valLoss;
+    const fromHf = await evalFrom(`${dir}/hf`);
+    assert.ok(Number.isFinite(fromHf));
+    assert.equal(fromHf, await evalFrom(`${dir}/kit.safetensors`));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -39,6 +39,7 @@ import { loadBrownCorpus } from "./corpus.ts";
 import { AdamW } from "./optimizer.ts";
 import { cosineLr } from "./schedule.ts";
 import { ByteTokenizer } from "../core/tokenizer.ts";
+import { importHf } from "./hf.ts";
 import { type ProgressState, type ProgressView, progressView } from "./progress.ts";
 
 // The progress types are part of train()'s options (a caller may pass its own view).
@@ -416,6 +417,38 @@ export function configDiff(a: unknown, b: unknown, prefix = ""): string[] {
 }
 
 /**
+ * Starts `model` from the weights at `path`: a kit checkpoint (file or run directory) or a
+ * Llama-style folder (`config.json` + `model.safetensors`, e.g. one PyTorch wrote). The model's own
+ * config decides sparsity and the rest, so a dense folder can seed Q-Sparse continued training.
+ */
+async function initWeights(model: TransformerLM, path: string): Promise<void> {
+  let dir = false;
+  try {
+    dir = (await Deno.stat(path)).isDirectory;
+  } catch {
+    dir = false; // a missing path fails below with the checkpoint reader's error naming it
+  }
+  const has = (f: string) => Deno.stat(`${path}/${f}`).then(() => true, () => false);
+  if (dir && !(await has("checkpoint.safetensors")) && (await has("model.safetensors"))) {
+    using src = await importHf(model.device, path);
+    const theirs = new Map(src.namedParameters());
+    for (const [name, p] of model.namedParameters()) {
+      const t = theirs.get(name);
+      if (!t || t.size !== p.size) {
+        throw new ValueError(
+          "train",
+          `initFrom ${path}: ${name} is ${t ? `[${t.shape}]` : "missing"} there, [${p.shape}] here`,
+        );
+      }
+      model.setParameter(name, (await t.data()) as Float32Array);
+    }
+    return;
+  }
+  const file = dir ? `${path}/checkpoint.safetensors` : path;
+  loadWeights(model, await loadCheckpoint(file), file);
+}
+
+/**
  * Trains a model. Resumable: with `hooks.out` and `hooks.resume`, a run continues from its last
  * checkpoint and ends exactly where an uninterrupted run would.
  *
@@ -580,10 +613,7 @@ export async function train(
         if (logPath) await atomicWriteFile(logPath, "");
       }
     }
-    if (!resumed && c.initFrom) {
-      const ck = await loadCheckpoint(c.initFrom);
-      loadWeights(model, ck, c.initFrom);
-    }
+    if (!resumed && c.initFrom) await initWeights(model, c.initFrom);
 
     const sampler = new BatchSampler(data.train, {
       batchSize: c.batchSize,
