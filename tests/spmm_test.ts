@@ -21,6 +21,7 @@ import { spmmAutoKernel, spmmGradInput, spmmGradWeight } from "../src/ops/spmm.t
 import { type RowLayout, spmmDispatch, type SpmmKernel, type SpmmTiling } from "../kernels/spmm.ts";
 import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { NativeBackend } from "../src/backend/native.ts";
+import { exactOnThreads, sameOnThreads } from "./native_threads.ts";
 
 const TOL = { rtol: 1e-4, atol: 1e-4 };
 
@@ -369,5 +370,19 @@ Deno.test("sparse conversions on every device: toDense, denseToCsr", async () =>
     assert.deepEqual(await a.rowPtr.data(), await b.rowPtr.data(), `${dev.kind} rowPtr`);
     assertClose(await a.values.data(), await b.values.data(), { rtol: 0, atol: 0 }, dev.kind);
     assertClose(await a.colIdx.data(), await b.colIdx.data(), { rtol: 0, atol: 0 }, dev.kind);
+  }
+});
+
+Deno.test("native one-row GEMV over partial sums: matches the twin and is the same on 1 and 3 threads", async () => {
+  for (const [dIn, dOut, S] of [[1024, 300, 0.5], [700, 5000, 0.6], [64, 2048, 0.9]] as const) {
+    const x = hostRandom(dIn, 11), w = hostRandom(dIn * dOut, 12);
+    const fn = (dev: Device) => {
+      using xt = dev.tensor(x, [1, dIn]);
+      using wt = dev.tensor(w, [dIn, dOut]);
+      using s = topkRows(xt, Math.floor((1 - S) * dIn));
+      return spmm(s, wt);
+    };
+    await exactOnThreads(fn, `spmm 1×${dIn}·${dIn}×${dOut} S=${S}`, { rtol: 1e-5, atol: 1e-5 });
+    await sameOnThreads(fn, `spmm 1×${dIn}·${dIn}×${dOut} S=${S}`);
   }
 });

@@ -3,9 +3,14 @@
  * `[D_in, D_out]`, and its weight gradient `dW (+)= A_sparseᵀ · dY`. f32 only.
  *
  * **Forward, few rows (decoding):** `y = Σ_{t kept} v_t · W[u_t, :]` reads only the kept weight
- * rows. The output columns are split across threads (`rt.parallel` over columns, chunks of 16);
- * each thread zeroes its column range and calls `cblas_saxpy` once per kept entry on that range,
- * on raw addresses (nothing allocated, no subarray). Alternatives measured on the 2-core build
+ * rows. One row: the kept entries are split into {@link SPMM_PARTS} fixed quarters, each summed
+ * into its own partial y by whichever thread takes it (`cblas_saxpy` per kept row through cached
+ * pointer objects, `Blas.axpyRows`), and the partials are added in one fixed order — so each
+ * thread reads only its own rows' pages, and the result is the same on any thread count. (The
+ * first version split the output columns instead; in an 8-layer d = 1024 decode both threads then
+ * touched every kept 4 KiB row, and per-call FFI cost with numeric addresses, 0.27 µs against
+ * 0.03 µs with pointer objects, made sparse decoding slower than dense.) Several rows: the
+ * columns are split across threads as below. Alternatives measured on the 2-core build
  * machine (1×4096 · 4096×4096, min of interleaved runs; the machine was shared, load 4–15, so
  * single figures moved by 2–3×): saxpy per entry reached 8–18 GB/s of W; one `sgemv` per run of
  * consecutive kept rows was 2–5× slower than saxpy (random top-K gives runs of ~2 at S = .5, and
@@ -44,6 +49,9 @@ export const SPMM_PER_TOKEN_MAX_READS = 0.6;
  */
 export const SPMM_PER_TOKEN_MIN_WEIGHTS = 1 << 19;
 
+/** Fewest output columns for which the GEMV splits its columns over threads. */
+const MIN_PARALLEL_COLS = 4096;
+
 /** Longest saxpy the GEMV issues (columns; 16 KiB of f32). */
 const SAXPY_BLOCK = 4096;
 
@@ -76,11 +84,39 @@ export const spmmColsTask: ParallelTask = {
         // call is long enough for OpenBLAS to start its own threads inside a pool thread.
         for (let c0 = lo; c0 < hi; c0 += SAXPY_BLOCK) {
           const n = Math.min(SAXPY_BLOCK, hi - c0), ya = py + 4 * (r * dOut + c0);
-          for (let t = e0; t < e1; t++) {
-            blas.saxpy(n, vals[t]!, pw + 4 * (idxs[t]! * dOut + c0), 1, ya, 1);
-          }
+          blas.axpyRows(n, vals, idxs, e0, e1, pw + 4 * c0, 4 * dOut, ya);
         }
       } else jsRows(Y, yo, w, W!, dOut, lo, vals, idxs, e0, e1);
+    }
+  },
+};
+
+/** Partial sums a one-row GEMV splits its kept rows into (fixed, so results do not depend on
+ * the thread count: partial p always holds the same entries and they are added in one order). */
+export const SPMM_PARTS = 4;
+
+/**
+ * Parallel task of the one-row GEMV: item p writes partial p = Σ over its quarter of the kept
+ * entries of vals[t]·W[idxs[t], :] (whole rows: each thread touches only its own rows' pages,
+ * where splitting the columns had both threads touch every kept row).
+ * args: [vals, idxs, W, partials, dOut, nnz] (addresses, then sizes).
+ */
+export const spmmPartsTask: ParallelTask = {
+  name: "spmmParts",
+  run(ctx, args, lo, hi) {
+    const pv = args[0]!, pi = args[1]!, pw = args[2]!, pp = args[3]!;
+    const dOut = args[4]!, nnz = args[5]!;
+    const blas = ctx.blas!;
+    const vals = new Float32Array(ctx.view(pv, nnz * 4));
+    const idxs = new Uint32Array(ctx.view(pi, nnz * 4));
+    const parts = new Float32Array(ctx.view(pp, SPMM_PARTS * dOut * 4));
+    for (let p = lo; p < hi; p++) {
+      const e0 = Math.floor((nnz * p) / SPMM_PARTS), e1 = Math.floor((nnz * (p + 1)) / SPMM_PARTS);
+      parts.fill(0, p * dOut, (p + 1) * dOut);
+      for (let c0 = 0; c0 < dOut; c0 += SAXPY_BLOCK) {
+        const n = Math.min(SAXPY_BLOCK, dOut - c0);
+        blas.axpyRows(n, vals, idxs, e0, e1, pw + 4 * c0, 4 * dOut, pp + 4 * (p * dOut + c0));
+      }
     }
   },
 };
@@ -214,6 +250,17 @@ export function spmmNative(
     );
     return;
   }
+  if (blas && rows === 1 && nnz * dOut >= MIN_PARALLEL_MACS) {
+    const parts = scratchF32(SPMM_PARTS * dOut);
+    const pp = rt.address(parts.buffer as ArrayBuffer);
+    const pargs = [rt.address(bufs[0]!), rt.address(bufs[1]!), rt.address(bufs[2]!), pp, dOut, nnz];
+    rt.parallel(spmmPartsTask, SPMM_PARTS, pargs, { minParallel: 0 });
+    const Y = new Float32Array(bufs[3]!, 0, dOut);
+    for (let j = 0; j < dOut; j++) {
+      Y[j] = (parts[j]! + parts[dOut + j]!) + (parts[2 * dOut + j]! + parts[3 * dOut + j]!);
+    }
+    return;
+  }
   const args = [
     rt.address(bufs[0]!),
     rt.address(bufs[1]!),
@@ -226,8 +273,11 @@ export function spmmNative(
     k,
     nnz,
   ];
-  // Items are columns; go parallel only when the whole job is worth a pool round trip.
-  const minParallel = nnz * dOut >= MIN_PARALLEL_MACS ? 0 : Infinity;
+  // Items are columns; go parallel only when the whole job is worth a pool round trip and each
+  // thread's saxpy rows stay long: split at 2 threads, a 1024×3072 decode GEMV at S = .5 took
+  // 0.72 ms against 0.52 ms on one thread (rows of 1536 floats), while 1024×5376 gained (0.67 vs
+  // 0.81 ms) — measured 2026-11-30 on the 2-core build machine.
+  const minParallel = nnz * dOut >= MIN_PARALLEL_MACS && dOut >= MIN_PARALLEL_COLS ? 0 : Infinity;
   rt.parallel(spmmColsTask, dOut, args, { align: 16, minParallel });
 }
 

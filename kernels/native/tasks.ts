@@ -24,7 +24,7 @@ import { topkMaskF32Task, topkRowsF32Task } from "./topk.ts";
 import { chunkUnionTask } from "./chunk_union.ts";
 // -- end --
 // -- sparse matmul, quantization, MoE, grouped matmul: imports --
-import { spmmColsTask } from "./spmm.ts";
+import { spmmColsTask, spmmPartsTask } from "./spmm.ts";
 import {
   dequantRowsTask,
   packTernaryTask,
@@ -70,6 +70,7 @@ export const TASKS: readonly ParallelTask[] = [
   // -- end --
   // -- sparse matmul, quantization, MoE, grouped matmul: tasks --
   spmmColsTask,
+  spmmPartsTask,
   quantRowsTask,
   quantKeptTask,
   packTernaryTask,

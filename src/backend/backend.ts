@@ -61,6 +61,22 @@ export interface Blas {
    * calls it once per kept weight row on each thread's column range).
    */
   saxpy(n: number, alpha: number, x: number, incx: number, y: number, incy: number): void;
+  /**
+   * `y[0:n] += Σ_{t ∈ [e0, e1)} vals[t] · W[idxs[t]]` where row `i` of W starts at byte address
+   * `w + i·rowStrideBytes`: one `saxpy` per entry, through cached row pointers (an FFI call with
+   * pointer objects costs ~0.03 µs where numeric addresses cost ~0.3 µs, which dominated the
+   * short rows of decoding).
+   */
+  axpyRows(
+    n: number,
+    vals: Float32Array,
+    idxs: Uint32Array,
+    e0: number,
+    e1: number,
+    w: number,
+    rowStrideBytes: number,
+    y: number,
+  ): void;
 }
 
 /** What a parallel task gets on whichever thread runs it. */

@@ -50,6 +50,12 @@ const SYMBOLS = {
     parameters: ["i32", "f32", "usize", "i32", "usize", "i32"],
     result: "void",
   },
+  // The same symbol with pointer parameters: V8's fast call path, ~10× cheaper per call.
+  cblas_saxpy_ptr: {
+    name: "cblas_saxpy",
+    parameters: ["i32", "f32", "pointer", "i32", "pointer", "i32"],
+    result: "void",
+  },
   openblas_get_num_threads: { parameters: [], result: "i32", optional: true },
   openblas_get_config: { parameters: [], result: "pointer", optional: true },
 } as const;
@@ -99,6 +105,14 @@ function open(path: string): Blas {
     cblas_sgemm: (...a: number[]) => void;
     cblas_sgemv: (...a: number[]) => void;
     cblas_saxpy: (...a: number[]) => void;
+    cblas_saxpy_ptr: (
+      n: number,
+      a: number,
+      x: Deno.PointerValue,
+      incx: number,
+      y: Deno.PointerValue,
+      incy: number,
+    ) => void;
     openblas_get_num_threads: null | (() => number);
     openblas_get_config: null | (() => Deno.PointerValue);
   };
@@ -110,7 +124,11 @@ function open(path: string): Blas {
     if (p) name = `${path} (${new Deno.UnsafePointerView(p).getCString()})`;
   }
   const sgemm = sym.cblas_sgemm, sgemv = sym.cblas_sgemv;
-  const saxpy = sym.cblas_saxpy;
+  const saxpy = sym.cblas_saxpy, saxpyPtr = sym.cblas_saxpy_ptr;
+  // Row pointer objects by (base address, stride): a pointer only wraps an address, so a cached
+  // one stays right even after the buffer behind it is freed and the address reused.
+  const rowPtrs = new Map<string, Deno.PointerValue[]>();
+  const ptr = (a: number) => Deno.UnsafePointer.create(BigInt(a));
   return {
     library: name,
     path,
@@ -137,6 +155,21 @@ function open(path: string): Blas {
       sgemv(ROW_MAJOR, ta ? TRANS : NO_TRANS, m, n, alpha, a, lda, x, incx, beta, y, incy);
     },
     saxpy,
+    axpyRows(n, vals, idxs, e0, e1, w, stride, y) {
+      const key = `${w}:${stride}`;
+      let rows = rowPtrs.get(key);
+      if (!rows) {
+        if (rowPtrs.size > 4096) rowPtrs.clear();
+        rows = [];
+        rowPtrs.set(key, rows);
+      }
+      const py = ptr(y);
+      for (let t = e0; t < e1; t++) {
+        const i = idxs[t]!;
+        const pw = rows[i] ??= ptr(w + i * stride);
+        saxpyPtr(n, vals[t]!, pw, 1, py, 1);
+      }
+    },
   };
 }
 
