@@ -57,7 +57,12 @@ console.log(
 
 // ---- memory bandwidth, measured in this run ----
 async function bandwidth(): Promise<{ copyGBs: number; gemvGBs: number }> {
-  const bytes = quick ? 32 << 20 : 256 << 20;
+  // Capped at the device's largest buffer (llvmpipe allows 128 MiB per binding).
+  const lim = Math.min(
+    dev.backend.limits.maxBufferSize,
+    dev.backend.limits.maxStorageBufferBindingSize,
+  );
+  const bytes = Math.min(quick ? 32 << 20 : 256 << 20, Math.floor(lim / 16) * 16);
   const src = dev.empty([bytes / 4], "f32"), dst = dev.empty([bytes / 4], "f32");
   dev.backend.copy(src.storage("bench"), 0, dst.storage("bench"), 0, bytes);
   await dev.flush();
