@@ -10,7 +10,13 @@
  */
 import { parseArgs } from "node:util";
 import { readResults } from "../src/train/runner.ts";
-import { bestLearningRates, lrTablePath, readLrTable, V2_PROFILES } from "../studies/mod.ts";
+import {
+  bestLearningRates,
+  lrGridFor,
+  lrTablePath,
+  readLrTable,
+  V2_PROFILES,
+} from "../studies/mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -27,7 +33,7 @@ const out = values.out ?? lrTablePath(profile);
 const p = V2_PROFILES[profile];
 const records = (await readResults(results)).filter((r) => r.study === "lr_tuning");
 const fresh = bestLearningRates(records, {
-  expect: { lrs: p.lrGrid, sparsities: p.lrTuneSparsities },
+  expect: { lrs: (size) => lrGridFor(p, size), sparsities: p.lrTuneSparsities },
 });
 const old = readLrTable(out);
 const table = { ...fresh, sizes: { ...(old?.sizes ?? {}), ...fresh.sizes } };

@@ -66,7 +66,8 @@ const RULE = "lowest validation loss averaged over the tuning sparsities (one se
  * never decides. Runs carry the tags `size`, `S` and `lr`.
  *
  * @param records Results of the `lr_tuning` study.
- * @param opts `expect`: the grid's rates and sparsities (default: those found in the records).
+ * @param opts `expect`: the grid's rates (one list, or per size) and sparsities (default: those
+ *   found in the records).
  * @returns The table (sizes with incomplete tuning are left out).
  *
  * @example
@@ -86,7 +87,12 @@ const RULE = "lowest validation loss averaged over the tuning sparsities (one se
  */
 export function bestLearningRates(
   records: readonly RunRecord[],
-  opts: { expect?: { lrs: readonly number[]; sparsities: readonly number[] } } = {},
+  opts: {
+    expect?: {
+      lrs: readonly number[] | ((size: string) => readonly number[]);
+      sparsities: readonly number[];
+    };
+  } = {},
 ): LrTable {
   const bySize = new Map<string, RunRecord[]>();
   for (const r of records) {
@@ -98,7 +104,9 @@ export function bestLearningRates(
   }
   const sizes: Record<string, LrPick> = {};
   for (const [size, runs] of bySize) {
-    const lrs = [...new Set(opts.expect?.lrs ?? runs.map((r) => r.tags.lr as number))].sort(
+    const want = opts.expect?.lrs;
+    const expected = typeof want === "function" ? want(size) : want;
+    const lrs = [...new Set(expected ?? runs.map((r) => r.tags.lr as number))].sort(
       (a, b) => a - b,
     );
     const sparsities = [...new Set(opts.expect?.sparsities ?? runs.map((r) => r.tags.S as number))]

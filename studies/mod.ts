@@ -159,7 +159,7 @@ export {
   welchDf,
 } from "./stats.ts";
 export type { TEstimate, Trend, TTest } from "./stats.ts";
-export { budgetFor, V2_PROFILES, V2_STUDIES, v2Model, v2StudyRuns } from "./v2_grid.ts";
+export { budgetFor, lrGridFor, V2_PROFILES, V2_STUDIES, v2Model, v2StudyRuns } from "./v2_grid.ts";
 export type { Budget, V2RunOptions, V2Settings, V2Study } from "./v2_grid.ts";
 export { bestLearningRates, FALLBACK_LR, lrFor, lrTablePath, readLrTable } from "./lr_tuning.ts";
 export type { LrChoice, LrPick, LrTable } from "./lr_tuning.ts";

@@ -68,8 +68,13 @@ export interface V2Settings {
   steps?: number;
   /** Warmup as a fraction of the steps. */
   warmupFraction: number;
-  /** Peak learning rates tried per size. */
+  /** Peak learning rates tried for every size. */
   lrGrid: number[];
+  /**
+   * Further rates for some sizes: where a size's pick landed on the edge of `lrGrid`, the grid
+   * is extended past it for that size (see {@link lrGridFor}).
+   */
+  lrGridExtra?: Record<string, number[]>;
   /** Sparsities the tuning runs at. */
   lrTuneSparsities: number[];
   /** Sizes whose budget is longer than this many steps tune on `lrTuneFraction` of it. */
@@ -107,6 +112,9 @@ export const V2_PROFILES: Record<"smoke" | "full", V2Settings> = {
     maxTokens: 6_648_960,
     warmupFraction: 0.05,
     lrGrid: [1e-3, 2e-3, 4e-3, 8e-3],
+    // xxs picked 8e-3, the top of the grid, with the loss still falling from 4e-3 (2.547) to
+    // 8e-3 (2.483) (results/lr_tuning_best.json, 2026-11-30): its optimum may lie above.
+    lrGridExtra: { xxs: [1.6e-2, 3.2e-2] },
     lrTuneSparsities: [0, 0.8],
     lrTuneMaxSteps: 512,
     lrTuneFraction: 0.25,
@@ -246,6 +254,24 @@ export interface V2RunOptions {
 }
 
 /**
+ * The peak learning rates tuned for `size`: the common grid plus that size's extension, sorted.
+ *
+ * @param s The v2 settings.
+ * @param size A size name.
+ * @returns The rates.
+ * @example
+ * ```ts
+ * import { lrGridFor, V2_PROFILES } from "@qsparse/kit/studies";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(lrGridFor(V2_PROFILES.full, "tiny"), [1e-3, 2e-3, 4e-3, 8e-3]);
+ * assert.equal(lrGridFor(V2_PROFILES.full, "xxs").at(-1), 3.2e-2);
+ * ```
+ */
+export function lrGridFor(s: V2Settings, size: string): number[] {
+  return [...new Set([...s.lrGrid, ...(s.lrGridExtra?.[size] ?? [])])].sort((a, b) => a - b);
+}
+
+/**
  * The runs of a v2 study, in execution order (smallest size first; within a size seed-major, so
  * an interrupted sweep already holds one complete seed).
  *
@@ -265,7 +291,7 @@ export interface V2RunOptions {
  * assert.equal(main.length, 4 * 9 * 3);
  * assert.ok(main.every((r) => r.tags.lrSource === "fallback")); // nothing tuned in this call
  * const tune = v2StudyRuns("lr_tuning", "full", { lrTable: null });
- * assert.equal(tune.length, 4 * 4 * 2);
+ * assert.equal(tune.length, 4 * 4 * 2 + 2 * 2); // xxs also tries 1.6e-2 and 3.2e-2
  * assert.equal(v2StudyRuns("fixed_na", "full", { lrTable: null }).length, 5 * 3);
  * ```
  */
@@ -286,7 +312,7 @@ export function v2StudyRuns(
     case "lr_tuning": {
       const seed = s.seeds[0]!;
       for (const size of s.sizes) {
-        for (const lr of s.lrGrid) {
+        for (const lr of lrGridFor(s, size)) {
           for (const S of s.lrTuneSparsities) {
             const { m, budget } = mainCell(size, S);
             // Cheap sizes tune on their full budget (the winning runs are then the main grid's

@@ -86,13 +86,14 @@ Deno.test("scaling_v2: a size not tuned yet trains at the fallback LR and says s
   assert.ok(none.every((r) => r.tags.lrSource === "fallback" && r.config.lr === 3e-3));
 });
 
-Deno.test("lr_tuning: {1,2,4,8}e-3 × S {0, .8} per size; long budgets tune on a quarter", () => {
+Deno.test("lr_tuning: {1,2,4,8}e-3 × S {0, .8} per size (xxs up to 3.2e-2); long budgets tune on a quarter", () => {
   const runs = v2StudyRuns("lr_tuning", "full", { lrTable: null });
-  assert.equal(runs.length, 4 * 4 * 2);
+  assert.equal(runs.length, 4 * 4 * 2 + 2 * 2);
   const main = v2StudyRuns("scaling_v2", "full", { lrTable: null });
   for (const r of runs) {
     assert.equal(r.tags.seed, 1);
-    assert.ok([1e-3, 2e-3, 4e-3, 8e-3].includes(r.config.lr));
+    const extra = r.tags.size === "xxs" ? [1.6e-2, 3.2e-2] : [];
+    assert.ok([1e-3, 2e-3, 4e-3, 8e-3, ...extra].includes(r.config.lr));
     const m = main.find((x) => x.tags.size === r.tags.size)!;
     const expect = m.config.steps > full.lrTuneMaxSteps
       ? Math.round(m.config.steps * full.lrTuneFraction)

@@ -88,6 +88,9 @@ export abstract class HostBackend {
   /** Called with each newly created buffer (the native backend records its address). */
   protected onNewBuffer(_buffer: ArrayBuffer): void {}
 
+  /** Called with each buffer the backend lets go of (its memory may then be reused). */
+  protected onDropBuffer(_buffer: ArrayBuffer): void {}
+
   allocate(bytes: number, op: string): Storage {
     this.check(op);
     if (bytes > this.limits.maxBufferSize) {
@@ -158,7 +161,10 @@ export abstract class HostBackend {
     s.buffer = null;
     this.#live.delete(s.id);
     this.#liveBytes -= s.bytes;
-    if (this.#destroyed || this.#pooledBytes + b.byteLength > POOL_CAP_BYTES) return;
+    if (this.#destroyed || this.#pooledBytes + b.byteLength > POOL_CAP_BYTES) {
+      this.onDropBuffer(b);
+      return;
+    }
     const list = this.#pool.get(b.byteLength);
     if (list) list.push(b);
     else this.#pool.set(b.byteLength, [b]);

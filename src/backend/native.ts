@@ -9,7 +9,8 @@
 import type { Backend, Blas, Dispatch, NativeRuntime, ParallelTask } from "./backend.ts";
 import { HostBackend } from "./host.ts";
 import { BlasLoadError, loadBlas } from "./blas.ts";
-import { ThreadPool } from "./thread_pool.ts";
+import { chunkOf, rawView, ThreadPool } from "./thread_pool.ts";
+import { checkedBlas, checkNativeFromEnv, ExtentRegistry } from "./checked.ts";
 
 /** The worker entry module (referenced by URL, not imported: it imports the kernels). */
 const WORKER_URL = new URL("../../kernels/native/worker.ts", import.meta.url);
@@ -37,6 +38,12 @@ export interface NativeBackendOptions {
   noBlas?: boolean;
   /** Threads for the host kernels, the calling one included (default {@link defaultThreads}). */
   threads?: number;
+  /**
+   * Check every BLAS operand and worker view against the extents of the device's buffers, and
+   * run the thread pool's chunks one after another on the calling thread (slow; for finding
+   * out-of-bounds writes). Default: `QSPARSE_CHECK_NATIVE=1`.
+   */
+  checked?: boolean;
 }
 
 /** Backend running fast host kernels and BLAS on host memory. */
@@ -50,6 +57,8 @@ export class NativeBackend extends HostBackend implements Backend, NativeRuntime
   readonly blasError: string | null;
   #addresses = new WeakMap<ArrayBuffer, number>();
   #pool: ThreadPool;
+  /** Set in checked mode: the extents BLAS operands and views must lie in. */
+  #extents: ExtentRegistry | null;
 
   /** @param opts Profiling and BLAS choice. */
   constructor(opts: NativeBackendOptions = {}) {
@@ -63,7 +72,8 @@ export class NativeBackend extends HostBackend implements Backend, NativeRuntime
         err = e instanceof BlasLoadError ? e.message : `BLAS failed: ${(e as Error).message}`;
       }
     }
-    this.blas = blas;
+    this.#extents = (opts.checked ?? checkNativeFromEnv()) ? new ExtentRegistry() : null;
+    this.blas = blas && this.#extents ? checkedBlas(blas, this.#extents) : blas;
     this.blasError = err;
     this.#pool = new ThreadPool(opts.threads ?? defaultThreads(), WORKER_URL, blas);
     const t = this.#pool.threads;
@@ -73,6 +83,7 @@ export class NativeBackend extends HostBackend implements Backend, NativeRuntime
         blas.threads === 1 ? "" : "s"
       })`
       : `native (${kernels}; no BLAS, TypeScript matmul: ${err})`;
+    if (this.#extents) this.description += " [checked]";
   }
 
   /** Threads the host kernels use, the calling one included. */
@@ -91,18 +102,39 @@ export class NativeBackend extends HostBackend implements Backend, NativeRuntime
     args: ArrayLike<number>,
     opts?: { align?: number; minParallel?: number },
   ): void {
-    this.#pool.run(task, n, args, opts);
+    const reg = this.#extents;
+    if (!reg) {
+      this.#pool.run(task, n, args, opts);
+      return;
+    }
+    // Checked: the same chunks the pool would make, one after another, with checked views.
+    const ctx = {
+      blas: this.blas,
+      view: (address: number, bytes: number) => {
+        reg.check(`${task.name} view`, address, bytes);
+        return rawView(address, bytes);
+      },
+    };
+    const align = Math.max(1, opts?.align ?? 1), parts = this.threads;
+    for (let p = 0; p < parts; p++) {
+      const [lo, hi] = chunkOf(n, parts, align, p);
+      if (hi > lo || p === 0) task.run(ctx, Float64Array.from(args), lo, hi);
+    }
   }
 
   override destroy(): void {
     this.#pool.close();
+    this.#extents?.clear();
     super.destroy();
   }
 
   protected override onNewBuffer(buffer: ArrayBuffer): void {
-    if (this.blas) {
-      this.#addresses.set(buffer, Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer))));
-    }
+    if (this.blas || this.#extents) this.address(buffer);
+  }
+
+  protected override onDropBuffer(buffer: ArrayBuffer): void {
+    const a = this.#addresses.get(buffer);
+    if (a !== undefined) this.#extents?.remove(a);
   }
 
   address(buffer: ArrayBuffer): number {
@@ -111,11 +143,13 @@ export class NativeBackend extends HostBackend implements Backend, NativeRuntime
     // Host buffers made outside allocate() (none today) get their address on first use.
     const v = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer)));
     this.#addresses.set(buffer, v);
+    this.#extents?.add(v, buffer);
     return v;
   }
 
   dispatch(d: Dispatch): void {
     this.check(d.op);
+    if (this.#extents) this.#extents.op = d.op;
     const bufs = d.buffers.map((s) => this.buf(s, d.op));
     const fast = d.native;
     if (fast) this.timed(d.op, () => fast(bufs, this));

@@ -30,7 +30,7 @@ export function taskId(name: string): number {
 }
 
 /** Host memory through raw addresses (works on any thread of the process). */
-function rawView(address: number, bytes: number): ArrayBuffer {
+export function rawView(address: number, bytes: number): ArrayBuffer {
   return bytes === 0 ? new ArrayBuffer(0) : Deno.UnsafePointerView.getArrayBuffer(
     Deno.UnsafePointer.create(BigInt(address))!,
     bytes,
@@ -47,7 +47,8 @@ export interface WorkerData {
   blasPath: string | null;
 }
 
-function chunkOf(n: number, parts: number, align: number, part: number): [number, number] {
+/** Items `[lo, hi)` of chunk `part` when `[0, n)` is split into `parts` chunks aligned to `align`. */
+export function chunkOf(n: number, parts: number, align: number, part: number): [number, number] {
   const size = Math.ceil(n / parts / align) * align;
   const lo = Math.min(n, part * size);
   return [lo, Math.min(n, lo + size)];
