@@ -242,7 +242,7 @@ function sLabel(s: number): string {
 }
 
 function lrLabel(lr: number): string {
-  return `lr${lr.toExponential(0)}`;
+  return `lr${lr.toExponential()}`; // 1.6e-2, not "2e-2"; single-digit rates keep their old ids
 }
 
 /** Options of {@link v2StudyRuns}. */
