@@ -342,3 +342,22 @@ Deno.test("64 flipped bytes in a checkpoint are a CheckpointError naming the ten
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("WebGPU log records, read back a window late, match the CPU run's windows", async () => {
+  if (!gpu) return;
+  const cfg = tinyRun({ checkpointEvery: 0 });
+  const seen: number[] = [];
+  const [a, b] = [
+    await train(cpu, cfg),
+    await train(gpu, cfg, { onLog: (r) => void (r.kind === "train" && seen.push(r.step)) }),
+  ];
+  const rows = (r: typeof a) => r.log.filter((l) => l.kind !== "eval");
+  assert.deepEqual(rows(b).map((l) => [l.kind, l.step]), rows(a).map((l) => [l.kind, l.step]));
+  assert.deepEqual(seen, [2, 4, 6, 8]);
+  for (const [x, y] of rows(a).filter((l) => l.kind === "train").map((l, i) => [l, rows(b)[i]!])) {
+    assert.ok(Math.abs(x!.loss! - y!.loss!) < 1e-3, `step ${x!.step}: ${x!.loss} vs ${y!.loss}`);
+    assert.ok(Math.abs(x!.gradNorm! - y!.gradNorm!) < 1e-3 * Math.max(1, x!.gradNorm!));
+    assert.ok(Math.abs(x!.sparsity!.overall - y!.sparsity!.overall) < 1e-3);
+  }
+  assert.ok(Math.abs(a.valLoss - b.valLoss) < 1e-3);
+});

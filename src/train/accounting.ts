@@ -56,7 +56,8 @@ export interface SparsityReport {
 }
 
 /**
- * Reads the sites' counters (one readback for all of them) and resets them.
+ * Reads the sites' counters (one readback for all of them) and resets them. The readback is
+ * issued and the counters reset before this returns; only the report waits for the device.
  *
  * @param model The model.
  * @returns The report, or null when nothing was counted.
@@ -75,7 +76,10 @@ export interface SparsityReport {
  * assert.ok(r.perSite.down >= 0.5);
  * ```
  */
-export async function measureSparsity(model: TransformerLM): Promise<SparsityReport | null> {
+export function measureSparsity(model: TransformerLM): Promise<SparsityReport | null> {
+  // Everything on the device happens before the first await: the readbacks are issued and the
+  // counters reset now, so a caller may run more steps before awaiting the report (the trainer
+  // does, to keep its loop from waiting on the device) and those steps count in the next window.
   const all = model.sites();
   const sites = all.filter((s) => !(s instanceof ExpertSite) && s.counter.nonzeros !== null);
   // MoE: per-expert site counters and router counters join the same readback.
@@ -85,7 +89,7 @@ export async function measureSparsity(model: TransformerLM): Promise<SparsityRep
   const moes = model.layers.map((l) => l.ffn).filter((f): f is MoeFeedForward =>
     f instanceof MoeFeedForward && f.routerCounters !== null
   );
-  if (sites.length + expertSites.length + moes.length === 0) return null;
+  if (sites.length + expertSites.length + moes.length === 0) return Promise.resolve(null);
   const views = sites.map((s) => s.counter.nonzeros!.reshape([1]));
   const parts: Tensor<"u32">[] = [
     ...views,
@@ -93,53 +97,61 @@ export async function measureSparsity(model: TransformerLM): Promise<SparsityRep
     ...moes.map((m) => m.routerCounters!.counts),
   ];
   const joined = concat(parts);
-  const words = await joined.data();
+  const wordsRead = joined.data();
   joined.dispose();
   views.forEach((v) => v.dispose());
-  let mass: Float32Array = new Float32Array(0);
+  let massRead: Promise<Float32Array> = Promise.resolve(new Float32Array(0));
   if (moes.length) {
     const m = concat(moes.map((f) => f.routerCounters!.mass));
-    mass = await m.data();
+    massRead = m.data();
     m.dispose();
   }
-  const reports: SiteSparsityReport[] = sites.map((s, i) => ({
-    name: s.name,
+  const elements = sites.map((s) => s.counter.elements);
+  const experts = expertSites.map((s) => ({
     site: s.site,
-    sparsity: s.counter.elements > 0 ? 1 - words[i]! / s.counter.elements : 0,
-    elements: s.counter.elements,
+    names: Array.from({ length: s.numExperts }, (_, x) => s.expertName(x)),
   }));
-  let at = sites.length;
-  for (const s of expertSites) {
-    const e = s.numExperts;
-    for (let x = 0; x < e; x++) {
-      const nz = words[at + x]!, el = words[at + e + x]!;
-      reports.push({
-        name: s.expertName(x),
-        site: s.site,
-        sparsity: el > 0 ? 1 - nz / el : 0,
-        elements: el,
-      });
-    }
-    at += 2 * e;
-  }
-  let massAt = 0;
-  const layers = moes.map((m) => {
-    const e = m.moe.experts;
-    const st = routerLayerStats(
-      m.path,
-      m.moe.topK,
-      words.subarray(at, at + 2 * e + 2),
-      mass.subarray(massAt, massAt + e + 1),
-    );
-    at += 2 * e + 2;
-    massAt += e + 1;
-    return st;
-  });
+  const moeShapes = moes.map((m) => ({ path: m.path, experts: m.moe.experts, topK: m.moe.topK }));
   for (const s of all) s.resetCounter();
   for (const m of moes) m.resetRouterCounters();
-  const report = summarize(model, reports);
-  if (layers.length) report.routing = routerReport(layers);
-  return report;
+  return Promise.all([wordsRead, massRead]).then(([words, mass]) => {
+    const reports: SiteSparsityReport[] = sites.map((s, i) => ({
+      name: s.name,
+      site: s.site,
+      sparsity: elements[i]! > 0 ? 1 - words[i]! / elements[i]! : 0,
+      elements: elements[i]!,
+    }));
+    let at = sites.length;
+    for (const s of experts) {
+      const e = s.names.length;
+      for (let x = 0; x < e; x++) {
+        const nz = words[at + x]!, el = words[at + e + x]!;
+        reports.push({
+          name: s.names[x]!,
+          site: s.site,
+          sparsity: el > 0 ? 1 - nz / el : 0,
+          elements: el,
+        });
+      }
+      at += 2 * e;
+    }
+    let massAt = 0;
+    const layers = moeShapes.map((m) => {
+      const e = m.experts;
+      const st = routerLayerStats(
+        m.path,
+        m.topK,
+        words.subarray(at, at + 2 * e + 2),
+        mass.subarray(massAt, massAt + e + 1),
+      );
+      at += 2 * e + 2;
+      massAt += e + 1;
+      return st;
+    });
+    const report = summarize(model, reports);
+    if (layers.length) report.routing = routerReport(layers);
+    return report;
+  });
 }
 
 /**

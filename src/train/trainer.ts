@@ -638,8 +638,18 @@ export async function train(
     // would stall the queue.
     const eagerCheck = device.kind !== "webgpu";
 
+    // The last log point's record, still reading back (see the log point below).
+    let pendingLog: Promise<void> | null = null;
+    const settleLog = async () => {
+      const p = pendingLog;
+      pendingLog = null;
+      if (p) await p;
+    };
+
     const checkpoint = async () => {
       if (!ckptPath) return;
+      // A checkpoint is written only after the last window's metrics were checked finite.
+      await settleLog();
       await saveCheckpoint(ckptPath, model, opt, {
         ...state,
         sampler: sampler.state,
@@ -695,33 +705,22 @@ export async function train(
       }
 
       if (state.step % c.logEvery === 0 || state.step === c.steps) {
-        // Both reads are issued before either is awaited, so they share one device sync.
-        const [[sum], g, sq] = await Promise.all([
-          (lossSum as unknown as Tensor<"f32">).data(),
-          opt.gradNorm.data(),
-          opt.sqGradNorms.data(),
-        ]);
-        // Gradient L2 norm of every projection weight (the paper's Fig. 2 compares these per
-        // layer with and without the STE).
-        const gradNorms: Record<string, number> = {};
-        [...opt.params.keys()].forEach((name, i) => {
-          if (name.endsWith("_proj.weight")) {
-            gradNorms[name.slice(0, -".weight".length)] = Math.sqrt(sq[i]!);
-          }
-        });
-        (lossSum as unknown as Tensor<"f32">).dispose();
+        // The window's metrics are read back without waiting: every read is issued now (one
+        // device sync for all) and the record is finished when the next log point, an
+        // evaluation, a checkpoint or the end of the run awaits it. An awaited readback costs
+        // ≥ 10 ms on Deno's WebGPU whatever the adapter; by the next log point the device has
+        // long finished and the await returns at once.
+        await settleLog();
+        const sum = lossSum as unknown as Tensor<"f32">;
+        const reads = Promise.all([sum.data(), opt.gradNorm.data(), opt.sqGradNorms.data()]);
+        sum.dispose();
         lossSum = null;
-        const windowStart = state.step - lossCount + 1;
-        lastTrainLoss = sum! / lossCount;
+        const sparsityRead = measureSparsity(model);
+        const chunkRead = probeChunks();
+        const at = { step: state.step, tokens: state.tokens, windowSteps: lossCount };
         lossCount = 0;
-        if (!Number.isFinite(lastTrainLoss) || !Number.isFinite(g[0]!)) {
-          throw await divergence(opt, state.step, lastTrainLoss, {
-            windowStart,
-            gradNorm: g[0]!,
-            sqGradNorms: sq,
-          });
-        }
         const now = performance.now();
+        const tokensPerSecond = ((state.tokens - lastTokens) * 1000) / (now - lastLog);
         // Steady-state speed: windows after the first, whose time includes compilation.
         if (firstWindowAt === null) {
           firstWindowAt = now;
@@ -729,26 +728,53 @@ export async function train(
           steadyMs += now - lastLog;
           steadyTokens += state.tokens - lastTokens;
         }
-        const sp = await measureSparsity(model);
-        const cs = await probeChunks();
-        await emit({
-          kind: "train",
-          step: state.step,
-          tokens: state.tokens,
-          loss: lastTrainLoss,
-          lr,
-          gradNorm: g[0],
-          gradNorms,
-          tokensPerSecond: ((state.tokens - lastTokens) * 1000) / (now - lastLog),
-          elapsed: elapsed(),
-          ...(sp ? { sparsity: { perSite: sp.perSite, overall: sp.overall, Na: sp.Na } } : {}),
-          ...(sp?.routing ? { routing: routingRecord(sp.routing) } : {}),
-          ...(cs ? { chunkSparsity: chunkRecord(cs) } : {}),
-        });
+        const wall = elapsed();
+        pendingLog = (async () => {
+          const [[lossTotal], g, sq] = await reads;
+          const sp = await sparsityRead;
+          const cs = await chunkRead;
+          // Gradient L2 norm of every projection weight (the paper's Fig. 2 compares these per
+          // layer with and without the STE).
+          const gradNorms: Record<string, number> = {};
+          [...opt.params.keys()].forEach((name, i) => {
+            if (name.endsWith("_proj.weight")) {
+              gradNorms[name.slice(0, -".weight".length)] = Math.sqrt(sq[i]!);
+            }
+          });
+          const windowLoss = lossTotal! / at.windowSteps;
+          if (!Number.isFinite(windowLoss) || !Number.isFinite(g[0]!)) {
+            throw await divergence(opt, at.step, windowLoss, {
+              windowStart: at.step - at.windowSteps + 1,
+              gradNorm: g[0]!,
+              sqGradNorms: sq,
+              laterSteps: state.step - at.step,
+            });
+          }
+          lastTrainLoss = windowLoss;
+          await emit({
+            kind: "train",
+            step: at.step,
+            tokens: at.tokens,
+            loss: windowLoss,
+            lr,
+            gradNorm: g[0],
+            gradNorms,
+            tokensPerSecond,
+            elapsed: wall,
+            ...(sp ? { sparsity: { perSite: sp.perSite, overall: sp.overall, Na: sp.Na } } : {}),
+            ...(sp?.routing ? { routing: routingRecord(sp.routing) } : {}),
+            ...(cs ? { chunkSparsity: chunkRecord(cs) } : {}),
+          });
+        })();
+        // A rejection is handled where it is awaited; until then it must not count as unhandled.
+        pendingLog.catch(() => {});
+        // Host backends read back at once: nothing to overlap, and the record is shown now.
+        if (eagerCheck) await settleLog();
         lastLog = performance.now();
         lastTokens = state.tokens;
       }
       if (c.evalEvery > 0 && state.step % c.evalEvery === 0 && state.step < c.steps) {
+        await settleLog();
         const ev = await evaluate(model, val, c.batchSize);
         await measureSparsity(model); // drop eval counts from the training window
         await emit({
@@ -765,6 +791,7 @@ export async function train(
         await checkpoint();
       }
     }
+    await settleLog();
     if (state.step < c.steps) {
       // Stopped early on request: leave a checkpoint to resume from.
       await checkpoint();
@@ -851,6 +878,8 @@ interface DivergenceSite {
   beforeUpdate?: boolean;
   /** What was non-finite (default "training loss"). */
   what?: string;
+  /** Steps that ran after the window before its readback was checked (pipelined log reads). */
+  laterSteps?: number;
 }
 
 /**
@@ -880,6 +909,7 @@ async function divergence(
   const w = site.windowStart;
   const window = w !== undefined && w < step ? ` (mean over steps ${w}–${step})` : "";
   const parts = [`non-finite ${site.what ?? "training loss"} ${loss} at step ${step}${window}`];
+  if (site.laterSteps) parts.push(`seen after ${site.laterSteps} further steps`);
   if (site.gradNorm !== undefined && !Number.isFinite(site.gradNorm)) {
     parts.push(`gradient norm ${site.gradNorm}`);
   }
