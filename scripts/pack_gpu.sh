@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packs into .gpu/ (git-ignored) what scripts/gpu_runs.sh needs on a GPU machine that has no
+# Packs into .gpu/ (git-ignored) what scripts/gpu_runs.sh and gpu_runs_v2.sh need on a GPU machine that has no
 # network and no Deno: this Deno binary (xz), the Vulkan loader and the GL dispatch libraries as
 # Debian .debs (NVIDIA's Vulkan ICD is libGLX_nvidia, which finds no vkCreateInstance without
 # libglvnd), and a DENO_DIR holding the npm packages and the Brown corpus (run once here so the
@@ -13,7 +13,8 @@ o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp
 apt-get "${o[@]}" update >/dev/null
 (cd .gpu && apt-get "${o[@]}" download libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libgles2 libopengl0)
 dir=$(mktemp -d)
-DENO_DIR=$dir/denodir deno cache cli.ts bench/matmul_table.ts bench/sparsity_table.ts bench/train_speed.ts
+DENO_DIR=$dir/denodir deno cache cli.ts scripts/pick_lr.ts bench/matmul_table.ts bench/sparsity_table.ts \
+  bench/train_speed.ts bench/engine.ts bench/decode.ts
 DENO_DIR=$dir/denodir deno eval 'import { loadBrownCorpus } from "./mod.ts"; await loadBrownCorpus();'
 rm -rf "$dir"/denodir/*analysis_cache*
 tar -cJf .gpu/denodir.tar.xz -C "$dir" denodir
