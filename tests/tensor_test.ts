@@ -17,7 +17,7 @@ import {
   transpose,
   ValueError,
 } from "../mod.ts";
-import { WebGpuBackend } from "../src/backend/webgpu.ts";
+import { declaredBindings, WebGpuBackend } from "../src/backend/webgpu.ts";
 import { randomBits } from "../src/core/random.ts";
 import { assertClose, cpu, gpu, hostRandom, native, onBoth } from "./helpers.ts";
 
@@ -265,4 +265,21 @@ Deno.test("tensors of two devices in one op are a DeviceError (issue 14)", () =>
   );
   assert.throws(() => add(a, b), DeviceError);
   assert.throws(() => concat([a, b]), DeviceError);
+});
+
+Deno.test("declaredBindings reads a kernel's group-0 buffer bindings in order, or gives up", () => {
+  const wgsl = `struct P { n: u32 };
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read_write> c: array<atomic<u32>>;
+@group(0) @binding(2) var<storage> d: array<f32>;
+@group(0) @binding(3) var<uniform> p: P;`;
+  assert.deepEqual(declaredBindings(wgsl), [
+    "read-only-storage",
+    "storage",
+    "read-only-storage",
+    "uniform",
+  ]);
+  assert.equal(declaredBindings(wgsl.replace("@binding(1)", "@binding(5)")), null); // a gap
+  assert.equal(declaredBindings(wgsl.replace("@binding(2)", "@binding(0)")), null); // a repeat
+  assert.equal(declaredBindings("fn main() {}"), null);
 });

@@ -91,6 +91,53 @@ export function isSoftwareAdapter(
   return /llvmpipe|lavapipe|softpipe|swiftshader|software rasterizer/i.test(text);
 }
 
+/** A compiled kernel: its pipeline, bind group layout, and whether uniforms bind dynamically. */
+interface CompiledKernel {
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+  dynamicUniform: boolean;
+}
+
+/** Bind groups kept before the cache starts over (a step of the largest model uses ~1,500). */
+const MAX_CACHED_BIND_GROUPS = 8192;
+
+/**
+ * The buffer binding types a kernel's WGSL declares in group 0, by binding index, or null when
+ * they are not numbered 0..n−1 without gaps (then the layout is left to WebGPU).
+ *
+ * @param wgsl The kernel source.
+ * @returns The binding types.
+ */
+export function declaredBindings(wgsl: string): GPUBufferBindingType[] | null {
+  const types: GPUBufferBindingType[] = [];
+  const re =
+    /@group\(0\)\s*@binding\((\d+)\)\s*var<\s*(uniform|storage)\s*(?:,\s*(read_write|read)\s*)?>/g;
+  for (const m of wgsl.matchAll(re)) {
+    const i = Number(m[1]);
+    if (types[i] !== undefined) return null;
+    types[i] = m[2] === "uniform"
+      ? "uniform"
+      : m[3] === "read_write"
+      ? "storage"
+      : "read-only-storage";
+  }
+  for (let i = 0; i < types.length; i++) if (types[i] === undefined) return null;
+  return types.length ? types : null;
+}
+
+function bindEntries(
+  buffers: GPUBuffer[],
+  uniform: { buffer: GPUBuffer; offset: number; size: number } | null,
+): GPUBindGroupEntry[] {
+  // Bind the whole pooled buffer: kernels never use arrayLength, and vec4 arrays need ≥ 16 bytes.
+  const entries: GPUBindGroupEntry[] = buffers.map((buffer, binding) => ({
+    binding,
+    resource: { buffer },
+  }));
+  if (uniform) entries.push({ binding: buffers.length, resource: uniform });
+  return entries;
+}
+
 /** Backend that encodes WGSL kernels on a WebGPU device. */
 export class WebGpuBackend implements Backend {
   readonly kind = "webgpu" as const;
@@ -105,7 +152,11 @@ export class WebGpuBackend implements Backend {
   #pool = new Map<number, GPUBuffer[]>();
   #pooledBytes = 0;
   #pooledCount = 0;
-  #pipelines = new Map<string, GPUComputePipeline>();
+  #pipelines = new Map<string, CompiledKernel>();
+  /** Bind groups by pipeline, buffers and uniform segment (see {@link WebGpuBackend.dispatch}). */
+  #bindGroups = new Map<string, GPUBindGroup>();
+  #bufferIds = new WeakMap<GPUBuffer, number>();
+  #nextBufferId = 1;
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
   #pendingDispatches = 0;
@@ -295,14 +346,30 @@ export class WebGpuBackend implements Backend {
     }
   }
 
-  #pipeline(d: Dispatch): GPUComputePipeline {
+  #pipeline(d: Dispatch): CompiledKernel {
     let p = this.#pipelines.get(d.key);
     if (p) return p;
     const code = d.wgsl();
     this.device.pushErrorScope("validation");
     const module = this.device.createShaderModule({ code, label: d.key });
-    p = this.device.createComputePipeline({
-      layout: "auto",
+    const bindings = declaredBindings(code);
+    // An explicit layout (read from the WGSL's declarations) lets the uniform binding take a
+    // dynamic offset, so one bind group serves every dispatch of a kernel on the same buffers.
+    // Kernels whose declarations do not match their dispatch's buffers keep the derived layout.
+    const explicit = bindings !== null &&
+      bindings.length === d.buffers.length + (d.uniforms ? 1 : 0);
+    const layout = explicit
+      ? this.device.createBindGroupLayout({
+        label: d.key,
+        entries: bindings.map((type, binding) => ({
+          binding,
+          visibility: GPUShaderStage.COMPUTE,
+          buffer: type === "uniform" ? { type, hasDynamicOffset: true } : { type },
+        })),
+      })
+      : null;
+    const pipeline = this.device.createComputePipeline({
+      layout: layout ? this.device.createPipelineLayout({ bindGroupLayouts: [layout] }) : "auto",
       compute: { module, entryPoint: "main" },
       label: d.key,
     });
@@ -311,8 +378,15 @@ export class WebGpuBackend implements Backend {
     this.device.popErrorScope().then((e) => {
       if (e) this.#error ??= `kernel ${d.key} failed to compile: ${e.message.trim()}`;
     });
+    p = { pipeline, layout: layout ?? pipeline.getBindGroupLayout(0), dynamicUniform: explicit };
     this.#pipelines.set(d.key, p);
     return p;
+  }
+
+  #bufferId(b: GPUBuffer): number {
+    let id = this.#bufferIds.get(b);
+    if (id === undefined) this.#bufferIds.set(b, id = this.#nextBufferId++);
+    return id;
   }
 
   #uniformSlot(words: Uint32Array): { buffer: GPUBuffer; offset: number; size: number } {
@@ -341,19 +415,39 @@ export class WebGpuBackend implements Backend {
       throw new DeviceError(d.op, `dispatch [${x}, ${y}, ${z}] exceeds ${maxDim} per dimension`);
     }
     if (x === 0 || y === 0 || z === 0) return;
-    const pipeline = this.#pipeline(d);
-    const entries: GPUBindGroupEntry[] = d.buffers.map((s, i) => ({
-      binding: i,
-      // Bind the whole pooled buffer: kernels never use arrayLength, and vec4 arrays need ≥ 16 bytes.
-      resource: { buffer: this.#buf(s, d.op) },
-    }));
-    if (d.uniforms) {
-      entries.push({ binding: d.buffers.length, resource: this.#uniformSlot(d.uniforms) });
+    const kernel = this.#pipeline(d);
+    const pipeline = kernel.pipeline;
+    const buffers = d.buffers.map((s) => this.#buf(s, d.op));
+    const slot = d.uniforms ? this.#uniformSlot(d.uniforms) : null;
+    let bindGroup: GPUBindGroup | undefined;
+    let offsets: number[] = [];
+    if (kernel.dynamicUniform) {
+      // Buffers come from size-class pools and uniform segments from a free list, so a training
+      // step meets the same combinations every step: creating a bind group (~15 µs on llvmpipe)
+      // is then a map lookup. Buffer ids are never reused, so an entry of a destroyed buffer
+      // is simply never hit again.
+      let key = d.key;
+      for (const b of buffers) key += "," + this.#bufferId(b);
+      if (slot) key += "|" + this.#bufferId(slot.buffer) + ":" + slot.size;
+      bindGroup = this.#bindGroups.get(key);
+      if (!bindGroup) {
+        if (this.#bindGroups.size >= MAX_CACHED_BIND_GROUPS) this.#bindGroups.clear();
+        bindGroup = this.device.createBindGroup({
+          layout: kernel.layout,
+          entries: bindEntries(
+            buffers,
+            slot && { buffer: slot.buffer, offset: 0, size: slot.size },
+          ),
+        });
+        this.#bindGroups.set(key, bindGroup);
+      }
+      if (slot) offsets = [slot.offset];
+    } else {
+      bindGroup = this.device.createBindGroup({
+        layout: kernel.layout,
+        entries: bindEntries(buffers, slot),
+      });
     }
-    const bindGroup = this.device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries,
-    });
     const enc = this.#ensureEncoder();
     const timed = this.#profiling && this.#timedOps.length < MAX_TIMED_DISPATCHES;
     if (timed) {
@@ -368,13 +462,13 @@ export class WebGpuBackend implements Backend {
         },
       });
       pass.setPipeline(pipeline);
-      pass.setBindGroup(0, bindGroup);
+      pass.setBindGroup(0, bindGroup, offsets);
       pass.dispatchWorkgroups(x, y, z);
       pass.end();
     } else {
       this.#pass ??= enc.beginComputePass();
       this.#pass.setPipeline(pipeline);
-      this.#pass.setBindGroup(0, bindGroup);
+      this.#pass.setBindGroup(0, bindGroup, offsets);
       this.#pass.dispatchWorkgroups(x, y, z);
     }
     this.#dispatches++;
