@@ -145,7 +145,7 @@ function wordOf(kernel: string, field: string, scalar: ScalarParamType, v: numbe
   }
   const [lo, hi] = scalar === "u32" ? [0, 2 ** 32] : [-(2 ** 31), 2 ** 31];
   if (!Number.isInteger(v) || v < lo || v >= hi) {
-    throw new Error(`kernel "${kernel}": "${field}" = ${v} is not a ${scalar}`);
+    throw new Error(`kernel "${kernel}": "${field}" = ${v} does not fit ${scalar}`);
   }
   return v >>> 0;
 }
