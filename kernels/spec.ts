@@ -157,6 +157,7 @@ function wordOf(kernel: string, field: string, scalar: ScalarParamType, v: numbe
  * @returns The header generator, uniform packer and key builder.
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { defineKernel } from "./spec.ts";
  * const SCALE = defineKernel({
  *   name: "exampleScale",
@@ -166,13 +167,18 @@ function wordOf(kernel: string, field: string, scalar: ScalarParamType, v: numbe
  *   ],
  *   params: { n: "u32", s: "f32" },
  * });
- * console.log(SCALE.header({ types: { T: "f32" } }));
- * // struct P { n: u32, s: f32 };
- * // @group(0) @binding(0) var<storage, read> xs: array<f32>;
- * // @group(0) @binding(1) var<storage, read_write> out: array<f32>;
- * // @group(0) @binding(2) var<uniform> p: P;
- * console.log(SCALE.uniforms({ n: 3, s: 1 })); // Uint32Array [3, 1065353216, 0, 0]
- * console.log(SCALE.key("f32")); // "exampleScale:f32"
+ * assert.equal(
+ *   SCALE.header({ types: { T: "f16" } }),
+ *   `enable f16;
+ * struct P { n: u32, s: f32 };
+ * @group(0) @binding(0) var<storage, read> xs: array<f16>;
+ * @group(0) @binding(1) var<storage, read_write> out: array<f16>;
+ * @group(0) @binding(2) var<uniform> p: P;`,
+ * );
+ * // By name, in declared order, f32 as its bits, rounded up to 16 bytes:
+ * assert.deepEqual(Array.from(SCALE.uniforms({ s: 1, n: 3 })), [3, 0x3f800000, 0, 0]);
+ * assert.throws(() => SCALE.uniforms({ n: 3 } as never), /"exampleScale": uniform field "s" missing/);
+ * assert.equal(SCALE.key("f16", "L32"), "exampleScale:f16:L32");
  * ```
  */
 export function defineKernel<const P extends ParamTypes = Record<never, ParamType>>(
