@@ -6,9 +6,10 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { typedView } from "../src/core/dtype.ts";
-import { gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import { GRID, metaWords } from "./moe_layout.ts";
 import { chunkUnionNative } from "./native/chunk_union.ts";
+import { defineKernel } from "./spec.ts";
 
 /** Geometry of a chunk-union pass. */
 export interface ChunkUnionParams {
@@ -28,18 +29,24 @@ export interface ChunkUnionParams {
   w: number;
 }
 
+const CHUNK_UNION = defineKernel({
+  name: "chunkUnion",
+  bindings: [
+    { name: "h", type: "f32", access: "read" },
+    { name: "perm", type: "u32", access: "read" },
+    { name: "segs", type: "u32", access: "read" },
+    { name: "used", type: "f32", access: "read_write" },
+  ],
+  params: { e: "u32", k: "u32", seq: "u32", chunk: "u32", per: "u32", chunks: "u32", w: "u32" },
+});
+
 /**
  * WGSL of the chunk union: `used[(c·E + e)·w + col] = 1` when some row of expert e whose token
  * lies in chunk c has a nonzero in column col, else 0. Rows of an expert are in token order, so
  * a binary search finds the chunk's first row and the walk stops at its last.
  */
 export function chunkUnionWgsl(): string {
-  return `struct P { e: u32, k: u32, seq: u32, chunk: u32, per: u32, chunks: u32, w: u32 };
-@group(0) @binding(0) var<storage, read> h: array<f32>;
-@group(0) @binding(1) var<storage, read> perm: array<u32>;
-@group(0) @binding(2) var<storage, read> segs: array<u32>;
-@group(0) @binding(3) var<storage, read_write> used: array<f32>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${CHUNK_UNION.header()}
 @compute @workgroup_size(${WG})
 fn main(${GRID}) {
   let stride = nwg.x * ${WG}u;
@@ -113,12 +120,20 @@ export function chunkUnionDispatch(
 ): Dispatch {
   return {
     op: "chunkUnion",
-    key: "chunkUnion",
+    key: CHUNK_UNION.key(),
     wgsl: chunkUnionWgsl,
     cpu: ([a, b, c, d]) => chunkUnionCpu(p, a!, b!, c!, d!),
     native: (b, rt) => chunkUnionNative(p, b, rt),
     buffers: [h, perm, meta, used],
-    uniforms: uniforms(p.e, p.k, p.seqLen, p.chunk, p.perSeq, p.chunks, p.w),
+    uniforms: CHUNK_UNION.uniforms({
+      e: p.e,
+      k: p.k,
+      seq: p.seqLen,
+      chunk: p.chunk,
+      per: p.perSeq,
+      chunks: p.chunks,
+      w: p.w,
+    }),
     workgroups: gridStride(p.chunks * p.e * p.w),
   };
 }

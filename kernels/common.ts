@@ -1,5 +1,6 @@
 /**
- * Helpers shared by the kernel families: launch geometry, uniform packing, WGSL snippets.
+ * Helpers shared by the kernel families: launch geometry and WGSL snippets. Headers and uniform
+ * packing are declared per kernel (`spec.ts`).
  *
  * @module
  */
@@ -14,46 +15,6 @@ export const WG = 256;
  */
 export function gridStride(n: number, wg = WG, cap = 4096): [number, number, number] {
   return [Math.max(1, Math.min(Math.ceil(n / wg), cap)), 1, 1];
-}
-
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/** The bits of `x` as an f32, for packing float parameters into a u32 uniform block. */
-export function f32Bits(x: number): number {
-  f32[0] = x;
-  return u32[0]!;
-}
-
-/**
- * Packs uniform parameters. Numbers go in as u32 unless wrapped by {@link asF32} / {@link asI32}.
- *
- * @param values Parameter values in struct order.
- * @returns The uniform words.
- */
-export function uniforms(...values: (number | { f32: number } | { i32: number })[]): Uint32Array {
-  const out = new Uint32Array(Math.max(4, Math.ceil(values.length / 4) * 4));
-  values.forEach((v, i) => {
-    if (typeof v === "number") out[i] = v >>> 0;
-    else if ("f32" in v) out[i] = f32Bits(v.f32);
-    else out[i] = v.i32 >>> 0;
-  });
-  return out;
-}
-
-/** Marks a uniform value as f32. */
-export function asF32(x: number): { f32: number } {
-  return { f32: x };
-}
-
-/** Marks a uniform value as i32. */
-export function asI32(x: number): { i32: number } {
-  return { i32: x };
-}
-
-/** `enable f16;` when any of the dtypes is f16. */
-export function enables(...dtypes: string[]): string {
-  return dtypes.includes("f16") ? "enable f16;\n" : "";
 }
 
 /** The grid-stride loop header used by 1-D kernels (`i` is the element index). */

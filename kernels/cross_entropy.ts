@@ -12,7 +12,6 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, uniforms } from "./common.ts";
 import {
   ROW_ARGS,
   ROW_WG,
@@ -23,16 +22,23 @@ import {
 } from "./reduce.ts";
 import { rowLseCpu, rowLseWgsl, WGSL_LSE } from "./softmax.ts";
 import { crossEntropyBackwardNative, crossEntropyNative } from "./native/cross_entropy.ts";
+import { defineKernel } from "./spec.ts";
+
+const CROSS_ENTROPY = defineKernel({
+  name: "crossEntropy",
+  bindings: [
+    { name: "xs", type: "T", access: "read" },
+    { name: "targets", type: "u32", access: "read" },
+    { name: "loss", type: "T", access: "read_write" },
+  ],
+  params: { rows: "u32", cols: "u32" },
+});
 
 /** WGSL of the per-row loss. Bindings: logits, targets (u32), loss. */
 export function crossEntropyWgsl(dtype: DType, lanes: number): string {
   const T = dtype;
-  return `${enables(T)}${WGSL_FLOAT_HELPERS}${WGSL_LSE}
-struct P { rows: u32, cols: u32 };
-@group(0) @binding(0) var<storage, read> xs: array<${T}>;
-@group(0) @binding(1) var<storage, read> targets: array<u32>;
-@group(0) @binding(2) var<storage, read_write> loss: array<${T}>;
-@group(0) @binding(3) var<uniform> p: P;
+  return `${CROSS_ENTROPY.header({ types: { T } })}
+${WGSL_FLOAT_HELPERS}${WGSL_LSE}
 var<workgroup> sms: array<vec2f, ${ROW_WG}>;
 @compute @workgroup_size(${ROW_WG})
 fn main(${ROW_ARGS}) {
@@ -89,26 +95,32 @@ export function crossEntropyDispatch(
   const lanes = rowLanes(cols);
   return {
     op: "crossEntropy",
-    key: `crossEntropy:${dtype}:L${lanes}`,
+    key: CROSS_ENTROPY.key(dtype, `L${lanes}`),
     wgsl: () => crossEntropyWgsl(dtype, lanes),
     cpu: ([a, b, c]) => crossEntropyCpu(dtype, rows, cols, a!, b!, c!),
     native: dtype === "f32" ? (bufs, rt) => crossEntropyNative(rows, cols, bufs, rt) : undefined,
     buffers: [x, targets, loss],
-    uniforms: uniforms(rows, cols),
+    uniforms: CROSS_ENTROPY.uniforms({ rows, cols }),
     workgroups: rowGroups(rows, lanes),
   };
 }
 
+const CROSS_ENTROPY_BACKWARD = defineKernel({
+  name: "crossEntropyBackward",
+  bindings: [
+    { name: "xs", type: "T", access: "read" },
+    { name: "targets", type: "u32", access: "read" },
+    { name: "g", type: "T", access: "read" },
+    { name: "gx", type: "T", access: "read_write" },
+  ],
+  params: { rows: "u32", cols: "u32" },
+});
+
 /** WGSL of the backward. Bindings: logits, targets, g (per row), gx. */
 export function crossEntropyBackwardWgsl(dtype: DType, lanes: number): string {
   const T = dtype, L = lanes;
-  return `${enables(T)}${WGSL_FLOAT_HELPERS}${WGSL_LSE}
-struct P { rows: u32, cols: u32 };
-@group(0) @binding(0) var<storage, read> xs: array<${T}>;
-@group(0) @binding(1) var<storage, read> targets: array<u32>;
-@group(0) @binding(2) var<storage, read> g: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> gx: array<${T}>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${CROSS_ENTROPY_BACKWARD.header({ types: { T } })}
+${WGSL_FLOAT_HELPERS}${WGSL_LSE}
 var<workgroup> sms: array<vec2f, ${ROW_WG}>;
 @compute @workgroup_size(${ROW_WG})
 fn main(${ROW_ARGS}) {
@@ -175,14 +187,14 @@ export function crossEntropyBackwardDispatch(
   const lanes = rowLanes(cols);
   return {
     op: "crossEntropyBackward",
-    key: `crossEntropyBackward:${dtype}:L${lanes}`,
+    key: CROSS_ENTROPY_BACKWARD.key(dtype, `L${lanes}`),
     wgsl: () => crossEntropyBackwardWgsl(dtype, lanes),
     cpu: ([a, b, c, d]) => crossEntropyBackwardCpu(dtype, rows, cols, a!, b!, c!, d!),
     native: dtype === "f32"
       ? (bufs, rt) => crossEntropyBackwardNative(rows, cols, bufs, rt)
       : undefined,
     buffers: [x, targets, g, gx],
-    uniforms: uniforms(rows, cols),
+    uniforms: CROSS_ENTROPY_BACKWARD.uniforms({ rows, cols }),
     workgroups: rowGroups(rows, lanes),
   };
 }

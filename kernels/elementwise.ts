@@ -8,8 +8,9 @@
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
 import { broadcastStrides, type Shape, sizeOf } from "../src/core/shape.ts";
-import { asF32, enables, gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import * as nat from "./native/elementwise.ts";
+import { defineKernel } from "./spec.ts";
 
 const fr = Math.fround;
 
@@ -153,17 +154,22 @@ function intCpu(op: BinaryOp, dtype: DType): ((a: number, b: number) => number) 
 // ---------------------------------------------------------------------------------------------
 // Unary
 
+const UNARY_MAP = defineKernel({
+  name: "unary",
+  bindings: [
+    { name: "xs", type: "T", access: "read" },
+    { name: "out", type: "T", access: "read_write" },
+  ],
+  params: { n: "u32" },
+});
+
 /** WGSL for a unary map over `dtype`. */
 export function unaryWgsl(op: UnaryOp, dtype: DType): string {
   const ct = computeType(dtype);
   const expr = ct === "f32"
     ? UNARY[op].wgsl
     : UNARY[op].wgsl.replaceAll("0.0", "0").replaceAll("1.0", "1");
-  return `${enables(dtype)}
-struct P { n: u32 };
-@group(0) @binding(0) var<storage, read> xs: array<${dtype}>;
-@group(0) @binding(1) var<storage, read_write> out: array<${dtype}>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${UNARY_MAP.header({ types: { T: dtype } })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -197,12 +203,12 @@ export function unaryDispatch(
 ): Dispatch {
   return {
     op,
-    key: `unary:${op}:${dtype}`,
+    key: UNARY_MAP.key(op, dtype),
     wgsl: () => unaryWgsl(op, dtype),
     cpu: ([a, o]) => unaryCpu(op, dtype, a!, o!, n),
     native: dtype === "f32" ? ([a, o], rt) => nat.unaryNative(op, a!, o!, n, rt) : undefined,
     buffers: [x, out],
-    uniforms: uniforms(n),
+    uniforms: UNARY_MAP.uniforms({ n }),
     workgroups: gridStride(n),
   };
 }
@@ -247,6 +253,24 @@ export function broadcastLayout(a: Shape, b: Shape, out: Shape): BroadcastLayout
   return { shape, stridesA: stA, stridesB: stB };
 }
 
+const BINARY_MAP = defineKernel({
+  name: "binary",
+  bindings: [
+    { name: "xa", type: "T", access: "read" },
+    { name: "xb", type: "T", access: "read" },
+    { name: "out", type: "T", access: "read_write" },
+  ],
+  // Dims and strides past the rank are never read; `shape`, `sa` and `sb` hold MAX_RANK each.
+  params: {
+    n: "u32",
+    sa0: "u32",
+    sb0: "u32",
+    shape: "array<vec4u, 2>",
+    sa: "array<vec4u, 2>",
+    sb: "array<vec4u, 2>",
+  },
+});
+
 /** WGSL for a broadcasting binary op of `rank` (after collapsing). */
 export function binaryWgsl(op: BinaryOp, dtype: DType, rank: number): string {
   const ct = computeType(dtype);
@@ -262,12 +286,7 @@ export function binaryWgsl(op: BinaryOp, dtype: DType, rank: number): string {
       ia = ia + c * p.sa[d / 4][d % 4];
       ib = ib + c * p.sb[d / 4][d % 4];
     }`;
-  return `${enables(dtype)}
-struct P { n: u32, sa0: u32, sb0: u32, pad: u32, shape: array<vec4u, 2>, sa: array<vec4u, 2>, sb: array<vec4u, 2> };
-@group(0) @binding(0) var<storage, read> xa: array<${dtype}>;
-@group(0) @binding(1) var<storage, read> xb: array<${dtype}>;
-@group(0) @binding(2) var<storage, read_write> out: array<${dtype}>;
-@group(0) @binding(3) var<uniform> p: P;
+  return `${BINARY_MAP.header({ types: { T: dtype } })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -324,18 +343,17 @@ export function binaryDispatch(
   const rank = layout.shape.length;
   const n = sizeOf(layout.shape);
   const padTo8 = (xs: number[], fill: number) => [...xs, ...new Array(8 - xs.length).fill(fill)];
-  const words = uniforms(
+  const words = BINARY_MAP.uniforms({
     n,
-    layout.stridesA[0]!,
-    layout.stridesB[0]!,
-    0,
-    ...padTo8(layout.shape, 1),
-    ...padTo8(layout.stridesA, 0),
-    ...padTo8(layout.stridesB, 0),
-  );
+    sa0: layout.stridesA[0]!,
+    sb0: layout.stridesB[0]!,
+    shape: padTo8(layout.shape, 1),
+    sa: padTo8(layout.stridesA, 0),
+    sb: padTo8(layout.stridesB, 0),
+  });
   return {
     op,
-    key: `binary:${op}:${dtype}:${rank === 1 ? "flat" : `r${rank}`}`,
+    key: BINARY_MAP.key(op, dtype, rank === 1 ? "flat" : `r${rank}`),
     wgsl: () => binaryWgsl(op, dtype, rank),
     cpu: ([x, y, o]) => binaryCpu(op, dtype, layout, x!, y!, o!),
     native: dtype === "f32" && rank <= MAX_RANK
@@ -350,14 +368,19 @@ export function binaryDispatch(
 // ---------------------------------------------------------------------------------------------
 // Scalar forms: op(x, s) or op(s, x) with s in the uniform block (no broadcast buffer needed)
 
+const SCALAR_MAP = defineKernel({
+  name: "scalar",
+  bindings: [
+    { name: "xs", type: "T", access: "read" },
+    { name: "out", type: "T", access: "read_write" },
+  ],
+  params: { n: "u32", s: "f32" },
+});
+
 /** WGSL for `op(x, s)` (or `op(s, x)` when `reversed`) on floats. */
 export function scalarWgsl(op: BinaryOp, dtype: DType, reversed: boolean): string {
   const expr = BINARY[op].wgsl.replace("Z", "0.0").replace("O", "1.0");
-  return `${enables(dtype)}
-struct P { n: u32, s: f32 };
-@group(0) @binding(0) var<storage, read> xs: array<${dtype}>;
-@group(0) @binding(1) var<storage, read_write> out: array<${dtype}>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${SCALAR_MAP.header({ types: { T: dtype } })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -396,14 +419,14 @@ export function scalarDispatch(
 ): Dispatch {
   return {
     op: `${op}Scalar`,
-    key: `scalar:${op}:${dtype}:${reversed ? "r" : "f"}`,
+    key: SCALAR_MAP.key(op, dtype, reversed ? "r" : "f"),
     wgsl: () => scalarWgsl(op, dtype, reversed),
     cpu: ([a, o]) => scalarCpu(op, dtype, reversed, s, a!, o!, n),
     native: dtype === "f32"
       ? ([a, o], rt) => nat.scalarNative(op, reversed, s, a!, o!, n, rt)
       : undefined,
     buffers: [x, out],
-    uniforms: uniforms(n, asF32(s)),
+    uniforms: SCALAR_MAP.uniforms({ n, s }),
     workgroups: gridStride(n),
   };
 }
@@ -411,15 +434,20 @@ export function scalarDispatch(
 // ---------------------------------------------------------------------------------------------
 // where(cond, a, b) with broadcasting of cond against a same-shaped (a, b) pair
 
+const WHERE = defineKernel({
+  name: "where",
+  bindings: [
+    { name: "cond", type: "C", access: "read" },
+    { name: "xa", type: "T", access: "read" },
+    { name: "xb", type: "T", access: "read" },
+    { name: "out", type: "T", access: "read_write" },
+  ],
+  params: { n: "u32", cstride: "u32", cmod: "u32" },
+});
+
 /** WGSL for `cond != 0 ? a : b`; `cond` is broadcast by the row length `m` (cond index i % m / k). */
 export function whereWgsl(condType: DType, dtype: DType): string {
-  return `${enables(condType, dtype)}
-struct P { n: u32, cstride: u32, cmod: u32 };
-@group(0) @binding(0) var<storage, read> cond: array<${condType}>;
-@group(0) @binding(1) var<storage, read> xa: array<${dtype}>;
-@group(0) @binding(2) var<storage, read> xb: array<${dtype}>;
-@group(0) @binding(3) var<storage, read_write> out: array<${dtype}>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${WHERE.header({ types: { C: condType, T: dtype } })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -464,14 +492,14 @@ export function whereDispatch(
 ): Dispatch {
   return {
     op: "where",
-    key: `where:${condType}:${dtype}`,
+    key: WHERE.key(condType, dtype),
     wgsl: () => whereWgsl(condType, dtype),
     cpu: ([c, x, y, o]) => whereCpu(condType, dtype, n, cstride, cmod, c!, x!, y!, o!),
     native: dtype !== "f16" && nat.whereCondCode(condType) >= 0
       ? (bufs, rt) => nat.whereNative(nat.whereCondCode(condType), n, cstride, cmod, bufs, rt)
       : undefined,
     buffers: [cond, a, b, out],
-    uniforms: uniforms(n, cstride, Math.max(1, cmod)),
+    uniforms: WHERE.uniforms({ n, cstride, cmod: Math.max(1, cmod) }),
     workgroups: gridStride(n),
   };
 }

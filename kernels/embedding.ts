@@ -22,20 +22,26 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import * as nat from "./native/embedding.ts";
 import { LEADER_BIT, NO_NEXT } from "./native/embedding.ts";
+import { defineKernel } from "./spec.ts";
 
 export { LEADER_BIT, NO_NEXT };
 
+const EMBEDDING = defineKernel({
+  name: "embedding",
+  bindings: [
+    { name: "table", type: "T", access: "read" },
+    { name: "ids", type: "u32", access: "read" },
+    { name: "out", type: "T", access: "read_write" },
+  ],
+  params: { n: "u32", d: "u32", v: "u32" },
+});
+
 /** WGSL of the gather `out[t, d] = ids[t] < V ? table[ids[t], d] : 0`. */
 export function embeddingWgsl(dtype: DType): string {
-  return `${enables(dtype)}
-struct P { n: u32, d: u32, v: u32 };
-@group(0) @binding(0) var<storage, read> table: array<${dtype}>;
-@group(0) @binding(1) var<storage, read> ids: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<${dtype}>;
-@group(0) @binding(3) var<uniform> p: P;
+  return `${EMBEDDING.header({ types: { T: dtype } })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -91,12 +97,12 @@ export function embeddingDispatch(
   const n = tokens * d;
   return {
     op: "embedding",
-    key: `embedding:${dtype}`,
+    key: EMBEDDING.key(dtype),
     wgsl: () => embeddingWgsl(dtype),
     cpu: ([a, b, c]) => embeddingCpu(dtype, tokens, d, v, a!, b!, c!),
     native: (bufs, rt) => nat.embeddingNative(dtype === "f16" ? 2 : 4, tokens, d, v, bufs, rt),
     buffers: [table, ids, out],
-    uniforms: uniforms(n, d, v),
+    uniforms: EMBEDDING.uniforms({ n, d, v }),
     workgroups: gridStride(n),
   };
 }
@@ -104,12 +110,18 @@ export function embeddingDispatch(
 // ---------------------------------------------------------------------------------------------
 // Backward step 1: per-id linked lists in token order
 
+const EMBEDDING_LINKS = defineKernel({
+  name: "embeddingLinks",
+  bindings: [
+    { name: "ids", type: "u32", access: "read" },
+    { name: "links", type: "u32", access: "read_write" },
+  ],
+  params: { n: "u32", v: "u32" },
+});
+
 /** WGSL of `links[t] = next occurrence of ids[t] (or NO_NEXT) | LEADER_BIT if first`. */
 export function embeddingLinksWgsl(): string {
-  return `struct P { n: u32, v: u32 };
-@group(0) @binding(0) var<storage, read> ids: array<u32>;
-@group(0) @binding(1) var<storage, read_write> links: array<u32>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${EMBEDDING_LINKS.header()}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -166,12 +178,12 @@ export function embeddingLinksDispatch(
 ): Dispatch {
   return {
     op: "embeddingBackward",
-    key: "embeddingLinks",
+    key: EMBEDDING_LINKS.key(),
     wgsl: () => embeddingLinksWgsl(),
     cpu: ([a, b]) => embeddingLinksCpu(n, v, a!, b!),
     native: ([a, b]) => nat.embeddingLinksNative(n, v, a!, b!),
     buffers: [ids, links],
-    uniforms: uniforms(n, v),
+    uniforms: EMBEDDING_LINKS.uniforms({ n, v }),
     // Small workgroup count keeps long scans spread; each invocation may walk all ids.
     workgroups: gridStride(n, WG),
   };
@@ -180,15 +192,20 @@ export function embeddingLinksDispatch(
 // ---------------------------------------------------------------------------------------------
 // Backward step 2: sum each id's gradient rows in token order
 
+const EMBEDDING_ACCUMULATE = defineKernel({
+  name: "embeddingAccumulate",
+  bindings: [
+    { name: "g", type: "T", access: "read" },
+    { name: "ids", type: "u32", access: "read" },
+    { name: "links", type: "u32", access: "read" },
+    { name: "gtable", type: "T", access: "read_write" },
+  ],
+  params: { n: "u32", d: "u32" },
+});
+
 /** WGSL: for each head token t and column d, `gtable[ids[t], d] = Σ_{t' in list(t)} g[t', d]`. */
 export function embeddingAccumulateWgsl(dtype: DType): string {
-  return `${enables(dtype)}
-struct P { n: u32, d: u32 };
-@group(0) @binding(0) var<storage, read> g: array<${dtype}>;
-@group(0) @binding(1) var<storage, read> ids: array<u32>;
-@group(0) @binding(2) var<storage, read> links: array<u32>;
-@group(0) @binding(3) var<storage, read_write> gtable: array<${dtype}>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${EMBEDDING_ACCUMULATE.header({ types: { T: dtype } })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -248,14 +265,14 @@ export function embeddingAccumulateDispatch(
 ): Dispatch {
   return {
     op: "embeddingBackward",
-    key: `embeddingAccumulate:${dtype}`,
+    key: EMBEDDING_ACCUMULATE.key(dtype),
     wgsl: () => embeddingAccumulateWgsl(dtype),
     cpu: ([a, b, c, e]) => embeddingAccumulateCpu(dtype, n, d, a!, b!, c!, e!),
     native: dtype === "f32"
       ? (bufs, rt) => nat.embeddingAccumulateNative(n, d, bufs, rt)
       : undefined,
     buffers: [g, ids, links, gtable],
-    uniforms: uniforms(n, d),
+    uniforms: EMBEDDING_ACCUMULATE.uniforms({ n, d }),
     workgroups: gridStride(n * d),
   };
 }

@@ -5,16 +5,22 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { asF32, enables, gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import { fillF32Native } from "./native/fill.ts";
 import { castCode, castNative } from "./native/cast.ts";
+import { defineKernel } from "./spec.ts";
+
+const FILL = defineKernel({
+  name: "fill",
+  bindings: [
+    { name: "out", type: "T", access: "read_write" },
+  ],
+  params: { n: "u32", start: "f32", step: "f32" },
+});
 
 /** WGSL that writes `start + i·step` (converted to `dtype`) into every element. */
 export function linearFillWgsl(dtype: DType): string {
-  return `${enables(dtype)}
-struct P { n: u32, start: f32, step: f32 };
-@group(0) @binding(0) var<storage, read_write> out: array<${dtype}>;
-@group(0) @binding(1) var<uniform> p: P;
+  return `${FILL.header({ types: { T: dtype } })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -51,23 +57,28 @@ export function linearFillDispatch(
 ): Dispatch {
   return {
     op,
-    key: `fill:${dtype}`,
+    key: FILL.key(dtype),
     wgsl: () => linearFillWgsl(dtype),
     cpu: ([o]) => linearFillCpu(dtype, o!, n, start, step),
     native: dtype === "f32" ? ([o], rt) => fillF32Native(o!, n, start, step, rt) : undefined,
     buffers: [out],
-    uniforms: uniforms(n, asF32(start), asF32(step)),
+    uniforms: FILL.uniforms({ n, start, step }),
     workgroups: gridStride(n),
   };
 }
 
+const CAST = defineKernel({
+  name: "cast",
+  bindings: [
+    { name: "x", type: "F", access: "read" },
+    { name: "out", type: "T", access: "read_write" },
+  ],
+  params: { n: "u32" },
+});
+
 /** WGSL converting each element from one dtype to another (WGSL conversion rules). */
 export function castWgsl(from: DType, to: DType): string {
-  return `${enables(from, to)}
-struct P { n: u32 };
-@group(0) @binding(0) var<storage, read> x: array<${from}>;
-@group(0) @binding(1) var<storage, read_write> out: array<${to}>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${CAST.header({ types: { F: from, T: to } })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -103,14 +114,14 @@ export function castDispatch(
 ): Dispatch {
   return {
     op: "cast",
-    key: `cast:${from}:${to}`,
+    key: CAST.key(from, to),
     wgsl: () => castWgsl(from, to),
     cpu: ([a, o]) => castCpu(from, to, a!, o!, n),
     native: castCode(from) >= 0 && castCode(to) >= 0
       ? ([a, o], rt) => castNative(castCode(from), castCode(to), a!, o!, n, rt)
       : undefined,
     buffers: [x, out],
-    uniforms: uniforms(n),
+    uniforms: CAST.uniforms({ n }),
     workgroups: gridStride(n),
   };
 }

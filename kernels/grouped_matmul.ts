@@ -5,9 +5,10 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { gridStride, uniforms } from "./common.ts";
+import { gridStride } from "./common.ts";
 import { GRID } from "./moe_layout.ts";
 import { groupedMatmulNative, groupedWeightGradNative } from "./native/grouped_matmul.ts";
+import { defineKernel } from "./spec.ts";
 
 /** One grouped matmul: `out[r, :] = x[r, :] · B[e]` for every row r of expert e's segment. */
 export interface GroupedMatmulProblem {
@@ -34,6 +35,17 @@ const GT = 8;
 export function groupedRowTiles(m: number, e: number): number {
   return Math.ceil(m / GT) + e + 1;
 }
+
+const GROUPED_MATMUL = defineKernel({
+  name: "groupedMatmul",
+  bindings: [
+    { name: "x", type: "f32", access: "read" },
+    { name: "B", type: "f32", access: "read" },
+    { name: "segs", type: "u32", access: "read" },
+    { name: "out", type: "f32", access: "read_write" },
+  ],
+  params: { m: "u32", k: "u32", n: "u32", e: "u32", tiles: "u32" },
+});
 
 /**
  * WGSL of the grouped matmul. Each invocation owns an 8×8 block of the output inside one
@@ -72,12 +84,7 @@ export function groupedMatmulWgsl(tb: boolean): string {
   zero = `    for (var r = r0; r < min(r0 + ${GT}u, p.m); r = r + 1u) {
       for (var c = c0; c < min(c0 + ${GT}u, p.n); c = c + 1u) { out[r * p.n + c] = 0.0; }
     }`;
-  return `struct P { m: u32, k: u32, n: u32, e: u32, tiles: u32 };
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> B: array<f32>;
-@group(0) @binding(2) var<storage, read> segs: array<u32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${GROUPED_MATMUL.header()}
 fn tile(i: u32) {
   let ct = (p.n + ${GT - 1}u) / ${GT}u;
   let rb = i / ct;
@@ -162,16 +169,27 @@ export function groupedMatmulDispatch(
   const tiles = groupedRowTiles(p.m, p.e) * Math.ceil(p.n / GT);
   return {
     op: "groupedMatmul",
-    key: `groupedMatmul:${p.transposeB ? "T" : "N"}`,
+    key: GROUPED_MATMUL.key(p.transposeB ? "T" : "N"),
     wgsl: () => groupedMatmulWgsl(p.transposeB),
     cpu: ([a, bb, c, d]) => groupedMatmulCpu(p, a!, bb!, c!, d!),
     native: (bufs, rt) =>
       groupedMatmulNative(p, bufs, rt, ([a, bb, c, d]) => groupedMatmulCpu(p, a!, bb!, c!, d!)),
     buffers: [x, b, meta, out],
-    uniforms: uniforms(p.m, p.k, p.n, p.e, tiles),
+    uniforms: GROUPED_MATMUL.uniforms({ m: p.m, k: p.k, n: p.n, e: p.e, tiles }),
     workgroups: gridStride(tiles, GM_WG),
   };
 }
+
+const GROUPED_WEIGHT_GRAD = defineKernel({
+  name: "groupedWeightGrad",
+  bindings: [
+    { name: "x", type: "f32", access: "read" },
+    { name: "g", type: "f32", access: "read" },
+    { name: "segs", type: "u32", access: "read" },
+    { name: "dw", type: "f32", access: "read_write" },
+  ],
+  params: { e: "u32", k: "u32", n: "u32", total: "u32" },
+});
 
 /**
  * WGSL of the grouped weight gradient `dW[e] = Σ_{r ∈ segment e} x[r]ᵀ · g[r]` (`[E, k, n]`):
@@ -202,12 +220,7 @@ export function groupedWeightGradWgsl(): string {
     }
     store += "    }\n";
   }
-  return `struct P { e: u32, k: u32, n: u32, total: u32 };
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> g: array<f32>;
-@group(0) @binding(2) var<storage, read> segs: array<u32>;
-@group(0) @binding(3) var<storage, read_write> dw: array<f32>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${GROUPED_WEIGHT_GRAD.header()}
 @compute @workgroup_size(${GM_WG})
 fn main(${GRID}) {
   let stride = nwg.x * ${GM_WG}u;
@@ -276,7 +289,7 @@ export function groupedWeightGradDispatch(
   const total = e * Math.ceil(k / 4) * Math.ceil(n / 8);
   return {
     op: "groupedMatmulBackward",
-    key: "groupedWeightGrad",
+    key: GROUPED_WEIGHT_GRAD.key(),
     wgsl: groupedWeightGradWgsl,
     cpu: ([a, b, c, d]) => groupedWeightGradCpu(e, k, n, a!, b!, c!, d!),
     native: (bufs, rt) =>
@@ -289,7 +302,7 @@ export function groupedWeightGradDispatch(
         ([a, b, c, d]) => groupedWeightGradCpu(e, k, n, a!, b!, c!, d!),
       ),
     buffers: [x, g, meta, dw],
-    uniforms: uniforms(e, k, n, total),
+    uniforms: GROUPED_WEIGHT_GRAD.uniforms({ e, k, n, total }),
     workgroups: gridStride(total, GM_WG),
   };
 }

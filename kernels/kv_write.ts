@@ -7,7 +7,8 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
+import { defineKernel } from "./spec.ts";
 
 /** Sizes of one append. */
 export interface KvWriteParams {
@@ -25,12 +26,18 @@ export interface KvWriteParams {
   pos: number;
 }
 
+const KV_WRITE = defineKernel({
+  name: "kvWrite",
+  bindings: [
+    { name: "src", type: "f32", access: "read" },
+    { name: "cache", type: "f32", access: "read_write" },
+  ],
+  params: { n: "u32", t: "u32", h: "u32", hd: "u32", tmax: "u32", pos: "u32" },
+});
+
 /** WGSL of the append (one invocation per new element). */
 export function kvWriteWgsl(): string {
-  return `struct P { n: u32, t: u32, h: u32, hd: u32, tmax: u32, pos: u32 };
-@group(0) @binding(0) var<storage, read> src: array<f32>;
-@group(0) @binding(1) var<storage, read_write> cache: array<f32>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${KV_WRITE.header()}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -69,11 +76,11 @@ export function kvWriteDispatch(p: KvWriteParams, src: Storage, cache: Storage):
   const n = p.b * p.t * p.h * p.hd;
   return {
     op: "kvWrite",
-    key: "kvWrite",
+    key: KV_WRITE.key(),
     wgsl: kvWriteWgsl,
     cpu: ([s, c]) => kvWriteCpu(p, s!, c!),
     buffers: [src, cache],
-    uniforms: uniforms(n, p.t, p.h, p.hd, p.tMax, p.pos),
+    uniforms: KV_WRITE.uniforms({ n, t: p.t, h: p.h, hd: p.hd, tmax: p.tMax, pos: p.pos }),
     workgroups: gridStride(n),
   };
 }

@@ -6,8 +6,9 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import { rowCopyNative, sumToNative, transposeNative } from "./native/layout.ts";
+import { defineKernel } from "./spec.ts";
 
 /**
  * A copy of `rows` rows of `cols` elements: `dst[r·dstStride + dstOff + j] = src[r·srcStride + srcOff + j]`.
@@ -22,13 +23,19 @@ export interface RowCopy {
   dstOff: number;
 }
 
+const ROW_COPY = defineKernel({
+  name: "rowcopy",
+  bindings: [
+    { name: "src", type: "T", access: "read" },
+    { name: "dst", type: "T", access: "read_write" },
+  ],
+  // `do` is a WGSL keyword.
+  params: { rows: "u32", cols: "u32", ss: "u32", so: "u32", ds: "u32", do_: "u32" },
+});
+
 /** WGSL of a strided row copy. */
 export function rowCopyWgsl(dtype: DType): string {
-  return `${enables(dtype)}
-struct P { rows: u32, cols: u32, ss: u32, so: u32, ds: u32, do_: u32 };
-@group(0) @binding(0) var<storage, read> src: array<${dtype}>;
-@group(0) @binding(1) var<storage, read_write> dst: array<${dtype}>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${ROW_COPY.header({ types: { T: dtype } })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -61,25 +68,37 @@ export function rowCopyDispatch(
   const n = c.rows * c.cols;
   return {
     op,
-    key: `rowcopy:${dtype}`,
+    key: ROW_COPY.key(dtype),
     wgsl: () => rowCopyWgsl(dtype),
     cpu: ([s, d]) => rowCopyCpu(dtype, c, s!, d!),
     native: ([s, d], rt) => rowCopyNative(dtype === "f16" ? 2 : 4, c, s!, d!, rt),
     buffers: [src, dst],
-    uniforms: uniforms(c.rows, c.cols, c.srcStride, c.srcOff, c.dstStride, c.dstOff),
+    uniforms: ROW_COPY.uniforms({
+      rows: c.rows,
+      cols: c.cols,
+      ss: c.srcStride,
+      so: c.srcOff,
+      ds: c.dstStride,
+      do_: c.dstOff,
+    }),
     workgroups: gridStride(n),
   };
 }
 
 const TT = 16;
 
+const TRANSPOSE = defineKernel({
+  name: "transpose",
+  bindings: [
+    { name: "src", type: "T", access: "read" },
+    { name: "dst", type: "T", access: "read_write" },
+  ],
+  params: { rows: "u32", cols: "u32", batch: "u32" },
+});
+
 /** WGSL of a batched transpose `[b, r, c] → [b, c, r]` through a 16×16 workgroup tile. */
 export function transposeWgsl(dtype: DType): string {
-  return `${enables(dtype)}
-struct P { rows: u32, cols: u32, batch: u32 };
-@group(0) @binding(0) var<storage, read> src: array<${dtype}>;
-@group(0) @binding(1) var<storage, read_write> dst: array<${dtype}>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${TRANSPOSE.header({ types: { T: dtype } })}
 var<workgroup> tile: array<array<${dtype}, ${TT + 1}>, ${TT}>;
 @compute @workgroup_size(${TT}, ${TT})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
@@ -123,12 +142,12 @@ export function transposeDispatch(
 ): Dispatch {
   return {
     op: "transpose",
-    key: `transpose:${dtype}`,
+    key: TRANSPOSE.key(dtype),
     wgsl: () => transposeWgsl(dtype),
     cpu: ([s, d]) => transposeCpu(dtype, batch, rows, cols, s!, d!),
     native: ([s, d], rt) => transposeNative(dtype === "f16" ? 2 : 4, batch, rows, cols, s!, d!, rt),
     buffers: [src, dst],
-    uniforms: uniforms(rows, cols, batch),
+    uniforms: TRANSPOSE.uniforms({ rows, cols, batch }),
     workgroups: [Math.ceil(cols / TT), Math.ceil(rows / TT), batch],
   };
 }
@@ -201,14 +220,26 @@ function coordsLoop(
       } }`;
 }
 
+const SUM_TO = defineKernel({
+  name: "sumTo",
+  bindings: [
+    { name: "src", type: "T", access: "read" },
+    { name: "dst", type: "T", access: "read_write" },
+  ],
+  // Output shape, input strides per output dim, reduced shape and strides: 8 dims each.
+  params: {
+    n: "u32",
+    nred: "u32",
+    os: "array<vec4u, 2>",
+    is: "array<vec4u, 2>",
+    rs: "array<vec4u, 2>",
+    rst: "array<vec4u, 2>",
+  },
+});
+
 /** WGSL of `sumTo`: each invocation owns one output element and sums its reduced positions. */
 export function sumToWgsl(dtype: DType, outRank: number, redRank: number): string {
-  return `${enables(dtype)}
-struct P { n: u32, nred: u32, pad0: u32, pad1: u32,
-  os: array<vec4u, 2>, is: array<vec4u, 2>, rs: array<vec4u, 2>, rst: array<vec4u, 2> };
-@group(0) @binding(0) var<storage, read> src: array<${dtype}>;
-@group(0) @binding(1) var<storage, read_write> dst: array<${dtype}>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${SUM_TO.header({ types: { T: dtype } })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -257,21 +288,19 @@ export function sumToDispatch(dtype: DType, l: SumToLayout, src: Storage, dst: S
   const nred = l.redShape.reduce((a, b) => a * b, 1);
   return {
     op: "sumTo",
-    key: `sumTo:${dtype}:${l.outShape.length}:${l.redShape.length}`,
+    key: SUM_TO.key(dtype, l.outShape.length, l.redShape.length),
     wgsl: () => sumToWgsl(dtype, l.outShape.length, l.redShape.length),
     cpu: ([s, d]) => sumToCpu(dtype, l, s!, d!),
     native: dtype === "f32" ? ([s, d], rt) => sumToNative(l, s!, d!, rt) : undefined,
     buffers: [src, dst],
-    uniforms: uniforms(
-      l.outSize,
+    uniforms: SUM_TO.uniforms({
+      n: l.outSize,
       nred,
-      0,
-      0,
-      ...pad(l.outShape, 1),
-      ...pad(l.inStrides, 0),
-      ...pad(l.redShape, 1),
-      ...pad(l.redStrides, 0),
-    ),
+      os: pad(l.outShape, 1),
+      is: pad(l.inStrides, 0),
+      rs: pad(l.redShape, 1),
+      rst: pad(l.redStrides, 0),
+    }),
     workgroups: gridStride(l.outSize),
   };
 }

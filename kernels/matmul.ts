@@ -16,8 +16,8 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, uniforms } from "./common.ts";
 import { matmulNative } from "./native/matmul.ts";
+import { defineKernel } from "./spec.ts";
 
 /** Problem description of one (batched) matmul. */
 export interface MatmulProblem {
@@ -59,15 +59,19 @@ export function matmulVariant(p: MatmulProblem): MatmulVariant {
   return aligned ? "tiled" : "general";
 }
 
-const HEADER = (dtype: DType, vec: boolean) => {
-  const t = vec ? `vec4<${dtype}>` : dtype;
-  return `${enables(dtype)}
-struct P { m: u32, n: u32, k: u32, batch: u32, sa: u32, sb: u32, sc: u32 };
-@group(0) @binding(0) var<storage, read> A: array<${t}>;
-@group(0) @binding(1) var<storage, read> B: array<${t}>;
-@group(0) @binding(2) var<storage, read_write> C: array<${dtype}>;
-@group(0) @binding(3) var<uniform> p: P;`;
-};
+/** All three variants share bindings and parameters; `V` is the operand load type. */
+const MATMUL = defineKernel({
+  name: "matmul",
+  bindings: [
+    { name: "A", type: "V", access: "read" },
+    { name: "B", type: "V", access: "read" },
+    { name: "C", type: "T", access: "read_write" },
+  ],
+  params: { m: "u32", n: "u32", k: "u32", batch: "u32", sa: "u32", sb: "u32", sc: "u32" },
+});
+
+const HEADER = (dtype: DType, vec: boolean) =>
+  MATMUL.header({ types: { T: dtype, V: vec ? `vec4<${dtype}>` : dtype } });
 
 function storeBlock(dtype: DType): string {
   let s = "";
@@ -332,7 +336,7 @@ export function matmulDispatch(
   variant: MatmulVariant = matmulVariant(p),
 ): Dispatch {
   const ta = p.transposeA, tb = p.transposeB;
-  const flags = `${p.dtype}:${ta ? "T" : "N"}${tb ? "T" : "N"}`;
+  const flags = `${ta ? "T" : "N"}${tb ? "T" : "N"}`;
   let wgsl: () => string;
   let workgroups: [number, number, number];
   let variantKey: string = variant;
@@ -349,12 +353,20 @@ export function matmulDispatch(
   }
   return {
     op: "matmul",
-    key: `matmul:${variantKey}:${flags}`,
+    key: MATMUL.key(variantKey, p.dtype, flags),
     wgsl,
     cpu: ([x, y, z]) => matmulCpu(p, x!, y!, z!),
     native: p.dtype === "f32" ? ([x, y, z], rt) => matmulNative(p, x!, y!, z!, rt) : undefined,
     buffers: [a, b, c],
-    uniforms: uniforms(p.m, p.n, p.k, p.batch, p.strideA, p.strideB, p.m * p.n),
+    uniforms: MATMUL.uniforms({
+      m: p.m,
+      n: p.n,
+      k: p.k,
+      batch: p.batch,
+      sa: p.strideA,
+      sb: p.strideB,
+      sc: p.m * p.n,
+    }),
     workgroups,
   };
 }

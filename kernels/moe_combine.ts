@@ -5,7 +5,7 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import { fr, GRID, NONE } from "./moe_layout.ts";
 import { laneSum, ROW_ARGS, ROW_WG, rowGroups, rowLanes, rowLoopOpen } from "./reduce.ts";
 import {
@@ -13,15 +13,22 @@ import {
   moeCombineNative,
   moeCombineRowsBackwardNative,
 } from "./native/moe_combine.ts";
+import { defineKernel } from "./spec.ts";
+
+const MOE_COMBINE = defineKernel({
+  name: "moeCombine",
+  bindings: [
+    { name: "yg", type: "f32", access: "read" },
+    { name: "gates", type: "f32", access: "read" },
+    { name: "pos", type: "u32", access: "read" },
+    { name: "y", type: "f32", access: "read_write" },
+  ],
+  params: { n: "u32", d: "u32", k: "u32" },
+});
 
 /** WGSL of the combine (slot order; dropped assignments contribute nothing). */
 export function moeCombineWgsl(): string {
-  return `struct P { n: u32, d: u32, k: u32 };
-@group(0) @binding(0) var<storage, read> yg: array<f32>;
-@group(0) @binding(1) var<storage, read> gates: array<f32>;
-@group(0) @binding(2) var<storage, read> pos: array<u32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${MOE_COMBINE.header()}
 @compute @workgroup_size(${WG})
 fn main(${GRID}) {
   let stride = nwg.x * ${WG}u;
@@ -75,24 +82,30 @@ export function moeCombineDispatch(
 ): Dispatch {
   return {
     op: "moeCombine",
-    key: "moeCombine",
+    key: MOE_COMBINE.key(),
     wgsl: moeCombineWgsl,
     cpu: ([a, b, c, e]) => moeCombineCpu(n, d, k, a!, b!, c!, e!),
     native: (bufs, rt) => moeCombineNative(n, d, k, bufs, rt),
     buffers: [yg, gates, pos, y],
-    uniforms: uniforms(n, d, k),
+    uniforms: MOE_COMBINE.uniforms({ n, d, k }),
     workgroups: gridStride(n * d),
   };
 }
 
+const MOE_COMBINE_ROWS = defineKernel({
+  name: "moeCombineRows",
+  bindings: [
+    { name: "g", type: "f32", access: "read" },
+    { name: "gates", type: "f32", access: "read" },
+    { name: "perm", type: "u32", access: "read" },
+    { name: "dyg", type: "f32", access: "read_write" },
+  ],
+  params: { m: "u32", d: "u32", k: "u32" },
+});
+
 /** WGSL of the combine's row gradient `dyg[r, :] = gate[perm[r]] · g[perm[r] / k, :]`. */
 export function moeCombineRowsBackwardWgsl(): string {
-  return `struct P { m: u32, d: u32, k: u32 };
-@group(0) @binding(0) var<storage, read> g: array<f32>;
-@group(0) @binding(1) var<storage, read> gates: array<f32>;
-@group(0) @binding(2) var<storage, read> perm: array<u32>;
-@group(0) @binding(3) var<storage, read_write> dyg: array<f32>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${MOE_COMBINE_ROWS.header()}
 @compute @workgroup_size(${WG})
 fn main(${GRID}) {
   let stride = nwg.x * ${WG}u;
@@ -141,27 +154,33 @@ export function moeCombineRowsBackwardDispatch(
 ): Dispatch {
   return {
     op: "moeCombineBackward",
-    key: "moeCombineRows",
+    key: MOE_COMBINE_ROWS.key(),
     wgsl: moeCombineRowsBackwardWgsl,
     cpu: ([a, b, c, e]) => moeCombineRowsBackwardCpu(m, d, k, a!, b!, c!, e!),
     native: (bufs, rt) => moeCombineRowsBackwardNative(m, d, k, bufs, rt),
     buffers: [g, gates, perm, dyg],
-    uniforms: uniforms(m, d, k),
+    uniforms: MOE_COMBINE_ROWS.uniforms({ m, d, k }),
     workgroups: gridStride(m * d),
   };
 }
+
+const MOE_COMBINE_GATES = defineKernel({
+  name: "moeCombineGates",
+  bindings: [
+    { name: "g", type: "f32", access: "read" },
+    { name: "yg", type: "f32", access: "read" },
+    { name: "pos", type: "u32", access: "read" },
+    { name: "dgate", type: "f32", access: "read_write" },
+  ],
+  params: { rows: "u32", d: "u32", k: "u32" },
+});
 
 /**
  * WGSL of the combine's gate gradient `dgate[a] = ⟨g[a / k, :], yg[pos[a], :]⟩` (0 when
  * dropped): one row per assignment on the shared row geometry (lanes + a shared-memory tree).
  */
 export function moeCombineGatesBackwardWgsl(lanes: number): string {
-  return `struct P { rows: u32, d: u32, k: u32 };
-@group(0) @binding(0) var<storage, read> g: array<f32>;
-@group(0) @binding(1) var<storage, read> yg: array<f32>;
-@group(0) @binding(2) var<storage, read> pos: array<u32>;
-@group(0) @binding(3) var<storage, read_write> dgate: array<f32>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${MOE_COMBINE_GATES.header()}
 var<workgroup> sv: array<f32, ${ROW_WG}>;
 @compute @workgroup_size(${ROW_WG})
 fn main(${ROW_ARGS}) {
@@ -218,12 +237,12 @@ export function moeCombineGatesBackwardDispatch(
   const lanes = rowLanes(d);
   return {
     op: "moeCombineBackward",
-    key: `moeCombineGates:L${lanes}`,
+    key: MOE_COMBINE_GATES.key(`L${lanes}`),
     wgsl: () => moeCombineGatesBackwardWgsl(lanes),
     cpu: ([a, b, c, e]) => moeCombineGatesBackwardCpu(rows, d, k, a!, b!, c!, e!),
     native: (bufs, rt) => moeCombineGatesBackwardNative(rows, d, k, bufs, rt),
     buffers: [g, yg, pos, dgate],
-    uniforms: uniforms(rows, d, k),
+    uniforms: MOE_COMBINE_GATES.uniforms({ rows, d, k }),
     workgroups: rowGroups(rows, lanes),
   };
 }

@@ -5,11 +5,22 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { uniforms } from "./common.ts";
 import { fr } from "./moe_layout.ts";
 import { moeSegmentCountNative } from "./native/moe_counters.ts";
+import { defineKernel } from "./spec.ts";
 
 const SEG_WG = 64;
+
+const MOE_SEGMENT_COUNT = defineKernel({
+  name: "moeSegmentCount",
+  bindings: [
+    { name: "h", type: "f32", access: "read" },
+    { name: "segs", type: "u32", access: "read" },
+    { name: "nz", type: "u32", access: "read_write" },
+    { name: "el", type: "u32", access: "read_write" },
+  ],
+  params: { e: "u32", w: "u32" },
+});
 
 /**
  * WGSL of the per-expert nonzero count: workgroup e counts the nonzeros of the rows of segment
@@ -17,12 +28,7 @@ const SEG_WG = 64;
  * The lanes' partial counts meet in a shared-memory tree (integers: order-free and exact).
  */
 export function moeSegmentCountWgsl(): string {
-  return `struct P { e: u32, w: u32 };
-@group(0) @binding(0) var<storage, read> h: array<f32>;
-@group(0) @binding(1) var<storage, read> segs: array<u32>;
-@group(0) @binding(2) var<storage, read_write> nz: array<u32>;
-@group(0) @binding(3) var<storage, read_write> el: array<u32>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${MOE_SEGMENT_COUNT.header()}
 var<workgroup> sc: array<u32, ${SEG_WG}>;
 @compute @workgroup_size(${SEG_WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -90,12 +96,12 @@ export function moeSegmentCountDispatch(
 ): Dispatch {
   return {
     op: "moeSegmentCount",
-    key: "moeSegmentCount",
+    key: MOE_SEGMENT_COUNT.key(),
     wgsl: moeSegmentCountWgsl,
     cpu: ([a, b, c, d]) => moeSegmentCountCpu(e, w, a!, b!, c!, d!),
     native: (bufs, rt) => moeSegmentCountNative(e, w, bufs, rt),
     buffers: [h, meta, nz, el],
-    uniforms: uniforms(e, w),
+    uniforms: MOE_SEGMENT_COUNT.uniforms({ e, w }),
     workgroups: [Math.max(1, Math.min(e, 4096)), 1, 1],
   };
 }
@@ -110,6 +116,17 @@ export function routerMassWords(e: number): number {
   return e + 1;
 }
 
+const MOE_ROUTER_STATS = defineKernel({
+  name: "moeRouterStats",
+  bindings: [
+    { name: "probs", type: "f32", access: "read" },
+    { name: "segs", type: "u32", access: "read" },
+    { name: "cnt", type: "u32", access: "read_write" },
+    { name: "mass", type: "f32", access: "read_write" },
+  ],
+  params: { n: "u32", e: "u32" },
+});
+
 /**
  * WGSL of the router counters, accumulated in place: `cnt[e] += load[e]`,
  * `cnt[E + e] += kept[e]`, `cnt[2E] += dropped`, `cnt[2E + 1] += N`, `mass[e] += Σ_t p[t, e]`,
@@ -117,12 +134,7 @@ export function routerMassWords(e: number): number {
  * tree for the entropy, so the float sums are deterministic.
  */
 export function moeRouterStatsWgsl(): string {
-  return `struct P { n: u32, e: u32 };
-@group(0) @binding(0) var<storage, read> probs: array<f32>;
-@group(0) @binding(1) var<storage, read> segs: array<u32>;
-@group(0) @binding(2) var<storage, read_write> cnt: array<u32>;
-@group(0) @binding(3) var<storage, read_write> mass: array<f32>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${MOE_ROUTER_STATS.header()}
 var<workgroup> sh: array<f32, ${SEG_WG}>;
 @compute @workgroup_size(${SEG_WG})
 fn main(@builtin(local_invocation_index) lid: u32) {
@@ -217,11 +229,11 @@ export function moeRouterStatsDispatch(
 ): Dispatch {
   return {
     op: "moeRouterStats",
-    key: "moeRouterStats",
+    key: MOE_ROUTER_STATS.key(),
     wgsl: moeRouterStatsWgsl,
     cpu: ([a, b, c, d]) => moeRouterStatsCpu(n, e, a!, b!, c!, d!),
     buffers: [probs, meta, cnt, mass],
-    uniforms: uniforms(n, e),
+    uniforms: MOE_ROUTER_STATS.uniforms({ n, e }),
     workgroups: [1, 1, 1],
   };
 }

@@ -5,17 +5,24 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import { fr, GRID, NONE } from "./moe_layout.ts";
 import { moeGatherBackwardNative, moeGatherNative } from "./native/moe_gather.ts";
+import { defineKernel } from "./spec.ts";
+
+const MOE_GATHER = defineKernel({
+  name: "moeGather",
+  bindings: [
+    { name: "x", type: "f32", access: "read" },
+    { name: "perm", type: "u32", access: "read" },
+    { name: "xg", type: "f32", access: "read_write" },
+  ],
+  params: { m: "u32", d: "u32", k: "u32" },
+});
 
 /** WGSL of the gather `xg[r, :] = x[perm[r] / k, :]` (zero for NONE rows). */
 export function moeGatherWgsl(): string {
-  return `struct P { m: u32, d: u32, k: u32 };
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> perm: array<u32>;
-@group(0) @binding(2) var<storage, read_write> xg: array<f32>;
-@group(0) @binding(3) var<uniform> p: P;
+  return `${MOE_GATHER.header()}
 @compute @workgroup_size(${WG})
 fn main(${GRID}) {
   let stride = nwg.x * ${WG}u;
@@ -60,23 +67,29 @@ export function moeGatherDispatch(
 ): Dispatch {
   return {
     op: "moeGather",
-    key: "moeGather",
+    key: MOE_GATHER.key(),
     wgsl: moeGatherWgsl,
     cpu: ([a, b, c]) => moeGatherCpu(m, d, k, a!, b!, c!),
     native: (bufs, rt) => moeGatherNative(m, d, k, bufs, rt),
     buffers: [x, perm, xg],
-    uniforms: uniforms(m, d, k),
+    uniforms: MOE_GATHER.uniforms({ m, d, k }),
     workgroups: gridStride(m * d),
   };
 }
 
+const MOE_GATHER_BACKWARD = defineKernel({
+  name: "moeGatherBackward",
+  bindings: [
+    { name: "g", type: "f32", access: "read" },
+    { name: "pos", type: "u32", access: "read" },
+    { name: "dx", type: "f32", access: "read_write" },
+  ],
+  params: { n: "u32", d: "u32", k: "u32" },
+});
+
 /** WGSL of the gather backward `dx[t, :] = Σ_j g[pos[t·k + j], :]` (slot order, NONE skipped). */
 export function moeGatherBackwardWgsl(): string {
-  return `struct P { n: u32, d: u32, k: u32 };
-@group(0) @binding(0) var<storage, read> g: array<f32>;
-@group(0) @binding(1) var<storage, read> pos: array<u32>;
-@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
-@group(0) @binding(3) var<uniform> p: P;
+  return `${MOE_GATHER_BACKWARD.header()}
 @compute @workgroup_size(${WG})
 fn main(${GRID}) {
   let stride = nwg.x * ${WG}u;
@@ -126,12 +139,12 @@ export function moeGatherBackwardDispatch(
 ): Dispatch {
   return {
     op: "moeGatherBackward",
-    key: "moeGatherBackward",
+    key: MOE_GATHER_BACKWARD.key(),
     wgsl: moeGatherBackwardWgsl,
     cpu: ([a, b, c]) => moeGatherBackwardCpu(n, d, k, a!, b!, c!),
     native: (bufs, rt) => moeGatherBackwardNative(n, d, k, bufs, rt),
     buffers: [g, pos, dx],
-    uniforms: uniforms(n, d, k),
+    uniforms: MOE_GATHER_BACKWARD.uniforms({ n, d, k }),
     workgroups: gridStride(n * d),
   };
 }

@@ -6,8 +6,9 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import { GRID, metaWords, MOE_CHUNK, NONE } from "./moe_layout.ts";
+import { defineKernel } from "./spec.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Grouping, pass 1: assignments per (chunk, expert)
@@ -26,12 +27,26 @@ export interface GroupingParams {
   m: number;
 }
 
+/** The uniform block all three passes declare. */
+const GROUPING_PARAMS = { nk: "u32", e: "u32", chunks: "u32", cap: "u32", m: "u32" } as const;
+
+/** The grouping sizes as uniform fields (exactly the declared ones). */
+function groupingFields({ nk, e, chunks, cap, m }: GroupingParams): GroupingParams {
+  return { nk, e, chunks, cap, m };
+}
+
+const MOE_COUNT = defineKernel({
+  name: "moeCount",
+  bindings: [
+    { name: "experts", type: "u32", access: "read" },
+    { name: "counts", type: "u32", access: "read_write" },
+  ],
+  params: GROUPING_PARAMS,
+});
+
 /** WGSL of the chunk count: `counts[c·E + e]` = assignments of chunk c routed to expert e. */
 export function moeCountWgsl(): string {
-  return `struct P { nk: u32, e: u32, chunks: u32, cap: u32, m: u32 };
-@group(0) @binding(0) var<storage, read> experts: array<u32>;
-@group(0) @binding(1) var<storage, read_write> counts: array<u32>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${MOE_COUNT.header()}
 @compute @workgroup_size(${WG})
 fn main(${GRID}) {
   let stride = nwg.x * ${WG}u;
@@ -62,31 +77,33 @@ export function moeCountCpu(p: GroupingParams, experts: ArrayBuffer, counts: Arr
 export function moeCountDispatch(p: GroupingParams, experts: Storage, counts: Storage): Dispatch {
   return {
     op: "moeGroup",
-    key: "moeCount",
+    key: MOE_COUNT.key(),
     wgsl: moeCountWgsl,
     cpu: ([a, b]) => moeCountCpu(p, a!, b!),
     buffers: [experts, counts],
-    uniforms: groupingUniforms(p),
+    uniforms: MOE_COUNT.uniforms(groupingFields(p)),
     workgroups: gridStride(p.chunks * p.e),
   };
 }
 
-function groupingUniforms(p: GroupingParams): Uint32Array {
-  return uniforms(p.nk, p.e, p.chunks, p.cap, p.m);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Grouping, pass 2: prefix sums (one invocation; E·chunks steps)
+
+const MOE_SCAN = defineKernel({
+  name: "moeScan",
+  bindings: [
+    { name: "counts", type: "u32", access: "read_write" },
+    { name: "segs", type: "u32", access: "read_write" },
+  ],
+  params: GROUPING_PARAMS,
+});
 
 /**
  * WGSL of the scan: turns `counts` into each chunk's starting rank inside its expert (in place)
  * and writes `meta` (offsets with the capacity applied, raw load, dropped count).
  */
 export function moeScanWgsl(): string {
-  return `struct P { nk: u32, e: u32, chunks: u32, cap: u32, m: u32 };
-@group(0) @binding(0) var<storage, read_write> counts: array<u32>;
-@group(0) @binding(1) var<storage, read_write> segs: array<u32>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${MOE_SCAN.header()}
 @compute @workgroup_size(1)
 fn main() {
   var off = 0u;
@@ -134,17 +151,29 @@ export function moeScanCpu(p: GroupingParams, counts: ArrayBuffer, meta: ArrayBu
 export function moeScanDispatch(p: GroupingParams, counts: Storage, meta: Storage): Dispatch {
   return {
     op: "moeGroup",
-    key: "moeScan",
+    key: MOE_SCAN.key(),
     wgsl: moeScanWgsl,
     cpu: ([a, b]) => moeScanCpu(p, a!, b!),
     buffers: [counts, meta],
-    uniforms: groupingUniforms(p),
+    uniforms: MOE_SCAN.uniforms(groupingFields(p)),
     workgroups: [1, 1, 1],
   };
 }
 
 // ---------------------------------------------------------------------------------------------
 // Grouping, pass 3: positions and the permutation
+
+const MOE_PLACE = defineKernel({
+  name: "moePlace",
+  bindings: [
+    { name: "experts", type: "u32", access: "read" },
+    { name: "counts", type: "u32", access: "read" },
+    { name: "segs", type: "u32", access: "read" },
+    { name: "pos", type: "u32", access: "read_write" },
+    { name: "perm", type: "u32", access: "read_write" },
+  ],
+  params: GROUPING_PARAMS,
+});
 
 /**
  * WGSL of the placement: each (chunk, expert) invocation walks its chunk in order and gives its
@@ -153,13 +182,7 @@ export function moeScanDispatch(p: GroupingParams, counts: Storage, meta: Storag
  * are dropped too. Tail rows of `perm` (past the live rows) are set to NONE.
  */
 export function moePlaceWgsl(): string {
-  return `struct P { nk: u32, e: u32, chunks: u32, cap: u32, m: u32 };
-@group(0) @binding(0) var<storage, read> experts: array<u32>;
-@group(0) @binding(1) var<storage, read> counts: array<u32>;
-@group(0) @binding(2) var<storage, read> segs: array<u32>;
-@group(0) @binding(3) var<storage, read_write> pos: array<u32>;
-@group(0) @binding(4) var<storage, read_write> perm: array<u32>;
-@group(0) @binding(5) var<uniform> p: P;
+  return `${MOE_PLACE.header()}
 @compute @workgroup_size(${WG})
 fn main(${GRID}) {
   let stride = nwg.x * ${WG}u;
@@ -232,11 +255,11 @@ export function moePlaceDispatch(
 ): Dispatch {
   return {
     op: "moeGroup",
-    key: "moePlace",
+    key: MOE_PLACE.key(),
     wgsl: moePlaceWgsl,
     cpu: ([a, b, c, d, f]) => moePlaceCpu(p, a!, b!, c!, d!, f!),
     buffers: [experts, counts, meta, pos, perm],
-    uniforms: groupingUniforms(p),
+    uniforms: MOE_PLACE.uniforms(groupingFields(p)),
     workgroups: gridStride(Math.max(p.chunks * p.e, p.m)),
   };
 }

@@ -5,18 +5,25 @@
  * @module
  */
 import type { Dispatch, NativeRuntime, ParallelTask, Storage } from "../src/backend/backend.ts";
-import { gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import { fr, GRID, NONE } from "./moe_layout.ts";
 import { beats, WGSL_FLOAT_HELPERS } from "./reduce.ts";
+import { defineKernel } from "./spec.ts";
+
+const MOE_ROUTE = defineKernel({
+  name: "moeRoute",
+  bindings: [
+    { name: "probs", type: "f32", access: "read" },
+    { name: "experts", type: "u32", access: "read_write" },
+    { name: "gates", type: "f32", access: "read_write" },
+  ],
+  params: { n: "u32", e: "u32", k: "u32", norm: "u32" },
+});
 
 /** WGSL of the routing kernel: `experts[t, j]`, `gates[t, j]` for the top-k of `probs[t, :]`. */
 export function moeRouteWgsl(): string {
-  return `${WGSL_FLOAT_HELPERS}
-struct P { n: u32, e: u32, k: u32, norm: u32 };
-@group(0) @binding(0) var<storage, read> probs: array<f32>;
-@group(0) @binding(1) var<storage, read_write> experts: array<u32>;
-@group(0) @binding(2) var<storage, read_write> gates: array<f32>;
-@group(0) @binding(3) var<uniform> p: P;
+  return `${MOE_ROUTE.header()}
+${WGSL_FLOAT_HELPERS}
 @compute @workgroup_size(${WG})
 fn main(${GRID}) {
   let stride = nwg.x * ${WG}u;
@@ -109,15 +116,26 @@ export function moeRouteDispatch(
 ): Dispatch {
   return {
     op: "moeRoute",
-    key: "moeRoute",
+    key: MOE_ROUTE.key(),
     wgsl: moeRouteWgsl,
     cpu: ([a, b, c]) => moeRouteCpu(n, e, k, norm, a!, b!, c!),
     native: (bufs, rt) => moeRouteNative(n, e, k, norm, bufs, rt),
     buffers: [probs, experts, gates],
-    uniforms: uniforms(n, e, k, norm ? 1 : 0),
+    uniforms: MOE_ROUTE.uniforms({ n, e, k, norm: norm ? 1 : 0 }),
     workgroups: gridStride(n),
   };
 }
+
+const MOE_ROUTE_BACKWARD = defineKernel({
+  name: "moeRouteBackward",
+  bindings: [
+    { name: "probs", type: "f32", access: "read" },
+    { name: "experts", type: "u32", access: "read" },
+    { name: "gg", type: "f32", access: "read" },
+    { name: "gp", type: "f32", access: "read_write" },
+  ],
+  params: { n: "u32", e: "u32", k: "u32", norm: "u32" },
+});
 
 /**
  * WGSL of the routing backward: the gradient of the gates with respect to the probabilities.
@@ -125,12 +143,7 @@ export function moeRouteDispatch(
  * `∂L/∂p_i = (∂L/∂g_i − Σ_j ∂L/∂g_j · g_j) / S` for chosen i; unchosen experts get 0.
  */
 export function moeRouteBackwardWgsl(): string {
-  return `struct P { n: u32, e: u32, k: u32, norm: u32 };
-@group(0) @binding(0) var<storage, read> probs: array<f32>;
-@group(0) @binding(1) var<storage, read> experts: array<u32>;
-@group(0) @binding(2) var<storage, read> gg: array<f32>;
-@group(0) @binding(3) var<storage, read_write> gp: array<f32>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${MOE_ROUTE_BACKWARD.header()}
 @compute @workgroup_size(${WG})
 fn main(${GRID}) {
   let stride = nwg.x * ${WG}u;
@@ -209,12 +222,12 @@ export function moeRouteBackwardDispatch(
 ): Dispatch {
   return {
     op: "moeRouteBackward",
-    key: "moeRouteBackward",
+    key: MOE_ROUTE_BACKWARD.key(),
     wgsl: moeRouteBackwardWgsl,
     cpu: ([a, b, c, d]) => moeRouteBackwardCpu(n, e, k, norm, a!, b!, c!, d!),
     native: (bufs, rt) => moeRouteBackwardNative(n, e, k, norm, bufs, rt),
     buffers: [probs, experts, gg, gp],
-    uniforms: uniforms(n, e, k, norm ? 1 : 0),
+    uniforms: MOE_ROUTE_BACKWARD.uniforms({ n, e, k, norm: norm ? 1 : 0 }),
     workgroups: gridStride(n),
   };
 }

@@ -17,7 +17,7 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, gridStride, uniforms } from "./common.ts";
+import { gridStride } from "./common.ts";
 import {
   keyFnWgsl,
   orderKeys,
@@ -28,6 +28,7 @@ import {
   topkWorkgroupSize,
 } from "./topk.ts";
 import { nmNativeFor } from "./native/topk.ts";
+import { defineKernel } from "./spec.ts";
 
 /** Largest block length the register-ranking kernel handles. */
 export const NM_RANK_MAX_M = 64;
@@ -50,19 +51,26 @@ export interface NmSpec {
 
 const WG = 64;
 
+const NM = defineKernel({
+  name: "nm",
+  bindings: [
+    { name: "x", type: "T", access: "read" },
+    // Sparse output: kept values and their column indices.
+    { name: "vals", type: "T", access: "read_write", optional: true },
+    { name: "idxs", type: "u32", access: "read_write", optional: true },
+    // Dense output: x with the dropped entries zeroed, and optionally the 0/1 mask.
+    { name: "out", type: "T", access: "read_write", optional: true },
+    { name: "maskOut", type: "T", access: "read_write", optional: true },
+  ],
+  params: { blocks: "u32", bpr: "u32" },
+});
+
 /** WGSL of the register-ranking N:M kernel. */
 export function nmRankWgsl(s: NmSpec): string {
   const T = s.dtype;
-  const bind = s.output === "sparse"
-    ? `@group(0) @binding(1) var<storage, read_write> vals: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> idxs: array<u32>;
-@group(0) @binding(3) var<uniform> p: P;`
-    : s.mask
-    ? `@group(0) @binding(1) var<storage, read_write> out: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> maskOut: array<${T}>;
-@group(0) @binding(3) var<uniform> p: P;`
-    : `@group(0) @binding(1) var<storage, read_write> out: array<${T}>;
-@group(0) @binding(2) var<uniform> p: P;`;
+  const omit = s.output === "sparse"
+    ? ["out", "maskOut"]
+    : ["vals", "idxs", ...(s.mask ? [] : ["maskOut"])];
   const write = s.output === "sparse"
     ? `if (keep) {
         vals[ob + pos] = x[base + i];
@@ -72,10 +80,7 @@ export function nmRankWgsl(s: NmSpec): string {
     : `out[base + i] = select(${T}(0), x[base + i], keep);${
       s.mask ? `\n      maskOut[base + i] = select(${T}(0), ${T}(1), keep);` : ""
     }`;
-  return `${enables(T)}
-struct P { blocks: u32, bpr: u32 };
-@group(0) @binding(0) var<storage, read> x: array<${T}>;
-${bind}
+  return `${NM.header({ types: { T }, omit })}
 ${keyFnWgsl(T, s.order)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -161,12 +166,12 @@ export function nmDispatch(s: NmSpec, rows: number, d: number, buffers: Storage[
   }
   return {
     op: "topkBlocks",
-    key: `nm:${s.dtype}:${s.order}:${s.output}${s.mask ? "M" : ""}:${s.n}:${s.m}`,
+    key: NM.key(s.dtype, s.order, `${s.output}${s.mask ? "M" : ""}`, s.n, s.m),
     wgsl: () => nmRankWgsl(s),
     cpu: (bufs) => nmCpu(s, rows, d, bufs),
     native: nmNativeFor(s, rows, d),
     buffers,
-    uniforms: uniforms(blocks, bpr),
+    uniforms: NM.uniforms({ blocks, bpr }),
     workgroups: gridStride(blocks, WG),
   };
 }

@@ -6,8 +6,9 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { asF32, gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import { adamwNative, sqNormNative } from "./native/optim.ts";
+import { defineKernel } from "./spec.ts";
 
 /** AdamW hyper-parameters of one update (bias corrections precomputed on the host). */
 export interface AdamWStep {
@@ -22,19 +23,33 @@ export interface AdamWStep {
   bc2: number;
 }
 
+const ADAMW = defineKernel({
+  name: "adamw",
+  bindings: [
+    { name: "param", type: "f32", access: "read_write" },
+    { name: "m", type: "f32", access: "read_write" },
+    { name: "v", type: "f32", access: "read_write" },
+    { name: "grad", type: "f32", access: "read" },
+    { name: "scale", type: "f32", access: "read" },
+  ],
+  params: {
+    n: "u32",
+    lr: "f32",
+    b1: "f32",
+    b2: "f32",
+    eps: "f32",
+    wd: "f32",
+    bc1: "f32",
+    bc2: "f32",
+  },
+});
+
 /**
  * WGSL of the fused AdamW update. The gradient is first multiplied by the clip factor, read from
  * index 1 of the `[norm, scale]` buffer that {@link clipScaleWgsl} writes.
  */
 export function adamwWgsl(): string {
-  return `
-struct P { n: u32, lr: f32, b1: f32, b2: f32, eps: f32, wd: f32, bc1: f32, bc2: f32 };
-@group(0) @binding(0) var<storage, read_write> param: array<f32>;
-@group(0) @binding(1) var<storage, read_write> m: array<f32>;
-@group(0) @binding(2) var<storage, read_write> v: array<f32>;
-@group(0) @binding(3) var<storage, read> grad: array<f32>;
-@group(0) @binding(4) var<storage, read> scale: array<f32>;
-@group(0) @binding(5) var<uniform> p: P;
+  return `${ADAMW.header()}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -91,7 +106,7 @@ export function adamwDispatch(
 ): Dispatch {
   return {
     op: "adamw",
-    key: "adamw",
+    key: ADAMW.key(),
     wgsl: adamwWgsl,
     cpu: ([p, mm, vv, g, sc]) =>
       adamwCpu(
@@ -105,32 +120,37 @@ export function adamwDispatch(
       ),
     native: (bufs, rt) => adamwNative(s, n, bufs, rt),
     buffers: [param, m, v, grad, scale],
-    uniforms: uniforms(
+    uniforms: ADAMW.uniforms({
       n,
-      asF32(s.lr),
-      asF32(s.beta1),
-      asF32(s.beta2),
-      asF32(s.eps),
-      asF32(s.weightDecay),
-      asF32(s.bc1),
-      asF32(s.bc2),
-    ),
+      lr: s.lr,
+      b1: s.beta1,
+      b2: s.beta2,
+      eps: s.eps,
+      wd: s.weightDecay,
+      bc1: s.bc1,
+      bc2: s.bc2,
+    }),
     workgroups: gridStride(n),
   };
 }
 
 const NORM_WG = 256;
 
+const SQ_NORM = defineKernel({
+  name: "sqNorm",
+  bindings: [
+    { name: "x", type: "f32", access: "read" },
+    { name: "out", type: "f32", access: "read_write" },
+  ],
+  params: { n: "u32", slot: "u32" },
+});
+
 /**
  * WGSL writing Σ x² of one tensor into `out[slot]`: one workgroup, a strided sum per invocation,
  * then a tree in workgroup memory. Deterministic (fixed order), which keeps resumed runs exact.
  */
 export function sqNormWgsl(): string {
-  return `
-struct P { n: u32, slot: u32 };
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${SQ_NORM.header()}
 var<workgroup> part: array<f32, ${NORM_WG}>;
 @compute @workgroup_size(${NORM_WG})
 fn main(@builtin(local_invocation_id) lid: vec3u) {
@@ -165,26 +185,31 @@ export function sqNormCpu(x: Float32Array, n: number, out: Float32Array, slot: n
 export function sqNormDispatch(x: Storage, n: number, out: Storage, slot: number): Dispatch {
   return {
     op: "sqNorm",
-    key: "sqNorm",
+    key: SQ_NORM.key(),
     wgsl: sqNormWgsl,
     cpu: ([a, o]) => sqNormCpu(new Float32Array(a!, 0, n), n, new Float32Array(o!), slot),
     native: ([a, o]) => sqNormNative(a!, n, o!, slot),
     buffers: [x, out],
-    uniforms: uniforms(n, slot),
+    uniforms: SQ_NORM.uniforms({ n, slot }),
     workgroups: [1, 1, 1],
   };
 }
+
+const CLIP_SCALE = defineKernel({
+  name: "clipScale",
+  bindings: [
+    { name: "sq", type: "f32", access: "read" },
+    { name: "res", type: "f32", access: "read_write" },
+  ],
+  params: { count: "u32", maxNorm: "f32" },
+});
 
 /**
  * WGSL turning per-tensor squared norms `sq[0..count)` into `res = [norm, scale]` with
  * `scale = min(1, maxNorm / (norm + 1e-6))` (`maxNorm ≤ 0` disables clipping: scale 1).
  */
 export function clipScaleWgsl(): string {
-  return `
-struct P { count: u32, maxNorm: f32 };
-@group(0) @binding(0) var<storage, read> sq: array<f32>;
-@group(0) @binding(1) var<storage, read_write> res: array<f32>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${CLIP_SCALE.header()}
 @compute @workgroup_size(1)
 fn main() {
   var s = 0.0;
@@ -220,11 +245,11 @@ export function clipScaleDispatch(
 ): Dispatch {
   return {
     op: "clipScale",
-    key: "clipScale",
+    key: CLIP_SCALE.key(),
     wgsl: clipScaleWgsl,
     cpu: ([a, r]) => clipScaleCpu(new Float32Array(a!), count, maxNorm, new Float32Array(r!)),
     buffers: [sq, res],
-    uniforms: uniforms(count, asF32(maxNorm)),
+    uniforms: CLIP_SCALE.uniforms({ count, maxNorm }),
     workgroups: [1, 1, 1],
   };
 }

@@ -11,8 +11,9 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import { permuteNative } from "./native/permute.ts";
+import { defineKernel } from "./spec.ts";
 
 /** Most dims a permuted tensor may have. */
 export const PERMUTE_MAX_RANK = 6;
@@ -54,6 +55,16 @@ export function permuteLayout(inShape: readonly number[], dims: readonly number[
   return { shape, strides };
 }
 
+const PERMUTE = defineKernel({
+  name: "permute",
+  bindings: [
+    { name: "xs", type: "T", access: "read" },
+    { name: "out", type: "T", access: "read_write" },
+  ],
+  // Collapsed output shape and the input stride of each output dim, 8 dims each.
+  params: { n: "u32", shape: "array<vec4u, 2>", s: "array<vec4u, 2>" },
+});
+
 /** WGSL of a permuted copy over a collapsed layout of `rank` dims. */
 export function permuteWgsl(dtype: DType, rank: number): string {
   const index = rank === 1 ? "let src = i * p.s[0][0];" : `var rem = i;
@@ -64,11 +75,7 @@ export function permuteWgsl(dtype: DType, rank: number): string {
       rem = rem / dim;
       src = src + c * p.s[d / 4][d % 4];
     }`;
-  return `${enables(dtype)}
-struct P { n: u32, pad0: u32, pad1: u32, pad2: u32, shape: array<vec4u, 2>, s: array<vec4u, 2> };
-@group(0) @binding(0) var<storage, read> xs: array<${dtype}>;
-@group(0) @binding(1) var<storage, read_write> out: array<${dtype}>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${PERMUTE.header({ types: { T: dtype } })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -117,12 +124,12 @@ export function permuteDispatch(
   const pad = (xs: number[], fill: number) => [...xs, ...new Array(8 - xs.length).fill(fill)];
   return {
     op: "permute",
-    key: `permute:${dtype}:r${rank}`,
+    key: PERMUTE.key(dtype, `r${rank}`),
     wgsl: () => permuteWgsl(dtype, rank),
     cpu: ([a, b]) => permuteCpu(dtype, l, a!, b!),
     native: ([a, b], rt) => permuteNative(dtype === "f16" ? 2 : 4, l, a!, b!, rt),
     buffers: [x, out],
-    uniforms: uniforms(n, 0, 0, 0, ...pad(l.shape, 1), ...pad(l.strides, 0)),
+    uniforms: PERMUTE.uniforms({ n, shape: pad(l.shape, 1), s: pad(l.strides, 0) }),
     workgroups: gridStride(n),
   };
 }

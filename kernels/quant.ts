@@ -19,7 +19,7 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { asF32, gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import { roundHalfEven } from "./quant_ste.ts";
 import {
   dequantRowsNative,
@@ -29,17 +29,23 @@ import {
   ternaryMatmulNative,
   unpackTernaryNative,
 } from "./native/quant.ts";
+import { defineKernel } from "./spec.ts";
 
 const f = Math.fround;
 
+const QUANT_ROWS = defineKernel({
+  name: "quantRows",
+  bindings: [
+    { name: "x", type: "f32", access: "read" },
+    { name: "codes", type: "i32", access: "read_write" },
+    { name: "scale", type: "f32", access: "read_write" },
+  ],
+  params: { rows: "u32", cols: "u32", eps: "f32" },
+});
+
 /** WGSL: per-row int8 codes and multiplier, one invocation per row. */
 export function quantRowsWgsl(): string {
-  return `
-struct P { rows: u32, cols: u32, eps: f32 };
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> codes: array<i32>;
-@group(0) @binding(2) var<storage, read_write> scale: array<f32>;
-@group(0) @binding(3) var<uniform> p: P;
+  return `${QUANT_ROWS.header()}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * 64u;
@@ -82,28 +88,33 @@ export function quantRowsDispatch(
 ): Dispatch {
   return {
     op: "quantizeActivations",
-    key: "quantRows",
+    key: QUANT_ROWS.key(),
     wgsl: quantRowsWgsl,
     cpu: (bufs) => quantRowsCpu(rows, cols, eps, bufs),
     native: (bufs, rt) => quantRowsNative(rows, cols, eps, bufs, rt),
     buffers,
-    uniforms: uniforms(rows, cols, asF32(eps)),
+    uniforms: QUANT_ROWS.uniforms({ rows, cols, eps }),
     workgroups: gridStride(rows, 64),
   };
 }
+
+const QUANT_KEPT = defineKernel({
+  name: "quantKept",
+  bindings: [
+    { name: "x", type: "f32", access: "read" },
+    { name: "vals", type: "f32", access: "read" },
+    { name: "codes", type: "i32", access: "read_write" },
+    { name: "scale", type: "f32", access: "read_write" },
+  ],
+  params: { rows: "u32", d: "u32", k: "u32", eps: "f32" },
+});
 
 /**
  * WGSL: int8 codes of the kept values of fixed-K rows, with the multiplier of the *full* row (so
  * this is quantize-then-mask). Buffers: x `[rows, D]`, vals `[rows, K]`, codes, scale.
  */
 export function quantKeptWgsl(): string {
-  return `
-struct P { rows: u32, d: u32, k: u32, eps: f32 };
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> vals: array<f32>;
-@group(0) @binding(2) var<storage, read_write> codes: array<i32>;
-@group(0) @binding(3) var<storage, read_write> scale: array<f32>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${QUANT_KEPT.header()}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * 64u;
@@ -150,25 +161,30 @@ export function quantKeptDispatch(
 ): Dispatch {
   return {
     op: "topkQuantized",
-    key: "quantKept",
+    key: QUANT_KEPT.key(),
     wgsl: quantKeptWgsl,
     cpu: (bufs) => quantKeptCpu(rows, d, k, eps, bufs),
     native: (bufs, rt) => quantKeptNative(rows, d, k, eps, bufs, rt),
     buffers,
-    uniforms: uniforms(rows, d, k, asF32(eps)),
+    uniforms: QUANT_KEPT.uniforms({ rows, d, k, eps }),
     workgroups: gridStride(rows, 64),
   };
 }
 
+const PACK_TERNARY = defineKernel({
+  name: "packTernary",
+  bindings: [
+    { name: "w", type: "f32", access: "read" },
+    { name: "meanAbs", type: "f32", access: "read" },
+    { name: "packed", type: "u32", access: "read_write" },
+    { name: "alpha", type: "f32", access: "read_write" },
+  ],
+  params: { rows: "u32", cols: "u32", words: "u32", eps: "f32" },
+});
+
 /** WGSL: packs ternary codes of `w` `[rows, cols]` given `alpha[0] = mean|w|`; one word per invocation. */
 export function packTernaryWgsl(): string {
-  return `
-struct P { rows: u32, cols: u32, words: u32, eps: f32 };
-@group(0) @binding(0) var<storage, read> w: array<f32>;
-@group(0) @binding(1) var<storage, read> meanAbs: array<f32>;
-@group(0) @binding(2) var<storage, read_write> packed: array<u32>;
-@group(0) @binding(3) var<storage, read_write> alpha: array<f32>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${PACK_TERNARY.header()}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -221,24 +237,29 @@ export function packTernaryDispatch(
   const words = Math.ceil(cols / 16);
   return {
     op: "quantizeWeights",
-    key: "packTernary",
+    key: PACK_TERNARY.key(),
     wgsl: packTernaryWgsl,
     cpu: (bufs) => packTernaryCpu(rows, cols, eps, bufs),
     native: (bufs, rt) => packTernaryNative(rows, cols, eps, bufs, rt),
     buffers,
-    uniforms: uniforms(rows, cols, words, asF32(eps)),
+    uniforms: PACK_TERNARY.uniforms({ rows, cols, words, eps }),
     workgroups: gridStride(rows * words),
   };
 }
 
+const UNPACK_TERNARY = defineKernel({
+  name: "unpackTernary",
+  bindings: [
+    { name: "packed", type: "u32", access: "read" },
+    { name: "alpha", type: "f32", access: "read" },
+    { name: "w", type: "f32", access: "read_write" },
+  ],
+  params: { rows: "u32", cols: "u32", words: "u32" },
+});
+
 /** WGSL: `w = t·α` from packed codes, one element per invocation. */
 export function unpackTernaryWgsl(): string {
-  return `
-struct P { rows: u32, cols: u32, words: u32 };
-@group(0) @binding(0) var<storage, read> packed: array<u32>;
-@group(0) @binding(1) var<storage, read> alpha: array<f32>;
-@group(0) @binding(2) var<storage, read_write> w: array<f32>;
-@group(0) @binding(3) var<uniform> p: P;
+  return `${UNPACK_TERNARY.header()}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -270,24 +291,29 @@ export function unpackTernaryCpu(rows: number, cols: number, bufs: ArrayBuffer[]
 export function unpackTernaryDispatch(rows: number, cols: number, buffers: Storage[]): Dispatch {
   return {
     op: "dequantizeWeights",
-    key: "unpackTernary",
+    key: UNPACK_TERNARY.key(),
     wgsl: unpackTernaryWgsl,
     cpu: (bufs) => unpackTernaryCpu(rows, cols, bufs),
     native: (bufs, rt) => unpackTernaryNative(rows, cols, bufs, rt),
     buffers,
-    uniforms: uniforms(rows, cols, Math.ceil(cols / 16)),
+    uniforms: UNPACK_TERNARY.uniforms({ rows, cols, words: Math.ceil(cols / 16) }),
     workgroups: gridStride(rows * cols),
   };
 }
 
+const DEQUANT_ROWS = defineKernel({
+  name: "dequantRows",
+  bindings: [
+    { name: "codes", type: "i32", access: "read" },
+    { name: "scale", type: "f32", access: "read" },
+    { name: "x", type: "f32", access: "read_write" },
+  ],
+  params: { n: "u32", cols: "u32" },
+});
+
 /** WGSL: `x = q / s` per row. Buffers: codes, scale `[rows]`, x. */
 export function dequantRowsWgsl(): string {
-  return `
-struct P { n: u32, cols: u32 };
-@group(0) @binding(0) var<storage, read> codes: array<i32>;
-@group(0) @binding(1) var<storage, read> scale: array<f32>;
-@group(0) @binding(2) var<storage, read_write> x: array<f32>;
-@group(0) @binding(3) var<uniform> p: P;
+  return `${DEQUANT_ROWS.header()}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -307,12 +333,12 @@ export function dequantRowsCpu(n: number, cols: number, bufs: ArrayBuffer[]): vo
 export function dequantRowsDispatch(n: number, cols: number, buffers: Storage[]): Dispatch {
   return {
     op: "dequantizeActivations",
-    key: "dequantRows",
+    key: DEQUANT_ROWS.key(),
     wgsl: dequantRowsWgsl,
     cpu: (bufs) => dequantRowsCpu(n, cols, bufs),
     native: (bufs, rt) => dequantRowsNative(n, cols, bufs, rt),
     buffers,
-    uniforms: uniforms(n, cols),
+    uniforms: DEQUANT_ROWS.uniforms({ n, cols }),
     workgroups: gridStride(n),
   };
 }
@@ -320,27 +346,34 @@ export function dequantRowsDispatch(n: number, cols: number, buffers: Storage[])
 const TQ_WG = 32;
 const TQ_R = 4;
 
+const TERNARY_MATMUL = defineKernel({
+  name: "ternaryMatmul",
+  bindings: [
+    { name: "codes", type: "i32", access: "read" },
+    { name: "idxs", type: "u32", access: "read", optional: true },
+    { name: "packed", type: "u32", access: "read" },
+    { name: "scale", type: "f32", access: "read" },
+    { name: "alpha", type: "f32", access: "read" },
+    { name: "Y", type: "f32", access: "read_write" },
+  ],
+  params: {
+    rows: "u32",
+    dIn: "u32",
+    dOut: "u32",
+    k: "u32",
+    words: "u32",
+    groupsX: "u32",
+    perX: "u32",
+  },
+});
+
 /**
  * WGSL of the int8 × ternary product. `dense`: row r's entries are all D_in codes (`[r·D_in, …)`,
  * column = position); otherwise fixed-K sparse rows with u32 column indices. Buffers: codes,
  * idxs (sparse only), packed, scale `[rows]`, alpha `[1]`, Y.
  */
 export function ternaryMatmulWgsl(dense: boolean): string {
-  const b = dense
-    ? ["codes", "packed", "scale", "alpha", "Y"]
-    : ["codes", "idxs", "packed", "scale", "alpha", "Y"];
-  const decl: Record<string, string> = {
-    codes: "var<storage, read> codes: array<i32>",
-    idxs: "var<storage, read> idxs: array<u32>",
-    packed: "var<storage, read> packed: array<u32>",
-    scale: "var<storage, read> scale: array<f32>",
-    alpha: "var<storage, read> alpha: array<f32>",
-    Y: "var<storage, read_write> Y: array<f32>",
-  };
-  return `
-struct P { rows: u32, dIn: u32, dOut: u32, k: u32, words: u32, groupsX: u32, perX: u32 };
-${b.map((n, i) => `@group(0) @binding(${i}) ${decl[n]};`).join("\n")}
-@group(0) @binding(${b.length}) var<uniform> p: P;
+  return `${TERNARY_MATMUL.header({ omit: dense ? ["idxs"] : [] })}
 const SH0 = vec4u(0u, 2u, 4u, 6u);
 fn trits(word: u32, g: u32) -> vec4i {
   return vec4i((vec4u(word >> (8u * g)) >> SH0) & vec4u(3u)) - vec4i(1);
@@ -427,12 +460,12 @@ export function ternaryMatmulDispatch(
   const perX = Math.max(1, Math.min(tiles, Math.floor(65535 / groupsX)));
   return {
     op: "spmmTernary",
-    key: `ternaryMatmul:${dense ? "dense" : "sparse"}`,
+    key: TERNARY_MATMUL.key(dense ? "dense" : "sparse"),
     wgsl: () => ternaryMatmulWgsl(dense),
     cpu: (bufs) => ternaryMatmulCpu(rows, dIn, dOut, k, dense, bufs),
     native: (bufs, rt) => ternaryMatmulNative(rows, dIn, dOut, k, dense, bufs, rt),
     buffers,
-    uniforms: uniforms(rows, dIn, dOut, k, words, groupsX, perX),
+    uniforms: TERNARY_MATMUL.uniforms({ rows, dIn, dOut, k, words, groupsX, perX }),
     workgroups: [perX * groupsX, Math.ceil(tiles / perX), 1],
   };
 }

@@ -12,8 +12,9 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { asF32, gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import { fakeQuantRowsNative, fakeQuantTernaryNative } from "./native/quant_ste.ts";
+import { defineKernel } from "./spec.ts";
 
 /** Round half to even, as WGSL `round` and `torch.round`. */
 export function roundHalfEven(x: number): number {
@@ -21,13 +22,18 @@ export function roundHalfEven(x: number): number {
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
+const FAKE_QUANT_ROWS = defineKernel({
+  name: "fakeQuantRows",
+  bindings: [
+    { name: "x", type: "f32", access: "read" },
+    { name: "out", type: "f32", access: "read_write" },
+  ],
+  params: { rows: "u32", cols: "u32", eps: "f32" },
+});
+
 /** WGSL: int8 absmax fake quantisation, one invocation per row. */
 export function fakeQuantRowsWgsl(): string {
-  return `
-struct P { rows: u32, cols: u32, eps: f32 };
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${FAKE_QUANT_ROWS.header()}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * 64u;
@@ -73,7 +79,7 @@ export function fakeQuantRowsDispatch(
 ): Dispatch {
   return {
     op: "quantizeActivations",
-    key: "fakeQuantRows",
+    key: FAKE_QUANT_ROWS.key(),
     wgsl: fakeQuantRowsWgsl,
     cpu: ([a, o]) =>
       fakeQuantRowsCpu(
@@ -85,19 +91,24 @@ export function fakeQuantRowsDispatch(
       ),
     native: (bufs, rt) => fakeQuantRowsNative(rows, cols, eps, bufs, rt),
     buffers: [x, out],
-    uniforms: uniforms(rows, cols, asF32(eps)),
+    uniforms: FAKE_QUANT_ROWS.uniforms({ rows, cols, eps }),
     workgroups: gridStride(rows, 64),
   };
 }
 
+const FAKE_QUANT_TERNARY = defineKernel({
+  name: "fakeQuantTernary",
+  bindings: [
+    { name: "w", type: "f32", access: "read" },
+    { name: "meanAbs", type: "f32", access: "read" },
+    { name: "out", type: "f32", access: "read_write" },
+  ],
+  params: { n: "u32", eps: "f32" },
+});
+
 /** WGSL: ternary absmean fake quantisation; `meanAbs[0]` holds mean|w|. */
 export function fakeQuantTernaryWgsl(): string {
-  return `
-struct P { n: u32, eps: f32 };
-@group(0) @binding(0) var<storage, read> w: array<f32>;
-@group(0) @binding(1) var<storage, read> meanAbs: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> p: P;
+  return `${FAKE_QUANT_TERNARY.header()}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -132,7 +143,7 @@ export function fakeQuantTernaryDispatch(
 ): Dispatch {
   return {
     op: "quantizeWeights",
-    key: "fakeQuantTernary",
+    key: FAKE_QUANT_TERNARY.key(),
     wgsl: fakeQuantTernaryWgsl,
     cpu: ([a, m, o]) =>
       fakeQuantTernaryCpu(
@@ -143,7 +154,7 @@ export function fakeQuantTernaryDispatch(
       ),
     native: (bufs, rt) => fakeQuantTernaryNative(n, eps, bufs, rt),
     buffers: [w, meanAbs, out],
-    uniforms: uniforms(n, asF32(eps)),
+    uniforms: FAKE_QUANT_TERNARY.uniforms({ n, eps }),
     workgroups: gridStride(n),
   };
 }

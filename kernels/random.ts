@@ -9,8 +9,9 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { asF32, gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import { uniform01 } from "../src/core/random.ts";
+import { defineKernel } from "./spec.ts";
 
 const WGSL_HASH = `
 fn lowbias32(v: u32) -> u32 {
@@ -30,6 +31,14 @@ fn uniform01(seed: u32, c: u32) -> f32 {
 /** Which distribution to draw. */
 export type RandomKind = "uniform" | "normal";
 
+const RANDOM = defineKernel({
+  name: "random",
+  bindings: [
+    { name: "out", type: "f32", access: "read_write" },
+  ],
+  params: { n: "u32", seed: "u32", offset: "u32", a: "f32", b: "f32" },
+});
+
 /** WGSL for a uniform or normal draw into an f32 buffer. */
 export function randomWgsl(kind: RandomKind): string {
   const body = kind === "uniform"
@@ -39,9 +48,7 @@ export function randomWgsl(kind: RandomKind): string {
     let u2 = uniform01(p.seed, c + 1u);
     out[i] = p.a + p.b * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);`;
   return `${WGSL_HASH}
-struct P { n: u32, seed: u32, offset: u32, a: f32, b: f32 };
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<uniform> p: P;
+${RANDOM.header()}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -94,11 +101,11 @@ export function randomDispatch(
 ): Dispatch {
   return {
     op: kind === "uniform" ? "rand" : "randn",
-    key: `random:${kind}`,
+    key: RANDOM.key(kind),
     wgsl: () => randomWgsl(kind),
     cpu: ([o]) => randomCpu(kind, new Float32Array(o!, 0, n), seed, offset, a, b),
     buffers: [out],
-    uniforms: uniforms(n, seed >>> 0, offset >>> 0, asF32(a), asF32(b)),
+    uniforms: RANDOM.uniforms({ n, seed: seed >>> 0, offset: offset >>> 0, a, b }),
     workgroups: gridStride(n),
   };
 }

@@ -22,8 +22,9 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, f32Bits, gridStride, uniforms, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import { argScatterNative, NO_INDEX, rowReduceNative } from "./native/reduce.ts";
+import { defineKernel } from "./spec.ts";
 
 export { NO_INDEX };
 
@@ -173,19 +174,28 @@ export interface RowReduceParams {
   istride: number;
 }
 
+const REDUCE = defineKernel({
+  name: "reduce",
+  bindings: [
+    { name: "xs", type: "I", access: "read" },
+    { name: "ixs", type: "u32", access: "read", optional: true },
+    { name: "out", type: "O", access: "read_write", optional: true },
+    { name: "oidx", type: "u32", access: "read_write", optional: true },
+  ],
+  params: { rows: "u32", cols: "u32", n: "u32", scale: "f32", istride: "u32" },
+});
+
 /** WGSL of a row reduction. */
 export function rowReduceWgsl(s: RowReduceSpec): string {
   const L = s.lanes;
-  let b = 0;
-  const bind = (decl: string) => `@group(0) @binding(${b++}) ${decl};\n`;
-  let decls = bind(`var<storage, read> xs: array<${s.inType}>`);
-  if (s.indexIn) decls += bind("var<storage, read> ixs: array<u32>");
-  if (s.values) decls += bind(`var<storage, read_write> out: array<${s.outType}>`);
-  if (s.indices) decls += bind("var<storage, read_write> oidx: array<u32>");
-  decls += bind("var<uniform> p: P");
-  const head = `${enables(s.inType, s.outType)}${WGSL_FLOAT_HELPERS}
-struct P { rows: u32, cols: u32, n: u32, scale: f32, istride: u32 };
-${decls}`;
+  const omit = [
+    ...(s.indexIn ? [] : ["ixs"]),
+    ...(s.values ? [] : ["out"]),
+    ...(s.indices ? [] : ["oidx"]),
+  ];
+  const head = `${REDUCE.header({ types: { I: s.inType, O: s.outType }, omit })}
+${WGSL_FLOAT_HELPERS}
+`;
   const rowRange = `let start = row * p.cols;
       let end = min(start + p.cols, p.n);`;
   if (s.kind === "sum") {
@@ -300,14 +310,20 @@ export function rowReduceDispatch(
     `${s.values ? "v" : ""}${s.indices ? "i" : ""}${s.indexIn ? "x" : ""}`;
   return {
     op,
-    key: `reduce:${flags}`,
+    key: REDUCE.key(flags),
     wgsl: () => rowReduceWgsl(s),
     cpu: (bufs) => rowReduceCpu(s, p, bufs),
     native: s.inType === "f32" && s.outType === "f32"
       ? (bufs, rt) => rowReduceNative(s, p, bufs, rt)
       : undefined,
     buffers,
-    uniforms: uniforms(p.rows, p.cols, p.n, f32Bits(p.scale), p.istride),
+    uniforms: REDUCE.uniforms({
+      rows: p.rows,
+      cols: p.cols,
+      n: p.n,
+      scale: p.scale,
+      istride: p.istride,
+    }),
     workgroups: rowGroups(p.rows, s.lanes),
   };
 }
@@ -330,14 +346,19 @@ export function allReducePlan(n: number): { chunk: number; parts: number } {
 // ---------------------------------------------------------------------------------------------
 // Gradient of max: route each row's upstream gradient to the row's argmax element
 
+const ARG_SCATTER = defineKernel({
+  name: "argScatter",
+  bindings: [
+    { name: "g", type: "T", access: "read" },
+    { name: "idx", type: "u32", access: "read" },
+    { name: "out", type: "T", access: "read_write" },
+  ],
+  params: { n: "u32", cols: "u32" },
+});
+
 /** WGSL of `out[r, j] = j == idx[r] ? g[r] : 0`. */
 export function argScatterWgsl(dtype: DType): string {
-  return `${enables(dtype)}
-struct P { n: u32, cols: u32 };
-@group(0) @binding(0) var<storage, read> g: array<${dtype}>;
-@group(0) @binding(1) var<storage, read> idx: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<${dtype}>;
-@group(0) @binding(3) var<uniform> p: P;
+  return `${ARG_SCATTER.header({ types: { T: dtype } })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -375,12 +396,12 @@ export function argScatterDispatch(
 ): Dispatch {
   return {
     op: "maxBackward",
-    key: `argScatter:${dtype}`,
+    key: ARG_SCATTER.key(dtype),
     wgsl: () => argScatterWgsl(dtype),
     cpu: ([a, b, c]) => argScatterCpu(dtype, n, cols, a!, b!, c!),
     native: dtype === "f32" ? (bufs, rt) => argScatterNative(n, cols, bufs, rt) : undefined,
     buffers: [g, idx, out],
-    uniforms: uniforms(n, cols),
+    uniforms: ARG_SCATTER.uniforms({ n, cols }),
     workgroups: gridStride(n),
   };
 }

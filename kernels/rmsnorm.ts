@@ -14,13 +14,13 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { asF32, enables, uniforms } from "./common.ts";
 import {
   rmsNormBackwardF32Native,
   rmsNormF32Native,
   rmsNormWeightGradF32Native,
 } from "./native/rmsnorm.ts";
 import { laneSum, ROW_ARGS, ROW_WG, rowGroups, rowLanes, rowLoopOpen } from "./reduce.ts";
+import { defineKernel } from "./spec.ts";
 
 /** Runtime sizes. */
 export interface RmsNormParams {
@@ -29,21 +29,21 @@ export interface RmsNormParams {
   eps: number;
 }
 
+const RMS_NORM = defineKernel({
+  name: "rmsNorm",
+  bindings: [
+    { name: "xs", type: "T", access: "read" },
+    { name: "w", type: "T", access: "read", optional: true },
+    { name: "out", type: "T", access: "read_write" },
+  ],
+  params: { rows: "u32", cols: "u32", eps: "f32" },
+});
+
 /** WGSL of the forward (`hasWeight`: multiply by a `[cols]` weight). */
 export function rmsNormWgsl(dtype: DType, hasWeight: boolean, lanes: number): string {
   const T = dtype, L = lanes;
   const w = hasWeight ? ` * f32(w[j])` : "";
-  return `${enables(T)}
-struct P { rows: u32, cols: u32, eps: f32 };
-@group(0) @binding(0) var<storage, read> xs: array<${T}>;
-${
-    hasWeight
-      ? `@group(0) @binding(1) var<storage, read> w: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> out: array<${T}>;
-@group(0) @binding(3) var<uniform> p: P;`
-      : `@group(0) @binding(1) var<storage, read_write> out: array<${T}>;
-@group(0) @binding(2) var<uniform> p: P;`
-  }
+  return `${RMS_NORM.header({ types: { T }, omit: hasWeight ? [] : ["w"] })}
 var<workgroup> sv: array<f32, ${ROW_WG}>;
 @compute @workgroup_size(${ROW_WG})
 fn main(${ROW_ARGS}) {
@@ -108,14 +108,14 @@ export function rmsNormDispatch(
   const lanes = rowLanes(p.cols), hasWeight = w !== null;
   return {
     op: "rmsNorm",
-    key: `rmsNorm:${dtype}:${hasWeight ? "w" : "nw"}:L${lanes}`,
+    key: RMS_NORM.key(dtype, hasWeight ? "w" : "nw", `L${lanes}`),
     wgsl: () => rmsNormWgsl(dtype, hasWeight, lanes),
     cpu: (bufs) => rmsNormCpu(dtype, hasWeight, p, bufs),
     native: dtype === "f32"
       ? (b, rt) => rmsNormF32Native(p.rows, p.cols, p.eps, b[0]!, w ? b[1]! : null, b.at(-1)!, rt)
       : undefined,
     buffers: w ? [x, w, out] : [x, out],
-    uniforms: uniforms(p.rows, p.cols, asF32(p.eps)),
+    uniforms: RMS_NORM.uniforms({ rows: p.rows, cols: p.cols, eps: p.eps }),
     workgroups: rowGroups(p.rows, lanes),
   };
 }
@@ -123,21 +123,24 @@ export function rmsNormDispatch(
 // ---------------------------------------------------------------------------------------------
 // Backward for x (and r per row)
 
+const RMS_NORM_BACKWARD = defineKernel({
+  name: "rmsNormBackward",
+  bindings: [
+    { name: "xs", type: "T", access: "read" },
+    { name: "w", type: "T", access: "read", optional: true },
+    { name: "g", type: "T", access: "read" },
+    { name: "gx", type: "T", access: "read_write" },
+    { name: "rstd", type: "f32", access: "read_write" },
+  ],
+  params: { rows: "u32", cols: "u32", eps: "f32" },
+});
+
 /** WGSL of the x-gradient kernel. Bindings: x, [w], g, gx, rstd (f32 per row). */
 export function rmsNormBackwardWgsl(dtype: DType, hasWeight: boolean, lanes: number): string {
   const T = dtype, L = lanes;
-  let b = 0;
-  const bind = (d: string) => `@group(0) @binding(${b++}) ${d};\n`;
-  const decls = bind(`var<storage, read> xs: array<${T}>`) +
-    (hasWeight ? bind(`var<storage, read> w: array<${T}>`) : "") +
-    bind(`var<storage, read> g: array<${T}>`) +
-    bind(`var<storage, read_write> gx: array<${T}>`) +
-    bind("var<storage, read_write> rstd: array<f32>") +
-    bind("var<uniform> p: P");
   const gw = hasWeight ? "f32(g[start + j]) * f32(w[j])" : "f32(g[start + j])";
-  return `${enables(T)}
-struct P { rows: u32, cols: u32, eps: f32 };
-${decls}var<workgroup> sv: array<vec2f, ${ROW_WG}>;
+  return `${RMS_NORM_BACKWARD.header({ types: { T }, omit: hasWeight ? [] : ["w"] })}
+var<workgroup> sv: array<vec2f, ${ROW_WG}>;
 @compute @workgroup_size(${ROW_WG})
 fn main(${ROW_ARGS}) {
   ${rowLoopOpen(L)}
@@ -213,14 +216,14 @@ export function rmsNormBackwardDispatch(
   const lanes = rowLanes(p.cols), hasWeight = w !== null;
   return {
     op: "rmsNormBackward",
-    key: `rmsNormBackward:${dtype}:${hasWeight ? "w" : "nw"}:L${lanes}`,
+    key: RMS_NORM_BACKWARD.key(dtype, hasWeight ? "w" : "nw", `L${lanes}`),
     wgsl: () => rmsNormBackwardWgsl(dtype, hasWeight, lanes),
     cpu: (bufs) => rmsNormBackwardCpu(dtype, hasWeight, p, bufs),
     native: dtype === "f32"
       ? (b, rt) => rmsNormBackwardF32Native(p.rows, p.cols, p.eps, b, hasWeight, rt)
       : undefined,
     buffers: w ? [x, w, g, gx, rstd] : [x, g, gx, rstd],
-    uniforms: uniforms(p.rows, p.cols, asF32(p.eps)),
+    uniforms: RMS_NORM_BACKWARD.uniforms({ rows: p.rows, cols: p.cols, eps: p.eps }),
     workgroups: rowGroups(p.rows, lanes),
   };
 }
@@ -242,15 +245,20 @@ export function weightGradPlan(rows: number): { chunks: number; chunkRows: numbe
   return { chunks, chunkRows: Math.ceil(rows / chunks) };
 }
 
+const RMS_NORM_WEIGHT_GRAD = defineKernel({
+  name: "rmsNormWeightGrad",
+  bindings: [
+    { name: "xs", type: "T", access: "read" },
+    { name: "g", type: "T", access: "read" },
+    { name: "rstd", type: "f32", access: "read" },
+    { name: "partial", type: "f32", access: "read_write" },
+  ],
+  params: { rows: "u32", cols: "u32", chunk: "u32" },
+});
+
 /** WGSL: `partial[c, j] = Σ_{rows r of chunk c} g[r, j] · x[r, j] · rstd[r]`. */
 export function rmsNormWeightGradWgsl(dtype: DType): string {
-  return `${enables(dtype)}
-struct P { rows: u32, cols: u32, chunk: u32 };
-@group(0) @binding(0) var<storage, read> xs: array<${dtype}>;
-@group(0) @binding(1) var<storage, read> g: array<${dtype}>;
-@group(0) @binding(2) var<storage, read> rstd: array<f32>;
-@group(0) @binding(3) var<storage, read_write> partial: array<f32>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${RMS_NORM_WEIGHT_GRAD.header({ types: { T: dtype } })}
 @compute @workgroup_size(${COL_WG})
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let j = gid.x;
@@ -313,14 +321,14 @@ export function rmsNormWeightGradDispatch(
   const { chunks, chunkRows } = weightGradPlan(rows);
   return {
     op: "rmsNormWeightGrad",
-    key: `rmsNormWeightGrad:${dtype}`,
+    key: RMS_NORM_WEIGHT_GRAD.key(dtype),
     wgsl: () => rmsNormWeightGradWgsl(dtype),
     cpu: (bufs) => rmsNormWeightGradCpu(dtype, rows, cols, chunkRows, chunks, bufs),
     native: dtype === "f32"
       ? (b, rt) => rmsNormWeightGradF32Native(rows, cols, chunkRows, chunks, b, rt)
       : undefined,
     buffers: [x, g, rstd, partial],
-    uniforms: uniforms(rows, cols, chunkRows),
+    uniforms: RMS_NORM_WEIGHT_GRAD.uniforms({ rows, cols, chunk: chunkRows }),
     workgroups: [Math.ceil(cols / COL_WG), chunks, 1],
   };
 }

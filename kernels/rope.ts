@@ -18,8 +18,9 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, f32Bits, gridStride, WG } from "./common.ts";
+import { gridStride, WG } from "./common.ts";
 import { ropeF32Native } from "./native/rope.ts";
+import { defineKernel } from "./spec.ts";
 
 /** Largest head dim the uniform frequency table holds (256 frequencies). */
 export const ROPE_MAX_HEAD_DIM = 512;
@@ -59,15 +60,28 @@ export interface RopeParams {
   invFreq: Float32Array;
 }
 
+const ROPE = defineKernel({
+  name: "rope",
+  bindings: [
+    { name: "xs", type: "T", access: "read" },
+    { name: "out", type: "T", access: "read_write" },
+  ],
+  // `inv` holds the `half` inverse frequencies, 4 per vec4 (uniform arrays need 16-byte strides).
+  params: {
+    n: "u32",
+    t: "u32",
+    h: "u32",
+    half: "u32",
+    offset: "u32",
+    sign: "f32",
+    inv: `array<vec4f, ${ROPE_MAX_HEAD_DIM / 8}>`,
+  },
+});
+
 /** WGSL of the rotation (one invocation per pair). */
 export function ropeWgsl(dtype: DType): string {
   const T = dtype;
-  return `${enables(T)}
-struct P { n: u32, t: u32, h: u32, half: u32, offset: u32, sign: f32, pad0: u32, pad1: u32,
-  inv: array<vec4f, ${ROPE_MAX_HEAD_DIM / 8}> };
-@group(0) @binding(0) var<storage, read> xs: array<${T}>;
-@group(0) @binding(1) var<storage, read_write> out: array<${T}>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${ROPE.header({ types: { T } })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -118,12 +132,18 @@ export function ropeCpu(dtype: DType, p: RopeParams, x: ArrayBuffer, out: ArrayB
  */
 export function ropeDispatch(dtype: DType, p: RopeParams, x: Storage, out: Storage): Dispatch {
   const n = p.vectors * p.half;
-  const words = new Uint32Array(8 + ROPE_MAX_HEAD_DIM / 2);
-  words.set([n, p.t, p.h, p.half, p.offset, f32Bits(p.sign), 0, 0]);
-  words.set(new Uint32Array(p.invFreq.buffer, p.invFreq.byteOffset, p.half), 8);
+  const words = ROPE.uniforms({
+    n,
+    t: p.t,
+    h: p.h,
+    half: p.half,
+    offset: p.offset,
+    sign: p.sign,
+    inv: p.invFreq.subarray(0, p.half),
+  });
   return {
     op: p.sign > 0 ? "rope" : "ropeBackward",
-    key: `rope:${dtype}`,
+    key: ROPE.key(dtype),
     wgsl: () => ropeWgsl(dtype),
     cpu: ([a, b]) => ropeCpu(dtype, p, a!, b!),
     native: dtype === "f32" ? ([a, b], rt) => ropeF32Native(p, a!, b!, rt) : undefined,

@@ -19,7 +19,8 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { asF32, gridStride, uniforms } from "./common.ts";
+import { gridStride } from "./common.ts";
+import { defineKernel } from "./spec.ts";
 
 /** Parameters of one sampling step. */
 export interface SampleParams {
@@ -67,14 +68,30 @@ export function sampleUniform(seed: number, step: number, row: number): number {
   return (h >>> 8) / 16777216;
 }
 
+const SAMPLE = defineKernel({
+  name: "sample",
+  bindings: [
+    { name: "logits", type: "f32", access: "read" },
+    { name: "next", type: "u32", access: "read_write" },
+    { name: "hist", type: "u32", access: "read_write" },
+  ],
+  params: {
+    rows: "u32",
+    v: "u32",
+    stride: "u32",
+    off: "u32",
+    temp: "f32",
+    topk: "u32",
+    topp: "f32",
+    seed: "u32",
+    step: "u32",
+    slot: "u32",
+  },
+});
+
 /** WGSL of the sampler: binding 0 logits (f32), 1 next ids `[rows]`, 2 history `[C, rows]`. */
 export function sampleWgsl(): string {
-  return `struct P { rows: u32, v: u32, stride: u32, off: u32, temp: f32, topk: u32, topp: f32,
-  seed: u32, step: u32, slot: u32 };
-@group(0) @binding(0) var<storage, read> logits: array<f32>;
-@group(0) @binding(1) var<storage, read_write> next: array<u32>;
-@group(0) @binding(2) var<storage, read_write> hist: array<u32>;
-@group(0) @binding(3) var<uniform> p: P;
+  return `${SAMPLE.header()}
 
 fn uniform01(row: u32) -> f32 {
   var h = p.seed ^ (p.step * 0x9e3779b9u) ^ (row * 0x85ebca6bu);
@@ -242,22 +259,22 @@ export function sampleCpu(
 export function sampleDispatch(p: SampleParams, bufs: Storage[]): Dispatch {
   return {
     op: "sampleTokens",
-    key: "sample",
+    key: SAMPLE.key(),
     wgsl: sampleWgsl,
     cpu: ([l, n, h]) => sampleCpu(p, l!, n!, h!),
     buffers: bufs,
-    uniforms: uniforms(
-      p.rows,
-      p.vocab,
-      p.rowStride,
-      p.rowOffset,
-      asF32(p.temperature),
-      p.topK,
-      asF32(p.topP),
-      p.seed >>> 0,
-      p.step >>> 0,
-      p.slot,
-    ),
+    uniforms: SAMPLE.uniforms({
+      rows: p.rows,
+      v: p.vocab,
+      stride: p.rowStride,
+      off: p.rowOffset,
+      temp: p.temperature,
+      topk: p.topK,
+      topp: p.topP,
+      seed: p.seed >>> 0,
+      step: p.step >>> 0,
+      slot: p.slot,
+    }),
     workgroups: gridStride(p.rows, WG_SAMPLE),
   };
 }

@@ -17,7 +17,6 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, uniforms } from "./common.ts";
 import { softmaxBackwardF32Native, softmaxF32Native } from "./native/softmax.ts";
 import {
   laneSum,
@@ -29,6 +28,7 @@ import {
   treeSteps,
   WGSL_FLOAT_HELPERS,
 } from "./reduce.ts";
+import { defineKernel } from "./spec.ts";
 
 /** Which normalisation a kernel computes. */
 export type SoftmaxMode = "softmax" | "log";
@@ -105,6 +105,15 @@ export interface SoftmaxParams {
   t: number;
 }
 
+const SOFTMAX = defineKernel({
+  name: "softmax",
+  bindings: [
+    { name: "xs", type: "T", access: "read" },
+    { name: "out", type: "T", access: "read_write" },
+  ],
+  params: { rows: "u32", cols: "u32", t: "u32" },
+});
+
 /** WGSL of the forward softmax / log-softmax. */
 export function softmaxWgsl(s: SoftmaxSpec): string {
   const L = s.lanes, T = s.dtype;
@@ -118,11 +127,8 @@ export function softmaxWgsl(s: SoftmaxSpec): string {
       for (var j = lane; j < p.cols; j = j + ${L}u) {
         out[start + j] = ${T}(select(neg_inf(), (f32(xs[start + j]) - ms.x) - ls, j < lim));
       }`;
-  return `${enables(T)}${WGSL_FLOAT_HELPERS}${WGSL_LSE}
-struct P { rows: u32, cols: u32, t: u32 };
-@group(0) @binding(0) var<storage, read> xs: array<${T}>;
-@group(0) @binding(1) var<storage, read_write> out: array<${T}>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${SOFTMAX.header({ types: { T } })}
+${WGSL_FLOAT_HELPERS}${WGSL_LSE}
 var<workgroup> sms: array<vec2f, ${ROW_WG}>;
 @compute @workgroup_size(${ROW_WG})
 fn main(${ROW_ARGS}) {
@@ -175,7 +181,7 @@ export function softmaxDispatch(
 ): Dispatch {
   return {
     op: s.mode === "softmax" ? "softmax" : "logSoftmax",
-    key: `softmax:${s.mode}:${s.causal ? "causal" : "full"}:${s.dtype}:L${s.lanes}`,
+    key: SOFTMAX.key(s.mode, s.causal ? "causal" : "full", s.dtype, `L${s.lanes}`),
     wgsl: () => softmaxWgsl(s),
     cpu: ([a, b]) => softmaxCpu(s, p, a!, b!),
     native: s.dtype === "f32"
@@ -183,13 +189,23 @@ export function softmaxDispatch(
         softmaxF32Native(s.mode === "log", p.rows, p.cols, s.causal ? p.t : 0, a!, b!, rt)
       : undefined,
     buffers: [x, out],
-    uniforms: uniforms(p.rows, p.cols, Math.max(1, p.t)),
+    uniforms: SOFTMAX.uniforms({ rows: p.rows, cols: p.cols, t: Math.max(1, p.t) }),
     workgroups: rowGroups(p.rows, s.lanes),
   };
 }
 
 // ---------------------------------------------------------------------------------------------
 // Backward
+
+const SOFTMAX_BACKWARD = defineKernel({
+  name: "softmaxBackward",
+  bindings: [
+    { name: "ys", type: "T", access: "read" },
+    { name: "g", type: "T", access: "read" },
+    { name: "gx", type: "T", access: "read_write" },
+  ],
+  params: { rows: "u32", cols: "u32" },
+});
 
 /**
  * WGSL of the backward: softmax `gx = y·(g − Σ g·y)`, log-softmax `gx = g − exp(y)·Σ g`
@@ -201,12 +217,7 @@ export function softmaxBackwardWgsl(mode: SoftmaxMode, dtype: DType, lanes: numb
   const write = mode === "softmax"
     ? `${T}(f32(ys[start + j]) * (f32(g[start + j]) - total))`
     : `${T}(f32(g[start + j]) - exp(f32(ys[start + j])) * total)`;
-  return `${enables(T)}
-struct P { rows: u32, cols: u32 };
-@group(0) @binding(0) var<storage, read> ys: array<${T}>;
-@group(0) @binding(1) var<storage, read> g: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> gx: array<${T}>;
-@group(0) @binding(3) var<uniform> p: P;
+  return `${SOFTMAX_BACKWARD.header({ types: { T } })}
 var<workgroup> sv: array<f32, ${ROW_WG}>;
 @compute @workgroup_size(${ROW_WG})
 fn main(${ROW_ARGS}) {
@@ -273,14 +284,14 @@ export function softmaxBackwardDispatch(
   const lanes = rowLanes(cols);
   return {
     op: mode === "softmax" ? "softmaxBackward" : "logSoftmaxBackward",
-    key: `softmaxBackward:${mode}:${dtype}:L${lanes}`,
+    key: SOFTMAX_BACKWARD.key(mode, dtype, `L${lanes}`),
     wgsl: () => softmaxBackwardWgsl(mode, dtype, lanes),
     cpu: ([a, b, c]) => softmaxBackwardCpu(mode, dtype, rows, cols, a!, b!, c!),
     native: dtype === "f32"
       ? ([a, b, c], rt) => softmaxBackwardF32Native(mode === "log", rows, cols, a!, b!, c!, rt)
       : undefined,
     buffers: [y, g, gx],
-    uniforms: uniforms(rows, cols),
+    uniforms: SOFTMAX_BACKWARD.uniforms({ rows, cols }),
     workgroups: rowGroups(rows, lanes),
   };
 }

@@ -9,7 +9,7 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, uniforms } from "./common.ts";
+import { defineKernel } from "./spec.ts";
 
 const WG = 64;
 
@@ -30,22 +30,24 @@ function nonzero(dtype: DType, v: string): string {
 
 const ROW_OF = "let row = wid.x + wid.y * p.perY;\n  if (row >= p.rows) { return; }";
 
+const SCATTER_ROWS = defineKernel({
+  name: "scatterRows",
+  bindings: [
+    { name: "vals", type: "T", access: "read" },
+    { name: "idxs", type: "u32", access: "read" },
+    { name: "out", type: "T", access: "read_write" },
+    { name: "ptr", type: "u32", access: "read", optional: true },
+  ],
+  params: { rows: "u32", d: "u32", k: "u32", perY: "u32" },
+});
+
 /** WGSL: zero row r of the dense output, then scatter its entries. One workgroup per row. */
 export function scatterRowsWgsl(dtype: DType, csr: boolean): string {
   const T = dtype;
   const range = csr
     ? "let lo = ptr[row];\n  let hi = ptr[row + 1u];"
     : "let lo = row * p.k;\n  let hi = lo + p.k;";
-  return `${enables(T)}
-struct P { rows: u32, d: u32, k: u32, perY: u32 };
-@group(0) @binding(0) var<storage, read> vals: array<${T}>;
-@group(0) @binding(1) var<storage, read> idxs: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<${T}>;
-${
-    csr
-      ? "@group(0) @binding(3) var<storage, read> ptr: array<u32>;\n@group(0) @binding(4)"
-      : "@group(0) @binding(3)"
-  } var<uniform> p: P;
+  return `${SCATTER_ROWS.header({ types: { T }, omit: csr ? [] : ["ptr"] })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   ${ROW_OF}
@@ -91,22 +93,27 @@ export function scatterRowsDispatch(
   const [gx, gy] = rowGrid(rows);
   return {
     op: "toDense",
-    key: `scatterRows:${dtype}:${csr ? "csr" : "fixed"}`,
+    key: SCATTER_ROWS.key(dtype, csr ? "csr" : "fixed"),
     wgsl: () => scatterRowsWgsl(dtype, csr),
     cpu: (bufs) => scatterRowsCpu(dtype, rows, d, k, bufs, csr),
     buffers,
-    uniforms: uniforms(rows, d, k, gx),
+    uniforms: SCATTER_ROWS.uniforms({ rows, d, k, perY: gx }),
     workgroups: [gx, gy, 1],
   };
 }
 
+const COUNT_ROWS = defineKernel({
+  name: "countRows",
+  bindings: [
+    { name: "x", type: "T", access: "read" },
+    { name: "counts", type: "u32", access: "read_write" },
+  ],
+  params: { rows: "u32", d: "u32", k: "u32", perY: "u32" },
+});
+
 /** WGSL counting the nonzeros (NaN counts) of each row into `counts[row]`. */
 export function countRowsWgsl(dtype: DType): string {
-  return `${enables(dtype)}
-struct P { rows: u32, d: u32, k: u32, perY: u32 };
-@group(0) @binding(0) var<storage, read> x: array<${dtype}>;
-@group(0) @binding(1) var<storage, read_write> counts: array<u32>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${COUNT_ROWS.header({ types: { T: dtype } })}
 var<workgroup> total: atomic<u32>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -151,26 +158,32 @@ export function countRowsDispatch(
   const [gx, gy] = rowGrid(rows);
   return {
     op: "countNonzero",
-    key: `countRows:${dtype}`,
+    key: COUNT_ROWS.key(dtype),
     wgsl: () => countRowsWgsl(dtype),
     cpu: ([a, c]) => countRowsCpu(dtype, rows, d, a!, c!),
     buffers: [x, counts],
-    uniforms: uniforms(rows, d, 0, gx),
+    uniforms: COUNT_ROWS.uniforms({ rows, d, k: 0, perY: gx }),
     workgroups: [gx, gy, 1],
   };
 }
 
 const SCAN_WG = 256;
 
+const SCAN_U32 = defineKernel({
+  name: "scanU32",
+  bindings: [
+    { name: "src", type: "u32", access: "read" },
+    { name: "out", type: "u32", access: "read_write" },
+  ],
+  params: { n: "u32", chunk: "u32" },
+});
+
 /**
  * WGSL of an exclusive scan of `n` u32 counts into `n + 1` offsets (one workgroup: contiguous
  * chunks per invocation, a serial scan of the chunk sums). `out[n]` is the total.
  */
 export function scanWgsl(): string {
-  return `struct P { n: u32, chunk: u32 };
-@group(0) @binding(0) var<storage, read> src: array<u32>;
-@group(0) @binding(1) var<storage, read_write> out: array<u32>;
-@group(0) @binding(2) var<uniform> p: P;
+  return `${SCAN_U32.header()}
 var<workgroup> part: array<u32, ${SCAN_WG}>;
 @compute @workgroup_size(${SCAN_WG})
 fn main(@builtin(local_invocation_index) lid: u32) {
@@ -206,14 +219,25 @@ export function scanCpu(n: number, src: ArrayBuffer, out: ArrayBuffer): void {
 export function scanDispatch(n: number, src: Storage, out: Storage, op = "scan"): Dispatch {
   return {
     op,
-    key: "scanU32",
+    key: SCAN_U32.key(),
     wgsl: scanWgsl,
     cpu: ([s, o]) => scanCpu(n, s!, o!),
     buffers: [src, out],
-    uniforms: uniforms(n, Math.ceil(n / SCAN_WG)),
+    uniforms: SCAN_U32.uniforms({ n, chunk: Math.ceil(n / SCAN_WG) }),
     workgroups: [1, 1, 1],
   };
 }
+
+const DENSE_TO_CSR = defineKernel({
+  name: "denseToCsr",
+  bindings: [
+    { name: "x", type: "T", access: "read" },
+    { name: "ptr", type: "u32", access: "read" },
+    { name: "vals", type: "T", access: "read_write" },
+    { name: "cols", type: "u32", access: "read_write" },
+  ],
+  params: { rows: "u32", d: "u32", chunk: "u32", perY: "u32" },
+});
 
 /**
  * WGSL writing each row's nonzeros (in column order) at `rowPtr[row]`: each invocation owns a
@@ -221,13 +245,7 @@ export function scanDispatch(n: number, src: Storage, out: Storage, op = "scan")
  */
 export function denseToCsrWgsl(dtype: DType): string {
   const T = dtype;
-  return `${enables(T)}
-struct P { rows: u32, d: u32, chunk: u32, perY: u32 };
-@group(0) @binding(0) var<storage, read> x: array<${T}>;
-@group(0) @binding(1) var<storage, read> ptr: array<u32>;
-@group(0) @binding(2) var<storage, read_write> vals: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> cols: array<u32>;
-@group(0) @binding(4) var<uniform> p: P;
+  return `${DENSE_TO_CSR.header({ types: { T } })}
 var<workgroup> part: array<u32, ${WG}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -282,24 +300,28 @@ export function denseToCsrDispatch(
   const [gx, gy] = rowGrid(rows);
   return {
     op: "denseToCsr",
-    key: `denseToCsr:${dtype}`,
+    key: DENSE_TO_CSR.key(dtype),
     wgsl: () => denseToCsrWgsl(dtype),
     cpu: (bufs) => denseToCsrCpu(dtype, rows, d, bufs),
     buffers,
-    uniforms: uniforms(rows, d, Math.ceil(d / WG), gx),
+    uniforms: DENSE_TO_CSR.uniforms({ rows, d, chunk: Math.ceil(d / WG), perY: gx }),
     workgroups: [gx, gy, 1],
   };
 }
+
+const FIXED_ROW_PTR = defineKernel({
+  name: "fixedRowPtr",
+  bindings: [{ name: "out", type: "u32", access: "read_write" }],
+  params: { n: "u32", k: "u32" },
+});
 
 /** Dispatch writing `rowPtr[r] = r·k` for `r = 0..rows` (CSR view of fixed-K rows). */
 export function fixedRowPtrDispatch(rows: number, k: number, out: Storage): Dispatch {
   return {
     op: "toCsr",
-    key: "fixedRowPtr",
+    key: FIXED_ROW_PTR.key(),
     wgsl: () =>
-      `struct P { n: u32, k: u32 };
-@group(0) @binding(0) var<storage, read_write> out: array<u32>;
-@group(0) @binding(1) var<uniform> p: P;
+      `${FIXED_ROW_PTR.header()}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   for (var i = gid.x; i <= p.n; i = i + nwg.x * ${WG}u) { out[i] = i * p.k; }
@@ -309,7 +331,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
       for (let i = 0; i <= rows; i++) a[i] = i * k;
     },
     buffers: [out],
-    uniforms: uniforms(rows, k),
+    uniforms: FIXED_ROW_PTR.uniforms({ n: rows, k }),
     workgroups: [Math.max(1, Math.min(Math.ceil((rows + 1) / WG), 4096)), 1, 1],
   };
 }

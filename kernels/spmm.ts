@@ -27,8 +27,8 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, uniforms } from "./common.ts";
 import { spmmGradWeightNative, spmmNative } from "./native/spmm.ts";
+import { defineKernel } from "./spec.ts";
 
 /** How the entries of each sparse row are laid out. */
 export type RowLayout =
@@ -90,20 +90,24 @@ function range(layout: RowLayout, row: string): string {
     : `let lo = ${row} * p.k;\n    let hi = lo + p.k;`;
 }
 
+/** The three forward kernels share bindings and parameters; `W` loads as `V` (vec4 or scalar). */
+const SPMM = defineKernel({
+  name: "spmm",
+  bindings: [
+    { name: "vals", type: "T", access: "read" },
+    { name: "idxs", type: "u32", access: "read" },
+    { name: "W", type: "V", access: "read" },
+    { name: "Y", type: "T", access: "read_write" },
+    { name: "ptr", type: "u32", access: "read", optional: true },
+  ],
+  params: { rows: "u32", dIn: "u32", dOut: "u32", k: "u32", groupsX: "u32", perX: "u32" },
+});
+
 function header(dtype: DType, layout: RowLayout, nv: number): string {
   const T = dtype;
-  return `${enables(T)}
-struct P { rows: u32, dIn: u32, dOut: u32, k: u32, groupsX: u32, perX: u32 };
-const NONE = 0xffffffffu;
-@group(0) @binding(0) var<storage, read> vals: array<${T}>;
-@group(0) @binding(1) var<storage, read> idxs: array<u32>;
-@group(0) @binding(2) var<storage, read> W: array<${nv > 0 ? `vec4<${T}>` : T}>;
-@group(0) @binding(3) var<storage, read_write> Y: array<${T}>;
-${
-    isCsr(layout)
-      ? "@group(0) @binding(4) var<storage, read> ptr: array<u32>;\n@group(0) @binding(5)"
-      : "@group(0) @binding(4)"
-  } var<uniform> p: P;`;
+  const types = { T, V: nv > 0 ? `vec4<${T}>` : T };
+  return `${SPMM.header({ types, omit: isCsr(layout) ? [] : ["ptr"] })}
+const NONE = 0xffffffffu;`;
 }
 
 /** Per-accumulator names, loads and stores for `nv` vec4 groups (or one scalar column). */
@@ -296,14 +300,21 @@ export function spmmDispatch(
   }
   return {
     op: "spmm",
-    key: `spmm:${tag}:${p.dtype}:nv${t.nv}:wg${t.wg}:r${t.r}`,
+    key: SPMM.key(tag, p.dtype, `nv${t.nv}`, `wg${t.wg}`, `r${t.r}`),
     wgsl,
     cpu: (bufs) => spmmCpu(p, layout, bufs),
     native: p.dtype === "f32"
       ? (bufs, rt) => spmmNative(p.rows, p.dIn, p.dOut, p.k, isCsr(layout), bufs, rt)
       : undefined,
     buffers,
-    uniforms: uniforms(p.rows, p.dIn, p.dOut, p.k, groupsX, g[0] / groupsX),
+    uniforms: SPMM.uniforms({
+      rows: p.rows,
+      dIn: p.dIn,
+      dOut: p.dOut,
+      k: p.k,
+      groupsX,
+      perX: g[0] / groupsX,
+    }),
     workgroups: g,
   };
 }
@@ -312,6 +323,18 @@ export function spmmDispatch(
 // dW = A_sparseᵀ · dY
 
 const GW_WG = 64;
+
+const SPMM_GRAD_WEIGHT = defineKernel({
+  name: "spmmGradWeight",
+  bindings: [
+    { name: "vals", type: "T", access: "read" },
+    { name: "idxs", type: "u32", access: "read" },
+    { name: "dY", type: "T", access: "read" },
+    { name: "dW", type: "T", access: "read_write" },
+    { name: "ptr", type: "u32", access: "read", optional: true },
+  ],
+  params: { rows: "u32", dIn: "u32", dOut: "u32", k: "u32", perY: "u32" },
+});
 
 /** WGSL of the weight gradient: one workgroup per weight row, invocations across D_out. */
 export function spmmGradWeightWgsl(dtype: DType, layout: RowLayout, accumulate: boolean): string {
@@ -334,17 +357,7 @@ export function spmmGradWeightWgsl(dtype: DType, layout: RowLayout, accumulate: 
   for (var t = lo; t < hi; t = t + 1u) { if (idxs[t] == u) { return t; } }
   return hi;
 }`;
-  return `${enables(T)}
-struct P { rows: u32, dIn: u32, dOut: u32, k: u32, perY: u32 };
-@group(0) @binding(0) var<storage, read> vals: array<${T}>;
-@group(0) @binding(1) var<storage, read> idxs: array<u32>;
-@group(0) @binding(2) var<storage, read> dY: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> dW: array<${T}>;
-${
-    csr
-      ? "@group(0) @binding(4) var<storage, read> ptr: array<u32>;\n@group(0) @binding(5)"
-      : "@group(0) @binding(4)"
-  } var<uniform> p: P;
+  return `${SPMM_GRAD_WEIGHT.header({ types: { T }, omit: csr ? [] : ["ptr"] })}
 ${find}
 @compute @workgroup_size(${GW_WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -426,7 +439,7 @@ export function spmmGradWeightDispatch(
   const perY = Math.max(1, Math.min(p.dIn, 65535));
   return {
     op: "spmmGradWeight",
-    key: `spmmGradWeight:${p.dtype}:${layout}:${accumulate ? "acc" : "set"}`,
+    key: SPMM_GRAD_WEIGHT.key(p.dtype, layout, accumulate ? "acc" : "set"),
     wgsl: () => spmmGradWeightWgsl(p.dtype, layout, accumulate),
     cpu: (bufs) => spmmGradWeightCpu(p, layout, accumulate, bufs),
     native: p.dtype === "f32"
@@ -444,7 +457,7 @@ export function spmmGradWeightDispatch(
         )
       : undefined,
     buffers,
-    uniforms: uniforms(p.rows, p.dIn, p.dOut, p.k, perY),
+    uniforms: SPMM_GRAD_WEIGHT.uniforms({ rows: p.rows, dIn: p.dIn, dOut: p.dOut, k: p.k, perY }),
     workgroups: [perY, Math.ceil(p.dIn / perY), 1],
   };
 }

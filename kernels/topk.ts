@@ -30,8 +30,8 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, uniforms } from "./common.ts";
 import { topkRowsNativeFor } from "./native/topk.ts";
+import { defineKernel } from "./spec.ts";
 
 /** How entries are ranked. */
 export type TopkOrder = "magnitude" | "value";
@@ -101,24 +101,28 @@ export function keyFnWgsl(dtype: DType, order: TopkOrder): string {
 }`;
 }
 
+const TOPK_ROWS = defineKernel({
+  name: "topk",
+  bindings: [
+    { name: "x", type: "T", access: "read" },
+    // Sparse output: kept values and their column indices.
+    { name: "vals", type: "T", access: "read_write", optional: true },
+    { name: "idxs", type: "u32", access: "read_write", optional: true },
+    // Dense output: x with the dropped entries zeroed, and optionally the 0/1 mask.
+    { name: "out", type: "T", access: "read_write", optional: true },
+    { name: "maskOut", type: "T", access: "read_write", optional: true },
+  ],
+  params: { rows: "u32", d: "u32", k: "u32", chunk: "u32", segs: "u32", rowsPerY: "u32" },
+});
+
 /** WGSL of the row-select kernel. */
 export function topkRowsWgsl(s: TopkSpec): string {
   const T = s.dtype, WGS = s.wg;
   const digits = DIGITS[s.order];
   const maxBins = 1 << Math.max(...digits);
-  let bindings: string;
-  if (s.output === "sparse") {
-    bindings = `@group(0) @binding(1) var<storage, read_write> vals: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> idxs: array<u32>;
-@group(0) @binding(3) var<uniform> p: P;`;
-  } else if (s.mask) {
-    bindings = `@group(0) @binding(1) var<storage, read_write> out: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> maskOut: array<${T}>;
-@group(0) @binding(3) var<uniform> p: P;`;
-  } else {
-    bindings = `@group(0) @binding(1) var<storage, read_write> out: array<${T}>;
-@group(0) @binding(2) var<uniform> p: P;`;
-  }
+  const omit = s.output === "sparse"
+    ? ["out", "maskOut"]
+    : ["vals", "idxs", ...(s.mask ? [] : ["maskOut"])];
   let passes = "";
   let shift = digits.reduce((a, b) => a + b, 0);
   digits.forEach((bits, pi) => {
@@ -236,10 +240,7 @@ fn cswap(obase: u32, a: u32, b: u32) {
 }`
     : "";
 
-  return `${enables(T)}
-struct P { rows: u32, d: u32, k: u32, chunk: u32, segs: u32, rowsPerY: u32 };
-@group(0) @binding(0) var<storage, read> x: array<${T}>;
-${bindings}
+  return `${TOPK_ROWS.header({ types: { T }, omit })}
 var<workgroup> hist: array<atomic<u32>, ${maxBins}>;
 var<workgroup> part: array<u32, ${WGS}>;
 var<workgroup> part2: array<u32, ${WGS}>;
@@ -388,9 +389,8 @@ export function topkRowsDispatch(
   op = "topkRows",
 ): Dispatch {
   const perY = Math.min(p.rows, 65535);
-  const key = `topk:${s.dtype}:${s.order}:${s.output}:${s.sorted ? "S" : "U"}${s.mask ? "M" : ""}${
-    s.rescale ? "R" : ""
-  }:wg${s.wg}`;
+  const flags = `${s.sorted ? "S" : "U"}${s.mask ? "M" : ""}${s.rescale ? "R" : ""}`;
+  const key = TOPK_ROWS.key(s.dtype, s.order, s.output, flags, `wg${s.wg}`);
   return {
     op,
     key,
@@ -398,7 +398,14 @@ export function topkRowsDispatch(
     cpu: (bufs) => topkRowsCpu(s, p, bufs),
     native: topkRowsNativeFor(s, p),
     buffers,
-    uniforms: uniforms(p.rows, p.d, p.k, Math.ceil(p.d / s.wg), p.segs, perY),
+    uniforms: TOPK_ROWS.uniforms({
+      rows: p.rows,
+      d: p.d,
+      k: p.k,
+      chunk: Math.ceil(p.d / s.wg),
+      segs: p.segs,
+      rowsPerY: perY,
+    }),
     workgroups: [perY, Math.ceil(p.rows / perY), 1],
   };
 }

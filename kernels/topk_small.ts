@@ -17,9 +17,9 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
-import { enables, uniforms } from "./common.ts";
 import { keyFnWgsl, type TopkOrder } from "./topk.ts";
 import { topkMaskF32Native } from "./native/topk.ts";
+import { defineKernel } from "./spec.ts";
 
 /** Longest segment the per-invocation kernel is used for (longer rows use kernels/topk.ts). */
 export const TOPK_SMALL_MAX_D = 2048;
@@ -36,19 +36,21 @@ export interface TopkSmallSpec {
 
 const WG = 64;
 
+const TOPK_SMALL = defineKernel({
+  name: "topkSmall",
+  bindings: [
+    { name: "x", type: "T", access: "read" },
+    { name: "out", type: "T", access: "read_write" },
+    { name: "msk", type: "T", access: "read_write", optional: true },
+  ],
+  params: { segs: "u32", d: "u32", k: "u32" },
+});
+
 /** WGSL of the per-row mask kernel. */
 export function topkSmallWgsl(s: TopkSmallSpec): string {
   const T = s.dtype;
   const topBit = s.order === "magnitude" ? 30 : 31;
-  const maskBinding = s.mask
-    ? `@group(0) @binding(2) var<storage, read_write> msk: array<${T}>;\n`
-    : "";
-  const uniformBinding = s.mask ? 3 : 2;
-  return `${enables(T)}
-struct P { segs: u32, d: u32, k: u32 };
-@group(0) @binding(0) var<storage, read> x: array<${T}>;
-@group(0) @binding(1) var<storage, read_write> out: array<${T}>;
-${maskBinding}@group(0) @binding(${uniformBinding}) var<uniform> p: P;
+  return `${TOPK_SMALL.header({ types: { T }, omit: s.mask ? [] : ["msk"] })}
 ${keyFnWgsl(T, s.order)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -173,14 +175,14 @@ export function topkSmallDispatch(
 ): Dispatch {
   return {
     op,
-    key: `topkSmall:${s.dtype}:${s.order}:${s.mask ? "m" : ""}${s.rescale ? "r" : ""}`,
+    key: TOPK_SMALL.key(s.dtype, s.order, `${s.mask ? "m" : ""}${s.rescale ? "r" : ""}`),
     wgsl: () => topkSmallWgsl(s),
     cpu: (b) => topkSmallCpu(s, segs, d, k, b),
     native: s.dtype === "f32"
       ? (b, rt) => topkMaskF32Native(segs, d, k, s.order, s.rescale ? "row" : "none", d, b, rt)
       : undefined,
     buffers: bufs,
-    uniforms: uniforms(segs, d, k),
+    uniforms: TOPK_SMALL.uniforms({ segs, d, k }),
     workgroups: [Math.max(1, Math.min(Math.ceil(segs / WG), 4096)), 1, 1],
   };
 }
