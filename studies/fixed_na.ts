@@ -238,18 +238,18 @@ function interiorTest(r: InteriorOptimum): TTest {
  * interior S) is attached so a notebook's own Holm correction can include it.
  *
  * @param records Results of the `fixed_na` study.
- * @param planned The grid's sparsities (e.g. `V2_PROFILES.full.fixedNa.sparsities`).
+ * @param planned The grid's activated parameters and sparsities (`V2_PROFILES.full.fixedNa`).
  * @param opts Seeds needed, level.
  * @returns The test's answer (when three arms exist) and the finding.
  *
  * @example Two of five arms done: not enough runs
  * ```ts
  * import type { RunRecord } from "@qsparse/kit/train";
- * import { fixedNaFinding } from "@qsparse/kit/studies";
+ * import { fixedNaFinding, V2_PROFILES } from "@qsparse/kit/studies";
  * import assert from "node:assert/strict";
  * const run = (S: number, seed: number) =>
  *   ({ tags: { S, seed }, valLoss: 2.3, valStderr: 0.006, N: 332448 / (1 - S), Na: 332448, sparsity: null }) as unknown as RunRecord;
- * const a = fixedNaFinding([run(0, 1), run(0, 2), run(0.3, 1)], [0, 0.3, 0.45, 0.6, 0.75]);
+ * const a = fixedNaFinding([run(0, 1), run(0, 2), run(0.3, 1)], V2_PROFILES.full.fixedNa);
  * assert.equal(a.result, null);
  * assert.equal(a.finding.verdict, "inconclusive");
  * assert.match(a.finding.measured, /not enough runs: seeds per arm S = 0: 2, 0.3: 1, 0.45: 0/);
@@ -257,7 +257,7 @@ function interiorTest(r: InteriorOptimum): TTest {
  */
 export function fixedNaFinding(
   records: readonly RunRecord[],
-  planned: readonly number[],
+  planned: { Na: number; sparsities: readonly number[] },
   opts: FixedNaFindingOptions = {},
 ): FixedNaAnswer {
   const minSeeds = opts.minSeeds ?? 2, level = opts.level ?? 0.05;
@@ -270,11 +270,10 @@ export function fixedNaFinding(
     ).size;
   const arms = new Set(records.map((r) => r.tags.S as number));
   const result = arms.size >= 3 ? interiorOptimum(records, level) : null;
-  const perArm = planned.map((S) => `${S}: ${seedsAt(S)}`).join(", ");
-  const Na = result?.Na ?? records.find((r) => typeof r.tags.Na === "number")?.tags.Na;
-  const note = `N_a = ${typeof Na === "number" ? Math.round(Na).toLocaleString("en-US") : "—"}; ` +
-    `every arm on the same tokens; seeds per arm S = ${perArm}`;
-  if (planned.some((S) => seedsAt(S) < minSeeds)) {
+  const perArm = planned.sparsities.map((S) => `${S}: ${seedsAt(S)}`).join(", ");
+  const note = `N_a = ${planned.Na.toLocaleString("en-US")}; every arm on the same tokens; ` +
+    `seeds per arm S = ${perArm}`;
+  if (planned.sparsities.some((S) => seedsAt(S) < minSeeds)) {
     return {
       result,
       finding: {
@@ -325,8 +324,8 @@ export function fixedNaFinding(
  * const run = (S: number, seed: number, valLoss: number) =>
  *   ({ tags: { S, seed }, valLoss, valStderr: 0.006, N: 1e5 / (1 - S), Na: 1e5, sparsity: null }) as unknown as RunRecord;
  * const runs = [1, 2].flatMap((s) => [run(0, s, 2.3 + s / 100), run(0.4, s, 2.2 + s / 100), run(0.8, s, 2.4)]);
- * assert.match(fixedNaMarkdown(fixedNaFinding(runs, [0, 0.4, 0.8])), /\| 0\.4 \| 167K \| 2\.215 ± 0\.005 \(df 1\) \| 2 \| −0\.100/);
- * assert.match(fixedNaMarkdown(fixedNaFinding(runs, [0, 0.4, 0.6, 0.8])), /no test: not enough runs/);
+ * assert.match(fixedNaMarkdown(fixedNaFinding(runs, { Na: 1e5, sparsities: [0, 0.4, 0.8] })), /\| 0\.4 \| 167K \| 2\.215 ± 0\.005 \(df 1\) \| 2 \| −0\.100/);
+ * assert.match(fixedNaMarkdown(fixedNaFinding(runs, { Na: 1e5, sparsities: [0, 0.4, 0.6, 0.8] })), /no test: not enough runs/);
  * ```
  */
 export function fixedNaMarkdown(a: FixedNaAnswer): string {

@@ -396,7 +396,10 @@ export function lrTuningMarkdown(rows: readonly LrTuningSize[]): string {
     return [
       r.size,
       Number.isFinite(r.N) ? r.N.toLocaleString("en-US") : "—",
-      Number.isFinite(r.tokensPerParam) ? r.tokensPerParam.toFixed(1) : "—",
+      // A smoke run's few steps give well under one token per parameter: keep two digits.
+      Number.isFinite(r.tokensPerParam)
+        ? (r.tokensPerParam >= 1 ? r.tokensPerParam.toFixed(1) : r.tokensPerParam.toPrecision(2))
+        : "—",
       `${r.done} / ${r.expected}`,
       ...cells,
       r.pick ? r.pick.lr.toExponential() : `not tuned yet: ${r.done} of ${r.expected} runs`,

@@ -170,7 +170,7 @@ export function gridProgress(
  * const md = progressMarkdown(p);
  * assert.match(md, /2 of the grid's 4 runs \(50%\)/);
  * assert.match(md, /\| a \| ✓ \| — \|/);
- * assert.match(md, /a: 2 of 4 missing \(a-S0\.5-seed1, a-S0\.5-seed2\)/);
+ * assert.match(md, /size = a: 2 of 4 missing \(a-S0\.5-seed1, a-S0\.5-seed2\)/);
  * ```
  */
 export function progressMarkdown(p: GridProgress): string {
@@ -204,10 +204,11 @@ export function progressMarkdown(p: GridProgress): string {
     const ids = cs.flatMap((c) => c.missing);
     const e = cs.reduce((a, c) => a + c.expected, 0);
     if (!ids.length) return null;
-    if (ids.length === e) return `${row}: all ${e} missing`;
+    const label = `${p.rowTag} = ${row}`;
+    if (ids.length === e) return `${label}: all ${e} missing`;
     // A handful of ids reads better than counts; many would flood the page.
     const list = ids.length <= 6 ? ` (${ids.join(", ")})` : "";
-    return `${row}: ${ids.length} of ${e} missing${list}`;
+    return `${label}: ${ids.length} of ${e} missing${list}`;
   }).filter((x): x is string => x !== null);
   lines.push(
     "",
