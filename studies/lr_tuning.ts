@@ -378,6 +378,7 @@ export function lrTuningMarkdown(rows: readonly LrTuningSize[]): string {
     ...lrs.map((lr) => `LR ${lr.toExponential()}`),
     "pick",
     "edge of grid",
+    "each S's own best (pick's excess)",
     "LR table",
   ];
   const body = rows.map((r) => {
@@ -393,6 +394,18 @@ export function lrTuningMarkdown(rows: readonly LrTuningSize[]): string {
       : r.pick && !close(r.pick.lr, r.tableLr)
       ? `${r.tableLr.toExponential()} ⚠ differs from the pick (re-run scripts/pick_lr.ts)`
       : r.tableLr.toExponential();
+    // One rate serves every S: what that costs each S against the rate best for it alone. A
+    // shared pick that is far from one S's own optimum moves that S's loss, and so its gap.
+    const own = r.pick
+      ? (r.rates[0]?.bySparsity ?? []).map((b, j) => {
+        const best = r.rates.reduce((a, x) =>
+          x.bySparsity[j]!.loss < a.bySparsity[j]!.loss ? x : a
+        );
+        const atPick = r.rates.find((x) => close(x.lr, r.pick!.lr))!.bySparsity[j]!.loss;
+        const excess = atPick - best.bySparsity[j]!.loss;
+        return `S = ${b.S}: ${best.lr.toExponential()} (+${excess.toFixed(3)})`;
+      }).join("; ")
+      : "—";
     return [
       r.size,
       Number.isFinite(r.N) ? r.N.toLocaleString("en-US") : "—",
@@ -404,12 +417,14 @@ export function lrTuningMarkdown(rows: readonly LrTuningSize[]): string {
       ...cells,
       r.pick ? r.pick.lr.toExponential() : `not tuned yet: ${r.done} of ${r.expected} runs`,
       r.pick ? (r.pick.edge ? "⚠ yes: the optimum may lie outside the grid" : "no") : "—",
+      own,
       tableText,
     ];
   });
   return markdownTable(header, body) +
     `\n\nCells: validation loss averaged over ${sLabel} (each in brackets), one seed; the ` +
-    `pick (bold) has the lowest average and is made only once all of a size's runs have finished.`;
+    `pick (bold) has the lowest average and is made only once all of a size's runs have finished. ` +
+    `"Own best": the rate best for that S alone, and how much higher its loss is at the pick.`;
 }
 
 /**
@@ -487,9 +502,16 @@ export function lrTuningFigure(rows: readonly LrTuningSize[]): Figure {
       });
     }
   });
+  const ticks = [...new Set(shown.flatMap((r) => r.rates.map((x) => x.lr)))].sort((a, b) => a - b);
   return new Figure(data, {
     title: { text: "LR tuning: validation loss vs peak LR (one seed; bars: evaluation error)" },
-    xaxis: { title: { text: "peak learning rate" }, type: "log" },
+    xaxis: {
+      title: { text: "peak learning rate" },
+      type: "log",
+      // Ticks at the rates tried: plotly's log ticks label every digit in between.
+      tickvals: ticks,
+      ticktext: ticks.map((lr) => lr.toExponential()),
+    },
     yaxis: { title: { text: "validation loss (nats)" } },
     legend: { orientation: "v" },
   });

@@ -140,9 +140,15 @@ Deno.test("markdown: the pick in bold, edges and a stale LR table flagged, untun
   const md = lrTuningMarkdown(lrTuningSummary(records, lrTuningGrid(V2_PROFILES.full), stale));
   assert.match(md, /\| xxs \| 26,784 \| 20\.0 \| 12 \/ 12 \|/);
   assert.match(md, /\| \*\*2\.540\*\* \(2\.500 \/ 2\.580\) \| 2\.590/); // xxs at 8e-3, the pick
-  assert.match(md, /\| 8e-3 \| no \| 4e-3 ⚠ differs from the pick/);
+  assert.match(
+    md,
+    /\| 8e-3 \| no \| S = 0: 8e-3 \(\+0\.000\); S = 0\.8: 8e-3 \(\+0\.000\) \| 4e-3 ⚠ differs from the pick/,
+  );
   // tiny's pick is the lowest rate tried: on the edge.
-  assert.match(md, /\| 1e-3 \| ⚠ yes: the optimum may lie outside the grid \| 1e-3 \|/);
+  assert.match(
+    md,
+    /\| 1e-3 \| ⚠ yes: the optimum may lie outside the grid \| S = 0: 1e-3 .* \| 1e-3 \|/,
+  );
   assert.match(md, /\| xs \| — \| — \| 0 \/ 8 \|.*not tuned yet: 0 of 8 runs/);
 });
 
@@ -192,4 +198,21 @@ Deno.test("v2LrTable: picks of these results over the base table; smoke never re
     g.sparsities.map((S) => run2("xxs", lr, S, 3 + Math.abs(Math.log2(lr / 2e-3)), 26784))
   );
   assert.deepEqual(Object.keys(v2LrTable("smoke", smokeRuns).sizes), ["xxs"]);
+});
+
+Deno.test("markdown: when the sparsities' own optima differ, the shared pick's excess shows", () => {
+  // Dense is best at 8e-3, S = .8 at 1.6e-2 and twice as sensitive: the average picks 1.6e-2,
+  // which costs dense 0.05 nats against its own best (a bias of the gap at this size).
+  const g = lrTuningGrid(V2_PROFILES.full);
+  const best: Record<number, [number, number]> = { 0: [8e-3, 0.05], 0.8: [1.6e-2, 0.1] };
+  const records = g.lrs("xxs").flatMap((lr) =>
+    g.sparsities.map((S) => {
+      const [at, k] = best[S]!;
+      return run2("xxs", lr, S, 2.5 + S / 10 + k * Math.abs(Math.log2(lr / at)), 26784);
+    })
+  );
+  const [row] = lrTuningSummary(records, g, null);
+  assert.equal(row!.pick!.lr, 1.6e-2);
+  const md = lrTuningMarkdown([row!]);
+  assert.match(md, /\| S = 0: 8e-3 \(\+0\.050\); S = 0\.8: 1\.6e-2 \(\+0\.000\) \|/);
 });
