@@ -213,8 +213,9 @@ export function v2GapFinding(g: V2GapTrend, profile: "smoke" | "full"): Finding 
 
 /**
  * The gap to dense against N (log axis): each size's gap averaged over the trend's sparsities
- * with its 95% t interval over seeds (within-seed differences), and the weighted line of the
- * trend through the weighted mean point.
+ * with its 95% t interval over seeds (within-seed differences; labelled as the evaluation error
+ * when no size has two seeds), and the weighted line of the trend through the weighted mean
+ * point.
  *
  * @param g From {@link v2GapTrend}.
  * @returns The figure (no traces without a trend).
@@ -242,11 +243,13 @@ export function v2GapFigure(g: V2GapTrend): Figure {
   const lo = Math.min(...x) / 1.3, hi = Math.max(...x) * 1.3;
   const lineAt = (N: number) => ym + t.slope.value * (Math.log10(N) - xm);
   const q = tQuantile(0.975, t.slope.df ?? Infinity);
+  // Without a size of two seeds the only error is the evaluation error: say so on the figure.
+  const bars = t.seedNoise ? "over seeds" : "from the evaluation error: one seed, no seed noise";
   return new Figure([
     {
       type: "scatter",
       mode: "markers",
-      name: "mean gap per size (95% CI over seeds)",
+      name: `mean gap per size (95% CI ${bars})`,
       x,
       y,
       error_y: { type: "data", array: ci, visible: true, width: 4 },
@@ -265,7 +268,7 @@ export function v2GapFigure(g: V2GapTrend): Figure {
     },
   ], {
     title: {
-      text: `Gap to dense vs N (mean over S = ${g.sparsities.join(", ")}; bars: 95% CI over seeds)`,
+      text: `Gap to dense vs N (mean over S = ${g.sparsities.join(", ")}; bars: 95% CI ${bars})`,
     },
     xaxis: { title: { text: "non-embedding parameters N" }, type: "log" },
     yaxis: {

@@ -288,6 +288,13 @@ Deno.test("gap figure: per-size 95% intervals over seeds and the weighted line",
   g.trend!.perSize.forEach((p, i) => {
     assert.ok(Math.abs(ci[i]! - tQuantile(0.975, p.gap.df!) * p.gap.se) < 1e-12);
   });
+  assert.match(String(points!.name), /95% CI over seeds/);
+  // One seed: the bars are the evaluation error, and the figure says so.
+  const seed1 = v2GapTrend(
+    synthetic(v2StudyRuns("scaling_v2", "full", { lrTable: tuned }), -0.05)
+      .filter((r) => r.tags.seed === 1),
+  );
+  assert.match(String(v2GapFigure(seed1).data[0]!.name), /evaluation error: one seed/);
   // The line has the trend's slope per decade of N.
   const [x0, x1] = line!.x as number[], [y0, y1] = line!.y as number[];
   assert.ok(Math.abs((y1! - y0!) / Math.log10(x1! / x0!) - g.trend!.slope.value) < 1e-12);
