@@ -418,7 +418,11 @@ export function interiorOptimumFigure(r: InteriorOptimum): Figure {
   ], {
     title: {
       text: `Fixed N_a = ${Number((r.Na / 1000).toPrecision(3))}K: loss vs S ` +
-        `(N = N_a/(1−S); bars ±1 s.e. over seeds)`,
+        `(N = N_a/(1−S); bars ±1 s.e. ${
+          r.arms.every((a) => a.seeds < 2)
+            ? "from the evaluation error: one seed per arm"
+            : "over seeds"
+        })`,
     },
     xaxis: { title: { text: "sparsity S" }, tickformat: ".0%" },
     yaxis: { title: { text: "validation loss (nats)" } },

@@ -231,4 +231,7 @@ Deno.test("markdown and figure: contrasts only when tested; arms with their erro
   assert.deepEqual(se, full.result!.arms.map((x) => x.se));
   assert.ok(se.every((x) => x > 0));
   assert.deepEqual(fig.data[1]!.x, [0.45]); // the lowest mean, ringed
+  assert.match(String((fig.layout.title as { text: string }).text), /s\.e\. over seeds/);
+  const oneSeedFig = interiorOptimumFigure(partial.result!);
+  assert.match(String((oneSeedFig.layout.title as { text: string }).text), /one seed per arm/);
 });
