@@ -10,13 +10,7 @@
  */
 import { parseArgs } from "node:util";
 import { readResults } from "../src/train/runner.ts";
-import {
-  bestLearningRates,
-  lrGridFor,
-  lrTablePath,
-  readLrTable,
-  V2_PROFILES,
-} from "../studies/mod.ts";
+import { lrTablePath, readLrTable, v2LrTable } from "../studies/mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -30,13 +24,9 @@ const { values } = parseArgs({
 const profile = values.profile === "smoke" ? "smoke" : "full";
 const results = values.results ?? `results/lr_tuning${profile === "smoke" ? ".smoke" : ""}.jsonl`;
 const out = values.out ?? lrTablePath(profile);
-const p = V2_PROFILES[profile];
 const records = (await readResults(results)).filter((r) => r.study === "lr_tuning");
-const fresh = bestLearningRates(records, {
-  expect: { lrs: (size) => lrGridFor(p, size), sparsities: p.lrTuneSparsities },
-});
-const old = readLrTable(out);
-const table = { ...fresh, sizes: { ...(old?.sizes ?? {}), ...fresh.sizes } };
+// The picks on the profile's tuning grid, over the entries already in the output table.
+const table = v2LrTable(profile, records, { base: readLrTable(out) });
 await Deno.writeTextFile(out, JSON.stringify(table, null, 2) + "\n");
 for (const [size, pick] of Object.entries(table.sizes)) {
   const c = pick.candidates.map((c) => `${c.lr}: ${c.loss.toFixed(4)}`).join(", ");

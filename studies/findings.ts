@@ -797,7 +797,12 @@ export function sStarFinding(
     pct(range[1], 0)
   } at small scale`;
   const paper = `S* = ${pct(paperS, 2)}`;
-  if (!fit.ok) return missing(id, claim, paper, `no fit: ${fit.reason}`);
+  if (!fit.ok) {
+    return {
+      ...missing(id, claim, paper, `no fit: ${fit.reason}`),
+      testName: "none: no fit, so no interval of S*",
+    };
+  }
   const f = fit.fit, prof = fit.profile;
   const boot = f.ci ? f.ci.sStar : null;
   const interval = prof ? prof.intervals.sStar : null;

@@ -159,15 +159,45 @@ export {
   welchDf,
 } from "./stats.ts";
 export type { TEstimate, Trend, TTest } from "./stats.ts";
-export { budgetFor, lrGridFor, V2_PROFILES, V2_STUDIES, v2Model, v2StudyRuns } from "./v2_grid.ts";
-export type { Budget, V2RunOptions, V2Settings, V2Study } from "./v2_grid.ts";
-export { bestLearningRates, FALLBACK_LR, lrFor, lrTablePath, readLrTable } from "./lr_tuning.ts";
-export type { LrChoice, LrPick, LrTable } from "./lr_tuning.ts";
+export {
+  budgetFor,
+  lrGridFor,
+  lrTuningGrid,
+  V2_PROFILES,
+  V2_STUDIES,
+  v2LrTable,
+  v2Model,
+  v2StudyRuns,
+} from "./v2_grid.ts";
+export type { Budget, V2LrTableOptions, V2RunOptions, V2Settings, V2Study } from "./v2_grid.ts";
+export {
+  bestLearningRates,
+  FALLBACK_LR,
+  lrFor,
+  lrTablePath,
+  lrTuningFigure,
+  lrTuningMarkdown,
+  lrTuningSummary,
+  readLrTable,
+} from "./lr_tuning.ts";
+export type { LrChoice, LrPick, LrTable, LrTuningGrid, LrTuningSize } from "./lr_tuning.ts";
 export { modelForParams, shapeForParams } from "./sizing.ts";
 export type { ShapeOptions, SizedShape } from "./sizing.ts";
-export { interiorOptimum } from "./fixed_na.ts";
-export type { InteriorCandidate, InteriorOptimum } from "./fixed_na.ts";
-export { fitCells, v2GapTrend } from "./v2_gap.ts";
+export {
+  fixedNaFinding,
+  fixedNaMarkdown,
+  interiorOptimum,
+  interiorOptimumFigure,
+} from "./fixed_na.ts";
+export type {
+  FixedNaAnswer,
+  FixedNaFindingOptions,
+  InteriorCandidate,
+  InteriorOptimum,
+} from "./fixed_na.ts";
+export { fitCells, v2CellRule, v2GapFigure, v2GapFinding, v2GapTrend } from "./v2_gap.ts";
 export type { FitCellOptions, V2GapTrend } from "./v2_gap.ts";
 export { gridCost, throughputAt } from "./v2_cost.ts";
 export type { RunCost, ThroughputPoint } from "./v2_cost.ts";
+export { gridProgress, progressMarkdown } from "./progress.ts";
+export type { GridProgress, GridProgressOptions, ProgressCell, StaleRun } from "./progress.ts";

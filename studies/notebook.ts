@@ -16,6 +16,7 @@ import { KitError, ValueError } from "../src/core/errors.ts";
 import { atomicWriteFile } from "../src/util/fs.ts";
 import { readResults, type RunRecord, type RunSpec, runSweep } from "../src/train/runner.ts";
 import { type Profile, type StudyName, studyRuns } from "./studies.ts";
+import { V2_STUDIES } from "./v2_grid.ts";
 
 /**
  * Checks a notebook's `profile` parameter (cells are not type-checked, and a runner may inject
@@ -296,11 +297,18 @@ export async function loadStudy(
       records,
       available: false,
       resultsFile,
-      message:
-        `**Full profile: results not committed yet.** \`${resultsFile}\` has no \`${study}\` ` +
-        `runs. Produce them with \`deno run -A cli.ts sweep --study ${study} --profile full ` +
-        `--results results/${study}.jsonl\` from the repository root (or set \`rerun = true\` ` +
-        `in the parameters cell), then re-run this notebook. The analysis cells below are skipped.`,
+      message: `**Full profile: results not committed yet.** \`${resultsFile}\` has no ` +
+        `\`${study}\` runs. ` +
+        // The v2 grids are built from the LR table, which each size's tuning must fill first:
+        // their run script keeps that order, a bare sweep would train at the fallback rate.
+        ((V2_STUDIES as readonly string[]).includes(study)
+          ? `Produce them with \`scripts/run_v2.sh\` from the repository root (it tunes and ` +
+            `picks each size's learning rate before its grid; docs/studies-v2.md), then re-run ` +
+            `this notebook. The analyses below say what is missing.`
+          : `Produce them with \`deno run -A cli.ts sweep --study ${study} --profile full ` +
+            `--results results/${study}.jsonl\` from the repository root (or set ` +
+            `\`rerun = true\` in the parameters cell), then re-run this notebook. The analysis ` +
+            `cells below are skipped.`),
     };
   }
   const adapters = [...new Set(records.map((r) => r.adapter))].join(", ");

@@ -34,8 +34,15 @@
 import { type ModelConfig, modelConfig, NAMED_SIZES, paramCounts } from "../src/nn/config.ts";
 import { ValueError } from "../src/core/errors.ts";
 import { type TrainConfig, trainConfig } from "../src/train/trainer.ts";
-import type { RunSpec } from "../src/train/runner.ts";
-import { lrFor, type LrTable, lrTablePath, readLrTable } from "./lr_tuning.ts";
+import type { RunRecord, RunSpec } from "../src/train/runner.ts";
+import {
+  bestLearningRates,
+  lrFor,
+  type LrTable,
+  lrTablePath,
+  type LrTuningGrid,
+  readLrTable,
+} from "./lr_tuning.ts";
 import { modelForParams } from "./sizing.ts";
 
 /** The v2 studies. */
@@ -243,6 +250,77 @@ function sLabel(s: number): string {
 
 function lrLabel(lr: number): string {
   return `lr${lr.toExponential()}`; // 1.6e-2, not "2e-2"; single-digit rates keep their old ids
+}
+
+/**
+ * The `lr_tuning` grid of a profile: its sizes, each size's rates ({@link lrGridFor}) and the
+ * tuning sparsities; what a size must have finished before it is picked.
+ *
+ * @param s The v2 settings.
+ * @returns The tuning grid.
+ *
+ * @example
+ * ```ts
+ * import { lrTuningGrid, V2_PROFILES } from "@qsparse/kit/studies";
+ * import assert from "node:assert/strict";
+ * const g = lrTuningGrid(V2_PROFILES.full);
+ * assert.deepEqual(g.sizes, ["xxs", "tiny", "xs", "n853k"]);
+ * assert.equal(g.lrs("xxs").length * g.sparsities.length, 12);
+ * ```
+ */
+export function lrTuningGrid(s: V2Settings): LrTuningGrid {
+  return { sizes: s.sizes, lrs: (size) => lrGridFor(s, size), sparsities: s.lrTuneSparsities };
+}
+
+/** Options of {@link v2LrTable}. */
+export interface V2LrTableOptions {
+  /**
+   * The table the fresh picks are merged over (sizes the results do not pick keep their entry).
+   * Default: the committed table (`lrTablePath("full")`) for `full`; none for `smoke`, whose
+   * picks come only from the runs just trained, never from a file in the repository.
+   */
+  base?: LrTable | null;
+}
+
+/**
+ * The LR table the v2 grids are built from: the picks of {@link bestLearningRates} on the
+ * profile's tuning grid (a size is picked once all its tuning runs have finished), merged over
+ * the base table. `scripts/pick_lr.ts` writes this table; a notebook builds the grids with it,
+ * so its grid is the one the results were (or will be) trained on.
+ *
+ * @param profile `smoke` or `full`.
+ * @param tuning Results of the profile's `lr_tuning` study.
+ * @param opts The base table.
+ * @returns The table.
+ *
+ * @example A smoke table from its own tuning runs
+ * ```ts
+ * import type { RunRecord } from "@qsparse/kit/train";
+ * import { lrTuningGrid, v2LrTable, V2_PROFILES } from "@qsparse/kit/studies";
+ * import assert from "node:assert/strict";
+ * const g = lrTuningGrid(V2_PROFILES.smoke);
+ * const runs = g.lrs("xxs").flatMap((lr) =>
+ *   g.sparsities.map((S) =>
+ *     ({ tags: { size: "xxs", S, lr, seed: 1 }, valLoss: 3 + Math.abs(Math.log2(lr / 4e-3)), N: 26784, tokens: 768 }) as unknown as RunRecord
+ *   )
+ * );
+ * const t = v2LrTable("smoke", runs);
+ * assert.equal(t.sizes.xxs!.lr, 4e-3);
+ * assert.equal(t.sizes.tiny, undefined); // not tuned: its runs will say "nearest"
+ * ```
+ */
+export function v2LrTable(
+  profile: "smoke" | "full",
+  tuning: readonly RunRecord[],
+  opts: V2LrTableOptions = {},
+): LrTable {
+  const base = opts.base !== undefined
+    ? opts.base
+    : profile === "full"
+    ? readLrTable(lrTablePath("full"))
+    : null;
+  const fresh = bestLearningRates(tuning, { expect: lrTuningGrid(V2_PROFILES[profile]) });
+  return { ...fresh, sizes: { ...(base?.sizes ?? {}), ...fresh.sizes } };
 }
 
 /** Options of {@link v2StudyRuns}. */

@@ -8,7 +8,14 @@
 import assert from "node:assert/strict";
 import { ValueError } from "../mod.ts";
 import type { RunRecord } from "../src/train/mod.ts";
-import { interiorOptimum, studyRuns } from "../studies/mod.ts";
+import {
+  fixedNaFinding,
+  fixedNaMarkdown,
+  holmFindings,
+  interiorOptimum,
+  interiorOptimumFigure,
+  studyRuns,
+} from "../studies/mod.ts";
 
 const SPARSITIES = [0, 0.3, 0.45, 0.6, 0.75];
 const NA = 332448;
@@ -147,4 +154,84 @@ Deno.test("the analysis reads records tagged as the fixed_na grid tags them", ()
   assert.deepEqual(r.arms.map((a) => a.S), SPARSITIES);
   assert.ok(r.arms.every((a) => a.seeds === 3));
   assert.equal(r.best!.S, 0.3);
+});
+
+const PLANNED = { Na: NA, sparsities: SPARSITIES };
+const U = (S: number) => 2.3 + 0.4 * (S - 0.45) ** 2;
+
+Deno.test("finding: the verdict is the test's once every arm has its seeds", () => {
+  const cases: [(S: number) => number, number, string][] = [
+    [U, 0.002, "reproduced"],
+    [(S) => 2.4 - 0.2 * S, 0.002, "not reproduced at this scale"],
+    [() => 2.3, 0.01, "inconclusive"],
+  ];
+  for (const [curve, sigma, verdict] of cases) {
+    const recs = records(curve, sigma);
+    const a = fixedNaFinding(recs, PLANNED);
+    const r = interiorOptimum(recs);
+    assert.ok(a.tested);
+    assert.equal(a.finding.verdict, verdict);
+    const mapped = r.verdict === "interior optimum"
+      ? "reproduced"
+      : r.verdict === "no interior optimum"
+      ? "not reproduced at this scale"
+      : "inconclusive";
+    assert.equal(a.finding.verdict, mapped);
+    // The attached test carries the claim's Holm-adjusted p over the interior candidates.
+    const minAdj = Math.min(...r.candidates.map((c) => c.pAdjusted));
+    assert.equal(a.finding.test!.p, minAdj);
+    assert.equal(a.finding.test!.level, 0.05);
+    assert.match(a.finding.test!.name, /intersection–union .* Holm over 3 interior S/);
+    assert.equal(a.finding.measured, r.summary);
+  }
+});
+
+Deno.test("finding: Holm across a notebook can only weaken the interior verdict", () => {
+  const a = fixedNaFinding(records(U, 0.002), PLANNED);
+  const other = { ...a.finding, id: "other" };
+  const [adj] = holmFindings([a.finding, other]);
+  assert.ok(adj!.test!.pAdjusted! >= a.finding.test!.p);
+  assert.ok(Math.abs(adj!.test!.pAdjusted! - Math.min(1, 2 * a.finding.test!.p)) < 1e-12);
+});
+
+Deno.test("finding: a missing end or a single seed is 'not enough runs', never a verdict", () => {
+  // Without the S = .75 arm, S = .6 would become an end: a clear U would still "win".
+  const noHighEnd = records(U, 0.002).filter((r) => r.tags.S !== 0.75);
+  const a = fixedNaFinding(noHighEnd, PLANNED);
+  assert.ok(!a.tested);
+  assert.equal(a.finding.verdict, "inconclusive");
+  assert.equal(a.finding.test, undefined);
+  assert.match(a.finding.measured, /not enough runs: seeds per arm S = 0: 3, .*0\.75: 0/);
+  assert.match(a.finding.measured, /descriptive only: lowest mean loss at S = 0.45/);
+  // One seed per arm: the clear U has no seed-level error yet.
+  const oneSeed = fixedNaFinding(records(U, 0.002, [1]), PLANNED);
+  assert.ok(!oneSeed.tested);
+  assert.equal(oneSeed.finding.verdict, "inconclusive");
+  assert.match(oneSeed.finding.measured, /0\.3: 1, .*needs every arm with ≥ 2/);
+  // Two arms only: no analysis at all.
+  const two = fixedNaFinding(records(U, 0.002, [1, 2], [0, 0.3]), PLANNED);
+  assert.equal(two.result, null);
+  assert.match(fixedNaMarkdown(two), /^No analysis: not enough runs/);
+  assert.match(two.finding.note!, /N_a = 332,448/);
+});
+
+Deno.test("markdown and figure: contrasts only when tested; arms with their errors", () => {
+  const full = fixedNaFinding(records(U, 0.002), PLANNED);
+  const md = fixedNaMarkdown(full);
+  assert.match(md, /IUT p \| Holm p/);
+  assert.match(md, /interior optimum: best interior S = 0\.45/);
+  const partial = fixedNaFinding(records(U, 0.002, [1]), PLANNED);
+  const pmd = fixedNaMarkdown(partial);
+  assert.doesNotMatch(pmd, /IUT p|Holm p|interior optimum:/);
+  assert.match(pmd, /The arms so far, no test: not enough runs/);
+  const fig = interiorOptimumFigure(full.result!);
+  const arms = fig.data[0]!;
+  assert.deepEqual(arms.x, SPARSITIES);
+  const se = (arms.error_y as { array: number[] }).array;
+  assert.deepEqual(se, full.result!.arms.map((x) => x.se));
+  assert.ok(se.every((x) => x > 0));
+  assert.deepEqual(fig.data[1]!.x, [0.45]); // the lowest mean, ringed
+  assert.match(String((fig.layout.title as { text: string }).text), /s\.e\. over seeds/);
+  const oneSeedFig = interiorOptimumFigure(partial.result!);
+  assert.match(String((oneSeedFig.layout.title as { text: string }).text), /one seed per arm/);
 });

@@ -2,7 +2,8 @@
  * The v2 grids (studies/v2_grid.ts): the budgets, sizes, seeds, sparsities and warmup issue 13
  * asks for; the tuned LR reaching every cell; the fixed-N_a arms' parameter counts and equal
  * tokens; the identical configs that let the runner train a shared cell once; the gap trend of
- * report.ts pointed at records shaped like the grid's.
+ * report.ts pointed at records shaped like the grid's, on a partial grid, and the finding and
+ * figure notebook 07 shows of it.
  */
 import assert from "node:assert/strict";
 import { paramCounts } from "../src/nn/mod.ts";
@@ -14,9 +15,13 @@ import {
   studyRuns,
   throughputAt,
   V2_PROFILES,
+  v2CellRule,
+  v2GapFigure,
+  v2GapFinding,
   v2GapTrend,
   v2StudyRuns,
 } from "../studies/mod.ts";
+import { gapShrinksFinding, gapsToDense, gapTrend, groupRuns, tQuantile } from "../studies/mod.ts";
 
 const full = V2_PROFILES.full;
 const N = (r: RunSpec) => paramCounts(r.config.model).nonEmbedding;
@@ -214,4 +219,96 @@ Deno.test("the gap trend of report.ts runs on scaling_v2-shaped records over ≥
   assert.equal(v2GapTrend(untuned).trend, null);
   assert.equal(v2GapTrend(untuned).excluded, untuned.length);
   assert.equal(v2GapTrend(untuned, undefined, { allowFallbackLr: true }).trend!.perSize.length, 4);
+});
+
+Deno.test("partial grid: the trend averages only the S every size has", () => {
+  const specs = v2StudyRuns("scaling_v2", "full", { lrTable: tuned });
+  const all = synthetic(specs, -0.05);
+  // n853k has only S = 0, .4 and .5 so far; averaging S ≥ .4 per size would compare n853k's
+  // small-S gaps with the others' large-S gaps and fake a steep shrink.
+  const partial = all.filter((r) =>
+    r.tags.size !== "n853k" || [0, 0.4, 0.5].includes(r.tags.S as number)
+  );
+  const g = v2GapTrend(partial);
+  assert.deepEqual(g.sparsities, [0.4, 0.5]);
+  assert.equal(g.sizes.length, 4);
+  const want = -0.05 * (0.4 ** 2 + 0.5 ** 2) / 2;
+  assert.ok(Math.abs(g.trend!.slope.value - want) < 0.005, `${g.trend!.slope.value}`);
+  // Averaging every S ≥ .4 a size has (report.ts's gapTrend alone) fakes a steep shrink.
+  const naive = gapTrend(gapsToDense(groupRuns(partial)))!;
+  assert.ok(naive.slope.value < 4 * want, `${naive.slope.value}`); // ≈ −0.056 against −0.010
+  // Sizes with no sparsity in common: no trend.
+  const disjoint = all.filter((r) =>
+    (r.tags.size === "xxs" && [0, 0.4].includes(r.tags.S as number)) ||
+    (r.tags.size === "tiny" && [0, 0.9].includes(r.tags.S as number))
+  );
+  const none = v2GapTrend(disjoint);
+  assert.equal(none.trend, null);
+  assert.equal(none.sizes.length, 2);
+  assert.match(v2GapFinding(none, "full").measured, /2 sizes .* but no sparsity common to all/);
+});
+
+Deno.test("gap finding: not enough runs, no seed-level error, then the t-test of the slope", () => {
+  const specs = v2StudyRuns("scaling_v2", "full", { lrTable: tuned });
+  const all = synthetic(specs, -0.05);
+  // One size only.
+  const one = v2GapFinding(v2GapTrend(all.filter((r) => r.tags.size === "xxs")), "full");
+  assert.equal(one.verdict, "inconclusive");
+  assert.match(one.measured, /^not enough runs: 1 size with a dense cell/);
+  assert.match(one.testName!, /not enough runs/);
+  // Two sizes at one seed: a slope, but no seed-level error and so no test.
+  const seed1 = v2GapTrend(
+    all.filter((r) => r.tags.seed === 1 && ["xxs", "tiny"].includes(r.tags.size as string)),
+  );
+  const f1 = v2GapFinding(seed1, "full");
+  assert.equal(f1.verdict, "inconclusive");
+  assert.equal(f1.test, undefined);
+  assert.match(f1.measured, /no size has two seeds/);
+  assert.match(f1.note!, /N spans 0\.55 decades \(planned: 1\.50\)/);
+  // The full grid: gapShrinksFinding's test and verdict, the span in the note.
+  const g = v2GapTrend(all);
+  const f = v2GapFinding(g, "full");
+  const base = gapShrinksFinding(g.trend);
+  assert.equal(f.id, "v2-gap-vs-N");
+  assert.equal(f.verdict, base.verdict);
+  assert.equal(f.verdict, "reproduced");
+  assert.deepEqual(f.test, base.test);
+  assert.equal(f.test!.level, 0.05);
+  assert.match(f.note!, /S averaged: 0\.4, 0\.5, 0\.6, 0\.7, 0\.8, 0\.9 .*N spans 1\.50 decades/);
+  // A flat gap is not a shrinking one.
+  assert.notEqual(v2GapFinding(v2GapTrend(synthetic(specs, 0)), "full").verdict, "reproduced");
+});
+
+Deno.test("gap figure: per-size 95% intervals over seeds and the weighted line", () => {
+  const g = v2GapTrend(synthetic(v2StudyRuns("scaling_v2", "full", { lrTable: tuned }), -0.05));
+  const fig = v2GapFigure(g);
+  const [points, line] = fig.data;
+  assert.deepEqual(points!.x, g.trend!.perSize.map((p) => p.N));
+  const ci = (points!.error_y as { array: number[] }).array;
+  g.trend!.perSize.forEach((p, i) => {
+    assert.ok(Math.abs(ci[i]! - tQuantile(0.975, p.gap.df!) * p.gap.se) < 1e-12);
+  });
+  assert.match(String(points!.name), /95% CI over seeds/);
+  // One seed: the bars are the evaluation error, and the figure says so.
+  const seed1 = v2GapTrend(
+    synthetic(v2StudyRuns("scaling_v2", "full", { lrTable: tuned }), -0.05)
+      .filter((r) => r.tags.seed === 1),
+  );
+  assert.match(String(v2GapFigure(seed1).data[0]!.name), /evaluation error: one seed/);
+  // The line has the trend's slope per decade of N.
+  const [x0, x1] = line!.x as number[], [y0, y1] = line!.y as number[];
+  assert.ok(Math.abs((y1! - y0!) / Math.log10(x1! / x0!) - g.trend!.slope.value) < 1e-12);
+});
+
+Deno.test("the smoke profile waives the token floor of fitCells, the full one keeps it", () => {
+  const smoke = v2StudyRuns("scaling_v2", "smoke", { lrTable: null }).map((s) =>
+    ({
+      tags: { ...s.tags, lrSource: "tuned" },
+      tokens: 768,
+      N: 26784,
+    }) as unknown as RunRecord
+  );
+  assert.ok(smoke.every((r) => (r.tags.tokensPerParam as number) < 1));
+  assert.equal(v2GapTrend(smoke, undefined, v2CellRule("full")).excluded, smoke.length);
+  assert.equal(v2GapTrend(smoke, undefined, v2CellRule("smoke")).excluded, 0);
 });
