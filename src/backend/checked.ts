@@ -13,7 +13,17 @@
 import type { Blas } from "./backend.ts";
 import { DeviceError } from "../core/errors.ts";
 
-/** True when `QSPARSE_CHECK_NATIVE` is set to `1` (and the environment is readable). */
+/**
+ * True when `QSPARSE_CHECK_NATIVE` is set to `1` (and the environment is readable).
+ *
+ * @returns Whether native devices run checked.
+ * @example
+ * ```ts
+ * import { checkNativeFromEnv } from "./checked.ts";
+ * import assert from "node:assert/strict";
+ * assert.equal(checkNativeFromEnv(), Deno.env.get("QSPARSE_CHECK_NATIVE") === "1");
+ * ```
+ */
 export function checkNativeFromEnv(): boolean {
   try {
     return Deno.env.get("QSPARSE_CHECK_NATIVE") === "1";
@@ -25,6 +35,19 @@ export function checkNativeFromEnv(): boolean {
 /**
  * The host buffers a backend handed out or was asked the address of, by start address. Entries
  * are weak: a buffer that was collected no longer counts (its memory may hold another buffer).
+ *
+ * @example
+ * ```ts
+ * import { ExtentRegistry } from "./checked.ts";
+ * import { DeviceError } from "../core/errors.ts";
+ * import assert from "node:assert/strict";
+ * const reg = new ExtentRegistry();
+ * const buf = new ArrayBuffer(64);
+ * reg.add(1000, buf); // a made-up address: the registry only compares numbers
+ * reg.check("x", 1016, 48); // bytes 16..63: inside
+ * assert.throws(() => reg.check("x", 1016, 52), DeviceError); // 4 bytes past the end
+ * assert.throws(() => reg.check("x", 900, 4), /in no buffer/);
+ * ```
  */
 export class ExtentRegistry {
   #byStart = new Map<number, WeakRef<ArrayBuffer>>();
@@ -118,6 +141,25 @@ function vectorBytes(n: number, inc: number): number {
  * @param blas The real BLAS.
  * @param reg The buffers operands must lie in.
  * @returns The checking BLAS.
+ * @example
+ * ```ts
+ * import { checkedBlas, ExtentRegistry } from "./checked.ts";
+ * import type { Blas } from "./backend.ts";
+ * import assert from "node:assert/strict";
+ * let calls = 0;
+ * const count = () => void calls++;
+ * const fake: Blas = {
+ *   library: "fake", path: "fake", threads: 1,
+ *   sgemm: count, sgemv: count, saxpy: count, axpyRows: count,
+ * };
+ * const reg = new ExtentRegistry();
+ * const buf = new ArrayBuffer(4 * 4);
+ * reg.add(4096, buf);
+ * const blas = checkedBlas(fake, reg);
+ * blas.saxpy(4, 1, 4096, 1, 4096, 1); // 4 floats: fits
+ * assert.throws(() => blas.saxpy(5, 1, 4096, 1, 4096, 1), /past the end/);
+ * assert.equal(calls, 1); // the bad call never reached the library
+ * ```
  */
 export function checkedBlas(blas: Blas, reg: ExtentRegistry): Blas {
   return {

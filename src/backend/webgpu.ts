@@ -107,6 +107,15 @@ const MAX_CACHED_BIND_GROUPS = 8192;
  *
  * @param wgsl The kernel source.
  * @returns The binding types.
+ * @example
+ * ```ts
+ * import { declaredBindings } from "./webgpu.ts";
+ * import assert from "node:assert/strict";
+ * const wgsl = `@group(0) @binding(0) var<storage, read> x: array<f32>;
+ * @group(0) @binding(1) var<storage, read_write> y: array<f32>;
+ * @group(0) @binding(2) var<uniform> p: P;`;
+ * assert.deepEqual(declaredBindings(wgsl), ["read-only-storage", "storage", "uniform"]);
+ * ```
  */
 export function declaredBindings(wgsl: string): GPUBufferBindingType[] | null {
   const types: GPUBufferBindingType[] = [];
