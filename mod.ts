@@ -44,11 +44,13 @@ export { Tensor } from "./src/tensor/tensor.ts";
 export type { NestedArray } from "./src/tensor/tensor.ts";
 export { Device, openDevice } from "./src/tensor/device.ts";
 export type {
+  DeviceOptions,
   GeneratorState,
   NestedNumbers,
   OpenDeviceOptions,
   RandomOptions,
 } from "./src/tensor/device.ts";
+export type { FusionOptions, FusionQueue } from "./src/tensor/fusion.ts";
 export { keep, scope } from "./src/tensor/scope.ts";
 export { CSR, NMSparse, SparseRows } from "./src/tensor/sparse.ts";
 export type { AnySparse } from "./src/tensor/sparse.ts";
