@@ -277,7 +277,10 @@ export function fusedWgsl(p: FusedProgram): string {
     body.push(`let v${j} = ${e};`);
   });
   p.outputs.forEach((j, o) => body.push(`out${o}[i] = ${p.nodes[j]!.dtype}(v${j});`));
-  return `${kernel.header()}
+  // A cast through f16 may use f16 with no f16 binding, which the header would not enable.
+  const header = kernel.header();
+  const f16 = !header.startsWith("enable f16;") && p.nodes.some((nd) => nd.dtype === "f16");
+  return `${f16 ? "enable f16;\n" : ""}${header}
 ${[...helpers.values()].join("\n")}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {

@@ -142,12 +142,13 @@ export class Device implements Disposable {
   }
 
   /**
-   * Returns storage to the backend without emitting the pending group (which holds references
-   * on everything it uses, so the storage released here is not one of them).
+   * Returns storage to the backend without emitting the pending group: the group holds
+   * references on what it reads, and a pending output released here is simply not written.
    *
    * @param storage Storage whose last reference was dropped.
    */
   releaseStorage(storage: Storage): void {
+    this.#fusion?.forget(storage);
     this.#backend.release(storage);
   }
 

@@ -6,15 +6,18 @@
  * emits first, so the order against every other kernel is the eager one) — when the next op has
  * another element count, or when the group reaches a node or binding limit.
  *
- * While pending, the group holds one reference on every storage it reads or will write, so none
- * can be released and handed out again. At emission a node is written only if someone besides
- * the group still holds its storage (a tensor, a reshape of it, autograd keeping it for a
- * backward); a chain whose intermediates were disposed writes only its result, and a node no
- * written node needs is not computed at all.
+ * While pending, the group holds one reference on every storage it reads, so none can be
+ * released and handed out again. It holds none on its outputs: when the last tensor holding a
+ * pending output is disposed, the device tells the group (`forget`) and the storage goes back to
+ * the pool at once, so a chain that disposes as it goes reuses its buffers as the eager engine
+ * did. At emission a node is written only if its storage is still held (by a tensor, a reshape
+ * of it, autograd keeping it for a backward); a chain whose intermediates were disposed writes
+ * only its result, and a node that no written node needs is not computed at all.
  *
  * @module
  */
 import type { Backend, Storage } from "../backend/backend.ts";
+import { bytesPerElement } from "../core/dtype.ts";
 import { broadcastStrides, type Shape } from "../core/shape.ts";
 import type { BinaryOp, UnaryOp } from "../../kernels/elementwise.ts";
 import {
@@ -51,8 +54,8 @@ interface PendingInput {
 
 interface PendingNode {
   readonly node: FusedNode;
-  readonly shared: SharedStorage;
-  readonly storage: Storage;
+  /** Its output storage; null once every tensor holding it was disposed (it went back then). */
+  storage: Storage | null;
 }
 
 /** Collapses an input's broadcast over `out` (dims contiguous in both merge into one). */
@@ -213,10 +216,23 @@ export class FusionQueue {
     if (this.#inputs.length + this.#newInputs(args, out, op) + 1 > this.#maxBindings) this.emit();
     this.#n = n;
     const refs = args.map((t) => this.#ref(t, out, op));
-    const shared = out.sharedStorage(op);
-    shared.refs++;
-    this.#nodeOf.set(shared.storage, this.#nodes.length);
-    this.#nodes.push({ node: make(refs), shared, storage: shared.storage });
+    const storage = out.storage(op);
+    this.#nodeOf.set(storage, this.#nodes.length);
+    this.#nodes.push({ node: make(refs), storage });
+  }
+
+  /**
+   * Called when the last reference to `storage` is dropped, before it goes back to the backend:
+   * if a pending node was to write it, the node is now written nowhere (the storage may be
+   * handed out again at once, even to a later node of this group).
+   *
+   * @param storage The storage being released.
+   */
+  forget(storage: Storage): void {
+    const j = this.#nodeOf.get(storage);
+    if (j === undefined) return;
+    this.#nodes[j]!.storage = null;
+    this.#nodeOf.delete(storage);
   }
 
   #inputKey(t: Tensor, out: Tensor, op: string): { key: string; layout: FusedLayout | null } {
@@ -255,14 +271,25 @@ export class FusionQueue {
     if (this.#nodes.length === 0) return;
     const nodes = this.#nodes, inputs = this.#inputs, consts = this.#consts, n = this.#n;
     this.#reset();
+    const temps: Storage[] = [];
     try {
-      for (const seg of plan(nodes, this.#maxBindings)) {
+      const segments = plan(nodes, this.#maxBindings);
+      // A node no tensor holds but a later kernel of the group reads needs a storage of its own.
+      for (const seg of segments) {
+        for (const j of seg.writes) {
+          const x = nodes[j]!;
+          if (x.storage) continue;
+          x.storage = this.#backend.allocate(n * bytesPerElement(x.node.dtype), "fused");
+          temps.push(x.storage);
+        }
+      }
+      for (const seg of segments) {
         const program = segmentProgram(n, nodes, inputs, consts, seg);
         this.#backend.dispatch(fusedDispatch(program.program, program.reads, program.writes));
       }
     } finally {
       for (const x of inputs) x.shared.release();
-      for (const x of nodes) x.shared.release();
+      for (const t of temps) this.#backend.release(t);
     }
   }
 
@@ -294,7 +321,7 @@ interface Segment {
  */
 function plan(nodes: readonly PendingNode[], maxBindings: number): Segment[] {
   const count = nodes.length;
-  const held = nodes.map((x) => x.shared.refs > 1);
+  const held = nodes.map((x) => x.storage !== null);
   const needed = [...held];
   const lastUse = new Int32Array(count).fill(-1);
   for (let j = count - 1; j >= 0; j--) {
@@ -382,7 +409,7 @@ function segmentProgram(
       } else {
         // Written by an earlier kernel of this group.
         progInputs.push({ dtype: nodes[r.index]!.node.dtype, layout: null });
-        reads.push(nodes[r.index]!.storage);
+        reads.push(nodes[r.index]!.storage!);
       }
       inputOf.set(key, i);
     }
@@ -403,6 +430,6 @@ function segmentProgram(
       outputs: seg.writes.map((j) => local.get(j)!),
     },
     reads,
-    writes: seg.writes.map((j) => nodes[j]!.storage),
+    writes: seg.writes.map((j) => nodes[j]!.storage!),
   };
 }
