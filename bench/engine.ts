@@ -1,10 +1,11 @@
 /**
- * Engine overheads, the baseline for the lazy/captured engine of issue 12: per backend, the host
- * cost of one dispatch (a chain of trivial elementwise kernels on 16 floats, flushed once), the
- * 1,000-op elementwise chain on 4,096 floats, and dispatches per training step of tiny/s.
+ * Engine overheads, the baseline for the lazy/captured engine of issue 12: per backend, fused
+ * (lazy elementwise groups) against unfused (`fuse: false`) in the same run, the host cost of one
+ * dispatch (a chain of trivial elementwise kernels on 16 floats, flushed once), the 1,000-op
+ * elementwise chain on 4,096 floats, and dispatches per training step of tiny/s.
  * Writes results/bench/engine.json.
  *
- * Run: `deno run -A bench/engine.ts [--no-llvmpipe]`
+ * Run: `deno run -A bench/engine.ts [--no-llvmpipe] [--no-write]`
  */
 import { add, backward, type Device, mulScalar, openDevice, scope } from "../mod.ts";
 import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
@@ -13,12 +14,16 @@ import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
 
 async function chain(dev: Device, n: number, ops: number): Promise<number> {
   using x = dev.randn([n], { seed: 1 });
+  // The result is kept (and the intermediates freed by the scope), so a fused engine must
+  // compute and write it: nothing is skipped because nobody reads it.
   const run = async () => {
-    scope(() => {
+    const y = scope(() => {
       let y = x;
       for (let i = 0; i < ops; i++) y = i % 2 ? add(y, x) : mulScalar(y, 0.5);
+      return y;
     });
     await dev.flush();
+    y.dispose();
   };
   await run();
   const ts: number[] = [];
@@ -53,21 +58,24 @@ async function dispatchesPerStep(dev: Device, name: string, sparsity: number): P
   return d;
 }
 
-const devices: Device[] = [
-  await openDevice({ prefer: "native" }),
-  await openDevice({ prefer: "cpu" }),
-];
-if (!Deno.args.includes("--no-llvmpipe")) {
-  try {
-    devices.push(await openDevice({ prefer: "webgpu" }));
-  } catch (e) {
-    console.warn(`no WebGPU adapter: ${(e as Error).message}`);
+/** Each backend fused and unfused, opened side by side so both are measured in one run. */
+const devices: { dev: Device; fuse: boolean }[] = [];
+for (const fuse of [false, true]) {
+  devices.push({ dev: await openDevice({ prefer: "native", fuse }), fuse });
+  devices.push({ dev: await openDevice({ prefer: "cpu", fuse }), fuse });
+  if (!Deno.args.includes("--no-llvmpipe")) {
+    try {
+      devices.push({ dev: await openDevice({ prefer: "webgpu", fuse }), fuse });
+    } catch (e) {
+      console.warn(`no WebGPU adapter: ${(e as Error).message}`);
+    }
   }
 }
 const rows: Record<string, unknown>[] = [];
-for (const dev of devices) {
+for (const { dev, fuse } of devices) {
   const row = {
     kind: dev.kind,
+    fuse,
     description: dev.description,
     usPerDispatchTrivial: await chain(dev, 16, 1000),
     usPerOpChain4096: await chain(dev, 4096, 1000),
@@ -76,9 +84,30 @@ for (const dev of devices) {
   };
   rows.push(row);
   console.log(
-    `${dev.kind.padEnd(7)} µs/dispatch (16 floats) ${row.usPerDispatchTrivial.toFixed(1)}; ` +
-      `1,000-op chain on 4,096 floats ${row.usPerOpChain4096.toFixed(1)} µs/op; dispatches per ` +
-      `step tiny ${row.dispatchesTinyStep}, s ${row.dispatchesSStep} (${dev.description})`,
+    `${dev.kind.padEnd(7)} ${fuse ? "fused  " : "unfused"} µs/op (16 floats) ` +
+      `${row.usPerDispatchTrivial.toFixed(1)}; 1,000-op chain on 4,096 floats ` +
+      `${row.usPerOpChain4096.toFixed(1)} µs/op; dispatches per step tiny ` +
+      `${row.dispatchesTinyStep}, s ${row.dispatchesSStep} (${dev.description})`,
+  );
+}
+/** Unfused over fused, per backend: how much the fusion saved in this run. */
+const ratios: Record<string, unknown>[] = [];
+for (const kind of new Set(rows.map((r) => r.kind))) {
+  const off = rows.find((r) => r.kind === kind && !r.fuse) as Record<string, number> | undefined;
+  const on = rows.find((r) => r.kind === kind && r.fuse) as Record<string, number> | undefined;
+  if (!off || !on) continue;
+  const ratio = {
+    kind,
+    chain16: off.usPerDispatchTrivial / on.usPerDispatchTrivial,
+    chain4096: off.usPerOpChain4096 / on.usPerOpChain4096,
+    dispatchesTiny: off.dispatchesTinyStep / on.dispatchesTinyStep,
+    dispatchesS: off.dispatchesSStep / on.dispatchesSStep,
+  };
+  ratios.push(ratio);
+  console.log(
+    `${String(kind).padEnd(7)} unfused / fused: chain 16 ${ratio.chain16.toFixed(2)}×, chain ` +
+      `4096 ${ratio.chain4096.toFixed(2)}×, dispatches tiny ${ratio.dispatchesTiny.toFixed(2)}×, ` +
+      `s ${ratio.dispatchesS.toFixed(2)}×`,
   );
 }
 if (!Deno.args.includes("--no-write")) {
@@ -88,6 +117,7 @@ if (!Deno.args.includes("--no-write")) {
     code: await codeVersion(),
     loadavg: Deno.loadavg(),
     rows,
+    ratios,
   });
 }
-for (const d of devices) d.destroy();
+for (const { dev } of devices) dev.destroy();

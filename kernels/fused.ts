@@ -291,13 +291,15 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`;
 }
 
-/** Values of one input as an indexable array over the `n` output elements. */
-function loadInput(x: FusedInput, buf: ArrayBuffer, n: number): ArrayLike<number> {
-  if (!x.layout) return typedView(x.dtype, buf, n);
+/** Values of one input over the `n` output elements (a copy, so every loop sees one type). */
+function loadInput(x: FusedInput, buf: ArrayBuffer, n: number, out: Float64Array): void {
   const src = typedView(x.dtype, buf);
+  if (!x.layout) {
+    for (let i = 0; i < n; i++) out[i] = src[i]!;
+    return;
+  }
   const { shape, strides } = x.layout;
   const rank = shape.length;
-  const out = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     let rem = i, j = 0;
     for (let d = rank - 1; d >= 1; d--) {
@@ -308,14 +310,13 @@ function loadInput(x: FusedInput, buf: ArrayBuffer, n: number): ArrayLike<number
     }
     out[i] = src[j + rem * strides[0]!]!;
   }
-  return out;
 }
 
 /**
  * CPU twin of {@link fusedWgsl}: evaluates the DAG node by node over all elements (each element
  * is independent, so the order of evaluation cannot change a value) with the tables' `cpu`
- * functions, rounding each node to its dtype as the WGSL does. Temporaries are dropped after
- * their last use.
+ * functions, rounding each node to its dtype as the WGSL does. A temporary goes back to a free
+ * list after its last use, so a long chain cycles through a few arrays.
  *
  * @param p The program.
  * @param buffers The inputs' bytes, then the outputs', in binding order.
@@ -339,25 +340,39 @@ function loadInput(x: FusedInput, buf: ArrayBuffer, n: number): ArrayLike<number
  */
 export function fusedCpu(p: FusedProgram, buffers: ArrayBuffer[]): void {
   const n = p.n;
-  const inputs = p.inputs.map((x, i) => loadInput(x, buffers[i]!, n));
-  const consts = p.consts.map((c) => new Float64Array(n).fill(Math.fround(c)));
+  const free: Float64Array[] = [];
+  const take = () => free.pop() ?? new Float64Array(n);
+  const inputs = p.inputs.map((x, i) => {
+    const v = new Float64Array(n);
+    loadInput(x, buffers[i]!, n, v);
+    return v;
+  });
   const lastUse = new Int32Array(p.nodes.length).fill(-1);
   p.nodes.forEach((nd, j) => {
     for (const r of nd.args) if (r.from === "node") lastUse[r.index] = j;
   });
   for (const o of p.outputs) lastUse[o] = p.nodes.length;
   const values: (Float64Array | null)[] = new Array(p.nodes.length).fill(null);
-  const get = (r: FusedRef): ArrayLike<number> =>
-    r.from === "input" ? inputs[r.index]! : r.from === "node" ? values[r.index]! : consts[r.index]!;
+  const get = (r: FusedRef): Float64Array =>
+    r.from === "input" ? inputs[r.index]! : values[r.index]!;
   p.nodes.forEach((nd, j) => {
-    const v = new Float64Array(n);
+    const v = take();
     const round = roundTo(nd.dtype);
     if (nd.kind === "unary") {
       const x = get(nd.args[0]), f = UNARY[nd.op].cpu;
       for (let i = 0; i < n; i++) v[i] = round(f(x[i]!));
     } else if (nd.kind === "binary") {
-      const a = get(nd.args[0]), b = get(nd.args[1]), f = binaryFn(nd.op, nd.dtype);
-      for (let i = 0; i < n; i++) v[i] = round(f(a[i]!, b[i]!));
+      const [ra, rb] = nd.args, f = binaryFn(nd.op, nd.dtype);
+      if (ra.from === "const") {
+        const a = Math.fround(p.consts[ra.index]!), b = get(rb);
+        for (let i = 0; i < n; i++) v[i] = round(f(a, b[i]!));
+      } else if (rb.from === "const") {
+        const a = get(ra), b = Math.fround(p.consts[rb.index]!);
+        for (let i = 0; i < n; i++) v[i] = round(f(a[i]!, b));
+      } else {
+        const a = get(ra), b = get(rb);
+        for (let i = 0; i < n; i++) v[i] = round(f(a[i]!, b[i]!));
+      }
     } else if (nd.kind === "where") {
       const c = get(nd.args[0]), a = get(nd.args[1]), b = get(nd.args[2]);
       for (let i = 0; i < n; i++) v[i] = c[i] !== 0 ? a[i]! : b[i]!;
@@ -368,7 +383,10 @@ export function fusedCpu(p: FusedProgram, buffers: ArrayBuffer[]): void {
     }
     values[j] = v;
     for (const r of nd.args) {
-      if (r.from === "node" && lastUse[r.index] === j) values[r.index] = null;
+      if (r.from === "node" && lastUse[r.index] === j && values[r.index]) {
+        free.push(values[r.index]!);
+        values[r.index] = null;
+      }
     }
   });
   p.outputs.forEach((j, o) => {

@@ -46,6 +46,12 @@ export interface FusionOptions {
   maxBindings?: number;
 }
 
+/**
+ * Scalar constants one group may carry: they are uniforms, and 2,048 f32 (8 KiB) stay well inside
+ * the 64 KiB a uniform binding may have, with room for the broadcast strides.
+ */
+const MAX_CONSTS = 2048;
+
 interface PendingInput {
   readonly input: FusedInput;
   readonly shared: SharedStorage;
@@ -83,14 +89,14 @@ function layoutOf(shape: Shape, out: Shape): FusedLayout {
  *
  * @example A chain whose intermediates are disposed is one dispatch that writes only its result
  * ```ts
- * import { addScalar, exp, openDevice, scope } from "@qsparse/kit";
+ * import { addScalar, mulScalar, neg, openDevice, scope } from "@qsparse/kit";
  * import assert from "node:assert/strict";
  * using dev = await openDevice({ prefer: "cpu", fuse: true });
  * using x = dev.tensor([0, 1]);
  * const before = dev.stats().dispatches;
- * using y = scope(() => addScalar(exp(addScalar(x, 1)), -1));
+ * using y = scope(() => neg(mulScalar(addScalar(x, 1), 2)));
  * assert.equal(dev.fusion!.pending, 3);
- * assert.deepEqual([...await y.data()], [Math.fround(Math.E - 1), Math.fround(Math.E ** 2 - 1)]);
+ * assert.deepEqual([...await y.data()], [-2, -4]);
  * assert.equal(dev.stats().dispatches - before, 1);
  * ```
  */
@@ -208,9 +214,8 @@ export class FusionQueue {
     op: string,
   ): void {
     const n = out.size;
-    if (this.#nodes.length > 0 && (n !== this.#n || this.#nodes.length >= this.#maxNodes)) {
-      this.emit();
-    }
+    const full = this.#nodes.length >= this.#maxNodes || this.#consts.length >= MAX_CONSTS;
+    if (this.#nodes.length > 0 && (n !== this.#n || full)) this.emit();
     // An operand pending with another size would need its values by index: realise it first.
     if (args.some((t) => this.#nodeOf.has(t.storage(op)) && t.size !== n)) this.emit();
     if (this.#inputs.length + this.#newInputs(args, out, op) + 1 > this.#maxBindings) this.emit();
