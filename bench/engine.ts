@@ -12,27 +12,41 @@ import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
 import { AdamW } from "../src/train/optimizer.ts";
 import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
 
-async function chain(dev: Device, n: number, ops: number): Promise<number> {
+/**
+ * µs per op of a chain of `ops` elementwise ops on `n` floats, flushed once: `total` includes
+ * the flush's wait for the device (≥ 10 ms on Deno, whose readiness poll sleeps 10 ms), `host`
+ * stops when every op has been handed to the backend (encoded or, fused, emitted).
+ */
+async function chain(
+  dev: Device,
+  n: number,
+  ops: number,
+): Promise<{ total: number; host: number }> {
   using x = dev.randn([n], { seed: 1 });
   // The result is kept (and the intermediates freed by the scope), so a fused engine must
   // compute and write it: nothing is skipped because nobody reads it.
   const run = async () => {
+    const t0 = performance.now();
     const y = scope(() => {
       let y = x;
       for (let i = 0; i < ops; i++) y = i % 2 ? add(y, x) : mulScalar(y, 0.5);
       return y;
     });
+    dev.fusion?.emit();
+    const t1 = performance.now();
     await dev.flush();
+    const t2 = performance.now();
     y.dispose();
+    return { total: t2 - t0, host: t1 - t0 };
   };
   await run();
-  const ts: number[] = [];
+  const total: number[] = [], host: number[] = [];
   for (let r = 0; r < 5; r++) {
-    const t0 = performance.now();
-    await run();
-    ts.push(performance.now() - t0);
+    const t = await run();
+    total.push(t.total);
+    host.push(t.host);
   }
-  return (median(ts) * 1000) / ops;
+  return { total: (median(total) * 1000) / ops, host: (median(host) * 1000) / ops };
 }
 
 async function dispatchesPerStep(dev: Device, name: string, sparsity: number): Promise<number> {
@@ -73,12 +87,14 @@ for (const fuse of [false, true]) {
 }
 const rows: Record<string, unknown>[] = [];
 for (const { dev, fuse } of devices) {
+  const trivial = await chain(dev, 16, 1000), chain4096 = await chain(dev, 4096, 1000);
   const row = {
     kind: dev.kind,
     fuse,
     description: dev.description,
-    usPerDispatchTrivial: await chain(dev, 16, 1000),
-    usPerOpChain4096: await chain(dev, 4096, 1000),
+    usPerDispatchTrivial: trivial.total,
+    usPerOpChain4096: chain4096.total,
+    hostUsPerOpChain4096: chain4096.host,
     dispatchesTinyStep: await dispatchesPerStep(dev, "tiny", 0.5),
     dispatchesSStep: await dispatchesPerStep(dev, "s", 0.5),
   };
@@ -86,7 +102,8 @@ for (const { dev, fuse } of devices) {
   console.log(
     `${dev.kind.padEnd(7)} ${fuse ? "fused  " : "unfused"} µs/op (16 floats) ` +
       `${row.usPerDispatchTrivial.toFixed(1)}; 1,000-op chain on 4,096 floats ` +
-      `${row.usPerOpChain4096.toFixed(1)} µs/op; dispatches per step tiny ` +
+      `${row.usPerOpChain4096.toFixed(1)} µs/op (host ${row.hostUsPerOpChain4096.toFixed(1)}); ` +
+      `dispatches per step tiny ` +
       `${row.dispatchesTinyStep}, s ${row.dispatchesSStep} (${dev.description})`,
   );
 }
@@ -100,13 +117,15 @@ for (const kind of new Set(rows.map((r) => r.kind))) {
     kind,
     chain16: off.usPerDispatchTrivial / on.usPerDispatchTrivial,
     chain4096: off.usPerOpChain4096 / on.usPerOpChain4096,
+    chain4096Host: off.hostUsPerOpChain4096 / on.hostUsPerOpChain4096,
     dispatchesTiny: off.dispatchesTinyStep / on.dispatchesTinyStep,
     dispatchesS: off.dispatchesSStep / on.dispatchesSStep,
   };
   ratios.push(ratio);
   console.log(
     `${String(kind).padEnd(7)} unfused / fused: chain 16 ${ratio.chain16.toFixed(2)}×, chain ` +
-      `4096 ${ratio.chain4096.toFixed(2)}×, dispatches tiny ${ratio.dispatchesTiny.toFixed(2)}×, ` +
+      `4096 ${ratio.chain4096.toFixed(2)}× (host ${ratio.chain4096Host.toFixed(2)}×), ` +
+      `dispatches tiny ${ratio.dispatchesTiny.toFixed(2)}×, ` +
       `s ${ratio.dispatchesS.toFixed(2)}×`,
   );
 }
