@@ -198,6 +198,21 @@ export class FusionQueue {
   }
 
   /**
+   * Appends `out = x` broadcast to `out`'s shape (a cast to the same dtype is a copy).
+   *
+   * @param x The input.
+   * @param out The output, of a shape `x` broadcasts to, with `x`'s dtype.
+   */
+  broadcast(x: Tensor, out: Tensor): void {
+    this.#append(
+      out,
+      [x],
+      (r) => ({ kind: "cast", dtype: out.dtype, args: [r[0]!] }),
+      "broadcastTo",
+    );
+  }
+
+  /**
    * Appends `out = cast(x)` to `out.dtype`.
    *
    * @param x The input.
