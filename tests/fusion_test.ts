@@ -10,6 +10,7 @@ import {
   add,
   addScalar,
   backward,
+  broadcastTo,
   cast,
   type Device,
   DisposedError,
@@ -125,6 +126,17 @@ Deno.test("where and casts fuse: row flags, suffix conditions, int and float rou
     const i = cast(mulScalar(b, 10), "i32"); // truncates toward zero
     const u = cast(i, "u32"); // negative i32 wrap as WGSL's conversion does
     return [b, cast(i, "f32"), cast(u, "f32")];
+  });
+});
+
+Deno.test("broadcastTo is a node of the group, for floats and integers", async () => {
+  await compareAll("broadcastTo", (d) => {
+    const w = d.tensor(W, [6]), r = d.tensor(R, [4, 5, 1]);
+    const i = d.tensor([3, -1, 4, 1, -5, 9], [1, 6], "i32");
+    return [
+      add(broadcastTo(exp(w), [4, 5, 6]), broadcastTo(r, [4, 5, 6])),
+      broadcastTo(i, [3, 6]),
+    ];
   });
 });
 
