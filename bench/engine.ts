@@ -7,46 +7,67 @@
  *
  * Run: `deno run -A bench/engine.ts [--no-llvmpipe] [--no-write]`
  */
-import { add, backward, type Device, mulScalar, openDevice, scope } from "../mod.ts";
+import {
+  add,
+  type BackendKind,
+  backward,
+  type Device,
+  mulScalar,
+  openDevice,
+  scope,
+  type Tensor,
+} from "../mod.ts";
 import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
 import { AdamW } from "../src/train/optimizer.ts";
 import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
 
+/** One timed chain: `total` includes the flush's wait, `host` ends once every op is handed over. */
+interface ChainTime {
+  total: number;
+  host: number;
+}
+
 /**
- * µs per op of a chain of `ops` elementwise ops on `n` floats, flushed once: `total` includes
- * the flush's wait for the device (≥ 10 ms on Deno, whose readiness poll sleeps 10 ms), `host`
- * stops when every op has been handed to the backend (encoded or, fused, emitted).
+ * A chain of `ops` elementwise ops on `n` floats, flushed once, in ms: `total` includes the
+ * flush's wait for the device (≥ 10 ms on Deno, whose readiness poll sleeps 10 ms), `host` stops
+ * when every op has been handed to the backend (encoded or, fused, emitted).
  */
-async function chain(
-  dev: Device,
-  n: number,
-  ops: number,
-): Promise<{ total: number; host: number }> {
-  using x = dev.randn([n], { seed: 1 });
+async function chainOnce(dev: Device, x: Tensor, ops: number): Promise<ChainTime> {
+  const t0 = performance.now();
   // The result is kept (and the intermediates freed by the scope), so a fused engine must
   // compute and write it: nothing is skipped because nobody reads it.
-  const run = async () => {
-    const t0 = performance.now();
-    const y = scope(() => {
-      let y = x;
-      for (let i = 0; i < ops; i++) y = i % 2 ? add(y, x) : mulScalar(y, 0.5);
-      return y;
-    });
-    dev.fusion?.emit();
-    const t1 = performance.now();
-    await dev.flush();
-    const t2 = performance.now();
-    y.dispose();
-    return { total: t2 - t0, host: t1 - t0 };
-  };
-  await run();
-  const total: number[] = [], host: number[] = [];
-  for (let r = 0; r < 5; r++) {
-    const t = await run();
-    total.push(t.total);
-    host.push(t.host);
+  const y = scope(() => {
+    let y = x;
+    for (let i = 0; i < ops; i++) y = i % 2 ? add(y, x) : mulScalar(y, 0.5);
+    return y;
+  });
+  dev.fusion?.emit();
+  const t1 = performance.now();
+  await dev.flush();
+  const t2 = performance.now();
+  y.dispose();
+  return { total: t2 - t0, host: t1 - t0 };
+}
+
+/**
+ * µs per op of the chain on each device, rounds alternating between them (the machine's load
+ * drifts; alternating keeps the comparison fair): medians of 7 rounds after a warm-up.
+ */
+async function chains(devs: Device[], n: number, ops: number): Promise<ChainTime[]> {
+  const xs = devs.map((d) => d.randn([n], { seed: 1 }));
+  const times: ChainTime[][] = devs.map(() => []);
+  for (let r = 0; r < 8; r++) {
+    for (let k = 0; k < devs.length; k++) {
+      const i = r % 2 ? devs.length - 1 - k : k;
+      const t = await chainOnce(devs[i]!, xs[i]!, ops);
+      if (r > 0) times[i]!.push(t);
+    }
   }
-  return { total: (median(total) * 1000) / ops, host: (median(host) * 1000) / ops };
+  for (const x of xs) x.dispose();
+  return times.map((ts) => ({
+    total: (median(ts.map((t) => t.total)) * 1000) / ops,
+    host: (median(ts.map((t) => t.host)) * 1000) / ops,
+  }));
 }
 
 async function dispatchesPerStep(dev: Device, name: string, sparsity: number): Promise<number> {
@@ -72,40 +93,44 @@ async function dispatchesPerStep(dev: Device, name: string, sparsity: number): P
   return d;
 }
 
-/** Each backend fused and unfused, opened side by side so both are measured in one run. */
-const devices: { dev: Device; fuse: boolean }[] = [];
-for (const fuse of [false, true]) {
-  devices.push({ dev: await openDevice({ prefer: "native", fuse }), fuse });
-  devices.push({ dev: await openDevice({ prefer: "cpu", fuse }), fuse });
-  if (!Deno.args.includes("--no-llvmpipe")) {
-    try {
-      devices.push({ dev: await openDevice({ prefer: "webgpu", fuse }), fuse });
-    } catch (e) {
-      console.warn(`no WebGPU adapter: ${(e as Error).message}`);
-    }
-  }
-}
+/** Each backend unfused and fused, side by side so both are measured in one run. */
+const kinds: BackendKind[] = ["native", "cpu"];
+if (!Deno.args.includes("--no-llvmpipe")) kinds.push("webgpu");
 const rows: Record<string, unknown>[] = [];
-for (const { dev, fuse } of devices) {
-  const trivial = await chain(dev, 16, 1000), chain4096 = await chain(dev, 4096, 1000);
-  const row = {
-    kind: dev.kind,
-    fuse,
-    description: dev.description,
-    usPerDispatchTrivial: trivial.total,
-    usPerOpChain4096: chain4096.total,
-    hostUsPerOpChain4096: chain4096.host,
-    dispatchesTinyStep: await dispatchesPerStep(dev, "tiny", 0.5),
-    dispatchesSStep: await dispatchesPerStep(dev, "s", 0.5),
-  };
-  rows.push(row);
-  console.log(
-    `${dev.kind.padEnd(7)} ${fuse ? "fused  " : "unfused"} µs/op (16 floats) ` +
-      `${row.usPerDispatchTrivial.toFixed(1)}; 1,000-op chain on 4,096 floats ` +
-      `${row.usPerOpChain4096.toFixed(1)} µs/op (host ${row.hostUsPerOpChain4096.toFixed(1)}); ` +
-      `dispatches per step tiny ` +
-      `${row.dispatchesTinyStep}, s ${row.dispatchesSStep} (${dev.description})`,
-  );
+const devices: Device[] = [];
+for (const kind of kinds) {
+  let pair: Device[];
+  try {
+    pair = [
+      await openDevice({ prefer: kind, fuse: false }),
+      await openDevice({ prefer: kind, fuse: true }),
+    ];
+  } catch (e) {
+    console.warn(`no ${kind} device: ${(e as Error).message}`);
+    continue;
+  }
+  devices.push(...pair);
+  const trivial = await chains(pair, 16, 1000), chain4096 = await chains(pair, 4096, 1000);
+  for (const [k, dev] of pair.entries()) {
+    const row = {
+      kind: dev.kind,
+      fuse: k === 1,
+      description: dev.description,
+      usPerDispatchTrivial: trivial[k]!.total,
+      usPerOpChain4096: chain4096[k]!.total,
+      hostUsPerOpChain4096: chain4096[k]!.host,
+      dispatchesTinyStep: await dispatchesPerStep(dev, "tiny", 0.5),
+      dispatchesSStep: await dispatchesPerStep(dev, "s", 0.5),
+    };
+    rows.push(row);
+    console.log(
+      `${dev.kind.padEnd(7)} ${row.fuse ? "fused  " : "unfused"} µs/op (16 floats) ` +
+        `${row.usPerDispatchTrivial.toFixed(1)}; 1,000-op chain on 4,096 floats ` +
+        `${row.usPerOpChain4096.toFixed(1)} µs/op (host ${row.hostUsPerOpChain4096.toFixed(1)}); ` +
+        `dispatches per step tiny ${row.dispatchesTinyStep}, s ${row.dispatchesSStep} ` +
+        `(${dev.description})`,
+    );
+  }
 }
 /** Unfused over fused, per backend: how much the fusion saved in this run. */
 const ratios: Record<string, unknown>[] = [];
@@ -139,4 +164,4 @@ if (!Deno.args.includes("--no-write")) {
     ratios,
   });
 }
-for (const { dev } of devices) dev.destroy();
+for (const dev of devices) dev.destroy();

@@ -59,11 +59,11 @@ export interface DeviceOptions {
    * runs as one generated kernel before anything else reaches the backend. `false` dispatches
    * each op on its own; an object sets the group's limits. Default: on for WebGPU, where a
    * dispatch costs tens of µs (bench/engine.ts, llvmpipe, 2026-11-30: the 1,000-op chain on
-   * 4,096 floats took 2.4 µs of host time per op fused against 30–70 unfused). Off for native:
-   * its dispatch costs ~10 µs and its elementwise loops are specialised and threaded, while the
-   * fused twin interprets the DAG one JS pass per node on one thread — in the same bench the
-   * chain ran at 38 µs/op fused against 36 unfused (0.96×; before the twin reused its
-   * temporaries, 0.04×), and a training step saves only 4 of 195 dispatches. Off for cpu, where
+   * 4,096 floats, 152 µs/op unfused and 28 fused). Off for native: its dispatch costs ~10 µs and
+   * its elementwise loops are specialised and threaded, while the fused twin interprets the DAG
+   * one JS pass per node on one thread — in the same run the chain took 28.5 µs/op fused against
+   * 25.8 unfused (0.91×; faster only on tiny tensors, 1.7× on 16 floats), and a training step
+   * saves 5 of 195 dispatches. Off for cpu, where
    * tests turn it on to compare fused against unfused on the twins.
    */
   fuse?: boolean | FusionOptions;
