@@ -63,8 +63,8 @@ export interface DeviceOptions {
    * its elementwise loops are specialised and threaded, while the fused twin interprets the DAG
    * one JS pass per node on one thread — in the same run the chain took 28.5 µs/op fused against
    * 25.8 unfused (0.91×; faster only on tiny tensors, 1.7× on 16 floats), and a training step
-   * saves 5 of 195 dispatches. Off for cpu, where
-   * tests turn it on to compare fused against unfused on the twins.
+   * saves 5 of 195 dispatches. Off for cpu, where tests turn it on to compare fused against
+   * unfused on the twins.
    */
   fuse?: boolean | FusionOptions;
 }
