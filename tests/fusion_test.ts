@@ -116,6 +116,21 @@ Deno.test("every unary and binary op fuses to the values of its eager kernel", a
   }
 });
 
+Deno.test("both operands broadcast, rank-0 operands and empty tensors", async () => {
+  await compareAll("broadcast both", (d) => {
+    const col = d.tensor(R.slice(0, 4), [4, 1]), row = d.tensor(W.slice(0, 5), [1, 5]);
+    const s = d.tensor(0.75); // rank 0, broadcast over everything
+    const y = mul(add(col, row), s);
+    return [sub(y, exp(s)), maximum(y, add(row, row))];
+  });
+  for (const dev of [cpuFused, gpu].filter((d): d is Device => d !== null)) {
+    using e = dev.zeros([0, 3]);
+    using y = addScalar(exp(e), 1);
+    assert.deepEqual(y.shape, [0, 3]);
+    assert.equal((await y.data()).length, 0);
+  }
+});
+
 Deno.test("where and casts fuse: row flags, suffix conditions, int and float round trips", async () => {
   await compareAll("where/cast", (d) => {
     const x = d.tensor(X, [4, 5, 6]);
