@@ -97,6 +97,16 @@ Deno.test("fused chains with broadcasts, scalars and shared subexpressions match
   });
 });
 
+Deno.test("a fused WebGPU chain gives the same bits run after run", async () => {
+  if (!gpu) return;
+  const build = (d: Device) => {
+    const x = d.tensor(X, [4, 5, 6]), w = d.tensor(W, [6]);
+    return [tanh(add(mul(exp(mulScalar(x, 0.3)), w), x))];
+  };
+  const first = await evaluate(gpu, build);
+  assert.deepEqual(await evaluate(gpu, build), first);
+});
+
 Deno.test("every unary and binary op fuses to the values of its eager kernel", async () => {
   const pos = (v: number) => Math.abs(v) + 0.01;
   for (const op of Object.keys(UNARY) as UnaryOp[]) {
