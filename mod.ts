@@ -41,14 +41,16 @@ export type { AnyTypedArray, DType, FloatDType, TypedArrayFor } from "./src/core
 export { broadcastShapes, sizeOf } from "./src/core/shape.ts";
 export type { Shape } from "./src/core/shape.ts";
 export { Tensor } from "./src/tensor/tensor.ts";
-export type { NestedArray } from "./src/tensor/tensor.ts";
+export type { NestedArray, SharedStorage } from "./src/tensor/tensor.ts";
 export { Device, openDevice } from "./src/tensor/device.ts";
 export type {
+  DeviceOptions,
   GeneratorState,
   NestedNumbers,
   OpenDeviceOptions,
   RandomOptions,
 } from "./src/tensor/device.ts";
+export type { FusionOptions, FusionQueue } from "./src/tensor/fusion.ts";
 export { keep, scope } from "./src/tensor/scope.ts";
 export { CSR, NMSparse, SparseRows } from "./src/tensor/sparse.ts";
 export type { AnySparse } from "./src/tensor/sparse.ts";
@@ -103,6 +105,7 @@ export {
   tanh,
   where,
 } from "./src/ops/elementwise.ts";
+export type { BinaryOp, UnaryOp } from "./src/ops/elementwise.ts";
 export { broadcastTo, concat, slice, sumTo, transpose } from "./src/ops/layout.ts";
 export { permute } from "./src/ops/permute.ts";
 export { matmul } from "./src/ops/matmul.ts";

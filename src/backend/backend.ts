@@ -172,6 +172,11 @@ export interface DeviceLimits {
   maxComputeWorkgroupStorageSize: number;
   /** Largest dispatch along one dimension. */
   maxComputeWorkgroupsPerDimension: number;
+  /**
+   * Storage buffers one kernel may bind (WebGPU's `maxStorageBuffersPerShaderStage`); absent
+   * where there is no such limit (the host backends). Fused kernels split to stay under it.
+   */
+  maxStorageBuffersPerShaderStage?: number;
 }
 
 /**
