@@ -172,6 +172,11 @@ export interface DeviceLimits {
   maxComputeWorkgroupStorageSize: number;
   /** Largest dispatch along one dimension. */
   maxComputeWorkgroupsPerDimension: number;
+  /**
+   * Storage buffers one kernel may bind (WebGPU's default is 8; llvmpipe allows 32). Multi-tensor
+   * kernels size their groups by it.
+   */
+  maxStorageBuffersPerShaderStage: number;
 }
 
 /**

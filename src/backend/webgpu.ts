@@ -191,6 +191,7 @@ export class WebGpuBackend implements Backend {
       maxBufferSize: device.limits.maxBufferSize,
       maxComputeWorkgroupStorageSize: device.limits.maxComputeWorkgroupStorageSize,
       maxComputeWorkgroupsPerDimension: device.limits.maxComputeWorkgroupsPerDimension,
+      maxStorageBuffersPerShaderStage: device.limits.maxStorageBuffersPerShaderStage,
     };
     this.#alignment = device.limits.minUniformBufferOffsetAlignment;
     this.#profiling = (opts.profile ?? false) && device.features.has("timestamp-query");
