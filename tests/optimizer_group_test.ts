@@ -16,6 +16,7 @@ import { adamwDispatch, clipScaleDispatch, sqNormDispatch } from "../kernels/opt
 import {
   adamwGroupCapacity,
   adamwGroupDispatch,
+  adamwStepValues,
   MAX_GROUP_TENSORS,
   sqNormGroupCapacity,
   sqNormGroupDispatch,
@@ -92,7 +93,7 @@ function recording(
   return { device: new Device(backend), log };
 }
 
-/** Odd sizes around the workgroup (256), a 2-D matrix, one past the per-tensor workgroup cap. */
+/** Odd sizes around the workgroup (256), matrices, one above 2047 workgroups of 256. */
 const SHAPES: number[][] = [
   [1],
   [3],
@@ -307,4 +308,87 @@ Deno.test("group dispatches: Σg² slots equal the per-tensor kernel's; groups t
   assert.throws(() => adamwGroupDispatch(c, [], s, s, s, s), ValueError);
   assert.throws(() => adamwGroupDispatch(c, [one, one, one], s, s, s, s, 2), /exceeds/);
   for (const x of xs) x.dispose();
+});
+
+Deno.test("group dispatches: the launch geometry (elements per invocation, the workgroup cap) does not change a bit", async () => {
+  // 2047 · 256 + 5 elements at one element per invocation: past the 2047 workgroups one tensor
+  // of a full group may take, so the grid-stride loop runs twice for some invocations.
+  const sizes = [1, 257, 2047 * 256 + 5, 70001];
+  const c = { beta1: 0.9, beta2: 0.95, eps: 1e-8 };
+  const run = async (dev: Device, how: "per-tensor" | number) => {
+    const ps = sizes.map((n, i) => dev.tensor(hostRandom(n, i + 1)));
+    const gs = sizes.map((n, i) => dev.tensor(hostRandom(n, i + 7, 2)));
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const m = dev.zeros([total]), v = dev.zeros([total]), res = dev.tensor([0, 0.75]);
+    const hyper = dev.tensor(adamwStepValues(1e-2, c.beta1, c.beta2, 1));
+    let offset = 0;
+    const members = sizes.map((n, i) => {
+      const mb = {
+        param: ps[i]!.storage("t"),
+        grad: gs[i]!.storage("t"),
+        n,
+        momentOffset: offset,
+        weightDecay: i % 2 ? 0.1 : 0,
+      };
+      offset += n;
+      return mb;
+    });
+    const ms = sizes.map((n) => dev.zeros([n])), vs = sizes.map((n) => dev.zeros([n]));
+    const h = await hyper.data();
+    if (how === "per-tensor") {
+      members.forEach((mb, i) =>
+        dev.run(adamwDispatch(
+          { ...c, lr: h[0]!, bc1: h[1]!, bc2: h[2]!, weightDecay: mb.weightDecay },
+          mb.n,
+          mb.param,
+          ms[i]!.storage("t"),
+          vs[i]!.storage("t"),
+          mb.grad,
+          res.storage("t"),
+        ))
+      );
+    } else {
+      dev.run(adamwGroupDispatch(
+        c,
+        members,
+        m.storage("t"),
+        v.storage("t"),
+        hyper.storage("t"),
+        res.storage("t"),
+        undefined,
+        how,
+      ));
+    }
+    const out = await Promise.all(ps.map((p) => p.data()));
+    const moments = how === "per-tensor"
+      ? await Promise.all(ms.map((x) => x.data()))
+      : (await m.data()).slice(0);
+    for (const t of [...ps, ...gs, ...ms, ...vs, m, v, res, hyper]) t.dispose();
+    return {
+      out,
+      moments: how === "per-tensor" ? concat(moments as Float32Array[]) : moments as Float32Array,
+    };
+  };
+  const concat = (xs: Float32Array[]) => {
+    const all = new Float32Array(xs.reduce((a, x) => a + x.length, 0));
+    let o = 0;
+    for (const x of xs) {
+      all.set(x, o);
+      o += x.length;
+    }
+    return all;
+  };
+  const exact = { rtol: 0, atol: 0 };
+  for (const dev of gpu ? [cpu, gpu] : [cpu]) {
+    const perTensor = await run(dev, "per-tensor");
+    const [one, many] = [await run(dev, 1), await run(dev, 64)];
+    // Same kernel, other geometry: the same bits on any adapter.
+    one.out.forEach((x, i) => assertClose(x, many.out[i]!, exact, `param ${i}, 1 vs 64`));
+    assertClose(one.moments, many.moments, exact, "moments, 1 vs 64");
+    // Against the per-tensor kernel: bit for bit on the twin; a GPU compiler may contract the
+    // two kernels' arithmetic differently (llvmpipe does not: it gives the same bits).
+    const tol = dev.kind === "cpu" ? exact : { rtol: 1e-6, atol: 1e-7 };
+    many.out.forEach((x, i) => assertClose(x, perTensor.out[i]!, tol, `param ${i}`));
+    assertClose(many.moments, perTensor.moments, tol, "moments");
+  }
 });
