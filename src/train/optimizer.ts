@@ -12,6 +12,7 @@
  */
 import { clipScaleDispatch } from "../../kernels/optim.ts";
 import {
+  ADAMW_HYPER_WORDS,
   adamwGroupCapacity,
   adamwGroupDispatch,
   type AdamWMember,
@@ -138,7 +139,7 @@ export class AdamW implements Disposable {
     close();
     this.#sq = keep(device.zeros([Math.max(1, params.size)]));
     this.#res = keep(device.tensor([0, 1]));
-    this.#hyper = keep(device.zeros([4]));
+    this.#hyper = keep(device.zeros([ADAMW_HYPER_WORDS]));
   }
 
   /** Steps taken so far. */
