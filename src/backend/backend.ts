@@ -173,10 +173,10 @@ export interface DeviceLimits {
   /** Largest dispatch along one dimension. */
   maxComputeWorkgroupsPerDimension: number;
   /**
-   * Storage buffers one kernel may bind (WebGPU's `maxStorageBuffersPerShaderStage`); absent
-   * where there is no such limit (the host backends). Fused kernels split to stay under it.
+   * Storage buffers one kernel may bind (WebGPU's default is 8; llvmpipe allows 32). Multi-tensor
+   * kernels size their groups by it; fused elementwise kernels split to stay under it.
    */
-  maxStorageBuffersPerShaderStage?: number;
+  maxStorageBuffersPerShaderStage: number;
 }
 
 /**

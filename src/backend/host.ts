@@ -70,6 +70,8 @@ export abstract class HostBackend {
       maxBufferSize: max,
       maxComputeWorkgroupStorageSize: 1 << 20,
       maxComputeWorkgroupsPerDimension: 2 ** 31 - 1,
+      // Host kernels bind nothing: multi-tensor groups are bounded by the kernels' own cap.
+      maxStorageBuffersPerShaderStage: 2 ** 31 - 1,
     };
   }
 
