@@ -27,6 +27,7 @@
  * @module
  */
 export {
+  CaptureError,
   CheckpointError,
   DeviceError,
   DisposedError,
