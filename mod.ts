@@ -51,6 +51,16 @@ export type {
   RandomOptions,
 } from "./src/tensor/device.ts";
 export { keep, scope } from "./src/tensor/scope.ts";
+export { CapturedStep, captureStep } from "./src/tensor/capture.ts";
+export type {
+  CaptureInput,
+  CaptureInputs,
+  CaptureOptions,
+  CaptureOutputs,
+  InputData,
+  InputTensors,
+} from "./src/tensor/capture.ts";
+export type { CaptureStats, PlannedInterval } from "./src/backend/capture.ts";
 export { CSR, NMSparse, SparseRows } from "./src/tensor/sparse.ts";
 export type { AnySparse } from "./src/tensor/sparse.ts";
 export { Int8Rows, Int8SparseRows, TernaryWeights } from "./src/tensor/quantized.ts";
