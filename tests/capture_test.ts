@@ -23,6 +23,7 @@ import {
   type Tensor,
 } from "../mod.ts";
 import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
+import { type LogRecord, train, trainConfig } from "../src/train/mod.ts";
 import { cpu, gpu, hostRandom, native } from "./helpers.ts";
 
 const devices: Device[] = [cpu, native, ...(gpu ? [gpu] : [])];
@@ -255,5 +256,42 @@ Deno.test("captureStep checks its inputs", () => {
   assert.throws(
     () => step.run({ ids: new Float32Array(6) as unknown as Uint32Array }),
     /needs u32 data/,
+  );
+});
+
+/** A run whose AdamW uniforms are the same every step: constant learning rate, β1 = β2 = 0. */
+function staticRun(betas: [number, number]) {
+  return trainConfig(modelConfig("xxs", { seqLen: 16, sparsity: 0.5 }), {
+    steps: 7,
+    batchSize: 4,
+    lr: 2e-3,
+    minLr: 2e-3,
+    warmup: 0,
+    betas,
+    logEvery: 3,
+    evalWindows: 4,
+    checkpointEvery: 0,
+  });
+}
+
+/** The log without its timings. */
+function metrics(log: LogRecord[]) {
+  return log.map(({ tokensPerSecond: _t, elapsed: _e, ...rest }) => rest);
+}
+
+for (const dev of devices) {
+  Deno.test(`${dev.kind}: training with a captured step logs what ordinary training logs`, async () => {
+    const plain = await train(dev, staticRun([0, 0]), { chunkSizes: [] });
+    const captured = await train(dev, staticRun([0, 0]), { chunkSizes: [], capture: true });
+    assert.deepEqual(metrics(captured.log), metrics(plain.log));
+    assert.equal(captured.valLoss, plain.valLoss);
+    assert.ok(plain.log.some((r) => r.sparsity !== undefined), "sparsity is logged");
+  });
+}
+
+Deno.test("training with a captured step refuses AdamW's per-step bias corrections", async () => {
+  await assert.rejects(
+    () => train(cpu, staticRun([0.9, 0.95]), { chunkSizes: [], capture: true }),
+    (e) => e instanceof CaptureError && /adamw.*uniform word/.test(e.message),
   );
 });
