@@ -68,6 +68,8 @@ export type {
   Backend,
   BackendKind,
   Blas,
+  CapturedCommand,
+  CaptureRecorder,
   DeviceLimits,
   DeviceStats,
   Dispatch,
@@ -75,6 +77,7 @@ export type {
   NativeKernel,
   NativeRuntime,
   ParallelTask,
+  Replay,
   Storage,
   TaskContext,
 } from "./src/backend/backend.ts";
