@@ -12,7 +12,7 @@
  * Writes results/bench/capture.json (not committed).
  *
  * Run: `deno run -A bench/capture.ts [--devices native,webgpu] [--cases tiny:32x128,s:32x128]
- * [--rounds 3] [--steps 2] [--no-write]`
+ * [--rounds 5] [--steps 1] [--no-write]`
  */
 import { parseArgs } from "node:util";
 import { backward, captureStep, type Device, openDevice, scope, type Tensor } from "../mod.ts";
@@ -26,8 +26,8 @@ const { values: args } = parseArgs({
     devices: { type: "string", default: "native,webgpu" },
     cases: { type: "string", default: "tiny:1x32,tiny:32x128,s:32x128" },
     sparsity: { type: "string", default: "0.5" },
-    rounds: { type: "string", default: "3" },
-    steps: { type: "string", default: "2" },
+    rounds: { type: "string", default: "5" },
+    steps: { type: "string", default: "1" },
     "no-write": { type: "boolean", default: false },
   },
 });

@@ -644,10 +644,20 @@ export class WebGpuBackend implements Backend {
           }
         }
         let enc = this.#ensureEncoder();
+        // A pass keeps its pipeline between launches: runs of one kernel (the optimizer's
+        // per-parameter launches) set it once.
+        let current: GPUComputePipeline | null = null;
         for (const op of ops) {
           if ("pipeline" in op) {
-            const pass = this.#pass ??= enc.beginComputePass();
-            pass.setPipeline(op.pipeline);
+            if (this.#pass === null) {
+              this.#pass = enc.beginComputePass();
+              current = null;
+            }
+            const pass = this.#pass;
+            if (op.pipeline !== current) {
+              pass.setPipeline(op.pipeline);
+              current = op.pipeline;
+            }
             pass.setBindGroup(0, op.group, op.offsets);
             pass.dispatchWorkgroups(op.x, op.y, op.z);
             this.#dispatches++;
