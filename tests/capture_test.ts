@@ -238,6 +238,15 @@ for (const dev of devices) {
       for (let i = 0; i < 3; i++) step.run(mlpData(i)).loss.dispose();
       const during = dev.stats();
       assert.ok(during.liveBuffers > before.liveBuffers);
+      step.run(mlpData(3)).loss.dispose();
+      const after = dev.stats();
+      assert.equal(after.liveBuffers, during.liveBuffers, "a replay allocates nothing");
+      assert.equal(
+        after.pooledBuffers,
+        during.pooledBuffers,
+        "a replay takes nothing from the pool",
+      );
+      assert.equal(after.dispatches - during.dispatches, step.stats!.dispatches);
       step.dispose();
       assert.equal(dev.stats().liveBuffers, before.liveBuffers);
       assert.equal(dev.stats().liveBytes, before.liveBytes);

@@ -16,6 +16,7 @@
  */
 import type { Replay, Storage } from "../backend/backend.ts";
 import {
+  type CapturePlan,
   type CaptureStats,
   compareRecordings,
   planCapture,
@@ -168,11 +169,13 @@ export class CapturedStep<I extends CaptureInputs, O extends CaptureOutputs> imp
     const rec = new StepRecording();
     this.#hold(null);
     const out = this.#execute(rec);
-    const plan = planCapture(this.device.backend, rec, this.#opts);
+    let plan: CapturePlan | null = null;
     try {
+      plan = planCapture(this.device.backend, rec, this.#opts);
       this.#replay = this.device.backend.compileReplay(plan.commands);
     } catch (e) {
-      plan.buffers.forEach((b) => this.device.backend.release(b));
+      // The step ran (its state is updated) but cannot be replayed: the next run records again.
+      plan?.buffers.forEach((b) => this.device.backend.release(b));
       for (const t of Object.values(out)) t.dispose();
       throw e;
     }
