@@ -507,7 +507,8 @@ export class WebGpuBackend implements Backend {
   /**
    * Prepares a captured step: pipelines looked up, one bind group per distinct launch built on
    * the bound buffers, every uniform block packed into one buffer and every written byte into
-   * another, both written once here. A replay then only encodes.
+   * another, both written once here. A replay then only encodes (in one pass, untimed: a device
+   * opened with `profile` times ordinary launches only).
    */
   compileReplay(commands: readonly CapturedCommand[]): Replay {
     this.#check("capture");
