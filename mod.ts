@@ -27,6 +27,7 @@
  * @module
  */
 export {
+  CaptureError,
   CheckpointError,
   DeviceError,
   DisposedError,
@@ -52,6 +53,16 @@ export type {
 } from "./src/tensor/device.ts";
 export type { FusionOptions, FusionQueue } from "./src/tensor/fusion.ts";
 export { keep, scope } from "./src/tensor/scope.ts";
+export { CapturedStep, captureStep } from "./src/tensor/capture.ts";
+export type {
+  CaptureInput,
+  CaptureInputs,
+  CaptureOptions,
+  CaptureOutputs,
+  InputData,
+  InputTensors,
+} from "./src/tensor/capture.ts";
+export type { CaptureStats, PlannedInterval } from "./src/backend/capture.ts";
 export { CSR, NMSparse, SparseRows } from "./src/tensor/sparse.ts";
 export type { AnySparse } from "./src/tensor/sparse.ts";
 export { Int8Rows, Int8SparseRows, TernaryWeights } from "./src/tensor/quantized.ts";
@@ -59,6 +70,8 @@ export type {
   Backend,
   BackendKind,
   Blas,
+  CapturedCommand,
+  CaptureRecorder,
   DeviceLimits,
   DeviceStats,
   Dispatch,
@@ -66,6 +79,7 @@ export type {
   NativeKernel,
   NativeRuntime,
   ParallelTask,
+  Replay,
   Storage,
   TaskContext,
 } from "./src/backend/backend.ts";

@@ -206,6 +206,66 @@ export interface Dispatch {
   workgroups: readonly [number, number, number];
 }
 
+/**
+ * One device command of a captured step, on the storages it binds: a kernel launch, a host write
+ * (its bytes copied when recorded) or a device-side copy.
+ */
+export type CapturedCommand =
+  | { readonly kind: "dispatch"; readonly dispatch: Dispatch; readonly buffers: readonly Storage[] }
+  | {
+    readonly kind: "write";
+    readonly dst: Storage;
+    readonly offset: number;
+    readonly data: Uint8Array;
+  }
+  | {
+    readonly kind: "copy";
+    readonly src: Storage;
+    readonly srcOffset: number;
+    readonly dst: Storage;
+    readonly dstOffset: number;
+    readonly bytes: number;
+  };
+
+/**
+ * Receives everything a backend is asked to do while a step is captured (see
+ * src/backend/capture.ts). The backend still executes each command; the recorder only watches.
+ */
+export interface CaptureRecorder {
+  /** A storage was allocated. */
+  allocated(storage: Storage): void;
+  /** A storage was released (before the backend lets go of its memory). */
+  released(storage: Storage): void;
+  /** A command is about to be executed or encoded. */
+  command(c: CapturedCommand): void;
+  /**
+   * A host readback was asked for: returns the error the backend throws at once (a captured
+   * step is replayed without the host, so it cannot depend on device values).
+   */
+  readback(storage: Storage, bytes: number): Error;
+}
+
+/**
+ * A captured step compiled for one backend: its commands on fixed storages, with pipelines, bind
+ * groups, uniform blocks and written bytes prepared once.
+ */
+export interface Replay {
+  /** Kernel launches per replay. */
+  readonly dispatches: number;
+  /**
+   * Host data for the next replay (a step's inputs), written without staging: on WebGPU pending
+   * work is submitted first, so the write cannot overtake it.
+   */
+  write(storage: Storage, data: ArrayBufferView): void;
+  /**
+   * Encodes (WebGPU) or runs (host backends) every command once. Throws a CaptureError when a
+   * storage the commands bind was released since they were compiled.
+   */
+  run(): void;
+  /** Frees what the replay owns (uniform and constant buffers); not the storages it binds. */
+  dispose(): void;
+}
+
 /** A device implementation. */
 export interface Backend {
   /** Which implementation this is. */
@@ -238,6 +298,21 @@ export interface Backend {
   profile(): Map<string, KernelTime> | undefined;
   /** Clears the profile counters. */
   resetProfile(): void;
+  /**
+   * Set while a step is being captured: every allocate, release, write, copy and dispatch is
+   * reported to it, and `read` throws the error it returns.
+   */
+  recorder: CaptureRecorder | null;
+  /**
+   * Bytes a storage of `bytes` really occupies (its pool size class): storages of one capacity
+   * can take turns in one buffer.
+   */
+  capacity(bytes: number): number;
+  /**
+   * Prepares recorded commands for replay. Every storage they bind must be live, and must stay
+   * live (the replay checks) until the replay is disposed.
+   */
+  compileReplay(commands: readonly CapturedCommand[]): Replay;
 }
 
 /** Accumulated device time of one op name. */
