@@ -402,6 +402,7 @@ export function fusedCpu(p: FusedProgram, buffers: ArrayBuffer[]): void {
  * @param p The program.
  * @param inputs Storages read, one per `p.inputs`.
  * @param outputs Storages written, one per `p.outputs`.
+ * @param op The name errors and profiles give the launch (default `fused`).
  * @returns The dispatch.
  * @example
  * ```ts
@@ -421,7 +422,12 @@ export function fusedCpu(p: FusedProgram, buffers: ArrayBuffer[]): void {
  * assert.deepEqual([...new Float32Array(await be.read(y, 8))], [2, 3]);
  * ```
  */
-export function fusedDispatch(p: FusedProgram, inputs: Storage[], outputs: Storage[]): Dispatch {
+export function fusedDispatch(
+  p: FusedProgram,
+  inputs: Storage[],
+  outputs: Storage[],
+  op = "fused",
+): Dispatch {
   const { kernel, slots } = compile(p);
   const values: Record<string, number | number[]> = { n: p.n };
   slots.forEach((s, k) => {
@@ -430,7 +436,7 @@ export function fusedDispatch(p: FusedProgram, inputs: Storage[], outputs: Stora
   });
   if (p.consts.length > 0) values.c = [...p.consts];
   return {
-    op: "fused",
+    op,
     key: kernel.key(),
     wgsl: () => fusedWgsl(p),
     cpu: (buffers) => fusedCpu(p, buffers),

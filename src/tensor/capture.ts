@@ -260,6 +260,9 @@ export class CapturedStep<I extends CaptureInputs, O extends CaptureOutputs> imp
       // Outputs become detached views inside the scope, so whatever their originals free
       // (a loss's gradient) is freed while the recorder watches.
       out = scope(() => detach(this.#fn(this.inputs)));
+      // Elementwise ops still pending in the fusion queue belong to this step: emit them while
+      // the recorder watches (after the scope, so intermediates it disposed are not written).
+      this.device.fusion?.emit();
     } finally {
       if (rec) backend.recorder = null;
     }

@@ -62,6 +62,8 @@ interface PendingNode {
   readonly node: FusedNode;
   /** Its output storage; null once every tensor holding it was disposed (it went back then). */
   storage: Storage | null;
+  /** The op that made it (`mulScalar`, `add`, …), for the fused kernel's name in errors and profiles. */
+  readonly label: string;
 }
 
 /** Collapses an input's broadcast over `out` (dims contiguous in both merge into one). */
@@ -238,7 +240,7 @@ export class FusionQueue {
     const refs = args.map((t) => this.#ref(t, out, op));
     const storage = out.storage(op);
     this.#nodeOf.set(storage, this.#nodes.length);
-    this.#nodes.push({ node: make(refs), storage });
+    this.#nodes.push({ node: make(refs), storage, label: op });
   }
 
   /**
@@ -305,7 +307,9 @@ export class FusionQueue {
       }
       for (const seg of segments) {
         const program = segmentProgram(n, nodes, inputs, consts, seg);
-        this.#backend.dispatch(fusedDispatch(program.program, program.reads, program.writes));
+        this.#backend.dispatch(
+          fusedDispatch(program.program, program.reads, program.writes, segmentName(nodes, seg)),
+        );
       }
     } finally {
       for (const x of inputs) x.shared.release();
@@ -394,6 +398,18 @@ function plan(nodes: readonly PendingNode[], maxBindings: number): Segment[] {
 }
 
 /** The program of one segment, with its operands renumbered, and the storages it binds. */
+/**
+ * The fused kernel's op name: the ops it computes, in order, without repeats (`mulScalar+add`),
+ * so errors, captures and profiles still name what ran; one op keeps its plain name.
+ */
+function segmentName(nodes: readonly PendingNode[], seg: Segment): string {
+  const names = [...new Set(seg.nodes.map((j) => nodes[j]!.label))];
+  const MAX = 6;
+  return names.length <= MAX
+    ? names.join("+")
+    : `${names.slice(0, MAX).join("+")}+${names.length - MAX} more`;
+}
+
 function segmentProgram(
   n: number,
   nodes: readonly PendingNode[],

@@ -170,11 +170,67 @@ export class AdamW implements Disposable {
    * @param lr The learning rate for this step.
    */
   step(lr: number): void {
+    this.prepareStep(lr);
+    this.applyStep();
+  }
+
+  /**
+   * The host half of {@link AdamW.step}: advances the step count and writes this step's learning
+   * rate and bias corrections into the device buffer the update kernels read. A captured training
+   * step (see `captureStep`) calls this outside the recorded function and {@link AdamW.applyStep}
+   * inside it, so a replay picks up each step's values with its uniforms unchanged.
+   *
+   * @param lr The learning rate for this step.
+   *
+   * @example
+   * ```ts
+   * import { openDevice } from "@qsparse/kit";
+   * import { AdamW } from "@qsparse/kit/train";
+   * import assert from "node:assert/strict";
+   * using dev = await openDevice({ prefer: "cpu" });
+   * const w = dev.tensor([1, 2]);
+   * w.requiresGrad = true;
+   * const opt = new AdamW(dev, new Map([["w", w]]));
+   * opt.prepareStep(0.1);
+   * assert.equal(opt.steps, 1);
+   * ```
+   */
+  prepareStep(lr: number): void {
     if (!(lr >= 0)) throw new ValueError("AdamW.step", `learning rate must be ≥ 0, got ${lr}`);
     this.#t++;
     const c = this.config;
-    const backend = this.device.backend;
-    backend.write(this.#hyper.storage("AdamW"), adamwStepValues(lr, c.beta1, c.beta2, this.#t));
+    this.device.backend.write(
+      this.#hyper.storage("AdamW"),
+      adamwStepValues(lr, c.beta1, c.beta2, this.#t),
+    );
+  }
+
+  /**
+   * The device half of {@link AdamW.step}: clips and updates every parameter that has a gradient
+   * with the values of the last {@link AdamW.prepareStep}. Its dispatches and their uniforms are
+   * the same at every step.
+   *
+   * @example
+   * ```ts
+   * import { backward, mul, openDevice, sumAll } from "@qsparse/kit";
+   * import { AdamW } from "@qsparse/kit/train";
+   * import assert from "node:assert/strict";
+   * using dev = await openDevice({ prefer: "cpu" });
+   * const w = dev.tensor([1, -2]);
+   * w.requiresGrad = true;
+   * const opt = new AdamW(dev, new Map([["w", w]]), { weightDecay: 0 });
+   * backward(sumAll(mul(w, w)));
+   * opt.prepareStep(0.1);
+   * opt.applyStep();
+   * const [a, b] = await w.data();
+   * assert.ok(Math.abs(a! - 0.9) < 1e-5 && Math.abs(b! + 1.9) < 1e-5);
+   * ```
+   */
+  applyStep(): void {
+    if (this.#t === 0) {
+      throw new ValueError("AdamW.applyStep", "call prepareStep(lr) first: no step values yet");
+    }
+    const c = this.config;
     const live = this.#entries.filter((e) => e.param.grad);
     // Unused slots keep 0 from creation, so they add nothing to the norm.
     const sq = this.#sq.storage("AdamW");

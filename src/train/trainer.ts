@@ -267,8 +267,8 @@ export interface TrainHooks {
    * replay it from then on (see `captureStep`): no op code, allocation or bind-group creation
    * per step. The step after the capture is verified (run as ordinary code and compared), so a
    * per-step value that reaches a kernel as a uniform fails with a CaptureError instead of being
-   * replayed stale. Today AdamW passes its learning rate and bias corrections as uniforms, so a
-   * capture only verifies with a constant learning rate and β1 = β2 = 0; MoE models are refused.
+   * replayed stale. AdamW's learning rate and bias corrections are written to a device buffer
+   * before each step ({@link AdamW.prepareStep}), outside the recording. MoE models are refused.
    * A non-finite loss is then caught at log points on every backend.
    */
   capture?: boolean;
@@ -535,15 +535,12 @@ export async function train(
     weightDecay: c.weightDecay,
     clipNorm: c.clipNorm,
   });
-  // The captured step reads the learning rate when it runs as ordinary code (warm-up, recording,
-  // verification); a replay keeps what it recorded, which verification checks is constant.
-  const stepLr = { value: 0 };
   const batchSpec = { shape: [c.batchSize, c.model.seqLen], dtype: "u32" as const };
   const captured = hooks.capture
     ? captureStep(device, { ids: batchSpec, targets: batchSpec }, ({ ids, targets }) => {
       const loss = model.loss(ids, targets);
       backward(loss);
-      opt.step(stepLr.value);
+      opt.applyStep();
       model.zeroGrad();
       return { loss };
     })
@@ -708,7 +705,8 @@ export async function train(
         state.step + 1,
       );
       if (captured) {
-        stepLr.value = lr;
+        // Step values go to the device outside the recorded function, so replays see them.
+        opt.prepareStep(lr);
         const data = splitWindows(windows, c.batchSize, c.model.seqLen);
         const before = sites.map((s) => s.counter.elements);
         let loss: Tensor<"f32">;
