@@ -12,10 +12,27 @@
  *
  * Batch broadcasting: a batch stride of 0 reuses one matrix for every batch (e.g. a weight).
  *
+ * Kernels for discrete GPUs (shared-memory tilings, workgroup GEMVs: kernels/matmul_tuning.ts)
+ * run when forced by name or when an autotuning device measured one of them fastest for the
+ * problem's class: {@link matmulDispatch} offers them as a `tune` of the default dispatch.
+ *
  * @module
  */
-import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/core/dtype.ts";
+import type { Dispatch, Storage, Tunable } from "../src/backend/backend.ts";
+import { bytesPerElement, type DType, typedView } from "../src/core/dtype.ts";
+import { gemvWgDispatch } from "./gemv_wg.ts";
+import { matmulSmemDispatch } from "./matmul_smem.ts";
+import {
+  GEMV_SHAPES,
+  type GemvWgVariant,
+  isTunedVariant,
+  matmulCandidates,
+  matmulOperandSizes,
+  matmulTuneKey,
+  sampleOperand,
+  SMEM_TILES,
+  type SmemVariant,
+} from "./matmul_tuning.ts";
 import { matmulNative } from "./native/matmul.ts";
 import { defineKernel } from "./spec.ts";
 
@@ -43,8 +60,24 @@ export interface MatmulProblem {
 
 const TM = 8, TN = 8, WX = 8, WY = 8;
 
-/** Which kernel a problem runs on. */
-export type MatmulVariant = "tiled" | "general" | "gemv";
+/**
+ * Which kernel a problem runs on: the llvmpipe-tuned defaults (`tiled`, `general`, `gemv`) or a
+ * kernel for discrete GPUs from kernels/matmul_tuning.ts.
+ */
+export type MatmulVariant = "tiled" | "general" | "gemv" | SmemVariant | GemvWgVariant;
+
+/** The fields of `MatmulProblem` every variant understands; see {@link matmulDispatch}. */
+const UNDERSTOOD_FIELDS = new Set([
+  "m",
+  "n",
+  "k",
+  "batch",
+  "strideA",
+  "strideB",
+  "transposeA",
+  "transposeB",
+  "dtype",
+]);
 
 /**
  * Picks the kernel for a problem: GEMV for one row, the vec4 tiled kernel when aligned,
@@ -325,7 +358,9 @@ export function matmulCpu(p: MatmulProblem, a: ArrayBuffer, b: ArrayBuffer, c: A
  * @param a Storage of A.
  * @param b Storage of B.
  * @param c Storage of C (`batch · m · n` elements).
- * @param variant Force a kernel (tests use this to cover each path); default picks one.
+ * @param variant Force a kernel (tests use this to cover each path). Without it the default
+ *   ({@link matmulVariant}) is returned carrying a `tune` with the kernels for discrete GPUs that
+ *   are valid for the problem, which an autotuning WebGPU device may run instead.
  * @returns The dispatch.
  */
 export function matmulDispatch(
@@ -333,8 +368,50 @@ export function matmulDispatch(
   a: Storage,
   b: Storage,
   c: Storage,
-  variant: MatmulVariant = matmulVariant(p),
+  variant?: MatmulVariant,
 ): Dispatch {
+  const d = variantDispatch(p, a, b, c, variant ?? matmulVariant(p));
+  if (variant !== undefined || p.dtype === "i32" || p.dtype === "u32") return d;
+  // A problem with fields the tuned kernels do not know (e.g. strided operands added later)
+  // keeps its default kernel rather than risk a variant that would ignore them.
+  if (!Object.keys(p).every((f) => UNDERSTOOD_FIELDS.has(f))) return d;
+  const candidates = matmulCandidates(p);
+  if (candidates.length === 0) return d;
+  d.tune = matmulTunable(p, [matmulVariant(p), ...candidates]);
+  return d;
+}
+
+/** The variants of one problem, offered to an autotuning device (src/backend/autotune.ts). */
+function matmulTunable(p: MatmulProblem, variants: MatmulVariant[]): Tunable {
+  const [sizeA, sizeB] = matmulOperandSizes(p);
+  return {
+    key: matmulTuneKey(p, variants),
+    variants,
+    build: (v, [x, y, z]) => variantDispatch(p, x!, y!, z!, v as MatmulVariant),
+    sampleInputs: () => [sampleOperand(p.dtype, sizeA, 1), sampleOperand(p.dtype, sizeB, 2)],
+    outputBytes: [p.batch * p.m * p.n * bytesPerElement(p.dtype)],
+    outputDType: p.dtype === "f16" ? "f16" : "f32",
+    // f32: accumulation order only (~1e-7 relative per add); f16: one rounding of the output.
+    tolerance: p.dtype === "f16" ? 4e-3 : 1e-4,
+  };
+}
+
+function variantDispatch(
+  p: MatmulProblem,
+  a: Storage,
+  b: Storage,
+  c: Storage,
+  variant: MatmulVariant,
+): Dispatch {
+  const cpu: Dispatch["cpu"] = ([x, y, z]) => matmulCpu(p, x!, y!, z!);
+  const native: Dispatch["native"] = p.dtype === "f32"
+    ? ([x, y, z], rt) => matmulNative(p, x!, y!, z!, rt)
+    : undefined;
+  if (isTunedVariant(variant)) {
+    return variant in SMEM_TILES
+      ? matmulSmemDispatch(variant, SMEM_TILES[variant as SmemVariant], p, a, b, c, cpu, native)
+      : gemvWgDispatch(variant, GEMV_SHAPES[variant as GemvWgVariant], p, a, b, c, cpu, native);
+  }
   const ta = p.transposeA, tb = p.transposeB;
   const flags = `${ta ? "T" : "N"}${tb ? "T" : "N"}`;
   let wgsl: () => string;
@@ -355,8 +432,8 @@ export function matmulDispatch(
     op: "matmul",
     key: MATMUL.key(variantKey, p.dtype, flags),
     wgsl,
-    cpu: ([x, y, z]) => matmulCpu(p, x!, y!, z!),
-    native: p.dtype === "f32" ? ([x, y, z], rt) => matmulNative(p, x!, y!, z!, rt) : undefined,
+    cpu,
+    native,
     buffers: [a, b, c],
     uniforms: MATMUL.uniforms({
       m: p.m,
