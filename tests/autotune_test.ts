@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { type Device, matmul, openDevice } from "../mod.ts";
 import { autotuneEnabled, Autotuner, type DispatchTimer } from "../src/backend/autotune.ts";
 import type { Dispatch, Tunable } from "../src/backend/backend.ts";
-import { WebGpuBackend } from "../src/backend/webgpu.ts";
+import type { WebGpuBackend } from "../src/backend/webgpu.ts";
 import { matmulDispatch, type MatmulProblem } from "../kernels/matmul.ts";
 import { assertClose, cpu, gpu, hostRandom } from "./helpers.ts";
 

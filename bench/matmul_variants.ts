@@ -1,0 +1,126 @@
+/**
+ * Every matmul kernel valid for a shape, timed on the WebGPU adapter in one run (GFLOP/s, and
+ * GB/s of W for GEMVs), and the variant the device's own autotune then picks. Timing is the
+ * autotuner's clock (timestamp queries when the adapter has them, else wall time over enough
+ * launches to beat Deno's 10 ms polling), with a larger budget than autotune's default.
+ * Writes results/bench/matmul_variants.json.
+ *
+ * Run: `deno run -A bench/matmul_variants.ts [--big] [--f16] [--budget MS] [--cache DIR]`
+ * (`--big` adds 2048³ and 4096³ for a real GPU; the autotune cache goes to a temporary folder
+ * unless `--cache` names one, so a bench never changes what later runs on this machine pick).
+ */
+import { parseArgs } from "node:util";
+import { openDevice } from "../mod.ts";
+import { Autotuner } from "../src/backend/autotune.ts";
+import type { WebGpuBackend } from "../src/backend/webgpu.ts";
+import { matmulDispatch, type MatmulProblem } from "../kernels/matmul.ts";
+import { codeVersion, writeJsonAtomic } from "./timing.ts";
+
+const { values: args } = parseArgs({
+  options: {
+    big: { type: "boolean", default: false },
+    f16: { type: "boolean", default: false },
+    budget: { type: "string", default: "2000" },
+    cache: { type: "string" },
+  },
+});
+const cacheDir = args.cache ?? await Deno.makeTempDir({ prefix: "qsparse-autotune-" });
+Deno.env.set("QSPARSE_CACHE_DIR", cacheDir);
+const dev = await openDevice({ prefer: "webgpu", autotune: true });
+const be = dev.backend as WebGpuBackend;
+const timer = be.tuningTimer();
+console.log(
+  `device: ${dev.kind} — ${dev.description}; clock: ${timer.precise ? "timestamps" : "wall"}`,
+);
+
+type Case = { name: string; m: number; n: number; k: number; tb?: boolean; ta?: boolean };
+const cases: Case[] = [
+  { name: "256³", m: 256, n: 256, k: 256 },
+  { name: "512³", m: 512, n: 512, k: 512 },
+  { name: "1024³", m: 1024, n: 1024, k: 1024 },
+  // A training step's shapes: X·Wᵀ (tokens × d_ff), and the weight gradient Xᵀ·dY.
+  { name: "4096×1024·1024×256 (X·W)", m: 4096, n: 256, k: 1024 },
+  { name: "256×4096ᵀ·4096×1024 (Xᵀ·dY)", m: 256, n: 1024, k: 4096, ta: true },
+  { name: "GEMV 1×4096·4096² W[K,N]", m: 1, n: 4096, k: 4096 },
+  { name: "GEMV 1×4096·4096² W[N,K]", m: 1, n: 4096, k: 4096, tb: true },
+];
+if (args.big) {
+  cases.push({ name: "2048³", m: 2048, n: 2048, k: 2048 });
+  cases.push({ name: "4096³", m: 4096, n: 4096, k: 4096 });
+}
+const dtypes: ("f32" | "f16")[] = args.f16 && be.hasF16 ? ["f32", "f16"] : ["f32"];
+
+const rows: Record<string, unknown>[] = [];
+const bench = new Autotuner(be, {
+  adapterKey: "bench",
+  cacheDir: null,
+  timer,
+  budgetMs: Number(args.budget),
+});
+const dummy = { id: -1, bytes: 0 };
+for (const dtype of dtypes) {
+  for (const c of cases) {
+    const p: MatmulProblem = {
+      m: c.m,
+      n: c.n,
+      k: c.k,
+      batch: 1,
+      strideA: 0,
+      strideB: 0,
+      transposeA: c.ta ?? false,
+      transposeB: c.tb ?? false,
+      dtype,
+    };
+    const tune = matmulDispatch(p, dummy, dummy, dummy).tune;
+    if (!tune) continue;
+    const [measured] = await bench.tune([tune]);
+    // The device's own autotune, with its default budget, as a user's run would do it.
+    const [picked] = await dev.autotune([tune]);
+    const flops = 2 * c.m * c.n * c.k;
+    const variants = Object.entries(measured!.ns).map(([variant, ns]) => ({
+      variant,
+      us: ns / 1e3,
+      gflops: flops / ns,
+      ...(c.m === 1 ? { gbps: (c.k * c.n * (dtype === "f16" ? 2 : 4)) / ns } : {}),
+    }));
+    const base = measured!.ns[tune.variants[0]!]!;
+    const best = measured!.ns[measured!.choice]!;
+    console.log(
+      `\n${dtype} ${c.name}: autotune picks ${picked!.choice}` +
+        ` (bench's best ${measured!.choice}, ${(base / best).toFixed(2)}× the default ${
+          tune.variants[0]
+        })`,
+    );
+    for (const v of variants) {
+      console.log(
+        `  ${v.variant.padEnd(16)} ${v.us.toFixed(1).padStart(10)} µs ` +
+          `${v.gflops.toFixed(1).padStart(8)} GFLOP/s` +
+          (v.gbps !== undefined ? ` ${v.gbps.toFixed(1).padStart(7)} GB/s` : ""),
+      );
+    }
+    if (measured!.rejected.length) console.log(`  rejected (wrong output): ${measured!.rejected}`);
+    rows.push({
+      case: c.name,
+      dtype,
+      default: tune.variants[0],
+      autotunePick: picked!.choice,
+      benchBest: measured!.choice,
+      speedupOverDefault: base / best,
+      rejected: measured!.rejected,
+      variants,
+    });
+  }
+}
+
+await Deno.mkdir("results/bench", { recursive: true });
+await writeJsonAtomic("results/bench/matmul_variants.json", {
+  adapter: dev.description,
+  kind: dev.kind,
+  clock: timer.precise ? "timestamp-query" : "wall",
+  date: new Date().toISOString(),
+  code: await codeVersion(),
+  loadavg: Deno.loadavg(),
+  rows,
+});
+if (!args.cache) await Deno.remove(cacheDir, { recursive: true });
+dev.destroy();
