@@ -5,7 +5,8 @@
  * corrupt cache is ignored; and autotuning can be turned off.
  */
 import assert from "node:assert/strict";
-import { type Device, matmul, openDevice } from "../mod.ts";
+import { backward, type Device, matmul, openDevice } from "../mod.ts";
+import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
 import { autotuneEnabled, Autotuner, type DispatchTimer } from "../src/backend/autotune.ts";
 import type { Dispatch, Tunable } from "../src/backend/backend.ts";
 import type { WebGpuBackend } from "../src/backend/webgpu.ts";
@@ -238,5 +239,41 @@ Deno.test("autotune on the real clock: whatever it picks is correct (no timing a
     if (before === undefined) Deno.env.delete("QSPARSE_CACHE_DIR");
     else Deno.env.set("QSPARSE_CACHE_DIR", before);
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("autotune: a Q-Sparse training step on tuned kernels matches the default kernels", async () => {
+  if (!gpu) return;
+  // A clock that makes the discrete-GPU kernels look fastest, so the step really switches.
+  const { timer } = fakeTimer({ smem32x32s: 1, smem64x64s: 2, smem64x64: 3, gemvDot32x8: 1 });
+  const { dev, tuner } = await openTuned(timer, null);
+  const ref = await openDevice({ prefer: "webgpu", autotune: false });
+  const cfg = modelConfig("tiny", { sparsity: 0.5, seqLen: 16 });
+  const ids = Uint32Array.from({ length: 4 * 16 }, (_, i) => (i * 7919) % 256);
+  const targets = ids.slice().reverse();
+  const step = async (d: Device) => {
+    const model = new TransformerLM(d, cfg, 1);
+    const loss = model.loss(d.tensor(ids, [4, 16], "u32"), d.tensor(targets, [4, 16], "u32"));
+    backward(loss);
+    const out = [
+      await loss.data(),
+      ...await Promise.all(
+        [...model.namedParameters().values()].map((p) => p.grad!.data()),
+      ),
+    ];
+    model.dispose();
+    return out;
+  };
+  try {
+    await step(dev); // default kernels; records the step's matmul classes
+    const results = await dev.autotune();
+    assert.ok(results.some((r) => r.choice.startsWith("smem")), JSON.stringify(results));
+    assert.ok(tuner.pending.length === 0);
+    const tuned = await step(dev);
+    const want = await step(ref);
+    tuned.forEach((t, i) => assertClose(t, want[i]!, { rtol: 1e-3, atol: 1e-4 }, `tensor ${i}`));
+  } finally {
+    dev.destroy();
+    ref.destroy();
   }
 });
