@@ -1,6 +1,7 @@
 /**
  * Every matmul kernel valid for a shape, timed on the WebGPU adapter in one run (GFLOP/s, and
- * GB/s of W for GEMVs), and the variant the device's own autotune then picks. Timing is the
+ * GB/s of W for GEMVs), and the variant the device's own autotune then picks; the same for the
+ * sparse-activation GEMV of decoding (top-K rows × W, the kept weight rows' GB/s). Timing is the
  * autotuner's clock (timestamp queries when the adapter has them, else wall time over enough
  * launches to beat Deno's 10 ms polling), with a larger budget than autotune's default.
  * Writes results/bench/matmul_variants.json.
@@ -14,6 +15,8 @@ import { openDevice } from "../mod.ts";
 import { Autotuner } from "../src/backend/autotune.ts";
 import type { WebGpuBackend } from "../src/backend/webgpu.ts";
 import { matmulDispatch, type MatmulProblem } from "../kernels/matmul.ts";
+import { spmmDispatch } from "../kernels/spmm.ts";
+import type { Tunable } from "../src/backend/backend.ts";
 import { codeVersion, writeJsonAtomic } from "./timing.ts";
 
 const { values: args } = parseArgs({
@@ -58,7 +61,53 @@ const bench = new Autotuner(be, {
   budgetMs: Number(args.budget),
 });
 const dummy = { id: -1, bytes: 0 };
+
+/** Times every variant of `tune` and asks the device's autotune (default budget) for its pick. */
+async function measure(
+  label: string,
+  dtype: string,
+  tune: Tunable,
+  flops: number,
+  bytes?: number,
+): Promise<void> {
+  const [measured] = await bench.tune([tune]);
+  const [picked] = await dev.autotune([tune]);
+  const variants = Object.entries(measured!.ns).map(([variant, ns]) => ({
+    variant,
+    us: ns / 1e3,
+    gflops: flops / ns,
+    ...(bytes !== undefined ? { gbps: bytes / ns } : {}),
+  }));
+  const base = measured!.ns[tune.variants[0]!]!;
+  const best = measured!.ns[measured!.choice]!;
+  console.log(
+    `\n${dtype} ${label}: autotune picks ${picked!.choice}` +
+      ` (bench's best ${measured!.choice}, ${(base / best).toFixed(2)}× the default ${
+        tune.variants[0]
+      })`,
+  );
+  for (const v of variants) {
+    console.log(
+      `  ${v.variant.padEnd(16)} ${v.us.toFixed(1).padStart(10)} µs ` +
+        `${v.gflops.toFixed(1).padStart(8)} GFLOP/s` +
+        (v.gbps !== undefined ? ` ${v.gbps.toFixed(1).padStart(7)} GB/s` : ""),
+    );
+  }
+  if (measured!.rejected.length) console.log(`  rejected (wrong output): ${measured!.rejected}`);
+  rows.push({
+    case: label,
+    dtype,
+    default: tune.variants[0],
+    autotunePick: picked!.choice,
+    benchBest: measured!.choice,
+    speedupOverDefault: base / best,
+    rejected: measured!.rejected,
+    variants,
+  });
+}
+
 for (const dtype of dtypes) {
+  const size = dtype === "f16" ? 2 : 4;
   for (const c of cases) {
     const p: MatmulProblem = {
       m: c.m,
@@ -73,42 +122,27 @@ for (const dtype of dtypes) {
     };
     const tune = matmulDispatch(p, dummy, dummy, dummy).tune;
     if (!tune) continue;
-    const [measured] = await bench.tune([tune]);
-    // The device's own autotune, with its default budget, as a user's run would do it.
-    const [picked] = await dev.autotune([tune]);
-    const flops = 2 * c.m * c.n * c.k;
-    const variants = Object.entries(measured!.ns).map(([variant, ns]) => ({
-      variant,
-      us: ns / 1e3,
-      gflops: flops / ns,
-      ...(c.m === 1 ? { gbps: (c.k * c.n * (dtype === "f16" ? 2 : 4)) / ns } : {}),
-    }));
-    const base = measured!.ns[tune.variants[0]!]!;
-    const best = measured!.ns[measured!.choice]!;
-    console.log(
-      `\n${dtype} ${c.name}: autotune picks ${picked!.choice}` +
-        ` (bench's best ${measured!.choice}, ${(base / best).toFixed(2)}× the default ${
-          tune.variants[0]
-        })`,
-    );
-    for (const v of variants) {
-      console.log(
-        `  ${v.variant.padEnd(16)} ${v.us.toFixed(1).padStart(10)} µs ` +
-          `${v.gflops.toFixed(1).padStart(8)} GFLOP/s` +
-          (v.gbps !== undefined ? ` ${v.gbps.toFixed(1).padStart(7)} GB/s` : ""),
-      );
-    }
-    if (measured!.rejected.length) console.log(`  rejected (wrong output): ${measured!.rejected}`);
-    rows.push({
-      case: c.name,
+    await measure(
+      c.name,
       dtype,
-      default: tune.variants[0],
-      autotunePick: picked!.choice,
-      benchBest: measured!.choice,
-      speedupOverDefault: base / best,
-      rejected: measured!.rejected,
-      variants,
-    });
+      tune,
+      2 * c.m * c.n * c.k,
+      c.m === 1 ? c.k * c.n * size : undefined,
+    );
+  }
+  // Decoding's sparse GEMV: K = (1 − S)·4096 kept entries of one token, W [4096, 4096].
+  for (const sparsity of [0.5, 0.6, 0.9]) {
+    const k = Math.floor((1 - sparsity) * 4096);
+    const p = { rows: 1, dIn: 4096, dOut: 4096, k, dtype };
+    const tune = spmmDispatch(p, "fixed", [dummy, dummy, dummy, dummy]).tune;
+    if (!tune) continue;
+    await measure(
+      `sparse GEMV 1×4096·4096², S = ${sparsity}`,
+      dtype,
+      tune,
+      2 * k * 4096,
+      k * 4096 * size,
+    );
   }
 }
 
