@@ -102,7 +102,7 @@ function pow2(x: number): number {
  * import { matmulTuneKey } from "./matmul_tuning.ts";
  * import assert from "node:assert/strict";
  * const p = { m: 1000, n: 1024, k: 700, batch: 1, strideA: 0, strideB: 0, transposeA: false, transposeB: false, dtype: "f32" as const };
- * assert.equal(matmulTuneKey(p, ["tiled", "smem64x64"]), "matmul.v1:f32:NN:m1024:n1024:k1024:b1:AB:tiled,smem64x64");
+ * assert.equal(matmulTuneKey(p, ["tiled", "smem64x64"]), "matmul.v1:f32:NN:m1024:n1024:k1024:b1:ab:tiled,smem64x64");
  * ```
  */
 export function matmulTuneKey(p: SmemProblem, variants: readonly string[]): string {
