@@ -64,7 +64,24 @@ const TM = 8, TN = 8, WX = 8, WY = 8;
  * Which kernel a problem runs on: the llvmpipe-tuned defaults (`tiled`, `general`, `gemv`) or a
  * kernel for discrete GPUs from kernels/matmul_tuning.ts.
  */
-export type MatmulVariant = "tiled" | "general" | "gemv" | SmemVariant | GemvWgVariant;
+export type MatmulVariant =
+  | "tiled"
+  | "general"
+  | "gemv"
+  // Spelled out (not derived from the table) so the public type names no internal one; a table
+  // name missing here fails to compile where `matmulTunable` lists the candidates.
+  | "smem64x64"
+  | "smem128x128"
+  | "smem128x64"
+  | "smem64x64k32"
+  | "smem64x64s"
+  | "smem32x32s"
+  | "gemvSplitK16x16"
+  | "gemvSplitK8x32"
+  | "gemvSplitK32x8"
+  | "gemvDot64x4"
+  | "gemvDot32x8"
+  | "gemvDot128x2";
 
 /** The fields of `MatmulProblem` every variant understands; see {@link matmulDispatch}. */
 const UNDERSTOOD_FIELDS = new Set([
