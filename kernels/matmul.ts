@@ -388,29 +388,63 @@ export function matmulDispatch(
   variant?: MatmulVariant,
 ): Dispatch {
   const d = variantDispatch(p, a, b, c, variant ?? matmulVariant(p));
-  if (variant !== undefined || p.dtype === "i32" || p.dtype === "u32") return d;
-  // A problem with fields the tuned kernels do not know (e.g. strided operands added later)
-  // keeps its default kernel rather than risk a variant that would ignore them.
-  if (!Object.keys(p).every((f) => UNDERSTOOD_FIELDS.has(f))) return d;
-  const candidates = matmulCandidates(p);
-  if (candidates.length === 0) return d;
-  d.tune = matmulTunable(p, [matmulVariant(p), ...candidates]);
+  if (variant === undefined) d.tune = new MatmulTunable(p);
   return d;
 }
 
-/** The variants of one problem, offered to an autotuning device (src/backend/autotune.ts). */
-function matmulTunable(p: MatmulProblem, variants: MatmulVariant[]): Tunable {
-  const [sizeA, sizeB] = matmulOperandSizes(p);
-  return {
-    key: matmulTuneKey(p, variants),
-    variants,
-    build: (v, [x, y, z]) => variantDispatch(p, x!, y!, z!, v as MatmulVariant),
-    sampleInputs: () => [sampleOperand(p.dtype, sizeA, 1), sampleOperand(p.dtype, sizeB, 2)],
-    outputBytes: [p.batch * p.m * p.n * bytesPerElement(p.dtype)],
-    outputDType: p.dtype === "f16" ? "f16" : "f32",
+/**
+ * The variants of one problem, offered to an autotuning device (src/backend/autotune.ts). Its
+ * fields are computed on first read: only an autotuning backend reads them, and computing them
+ * costs about as much as the rest of the dispatch.
+ */
+class MatmulTunable implements Tunable {
+  readonly #p: MatmulProblem;
+  #variants: MatmulVariant[] | null = null;
+  #key: string | null = null;
+
+  constructor(p: MatmulProblem) {
+    this.#p = p;
+  }
+
+  get variants(): MatmulVariant[] {
+    if (this.#variants === null) {
+      const p = this.#p;
+      // Integer matmuls, and problems with fields the tuned kernels do not know (e.g. strided
+      // operands added later), keep their default kernel.
+      const known = (p.dtype === "f32" || p.dtype === "f16") &&
+        Object.keys(p).every((f) => UNDERSTOOD_FIELDS.has(f));
+      const candidates = known ? matmulCandidates(p) : [];
+      this.#variants = candidates.length ? [matmulVariant(p), ...candidates] : [];
+    }
+    return this.#variants;
+  }
+
+  get key(): string {
+    return this.#key ??= matmulTuneKey(this.#p, this.variants);
+  }
+
+  build(v: string, [x, y, z]: readonly Storage[]): Dispatch {
+    return variantDispatch(this.#p, x!, y!, z!, v as MatmulVariant);
+  }
+
+  sampleInputs(): ArrayBufferView[] {
+    const [sizeA, sizeB] = matmulOperandSizes(this.#p);
+    return [sampleOperand(this.#p.dtype, sizeA, 1), sampleOperand(this.#p.dtype, sizeB, 2)];
+  }
+
+  get outputBytes(): number[] {
+    const p = this.#p;
+    return [p.batch * p.m * p.n * bytesPerElement(p.dtype)];
+  }
+
+  get outputDType(): "f32" | "f16" {
+    return this.#p.dtype === "f16" ? "f16" : "f32";
+  }
+
+  get tolerance(): number {
     // f32: accumulation order only (~1e-7 relative per add); f16: one rounding of the output.
-    tolerance: p.dtype === "f16" ? 4e-3 : 1e-4,
-  };
+    return this.#p.dtype === "f16" ? 4e-3 : 1e-4;
+  }
 }
 
 function variantDispatch(

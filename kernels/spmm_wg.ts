@@ -204,29 +204,54 @@ export function spmmTunable(
   layout: "fixed" | "fixedUnsorted",
   build: (variant: string, buffers: readonly Storage[]) => Dispatch,
 ): Tunable {
-  const variants = ["rows", ...Object.keys(SPMM_SPLIT_SHAPES)];
-  return {
-    key: `spmm.v${SPMM_KERNELS_VERSION}:${p.dtype}:${layout}:r${pow2(p.rows)}:i${pow2(p.dIn)}:` +
-      `o${pow2(p.dOut)}:k${pow2(p.k)}:${variants.join(",")}`,
-    variants,
-    build,
-    sampleInputs: () => {
-      const idxs = new Uint32Array(p.rows * p.k);
-      for (let r = 0; r < p.rows; r++) {
-        // Evenly spread, shifted per row: distinct ascending columns, different rows.
-        const shift = Math.floor(uniform01(3, r) * (p.dIn / Math.max(1, p.k)));
-        for (let t = 0; t < p.k; t++) {
-          idxs[r * p.k + t] = Math.min(p.dIn - 1, Math.floor((t * p.dIn) / p.k) + shift);
-        }
+  return new SpmmTunable(p, layout, build);
+}
+
+const SPMM_VARIANTS = ["rows", ...Object.keys(SPMM_SPLIT_SHAPES)];
+
+/** Fields computed on first read: only an autotuning backend reads them. */
+class SpmmTunable implements Tunable {
+  readonly variants: readonly string[] = SPMM_VARIANTS;
+  #key: string | null = null;
+
+  constructor(
+    readonly p: SpmmSplitProblem,
+    readonly layout: "fixed" | "fixedUnsorted",
+    readonly build: (variant: string, buffers: readonly Storage[]) => Dispatch,
+  ) {}
+
+  get key(): string {
+    const p = this.p;
+    return this.#key ??= `spmm.v${SPMM_KERNELS_VERSION}:${p.dtype}:${this.layout}:` +
+      `r${pow2(p.rows)}:i${pow2(p.dIn)}:o${pow2(p.dOut)}:k${pow2(p.k)}:${SPMM_VARIANTS.join(",")}`;
+  }
+
+  sampleInputs(): ArrayBufferView[] {
+    const p = this.p;
+    const idxs = new Uint32Array(p.rows * p.k);
+    for (let r = 0; r < p.rows; r++) {
+      // Evenly spread, shifted per row: distinct ascending columns, different rows.
+      const shift = Math.floor(uniform01(3, r) * (p.dIn / Math.max(1, p.k)));
+      for (let t = 0; t < p.k; t++) {
+        idxs[r * p.k + t] = Math.min(p.dIn - 1, Math.floor((t * p.dIn) / p.k) + shift);
       }
-      return [
-        sampleOperand(p.dtype, p.rows * p.k, 1),
-        idxs,
-        sampleOperand(p.dtype, p.dIn * p.dOut, 2),
-      ];
-    },
-    outputBytes: [p.rows * p.dOut * bytesPerElement(p.dtype)],
-    outputDType: p.dtype === "f16" ? "f16" : "f32",
-    tolerance: p.dtype === "f16" ? 4e-3 : 1e-4,
-  };
+    }
+    return [
+      sampleOperand(p.dtype, p.rows * p.k, 1),
+      idxs,
+      sampleOperand(p.dtype, p.dIn * p.dOut, 2),
+    ];
+  }
+
+  get outputBytes(): number[] {
+    return [this.p.rows * this.p.dOut * bytesPerElement(this.p.dtype)];
+  }
+
+  get outputDType(): "f32" | "f16" {
+    return this.p.dtype === "f16" ? "f16" : "f32";
+  }
+
+  get tolerance(): number {
+    return this.p.dtype === "f16" ? 4e-3 : 1e-4;
+  }
 }

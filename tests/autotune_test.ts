@@ -44,6 +44,20 @@ function tunableOf(p: MatmulProblem): Tunable {
   return matmulDispatch(p, s, s, s).tune!;
 }
 
+/** `t` with some fields replaced (a tunable may keep its fields in getters, so no spread). */
+function override(t: Tunable, fields: Partial<Tunable>): Tunable {
+  return {
+    key: t.key,
+    variants: t.variants,
+    build: (v, buffers) => t.build(v, buffers),
+    sampleInputs: () => t.sampleInputs(),
+    outputBytes: t.outputBytes,
+    outputDType: t.outputDType,
+    tolerance: t.tolerance,
+    ...fields,
+  };
+}
+
 async function openTuned(timer: DispatchTimer, cacheDir: string | null, adapterKey = "test") {
   const dev = await openDevice({ prefer: "webgpu", autotune: false });
   const be = dev.backend as WebGpuBackend;
@@ -88,15 +102,14 @@ Deno.test("autotune: a variant whose output differs is never chosen, however fas
   if (!gpu) return;
   const good = tunableOf(P);
   // "broken" reads A with the wrong row length: a fast kernel computing something else.
-  const broken: Tunable = {
-    ...good,
+  const broken = override(good, {
     key: good.key + ":with-broken",
     variants: [...good.variants, "broken"],
     build: (v, [a, b, c]) =>
       v === "broken"
         ? { ...matmulDispatch({ ...P, k: P.k - 4 }, a!, b!, c!, "tiled"), key: "broken" }
         : good.build(v, [a!, b!, c!]),
-  };
+  });
   const { timer } = fakeTimer({ broken: 1, tiled: 5e5, smem64x64: 6e5 });
   const { dev, tuner } = await openTuned(timer, null);
   try {
@@ -179,7 +192,7 @@ Deno.test("autotune: wall-clock measurements grow to ≥ 50 ms; the budget caps 
   const slow = fakeTimer({ tiled: 1e6, smem64x64: 1e6 }, false);
   const { dev, tuner } = await openTuned(slow.timer, null);
   try {
-    await tuner.tune([{ ...tunableOf(P), variants: ["tiled", "smem64x64"] }]);
+    await tuner.tune([override(tunableOf(P), { variants: ["tiled", "smem64x64"] })]);
     const reps = slow.calls.map((c) => c.reps);
     assert.equal(Math.max(...reps), 50, `reps ${reps}`);
     // 30 ms per launch: a 500 ms budget over 7 variants allows one measurement each.

@@ -223,7 +223,7 @@ export class Autotuner {
    */
   resolve(d: Dispatch): Dispatch {
     const t = d.tune;
-    if (!t) return d;
+    if (!t || t.variants.length < 2) return d;
     const choice = this.#choices.get(t.key);
     if (choice === undefined) {
       if (!this.#pending.has(t.key)) this.#pending.set(t.key, t);

@@ -218,7 +218,7 @@ export interface Tunable {
    * the kernels it names.
    */
   readonly key: string;
-  /** Variant names valid for this problem, the default first. */
+  /** Variant names valid for this problem, the default first (fewer than 2: nothing to choose). */
   readonly variants: readonly string[];
   /** The same launch on variant `variant` with these buffers (binding order). */
   build(variant: string, buffers: readonly Storage[]): Dispatch;
