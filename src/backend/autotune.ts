@@ -15,7 +15,8 @@
  * **Results.** Every variant computes the same product; they differ in f32 accumulation order,
  * so a choice can change the last bits of a result per adapter. Each candidate is compared once
  * with the default's output on the class's tuning inputs and is never chosen when it differs by
- * more than the class's tolerance. Once a choice is cached (memory, then disk) it is fixed, so
+ * more than the class's tolerance; another kernel than the default is chosen only when it is at
+ * least 5% faster. Once a choice is cached (memory, then disk) it is fixed, so
  * runs on one adapter with one cache repeat bit for bit.
  *
  * **Measuring.** With `timestamp-query` the device time of back-to-back launches in one compute
@@ -76,6 +77,8 @@ const CACHE_FILE = "autotune.json";
 const CACHE_FORMAT = 1;
 /** A wall-clock measurement shorter than this is dominated by Deno's 10 ms polling. */
 const WALL_TARGET_NS = 50e6;
+/** A variant replaces the default only when at least this much faster. */
+const MIN_GAIN = 1.05;
 /** Launches per measurement stay below the backend's auto-submit threshold (256). */
 const MAX_REPS = 200;
 
@@ -281,9 +284,11 @@ export class Autotuner {
       for (const v of valid) {
         ns[v] = await this.#measure(t.build(v, [...inputs, ...out]), budget);
       }
-      // Ties (and unmeasurable differences) keep the earlier variant: the default first.
+      // Ties keep the earlier variant; and another kernel than the default must win by more
+      // than the noise of a shared machine (MIN_GAIN) to be worth a change of accumulation order.
       let choice = valid[0]!;
       for (const v of valid) if (ns[v]! < ns[choice]!) choice = v;
+      if (ns[choice]! * MIN_GAIN > ns[valid[0]!]!) choice = valid[0]!;
       return { key: t.key, choice, ns, rejected };
     } finally {
       for (const s of [...inputs, ...ref, ...out]) be.release(s);
