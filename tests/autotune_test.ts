@@ -195,13 +195,17 @@ Deno.test("autotune: wall-clock measurements grow to ≥ 50 ms; the budget caps 
     await tuner.tune([override(tunableOf(P), { variants: ["tiled", "smem64x64"] })]);
     const reps = slow.calls.map((c) => c.reps);
     assert.equal(Math.max(...reps), 50, `reps ${reps}`);
-    // 30 ms per launch: a 500 ms budget over 7 variants allows one measurement each.
+    // 30 ms per launch: a 500 ms budget over 7 variants allows single launches only, and the
+    // measuring stays within the budget.
     const huge = fakeTimer({}, false, 3e7);
     const be = dev.backend as WebGpuBackend;
     be.autotuner = new Autotuner(be, { adapterKey: "t", cacheDir: null, timer: huge.timer });
     await be.autotuner.tune([tunableOf(P)]);
-    assert.equal(huge.calls.length, tunableOf(P).variants.length);
     assert.ok(huge.calls.every((c) => c.reps === 1), JSON.stringify(huge.calls));
+    assert.ok(huge.calls.length * 30 <= 500, `${huge.calls.length} launches of 30 ms`);
+    for (const v of tunableOf(P).variants) {
+      assert.ok(huge.calls.some((c) => c.key.split(":").includes(v)), `${v} not measured`);
+    }
     // Ties keep the default.
     assert.equal(be.autotuner.choices.get(tunableOf(P).key), tunableOf(P).variants[0]);
     assert.equal(tuner.choices.size, 1);
