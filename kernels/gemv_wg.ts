@@ -59,6 +59,49 @@ export function gemvWgFits(s: GemvShape, p: SmemProblem): boolean {
   return p.transposeB && p.k % 4 === 0 && p.strideA % 4 === 0 && p.strideB % 4 === 0;
 }
 
+/**
+ * WGSL of a strided accumulation: `acc = update(i, acc)` for `i = start, start + step, …` below
+ * `end`, with four independent accumulators so four loads are in flight per step (a GPU hides
+ * memory latency with loads in flight, not with more arithmetic), summed into `total` at the end.
+ *
+ * @param total Name of the result variable (declared here).
+ * @param start First index (WGSL expression).
+ * @param end Exclusive bound (WGSL expression).
+ * @param step Stride (a constant).
+ * @param update The accumulation of term `i` into accumulator `acc`, e.g. an `fma`.
+ * @param zero The accumulators' zero, e.g. `vec4f(0.0)`.
+ * @param guard A condition under which to accumulate at all (else `total` stays zero).
+ * @returns WGSL statements.
+ * @example
+ * ```ts
+ * import { stridedSum } from "./gemv_wg.ts";
+ * import assert from "node:assert/strict";
+ * const src = stridedSum("s", "lid.x", "n", 64, (i, acc) => `${acc} + x[${i}]`, "0.0", "true");
+ * assert.match(src, /i \+ 192u < n; i = i \+ 256u/);
+ * ```
+ */
+export function stridedSum(
+  total: string,
+  start: string,
+  end: string,
+  step: number,
+  update: (i: string, acc: string) => string,
+  zero: string,
+  guard: string,
+): string {
+  const accs = [0, 1, 2, 3].map((u) => `${total}${u}`);
+  return `  ${accs.map((a) => `var ${a} = ${zero};`).join(" ")}
+  if (${guard}) {
+    var i = ${start};
+    for (; i + ${3 * step}u < ${end}; i = i + ${4 * step}u) {
+${accs.map((a, u) => `      ${a} = ${update(u ? `(i + ${u * step}u)` : "i", a)};`).join("\n")}
+    }
+    for (; i < ${end}; i = i + ${step}u) { ${accs[0]} = ${update("i", accs[0]!)}; }
+  }
+  let ${total} = (${accs[0]} + ${accs[1]}) + (${accs[2]} + ${accs[3]});
+`;
+}
+
 /** Tree sum of `count` slots of `part` (stride `stride`), lane `lane`; barriers between levels. */
 function treeSum(count: number, lane: string, at: (i: string) => string): string {
   let s = "";
@@ -96,18 +139,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   let n4 = p.n / 4u;
   let abase = wid.z * p.sa;
   let bbase = wid.z * p.sb / 4u + c4;
-  var acc0 = vec4f(0.0);
-  var acc1 = vec4f(0.0);
-  if (c4 < n4) {
-    var k = lid.y;
-    // Two rows in flight per step keep more loads outstanding.
-    for (; k + ${s.ks}u < p.k; k = k + ${2 * s.ks}u) {
-      acc0 = fma(vec4f(f32(A[abase + k])), vec4f(B[bbase + k * n4]), acc0);
-      acc1 = fma(vec4f(f32(A[abase + k + ${s.ks}u])), vec4f(B[bbase + (k + ${s.ks}u) * n4]), acc1);
-    }
-    if (k < p.k) { acc0 = fma(vec4f(f32(A[abase + k])), vec4f(B[bbase + k * n4]), acc0); }
-  }
-  part[${at("lid.y")}] = acc0 + acc1;
+${
+      stridedSum(
+        "acc",
+        "lid.y",
+        "p.k",
+        s.ks,
+        (k, acc) => `fma(vec4f(f32(A[abase + ${k}])), vec4f(B[bbase + ${k} * n4]), ${acc})`,
+        "vec4f(0.0)",
+        "c4 < n4",
+      )
+    }  part[${at("lid.y")}] = acc;
   workgroupBarrier();
 ${treeSum(s.ks, "lid.y", at)}  if (lid.y == 0u && c4 < n4) {
     let v = part[lid.x];
@@ -129,13 +171,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   let k4 = p.k / 4u;
   let abase = wid.z * p.sa / 4u;
   let bbase = (wid.z * p.sb) / 4u + j * k4;
-  var acc = vec4f(0.0);
-  if (j < p.n) {
-    for (var t = lid.x; t < k4; t = t + ${s.lanes}u) {
-      acc = fma(vec4f(A[abase + t]), vec4f(B[bbase + t]), acc);
-    }
-  }
-  part[${at("lid.x")}] = acc[0] + acc[1] + acc[2] + acc[3];
+${
+    stridedSum(
+      "acc",
+      "lid.x",
+      "k4",
+      s.lanes,
+      (t, acc) => `fma(vec4f(A[abase + ${t}]), vec4f(B[bbase + ${t}]), ${acc})`,
+      "vec4f(0.0)",
+      "j < p.n",
+    )
+  }  part[${at("lid.x")}] = acc[0] + acc[1] + acc[2] + acc[3];
   workgroupBarrier();
 ${
     treeSum(s.lanes, "lid.x", at)

@@ -79,6 +79,8 @@ export type MatmulVariant =
   | "gemvSplitK16x16"
   | "gemvSplitK8x32"
   | "gemvSplitK32x8"
+  | "gemvSplitK4x64"
+  | "gemvSplitK2x128"
   | "gemvDot64x4"
   | "gemvDot32x8"
   | "gemvDot128x2";

@@ -37,6 +37,9 @@ export const GEMV_SHAPES = {
   gemvSplitK16x16: { kind: "splitK", wx: 16, ks: 16 },
   gemvSplitK8x32: { kind: "splitK", wx: 8, ks: 32 },
   gemvSplitK32x8: { kind: "splitK", wx: 32, ks: 8 },
+  // Fewer columns per workgroup: more workgroups (N / 16 for 4x64), 32-byte row segments.
+  gemvSplitK4x64: { kind: "splitK", wx: 4, ks: 64 },
+  gemvSplitK2x128: { kind: "splitK", wx: 2, ks: 128 },
   gemvDot64x4: { kind: "dot", lanes: 64, rows: 4 },
   gemvDot32x8: { kind: "dot", lanes: 32, rows: 8 },
   gemvDot128x2: { kind: "dot", lanes: 128, rows: 2 },

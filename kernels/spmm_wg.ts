@@ -17,6 +17,7 @@ import { bytesPerElement, type DType } from "../src/core/dtype.ts";
 import { uniform01 } from "../src/core/random.ts";
 import { defineKernel } from "./spec.ts";
 import { sampleOperand } from "./matmul_tuning.ts";
+import { stridedSum } from "./gemv_wg.ts";
 
 /** Workgroup shape of the split-K sparse GEMV: `wx` vec4 columns × `ks` entry slices. */
 export interface SpmmSplitShape {
@@ -31,6 +32,9 @@ export const SPMM_SPLIT_SHAPES = {
   spmmSplit16x16: { wx: 16, ks: 16 },
   spmmSplit8x32: { wx: 8, ks: 32 },
   spmmSplit32x8: { wx: 32, ks: 8 },
+  // Fewer columns per workgroup: more workgroups for one decoding row (D_out / 16 for 4x64).
+  spmmSplit4x64: { wx: 4, ks: 64 },
+  spmmSplit2x128: { wx: 2, ks: 128 },
 } as const satisfies Record<string, SpmmSplitShape>;
 
 /** Version of these kernels, part of their class keys (bump when they change). */
@@ -114,19 +118,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   let row = wid.y;
   let n4 = p.dOut / 4u;
   ${range}
-  var acc0 = vec4f(0.0);
-  var acc1 = vec4f(0.0);
-  if (c4 < n4) {
-    var t = lo + lid.y;
-    // Two entries in flight per step keep more weight loads outstanding.
-    for (; t + ${s.ks}u < hi; t = t + ${2 * s.ks}u) {
-      acc0 = fma(vec4f(f32(vals[t])), vec4f(W[idxs[t] * n4 + c4]), acc0);
-      let t1 = t + ${s.ks}u;
-      acc1 = fma(vec4f(f32(vals[t1])), vec4f(W[idxs[t1] * n4 + c4]), acc1);
-    }
-    if (t < hi) { acc0 = fma(vec4f(f32(vals[t])), vec4f(W[idxs[t] * n4 + c4]), acc0); }
-  }
-  part[lid.y * ${s.wx}u + lid.x] = acc0 + acc1;
+${
+    stridedSum(
+      "acc",
+      "lo + lid.y",
+      "hi",
+      s.ks,
+      (t, acc) => `fma(vec4f(f32(vals[${t}])), vec4f(W[idxs[${t}] * n4 + c4]), ${acc})`,
+      "vec4f(0.0)",
+      "c4 < n4",
+    )
+  }  part[lid.y * ${s.wx}u + lid.x] = acc;
   workgroupBarrier();
 ${tree}  if (lid.y == 0u && c4 < n4) {
     let v = part[lid.x];
@@ -196,7 +198,7 @@ function pow2(x: number): number {
  * import { spmmTunable } from "./spmm_wg.ts";
  * import assert from "node:assert/strict";
  * const t = spmmTunable({ rows: 1, dIn: 4096, dOut: 4096, k: 1638, dtype: "f32" }, "fixed", () => { throw new Error("not run"); });
- * assert.equal(t.key, "spmm.v1:f32:fixed:r1:i4096:o4096:k2048:rows,spmmSplit16x16,spmmSplit8x32,spmmSplit32x8");
+ * assert.equal(t.key, "spmm.v1:f32:fixed:r1:i4096:o4096:k2048:rows,spmmSplit16x16,spmmSplit8x32,spmmSplit32x8,spmmSplit4x64,spmmSplit2x128");
  * ```
  */
 export function spmmTunable(

@@ -172,6 +172,8 @@ Deno.test("candidates: GEMVs for one row, tilings otherwise, each valid for the 
     "gemvSplitK16x16",
     "gemvSplitK8x32",
     "gemvSplitK32x8",
+    "gemvSplitK4x64",
+    "gemvSplitK2x128",
   ]);
   // n = 7: only scalar-load tilings are valid for B [k, n].
   assert.deepEqual(matmulCandidates({ ...base, m: 9, n: 7, k: 8 }), ["smem64x64s", "smem32x32s"]);
