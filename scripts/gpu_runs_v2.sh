@@ -42,7 +42,7 @@ bench decode 40 bench/decode.ts --device webgpu --batches 1,16 --sparsities 0.5,
 bench matmul 20 bench/matmul_table.ts
 bench matmul-variants 90 bench/matmul_variants.ts --big --f16
 bench sparsity 25 bench/sparsity_table.ts --no-peers --quick
-bench train 30 bench/train_speed.ts tiny:0 tiny:0.5 s:0 s:0.5 l:0 l:0.5
+bench train 45 bench/train_speed.ts tiny:0 tiny:0.5 s:0 s:0.5 l:0 l:0.5
 
 sweep lr_tuning size=n853k
 step "pick n853k" 30 $RUN scripts/pick_lr.ts --profile full --require n853k

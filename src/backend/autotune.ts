@@ -264,22 +264,26 @@ export class Autotuner {
       be.write(s, data);
       return s;
     });
-    const ref = t.outputBytes.map((b) => be.allocate(Math.max(4, b), "autotune"));
-    const out = t.outputBytes.map((b) => be.allocate(Math.max(4, b), "autotune"));
+    // One set of outputs per variant, so every checking run is read back after one wait.
+    const outs = t.variants.map(() =>
+      t.outputBytes.map((b) => be.allocate(Math.max(4, b), "autotune"))
+    );
     const rejected: string[] = [];
     const ns: Record<string, number> = {};
     try {
-      be.dispatch(t.build(t.variants[0]!, [...inputs, ...ref]));
-      const want = await Promise.all(ref.map((s, i) => be.read(s, t.outputBytes[i]!)));
+      // One run each on the tuning inputs, compared with the default's output; this also
+      // compiles the pipelines, so the timings below exclude compilation.
+      t.variants.forEach((v, i) => be.dispatch(t.build(v, [...inputs, ...outs[i]!])));
+      const got = await Promise.all(
+        outs.map((o) => Promise.all(o.map((s, j) => be.read(s, t.outputBytes[j]!)))),
+      );
       const valid: string[] = [t.variants[0]!];
-      for (const v of t.variants.slice(1)) {
-        // One run each on the tuning inputs, compared with the default's output; this also
-        // compiles the pipeline, so the timings below exclude compilation.
-        be.dispatch(t.build(v, [...inputs, ...out]));
-        const got = await Promise.all(out.map((s, i) => be.read(s, t.outputBytes[i]!)));
-        if (got.every((g, i) => outputsAgree(g, want[i]!, t))) valid.push(v);
+      t.variants.forEach((v, i) => {
+        if (i === 0) return;
+        if (got[i]!.every((g, j) => outputsAgree(g, got[0]![j]!, t))) valid.push(v);
         else rejected.push(v);
-      }
+      });
+      const out = outs[0]!;
       const budget = this.#budgetNs / valid.length;
       for (const v of valid) {
         ns[v] = await this.#measure(t.build(v, [...inputs, ...out]), budget);
@@ -291,14 +295,14 @@ export class Autotuner {
       if (ns[choice]! * MIN_GAIN > ns[valid[0]!]!) choice = valid[0]!;
       return { key: t.key, choice, ns, rejected };
     } finally {
-      for (const s of [...inputs, ...ref, ...out]) be.release(s);
+      for (const s of [...inputs, ...outs.flat()]) be.release(s);
     }
   }
 
   /**
-   * Nanoseconds per launch: measurements grow until they are long enough to trust, then up to
-   * two more at that length while the budget allows, keeping the fastest (a shared machine's
-   * load only ever adds time).
+   * Nanoseconds per launch: measurements grow until they are long enough to trust, then one more
+   * at that length when the budget allows, keeping the faster (a shared machine's load only ever
+   * adds time; each measurement waits for the device once, ≥ 10 ms in Deno).
    */
   async #measure(d: Dispatch, budgetNs: number): Promise<number> {
     const target = this.#timer.precise ? 1e6 : WALL_TARGET_NS;
@@ -308,7 +312,7 @@ export class Autotuner {
       spent += total;
       let best = total / reps;
       if (total >= target || reps >= MAX_REPS || spent + 2 * total > budgetNs) {
-        for (let again = 0; again < 2 && spent + total <= budgetNs; again++) {
+        if (spent + total <= budgetNs) {
           const t = await this.#timer.time(d, reps);
           spent += t;
           best = Math.min(best, t / reps);
