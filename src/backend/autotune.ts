@@ -82,12 +82,21 @@ const MIN_GAIN = 1.05;
 /** Launches per measurement stay below the backend's auto-submit threshold (256). */
 const MAX_REPS = 200;
 
-function env(name: string): string | undefined {
+/**
+ * Whether a permission is granted, asked without prompting: every WebGPU device reads these
+ * settings at open, and a script that never tunes must not stop at a permission prompt.
+ */
+function granted(desc: Deno.PermissionDescriptor): boolean {
   try {
-    return Deno.env.get(name);
+    return Deno.permissions.querySync(desc).state === "granted";
   } catch {
-    return undefined; // no --allow-env: as if unset
+    return false;
   }
+}
+
+function env(name: string): string | undefined {
+  // Without --allow-env: as if unset.
+  return granted({ name: "env", variable: name }) ? Deno.env.get(name) : undefined;
 }
 
 /**
@@ -133,6 +142,7 @@ type CacheFile = { format: number; adapters: Record<string, Record<string, strin
 
 function readCache(dir: string): CacheFile {
   try {
+    if (!granted({ name: "read", path: `${dir}/${CACHE_FILE}` })) throw new Error("no read");
     const parsed = JSON.parse(Deno.readTextFileSync(`${dir}/${CACHE_FILE}`)) as CacheFile;
     if (parsed.format === CACHE_FORMAT && typeof parsed.adapters === "object") return parsed;
   } catch {
@@ -325,7 +335,7 @@ export class Autotuner {
   }
 
   #save(): void {
-    if (this.#cacheDir === null) return;
+    if (this.#cacheDir === null || !granted({ name: "write", path: this.#cacheDir })) return;
     try {
       Deno.mkdirSync(this.#cacheDir, { recursive: true });
       // Read again before writing: another process may have added other adapters or classes.
