@@ -294,3 +294,27 @@ Deno.test("autotune: a Q-Sparse training step on tuned kernels matches the defau
     ref.destroy();
   }
 });
+
+Deno.test("autotune: a variant the adapter cannot compile is rejected and the device stays usable", async () => {
+  if (!gpu) return;
+  const good = tunableOf(P);
+  const withBad = override(good, {
+    key: good.key + ":with-uncompilable",
+    variants: [...good.variants.slice(0, 2), "uncompilable"],
+    build: (v, buffers) =>
+      v === "uncompilable"
+        ? { ...good.build(good.variants[0]!, buffers), key: "uncompilable", wgsl: () => "fn (" }
+        : good.build(v, buffers),
+  });
+  const { timer } = fakeTimer({ uncompilable: 1, tiled: 5e5, smem64x64: 6e5 });
+  const { dev, tuner } = await openTuned(timer, null);
+  try {
+    const [r] = await tuner.tune([withBad]);
+    assert.deepEqual(r!.rejected, ["uncompilable"]);
+    assert.equal(r!.choice, "tiled");
+    await checkProduct(dev, P);
+    await dev.flush();
+  } finally {
+    dev.destroy();
+  }
+});

@@ -283,14 +283,32 @@ export class Autotuner {
     try {
       // One run each on the tuning inputs, compared with the default's output; this also
       // compiles the pipelines, so the timings below exclude compilation.
-      t.variants.forEach((v, i) => be.dispatch(t.build(v, [...inputs, ...outs[i]!])));
-      const got = await Promise.all(
-        outs.map((o) => Promise.all(o.map((s, j) => be.read(s, t.outputBytes[j]!)))),
-      );
+      const run = (i: number) => {
+        be.dispatch(t.build(t.variants[i]!, [...inputs, ...outs[i]!]));
+        return Promise.all(outs[i]!.map((s, j) => be.read(s, t.outputBytes[j]!)));
+      };
+      let got: (ArrayBuffer[] | null)[];
+      try {
+        got = await Promise.all(t.variants.map((_, i) => run(i)));
+      } catch {
+        // A variant this adapter cannot compile or validate (the device reports it at the next
+        // wait): find it by running them one at a time, and never choose it.
+        await settleErrors(be);
+        got = [await run(0)];
+        for (let i = 1; i < t.variants.length; i++) {
+          try {
+            got.push(await run(i));
+          } catch {
+            await settleErrors(be);
+            got.push(null);
+          }
+        }
+      }
       const valid: string[] = [t.variants[0]!];
       t.variants.forEach((v, i) => {
         if (i === 0) return;
-        if (got[i]!.every((g, j) => outputsAgree(g, got[0]![j]!, t))) valid.push(v);
+        const g = got[i];
+        if (g && g.every((x, j) => outputsAgree(x, got[0]![j]!, t))) valid.push(v);
         else rejected.push(v);
       });
       const out = outs[0]!;
@@ -348,6 +366,22 @@ export class Autotuner {
       Deno.renameSync(tmp, `${this.#cacheDir}/${CACHE_FILE}`);
     } catch {
       // A read-only or missing home, or no --allow-write: choices stay in memory.
+    }
+  }
+}
+
+/**
+ * Waits until the device reports no more errors from earlier commands (a failed pipeline is
+ * reported once at compilation and again when a launch uses it), so the caller's next operation
+ * does not inherit them.
+ */
+async function settleErrors(be: Backend): Promise<void> {
+  for (let i = 0; i < 4; i++) {
+    try {
+      await be.flush();
+      return;
+    } catch {
+      // Consumed; wait again in case another report is on its way.
     }
   }
 }
