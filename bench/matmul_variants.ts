@@ -6,7 +6,8 @@
  * launches to beat Deno's 10 ms polling), with a larger budget than autotune's default.
  * Writes results/bench/matmul_variants.json.
  *
- * Run: `deno run -A bench/matmul_variants.ts [--big] [--f16] [--budget MS] [--cache DIR]`
+ * Run: `deno run -A bench/matmul_variants.ts [--big] [--f16] [--budget MS] [--cache DIR]
+ * [--only TEXT]` (`--only` keeps the cases whose name contains TEXT)
  * (`--big` adds 2048³ and 4096³ for a real GPU; the autotune cache goes to a temporary folder
  * unless `--cache` names one, so a bench never changes what later runs on this machine pick).
  */
@@ -25,6 +26,7 @@ const { values: args } = parseArgs({
     f16: { type: "boolean", default: false },
     budget: { type: "string", default: "2000" },
     cache: { type: "string" },
+    only: { type: "string" },
   },
 });
 const cacheDir = args.cache ?? await Deno.makeTempDir({ prefix: "qsparse-autotune-" });
@@ -64,6 +66,7 @@ async function measure(
   flops: number,
   bytes?: number,
 ): Promise<void> {
+  if (args.only && !label.includes(args.only)) return;
   // A fresh tuner per case: classes bucket shapes, and the bench wants every case measured.
   const bench = new Autotuner(be, {
     adapterKey: "bench",
