@@ -47,8 +47,10 @@ for (const c of cases) {
     step();
     await dev.flush();
     // Kernel variants measured on this adapter for the classes the warm-up step met (WebGPU;
-    // a no-op elsewhere); the timed steps below then run the choices.
-    if (!Deno.args.includes("--no-autotune")) await dev.autotune();
+    // a no-op elsewhere); the timed steps below then run the choices. The profiled pass reuses
+    // them from the disk cache (profiling takes the timestamp queries, so it would tune on the
+    // slower wall clock).
+    if (!profile && !Deno.args.includes("--no-autotune")) await dev.autotune();
     dev.backend.resetProfile();
     const submits0 = dev.stats().submits, dispatches0 = dev.stats().dispatches;
     const times: number[] = [];

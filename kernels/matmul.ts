@@ -74,6 +74,7 @@ export type MatmulVariant =
   | "smem128x128"
   | "smem128x64"
   | "smem64x64k32"
+  | "smem128x128k8"
   | "smem64x64s"
   | "smem32x32s"
   | "gemvSplitK16x16"
