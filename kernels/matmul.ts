@@ -75,6 +75,8 @@ export type MatmulVariant =
   | "smem128x64"
   | "smem64x64k32"
   | "smem128x128k8"
+  | "smem128x128p"
+  | "smem64x64p"
   | "smem64x64s"
   | "smem32x32s"
   | "gemvSplitK16x16"

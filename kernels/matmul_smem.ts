@@ -35,6 +35,11 @@ export interface SmemTile {
   readonly tn: number;
   /** vec4 loads along each operand's contiguous dim (needs it to be a multiple of 4). */
   readonly vec4: boolean;
+  /**
+   * Load the next slices into registers while computing on the staged ones (one barrier-free
+   * global-load latency hidden per slice, for a GPU; costs registers).
+   */
+  readonly prefetch?: boolean;
 }
 
 /** The subset of `MatmulProblem` this kernel reads (kept structural so matmul.ts can pass its own). */
@@ -100,7 +105,9 @@ export function smemFits(t: SmemTile, p: SmemProblem): boolean {
 
 /**
  * Loads of one operand's tile into workgroup memory, staged `[BK][rows]` (k-major) so the inner
- * loop reads vec4 runs along rows (A) or columns (B).
+ * loop reads vec4 runs along rows (A) or columns (B). `direct` loads and stores at once;
+ * `load` only fills the registers `pf<name><round>` from the slice at `kBase` (so the loads are in
+ * flight during the compute of the current slice), and `store` writes those registers to staging.
  *
  * @param name `A` or `B`.
  * @param rowsDim Tile extent along m (A) or n (B).
@@ -112,6 +119,8 @@ function tileLoad(
   kMajor: boolean,
   t: SmemTile,
   threads: number,
+  mode: "direct" | "load" | "store" = "direct",
+  kBase = "k0",
 ): string {
   const sh = `tile${name}`;
   const v = t.vec4 ? 4 : 1;
@@ -122,31 +131,33 @@ function tileLoad(
   // Leading dim of the stored matrix: the contiguous one.
   const lead = kMajor ? extent : "p.k";
   const base = name === "A" ? "abase" : "bbase";
+  const zero = t.vec4 ? "vec4f(0.0)" : "0.0";
   let s = "";
   for (let r = 0; r < rounds; r++) {
+    const reg = `pf${name}${r}`;
     s += `  {\n    let l = lid + ${r * threads}u;\n`;
     if ((r + 1) * threads > total) s += `    if (l < ${total}u) {\n`;
-    if (kMajor) {
-      // Stored [k][rows]: a vec4 runs along rows; it lands in staging as one vec4.
-      const per = rowsDim / v;
-      s += `    let kr = l / ${per}u;\n    let rr = (l % ${per}u) * ${v}u;\n`;
-      s += `    let gk = k0 + kr;\n    let gr = ${origin} + rr;\n`;
-      s += `    var val = ${t.vec4 ? "vec4f(0.0)" : "0.0"};\n`;
-      s += `    if (gk < p.k && gr < ${extent}) { val = ${
+    // kMajor: stored [k][rows], a vec4 runs along rows and lands in staging as one vec4.
+    // Otherwise stored [rows][k]: a vec4 runs along k; its lanes go to 4 staging rows.
+    const per = kMajor ? rowsDim / v : t.bk / v;
+    s += kMajor
+      ? `    let kr = l / ${per}u;\n    let rr = (l % ${per}u) * ${v}u;\n`
+      : `    let rr = l / ${per}u;\n    let kr = (l % ${per}u) * ${v}u;\n`;
+    if (mode !== "store") {
+      const at = kMajor ? `gk * ${lead} + gr` : `gr * ${lead} + gk`;
+      const dst = mode === "load" ? reg : "val";
+      s += `    let gk = ${kBase} + kr;\n    let gr = ${origin} + rr;\n`;
+      if (mode === "direct") s += `    var val = ${zero};\n`;
+      else s += `    ${reg} = ${zero};\n`;
+      s += `    if (gk < p.k && gr < ${extent}) { ${dst} = ${
         t.vec4 ? "vec4f" : "f32"
-      }(${name}[(${base} + gk * ${lead} + gr) / ${v}u]); }\n`;
-      if (t.vec4) s += `    ${sh}[(kr * ${rowsDim}u + rr) / 4u] = val;\n`;
-      else s += `    let e = kr * ${rowsDim}u + rr;\n    ${sh}[e / 4u][e % 4u] = val;\n`;
+      }(${name}[(${base} + ${at}) / ${v}u]); }\n`;
     } else {
-      // Stored [rows][k]: a vec4 runs along k; its lanes go to 4 consecutive staging rows.
-      const per = t.bk / v;
-      s += `    let rr = l / ${per}u;\n    let kr = (l % ${per}u) * ${v}u;\n`;
-      s += `    let gk = k0 + kr;\n    let gr = ${origin} + rr;\n`;
-      s += `    var val = ${t.vec4 ? "vec4f(0.0)" : "0.0"};\n`;
-      s += `    if (gk < p.k && gr < ${extent}) { val = ${
-        t.vec4 ? "vec4f" : "f32"
-      }(${name}[(${base} + gr * ${lead} + gk) / ${v}u]); }\n`;
-      if (t.vec4) {
+      s += `    let val = ${reg};\n`;
+    }
+    if (mode !== "load") {
+      if (kMajor && t.vec4) s += `    ${sh}[(kr * ${rowsDim}u + rr) / 4u] = val;\n`;
+      else if (t.vec4) {
         for (let j = 0; j < 4; j++) {
           s +=
             `    { let e = (kr + ${j}u) * ${rowsDim}u + rr; ${sh}[e / 4u][e % 4u] = val[${j}]; }\n`;
@@ -156,6 +167,14 @@ function tileLoad(
     if ((r + 1) * threads > total) s += "    }\n";
     s += "  }\n";
   }
+  return s;
+}
+
+/** Declarations of the prefetch registers of one operand (see {@link tileLoad}). */
+function prefetchRegs(name: "A" | "B", rowsDim: number, t: SmemTile, threads: number): string {
+  const rounds = Math.ceil((rowsDim * t.bk) / (t.vec4 ? 4 : 1) / threads);
+  let s = "";
+  for (let r = 0; r < rounds; r++) s += `  var pf${name}${r} = ${t.vec4 ? "vec4f(0.0)" : "0.0"};\n`;
   return s;
 }
 
@@ -206,6 +225,22 @@ export function matmulSmemWgsl(dtype: DType, ta: boolean, tb: boolean, t: SmemTi
     }
     store += "  }\n";
   }
+  // Without prefetch each slice is loaded and staged at the top of its iteration; with it the
+  // registers filled during the previous iteration are staged, and the next slice's loads are
+  // issued right after the barrier so they overlap this slice's arithmetic.
+  const [ka, kb] = [ta, !tb];
+  const prologue = t.prefetch
+    ? prefetchRegs("A", t.bm, t, threads) + prefetchRegs("B", t.bn, t, threads) +
+      tileLoad("A", t.bm, ka, t, threads, "load", "0u") +
+      tileLoad("B", t.bn, kb, t, threads, "load", "0u")
+    : "";
+  const stage = t.prefetch
+    ? tileLoad("A", t.bm, ka, t, threads, "store") + tileLoad("B", t.bn, kb, t, threads, "store")
+    : tileLoad("A", t.bm, ka, t, threads) + tileLoad("B", t.bn, kb, t, threads);
+  const prefetchNext = t.prefetch
+    ? tileLoad("A", t.bm, ka, t, threads, "load", `k0 + ${t.bk}u`) +
+      tileLoad("B", t.bn, kb, t, threads, "load", `k0 + ${t.bk}u`)
+    : "";
   const header = MATMUL_SMEM.header({
     types: { T: dtype, V: t.vec4 ? `vec4<${dtype}>` : dtype },
   });
@@ -223,8 +258,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid3: v
   let abase = wid.z * p.sa;
   let bbase = wid.z * p.sb;
   let cbase = wid.z * p.sc;
-${decl}  for (var k0 = 0u; k0 < p.k; k0 = k0 + ${t.bk}u) {
-${tileLoad("A", t.bm, ta, t, threads)}${tileLoad("B", t.bn, !tb, t, threads)}    workgroupBarrier();
+${decl}${prologue}  for (var k0 = 0u; k0 < p.k; k0 = k0 + ${t.bk}u) {
+${stage}    workgroupBarrier();
+${prefetchNext}
     for (var kk = 0u; kk < ${t.bk}u; kk = kk + 1u) {
 ${inner}    }
     workgroupBarrier();

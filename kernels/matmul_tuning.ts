@@ -29,6 +29,8 @@ export const SMEM_TILES = {
   smem128x64: { bm: 128, bn: 64, bk: 16, tm: 8, tn: 4, vec4: true },
   smem64x64k32: { bm: 64, bn: 64, bk: 32, tm: 4, tn: 4, vec4: true },
   smem128x128k8: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8, vec4: true },
+  smem128x128p: { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8, vec4: true, prefetch: true },
+  smem64x64p: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4, vec4: true, prefetch: true },
   smem64x64s: { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4, vec4: false },
   smem32x32s: { bm: 32, bn: 32, bk: 16, tm: 4, tn: 4, vec4: false },
 } as const satisfies Record<string, SmemTile>;

@@ -125,7 +125,9 @@ Deno.test("workgroup GEMV: every shape matches the CPU twin, tails included", as
 
 Deno.test("tuned variants: batches with their own and with broadcast operands", async () => {
   if (!gpu) return;
-  for (const variant of ["smem64x64", "smem32x32s", "smem128x64"] as MatmulVariant[]) {
+  for (
+    const variant of ["smem64x64", "smem32x32s", "smem128x64", "smem64x64p"] as MatmulVariant[]
+  ) {
     for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
       const p: Problem = { m: 36, k: 20, n: 68, ta: ta!, tb: tb!, dtype: "f32" };
       await check(variant, p, [3], [3]);
@@ -143,7 +145,9 @@ Deno.test("tuned variants: batches with their own and with broadcast operands", 
 
 Deno.test("tuned variants: f16 storage with f32 accumulation", async () => {
   if (!gpu?.backend.hasF16) return;
-  for (const variant of ["smem64x64", "smem128x128", "smem64x64s"] as MatmulVariant[]) {
+  for (
+    const variant of ["smem64x64", "smem128x128", "smem64x64s", "smem128x128p"] as MatmulVariant[]
+  ) {
     for (const [ta, tb] of [[false, false], [true, true]]) {
       await check(variant, { m: 72, k: 260, n: 40, ta: ta!, tb: tb!, dtype: "f16" });
     }
