@@ -82,7 +82,9 @@ export type {
   Replay,
   Storage,
   TaskContext,
+  Tunable,
 } from "./src/backend/backend.ts";
+export type { TuneResult } from "./src/backend/autotune.ts";
 export { needsGrad, noGrad, record } from "./src/autograd/tape.ts";
 export type { GradNode } from "./src/autograd/tape.ts";
 export { backward } from "./src/autograd/backward.ts";

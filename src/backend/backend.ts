@@ -204,6 +204,43 @@ export interface Dispatch {
   uniforms?: Uint32Array;
   /** Workgroup counts. */
   workgroups: readonly [number, number, number];
+  /**
+   * Other kernels that compute the same result (see src/backend/autotune.ts): a backend that
+   * autotunes may run the variant measured fastest on its adapter for this problem class
+   * instead. Host backends ignore it (every variant shares `cpu` and `native`).
+   */
+  tune?: Tunable;
+}
+
+/**
+ * Interchangeable kernels for one launch, offered to an autotuning backend. The dispatch that
+ * carries it is the default variant, `variants[0]`.
+ */
+export interface Tunable {
+  /**
+   * Problem class: one choice serves every problem of the class (e.g. a bucket of shapes, dtype,
+   * transposes), so it must include what decides which variants are valid, and the version of
+   * the kernels it names.
+   */
+  readonly key: string;
+  /** Variant names valid for this problem, the default first (fewer than 2: nothing to choose). */
+  readonly variants: readonly string[];
+  /** The same launch on variant `variant` with these buffers (binding order). */
+  build(variant: string, buffers: readonly Storage[]): Dispatch;
+  /**
+   * Host contents of the input buffers for a tuning run, in binding order (deterministic; the
+   * outputs follow them in the binding list).
+   */
+  sampleInputs(): ArrayBufferView[];
+  /** Byte sizes of the output buffers, bound after the inputs. */
+  readonly outputBytes: readonly number[];
+  /** Element type of the outputs, to compare variants: f32 or f16. */
+  readonly outputDType: "f32" | "f16";
+  /**
+   * A variant is accepted when every output element is within `tolerance · max|reference|` of
+   * the default's (accumulation order may differ between variants, never the math).
+   */
+  readonly tolerance: number;
 }
 
 /**

@@ -25,6 +25,7 @@ import type {
   Storage,
 } from "./backend.ts";
 import { CaptureError, DeviceError } from "../core/errors.ts";
+import { autotuneEnabled, Autotuner, type DispatchTimer, wallClockTimer } from "./autotune.ts";
 
 const STORAGE_USAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST
 const UNIFORM_USAGE = 0x40 | 0x08; // UNIFORM | COPY_DST
@@ -77,6 +78,8 @@ export interface WebGpuOptions {
    * null for them so the caller can pick the native backend instead. Default true.
    */
   allowSoftware?: boolean;
+  /** Choose among interchangeable kernels by measurement (src/backend/autotune.ts). Default on. */
+  autotune?: boolean;
 }
 
 /**
@@ -157,6 +160,10 @@ export class WebGpuBackend implements Backend {
   readonly limits: DeviceLimits;
   readonly hasF16: boolean;
   readonly device: GPUDevice;
+  /** Picks tuned kernel variants (set by {@link WebGpuBackend.open}; null: defaults only). */
+  autotuner: Autotuner | null = null;
+  #passTimestamps: GPUComputePassTimestampWrites | undefined;
+  #tuneQueries: GPUQuerySet | null = null;
   #alignment: number;
   #nextId = 1;
   #live = new Map<number, GpuStorage>();
@@ -249,7 +256,59 @@ export class WebGpuBackend implements Backend {
     const description = info.description || [info.vendor, info.architecture, info.device]
       .filter(Boolean).join(" ") ||
       "unknown WebGPU adapter";
-    return new WebGpuBackend(device, description, opts);
+    const backend = new WebGpuBackend(device, description, opts);
+    if (autotuneEnabled(opts.autotune)) {
+      const adapterKey = [info.vendor, info.architecture, info.device, info.description]
+        .join("|") + `|deno ${Deno.version.deno}`;
+      backend.autotuner = new Autotuner(backend, { adapterKey, timer: backend.tuningTimer() });
+    }
+    return backend;
+  }
+
+  /**
+   * The autotuner's clock: device time from timestamp queries when the device has them (and is
+   * not profiling, which uses them per dispatch), else wall time around `flush`.
+   *
+   * @returns The timer.
+   */
+  tuningTimer(): DispatchTimer {
+    const wall = wallClockTimer(this);
+    if (this.#profiling || !this.device.features.has("timestamp-query")) return wall;
+    return {
+      precise: true,
+      time: async (d, reps) => {
+        this.#submit();
+        this.#tuneQueries ??= this.device.createQuerySet({ type: "timestamp", count: 2 });
+        // The launches share one compute pass (reps < 256 keeps them in one submit); its two
+        // timestamps bracket them.
+        this.#passTimestamps = {
+          querySet: this.#tuneQueries,
+          beginningOfPassWriteIndex: 0,
+          endOfPassWriteIndex: 1,
+        };
+        try {
+          for (let i = 0; i < reps; i++) this.dispatch(d);
+        } finally {
+          this.#passTimestamps = undefined;
+        }
+        const resolve = this.device.createBuffer({ size: 16, usage: QUERY_RESOLVE_USAGE });
+        const readback = this.device.createBuffer({ size: 16, usage: MAP_READ_USAGE });
+        const enc = this.#ensureEncoder();
+        this.#endPass();
+        enc.resolveQuerySet(this.#tuneQueries, 0, 2, resolve, 0);
+        enc.copyBufferToBuffer(resolve, 0, readback, 0, 16);
+        this.#submit();
+        try {
+          await this.#settle("autotune", readback.mapAsync(1));
+          const t = new BigUint64Array(readback.getMappedRange().slice(0));
+          readback.unmap();
+          return Number(t[1]! - t[0]!);
+        } finally {
+          readback.destroy();
+          resolve.destroy();
+        }
+      },
+    };
   }
 
   #check(op: string): void {
@@ -438,6 +497,7 @@ export class WebGpuBackend implements Backend {
 
   dispatch(d: Dispatch): void {
     this.#check(d.op);
+    if (d.tune && this.autotuner) d = this.autotuner.resolve(d);
     const [x, y, z] = d.workgroups;
     const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
     if (x > maxDim || y > maxDim || z > maxDim) {
@@ -496,7 +556,9 @@ export class WebGpuBackend implements Backend {
       pass.dispatchWorkgroups(x, y, z);
       pass.end();
     } else {
-      this.#pass ??= enc.beginComputePass();
+      this.#pass ??= enc.beginComputePass(
+        this.#passTimestamps && { timestampWrites: this.#passTimestamps },
+      );
       this.#pass.setPipeline(pipeline);
       this.#pass.setBindGroup(0, bindGroup, offsets);
       this.#pass.dispatchWorkgroups(x, y, z);

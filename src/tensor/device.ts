@@ -12,7 +12,9 @@ import type {
   Dispatch,
   KernelTime,
   Storage,
+  Tunable,
 } from "../backend/backend.ts";
+import type { TuneResult } from "../backend/autotune.ts";
 import { CpuBackend } from "../backend/cpu.ts";
 import { WebGpuBackend } from "../backend/webgpu.ts";
 import { NativeBackend } from "../backend/native.ts";
@@ -45,6 +47,12 @@ export interface OpenDeviceOptions {
   blas?: string;
   /** Native backend: threads for host kernels (also `QSPARSE_THREADS`; default: every core). */
   threads?: number;
+  /**
+   * WebGPU: choose among interchangeable kernels (e.g. matmul tilings for discrete GPUs) by a
+   * measurement per problem class, cached per adapter; see {@link Device.autotune}. Default on;
+   * `false` or `QSPARSE_AUTOTUNE=0` keeps the default kernels.
+   */
+  autotune?: boolean;
   /**
    * Lazy fusion of elementwise ops (see {@link DeviceOptions.fuse}); default on for WebGPU, off
    * for the host backends.
@@ -352,6 +360,29 @@ export class Device implements Disposable {
     this.backend.dispatch(d);
   }
 
+  /**
+   * Measures, on this adapter, the kernel variants of every problem class met since the last
+   * call that has no choice yet (cached choices apply without it), and runs the fastest correct
+   * one from then on. Call it once after a warm-up step and before a loop: it waits for the
+   * device. A no-op on the host backends and with autotuning off.
+   *
+   * @param extra Tunables (a dispatch's `tune`) to measure besides the recorded classes.
+   * @returns What was measured, per class.
+   *
+   * @example
+   * ```ts
+   * import { matmul, openDevice } from "@qsparse/kit";
+   * import assert from "node:assert/strict";
+   * using dev = await openDevice({ prefer: "cpu" });
+   * matmul(dev.zeros([64, 64]), dev.zeros([64, 64])).dispose();
+   * assert.deepEqual(await dev.autotune(), []); // nothing to choose on the CPU backend
+   * ```
+   */
+  async autotune(extra: readonly Tunable[] = []): Promise<TuneResult[]> {
+    const b = this.backend;
+    return b instanceof WebGpuBackend && b.autotuner ? await b.autotuner.tune(extra) : [];
+  }
+
   /** Submits pending work and waits for the device. @returns When done. */
   flush(): Promise<void> {
     return this.backend.flush();
@@ -403,7 +434,11 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<Device> 
   if (opts.prefer === undefined || opts.prefer === "webgpu") {
     let gpu: WebGpuBackend | null = null;
     try {
-      gpu = await WebGpuBackend.open({ profile, allowSoftware: opts.prefer === "webgpu" });
+      gpu = await WebGpuBackend.open({
+        profile,
+        allowSoftware: opts.prefer === "webgpu",
+        autotune: opts.autotune,
+      });
     } catch (e) {
       if (opts.prefer === "webgpu") {
         throw new DeviceError("openDevice", `WebGPU failed to open: ${(e as Error).message}`);
@@ -422,7 +457,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<Device> 
     }
     let soft: WebGpuBackend | null = null;
     try {
-      soft = await WebGpuBackend.open({ profile, allowSoftware: true });
+      soft = await WebGpuBackend.open({ profile, allowSoftware: true, autotune: opts.autotune });
     } catch {
       soft = null;
     }
