@@ -4,14 +4,16 @@
  * dimension) — so attention reads q, k, v stored `[B, T, H, hd]` as `[B, H, T, hd]` matrices and
  * writes its context straight back into `[B, T, H, hd]`, with no permute copies.
  *
- * Two WGSL kernels, the same arithmetic as the `tiled` and `general` kernels of
- * `kernels/matmul.ts` (an 8×8 block of C per invocation in vec4 registers, the same FMA order),
- * with every address computed from the layouts instead of from `m`, `n`, `k`: on the same data
- * they give the same bits as the contiguous kernels after a permute.
+ * Three WGSL kernels with the arithmetic of the `tiled`, `general` and `gemv` kernels of
+ * `kernels/matmul.ts` (the same FMA order) and every address computed from the layouts instead
+ * of from `m`, `n`, `k`: on the same data they give the same bits as the contiguous kernels
+ * after a permute.
  * - **tiled**: vec4 loads along each operand's contiguous dim. Needs K % 4 = 0, M % 8 = 0 (A
  *   transposed), N % 8 = 0 (B not transposed), and every stride and leading dimension of A and
  *   B a multiple of 4 (a vec4 load must start on a vec4 boundary).
  * - **general**: scalar loads with clamped indices, any shape and any strides.
+ * - **gemv**: one row of A per matrix (decoding), K % 4 = 0, N % 4 = 0 unless B is transposed,
+ *   strides of A and B in multiples of 4.
  *
  * It is a separate kernel family, not more fields on `MatmulProblem`, so the contiguous kernels
  * and their variant selection stay as they are.
@@ -61,25 +63,53 @@ export interface StridedMatmulProblem {
 }
 
 /** Which kernel a strided problem runs on. */
-export type StridedMatmulVariant = "tiled" | "general";
+export type StridedMatmulVariant = "tiled" | "general" | "gemv";
 
 const TM = 8, TN = 8, WX = 8, WY = 8;
 
+/** Whether every batch stride and the leading dimension of a layout is a whole number of vec4s. */
+function vec4Layout(l: MatrixLayout, withLd = true): boolean {
+  return l.outer % 4 === 0 && l.inner % 4 === 0 && (!withLd || l.ld % 4 === 0);
+}
+
+/** Whether the tiled kernel's vec4 loads are legal for a problem. */
+function tiledApplies(p: StridedMatmulProblem): boolean {
+  return p.k % 4 === 0 && (p.transposeA ? p.m % 8 === 0 : true) &&
+    (p.transposeB ? true : p.n % 8 === 0) && vec4Layout(p.a) && vec4Layout(p.b);
+}
+
+/** Whether the GEMV's vec4 loads are legal: one row of A, read along k. */
+function gemvApplies(p: StridedMatmulProblem): boolean {
+  return p.m === 1 && !p.transposeA && p.k % 4 === 0 && (p.transposeB || p.n % 4 === 0) &&
+    vec4Layout(p.a, false) && vec4Layout(p.b);
+}
+
 /**
- * Picks the kernel: the vec4 tiled one when shapes and strides allow vec4 loads, else the
- * general one.
+ * Picks the kernel as the contiguous matmul does: the GEMV for one row (decoding), the vec4
+ * tiled kernel when shapes and strides allow vec4 loads, else the general one.
  *
  * @param p The problem.
  * @returns The variant.
+ *
+ * @example
+ * ```ts
+ * import { stridedMatmulVariant } from "./matmul_strided.ts";
+ * import assert from "node:assert/strict";
+ * const heads = (hd: number) => ({ outer: 16 * 4 * hd, inner: hd, ld: 4 * hd }); // [B, 16, 4, hd]
+ * const p = (hd: number) => ({
+ *   m: 16, n: 16, k: hd, batchOuter: 2, batchInner: 4, transposeA: false, transposeB: true,
+ *   a: heads(hd), b: heads(hd), c: { outer: 4 * 256, inner: 256, ld: 16 }, dtype: "f32" as const,
+ * });
+ * assert.equal(stridedMatmulVariant(p(32)), "tiled");
+ * assert.equal(stridedMatmulVariant(p(6)), "general"); // heads start off vec4 boundaries
+ * ```
  */
 export function stridedMatmulVariant(p: StridedMatmulProblem): StridedMatmulVariant {
-  const vec4 = (l: MatrixLayout) => l.outer % 4 === 0 && l.inner % 4 === 0 && l.ld % 4 === 0;
-  const aligned = p.k % 4 === 0 && (p.transposeA ? p.m % 8 === 0 : true) &&
-    (p.transposeB ? true : p.n % 8 === 0) && vec4(p.a) && vec4(p.b);
-  return aligned ? "tiled" : "general";
+  if (gemvApplies(p)) return "gemv";
+  return tiledApplies(p) ? "tiled" : "general";
 }
 
-/** Both variants share bindings and parameters; `V` is the operand load type. */
+/** All variants share bindings and parameters; `V` is the operand load type. */
 const MATMUL_STRIDED = defineKernel({
   name: "matmulStrided",
   bindings: [
@@ -107,7 +137,7 @@ const MATMUL_STRIDED = defineKernel({
 const header = (dtype: DType, vec: boolean) =>
   MATMUL_STRIDED.header({ types: { T: dtype, V: vec ? `vec4<${dtype}>` : dtype } });
 
-/** Entry point, batch bases and the early exit shared by both variants. */
+/** Entry point, batch bases and the early exit shared by the tiled and general kernels. */
 function prologue(): string {
   return `@compute @workgroup_size(${WX}, ${WY})
 fn main(@builtin(global_invocation_id) gid: vec3u) {
@@ -244,6 +274,92 @@ ${body}  }
 ${storeBlock(dtype)}}`;
 }
 
+const GEMV_WG = 64;
+
+/**
+ * WGSL of the strided GEMV (one row of A per matrix, as in decoding), the contiguous GEMV's
+ * arithmetic with B's rows `ldb` apart: `y = x · B` (B `[k, n]`: 4 consecutive outputs per
+ * invocation, or 16 when `wide`) or `y = x · Bᵀ` (B `[n, k]`: one output per invocation, a vec4
+ * dot product along k).
+ *
+ * @param dtype Storage dtype.
+ * @param tb B transposed.
+ * @param wide 16 outputs per invocation (needs N % 16 = 0; B not transposed).
+ * @returns The WGSL source.
+ */
+export function matmulStridedGemvWgsl(dtype: DType, tb: boolean, wide = false): string {
+  const bases = `  let zo = gid.z / p.inner;
+  let zi = gid.z % p.inner;
+  let abase = (zo * p.ao + zi * p.ai) / 4u;
+  let cbase = zo * p.co + zi * p.ci;`;
+  if (!tb) {
+    // Output vec4 j of the row; B's row k starts at vec4 bbase + k · ldb4.
+    const loop = wide
+      ? `  var a0 = vec4f(0.0); var a1 = vec4f(0.0); var a2 = vec4f(0.0); var a3 = vec4f(0.0);
+  for (var k = 0u; k < p.k; k = k + 4u) {
+    let x = vec4f(A[abase + k / 4u]);
+    for (var t = 0u; t < 4u; t = t + 1u) {
+      let r = bbase + (k + t) * ldb4;
+      let xv = vec4f(x[t]);
+      a0 = fma(xv, vec4f(B[r]), a0);
+      a1 = fma(xv, vec4f(B[r + 1u]), a1);
+      a2 = fma(xv, vec4f(B[r + 2u]), a2);
+      a3 = fma(xv, vec4f(B[r + 3u]), a3);
+    }
+  }
+  let o = cbase + j * 4u;
+  for (var c = 0u; c < 4u; c = c + 1u) {
+    let v = select(select(select(a3, a2, c == 2u), a1, c == 1u), a0, c == 0u);
+    C[o + 4u * c] = ${dtype}(v[0]); C[o + 4u * c + 1u] = ${dtype}(v[1]);
+    C[o + 4u * c + 2u] = ${dtype}(v[2]); C[o + 4u * c + 3u] = ${dtype}(v[3]);
+  }`
+      : `  var acc0 = vec4f(0.0);
+  var acc1 = vec4f(0.0);
+  for (var k = 0u; k < p.k; k = k + 4u) {
+    let x = vec4f(A[abase + k / 4u]);
+    let r = bbase + k * ldb4;
+    acc0 = fma(vec4f(x[0]), vec4f(B[r]), acc0);
+    acc1 = fma(vec4f(x[1]), vec4f(B[r + ldb4]), acc1);
+    acc0 = fma(vec4f(x[2]), vec4f(B[r + 2u * ldb4]), acc0);
+    acc1 = fma(vec4f(x[3]), vec4f(B[r + 3u * ldb4]), acc1);
+  }
+  let acc = acc0 + acc1;
+  let o = cbase + j * 4u;
+  C[o] = ${dtype}(acc[0]); C[o + 1u] = ${dtype}(acc[1]);
+  C[o + 2u] = ${dtype}(acc[2]); C[o + 3u] = ${dtype}(acc[3]);`;
+    return `${header(dtype, true)}
+@compute @workgroup_size(${GEMV_WG})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let j = gid.x${wide ? " * 4u" : ""};
+  if (j * 4u >= p.n) { return; }
+${bases}
+  let ldb4 = p.ldb / 4u;
+  let bbase = (zo * p.bo + zi * p.bi) / 4u + j;
+${loop}
+}`;
+  }
+  return `${header(dtype, true)}
+@compute @workgroup_size(${GEMV_WG})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let j = gid.x;
+  if (j >= p.n) { return; }
+${bases}
+  let bbase = (zo * p.bo + zi * p.bi + j * p.ldb) / 4u;
+  var acc0 = vec4f(0.0);
+  var acc1 = vec4f(0.0);
+  var k = 0u;
+  for (; k + 8u <= p.k; k = k + 8u) {
+    acc0 = fma(vec4f(A[abase + k / 4u]), vec4f(B[bbase + k / 4u]), acc0);
+    acc1 = fma(vec4f(A[abase + k / 4u + 1u]), vec4f(B[bbase + k / 4u + 1u]), acc1);
+  }
+  if (k < p.k) {
+    acc0 = fma(vec4f(A[abase + k / 4u]), vec4f(B[bbase + k / 4u]), acc0);
+  }
+  let acc = acc0 + acc1;
+  C[cbase + j] = ${dtype}(acc[0] + acc[1] + acc[2] + acc[3]);
+}`;
+}
+
 /**
  * CPU twin: every output row accumulated in f64 over k in order (as the contiguous twin does),
  * rounded to the storage dtype.
@@ -323,20 +439,36 @@ export function matmulStridedDispatch(
   variant: StridedMatmulVariant = stridedMatmulVariant(p),
 ): Dispatch {
   const ta = p.transposeA, tb = p.transposeB;
-  if (variant === "tiled" && stridedMatmulVariant(p) !== "tiled") {
+  if (
+    (variant === "tiled" && !tiledApplies(p)) || (variant === "gemv" && !gemvApplies(p))
+  ) {
     throw new ValueError(
       "matmulStrided",
-      `the tiled kernel needs K % 4 = 0, M % 8 = 0 (A transposed), N % 8 = 0 (B not transposed) ` +
-        `and strides of A and B in multiples of 4; got m=${p.m} n=${p.n} k=${p.k}, ` +
-        `A ${JSON.stringify(p.a)}, B ${JSON.stringify(p.b)}`,
+      `the ${variant} kernel cannot run m=${p.m} n=${p.n} k=${p.k} ` +
+        `(transposeA=${ta}, transposeB=${tb}), A ${JSON.stringify(p.a)}, ` +
+        `B ${JSON.stringify(p.b)}: its vec4 loads need K % 4 = 0, N % 8 = 0 (B not transposed; ` +
+        `N % 4 for the GEMV), M % 8 = 0 (A transposed; the GEMV takes one untransposed row) ` +
+        `and strides of A and B in multiples of 4`,
     );
   }
-  const wgsl = variant === "tiled"
-    ? () => matmulStridedTiledWgsl(p.dtype, ta, tb)
-    : () => matmulStridedGeneralWgsl(p.dtype, ta, tb);
+  let wgsl: () => string;
+  let workgroups: [number, number, number];
+  let variantKey: string = variant;
+  const batch = p.batchOuter * p.batchInner;
+  if (variant === "gemv") {
+    const wide = !tb && p.n % 16 === 0;
+    wgsl = () => matmulStridedGemvWgsl(p.dtype, tb, wide);
+    workgroups = [Math.ceil((tb ? p.n : p.n / (wide ? 16 : 4)) / GEMV_WG), 1, batch];
+    if (wide) variantKey = "gemv16";
+  } else {
+    wgsl = variant === "tiled"
+      ? () => matmulStridedTiledWgsl(p.dtype, ta, tb)
+      : () => matmulStridedGeneralWgsl(p.dtype, ta, tb);
+    workgroups = [Math.ceil(p.n / (TN * WX)), Math.ceil(p.m / (TM * WY)), batch];
+  }
   return {
     op: "matmulStrided",
-    key: MATMUL_STRIDED.key(variant, p.dtype, `${ta ? "T" : "N"}${tb ? "T" : "N"}`),
+    key: MATMUL_STRIDED.key(variantKey, p.dtype, `${ta ? "T" : "N"}${tb ? "T" : "N"}`),
     wgsl,
     cpu: ([x, y, z]) => matmulStridedCpu(p, x!, y!, z!),
     native: p.dtype === "f32"
@@ -361,10 +493,6 @@ export function matmulStridedDispatch(
       ci: p.c.inner,
       ldc: p.c.ld,
     }),
-    workgroups: [
-      Math.ceil(p.n / (TN * WX)),
-      Math.ceil(p.m / (TM * WY)),
-      p.batchOuter * p.batchInner,
-    ],
+    workgroups,
   };
 }

@@ -92,12 +92,37 @@ function casesFor(b: number, h: number, t: number, hd: number): Case[] {
   ];
 }
 
+/** Decoding: one new position's q against a `[B, H, Tmax, hd]` cache, and p·V back into q's layout. */
+function decodeCases(b: number, h: number, tMax: number, hd: number): Case[] {
+  const tag = `b${b} h${h} Tmax${tMax} hd${hd}`;
+  return [
+    {
+      what: `decode q·Kᵀ ${tag}`,
+      a: [b, 1, h, hd],
+      b: [b, h, tMax, hd],
+      opts: { transposeB: true, dimsA: HEADS },
+    },
+    {
+      what: `decode p·V ${tag}`,
+      a: [b, h, 1, tMax],
+      b: [b, h, tMax, hd],
+      opts: { dimsOut: HEADS },
+    },
+  ];
+}
+
 const CASES: Case[] = [
   ...casesFor(2, 3, 16, 8), // aligned: the tiled kernel
   ...casesFor(2, 2, 7, 5), // odd: the general kernel
   ...casesFor(1, 1, 9, 4), // one head, odd T
   ...casesFor(3, 2, 1, 8), // one position (decode-like)
   ...casesFor(1, 2, 70, 32), // several 64-wide tiles and clamped edges
+  ...decodeCases(2, 3, 12, 8), // the GEMV, 4 outputs per invocation
+  ...decodeCases(1, 2, 20, 32), // the GEMV, 16 outputs per invocation
+  ...decodeCases(2, 2, 7, 6), // misaligned: tiled/general
+  // One row against strided B rows (the GEMV with ldb ≠ n), narrow and wide.
+  { what: "row · heads view", a: [2, 3, 1, 12], b: [2, 12, 3, 8], opts: { dimsB: HEADS } },
+  { what: "row · heads view, wide", a: [1, 2, 1, 8], b: [1, 8, 2, 16], opts: { dimsB: HEADS } },
   // Batch levels swapped and a transposed view of both operands.
   {
     what: "swapped batch levels",
@@ -135,7 +160,8 @@ Deno.test("matmulStrided: the CPU twin equals permute → matmul → permute, bi
 });
 
 Deno.test("matmulStrided: native and WebGPU match the twin for every layout and variant", async (t) => {
-  for (const variant of ["auto", "tiled", "general"] as const) {
+  const least = { auto: CASES.length, general: CASES.length, tiled: 12, gemv: 7 };
+  for (const variant of ["auto", "tiled", "general", "gemv"] as const) {
     await t.step(variant, async () => {
       let ran = 0;
       for (const c of CASES) {
@@ -149,19 +175,20 @@ Deno.test("matmulStrided: native and WebGPU match the twin for every layout and 
           );
           ran++;
         } catch (e) {
-          // A forced tiled kernel refuses misaligned problems (tested below); others must run.
-          if (!(variant === "tiled" && e instanceof ValueError)) throw e;
+          // A forced vec4 kernel refuses a problem it cannot run (tested below); others must run.
+          if (!((variant === "tiled" || variant === "gemv") && e instanceof ValueError)) throw e;
         }
       }
-      assert.ok(ran >= (variant === "tiled" ? 12 : CASES.length), `${variant}: ${ran} ran`);
+      assert.ok(ran >= least[variant], `${variant}: ${ran} ran`);
     });
   }
 });
 
-Deno.test("matmulStrided: on WebGPU the tiled and general kernels give the permute path's bits", async () => {
+Deno.test("matmulStrided: on WebGPU the tiled, general and GEMV kernels give the permute path's bits", async () => {
   if (!gpu) return;
   // Same FMA order as the contiguous kernels: a view changes addresses, not arithmetic.
-  for (const c of casesFor(2, 3, 16, 8).concat(casesFor(2, 2, 7, 5))) {
+  const cases = [casesFor(2, 3, 16, 8), casesFor(2, 2, 7, 5), decodeCases(2, 3, 12, 8)].flat();
+  for (const c of cases.concat(decodeCases(1, 2, 20, 32))) {
     const [ha, hb] = inputs(c);
     const a: Tensor = gpu.tensor(ha, c.a), b: Tensor = gpu.tensor(hb, c.b);
     const got: Tensor = matmulStrided(a, b, c.opts), want = viaPermute(a, b, c.opts);
@@ -227,7 +254,7 @@ Deno.test("matmulStrided: bad input names the op and the shapes", () => {
     () =>
       matmulStrided(odd, odd, { transposeB: true, dimsA: HEADS, dimsB: HEADS, variant: "tiled" }),
     (e: unknown) =>
-      e instanceof ValueError && /^matmulStrided: the tiled kernel needs/.test(e.message),
+      e instanceof ValueError && /^matmulStrided: the tiled kernel cannot run/.test(e.message),
   );
   assert.throws(
     () => matmulStrided(cpu.zeros([2, 2], "i32"), cpu.zeros([2, 2], "i32")),
