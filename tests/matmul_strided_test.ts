@@ -14,7 +14,7 @@ import {
   type Tensor,
   ValueError,
 } from "../mod.ts";
-import { cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
+import { assertClose, cpu, gpu, hostRandom, onBoth, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
 
 const HEADS = [0, 2, 1, 3];
@@ -194,6 +194,31 @@ Deno.test("matmulStrided: on WebGPU the tiled, general and GEMV kernels give the
     const got: Tensor = matmulStrided(a, b, c.opts), want = viaPermute(a, b, c.opts);
     assert.deepEqual(await got.data(), await want.data(), c.what);
     [a, b, got, want].forEach((x) => x.dispose());
+  }
+});
+
+Deno.test("matmulStrided: f16 storage through every kernel equals the f32 product of the f16 values", async () => {
+  const cases = [casesFor(2, 3, 16, 8), casesFor(2, 2, 7, 5), decodeCases(2, 3, 12, 8)].flat();
+  const devices = [cpu, ...others].filter((d) => d.backend.hasF16);
+  assert.ok(devices.length > 0 || !gpu?.backend.hasF16, "no device ran f16");
+  for (const dev of devices) {
+    for (const c of cases) {
+      const [ha, hb] = inputs(c).map((h) => Float16Array.from(h));
+      const got = await matmulStrided(
+        dev.tensor(ha!, c.a, "f16"),
+        dev.tensor(hb!, c.b, "f16"),
+        c.opts,
+      )
+        .data();
+      const want = await viaPermute(
+        cpu.tensor(Float32Array.from(ha!), c.a),
+        cpu.tensor(Float32Array.from(hb!), c.b),
+        c.opts,
+      )
+        .data();
+      // f32 accumulation, one f16 rounding at the store.
+      assertClose(got, want, { rtol: 1e-3, atol: 1e-3 }, `${c.what} (f16 on ${dev.kind})`);
+    }
   }
 });
 
