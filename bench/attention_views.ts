@@ -1,8 +1,8 @@
 /**
  * Attention through strided views against the permute copies it replaced, in one run: training
  * steps (forward, backward, AdamW) of the same model on the same batch, alternating the two
- * attention paths round by round, with dispatches per step and, in a profiled pass, the kernel
- * time per op. "before" is the old `Attention.forward` (permute q, k, v to `[B, H, T, hd]`,
+ * attention paths round by round, with dispatches per step and, on a second (profiled) device,
+ * the kernel time per op, also in alternating rounds. "before" is the old `Attention.forward` (permute q, k, v to `[B, H, T, hd]`,
  * contiguous matmuls, permute the context back), swapped in on the prototype for its rounds.
  * Writes results/bench/attention_views.json (unless `--no-write`).
  *
@@ -117,7 +117,7 @@ for (const c of cases) {
   }
   dispose();
   dev.destroy();
-  // Kernel time per op (timestamp queries; WebGPU only), one short pass per path.
+  // Kernel time per op (timestamp queries; WebGPU only), in alternating rounds as above.
   const kernels: Record<string, Record<string, number>> = {};
   if (prefer === "webgpu") {
     const pdev = await openDevice({ prefer, profile: true });
@@ -126,12 +126,19 @@ for (const c of cases) {
       usePath(path);
       ps.step();
       await pdev.flush();
-      pdev.backend.resetProfile();
-      for (let i = 0; i < steps; i++) ps.step();
-      await pdev.flush();
-      kernels[path] = Object.fromEntries(
-        [...pdev.profile()!.entries()].map(([op, k]) => [op, k.ns / 1e6 / steps]),
-      );
+      kernels[path] = {};
+    }
+    for (let r = 0; r < rounds; r++) {
+      for (const path of r % 2 ? ["after", "before"] as const : ["before", "after"] as const) {
+        usePath(path);
+        pdev.backend.resetProfile();
+        for (let i = 0; i < steps; i++) ps.step();
+        await pdev.flush();
+        const acc = kernels[path]!;
+        for (const [op, k] of pdev.profile()!) {
+          acc[op] = (acc[op] ?? 0) + k.ns / 1e6 / (steps * rounds);
+        }
+      }
     }
     ps.dispose();
     pdev.destroy();
