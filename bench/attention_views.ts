@@ -6,14 +6,20 @@
  * contiguous matmuls, permute the context back), swapped in on the prototype for its rounds.
  * Writes results/bench/attention_views.json (unless `--no-write`).
  *
+ * On WebGPU it then times each of attention's six products alone (forward q·kᵀ and p·v, the four
+ * of the backward), the contiguous kernel on permuted copies against the strided kernel on the
+ * views, kernel time only, for `--products B,H,T,hd` (default tiny's: 32,2,128,32).
+ *
  * Run: `deno run -A bench/attention_views.ts [--device webgpu|native] [--rounds 3] [--steps 3]
- * [tiny:0 s:0 ...]`
+ * [--products 32,2,128,32] [tiny:0 s:0 ...]`
  */
 import { parseArgs } from "node:util";
 import {
   backward,
   type Device,
   matmul,
+  matmulStrided,
+  type MatmulStridedOptions,
   mulScalar,
   openDevice,
   permute,
@@ -33,6 +39,7 @@ const { values: flags, positionals } = parseArgs({
     rounds: { type: "string", default: "3" },
     steps: { type: "string", default: "3" },
     "no-write": { type: "boolean", default: false },
+    products: { type: "string", default: "32,2,128,32" },
   },
   allowPositionals: true,
 });
@@ -163,6 +170,49 @@ for (const c of cases) {
   });
 }
 
+/** Kernel ms of each attention product: contiguous (operands permuted beforehand) vs strided. */
+async function timeProducts(): Promise<Record<string, unknown>[]> {
+  const dev = await openDevice({ prefer: "webgpu", profile: true });
+  const [b, h, t, hd] = flags.products!.split(",").map(Number) as [number, number, number, number];
+  const H = [0, 2, 1, 3];
+  const x = () => dev.randn([b, t, h, hd], { seed: 1 }), sq = () => dev.randn([b, h, t, t]);
+  const cases: [string, () => Tensor, () => Tensor, MatmulStridedOptions][] = [
+    ["q·kᵀ", x, x, { transposeB: true, dimsA: H, dimsB: H }],
+    ["p·v", sq, x, { dimsB: H, dimsOut: H }],
+    ["g·k (dq)", sq, x, { dimsB: H, dimsOut: H }],
+    ["gᵀ·q (dk)", sq, x, { transposeA: true, dimsB: H, dimsOut: H }],
+    ["g·vᵀ (dp)", x, x, { transposeB: true, dimsA: H, dimsB: H }],
+    ["pᵀ·g (dv)", sq, x, { transposeA: true, dimsB: H, dimsOut: H }],
+  ];
+  const out: Record<string, unknown>[] = [];
+  for (const [name, fa, fb, o] of cases) {
+    const a = fa(), bb = fb();
+    const ap = o.dimsA ? permute(a, o.dimsA) : a, bp = o.dimsB ? permute(bb, o.dimsB) : bb;
+    const ms = { contiguous: [] as number[], strided: [] as number[] };
+    for (let r = 0; r <= 2 * rounds; r++) {
+      for (
+        const k of r % 2 ? ["strided", "contiguous"] as const : ["contiguous", "strided"] as const
+      ) {
+        await dev.flush();
+        dev.backend.resetProfile();
+        const y = k === "contiguous"
+          ? matmul(ap, bp, { transposeA: o.transposeA, transposeB: o.transposeB })
+          : matmulStrided(a, bb, o);
+        await dev.flush();
+        // Round 0 compiles the pipelines.
+        if (r > 0) ms[k].push([...dev.profile()!.values()].reduce((s, v) => s + v.ns, 0) / 1e6);
+        y.dispose();
+      }
+    }
+    const c = median(ms.contiguous), st = median(ms.strided);
+    out.push({ product: name, contiguousMs: c, stridedMs: st, ratio: st / c });
+    [a, bb, ap, bp].forEach((t) => t.dispose());
+  }
+  dev.destroy();
+  return out;
+}
+const products = prefer === "webgpu" ? await timeProducts() : [];
+
 const load = Deno.loadavg();
 console.log(
   `adapter: ${adapter}; batch ${batch} × seq ${seq}; ${rounds} rounds × ${steps} steps per path; ` +
@@ -191,6 +241,15 @@ for (const r of rows) {
     );
   }
 }
+if (products.length) {
+  console.log(`attention products alone, [B, T, H, hd] = [${flags.products}] (kernel ms):`);
+  for (const p of products) {
+    const f = (k: string, d = 2) => (p[k] as number).toFixed(d);
+    console.log(
+      `  ${p.product}: contiguous ${f("contiguousMs")}, strided ${f("stridedMs")} (×${f("ratio")})`,
+    );
+  }
+}
 if (!flags["no-write"]) {
   await Deno.mkdir("results/bench", { recursive: true });
   await writeJsonAtomic("results/bench/attention_views.json", {
@@ -203,5 +262,6 @@ if (!flags["no-write"]) {
     rounds,
     steps,
     rows,
+    products,
   });
 }
