@@ -126,6 +126,8 @@ export { broadcastTo, concat, slice, sumTo, transpose } from "./src/ops/layout.t
 export { permute } from "./src/ops/permute.ts";
 export { matmul } from "./src/ops/matmul.ts";
 export type { MatmulOptions, MatmulVariant } from "./src/ops/matmul.ts";
+export { matmulStrided } from "./src/ops/matmul_strided.ts";
+export type { MatmulStridedOptions, StridedMatmulVariant } from "./src/ops/matmul_strided.ts";
 export {
   argmax,
   argmaxAll,
