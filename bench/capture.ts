@@ -6,9 +6,10 @@
  * finished, tokens/s, launches per step, and the capture's buffer plan. A host-bound case (tiny at
  * 1 × 32 tokens) shows the per-launch host cost the capture removes.
  *
- * The replayed AdamW keeps the bias corrections and learning rate of the step it was captured
- * on (today they are uniforms), so the numbers time the same work but the replayed updates are
- * not the trainer's; `tests/capture_test.ts` checks replays bit for bit with an in-place SGD step.
+ * As in the trainer, AdamW's step values (count, learning rate, bias corrections) are written to
+ * its device buffer outside the step (`prepareStep`) and the recorded step applies them
+ * (`applyStep`), so every replay is a real update; `tests/capture_test.ts` checks replays bit for
+ * bit.
  * Writes results/bench/capture.json (not committed).
  *
  * Run: `deno run -A bench/capture.ts [--devices native,webgpu] [--cases tiny:32x128,s:32x128]
@@ -71,7 +72,7 @@ async function bench(dev: Device, c: { name: string; batch: number; seq: number 
     (inp: { ids: Tensor<"u32">; targets: Tensor<"u32"> }) => {
       const loss = model.loss(inp.ids, inp.targets);
       backward(loss);
-      opt.step(1e-3);
+      opt.applyStep();
       model.zeroGrad();
       return { loss };
     };
@@ -81,11 +82,15 @@ async function bench(dev: Device, c: { name: string; batch: number; seq: number 
     scope(() => {
       const i = dev.tensor(ids, [c.batch, c.seq], "u32");
       const t = dev.tensor(targets, [c.batch, c.seq], "u32");
+      models[0]!.opt.prepareStep(1e-3);
       eagerStep({ ids: i, targets: t });
     });
   const spec = { shape: [c.batch, c.seq], dtype: "u32" as const };
   using step = captureStep(dev, { ids: spec, targets: spec }, stepOf(models[1]!));
-  const captured = () => step.run({ ids, targets }).loss.dispose();
+  const captured = () => {
+    models[1]!.opt.prepareStep(1e-3);
+    step.run({ ids, targets }).loss.dispose();
+  };
   // Warm-up: compile pipelines, make the capture (its first run is ordinary, its second records).
   for (let i = 0; i < 2; i++) {
     eager();
