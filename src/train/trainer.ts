@@ -269,7 +269,9 @@ export interface TrainHooks {
    * per-step value that reaches a kernel as a uniform fails with a CaptureError instead of being
    * replayed stale. AdamW's learning rate and bias corrections are written to a device buffer
    * before each step ({@link AdamW.prepareStep}), outside the recording. MoE models are refused.
-   * A non-finite loss is then caught at log points on every backend.
+   * A non-finite loss is then caught at log points on every backend. Default: on for WebGPU
+   * (where each launch's host cost is what a replay removes) unless the model has MoE layers;
+   * off for the host backends, where a replay saves little and the loss is checked every step.
    */
   capture?: boolean;
 }
@@ -524,7 +526,8 @@ export async function train(
     view?.update(shown, true);
   };
 
-  if (hooks.capture && c.model.moe) {
+  const useCapture = hooks.capture ?? (device.kind === "webgpu" && !c.model.moe);
+  if (useCapture && c.model.moe) {
     throw new ValueError("train", "capture does not support MoE models (router counters)");
   }
   const data = await brownTokens(c.categories);
@@ -536,7 +539,7 @@ export async function train(
     clipNorm: c.clipNorm,
   });
   const batchSpec = { shape: [c.batchSize, c.model.seqLen], dtype: "u32" as const };
-  const captured = hooks.capture
+  const captured = useCapture
     ? captureStep(device, { ids: batchSpec, targets: batchSpec }, ({ ids, targets }) => {
       const loss = model.loss(ids, targets);
       backward(loss);
@@ -675,7 +678,7 @@ export async function train(
     // WebGPU is checked when the loss is read back (every logEvery steps): a per-step readback
     // would stall the queue. A captured step updates the weights inside it, so it is checked
     // at log points too.
-    const eagerCheck = device.kind !== "webgpu" && !hooks.capture;
+    const eagerCheck = device.kind !== "webgpu" && !useCapture;
 
     // The last log point's record, still reading back (see the log point below).
     let pendingLog: Promise<void> | null = null;
