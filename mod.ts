@@ -27,6 +27,7 @@
  * @module
  */
 export {
+  CaptureError,
   CheckpointError,
   DeviceError,
   DisposedError,
@@ -41,15 +42,27 @@ export type { AnyTypedArray, DType, FloatDType, TypedArrayFor } from "./src/core
 export { broadcastShapes, sizeOf } from "./src/core/shape.ts";
 export type { Shape } from "./src/core/shape.ts";
 export { Tensor } from "./src/tensor/tensor.ts";
-export type { NestedArray } from "./src/tensor/tensor.ts";
+export type { NestedArray, SharedStorage } from "./src/tensor/tensor.ts";
 export { Device, openDevice } from "./src/tensor/device.ts";
 export type {
+  DeviceOptions,
   GeneratorState,
   NestedNumbers,
   OpenDeviceOptions,
   RandomOptions,
 } from "./src/tensor/device.ts";
+export type { FusionOptions, FusionQueue } from "./src/tensor/fusion.ts";
 export { keep, scope } from "./src/tensor/scope.ts";
+export { CapturedStep, captureStep } from "./src/tensor/capture.ts";
+export type {
+  CaptureInput,
+  CaptureInputs,
+  CaptureOptions,
+  CaptureOutputs,
+  InputData,
+  InputTensors,
+} from "./src/tensor/capture.ts";
+export type { CaptureStats, PlannedInterval } from "./src/backend/capture.ts";
 export { CSR, NMSparse, SparseRows } from "./src/tensor/sparse.ts";
 export type { AnySparse } from "./src/tensor/sparse.ts";
 export { Int8Rows, Int8SparseRows, TernaryWeights } from "./src/tensor/quantized.ts";
@@ -57,6 +70,8 @@ export type {
   Backend,
   BackendKind,
   Blas,
+  CapturedCommand,
+  CaptureRecorder,
   DeviceLimits,
   DeviceStats,
   Dispatch,
@@ -64,9 +79,12 @@ export type {
   NativeKernel,
   NativeRuntime,
   ParallelTask,
+  Replay,
   Storage,
   TaskContext,
+  Tunable,
 } from "./src/backend/backend.ts";
+export type { TuneResult } from "./src/backend/autotune.ts";
 export { needsGrad, noGrad, record } from "./src/autograd/tape.ts";
 export type { GradNode } from "./src/autograd/tape.ts";
 export { backward } from "./src/autograd/backward.ts";
@@ -103,10 +121,13 @@ export {
   tanh,
   where,
 } from "./src/ops/elementwise.ts";
+export type { BinaryOp, UnaryOp } from "./src/ops/elementwise.ts";
 export { broadcastTo, concat, slice, sumTo, transpose } from "./src/ops/layout.ts";
 export { permute } from "./src/ops/permute.ts";
 export { matmul } from "./src/ops/matmul.ts";
 export type { MatmulOptions, MatmulVariant } from "./src/ops/matmul.ts";
+export { matmulStrided } from "./src/ops/matmul_strided.ts";
+export type { MatmulStridedOptions, StridedMatmulVariant } from "./src/ops/matmul_strided.ts";
 export {
   argmax,
   argmaxAll,

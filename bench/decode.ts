@@ -194,6 +194,8 @@ async function decodeRate(v: Variant, batch: number): Promise<{ rate: number; sp
   try {
     await a.round(); // warm-up: pipelines, pools
     await d?.round();
+    // Kernel variants measured on this adapter for what the warm-up met (WebGPU; else a no-op).
+    await dev.autotune();
     const rates: number[] = [], ratios: number[] = [];
     for (let r = 0; r < rounds; r++) {
       const td = d ? await d.round() : 0;

@@ -1,33 +1,73 @@
 /**
- * Engine overheads, the baseline for the lazy/captured engine of issue 12: per backend, the host
- * cost of one dispatch (a chain of trivial elementwise kernels on 16 floats, flushed once), the
- * 1,000-op elementwise chain on 4,096 floats, and dispatches per training step of tiny/s.
+ * Engine overheads, the baseline for the lazy/captured engine of issue 12: per backend, fused
+ * (lazy elementwise groups) against unfused (`fuse: false`) in the same run, the host cost of one
+ * dispatch (a chain of trivial elementwise kernels on 16 floats, flushed once), the 1,000-op
+ * elementwise chain on 4,096 floats, and dispatches per training step of tiny/s.
  * Writes results/bench/engine.json.
  *
- * Run: `deno run -A bench/engine.ts [--no-llvmpipe]`
+ * Run: `deno run -A bench/engine.ts [--no-llvmpipe] [--no-write]`
  */
-import { add, backward, type Device, mulScalar, openDevice, scope } from "../mod.ts";
+import {
+  add,
+  type BackendKind,
+  backward,
+  type Device,
+  mulScalar,
+  openDevice,
+  scope,
+  type Tensor,
+} from "../mod.ts";
 import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
 import { AdamW } from "../src/train/optimizer.ts";
 import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
 
-async function chain(dev: Device, n: number, ops: number): Promise<number> {
-  using x = dev.randn([n], { seed: 1 });
-  const run = async () => {
-    scope(() => {
-      let y = x;
-      for (let i = 0; i < ops; i++) y = i % 2 ? add(y, x) : mulScalar(y, 0.5);
-    });
-    await dev.flush();
-  };
-  await run();
-  const ts: number[] = [];
-  for (let r = 0; r < 5; r++) {
-    const t0 = performance.now();
-    await run();
-    ts.push(performance.now() - t0);
+/** One timed chain: `total` includes the flush's wait, `host` ends once every op is handed over. */
+interface ChainTime {
+  total: number;
+  host: number;
+}
+
+/**
+ * A chain of `ops` elementwise ops on `n` floats, flushed once, in ms: `total` includes the
+ * flush's wait for the device (≥ 10 ms on Deno, whose readiness poll sleeps 10 ms), `host` stops
+ * when every op has been handed to the backend (encoded or, fused, emitted).
+ */
+async function chainOnce(dev: Device, x: Tensor, ops: number): Promise<ChainTime> {
+  const t0 = performance.now();
+  // The result is kept (and the intermediates freed by the scope), so a fused engine must
+  // compute and write it: nothing is skipped because nobody reads it.
+  const y = scope(() => {
+    let y = x;
+    for (let i = 0; i < ops; i++) y = i % 2 ? add(y, x) : mulScalar(y, 0.5);
+    return y;
+  });
+  dev.fusion?.emit();
+  const t1 = performance.now();
+  await dev.flush();
+  const t2 = performance.now();
+  y.dispose();
+  return { total: t2 - t0, host: t1 - t0 };
+}
+
+/**
+ * µs per op of the chain on each device, rounds alternating between them (the machine's load
+ * drifts; alternating keeps the comparison fair): medians of 7 rounds after a warm-up.
+ */
+async function chains(devs: Device[], n: number, ops: number): Promise<ChainTime[]> {
+  const xs = devs.map((d) => d.randn([n], { seed: 1 }));
+  const times: ChainTime[][] = devs.map(() => []);
+  for (let r = 0; r < 8; r++) {
+    for (let k = 0; k < devs.length; k++) {
+      const i = r % 2 ? devs.length - 1 - k : k;
+      const t = await chainOnce(devs[i]!, xs[i]!, ops);
+      if (r > 0) times[i]!.push(t);
+    }
   }
-  return (median(ts) * 1000) / ops;
+  for (const x of xs) x.dispose();
+  return times.map((ts) => ({
+    total: (median(ts.map((t) => t.total)) * 1000) / ops,
+    host: (median(ts.map((t) => t.host)) * 1000) / ops,
+  }));
 }
 
 async function dispatchesPerStep(dev: Device, name: string, sparsity: number): Promise<number> {
@@ -53,32 +93,65 @@ async function dispatchesPerStep(dev: Device, name: string, sparsity: number): P
   return d;
 }
 
-const devices: Device[] = [
-  await openDevice({ prefer: "native" }),
-  await openDevice({ prefer: "cpu" }),
-];
-if (!Deno.args.includes("--no-llvmpipe")) {
+/** Each backend unfused and fused, side by side so both are measured in one run. */
+const kinds: BackendKind[] = ["native", "cpu"];
+if (!Deno.args.includes("--no-llvmpipe")) kinds.push("webgpu");
+const rows: Record<string, unknown>[] = [];
+const devices: Device[] = [];
+for (const kind of kinds) {
+  let pair: Device[];
   try {
-    devices.push(await openDevice({ prefer: "webgpu" }));
+    pair = [
+      await openDevice({ prefer: kind, fuse: false }),
+      await openDevice({ prefer: kind, fuse: true }),
+    ];
   } catch (e) {
-    console.warn(`no WebGPU adapter: ${(e as Error).message}`);
+    console.warn(`no ${kind} device: ${(e as Error).message}`);
+    continue;
+  }
+  devices.push(...pair);
+  const trivial = await chains(pair, 16, 1000), chain4096 = await chains(pair, 4096, 1000);
+  for (const [k, dev] of pair.entries()) {
+    const row = {
+      kind: dev.kind,
+      fuse: k === 1,
+      description: dev.description,
+      usPerDispatchTrivial: trivial[k]!.total,
+      usPerOpChain4096: chain4096[k]!.total,
+      hostUsPerOpChain4096: chain4096[k]!.host,
+      dispatchesTinyStep: await dispatchesPerStep(dev, "tiny", 0.5),
+      dispatchesSStep: await dispatchesPerStep(dev, "s", 0.5),
+    };
+    rows.push(row);
+    console.log(
+      `${dev.kind.padEnd(7)} ${row.fuse ? "fused  " : "unfused"} µs/op (16 floats) ` +
+        `${row.usPerDispatchTrivial.toFixed(1)}; 1,000-op chain on 4,096 floats ` +
+        `${row.usPerOpChain4096.toFixed(1)} µs/op (host ${row.hostUsPerOpChain4096.toFixed(1)}); ` +
+        `dispatches per step tiny ${row.dispatchesTinyStep}, s ${row.dispatchesSStep} ` +
+        `(${dev.description})`,
+    );
   }
 }
-const rows: Record<string, unknown>[] = [];
-for (const dev of devices) {
-  const row = {
-    kind: dev.kind,
-    description: dev.description,
-    usPerDispatchTrivial: await chain(dev, 16, 1000),
-    usPerOpChain4096: await chain(dev, 4096, 1000),
-    dispatchesTinyStep: await dispatchesPerStep(dev, "tiny", 0.5),
-    dispatchesSStep: await dispatchesPerStep(dev, "s", 0.5),
+/** Unfused over fused, per backend: how much the fusion saved in this run. */
+const ratios: Record<string, unknown>[] = [];
+for (const kind of new Set(rows.map((r) => r.kind))) {
+  const off = rows.find((r) => r.kind === kind && !r.fuse) as Record<string, number> | undefined;
+  const on = rows.find((r) => r.kind === kind && r.fuse) as Record<string, number> | undefined;
+  if (!off || !on) continue;
+  const ratio = {
+    kind,
+    chain16: off.usPerDispatchTrivial / on.usPerDispatchTrivial,
+    chain4096: off.usPerOpChain4096 / on.usPerOpChain4096,
+    chain4096Host: off.hostUsPerOpChain4096 / on.hostUsPerOpChain4096,
+    dispatchesTiny: off.dispatchesTinyStep / on.dispatchesTinyStep,
+    dispatchesS: off.dispatchesSStep / on.dispatchesSStep,
   };
-  rows.push(row);
+  ratios.push(ratio);
   console.log(
-    `${dev.kind.padEnd(7)} µs/dispatch (16 floats) ${row.usPerDispatchTrivial.toFixed(1)}; ` +
-      `1,000-op chain on 4,096 floats ${row.usPerOpChain4096.toFixed(1)} µs/op; dispatches per ` +
-      `step tiny ${row.dispatchesTinyStep}, s ${row.dispatchesSStep} (${dev.description})`,
+    `${String(kind).padEnd(7)} unfused / fused: chain 16 ${ratio.chain16.toFixed(2)}×, chain ` +
+      `4096 ${ratio.chain4096.toFixed(2)}× (host ${ratio.chain4096Host.toFixed(2)}×), ` +
+      `dispatches tiny ${ratio.dispatchesTiny.toFixed(2)}×, ` +
+      `s ${ratio.dispatchesS.toFixed(2)}×`,
   );
 }
 if (!Deno.args.includes("--no-write")) {
@@ -88,6 +161,7 @@ if (!Deno.args.includes("--no-write")) {
     code: await codeVersion(),
     loadavg: Deno.loadavg(),
     rows,
+    ratios,
   });
 }
-for (const d of devices) d.destroy();
+for (const dev of devices) dev.destroy();

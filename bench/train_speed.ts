@@ -3,7 +3,7 @@
  * device times (timestamp queries, one compute pass per dispatch). Also counts readbacks per step
  * (the trainer reads the loss once per `logEvery` steps). Writes results/bench/train_speed.json.
  *
- * Run: `deno run -A bench/train_speed.ts [tiny:0.5 s:0.5 ...]`
+ * Run: `deno run -A bench/train_speed.ts [tiny:0.5 s:0.5 ...] [--no-autotune]`
  */
 import { backward, openDevice, scope } from "../mod.ts";
 import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
@@ -46,6 +46,11 @@ for (const c of cases) {
       });
     step();
     await dev.flush();
+    // Kernel variants measured on this adapter for the classes the warm-up step met (WebGPU;
+    // a no-op elsewhere); the timed steps below then run the choices. The profiled pass reuses
+    // them from the disk cache (profiling takes the timestamp queries, so it would tune on the
+    // slower wall clock).
+    if (!profile && !Deno.args.includes("--no-autotune")) await dev.autotune();
     dev.backend.resetProfile();
     const submits0 = dev.stats().submits, dispatches0 = dev.stats().dispatches;
     const times: number[] = [];

@@ -127,8 +127,20 @@ export const INT_BINARY: ReadonlySet<BinaryOp> = new Set<BinaryOp>([
   "eq",
 ]);
 
-/** The compute type of a storage dtype (f16 widens to f32). */
-function computeType(dtype: DType): string {
+/**
+ * The WGSL type values of a storage dtype are computed in (f16 widens to f32).
+ *
+ * @param dtype The storage dtype.
+ * @returns `"f32"`, `"i32"` or `"u32"`.
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { computeType } from "./elementwise.ts";
+ * assert.equal(computeType("f16"), "f32");
+ * assert.equal(computeType("u32"), "u32");
+ * ```
+ */
+export function computeType(dtype: DType): "f32" | "i32" | "u32" {
   return dtype === "f16" ? "f32" : dtype;
 }
 
@@ -138,6 +150,84 @@ function storeFn(dtype: DType): (x: number) => number {
   if (dtype === "i32") return (x) => x | 0;
   if (dtype === "u32") return (x) => x >>> 0;
   return (x) => x; // Float16Array rounds on store.
+}
+
+/**
+ * Rounds a JS number to the value storing it into `dtype` and loading it back gives (f16 as
+ * well, where {@link storeFn} leaves the rounding to the Float16Array): what a fused kernel
+ * keeps in a register so it computes on the same values as the unfused chain.
+ *
+ * @param dtype The storage dtype.
+ * @returns The rounding function.
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { roundTo } from "./elementwise.ts";
+ * assert.equal(roundTo("f32")(0.1), Math.fround(0.1));
+ * assert.equal(roundTo("f16")(1 / 3), Math.f16round(1 / 3));
+ * assert.equal(roundTo("i32")(2 ** 31), -(2 ** 31));
+ * ```
+ */
+export function roundTo(dtype: DType): (x: number) => number {
+  return dtype === "f16" ? Math.f16round : storeFn(dtype);
+}
+
+/**
+ * The WGSL expression of a unary op on `x` of `dtype`'s compute type (the kernels' one source).
+ *
+ * @param op The op.
+ * @param dtype The storage dtype.
+ * @returns The expression.
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { unaryExpr } from "./elementwise.ts";
+ * assert.equal(unaryExpr("relu", "f32"), "select(0.0, x, x > 0.0)");
+ * assert.equal(unaryExpr("sign", "i32"), "sign(x)");
+ * ```
+ */
+export function unaryExpr(op: UnaryOp, dtype: DType): string {
+  return computeType(dtype) === "f32"
+    ? UNARY[op].wgsl
+    : UNARY[op].wgsl.replaceAll("0.0", "0").replaceAll("1.0", "1");
+}
+
+/**
+ * The WGSL expression of a binary op on `a`, `b` of `dtype`'s compute type.
+ *
+ * @param op The op.
+ * @param dtype The storage dtype.
+ * @returns The expression.
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { binaryExpr } from "./elementwise.ts";
+ * assert.equal(binaryExpr("gt", "f32"), "select(0.0, 1.0, a > b)");
+ * assert.equal(binaryExpr("gt", "i32"), "select(i32(0), i32(1), a > b)");
+ * ```
+ */
+export function binaryExpr(op: BinaryOp, dtype: DType): string {
+  const ct = computeType(dtype);
+  const one = ct === "f32" ? "1.0" : `${ct}(1)`, zero = ct === "f32" ? "0.0" : `${ct}(0)`;
+  return BINARY[op].wgsl.replace("Z", zero).replace("O", one);
+}
+
+/**
+ * The CPU twin of a binary op on `dtype` (integer division and products as WGSL defines them).
+ *
+ * @param op The op.
+ * @param dtype The storage dtype.
+ * @returns `(a, b) => result`, before rounding to the dtype.
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { binaryFn } from "./elementwise.ts";
+ * assert.equal(binaryFn("div", "i32")(7, 0), 7);
+ * assert.equal(binaryFn("div", "f32")(7, 2), 3.5);
+ * ```
+ */
+export function binaryFn(op: BinaryOp, dtype: DType): (a: number, b: number) => number {
+  return intCpu(op, dtype) ?? BINARY[op].cpu;
 }
 
 /** Integer division and ops on i32/u32 as WGSL defines them (truncating, b = 0 gives a). */
@@ -166,9 +256,7 @@ const UNARY_MAP = defineKernel({
 /** WGSL for a unary map over `dtype`. */
 export function unaryWgsl(op: UnaryOp, dtype: DType): string {
   const ct = computeType(dtype);
-  const expr = ct === "f32"
-    ? UNARY[op].wgsl
-    : UNARY[op].wgsl.replaceAll("0.0", "0").replaceAll("1.0", "1");
+  const expr = unaryExpr(op, dtype);
   return `${UNARY_MAP.header({ types: { T: dtype } })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -274,8 +362,7 @@ const BINARY_MAP = defineKernel({
 /** WGSL for a broadcasting binary op of `rank` (after collapsing). */
 export function binaryWgsl(op: BinaryOp, dtype: DType, rank: number): string {
   const ct = computeType(dtype);
-  const one = ct === "f32" ? "1.0" : `${ct}(1)`, zero = ct === "f32" ? "0.0" : `${ct}(0)`;
-  const expr = BINARY[op].wgsl.replace("Z", zero).replace("O", one);
+  const expr = binaryExpr(op, dtype);
   const contiguous = rank === 1;
   const index = contiguous
     ? "let ia = i * p.sa0; let ib = i * p.sb0;"
@@ -310,7 +397,7 @@ export function binaryCpu(
 ): void {
   const n = sizeOf(layout.shape);
   const a = typedView(dtype, xa), b = typedView(dtype, xb), o = typedView(dtype, out, n);
-  const f = intCpu(op, dtype) ?? BINARY[op].cpu, st = storeFn(dtype);
+  const f = binaryFn(op, dtype), st = storeFn(dtype);
   const { shape, stridesA, stridesB } = layout;
   const rank = shape.length;
   if (rank === 1) {

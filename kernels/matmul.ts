@@ -12,10 +12,27 @@
  *
  * Batch broadcasting: a batch stride of 0 reuses one matrix for every batch (e.g. a weight).
  *
+ * Kernels for discrete GPUs (shared-memory tilings, workgroup GEMVs: kernels/matmul_tuning.ts)
+ * run when forced by name or when an autotuning device measured one of them fastest for the
+ * problem's class: {@link matmulDispatch} offers them as a `tune` of the default dispatch.
+ *
  * @module
  */
-import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/core/dtype.ts";
+import type { Dispatch, Storage, Tunable } from "../src/backend/backend.ts";
+import { bytesPerElement, type DType, typedView } from "../src/core/dtype.ts";
+import { gemvWgDispatch } from "./gemv_wg.ts";
+import { matmulSmemDispatch } from "./matmul_smem.ts";
+import {
+  GEMV_SHAPES,
+  type GemvWgVariant,
+  isTunedVariant,
+  matmulCandidates,
+  matmulOperandSizes,
+  matmulTuneKey,
+  sampleOperand,
+  SMEM_TILES,
+  type SmemVariant,
+} from "./matmul_tuning.ts";
 import { matmulNative } from "./native/matmul.ts";
 import { defineKernel } from "./spec.ts";
 
@@ -43,8 +60,46 @@ export interface MatmulProblem {
 
 const TM = 8, TN = 8, WX = 8, WY = 8;
 
-/** Which kernel a problem runs on. */
-export type MatmulVariant = "tiled" | "general" | "gemv";
+/**
+ * Which kernel a problem runs on: the llvmpipe-tuned defaults (`tiled`, `general`, `gemv`) or a
+ * kernel for discrete GPUs from kernels/matmul_tuning.ts.
+ */
+export type MatmulVariant =
+  | "tiled"
+  | "general"
+  | "gemv"
+  // Spelled out (not derived from the table) so the public type names no internal one; a table
+  // name missing here fails to compile where `matmulTunable` lists the candidates.
+  | "smem64x64"
+  | "smem128x128"
+  | "smem128x64"
+  | "smem64x64k32"
+  | "smem128x128k8"
+  | "smem128x128p"
+  | "smem64x64p"
+  | "smem64x64s"
+  | "smem32x32s"
+  | "gemvSplitK16x16"
+  | "gemvSplitK8x32"
+  | "gemvSplitK32x8"
+  | "gemvSplitK4x64"
+  | "gemvSplitK2x128"
+  | "gemvDot64x4"
+  | "gemvDot32x8"
+  | "gemvDot128x2";
+
+/** The fields of `MatmulProblem` every variant understands; see {@link matmulDispatch}. */
+const UNDERSTOOD_FIELDS = new Set([
+  "m",
+  "n",
+  "k",
+  "batch",
+  "strideA",
+  "strideB",
+  "transposeA",
+  "transposeB",
+  "dtype",
+]);
 
 /**
  * Picks the kernel for a problem: GEMV for one row, the vec4 tiled kernel when aligned,
@@ -325,7 +380,9 @@ export function matmulCpu(p: MatmulProblem, a: ArrayBuffer, b: ArrayBuffer, c: A
  * @param a Storage of A.
  * @param b Storage of B.
  * @param c Storage of C (`batch · m · n` elements).
- * @param variant Force a kernel (tests use this to cover each path); default picks one.
+ * @param variant Force a kernel (tests use this to cover each path). Without it the default
+ *   ({@link matmulVariant}) is returned carrying a `tune` with the kernels for discrete GPUs that
+ *   are valid for the problem, which an autotuning WebGPU device may run instead.
  * @returns The dispatch.
  */
 export function matmulDispatch(
@@ -333,8 +390,84 @@ export function matmulDispatch(
   a: Storage,
   b: Storage,
   c: Storage,
-  variant: MatmulVariant = matmulVariant(p),
+  variant?: MatmulVariant,
 ): Dispatch {
+  const d = variantDispatch(p, a, b, c, variant ?? matmulVariant(p));
+  if (variant === undefined) d.tune = new MatmulTunable(p);
+  return d;
+}
+
+/**
+ * The variants of one problem, offered to an autotuning device (src/backend/autotune.ts). Its
+ * fields are computed on first read: only an autotuning backend reads them, and computing them
+ * costs about as much as the rest of the dispatch.
+ */
+class MatmulTunable implements Tunable {
+  readonly #p: MatmulProblem;
+  #variants: MatmulVariant[] | null = null;
+  #key: string | null = null;
+
+  constructor(p: MatmulProblem) {
+    this.#p = p;
+  }
+
+  get variants(): MatmulVariant[] {
+    if (this.#variants === null) {
+      const p = this.#p;
+      // Integer matmuls, and problems with fields the tuned kernels do not know (e.g. strided
+      // operands added later), keep their default kernel.
+      const known = (p.dtype === "f32" || p.dtype === "f16") &&
+        Object.keys(p).every((f) => UNDERSTOOD_FIELDS.has(f));
+      const candidates = known ? matmulCandidates(p) : [];
+      this.#variants = candidates.length ? [matmulVariant(p), ...candidates] : [];
+    }
+    return this.#variants;
+  }
+
+  get key(): string {
+    return this.#key ??= matmulTuneKey(this.#p, this.variants);
+  }
+
+  build(v: string, [x, y, z]: readonly Storage[]): Dispatch {
+    return variantDispatch(this.#p, x!, y!, z!, v as MatmulVariant);
+  }
+
+  sampleInputs(): ArrayBufferView[] {
+    const [sizeA, sizeB] = matmulOperandSizes(this.#p);
+    return [sampleOperand(this.#p.dtype, sizeA, 1), sampleOperand(this.#p.dtype, sizeB, 2)];
+  }
+
+  get outputBytes(): number[] {
+    const p = this.#p;
+    return [p.batch * p.m * p.n * bytesPerElement(p.dtype)];
+  }
+
+  get outputDType(): "f32" | "f16" {
+    return this.#p.dtype === "f16" ? "f16" : "f32";
+  }
+
+  get tolerance(): number {
+    // f32: accumulation order only (~1e-7 relative per add); f16: one rounding of the output.
+    return this.#p.dtype === "f16" ? 4e-3 : 1e-4;
+  }
+}
+
+function variantDispatch(
+  p: MatmulProblem,
+  a: Storage,
+  b: Storage,
+  c: Storage,
+  variant: MatmulVariant,
+): Dispatch {
+  const cpu: Dispatch["cpu"] = ([x, y, z]) => matmulCpu(p, x!, y!, z!);
+  const native: Dispatch["native"] = p.dtype === "f32"
+    ? ([x, y, z], rt) => matmulNative(p, x!, y!, z!, rt)
+    : undefined;
+  if (isTunedVariant(variant)) {
+    return variant in SMEM_TILES
+      ? matmulSmemDispatch(variant, SMEM_TILES[variant as SmemVariant], p, a, b, c, cpu, native)
+      : gemvWgDispatch(variant, GEMV_SHAPES[variant as GemvWgVariant], p, a, b, c, cpu, native);
+  }
   const ta = p.transposeA, tb = p.transposeB;
   const flags = `${ta ? "T" : "N"}${tb ? "T" : "N"}`;
   let wgsl: () => string;
@@ -355,8 +488,8 @@ export function matmulDispatch(
     op: "matmul",
     key: MATMUL.key(variantKey, p.dtype, flags),
     wgsl,
-    cpu: ([x, y, z]) => matmulCpu(p, x!, y!, z!),
-    native: p.dtype === "f32" ? ([x, y, z], rt) => matmulNative(p, x!, y!, z!, rt) : undefined,
+    cpu,
+    native,
     buffers: [a, b, c],
     uniforms: MATMUL.uniforms({
       m: p.m,

@@ -3,6 +3,10 @@
  * matches step for step) and the global gradient-norm clipping it reads its scale from.
  * Everything stays on the device: the clip factor is a 1-element buffer, never read back.
  *
+ * These are the per-tensor kernels. AdamW runs the multi-tensor ones of `optim_group.ts`, whose
+ * CPU twins and native code call the per-tensor twins and native code here per tensor; the
+ * per-tensor kernels stay as the reference those are tested against (and `clipScale` is shared).
+ *
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";

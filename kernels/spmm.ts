@@ -29,6 +29,7 @@ import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
 import { spmmGradWeightNative, spmmNative } from "./native/spmm.ts";
 import { defineKernel } from "./spec.ts";
+import { SPMM_SPLIT_SHAPES, spmmSplitDispatch, spmmSplitFits, spmmTunable } from "./spmm_wg.ts";
 
 /** How the entries of each sparse row are laid out. */
 export type RowLayout =
@@ -298,14 +299,36 @@ export function spmmDispatch(
     wgsl = () => spmmRowsWgsl(p.dtype, layout, t);
     tag = `rows:${isCsr(layout) ? "csr" : "fixed"}`;
   }
+  const cpu: Dispatch["cpu"] = (bufs) => spmmCpu(p, layout, bufs);
+  const native: Dispatch["native"] = p.dtype === "f32"
+    ? (bufs, rt) => spmmNative(p.rows, p.dIn, p.dOut, p.k, isCsr(layout), bufs, rt)
+    : undefined;
+  // Fixed-K rows (decoding's top-K) may run the split-K kernel for discrete GPUs
+  // (kernels/spmm_wg.ts) where an autotuning device measured it faster.
+  const tune = kernel === "rows" && !tiling && (layout === "fixed" || layout === "fixedUnsorted") &&
+      p.k > 0 && (p.dtype === "f32" || p.dtype === "f16") && spmmSplitFits(p)
+    ? spmmTunable(
+      p,
+      layout,
+      (v, bufs) =>
+        v === "rows" ? spmmDispatch(p, layout, [...bufs], "rows", undefined, t) : spmmSplitDispatch(
+          v,
+          SPMM_SPLIT_SHAPES[v as keyof typeof SPMM_SPLIT_SHAPES],
+          p,
+          false,
+          [...bufs],
+          cpu,
+          native,
+        ),
+    )
+    : undefined;
   return {
     op: "spmm",
     key: SPMM.key(tag, p.dtype, `nv${t.nv}`, `wg${t.wg}`, `r${t.r}`),
     wgsl,
-    cpu: (bufs) => spmmCpu(p, layout, bufs),
-    native: p.dtype === "f32"
-      ? (bufs, rt) => spmmNative(p.rows, p.dIn, p.dOut, p.k, isCsr(layout), bufs, rt)
-      : undefined,
+    cpu,
+    native,
+    ...(tune ? { tune } : {}),
     buffers,
     uniforms: SPMM.uniforms({
       rows: p.rows,

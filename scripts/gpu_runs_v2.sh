@@ -7,8 +7,10 @@
 #
 # Order, each step capped so one call does everything it can in time:
 #   1. benches, about 2 minutes: engine overheads (dispatch µs, the 1,000-op chain, dispatches per
-#      step), decode tokens/s at batch 1 and 16, matmul and sparse GEMV tables, training
-#      tokens/s tiny…l. JSON into results/h200/bench/.
+#      step), decode tokens/s at batch 1 and 16, matmul and sparse GEMV tables, every matmul
+#      kernel variant per shape with autotune's pick (bench/matmul_variants.ts), training
+#      tokens/s tiny…l, captured against ordinary training steps at batch 32 and 256
+#      (bench/capture.ts). JSON into results/h200/bench/.
 #   2. the v2 cells this CPU machine reaches last (docs/studies-v2.md: ~49 h here): learning-rate
 #      tuning of n853k, its pick, then n853k's main grid from seed 3 down (the CPU runner goes
 #      from seed 1 up; merged results are skipped by whichever comes second), then the fixed-N_a
@@ -39,8 +41,11 @@ sweep() { # sweep STUDY k=v...: the study's full-profile runs matching every k=v
 bench engine 30 bench/engine.ts --no-llvmpipe
 bench decode 40 bench/decode.ts --device webgpu --batches 1,16 --sparsities 0.5,0.8 --rounds 3
 bench matmul 20 bench/matmul_table.ts
+bench matmul-variants 90 bench/matmul_variants.ts --big --f16
 bench sparsity 25 bench/sparsity_table.ts --no-peers --quick
-bench train 30 bench/train_speed.ts tiny:0 tiny:0.5 s:0 s:0.5 l:0 l:0.5
+bench train 45 bench/train_speed.ts tiny:0 tiny:0.5 s:0 s:0.5 l:0 l:0.5
+bench capture 60 bench/capture.ts --devices webgpu --cases tiny:32x128,tiny:256x128,s:256x128 \
+  --rounds 3
 
 sweep lr_tuning size=n853k
 step "pick n853k" 30 $RUN scripts/pick_lr.ts --profile full --require n853k

@@ -22,7 +22,7 @@ Deno.test("gpu_runs_v2.sh: benches, then tuning and pick, then n853k seeds 3→1
   const lines = await dry("scripts/gpu_runs_v2.sh");
   assert.equal([...Deno.readDirSync("results/bench")].length, before, "DRY deleted bench JSON");
   const at = (re: RegExp) => lines.findIndex((l) => re.test(l));
-  const benches = ["engine", "decode", "matmul", "sparsity", "train"].map((b) =>
+  const benches = ["engine", "decode", "matmul", "sparsity", "train", "capture"].map((b) =>
     at(new RegExp(`^bench-${b}:`))
   );
   assert.ok(benches.every((i) => i >= 0), lines.join("\n"));

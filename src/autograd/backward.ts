@@ -17,7 +17,8 @@ import { noGrad } from "./tape.ts";
 
 // Gradient sums and copies dispatch the elementwise kernels directly: the public ops sit in the
 // layer above autograd. These match ops/elementwise's `add` and `mulScalar(g, 1)` without the
-// recording (backward runs with recording off anyway).
+// recording (backward runs with recording off anyway), and join the device's pending fused group
+// as those do.
 
 function add(a: Tensor, b: Tensor): Tensor {
   if (a.dtype !== b.dtype) {
@@ -29,7 +30,9 @@ function add(a: Tensor, b: Tensor): Tensor {
     throw ShapeError.mismatch("backward", [a.shape, b.shape], `more than ${MAX_RANK} dims`);
   }
   const out = a.device.empty(shape, a.dtype, "backward");
-  if (out.size > 0) {
+  const fusion = a.device.fusion;
+  if (out.size > 0 && fusion) fusion.binary("add", a, b, out);
+  else if (out.size > 0) {
     a.device.run(
       binaryDispatch(
         "add",
@@ -46,6 +49,12 @@ function add(a: Tensor, b: Tensor): Tensor {
 
 function copy(g: Tensor): Tensor {
   const out = g.device.empty(g.shape, g.dtype, "backward");
+  const fusion = g.device.fusion;
+  if (out.size === 0) return out;
+  if (fusion) {
+    fusion.scalar("mul", g, 1, false, out);
+    return out;
+  }
   g.device.run(
     scalarDispatch(
       "mul",

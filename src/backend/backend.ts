@@ -172,6 +172,11 @@ export interface DeviceLimits {
   maxComputeWorkgroupStorageSize: number;
   /** Largest dispatch along one dimension. */
   maxComputeWorkgroupsPerDimension: number;
+  /**
+   * Storage buffers one kernel may bind (WebGPU's default is 8; llvmpipe allows 32). Multi-tensor
+   * kernels size their groups by it; fused elementwise kernels split to stay under it.
+   */
+  maxStorageBuffersPerShaderStage: number;
 }
 
 /**
@@ -199,6 +204,103 @@ export interface Dispatch {
   uniforms?: Uint32Array;
   /** Workgroup counts. */
   workgroups: readonly [number, number, number];
+  /**
+   * Other kernels that compute the same result (see src/backend/autotune.ts): a backend that
+   * autotunes may run the variant measured fastest on its adapter for this problem class
+   * instead. Host backends ignore it (every variant shares `cpu` and `native`).
+   */
+  tune?: Tunable;
+}
+
+/**
+ * Interchangeable kernels for one launch, offered to an autotuning backend. The dispatch that
+ * carries it is the default variant, `variants[0]`.
+ */
+export interface Tunable {
+  /**
+   * Problem class: one choice serves every problem of the class (e.g. a bucket of shapes, dtype,
+   * transposes), so it must include what decides which variants are valid, and the version of
+   * the kernels it names.
+   */
+  readonly key: string;
+  /** Variant names valid for this problem, the default first (fewer than 2: nothing to choose). */
+  readonly variants: readonly string[];
+  /** The same launch on variant `variant` with these buffers (binding order). */
+  build(variant: string, buffers: readonly Storage[]): Dispatch;
+  /**
+   * Host contents of the input buffers for a tuning run, in binding order (deterministic; the
+   * outputs follow them in the binding list).
+   */
+  sampleInputs(): ArrayBufferView[];
+  /** Byte sizes of the output buffers, bound after the inputs. */
+  readonly outputBytes: readonly number[];
+  /** Element type of the outputs, to compare variants: f32 or f16. */
+  readonly outputDType: "f32" | "f16";
+  /**
+   * A variant is accepted when every output element is within `tolerance · max|reference|` of
+   * the default's (accumulation order may differ between variants, never the math).
+   */
+  readonly tolerance: number;
+}
+
+/**
+ * One device command of a captured step, on the storages it binds: a kernel launch, a host write
+ * (its bytes copied when recorded) or a device-side copy.
+ */
+export type CapturedCommand =
+  | { readonly kind: "dispatch"; readonly dispatch: Dispatch; readonly buffers: readonly Storage[] }
+  | {
+    readonly kind: "write";
+    readonly dst: Storage;
+    readonly offset: number;
+    readonly data: Uint8Array;
+  }
+  | {
+    readonly kind: "copy";
+    readonly src: Storage;
+    readonly srcOffset: number;
+    readonly dst: Storage;
+    readonly dstOffset: number;
+    readonly bytes: number;
+  };
+
+/**
+ * Receives everything a backend is asked to do while a step is captured (see
+ * src/backend/capture.ts). The backend still executes each command; the recorder only watches.
+ */
+export interface CaptureRecorder {
+  /** A storage was allocated. */
+  allocated(storage: Storage): void;
+  /** A storage was released (before the backend lets go of its memory). */
+  released(storage: Storage): void;
+  /** A command is about to be executed or encoded. */
+  command(c: CapturedCommand): void;
+  /**
+   * A host readback was asked for: returns the error the backend throws at once (a captured
+   * step is replayed without the host, so it cannot depend on device values).
+   */
+  readback(storage: Storage, bytes: number): Error;
+}
+
+/**
+ * A captured step compiled for one backend: its commands on fixed storages, with pipelines, bind
+ * groups, uniform blocks and written bytes prepared once.
+ */
+export interface Replay {
+  /** Kernel launches per replay. */
+  readonly dispatches: number;
+  /**
+   * Host data for the next replay (a step's inputs), written without staging: on WebGPU pending
+   * work is submitted first, so the write cannot overtake it.
+   */
+  write(storage: Storage, data: ArrayBufferView): void;
+  /**
+   * Encodes (WebGPU) or runs (host backends) every command once. Throws a CaptureError when a
+   * storage the commands bind was released since they were compiled.
+   */
+  run(): void;
+  /** Frees what the replay owns (uniform and constant buffers); not the storages it binds. */
+  dispose(): void;
 }
 
 /** A device implementation. */
@@ -233,6 +335,21 @@ export interface Backend {
   profile(): Map<string, KernelTime> | undefined;
   /** Clears the profile counters. */
   resetProfile(): void;
+  /**
+   * Set while a step is being captured: every allocate, release, write, copy and dispatch is
+   * reported to it, and `read` throws the error it returns.
+   */
+  recorder: CaptureRecorder | null;
+  /**
+   * Bytes a storage of `bytes` really occupies (its pool size class): storages of one capacity
+   * can take turns in one buffer.
+   */
+  capacity(bytes: number): number;
+  /**
+   * Prepares recorded commands for replay. Every storage they bind must be live, and must stay
+   * live (the replay checks) until the replay is disposed.
+   */
+  compileReplay(commands: readonly CapturedCommand[]): Replay;
 }
 
 /** Accumulated device time of one op name. */

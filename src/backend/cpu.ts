@@ -13,9 +13,7 @@ export class CpuBackend extends HostBackend implements Backend {
   readonly description: string = "cpu (TypeScript reference kernels)";
   protected readonly name = "CPU";
 
-  dispatch(d: Dispatch): void {
-    this.check(d.op);
-    const bufs = d.buffers.map((s) => this.buf(s, d.op));
-    this.timed(d.op, () => d.cpu(bufs));
+  protected override kernel(d: Dispatch, buffers: ArrayBuffer[]): () => void {
+    return () => d.cpu(buffers);
   }
 }

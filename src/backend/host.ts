@@ -6,8 +6,17 @@
  *
  * @module
  */
-import type { DeviceLimits, DeviceStats, KernelTime, Storage } from "./backend.ts";
-import { DeviceError } from "../core/errors.ts";
+import type {
+  CapturedCommand,
+  CaptureRecorder,
+  DeviceLimits,
+  DeviceStats,
+  Dispatch,
+  KernelTime,
+  Replay,
+  Storage,
+} from "./backend.ts";
+import { CaptureError, DeviceError } from "../core/errors.ts";
 
 /** Storage of a host backend. */
 export class HostStorage implements Storage {
@@ -60,6 +69,8 @@ export abstract class HostBackend {
   #profile = new Map<string, KernelTime>();
   /** Which backend, named in errors. */
   protected abstract readonly name: string;
+  /** Set while a step is captured (src/backend/capture.ts). */
+  recorder: CaptureRecorder | null = null;
 
   /** @param opts `profile`: time every dispatch with the host clock. */
   constructor(opts: { profile?: boolean } = {}) {
@@ -70,6 +81,8 @@ export abstract class HostBackend {
       maxBufferSize: max,
       maxComputeWorkgroupStorageSize: 1 << 20,
       maxComputeWorkgroupsPerDimension: 2 ** 31 - 1,
+      // Host kernels bind nothing: multi-tensor groups are bounded by the kernels' own cap.
+      maxStorageBuffersPerShaderStage: 2 ** 31 - 1,
     };
   }
 
@@ -113,25 +126,100 @@ export abstract class HostBackend {
     const s = new HostStorage(this.#nextId++, bytes, buffer);
     this.#live.set(s.id, s);
     this.#liveBytes += bytes;
+    this.recorder?.allocated(s);
     return s;
   }
 
   write(storage: Storage, data: ArrayBufferView, byteOffset = 0): void {
     this.check("write");
     const dst = new Uint8Array(this.buf(storage, "write"));
-    dst.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), byteOffset);
+    const src = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    this.recorder?.command({ kind: "write", dst: storage, offset: byteOffset, data: src.slice() });
+    dst.set(src, byteOffset);
   }
 
   read(storage: Storage, bytes: number, byteOffset = 0): Promise<ArrayBuffer> {
     this.check("read");
+    if (this.recorder) throw this.recorder.readback(storage, bytes);
     return Promise.resolve(this.buf(storage, "read").slice(byteOffset, byteOffset + bytes));
   }
 
   copy(src: Storage, srcOffset: number, dst: Storage, dstOffset: number, bytes: number): void {
     this.check("copy");
-    new Uint8Array(this.buf(dst, "copy"), dstOffset, bytes).set(
-      new Uint8Array(this.buf(src, "copy"), srcOffset, bytes),
-    );
+    const to = new Uint8Array(this.buf(dst, "copy"), dstOffset, bytes);
+    const from = new Uint8Array(this.buf(src, "copy"), srcOffset, bytes);
+    this.recorder?.command({ kind: "copy", src, srcOffset, dst, dstOffset, bytes });
+    to.set(from);
+  }
+
+  /**
+   * The work of one launch on host buffers, as a function a replay can call again (the CPU twin,
+   * or the native kernel where there is one).
+   */
+  protected abstract kernel(d: Dispatch, buffers: ArrayBuffer[]): () => void;
+
+  /** Runs one launch, reporting it to the recorder while a step is captured. */
+  dispatch(d: Dispatch): void {
+    this.check(d.op);
+    const bufs = d.buffers.map((s) => this.buf(s, d.op));
+    this.recorder?.command({ kind: "dispatch", dispatch: d, buffers: d.buffers });
+    this.timed(d.op, this.kernel(d, bufs));
+  }
+
+  /** Host storage is exact (rounded to 4 bytes), so only storages of one size share a buffer. */
+  capacity(bytes: number): number {
+    return Math.ceil(bytes / 4) * 4;
+  }
+
+  compileReplay(commands: readonly CapturedCommand[]): Replay {
+    // Everything a command touches is resolved now: a replay is a loop over prepared closures.
+    const bound = new Map<Storage, ArrayBuffer>();
+    const resolve = (s: Storage, op: string): ArrayBuffer => {
+      let b = bound.get(s);
+      if (!b) bound.set(s, b = this.buf(s, op));
+      return b;
+    };
+    const steps: { op: string; run: () => void; isDispatch: boolean }[] = commands.map((c) => {
+      if (c.kind === "dispatch") {
+        const d = c.dispatch;
+        const run = this.kernel(d, c.buffers.map((s) => resolve(s, d.op)));
+        return { op: d.op, run, isDispatch: true };
+      }
+      if (c.kind === "write") {
+        const dst = new Uint8Array(resolve(c.dst, "write"), c.offset, c.data.byteLength);
+        const data = c.data;
+        return { op: "write", run: () => dst.set(data), isDispatch: false };
+      }
+      const to = new Uint8Array(resolve(c.dst, "copy"), c.dstOffset, c.bytes);
+      const from = new Uint8Array(resolve(c.src, "copy"), c.srcOffset, c.bytes);
+      return { op: "copy", run: () => to.set(from), isDispatch: false };
+    });
+    const checks = [...bound];
+    const dispatches = steps.filter((s) => s.isDispatch).length;
+    return {
+      dispatches,
+      write: (storage, data) => this.write(storage, data),
+      run: () => {
+        this.check("replay");
+        for (const [s, b] of checks) {
+          if ((s as HostStorage).buffer !== b) {
+            throw new CaptureError(
+              "replay",
+              `storage #${s.id} (${s.bytes} bytes) bound by the captured step was released since`,
+            );
+          }
+        }
+        for (const st of steps) {
+          if (st.isDispatch) this.timed(st.op, st.run);
+          else st.run();
+        }
+      },
+      dispose: () => {
+        bound.clear();
+        checks.length = 0;
+        steps.length = 0;
+      },
+    };
   }
 
   /** Runs `fn`, timing it under `op` when profiling. */
@@ -158,6 +246,7 @@ export abstract class HostBackend {
     const s = storage as HostStorage;
     const b = s.buffer;
     if (!b) return;
+    this.recorder?.released(s);
     s.buffer = null;
     this.#live.delete(s.id);
     this.#liveBytes -= s.bytes;

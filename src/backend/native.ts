@@ -147,12 +147,16 @@ export class NativeBackend extends HostBackend implements Backend, NativeRuntime
     return v;
   }
 
-  dispatch(d: Dispatch): void {
-    this.check(d.op);
-    if (this.#extents) this.#extents.op = d.op;
-    const bufs = d.buffers.map((s) => this.buf(s, d.op));
+  protected override kernel(d: Dispatch, buffers: ArrayBuffer[]): () => void {
     const fast = d.native;
-    if (fast) this.timed(d.op, () => fast(bufs, this));
-    else this.timed(d.op, () => d.cpu(bufs));
+    const extents = this.#extents;
+    if (extents) {
+      return () => {
+        extents.op = d.op;
+        if (fast) fast(buffers, this);
+        else d.cpu(buffers);
+      };
+    }
+    return fast ? () => fast(buffers, this) : () => d.cpu(buffers);
   }
 }

@@ -15,13 +15,17 @@
  */
 import type {
   Backend,
+  CapturedCommand,
+  CaptureRecorder,
   DeviceLimits,
   DeviceStats,
   Dispatch,
   KernelTime,
+  Replay,
   Storage,
 } from "./backend.ts";
-import { DeviceError } from "../core/errors.ts";
+import { CaptureError, DeviceError } from "../core/errors.ts";
+import { autotuneEnabled, Autotuner, type DispatchTimer, wallClockTimer } from "./autotune.ts";
 
 const STORAGE_USAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST
 const UNIFORM_USAGE = 0x40 | 0x08; // UNIFORM | COPY_DST
@@ -74,6 +78,8 @@ export interface WebGpuOptions {
    * null for them so the caller can pick the native backend instead. Default true.
    */
   allowSoftware?: boolean;
+  /** Choose among interchangeable kernels by measurement (src/backend/autotune.ts). Default on. */
+  autotune?: boolean;
 }
 
 /**
@@ -154,6 +160,10 @@ export class WebGpuBackend implements Backend {
   readonly limits: DeviceLimits;
   readonly hasF16: boolean;
   readonly device: GPUDevice;
+  /** Picks tuned kernel variants (set by {@link WebGpuBackend.open}; null: defaults only). */
+  autotuner: Autotuner | null = null;
+  #passTimestamps: GPUComputePassTimestampWrites | undefined;
+  #tuneQueries: GPUQuerySet | null = null;
   #alignment: number;
   #nextId = 1;
   #live = new Map<number, GpuStorage>();
@@ -181,6 +191,8 @@ export class WebGpuBackend implements Backend {
   #timedOps: string[] = [];
   #profile = new Map<string, KernelTime>();
   #pendingProfiles: Promise<void>[] = [];
+  /** Set while a step is captured (src/backend/capture.ts). */
+  recorder: CaptureRecorder | null = null;
 
   private constructor(device: GPUDevice, description: string, opts: WebGpuOptions) {
     this.device = device;
@@ -191,6 +203,7 @@ export class WebGpuBackend implements Backend {
       maxBufferSize: device.limits.maxBufferSize,
       maxComputeWorkgroupStorageSize: device.limits.maxComputeWorkgroupStorageSize,
       maxComputeWorkgroupsPerDimension: device.limits.maxComputeWorkgroupsPerDimension,
+      maxStorageBuffersPerShaderStage: device.limits.maxStorageBuffersPerShaderStage,
     };
     this.#alignment = device.limits.minUniformBufferOffsetAlignment;
     this.#profiling = (opts.profile ?? false) && device.features.has("timestamp-query");
@@ -243,7 +256,59 @@ export class WebGpuBackend implements Backend {
     const description = info.description || [info.vendor, info.architecture, info.device]
       .filter(Boolean).join(" ") ||
       "unknown WebGPU adapter";
-    return new WebGpuBackend(device, description, opts);
+    const backend = new WebGpuBackend(device, description, opts);
+    if (autotuneEnabled(opts.autotune)) {
+      const adapterKey = [info.vendor, info.architecture, info.device, info.description]
+        .join("|") + `|deno ${Deno.version.deno}`;
+      backend.autotuner = new Autotuner(backend, { adapterKey, timer: backend.tuningTimer() });
+    }
+    return backend;
+  }
+
+  /**
+   * The autotuner's clock: device time from timestamp queries when the device has them (and is
+   * not profiling, which uses them per dispatch), else wall time around `flush`.
+   *
+   * @returns The timer.
+   */
+  tuningTimer(): DispatchTimer {
+    const wall = wallClockTimer(this);
+    if (this.#profiling || !this.device.features.has("timestamp-query")) return wall;
+    return {
+      precise: true,
+      time: async (d, reps) => {
+        this.#submit();
+        this.#tuneQueries ??= this.device.createQuerySet({ type: "timestamp", count: 2 });
+        // The launches share one compute pass (reps < 256 keeps them in one submit); its two
+        // timestamps bracket them.
+        this.#passTimestamps = {
+          querySet: this.#tuneQueries,
+          beginningOfPassWriteIndex: 0,
+          endOfPassWriteIndex: 1,
+        };
+        try {
+          for (let i = 0; i < reps; i++) this.dispatch(d);
+        } finally {
+          this.#passTimestamps = undefined;
+        }
+        const resolve = this.device.createBuffer({ size: 16, usage: QUERY_RESOLVE_USAGE });
+        const readback = this.device.createBuffer({ size: 16, usage: MAP_READ_USAGE });
+        const enc = this.#ensureEncoder();
+        this.#endPass();
+        enc.resolveQuerySet(this.#tuneQueries, 0, 2, resolve, 0);
+        enc.copyBufferToBuffer(resolve, 0, readback, 0, 16);
+        this.#submit();
+        try {
+          await this.#settle("autotune", readback.mapAsync(1));
+          const t = new BigUint64Array(readback.getMappedRange().slice(0));
+          readback.unmap();
+          return Number(t[1]! - t[0]!);
+        } finally {
+          readback.destroy();
+          resolve.destroy();
+        }
+      },
+    };
   }
 
   #check(op: string): void {
@@ -270,8 +335,7 @@ export class WebGpuBackend implements Backend {
           `${this.limits.maxStorageBufferBindingSize} bytes (maxStorageBufferBindingSize)`,
       );
     }
-    let cls = sizeClassOf(bytes);
-    if (cls > this.limits.maxStorageBufferBindingSize) cls = Math.ceil(bytes / 16) * 16;
+    const cls = this.capacity(bytes);
     const free = this.#pool.get(cls);
     let buffer = free?.pop();
     if (buffer) {
@@ -283,12 +347,20 @@ export class WebGpuBackend implements Backend {
     const s = new GpuStorage(this.#nextId++, bytes, cls, buffer);
     this.#live.set(s.id, s);
     this.#liveBytes += bytes;
+    this.recorder?.allocated(s);
     return s;
+  }
+
+  /** The pool's size class of `bytes` (exact, in 16-byte units, beyond the binding limit). */
+  capacity(bytes: number): number {
+    const cls = sizeClassOf(bytes);
+    return cls > this.limits.maxStorageBufferBindingSize ? Math.ceil(bytes / 16) * 16 : cls;
   }
 
   release(storage: Storage): void {
     const s = storage as GpuStorage;
     if (!s.buffer) return;
+    this.recorder?.released(s);
     const list = this.#pool.get(s.sizeClass) ?? [];
     list.push(s.buffer);
     this.#pool.set(s.sizeClass, list);
@@ -314,6 +386,12 @@ export class WebGpuBackend implements Backend {
     // writeBuffer needs a multiple of 4 bytes (odd f16 tails) and an ArrayBuffer-backed view.
     const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
     padded.set(bytes);
+    this.recorder?.command({
+      kind: "write",
+      dst: storage,
+      offset: byteOffset,
+      data: bytes.slice(),
+    });
     if (this.#encoder === null) {
       this.device.queue.writeBuffer(dst, byteOffset, padded);
       return;
@@ -332,6 +410,7 @@ export class WebGpuBackend implements Backend {
 
   copy(src: Storage, srcOffset: number, dst: Storage, dstOffset: number, bytes: number): void {
     this.#check("copy");
+    this.recorder?.command({ kind: "copy", src, srcOffset, dst, dstOffset, bytes });
     const enc = this.#ensureEncoder();
     this.#endPass();
     enc.copyBufferToBuffer(
@@ -418,12 +497,14 @@ export class WebGpuBackend implements Backend {
 
   dispatch(d: Dispatch): void {
     this.#check(d.op);
+    if (d.tune && this.autotuner) d = this.autotuner.resolve(d);
     const [x, y, z] = d.workgroups;
     const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
     if (x > maxDim || y > maxDim || z > maxDim) {
       throw new DeviceError(d.op, `dispatch [${x}, ${y}, ${z}] exceeds ${maxDim} per dimension`);
     }
     if (x === 0 || y === 0 || z === 0) return;
+    this.recorder?.command({ kind: "dispatch", dispatch: d, buffers: d.buffers });
     const kernel = this.#pipeline(d);
     const pipeline = kernel.pipeline;
     const buffers = d.buffers.map((s) => this.#buf(s, d.op));
@@ -475,13 +556,198 @@ export class WebGpuBackend implements Backend {
       pass.dispatchWorkgroups(x, y, z);
       pass.end();
     } else {
-      this.#pass ??= enc.beginComputePass();
+      this.#pass ??= enc.beginComputePass(
+        this.#passTimestamps && { timestampWrites: this.#passTimestamps },
+      );
       this.#pass.setPipeline(pipeline);
       this.#pass.setBindGroup(0, bindGroup, offsets);
       this.#pass.dispatchWorkgroups(x, y, z);
     }
     this.#dispatches++;
     if (++this.#pendingDispatches >= AUTO_SUBMIT_DISPATCHES) this.#submit();
+  }
+
+  /**
+   * Prepares a captured step: pipelines looked up, one bind group per distinct launch built on
+   * the bound buffers, every uniform block packed into one buffer and every written byte into
+   * another, both written once here. A replay then only encodes (in one pass, untimed: a device
+   * opened with `profile` times ordinary launches only).
+   */
+  compileReplay(commands: readonly CapturedCommand[]): Replay {
+    this.#check("capture");
+    const checks = new Map<GpuStorage, GPUBuffer>();
+    const bufferOf = (s: Storage, op: string): GPUBuffer => {
+      const b = this.#buf(s, op);
+      checks.set(s as GpuStorage, b);
+      return b;
+    };
+    // Offsets of the uniform blocks (dynamic-offset aligned) and of the written bytes.
+    const uniformAt: number[] = [];
+    let uniformBytes = 0;
+    const constantAt = new Map<Uint8Array, number>();
+    let constantBytes = 0;
+    for (const c of commands) {
+      if (c.kind === "dispatch" && c.dispatch.uniforms) {
+        uniformAt.push(uniformBytes);
+        const size = Math.max(16, Math.ceil(c.dispatch.uniforms.byteLength / 16) * 16);
+        uniformBytes = Math.ceil((uniformBytes + size) / this.#alignment) * this.#alignment;
+      } else if (c.kind === "write" && !constantAt.has(c.data)) {
+        constantAt.set(c.data, constantBytes);
+        constantBytes += Math.ceil(c.data.byteLength / 4) * 4;
+      }
+    }
+    const uniformHost = new Uint8Array(Math.max(16, uniformBytes));
+    const uniformGpu = this.device.createBuffer({
+      size: uniformHost.byteLength,
+      usage: UNIFORM_USAGE,
+    });
+    const constantHost = new Uint8Array(Math.max(4, constantBytes));
+    for (const [data, at] of constantAt) constantHost.set(data, at);
+    const constantGpu = this.device.createBuffer({
+      size: constantHost.byteLength,
+      usage: 0x04 | 0x08, // COPY_SRC | COPY_DST
+    });
+    interface Launch {
+      pipeline: GPUComputePipeline;
+      group: GPUBindGroup;
+      offsets: number[];
+      x: number;
+      y: number;
+      z: number;
+    }
+    interface Transfer {
+      src: GPUBuffer;
+      srcOffset: number;
+      dst: GPUBuffer;
+      dstOffset: number;
+      bytes: number;
+    }
+    const ops: (Launch | Transfer)[] = [];
+    const groups = new Map<string, GPUBindGroup>();
+    let u = 0;
+    for (const c of commands) {
+      if (c.kind === "write") {
+        ops.push({
+          src: constantGpu,
+          srcOffset: constantAt.get(c.data)!,
+          dst: bufferOf(c.dst, "write"),
+          dstOffset: c.offset,
+          bytes: Math.ceil(c.data.byteLength / 4) * 4,
+        });
+        continue;
+      }
+      if (c.kind === "copy") {
+        ops.push({
+          src: bufferOf(c.src, "copy"),
+          srcOffset: c.srcOffset,
+          dst: bufferOf(c.dst, "copy"),
+          dstOffset: c.dstOffset,
+          bytes: Math.ceil(c.bytes / 4) * 4,
+        });
+        continue;
+      }
+      const d = c.dispatch;
+      const kernel = this.#pipeline(d);
+      const buffers = c.buffers.map((s) => bufferOf(s, d.op));
+      let slot: { buffer: GPUBuffer; offset: number; size: number } | null = null;
+      if (d.uniforms) {
+        const at = uniformAt[u++]!;
+        uniformHost.set(
+          new Uint8Array(d.uniforms.buffer, d.uniforms.byteOffset, d.uniforms.byteLength),
+          at,
+        );
+        slot = {
+          buffer: uniformGpu,
+          offset: at,
+          size: Math.max(16, Math.ceil(d.uniforms.byteLength / 16) * 16),
+        };
+      }
+      // With a dynamic uniform offset, launches of one kernel on the same buffers share a group.
+      const dynamic = kernel.dynamicUniform;
+      let key = d.key;
+      for (const b of buffers) key += "," + this.#bufferId(b);
+      key += slot ? (dynamic ? `|${slot.size}` : `|${slot.offset}:${slot.size}`) : "";
+      let group = groups.get(key);
+      if (!group) {
+        group = this.device.createBindGroup({
+          layout: kernel.layout,
+          entries: bindEntries(buffers, slot && (dynamic ? { ...slot, offset: 0 } : slot)),
+        });
+        groups.set(key, group);
+      }
+      const [x, y, z] = d.workgroups;
+      ops.push({
+        pipeline: kernel.pipeline,
+        group,
+        offsets: slot && dynamic ? [slot.offset] : [],
+        x,
+        y,
+        z,
+      });
+    }
+    this.device.queue.writeBuffer(uniformGpu, 0, uniformHost);
+    this.device.queue.writeBuffer(constantGpu, 0, constantHost);
+    const dispatches = ops.filter((op) => "pipeline" in op).length;
+    const fixed = [...checks];
+    return {
+      dispatches,
+      write: (storage, data) => {
+        // A write goes straight to the queue when no encoder is open (no staging buffer); the
+        // queue orders it after everything submitted before.
+        this.#submit();
+        this.write(storage, data);
+      },
+      run: () => {
+        this.#check("replay");
+        for (const [s, b] of fixed) {
+          if (s.buffer !== b) {
+            throw new CaptureError(
+              "replay",
+              `storage #${s.id} (${s.bytes} bytes) bound by the captured step was released since`,
+            );
+          }
+        }
+        let enc = this.#ensureEncoder();
+        // A pass keeps its pipeline between launches: runs of one kernel (the optimizer's
+        // per-parameter launches) set it once.
+        let current: GPUComputePipeline | null = null;
+        for (const op of ops) {
+          if ("pipeline" in op) {
+            if (this.#pass === null) {
+              this.#pass = enc.beginComputePass();
+              current = null;
+            }
+            const pass = this.#pass;
+            if (op.pipeline !== current) {
+              pass.setPipeline(op.pipeline);
+              current = op.pipeline;
+            }
+            pass.setBindGroup(0, op.group, op.offsets);
+            pass.dispatchWorkgroups(op.x, op.y, op.z);
+            this.#dispatches++;
+            if (++this.#pendingDispatches >= AUTO_SUBMIT_DISPATCHES) {
+              this.#submit();
+              enc = this.#ensureEncoder();
+            }
+          } else {
+            this.#endPass();
+            enc.copyBufferToBuffer(op.src, op.srcOffset, op.dst, op.dstOffset, op.bytes);
+          }
+        }
+        // Submitted at once: the device starts on the step, and the next inputs are written
+        // straight to the queue.
+        this.#submit();
+      },
+      dispose: () => {
+        // Work still in the encoder may use these buffers: submit it before destroying them.
+        if (this.#lost === null) this.#submit();
+        uniformGpu.destroy();
+        constantGpu.destroy();
+        ops.length = 0;
+        fixed.length = 0;
+        groups.clear();
+      },
+    };
   }
 
   /** Finishes and submits the open encoder (if any). Does not wait. */
@@ -547,7 +813,13 @@ export class WebGpuBackend implements Backend {
     }
   }
 
-  async read(storage: Storage, bytes: number, byteOffset = 0): Promise<ArrayBuffer> {
+  read(storage: Storage, bytes: number, byteOffset = 0): Promise<ArrayBuffer> {
+    // Not async, so a readback inside a captured step throws where it is asked for.
+    if (this.recorder) throw this.recorder.readback(storage, bytes);
+    return this.#read(storage, bytes, byteOffset);
+  }
+
+  async #read(storage: Storage, bytes: number, byteOffset: number): Promise<ArrayBuffer> {
     this.#check("read");
     const src = this.#buf(storage, "read");
     const size = Math.max(4, Math.ceil(bytes / 4) * 4);

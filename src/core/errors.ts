@@ -185,4 +185,21 @@ export class ValueError extends KitError {}
  */
 export class CheckpointError extends KitError {}
 
+/**
+ * A captured step that cannot be replayed faithfully: a host readback or an async function inside
+ * the capture, a storage made before the capture and disposed inside it, a step whose kernels,
+ * parameters or buffers differ from the recorded ones, or a bound storage released since. The
+ * message names the op involved.
+ *
+ * @example
+ * ```ts
+ * import { CaptureError, KitError } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * const e = new CaptureError("capture", "host readback of the output of matmul");
+ * assert.ok(e instanceof KitError);
+ * assert.match(e.message, /^capture: host readback/);
+ * ```
+ */
+export class CaptureError extends KitError {}
+
 export { fmt as formatShape };

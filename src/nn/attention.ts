@@ -6,8 +6,7 @@
  * @module
  */
 import { mulScalar } from "../ops/elementwise.ts";
-import { matmul } from "../ops/matmul.ts";
-import { permute } from "../ops/permute.ts";
+import { matmulStrided } from "../ops/matmul_strided.ts";
 import { rope } from "../ops/rope.ts";
 import { softmax } from "../ops/softmax.ts";
 import type { Device } from "../tensor/device.ts";
@@ -16,6 +15,9 @@ import type { ModelConfig } from "./config.ts";
 import { Linear } from "./linear.ts";
 import { Module } from "./module.ts";
 import { SparseSite } from "./sparsify.ts";
+
+/** `[B, T, H, hd]` read as `[B, H, T, hd]` (and back): the heads view of the projections. */
+const HEADS = [0, 2, 1, 3];
 
 /**
  * Attention block (without its pre-norm).
@@ -81,13 +83,19 @@ export class Attention extends Module {
     const xs = this.qkvSite.apply(x);
     const heads = (y: Tensor<"f32">) => y.reshape([b, t, h, hd]);
     const theta = this.config.ropeTheta;
-    const q = permute(rope(heads(this.q.forward(xs)), { base: theta }), [0, 2, 1, 3]);
-    const k = permute(rope(heads(this.k.forward(xs)), { base: theta }), [0, 2, 1, 3]);
-    const v = permute(heads(this.v.forward(xs)), [0, 2, 1, 3]);
-    // The 1/√hd scale goes on q ([B, H, T, hd]), not on the T× larger scores ([B, H, T, T]).
-    const scores = matmul(mulScalar(q, 1 / Math.sqrt(hd)), k, { transposeB: true });
+    // q, k, v stay [B, T, H, hd]; the products read them as [B, H, T, hd] through strides.
+    const q = rope(heads(this.q.forward(xs)), { base: theta });
+    const k = rope(heads(this.k.forward(xs)), { base: theta });
+    const v = heads(this.v.forward(xs));
+    // The 1/√hd scale goes on q ([B, T, H, hd]), not on the T× larger scores ([B, H, T, T]).
+    const scores = matmulStrided(mulScalar(q, 1 / Math.sqrt(hd)), k, {
+      transposeB: true,
+      dimsA: HEADS,
+      dimsB: HEADS,
+    });
     const p = softmax(scores, { causal: true });
-    const ctx = permute(matmul(p, v), [0, 2, 1, 3]).reshape([b, t, d]);
+    // The context is written straight into [B, T, H, hd], so merging the heads is a reshape.
+    const ctx = matmulStrided(p, v, { dimsB: HEADS, dimsOut: HEADS }).reshape([b, t, d]);
     return this.o.forward(this.oSite.apply(ctx));
   }
 

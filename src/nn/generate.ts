@@ -24,7 +24,7 @@ import { add, mul, mulScalar, relu2, silu } from "../ops/elementwise.ts";
 import { embedding } from "../ops/embedding.ts";
 import { concat, slice } from "../ops/layout.ts";
 import { matmul } from "../ops/matmul.ts";
-import { permute } from "../ops/permute.ts";
+import { matmulStrided } from "../ops/matmul_strided.ts";
 import { quantizeActivations, quantizeWeights, spmmTernary, topkQuantized } from "../ops/quant.ts";
 import { rmsNorm } from "../ops/rmsnorm.ts";
 import { rope } from "../ops/rope.ts";
@@ -260,11 +260,15 @@ export class Decoder implements Disposable {
     const qr = rope(heads(q!), { base: c.ropeTheta, offset: pos });
     const kr = rope(heads(k!), { base: c.ropeTheta, offset: pos });
     this.cache.write(layer, kr, heads(v!));
-    // Scaled on q, as in Attention.forward (same rounding as the training path).
-    const qh = mulScalar(permute(qr, [0, 2, 1, 3]), 1 / Math.sqrt(hd));
-    const scores = matmul(qh, this.cache.keys(layer), { transposeB: true });
+    // Scaled on q, as in Attention.forward (same rounding as the training path). q stays
+    // [B, T, H, hd] and is read as [B, H, T, hd] against the [B, H, Tmax, hd] cache; the context
+    // is written back into [B, T, H, hd] (strided views, no permute copies).
+    const headsView = [0, 2, 1, 3];
+    const qh = mulScalar(qr, 1 / Math.sqrt(hd));
+    const keys = this.cache.keys(layer), values = this.cache.values(layer);
+    const scores = matmulStrided(qh, keys, { transposeB: true, dimsA: headsView });
     const p = softmax(add(scores, bias));
-    const ctx = permute(matmul(p, this.cache.values(layer)), [0, 2, 1, 3]).reshape([b, t, d]);
+    const ctx = matmulStrided(p, values, { dimsOut: headsView }).reshape([b, t, d]);
     return this.#project(attn.oSite, ctx, [attn.o], sparseNow)[0]!;
   }
 

@@ -105,18 +105,25 @@ export class SparseSite {
   #count(h: Tensor<"f32">): void {
     const n = countNonzero(h);
     const prev = this.counter.nonzeros;
-    const next = prev ? add(prev, n) : n;
     if (prev) {
-      keep(next);
-      prev.dispose();
+      // Added in place, so the counter keeps one storage: a captured training step binds it,
+      // and its replays keep counting into it.
+      using sum = add(prev, n);
       n.dispose();
-    } else keep(next);
-    this.counter.nonzeros = next;
+      this.device.backend.copy(sum.storage("count"), 0, prev.storage("count"), 0, 4);
+    } else this.counter.nonzeros = keep(n);
     this.counter.elements += h.size;
   }
 
-  /** Clears the counter. */
+  /** Clears the counter (zeroed in place: a captured step may be bound to its storage). */
   resetCounter(): void {
+    const c = this.counter.nonzeros;
+    if (c) this.device.backend.write(c.storage("resetCounter"), new Uint32Array(1));
+    this.counter.elements = 0;
+  }
+
+  /** Frees the counter's storage (the model does when it is disposed). */
+  freeCounter(): void {
     this.counter.nonzeros?.dispose();
     this.counter.nonzeros = null;
     this.counter.elements = 0;

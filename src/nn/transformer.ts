@@ -204,6 +204,12 @@ export class TransformerLM extends Module {
     return this.layers.flatMap((l) => [...l.attn.sites(), ...l.ffn.sites()]);
   }
 
+  /** Frees the parameters and the sparsity counters. */
+  override dispose(): void {
+    for (const s of this.sites()) s.freeCounter();
+    super.dispose();
+  }
+
   /** Parameter counts. @returns Total, embedding, non-embedding, per site. */
   params(): ParamCounts {
     return paramCounts(this.config);

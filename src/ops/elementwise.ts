@@ -61,7 +61,10 @@ export function unaryRaw<D extends DType>(op: UnaryOp, x: Tensor<D>): Tensor<D> 
     );
   }
   const out = x.device.empty(x.shape, x.dtype, op);
-  x.device.run(unaryDispatch(op, x.dtype, x.storage(op), out.storage(op), x.size));
+  const fusion = x.device.fusion;
+  if (out.size === 0) return out;
+  if (fusion) fusion.unary(op, x, out);
+  else x.device.run(unaryDispatch(op, x.dtype, x.storage(op), out.storage(op), x.size));
   return out;
 }
 
@@ -325,7 +328,10 @@ export function binaryRaw<D extends DType>(op: BinaryOp, a: Tensor<D>, b: Tensor
     throw ShapeError.mismatch(op, [a.shape, b.shape], `broadcast needs more than ${MAX_RANK} dims`);
   }
   const out = a.device.empty(shape, a.dtype, op);
-  if (out.size > 0) {
+  const fusion = a.device.fusion;
+  if (out.size === 0) return out;
+  if (fusion) fusion.binary(op, a, b, out);
+  else {
     a.device.run(
       binaryDispatch(op, a.dtype, layout, a.storage(op), b.storage(op), out.storage(op)),
     );
@@ -513,7 +519,12 @@ function scalarOp<D extends DType>(
     throw new DTypeError(`${op}Scalar`, `needs a float tensor, got ${x.dtype}`);
   }
   const out = x.device.empty(x.shape, x.dtype, `${op}Scalar`);
-  x.device.run(scalarDispatch(op, x.dtype, reversed, s, x.storage(op), out.storage(op), x.size));
+  const fusion = x.device.fusion;
+  if (out.size === 0) return out;
+  if (fusion) fusion.scalar(op, x, s, reversed, out);
+  else {
+    x.device.run(scalarDispatch(op, x.dtype, reversed, s, x.storage(op), out.storage(op), x.size));
+  }
   return out;
 }
 
@@ -702,7 +713,9 @@ export function where<D extends DType>(cond: Tensor, a: Tensor<D>, b: Tensor<D>)
     );
   }
   const out = a.device.empty(s, a.dtype, "where");
-  if (n > 0) {
+  const fusion = a.device.fusion;
+  if (n > 0 && fusion) fusion.where(cond, a, b, out);
+  else if (n > 0) {
     a.device.run(
       whereDispatch(
         cond.dtype,
@@ -743,7 +756,9 @@ export function where<D extends DType>(cond: Tensor, a: Tensor<D>, b: Tensor<D>)
  */
 export function cast<T extends DType>(x: Tensor, dtype: T): Tensor<T> {
   const out = x.device.empty(x.shape, dtype, "cast");
-  if (x.size > 0) {
+  const fusion = x.device.fusion;
+  if (x.size > 0 && fusion) fusion.cast(x, out);
+  else if (x.size > 0) {
     x.device.run(castDispatch(x.dtype, dtype, x.storage("cast"), out.storage("cast"), x.size));
   }
   if (isFloat(x.dtype) && isFloat(dtype) && needsGrad(x)) {

@@ -309,7 +309,10 @@ export function broadcastTo<D extends DType>(x: Tensor<D>, shape: readonly numbe
     throw ShapeError.mismatch("broadcastTo", [x.shape, shape], `more than ${MAX_RANK} dims`);
   }
   const y = x.device.empty(shape, x.dtype, "broadcastTo");
-  if (y.size > 0) {
+  const fusion = x.device.fusion;
+  // Fusing, the broadcast is a node of the pending group that reads x through its strides.
+  if (y.size > 0 && fusion) fusion.broadcast(x, y);
+  else if (y.size > 0) {
     const zero = x.device.zeros(shape, x.dtype);
     x.device.run(
       binaryDispatch(

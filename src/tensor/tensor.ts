@@ -44,7 +44,9 @@ export class SharedStorage {
   constructor(readonly device: Device, readonly storage: Storage) {}
   /** Drops one reference; the last one returns the storage to the backend. */
   release(): void {
-    if (--this.refs === 0) this.device.backend.release(this.storage);
+    // Not through `device.backend`, which would emit a pending fused group: a group holds its
+    // own references, so a storage reaching 0 here is not one it uses.
+    if (--this.refs === 0) this.device.releaseStorage(this.storage);
   }
 }
 
@@ -197,6 +199,31 @@ export class Tensor<D extends DType = DType> implements Disposable {
   #shared(op: string): SharedStorage {
     this.storage(op);
     return this.#buf!;
+  }
+
+  /**
+   * The reference-counted storage behind this tensor, for code that must keep it alive past the
+   * tensor (a pending fused group takes a reference with `refs++` and gives it back with
+   * `release()`). Throws a DisposedError after dispose.
+   *
+   * @param op The op asking, named in the error.
+   * @returns The shared storage.
+   *
+   * @example
+   * ```ts
+   * import { openDevice } from "@qsparse/kit";
+   * import assert from "node:assert/strict";
+   * using dev = await openDevice({ prefer: "cpu" });
+   * const t = dev.tensor([1, 2]);
+   * const s = t.sharedStorage("example");
+   * s.refs++; // keep it past the tensor
+   * t.dispose();
+   * assert.equal(s.refs, 1);
+   * s.release();
+   * ```
+   */
+  sharedStorage(op: string): SharedStorage {
+    return this.#shared(op);
   }
 
   /** Frees this tensor's reference to its storage. Safe to call twice. */

@@ -81,7 +81,10 @@ export function measureSparsity(model: TransformerLM): Promise<SparsityReport | 
   // counters reset now, so a caller may run more steps before awaiting the report (the trainer
   // does, to keep its loop from waiting on the device) and those steps count in the next window.
   const all = model.sites();
-  const sites = all.filter((s) => !(s instanceof ExpertSite) && s.counter.nonzeros !== null);
+  // A counter stays allocated after a reset; it counts in a window once a forward adds to it.
+  const sites = all.filter((s) =>
+    !(s instanceof ExpertSite) && s.counter.nonzeros !== null && s.counter.elements > 0
+  );
   // MoE: per-expert site counters and router counters join the same readback.
   const expertSites = all.filter((s): s is ExpertSite =>
     s instanceof ExpertSite && s.expertNonzeros !== null

@@ -18,6 +18,7 @@ import { TransformerLM } from "../nn/transformer.ts";
 import type { Device } from "../tensor/device.ts";
 import { DivergenceError, ValueError } from "../core/errors.ts";
 import { keep, scope } from "../tensor/scope.ts";
+import { captureStep } from "../tensor/capture.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { appendJsonLine, atomicWriteFile } from "../util/fs.ts";
 import { measureSparsity, type SparsityReport } from "./accounting.ts";
@@ -261,6 +262,18 @@ export interface TrainHooks {
    * on the first validation batch (default 8 and 64; empty to skip the extra forward).
    */
   chunkSizes?: readonly number[];
+  /**
+   * Capture the training step (forward, backward, optimizer update) on its second step and
+   * replay it from then on (see `captureStep`): no op code, allocation or bind-group creation
+   * per step. The step after the capture is verified (run as ordinary code and compared), so a
+   * per-step value that reaches a kernel as a uniform fails with a CaptureError instead of being
+   * replayed stale. AdamW's learning rate and bias corrections are written to a device buffer
+   * before each step ({@link AdamW.prepareStep}), outside the recording. MoE models are refused.
+   * A non-finite loss is then caught at log points on every backend. Default: on for WebGPU
+   * (where each launch's host cost is what a replay removes) unless the model has MoE layers;
+   * off for the host backends, where a replay saves little and the loss is checked every step.
+   */
+  capture?: boolean;
 }
 
 const encodedCache = new Map<string, { train: Uint32Array; validation: Uint32Array }>();
@@ -297,18 +310,27 @@ export async function brownTokens(
   return r;
 }
 
-function splitBatch(
-  dev: Device,
+function splitWindows(
   windows: Uint32Array,
   b: number,
   t: number,
-): { ids: Tensor<"u32">; targets: Tensor<"u32"> } {
+): { ids: Uint32Array; targets: Uint32Array } {
   const ids = new Uint32Array(b * t), targets = new Uint32Array(b * t);
   for (let i = 0; i < b; i++) {
     const w = windows.subarray(i * (t + 1), (i + 1) * (t + 1));
     ids.set(w.subarray(0, t), i * t);
     targets.set(w.subarray(1), i * t);
   }
+  return { ids, targets };
+}
+
+function splitBatch(
+  dev: Device,
+  windows: Uint32Array,
+  b: number,
+  t: number,
+): { ids: Tensor<"u32">; targets: Tensor<"u32"> } {
+  const { ids, targets } = splitWindows(windows, b, t);
   return { ids: dev.tensor(ids, [b, t], "u32"), targets: dev.tensor(targets, [b, t], "u32") };
 }
 
@@ -504,6 +526,10 @@ export async function train(
     view?.update(shown, true);
   };
 
+  const useCapture = hooks.capture ?? (device.kind === "webgpu" && !c.model.moe);
+  if (useCapture && c.model.moe) {
+    throw new ValueError("train", "capture does not support MoE models (router counters)");
+  }
   const data = await brownTokens(c.categories);
   const model = new TransformerLM(device, c.model, c.seed);
   const opt = new AdamW(device, model.namedParameters(), {
@@ -512,6 +538,21 @@ export async function train(
     weightDecay: c.weightDecay,
     clipNorm: c.clipNorm,
   });
+  const batchSpec = { shape: [c.batchSize, c.model.seqLen], dtype: "u32" as const };
+  const captured = useCapture
+    ? captureStep(device, { ids: batchSpec, targets: batchSpec }, ({ ids, targets }) => {
+      const loss = model.loss(ids, targets);
+      backward(loss);
+      opt.applyStep();
+      model.zeroGrad();
+      return { loss };
+    })
+    : null;
+  // Sites count elements on the host; a replay runs no host code, so it adds what the recorded
+  // step counted.
+  const sites = model.sites();
+  let siteElements: number[] | null = null;
+  let verified = false;
   const val = new ValidationSet(data.validation, {
     seqLen: c.model.seqLen,
     maxWindows: c.evalWindows,
@@ -635,8 +676,9 @@ export async function train(
     let firstWindowAt: number | null = null;
     let steadyMs = 0, steadyTokens = 0;
     // WebGPU is checked when the loss is read back (every logEvery steps): a per-step readback
-    // would stall the queue.
-    const eagerCheck = device.kind !== "webgpu";
+    // would stall the queue. A captured step updates the weights inside it, so it is checked
+    // at log points too.
+    const eagerCheck = device.kind !== "webgpu" && !useCapture;
 
     // The last log point's record, still reading back (see the log point below).
     let pendingLog: Promise<void> | null = null;
@@ -665,29 +707,57 @@ export async function train(
         { lr: c.lr, warmup: c.warmup, total: c.steps, minLr: c.minLr },
         state.step + 1,
       );
-      const loss = scope(() => {
-        const { ids, targets } = splitBatch(device, windows, c.batchSize, c.model.seqLen);
-        const loss = model.loss(ids, targets);
-        backward(loss);
-        return keep(loss);
-      });
-      if (eagerCheck) {
-        // On host backends a readback is nearly free, so every step's loss is checked before
-        // the update: the weights are then still those that produced the non-finite value.
-        const [v] = await loss.data();
-        if (!Number.isFinite(v!)) {
-          loss.dispose();
-          throw await divergence(opt, state.step + 1, v!, { beforeUpdate: true });
+      if (captured) {
+        // Step values go to the device outside the recorded function, so replays see them.
+        opt.prepareStep(lr);
+        const data = splitWindows(windows, c.batchSize, c.model.seqLen);
+        const before = sites.map((s) => s.counter.elements);
+        let loss: Tensor<"f32">;
+        if (!captured.captured) {
+          // Warm-up, then the recorded run: both ordinary code.
+          loss = captured.run(data).loss;
+          if (captured.captured) {
+            siteElements = sites.map((s, i) => s.counter.elements - before[i]!);
+          }
+        } else if (!verified) {
+          // Ordinary code once more, compared with the recording: a per-step uniform throws.
+          loss = captured.verify(data).loss;
+          verified = true;
+        } else {
+          loss = captured.run(data).loss;
+          sites.forEach((s, i) => (s.counter.elements += siteElements![i]!));
         }
+        scope(() => {
+          const prev: Tensor<"f32"> | null = lossSum;
+          lossSum = keep(noGrad(() => (prev ? add(prev, loss) : mulScalar(loss, 1))));
+          prev?.dispose();
+        });
+        loss.dispose();
+      } else {
+        const loss = scope(() => {
+          const { ids, targets } = splitBatch(device, windows, c.batchSize, c.model.seqLen);
+          const loss = model.loss(ids, targets);
+          backward(loss);
+          return keep(loss);
+        });
+        if (eagerCheck) {
+          // On host backends a readback is nearly free, so every step's loss is checked before
+          // the update: the weights are then still those that produced the non-finite value.
+          const [v] = await loss.data();
+          if (!Number.isFinite(v!)) {
+            loss.dispose();
+            throw await divergence(opt, state.step + 1, v!, { beforeUpdate: true });
+          }
+        }
+        scope(() => {
+          opt.step(lr);
+          model.zeroGrad();
+          const prev: Tensor<"f32"> | null = lossSum;
+          lossSum = keep(noGrad(() => (prev ? add(prev, loss) : mulScalar(loss, 1))));
+          prev?.dispose();
+        });
+        loss.dispose();
       }
-      scope(() => {
-        opt.step(lr);
-        model.zeroGrad();
-        const prev: Tensor<"f32"> | null = lossSum;
-        lossSum = keep(noGrad(() => (prev ? add(prev, loss) : mulScalar(loss, 1))));
-        prev?.dispose();
-      });
-      loss.dispose();
       lossCount++;
       state.step++;
       stepsThisCall++;
@@ -844,6 +914,7 @@ export async function train(
     if (out) await atomicWriteFile(`${out}/result.json`, JSON.stringify(result, null, 2) + "\n");
     return result;
   } finally {
+    captured?.dispose();
     view?.end();
     probe.ids?.dispose();
     opt.dispose();

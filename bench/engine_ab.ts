@@ -1,0 +1,210 @@
+/**
+ * The engine against the previous one, in one process and one run (issue 12's measurement):
+ * the kit of this checkout and the kit of an older checkout (`--old DIR`, e.g. a `git worktree`
+ * of the commit before the engine work) each open their own WebGPU device, and rounds alternate
+ * between them. Per engine: host µs per trivial dispatch (1,000 elementwise ops on 16 floats,
+ * one flush), the 1,000-op elementwise chain on 4,096 floats (µs per op, flushed), dispatches per
+ * training step, and training tokens/s (forward + backward + AdamW, `--steps` steps per flush as
+ * the trainer does between log points). The new engine trains the way the trainer does on
+ * WebGPU: a captured step replayed; the old one as ordinary code.
+ * Writes results/bench/engine_ab.json.
+ *
+ * Run: `git worktree add /tmp/kit-old <commit> && deno run -A bench/engine_ab.ts --old /tmp/kit-old
+ * [--cases tiny:32x128,s:32x128] [--rounds 3] [--steps 4] [--no-write]`
+ */
+import { parseArgs } from "node:util";
+import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
+
+const { values: args } = parseArgs({
+  args: Deno.args,
+  options: {
+    old: { type: "string" },
+    cases: { type: "string", default: "tiny:32x128,s:32x128" },
+    sparsity: { type: "string", default: "0.5" },
+    rounds: { type: "string", default: "3" },
+    steps: { type: "string", default: "4" },
+    "no-write": { type: "boolean", default: false },
+  },
+});
+if (!args.old) {
+  throw new Error("engine_ab: --old DIR (a checkout of the previous engine) is required");
+}
+const rounds = Number(args.rounds), steps = Number(args.steps), sparsity = Number(args.sparsity);
+const cases = args.cases!.split(",").map((c) => {
+  const [name, size] = c.split(":");
+  const [b, t] = size!.split("x").map(Number);
+  return { name: name!, batch: b!, seq: t! };
+});
+
+// deno-lint-ignore no-explicit-any
+type Any = any;
+interface Engine {
+  label: string;
+  kit: Any;
+  nn: Any;
+  optim: Any;
+  dev: Any;
+}
+
+async function load(label: string, dir: string): Promise<Engine> {
+  const root = new URL(dir.endsWith("/") ? dir : dir + "/", `file://${Deno.cwd()}/`);
+  const kit = await import(new URL("mod.ts", root).href);
+  const nn = await import(new URL("src/nn/mod.ts", root).href);
+  const optim = await import(new URL("src/train/optimizer.ts", root).href);
+  const dev = await kit.openDevice({ prefer: "webgpu" });
+  return { label, kit, nn, optim, dev };
+}
+
+/** µs per op of a 1,000-op chain on `n` floats, flushed once (median of 5 after a warm-up). */
+async function chain(e: Engine, n: number): Promise<number> {
+  const { kit, dev } = e;
+  const x = dev.randn([n], { seed: 1 });
+  const run = async () => {
+    kit.scope(() => {
+      let y = x;
+      for (let i = 0; i < 1000; i++) y = i % 2 ? kit.add(y, x) : kit.mulScalar(y, 0.5);
+    });
+    await dev.flush();
+  };
+  await run();
+  const ts: number[] = [];
+  for (let r = 0; r < 5; r++) {
+    const t0 = performance.now();
+    await run();
+    ts.push(performance.now() - t0);
+  }
+  x.dispose();
+  return (median(ts) * 1000) / 1000;
+}
+
+interface Trainer {
+  step(): void;
+  dispatches: number;
+  dispose(): void;
+}
+
+async function trainer(e: Engine, c: (typeof cases)[number]): Promise<Trainer> {
+  const { kit, nn, optim, dev } = e;
+  const model = new nn.TransformerLM(dev, nn.modelConfig(c.name, { sparsity, seqLen: c.seq }), 1);
+  for (const s of model.sites()) s.countEnabled = false;
+  const opt = new optim.AdamW(dev, model.namedParameters());
+  const n = c.batch * c.seq;
+  const ids = Uint32Array.from({ length: n }, (_, i) => (i * 7919) % 256);
+  const targets = Uint32Array.from({ length: n }, (_, i) => (i * 104729) % 256);
+  const shape = [c.batch, c.seq];
+  let step: () => void, dispose = () => {};
+  if (kit.captureStep && opt.prepareStep) {
+    const spec = { shape, dtype: "u32" };
+    const cap = kit.captureStep(dev, { ids: spec, targets: spec }, (inp: Any) => {
+      const loss = model.loss(inp.ids, inp.targets);
+      kit.backward(loss);
+      opt.applyStep();
+      model.zeroGrad();
+      return { loss };
+    });
+    step = () => {
+      opt.prepareStep(1e-3);
+      cap.run({ ids, targets }).loss.dispose();
+    };
+    dispose = () => cap.dispose();
+  } else {
+    step = () =>
+      kit.scope(() => {
+        const i = dev.tensor(ids, shape, "u32"), t = dev.tensor(targets, shape, "u32");
+        kit.backward(model.loss(i, t));
+        opt.step(1e-3);
+        model.zeroGrad();
+      });
+  }
+  // Warm-up: pipelines, and the capture's ordinary, recording and first replayed runs.
+  for (let i = 0; i < 3; i++) step();
+  await dev.flush();
+  const d0 = dev.stats().dispatches;
+  step();
+  await dev.flush();
+  const dispatches = dev.stats().dispatches - d0;
+  return {
+    step,
+    dispatches,
+    dispose: () => {
+      dispose();
+      opt.dispose();
+      model.dispose();
+    },
+  };
+}
+
+const engines = [await load("old", args.old), await load("new", ".")];
+const rows: Record<string, unknown>[] = [];
+const trivial: Record<string, number[]> = { old: [], new: [] };
+const chain4096: Record<string, number[]> = { old: [], new: [] };
+for (let r = 0; r < rounds; r++) {
+  for (const e of engines) {
+    trivial[e.label]!.push(await chain(e, 16));
+    chain4096[e.label]!.push(await chain(e, 4096));
+  }
+}
+for (const c of cases) {
+  const ts: Record<string, number[]> = { old: [], new: [] };
+  const ds: Record<string, number> = {};
+  const ts2 = await Promise.all(engines.map((e) => trainer(e, c)));
+  engines.forEach((e, i) => (ds[e.label] = ts2[i]!.dispatches));
+  for (let r = 0; r < rounds; r++) {
+    for (let i = 0; i < engines.length; i++) {
+      const t0 = performance.now();
+      for (let s = 0; s < steps; s++) ts2[i]!.step();
+      await engines[i]!.dev.flush();
+      ts[engines[i]!.label]!.push((performance.now() - t0) / steps);
+    }
+  }
+  ts2.forEach((t) => t.dispose());
+  const tokens = c.batch * c.seq;
+  const row = {
+    model: c.name,
+    batch: c.batch,
+    seq: c.seq,
+    sparsity,
+    dispatchesOld: ds.old,
+    dispatchesNew: ds.new,
+    stepMsOld: median(ts.old!),
+    stepMsNew: median(ts.new!),
+    tokensPerSecondOld: tokens / (median(ts.old!) / 1000),
+    tokensPerSecondNew: tokens / (median(ts.new!) / 1000),
+    speedup: median(ts.old!) / median(ts.new!),
+  };
+  rows.push(row);
+  console.log(
+    `${c.name} ${c.batch}×${c.seq}: dispatches/step ${row.dispatchesOld} → ${row.dispatchesNew}; ` +
+      `step ${row.stepMsOld.toFixed(0)} → ${row.stepMsNew.toFixed(0)} ms (${
+        row.speedup.toFixed(2)
+      }×)`,
+  );
+}
+const summary = {
+  usPerDispatchTrivialOld: median(trivial.old!),
+  usPerDispatchTrivialNew: median(trivial.new!),
+  usPerOpChain4096Old: median(chain4096.old!),
+  usPerOpChain4096New: median(chain4096.new!),
+};
+console.log(
+  `trivial dispatch ${summary.usPerDispatchTrivialOld.toFixed(1)} → ` +
+    `${summary.usPerDispatchTrivialNew.toFixed(1)} µs; 1,000-op chain on 4,096 floats ` +
+    `${summary.usPerOpChain4096Old.toFixed(1)} → ${summary.usPerOpChain4096New.toFixed(1)} µs/op ` +
+    `(${(summary.usPerOpChain4096Old / summary.usPerOpChain4096New).toFixed(1)}×) ` +
+    `(${engines[1]!.dev.description})`,
+);
+if (!args["no-write"]) {
+  await Deno.mkdir("results/bench", { recursive: true });
+  await writeJsonAtomic("results/bench/engine_ab.json", {
+    date: new Date().toISOString(),
+    code: await codeVersion(),
+    old: args.old,
+    adapter: engines[1]!.dev.description,
+    loadavg: Deno.loadavg(),
+    rounds,
+    stepsPerFlush: steps,
+    ...summary,
+    rows,
+  });
+}
+for (const e of engines) e.dev.destroy();

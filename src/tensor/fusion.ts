@@ -1,0 +1,471 @@
+/**
+ * Lazy elementwise groups: an elementwise op does not dispatch; it appends a node to its device's
+ * pending group and returns a tensor whose storage is allocated but not yet written. The group
+ * becomes one fused kernel (kernels/fused.ts) when anything else is about to reach the backend —
+ * a dispatch, write, copy, read, flush or stats (every path goes through `device.backend`, which
+ * emits first, so the order against every other kernel is the eager one) — when the next op has
+ * another element count, or when the group reaches a node or binding limit.
+ *
+ * While pending, the group holds one reference on every storage it reads, so none can be
+ * released and handed out again. It holds none on its outputs: when the last tensor holding a
+ * pending output is disposed, the device tells the group (`forget`) and the storage goes back to
+ * the pool at once, so a chain that disposes as it goes reuses its buffers as the eager engine
+ * did. At emission a node is written only if its storage is still held (by a tensor, a reshape
+ * of it, autograd keeping it for a backward); a chain whose intermediates were disposed writes
+ * only its result, and a node that no written node needs is not computed at all.
+ *
+ * @module
+ */
+import type { Backend, Storage } from "../backend/backend.ts";
+import { bytesPerElement } from "../core/dtype.ts";
+import { broadcastStrides, type Shape } from "../core/shape.ts";
+import type { BinaryOp, UnaryOp } from "../../kernels/elementwise.ts";
+import {
+  fusedDispatch,
+  type FusedInput,
+  type FusedLayout,
+  type FusedNode,
+  type FusedProgram,
+  type FusedRef,
+} from "../../kernels/fused.ts";
+import type { SharedStorage, Tensor } from "./tensor.ts";
+
+/** Limits of a pending group. */
+export interface FusionOptions {
+  /**
+   * Nodes after which the group is emitted (default 4096). A chain longer than this whose
+   * intermediates are still held must write them all at the cut, so it should be generous; it
+   * bounds the size of the generated WGSL.
+   */
+  maxNodes?: number;
+  /**
+   * Storage buffers one fused kernel may bind (inputs + outputs); default the adapter's
+   * `maxStorageBuffersPerShaderStage`, else 32. A group needing more is split into several
+   * kernels at emission.
+   */
+  maxBindings?: number;
+}
+
+/**
+ * Scalar constants one group may carry: they are uniforms, and 2,048 f32 (8 KiB) stay well inside
+ * the 64 KiB a uniform binding may have, with room for the broadcast strides.
+ */
+const MAX_CONSTS = 2048;
+
+interface PendingInput {
+  readonly input: FusedInput;
+  readonly shared: SharedStorage;
+  readonly storage: Storage;
+}
+
+interface PendingNode {
+  readonly node: FusedNode;
+  /** Its output storage; null once every tensor holding it was disposed (it went back then). */
+  storage: Storage | null;
+  /** The op that made it (`mulScalar`, `add`, …), for the fused kernel's name in errors and profiles. */
+  readonly label: string;
+}
+
+/** Collapses an input's broadcast over `out` (dims contiguous in both merge into one). */
+function layoutOf(shape: Shape, out: Shape): FusedLayout {
+  const st = broadcastStrides(shape, out);
+  const dims: number[] = [], strides: number[] = [];
+  for (let i = 0; i < out.length; i++) {
+    const d = out[i]!;
+    if (d === 1) continue;
+    const k = dims.length - 1;
+    if (k >= 0 && strides[k] === st[i]! * d) {
+      dims[k] = dims[k]! * d;
+      strides[k] = st[i]!;
+    } else {
+      dims.push(d);
+      strides.push(st[i]!);
+    }
+  }
+  return dims.length === 0 ? { shape: [1], strides: [0] } : { shape: dims, strides };
+}
+
+/**
+ * A device's pending group of elementwise nodes. The elementwise ops append to it (when the
+ * device fuses); the device emits it before anything else reaches the backend.
+ *
+ * @example A chain whose intermediates are disposed is one dispatch that writes only its result
+ * ```ts
+ * import { addScalar, mulScalar, neg, openDevice, scope } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu", fuse: true });
+ * using x = dev.tensor([0, 1]);
+ * const before = dev.stats().dispatches;
+ * using y = scope(() => neg(mulScalar(addScalar(x, 1), 2)));
+ * assert.equal(dev.fusion!.pending, 3);
+ * assert.deepEqual([...await y.data()], [-2, -4]);
+ * assert.equal(dev.stats().dispatches - before, 1);
+ * ```
+ */
+export class FusionQueue {
+  readonly #backend: Backend;
+  readonly #maxNodes: number;
+  readonly #maxBindings: number;
+  #n = -1;
+  #nodes: PendingNode[] = [];
+  #inputs: PendingInput[] = [];
+  #consts: number[] = [];
+  #inputIndex = new Map<string, number>();
+  #nodeOf = new Map<Storage, number>();
+
+  /**
+   * A queue emitting to `backend` (the device's own, reached without emitting).
+   *
+   * @param backend Where fused kernels are dispatched.
+   * @param opts Limits.
+   */
+  constructor(backend: Backend, opts: FusionOptions = {}) {
+    this.#backend = backend;
+    this.#maxNodes = Math.max(1, opts.maxNodes ?? 4096);
+    const adapter = backend.limits.maxStorageBuffersPerShaderStage ?? 32;
+    // A node reads at most three operands and writes one: below 4 no node could be emitted.
+    this.#maxBindings = Math.max(4, opts.maxBindings ?? adapter);
+  }
+
+  /** Nodes waiting to be emitted. */
+  get pending(): number {
+    return this.#nodes.length;
+  }
+
+  /**
+   * Appends `out = op(x)`.
+   *
+   * @param op The unary op.
+   * @param x The input.
+   * @param out Its freshly allocated output (same shape).
+   */
+  unary(op: UnaryOp, x: Tensor, out: Tensor): void {
+    this.#append(out, [x], (r) => ({ kind: "unary", op, dtype: out.dtype, args: [r[0]!] }), op);
+  }
+
+  /**
+   * Appends `out = op(a, b)` with broadcasting.
+   *
+   * @param op The binary op.
+   * @param a Left operand.
+   * @param b Right operand.
+   * @param out The output, of the broadcast shape.
+   */
+  binary(op: BinaryOp, a: Tensor, b: Tensor, out: Tensor): void {
+    this.#append(
+      out,
+      [a, b],
+      (r) => ({ kind: "binary", op, dtype: out.dtype, args: [r[0]!, r[1]!] }),
+      op,
+    );
+  }
+
+  /**
+   * Appends `out = op(x, s)`, or `op(s, x)` when `reversed`; `s` is a uniform.
+   *
+   * @param op The binary op.
+   * @param x The tensor operand.
+   * @param s The scalar (rounded to f32).
+   * @param reversed Whether the scalar is the left operand.
+   * @param out The output.
+   */
+  scalar(op: BinaryOp, x: Tensor, s: number, reversed: boolean, out: Tensor): void {
+    this.#append(out, [x], (r) => {
+      const c: FusedRef = { from: "const", index: this.#consts.length };
+      this.#consts.push(s);
+      return {
+        kind: "binary",
+        op,
+        dtype: out.dtype,
+        args: reversed ? [c, r[0]!] : [r[0]!, c],
+      };
+    }, `${op}Scalar`);
+  }
+
+  /**
+   * Appends `out = cond ≠ 0 ? a : b`; `cond` broadcasts over the output.
+   *
+   * @param cond The condition.
+   * @param a Chosen where cond ≠ 0.
+   * @param b Chosen elsewhere.
+   * @param out The output.
+   */
+  where(cond: Tensor, a: Tensor, b: Tensor, out: Tensor): void {
+    this.#append(
+      out,
+      [cond, a, b],
+      (r) => ({ kind: "where", dtype: out.dtype, args: [r[0]!, r[1]!, r[2]!] }),
+      "where",
+    );
+  }
+
+  /**
+   * Appends `out = x` broadcast to `out`'s shape (a cast to the same dtype is a copy).
+   *
+   * @param x The input.
+   * @param out The output, of a shape `x` broadcasts to, with `x`'s dtype.
+   */
+  broadcast(x: Tensor, out: Tensor): void {
+    this.#append(
+      out,
+      [x],
+      (r) => ({ kind: "cast", dtype: out.dtype, args: [r[0]!] }),
+      "broadcastTo",
+    );
+  }
+
+  /**
+   * Appends `out = cast(x)` to `out.dtype`.
+   *
+   * @param x The input.
+   * @param out The output.
+   */
+  cast(x: Tensor, out: Tensor): void {
+    this.#append(out, [x], (r) => ({ kind: "cast", dtype: out.dtype, args: [r[0]!] }), "cast");
+  }
+
+  #append(
+    out: Tensor,
+    args: Tensor[],
+    make: (refs: FusedRef[]) => FusedNode,
+    op: string,
+  ): void {
+    const n = out.size;
+    const full = this.#nodes.length >= this.#maxNodes || this.#consts.length >= MAX_CONSTS;
+    if (this.#nodes.length > 0 && (n !== this.#n || full)) this.emit();
+    // An operand pending with another size would need its values by index: realise it first.
+    if (args.some((t) => this.#nodeOf.has(t.storage(op)) && t.size !== n)) this.emit();
+    if (this.#inputs.length + this.#newInputs(args, out, op) + 1 > this.#maxBindings) this.emit();
+    this.#n = n;
+    const refs = args.map((t) => this.#ref(t, out, op));
+    const storage = out.storage(op);
+    this.#nodeOf.set(storage, this.#nodes.length);
+    this.#nodes.push({ node: make(refs), storage, label: op });
+  }
+
+  /**
+   * Called when the last reference to `storage` is dropped, before it goes back to the backend:
+   * if a pending node was to write it, the node is now written nowhere (the storage may be
+   * handed out again at once, even to a later node of this group).
+   *
+   * @param storage The storage being released.
+   */
+  forget(storage: Storage): void {
+    const j = this.#nodeOf.get(storage);
+    if (j === undefined) return;
+    this.#nodes[j]!.storage = null;
+    this.#nodeOf.delete(storage);
+  }
+
+  #inputKey(t: Tensor, out: Tensor, op: string): { key: string; layout: FusedLayout | null } {
+    const layout = t.size === out.size ? null : layoutOf(t.shape, out.shape);
+    const lk = layout ? `${layout.shape.join("x")}/${layout.strides.join("x")}` : "";
+    return { key: `${t.storage(op).id}:${t.dtype}:${lk}`, layout };
+  }
+
+  #newInputs(args: Tensor[], out: Tensor, op: string): number {
+    const seen = new Set<string>();
+    for (const t of args) {
+      if (this.#nodeOf.has(t.storage(op))) continue;
+      const { key } = this.#inputKey(t, out, op);
+      if (!this.#inputIndex.has(key)) seen.add(key);
+    }
+    return seen.size;
+  }
+
+  #ref(t: Tensor, out: Tensor, op: string): FusedRef {
+    const node = this.#nodeOf.get(t.storage(op));
+    if (node !== undefined) return { from: "node", index: node };
+    const { key, layout } = this.#inputKey(t, out, op);
+    let index = this.#inputIndex.get(key);
+    if (index === undefined) {
+      const shared = t.sharedStorage(op);
+      shared.refs++;
+      index = this.#inputs.length;
+      this.#inputs.push({ input: { dtype: t.dtype, layout }, shared, storage: shared.storage });
+      this.#inputIndex.set(key, index);
+    }
+    return { from: "input", index };
+  }
+
+  /** Dispatches the pending group (one kernel, or several when its bindings need it). */
+  emit(): void {
+    if (this.#nodes.length === 0) return;
+    const nodes = this.#nodes, inputs = this.#inputs, consts = this.#consts, n = this.#n;
+    this.#reset();
+    const temps: Storage[] = [];
+    try {
+      const segments = plan(nodes, this.#maxBindings);
+      // A node no tensor holds but a later kernel of the group reads needs a storage of its own.
+      for (const seg of segments) {
+        for (const j of seg.writes) {
+          const x = nodes[j]!;
+          if (x.storage) continue;
+          x.storage = this.#backend.allocate(n * bytesPerElement(x.node.dtype), "fused");
+          temps.push(x.storage);
+        }
+      }
+      for (const seg of segments) {
+        const program = segmentProgram(n, nodes, inputs, consts, seg);
+        this.#backend.dispatch(
+          fusedDispatch(program.program, program.reads, program.writes, segmentName(nodes, seg)),
+        );
+      }
+    } finally {
+      for (const x of inputs) x.shared.release();
+      for (const t of temps) this.#backend.release(t);
+    }
+  }
+
+  /** Drops the pending group without running it (the device is being destroyed). */
+  discard(): void {
+    this.#reset();
+  }
+
+  #reset(): void {
+    this.#nodes = [];
+    this.#inputs = [];
+    this.#consts = [];
+    this.#inputIndex = new Map();
+    this.#nodeOf = new Map();
+    this.#n = -1;
+  }
+}
+
+/** One kernel of an emitted group: the nodes it computes and those it writes. */
+interface Segment {
+  readonly nodes: number[];
+  readonly writes: number[];
+}
+
+/**
+ * Splits the needed nodes of a group into kernels of at most `maxBindings` storages. A node is
+ * needed when its storage is held outside the group or a needed node reads it; a kernel writes
+ * the held ones and those a later kernel reads.
+ */
+function plan(nodes: readonly PendingNode[], maxBindings: number): Segment[] {
+  const count = nodes.length;
+  const held = nodes.map((x) => x.storage !== null);
+  const needed = [...held];
+  const lastUse = new Int32Array(count).fill(-1);
+  for (let j = count - 1; j >= 0; j--) {
+    if (!needed[j]) continue;
+    for (const r of nodes[j]!.node.args) {
+      if (r.from !== "node") continue;
+      needed[r.index] = true;
+      if (lastUse[r.index]! < j) lastUse[r.index] = j;
+    }
+  }
+  const segments: Segment[] = [];
+  let seg: number[] = [], inSeg = new Set<number>(), reads = new Set<string>();
+  let outs = new Set<number>();
+  const close = () => {
+    if (seg.length > 0) segments.push({ nodes: seg, writes: [...outs].sort((a, b) => a - b) });
+    seg = [];
+    inSeg = new Set();
+    reads = new Set();
+    outs = new Set();
+  };
+  for (let j = 0; j < count; j++) {
+    if (!needed[j]) continue;
+    const args = nodes[j]!.node.args;
+    const newReads = new Set<string>(), dropped = new Set<number>();
+    for (const r of args) {
+      if (r.from === "const") continue;
+      if (r.from === "node" && inSeg.has(r.index)) {
+        // Its last reader is this node: inside the kernel it needs no storage any more.
+        if (!held[r.index] && lastUse[r.index] === j) dropped.add(r.index);
+        continue;
+      }
+      const k = `${r.from[0]}${r.index}`;
+      if (!reads.has(k)) newReads.add(k);
+    }
+    const writesSelf = held[j] || lastUse[j]! > j ? 1 : 0;
+    const bindings = reads.size + newReads.size + outs.size - dropped.size + writesSelf;
+    if (seg.length > 0 && bindings > maxBindings) {
+      close();
+      j--; // retry this node as the first of a new kernel
+      continue;
+    }
+    for (const k of newReads) reads.add(k);
+    for (const k of dropped) outs.delete(k);
+    seg.push(j);
+    inSeg.add(j);
+    if (writesSelf) outs.add(j);
+  }
+  close();
+  return segments;
+}
+
+/** The program of one segment, with its operands renumbered, and the storages it binds. */
+/**
+ * The fused kernel's op name: the ops it computes, in order, without repeats (`mulScalar+add`),
+ * so errors, captures and profiles still name what ran; one op keeps its plain name.
+ */
+function segmentName(nodes: readonly PendingNode[], seg: Segment): string {
+  const names = [...new Set(seg.nodes.map((j) => nodes[j]!.label))];
+  const MAX = 6;
+  return names.length <= MAX
+    ? names.join("+")
+    : `${names.slice(0, MAX).join("+")}+${names.length - MAX} more`;
+}
+
+function segmentProgram(
+  n: number,
+  nodes: readonly PendingNode[],
+  inputs: readonly PendingInput[],
+  consts: readonly number[],
+  seg: Segment,
+): { program: FusedProgram; reads: Storage[]; writes: Storage[] } {
+  const local = new Map<number, number>();
+  const inputOf = new Map<string, number>();
+  const constOf = new Map<number, number>();
+  const progInputs: FusedInput[] = [], reads: Storage[] = [], progConsts: number[] = [];
+  const progNodes: FusedNode[] = [];
+  const mapRef = (r: FusedRef): FusedRef => {
+    if (r.from === "const") {
+      let c = constOf.get(r.index);
+      if (c === undefined) {
+        c = progConsts.length;
+        progConsts.push(consts[r.index]!);
+        constOf.set(r.index, c);
+      }
+      return { from: "const", index: c };
+    }
+    if (r.from === "node" && local.has(r.index)) {
+      return { from: "node", index: local.get(r.index)! };
+    }
+    const key = `${r.from[0]}${r.index}`;
+    let i = inputOf.get(key);
+    if (i === undefined) {
+      i = progInputs.length;
+      if (r.from === "input") {
+        progInputs.push(inputs[r.index]!.input);
+        reads.push(inputs[r.index]!.storage);
+      } else {
+        // Written by an earlier kernel of this group.
+        progInputs.push({ dtype: nodes[r.index]!.node.dtype, layout: null });
+        reads.push(nodes[r.index]!.storage!);
+      }
+      inputOf.set(key, i);
+    }
+    return { from: "input", index: i };
+  };
+  for (const j of seg.nodes) {
+    const nd = nodes[j]!.node;
+    const args = nd.args.map(mapRef);
+    progNodes.push({ ...nd, args } as unknown as FusedNode);
+    local.set(j, progNodes.length - 1);
+  }
+  return {
+    program: {
+      n,
+      inputs: progInputs,
+      consts: progConsts,
+      nodes: progNodes,
+      outputs: seg.writes.map((j) => local.get(j)!),
+    },
+    reads,
+    writes: seg.writes.map((j) => nodes[j]!.storage!),
+  };
+}
