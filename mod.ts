@@ -85,7 +85,7 @@ export type {
   Tunable,
 } from "./src/backend/backend.ts";
 export type { TuneResult } from "./src/backend/autotune.ts";
-export { needsGrad, noGrad, record } from "./src/autograd/tape.ts";
+export { needsGrad, noGrad, record, recordGroup } from "./src/autograd/tape.ts";
 export type { GradNode } from "./src/autograd/tape.ts";
 export { backward } from "./src/autograd/backward.ts";
 export type { BackwardOptions } from "./src/autograd/backward.ts";
@@ -128,6 +128,7 @@ export { matmul } from "./src/ops/matmul.ts";
 export type { MatmulOptions, MatmulVariant } from "./src/ops/matmul.ts";
 export { matmulStrided } from "./src/ops/matmul_strided.ts";
 export type { MatmulStridedOptions, StridedMatmulVariant } from "./src/ops/matmul_strided.ts";
+export { matmulShared } from "./src/ops/linear_group.ts";
 export {
   argmax,
   argmaxAll,

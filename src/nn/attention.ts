@@ -12,7 +12,7 @@ import { softmax } from "../ops/softmax.ts";
 import type { Device } from "../tensor/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { ModelConfig } from "./config.ts";
-import { Linear } from "./linear.ts";
+import { Linear, projectShared } from "./linear.ts";
 import { Module } from "./module.ts";
 import { SparseSite } from "./sparsify.ts";
 
@@ -84,9 +84,15 @@ export class Attention extends Module {
     const heads = (y: Tensor<"f32">) => y.reshape([b, t, h, hd]);
     const theta = this.config.ropeTheta;
     // q, k, v stay [B, T, H, hd]; the products read them as [B, H, T, hd] through strides.
-    const q = rope(heads(this.q.forward(xs)), { base: theta });
-    const k = rope(heads(this.k.forward(xs)), { base: theta });
-    const v = heads(this.v.forward(xs));
+    // One grouped launch for the three projections of the shared input (separate for BitNet).
+    const [qp, kp, vp] = projectShared(xs, [this.q, this.k, this.v]) as [
+      Tensor<"f32">,
+      Tensor<"f32">,
+      Tensor<"f32">,
+    ];
+    const q = rope(heads(qp), { base: theta });
+    const k = rope(heads(kp), { base: theta });
+    const v = heads(vp);
     // The 1/√hd scale goes on q ([B, T, H, hd]), not on the T× larger scores ([B, H, T, T]).
     const scores = matmulStrided(mulScalar(q, 1 / Math.sqrt(hd)), k, {
       transposeB: true,
