@@ -169,7 +169,7 @@ export function storeBlock(dtype: DType, c = "C"): string {
 
 /** The pieces of the vec4 register-tiled kernel, reading and writing the bindings `names`. */
 export function matmulTiledParts(
-  dtype: DType,
+  _dtype: DType,
   ta: boolean,
   tb: boolean,
   names: MatmulNames = PLAIN,

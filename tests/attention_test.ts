@@ -18,6 +18,7 @@ import {
   type Tensor,
 } from "../mod.ts";
 import { Attention, modelConfig, TransformerLM } from "../src/nn/mod.ts";
+import { sharedProjections } from "../src/nn/linear.ts";
 import { assertClose, cpu, hostRandom, others } from "./helpers.ts";
 
 /** The attention forward as it was before strided views: explicit permute copies. */
@@ -73,24 +74,39 @@ for (
   ] as const
 ) {
   Deno.test(`attention (${size}, S = ${sparsity}, x ${JSON.stringify(shape)}) equals the permute path, with 8 fewer dispatches`, async () => {
-    for (const dev of [cpu, ...others]) {
-      const attn = new Attention(dev, "attn", modelConfig(size, { sparsity }), 4);
-      // Measured after a first pass: the first forward of a site also starts its counters.
-      await run(dev, attn, (x) => attn.forward(x), [...shape]);
-      const want = await run(dev, attn, (x) => permuteReference(attn, x), [...shape]);
-      const got = await run(dev, attn, (x) => attn.forward(x), [...shape]);
-      // Bit for bit: the strided twin and WebGPU kernels keep the contiguous ones' arithmetic.
-      // OpenBLAS also gives equal bits here (it packs panels whatever the leading dimension),
-      // but another BLAS need not, so native gets a rounding-level tolerance.
-      const tol = dev.kind === "native" ? { rtol: 1e-6, atol: 1e-7 } : { rtol: 0, atol: 0 };
-      assertClose(got.y, want.y, tol, `${dev.kind} output`);
-      for (const [name, g] of want.grads) {
-        assertClose(got.grads.get(name)!, g, tol, `${dev.kind} grad of ${name}`);
-      }
-      assert.equal(want.dispatches - got.dispatches, 8, `${dev.kind} dispatches`);
-      attn.dispose();
+    // The reference projects q, k and v separately: compare views with the same projections
+    // (grouped projections against separate ones: tests/linear_group_test.ts).
+    sharedProjections.enabled = false;
+    try {
+      for (const dev of [cpu, ...others]) await againstPermutes(dev, size, sparsity, [...shape]);
+    } finally {
+      sharedProjections.enabled = true;
     }
   });
+}
+
+/** The strided attention against the permute-copy reference on one device. */
+async function againstPermutes(
+  dev: Device,
+  size: string,
+  sparsity: number,
+  shape: [number, number, number],
+): Promise<void> {
+  const attn = new Attention(dev, "attn", modelConfig(size, { sparsity }), 4);
+  // Measured after a first pass: the first forward of a site also starts its counters.
+  await run(dev, attn, (x) => attn.forward(x), [...shape]);
+  const want = await run(dev, attn, (x) => permuteReference(attn, x), [...shape]);
+  const got = await run(dev, attn, (x) => attn.forward(x), [...shape]);
+  // Bit for bit: the strided twin and WebGPU kernels keep the contiguous ones' arithmetic.
+  // OpenBLAS also gives equal bits here (it packs panels whatever the leading dimension),
+  // but another BLAS need not, so native gets a rounding-level tolerance.
+  const tol = dev.kind === "native" ? { rtol: 1e-6, atol: 1e-7 } : { rtol: 0, atol: 0 };
+  assertClose(got.y, want.y, tol, `${dev.kind} output`);
+  for (const [name, g] of want.grads) {
+    assertClose(got.grads.get(name)!, g, tol, `${dev.kind} grad of ${name}`);
+  }
+  assert.equal(want.dispatches - got.dispatches, 8, `${dev.kind} dispatches`);
+  attn.dispose();
 }
 
 Deno.test("a tiny training step (forward + backward) dispatches no permute", () => {
