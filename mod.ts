@@ -86,7 +86,7 @@ export type {
 } from "./src/backend/backend.ts";
 export type { TuneResult } from "./src/backend/autotune.ts";
 export { needsGrad, noGrad, record, recordGroup } from "./src/autograd/tape.ts";
-export type { GradNode } from "./src/autograd/tape.ts";
+export type { GradGroup, GradNode } from "./src/autograd/tape.ts";
 export { backward } from "./src/autograd/backward.ts";
 export type { BackwardOptions } from "./src/autograd/backward.ts";
 export {
