@@ -6,7 +6,7 @@
  * alternating rounds. Writes results/bench/projections.json (unless `--no-write`).
  *
  * Run: `deno run -A bench/projections.ts [--device webgpu|native] [--rounds 3] [--steps 1]
- * [--profile] [tiny:0.5 s:0.5 ...]`
+ * [--profile] [--out file.json] [tiny:0.5 s:0.5 ...]`
  */
 import { parseArgs } from "node:util";
 import { backward, type Device, openDevice, scope } from "../mod.ts";
@@ -25,6 +25,7 @@ const { values: flags, positionals } = parseArgs({
     seq: { type: "string", default: "128" },
     profile: { type: "boolean", default: false },
     "no-write": { type: "boolean", default: false },
+    out: { type: "string", default: "results/bench/projections.json" },
   },
   allowPositionals: true,
 });
@@ -156,4 +157,4 @@ const out = {
   steps,
   rows,
 };
-if (!flags["no-write"]) await writeJsonAtomic("results/bench/projections.json", out);
+if (!flags["no-write"]) await writeJsonAtomic(flags.out!, out);

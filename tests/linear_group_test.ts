@@ -227,6 +227,7 @@ Deno.test("attention and FFN: grouped projections give the separate path's outpu
   const makers = {
     attention: (d: Device) => new Attention(d, "attn", config, 1),
     ffn: (d: Device) => new FeedForward(d, "ffn", config, 1),
+    bitnetAttention: (d: Device) => new Attention(d, "attn", { ...config, bitnet: true }, 1),
     bitnetFfn: (d: Device) => new FeedForward(d, "ffn", { ...config, bitnet: true }, 1),
   };
   for (const dev of ALL) {

@@ -84,7 +84,7 @@ export class Attention extends Module {
     const heads = (y: Tensor<"f32">) => y.reshape([b, t, h, hd]);
     const theta = this.config.ropeTheta;
     // q, k, v stay [B, T, H, hd]; the products read them as [B, H, T, hd] through strides.
-    // One grouped launch for the three projections of the shared input (separate for BitNet).
+    // One grouped launch for the three projections of the shared input.
     const [qp, kp, vp] = projectShared(xs, [this.q, this.k, this.v]) as [
       Tensor<"f32">,
       Tensor<"f32">,

@@ -69,7 +69,7 @@ export class FeedForward extends Module {
    */
   forwardSparse(u: Tensor<"f32">): Tensor<"f32"> {
     const act = this.config.ffn === "relu2glu" ? relu2 : silu;
-    // One grouped launch for gate and up (separate for BitNet).
+    // One grouped launch for gate and up.
     const [g, up] = projectShared(u, [this.gate, this.up]) as [Tensor<"f32">, Tensor<"f32">];
     const h = mul(up, act(g));
     return this.down.forward(this.downSite.apply(h));

@@ -120,8 +120,9 @@ export const sharedProjections = { enabled: true };
 
 /**
  * The outputs of several projections of one input: one grouped launch ({@link matmulShared})
- * for float weights of one shape, separate {@link Linear.forward}s otherwise (BitNet's ternary
- * weights, or when {@link sharedProjections} is off). Each output equals its Linear's forward.
+ * on their effective weights (BitNet's ternary ones included) when they have one shape,
+ * separate {@link Linear.forward}s otherwise or when {@link sharedProjections} is off. Each
+ * output equals its Linear's forward.
  *
  * @param x `[..., in]`, the input every projection reads.
  * @param linears The projections (1 to 3, one shape for the grouped path).
@@ -146,9 +147,7 @@ export const sharedProjections = { enabled: true };
 export function projectShared(x: Tensor<"f32">, linears: readonly Linear[]): Tensor<"f32">[] {
   const first = linears[0];
   const grouped = sharedProjections.enabled && first !== undefined && linears.length <= 3 &&
-    linears.every((l) =>
-      !l.bitnet && l.inFeatures === first.inFeatures && l.outFeatures === first.outFeatures
-    );
+    linears.every((l) => l.inFeatures === first.inFeatures && l.outFeatures === first.outFeatures);
   if (!grouped) return linears.map((l) => l.forward(x));
   if (x.shape[x.rank - 1] !== first.inFeatures) {
     throw ShapeError.mismatch(
@@ -157,5 +156,6 @@ export function projectShared(x: Tensor<"f32">, linears: readonly Linear[]): Ten
       `expects ${first.inFeatures} input features`,
     );
   }
-  return matmulShared(x, linears.map((l) => l.weight));
+  // BitNet's ternary weights are ordinary differentiable tensors (STE back to the latent ones).
+  return matmulShared(x, linears.map((l) => l.effectiveWeight()));
 }
