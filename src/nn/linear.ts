@@ -116,7 +116,7 @@ export class Linear extends Module {
  * sharedProjections.enabled = true;
  * ```
  */
-export const sharedProjections = { enabled: true };
+export const sharedProjections: { enabled: boolean } = { enabled: true };
 
 /**
  * The outputs of several projections of one input: one grouped launch ({@link matmulShared})
