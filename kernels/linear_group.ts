@@ -51,6 +51,8 @@ export interface LinearGroupProblem {
   transposeB: boolean;
   /** Storage dtype (accumulation is f32 on WebGPU, f64 in the twin). */
   dtype: DType;
+  /** K-chunks of a split-K launch ({@link linearGroupSplitDispatches}); 1 or absent: none. */
+  splits?: number;
 }
 
 const PARAMS = {
@@ -89,6 +91,29 @@ const SUMMED = defineKernel({
     { name: "C", type: "T", access: "read_write" },
   ],
   params: PARAMS,
+});
+
+const SPLIT = defineKernel({
+  name: "linearGroupSplitK",
+  bindings: [
+    { name: "A", type: "V", access: "read" },
+    { name: "B0", type: "V", access: "read" },
+    { name: "B1", type: "V", access: "read", optional: true },
+    { name: "B2", type: "V", access: "read", optional: true },
+    { name: "parts", type: "T", access: "read_write" },
+  ],
+  params: PARAMS,
+});
+
+const REDUCE = defineKernel({
+  name: "linearGroupReduce",
+  bindings: [
+    { name: "parts", type: "T", access: "read" },
+    { name: "C0", type: "T", access: "read_write" },
+    { name: "C1", type: "T", access: "read_write", optional: true },
+    { name: "C2", type: "T", access: "read_write", optional: true },
+  ],
+  params: { mn: "u32", splits: "u32" },
 });
 
 /** Whether the vec4 tiled loop applies (the condition of kernels/matmul.ts `matmulVariant`). */
@@ -136,6 +161,150 @@ ${MATMUL_PROLOGUE}`;
     loops += parts(p.dtype, ta, tb, { A: `A${i}`, B: `B${i}`, C: "C" }).loop;
   }
   return `${header}\n${head}${first.idx}${first.decl}${loops}${storeBlock(p.dtype, "C")}}`;
+}
+
+/**
+ * WGSL of the split-K form of a `shared` launch with A read transposed (weight gradients
+ * `xᵀ·g_i` over many rows): workgroup z is `pair · splits + chunk`, each chunk multiplies
+ * `k / splits` consecutive rows of A and B_i into its own `[m, n]` block of the partials.
+ *
+ * @param p The problem (`kind` shared, `transposeA`, `splits` > 1 dividing k).
+ * @returns The shader.
+ */
+export function linearGroupSplitWgsl(p: LinearGroupProblem): string {
+  const vec = aligned(p);
+  const parts = vec ? matmulTiledParts : matmulGeneralParts;
+  const types = { T: p.dtype, V: vec ? `vec4<${p.dtype}>` : p.dtype };
+  const header = SPLIT.header({ types, omit: unused(["B"], p.count) });
+  let cases = "";
+  for (let i = 0; i < p.count; i++) {
+    const q = parts(p.dtype, p.transposeA, p.transposeB, { A: "A", B: `B${i}`, C: "parts" });
+    const label = i === p.count - 1 ? "default" : `case ${i}u`;
+    cases += `    ${label}: {\n${q.idx}${q.decl}${q.loop}${storeBlock(p.dtype, "parts")}    }\n`;
+  }
+  return `${header}
+@compute @workgroup_size(${MATMUL_WORKGROUP}, ${MATMUL_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let row0 = gid.y * ${MATMUL_BLOCK}u;
+  let col0 = gid.x * ${MATMUL_BLOCK}u;
+  let pair = gid.z / p.batch;
+  let chunk = gid.z % p.batch;
+  let abase = chunk * p.sa;
+  let bbase = chunk * p.sb;
+  let cbase = gid.z * p.sc;
+  if (row0 >= p.m || col0 >= p.n) { return; }
+  switch pair {
+${cases}  }
+}`;
+}
+
+const REDUCE_WG = 64;
+
+/** WGSL of the reduction of split-K partials into each pair's output (chunks summed in order). */
+function reduceWgsl(dtype: DType, count: number): string {
+  let cases = "";
+  for (let i = 0; i < count; i++) {
+    cases += `    ${i === count - 1 ? "default" : `case ${i}u`}: { C${i}[e] = ${dtype}(s); }\n`;
+  }
+  return `${REDUCE.header({ types: { T: dtype }, omit: unused(["C"], count) })}
+@compute @workgroup_size(${REDUCE_WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let e = gid.x + gid.y * nwg.x * ${REDUCE_WG}u;
+  let pair = gid.z;
+  if (e >= p.mn) { return; }
+  var s = 0.0;
+  for (var c = 0u; c < p.splits; c = c + 1u) {
+    s = s + f32(parts[(pair * p.splits + c) * p.mn + e]);
+  }
+  switch pair {
+${cases}  }
+}`;
+}
+
+/** CPU twin of the split-K launch: each chunk's product (the matmul twin), into the partials. */
+function splitCpu(p: LinearGroupProblem, bufs: ArrayBuffer[]): void {
+  const s = p.splits!, kc = p.k / s, n = p.count, mn = p.m * p.n;
+  const P = typedView(p.dtype, bufs[1 + n]!, n * s * mn);
+  const q: MatmulProblem = {
+    ...pairProblem(p),
+    k: kc,
+    batch: s,
+    strideA: kc * p.m,
+    strideB: kc * p.n,
+  };
+  const tmp = new ArrayBuffer(s * mn * P.BYTES_PER_ELEMENT);
+  for (let i = 0; i < n; i++) {
+    matmulCpu(q, bufs[0]!, bufs[1 + i]!, tmp);
+    P.set(typedView(p.dtype, tmp, s * mn), i * s * mn);
+  }
+}
+
+/** CPU twin of the reduction: f32 sums of the chunks in order, rounded to the dtype. */
+function reduceCpu(dtype: DType, count: number, splits: number, mn: number, bufs: ArrayBuffer[]) {
+  const P = typedView(dtype, bufs[0]!, count * splits * mn);
+  for (let i = 0; i < count; i++) {
+    const C = typedView(dtype, bufs[1 + i]!, mn);
+    for (let e = 0; e < mn; e++) {
+      let acc = 0;
+      for (let c = 0; c < splits; c++) acc = Math.fround(acc + P[(i * splits + c) * mn + e]!);
+      C[e] = acc;
+    }
+  }
+}
+
+/**
+ * The two launches of a split-K `shared` product (weight gradients with a long K and a small
+ * output, where one launch would give a GPU a handful of workgroups): the chunk products into a
+ * partials buffer, then their sum into each output.
+ *
+ * @param p The problem (`kind` shared, `transposeA`, `splits` > 1 dividing k).
+ * @param a Storage of A.
+ * @param bs Storages of B_0..B_{c-1}.
+ * @param partials Storage of `count · splits · m · n` elements.
+ * @param outs Storages of C_0..C_{c-1}.
+ * @returns The two dispatches, in order.
+ */
+export function linearGroupSplitDispatches(
+  p: LinearGroupProblem,
+  a: Storage,
+  bs: Storage[],
+  partials: Storage,
+  outs: Storage[],
+): [Dispatch, Dispatch] {
+  const s = p.splits ?? 1;
+  if (p.kind !== "shared" || !p.transposeA || s < 2 || p.k % s !== 0) {
+    throw new Error(`linearGroup: split-K needs a shared Aᵀ product with splits | k`);
+  }
+  const kc = p.k / s, mn = p.m * p.n, tile = MATMUL_BLOCK * MATMUL_WORKGROUP;
+  const flags = `${p.transposeA ? "T" : "N"}${p.transposeB ? "T" : "N"}`;
+  const product: Dispatch = {
+    op: "linearGroupSplitK",
+    key: SPLIT.key(aligned({ ...p, k: kc }) ? "tiled" : "general", p.dtype, flags, p.count),
+    wgsl: () => linearGroupSplitWgsl({ ...p, k: kc }),
+    cpu: (bufs) => splitCpu(p, bufs),
+    buffers: [a, ...bs, partials],
+    uniforms: SPLIT.uniforms({
+      m: p.m,
+      n: p.n,
+      k: kc,
+      batch: s,
+      sa: kc * p.m,
+      sb: kc * p.n,
+      sc: mn,
+    }),
+    workgroups: [Math.ceil(p.n / tile), Math.ceil(p.m / tile), p.count * s],
+  };
+  const groups = Math.ceil(mn / REDUCE_WG), wx = Math.min(groups, 65535);
+  const reduce: Dispatch = {
+    op: "linearGroupReduce",
+    key: REDUCE.key(p.dtype, p.count),
+    wgsl: () => reduceWgsl(p.dtype, p.count),
+    cpu: (bufs) => reduceCpu(p.dtype, p.count, s, mn, bufs),
+    buffers: [partials, ...outs],
+    uniforms: REDUCE.uniforms({ mn, splits: s }),
+    workgroups: [wx, Math.ceil(groups / wx), p.count],
+  };
+  return [product, reduce];
 }
 
 /** The per-pair problem of kernels/matmul.ts (one matrix, no batch). */

@@ -23,6 +23,7 @@ import { sharedProjections } from "../src/nn/linear.ts";
 import { AdamW } from "../src/train/optimizer.ts";
 import { assertClose, cpu, gpu, hostRandom, native, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
+import { linearGroupSplitDispatches } from "../kernels/linear_group.ts";
 
 const ALL: Device[] = [cpu, ...others];
 
@@ -279,3 +280,94 @@ Deno.test("a tiny training step launches fewer kernels with grouped projections"
     assert.ok(before - after >= 20, `${dev.kind}: ${before} → ${after}`);
   }
 });
+
+Deno.test("matmulShared: split-K weight gradients (many rows, small weights) match the twin", async () => {
+  const fn = ([xx, ...ws]: Tensor[]) => combine(matmulShared(xx!, ws));
+  // 2048 rows into [32, 16]: 8 chunks, tiled; 1536 into [24, 12]: 4 chunks, general kernel.
+  for (const [rows, k, n] of [[2048, 32, 16], [1536, 24, 12]] as const) {
+    const inputs = [
+      { data: hostRandom(rows * k, 3), shape: [rows, k] },
+      ...[4, 5, 6].map((s) => ({ data: hostRandom(k * n, s, 0.5), shape: [k, n] })),
+    ];
+    await gradOnBoth(fn, inputs, { rtol: 1e-4, atol: 1e-4 }, `split-K ${rows}×${k}·${k}×${n}`);
+  }
+  const dev = gpu;
+  if (!dev) return;
+  // On WebGPU the backward is dX, the chunk products and their sum: three launches, no matmul.
+  const ops: string[] = [];
+  const backend = dev.backend, dispatch = backend.dispatch;
+  const x = dev.randn([2048, 32], { seed: 1 });
+  const ws = [2, 3, 4].map((seed) => dev.randn([32, 16], { seed }));
+  for (const t of [x, ...ws]) t.requiresGrad = true;
+  try {
+    scope(() => {
+      const loss = sumAll(combine(matmulShared(x, ws)));
+      backend.dispatch = (d) => {
+        ops.push(d.op);
+        dispatch.call(backend, d);
+      };
+      backward(loss);
+    });
+  } finally {
+    backend.dispatch = dispatch;
+  }
+  const grouped = ops.filter((o) => o.startsWith("linearGroup") || o.startsWith("matmul"));
+  assert.deepEqual(grouped, ["linearGroupSum", "linearGroupSplitK", "linearGroupReduce"]);
+  [x, ...ws].forEach((t) => t.dispose());
+});
+
+Deno.test("linearGroupSplitDispatches: chunk products and their sum equal xᵀ·g on every backend", async () => {
+  for (const dev of ALL) {
+    const x = dev.tensor(hostRandom(512 * 24, 1), [512, 24]);
+    const gs = [2, 3, 4].map((s) => dev.tensor(hostRandom(512 * 12, s), [512, 12]));
+    const parts = dev.empty([12, 24, 12], "f32");
+    const outs = gs.map(() => dev.empty([24, 12], "f32"));
+    const p = {
+      kind: "shared",
+      count: 3,
+      m: 24,
+      n: 12,
+      k: 512,
+      transposeA: true,
+      transposeB: false,
+      dtype: "f32",
+      splits: 4,
+    } as const;
+    const launches = linearGroupSplitDispatches(
+      p,
+      x.storage("test"),
+      gs.map((g) => g.storage("test")),
+      parts.storage("test"),
+      outs.map((o) => o.storage("test")),
+    );
+    for (const d of launches) dev.run(d);
+    for (let i = 0; i < 3; i++) {
+      using ref = matmul(x, gs[i]!, { transposeA: true });
+      assertClose(await outs[i]!.data(), await ref.data(), { rtol: 1e-5, atol: 1e-5 }, dev.kind);
+    }
+    [x, ...gs, parts, ...outs].forEach((t) => t.dispose());
+  }
+  assert.throws(
+    () =>
+      linearGroupSplitDispatches(
+        { ...SPLIT_BAD },
+        cpu.ones([1]).storage("t"),
+        [],
+        cpu.ones([1]).storage("t"),
+        [],
+      ),
+    /split-K/,
+  );
+});
+
+const SPLIT_BAD = {
+  kind: "summed",
+  count: 1,
+  m: 8,
+  n: 8,
+  k: 8,
+  transposeA: false,
+  transposeB: true,
+  dtype: "f32",
+  splits: 2,
+} as const;

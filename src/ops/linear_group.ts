@@ -8,6 +8,7 @@
 import {
   linearGroupDispatch,
   type LinearGroupProblem,
+  linearGroupSplitDispatches,
   MAX_GROUP,
 } from "../../kernels/linear_group.ts";
 import { matmulDispatch } from "../../kernels/matmul.ts";
@@ -19,6 +20,19 @@ import type { Tensor } from "../tensor/tensor.ts";
 const OP = "matmulShared";
 
 /**
+ * K-chunks for the weight gradients `xᵀ·g_i` (matmul's split-K rule, per weight): only when
+ * one weight's output gives fewer than 16 workgroups of 64 × 64 and K is long enough to amortise
+ * the reduction. For a GPU's occupancy; host backends run the whole K in one product.
+ */
+function splitKFactor(m: number, n: number, k: number): number {
+  const tiles = Math.ceil(m / 64) * Math.ceil(n / 64);
+  if (tiles >= 16 || k < 1024) return 1;
+  let s = 1;
+  while (s * 2 * tiles <= 32 && k % (s * 2 * 8) === 0 && k / (s * 2) >= 256) s *= 2;
+  return s;
+}
+
+/**
  * `[x·W_0, x·W_1, …]` for `x` `[..., k]` and weights `[k, n]` of one shape (1 to 3 of them),
  * each result `[..., n]`. One launch computes all of them, each with the k loop of
  * {@link matmul}'s kernel, so every result equals `matmul` of the flattened `x` with its weight
@@ -27,7 +41,8 @@ const OP = "matmulShared";
  *
  * Gradient: `dx = Σ_i g_i·W_iᵀ` in one launch that accumulates every product in f32 before a
  * single store (it differs from summing separate products by f32 rounding only), and all
- * `dW_i = xᵀ·g_i` in another.
+ * `dW_i = xᵀ·g_i` in another (on WebGPU, with many rows and small weights, split into K-chunks
+ * and a sum as `matmul` does: two launches).
  *
  * @param x Input, `[..., k]`.
  * @param weights Weights, each `[k, n]`.
@@ -130,7 +145,7 @@ export function matmulShared<D extends DType>(
       if (need.length) {
         for (const i of need) gws[i] = dev.empty(w0.shape, x.dtype, OP);
         if (k > 0 && n > 0) {
-          dev.run(linearGroupDispatch({
+          const p: LinearGroupProblem = {
             kind: "shared",
             count: need.length,
             m: k,
@@ -139,11 +154,23 @@ export function matmulShared<D extends DType>(
             transposeA: true,
             transposeB: false,
             dtype: x.dtype,
-          }, [
-            x.storage(OP),
-            ...need.map((i) => grads[i]!.storage(OP)),
-            ...need.map((i) => gws[i]!.storage(OP)),
-          ]));
+          };
+          const bs = need.map((i) => grads[i]!.storage(OP));
+          const cs = need.map((i) => gws[i]!.storage(OP));
+          const splits = dev.kind === "webgpu" ? splitKFactor(k, n, m) : 1;
+          if (splits > 1) {
+            // A long K (tokens) into small outputs: chunk products, then one sum into each dW.
+            using parts = dev.empty([need.length * splits, k, n], x.dtype, OP);
+            const [prod, sum] = linearGroupSplitDispatches(
+              { ...p, splits },
+              x.storage(OP),
+              bs,
+              parts.storage(OP),
+              cs,
+            );
+            dev.run(prod);
+            dev.run(sum);
+          } else dev.run(linearGroupDispatch(p, [x.storage(OP), ...bs, ...cs]));
         }
       }
       return [gx, ...gws];
