@@ -65,6 +65,9 @@ const ROPE = defineKernel({
   bindings: [
     { name: "xs", type: "T", access: "read" },
     { name: "out", type: "T", access: "read_write" },
+    // A second tensor of the same layout rotated by the same launch (q and k of attention).
+    { name: "xs2", type: "T", access: "read", optional: true },
+    { name: "out2", type: "T", access: "read_write", optional: true },
   ],
   // `inv` holds the `half` inverse frequencies, 4 per vec4 (uniform arrays need 16-byte strides).
   params: {
@@ -78,16 +81,10 @@ const ROPE = defineKernel({
   },
 });
 
-/** WGSL of the rotation (one invocation per pair). */
-export function ropeWgsl(dtype: DType): string {
-  const T = dtype;
-  return `${ROPE.header({ types: { T } })}
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let stride = nwg.x * ${WG}u;
-  for (var k = gid.x; k < p.n; k = k + stride) {
-    let v = k / p.half;
-    let i = k - v * p.half;
+/** The rotation of pair `k` of `src` into `dst` (the same statements for either tensor). */
+function rotateWgsl(T: DType, k: string, src: string, dst: string): string {
+  return `let v = ${k} / p.half;
+    let i = ${k} - v * p.half;
     let pos = (v / p.h) % p.t + p.offset;
     let ang = f32(pos) * p.inv[i / 4u][i % 4u];
     // 2π = 6.28125 + 1.9353071795864769e-3; q·6.28125 is exact for |q| < 2^16.
@@ -96,10 +93,32 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     let c = cos(r);
     let s = sin(r) * p.sign;
     let base = v * 2u * p.half + i;
-    let x1 = f32(xs[base]);
-    let x2 = f32(xs[base + p.half]);
-    out[base] = ${T}(x1 * c - x2 * s);
-    out[base + p.half] = ${T}(x2 * c + x1 * s);
+    let x1 = f32(${src}[base]);
+    let x2 = f32(${src}[base + p.half]);
+    ${dst}[base] = ${T}(x1 * c - x2 * s);
+    ${dst}[base + p.half] = ${T}(x2 * c + x1 * s);`;
+}
+
+/**
+ * WGSL of the rotation (one invocation per pair). With `pair`, one launch rotates two tensors of
+ * the same shape: pairs [0, n) of `xs` into `out`, then pairs [n, 2n) of `xs2` into `out2`.
+ */
+export function ropeWgsl(dtype: DType, pair = false): string {
+  const T = dtype;
+  const body = pair
+    ? `if (k < p.n) {
+    ${rotateWgsl(T, "k", "xs", "out")}
+    } else {
+    let k2 = k - p.n;
+    ${rotateWgsl(T, "k2", "xs2", "out2")}
+    }`
+    : rotateWgsl(T, "k", "xs", "out");
+  return `${ROPE.header({ types: { T }, omit: pair ? [] : ["xs2", "out2"] })}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let stride = nwg.x * ${WG}u;
+  for (var k = gid.x; k < ${pair ? "2u * p.n" : "p.n"}; k = k + stride) {
+    ${body}
   }
 }`;
 }
@@ -143,12 +162,62 @@ export function ropeDispatch(dtype: DType, p: RopeParams, x: Storage, out: Stora
   });
   return {
     op: p.sign > 0 ? "rope" : "ropeBackward",
-    key: ROPE.key(dtype),
+    key: ROPE.key(dtype, "one"),
     wgsl: () => ropeWgsl(dtype),
     cpu: ([a, b]) => ropeCpu(dtype, p, a!, b!),
     native: dtype === "f32" ? ([a, b], rt) => ropeF32Native(p, a!, b!, rt) : undefined,
     buffers: [x, out],
     uniforms: words,
     workgroups: gridStride(n),
+  };
+}
+
+/**
+ * Dispatch of one rotation of two tensors of the same shape (q and k of attention): the same
+ * numbers as two {@link ropeDispatch} launches, in one.
+ *
+ * @param dtype Storage dtype of all four buffers.
+ * @param p Sizes (of each tensor), offset, direction, frequencies.
+ * @param x First input `[..., T, H, hd]`.
+ * @param out First output.
+ * @param x2 Second input, same shape as the first.
+ * @param out2 Second output.
+ * @returns The dispatch.
+ */
+export function ropePairDispatch(
+  dtype: DType,
+  p: RopeParams,
+  x: Storage,
+  out: Storage,
+  x2: Storage,
+  out2: Storage,
+): Dispatch {
+  const n = p.vectors * p.half;
+  const words = ROPE.uniforms({
+    n,
+    t: p.t,
+    h: p.h,
+    half: p.half,
+    offset: p.offset,
+    sign: p.sign,
+    inv: p.invFreq.subarray(0, p.half),
+  });
+  return {
+    op: p.sign > 0 ? "ropePair" : "ropePairBackward",
+    key: ROPE.key(dtype, "pair"),
+    wgsl: () => ropeWgsl(dtype, true),
+    cpu: ([a, b, c, d]) => {
+      ropeCpu(dtype, p, a!, b!);
+      ropeCpu(dtype, p, c!, d!);
+    },
+    native: dtype === "f32"
+      ? ([a, b, c, d], rt) => {
+        ropeF32Native(p, a!, b!, rt);
+        ropeF32Native(p, c!, d!, rt);
+      }
+      : undefined,
+    buffers: [x, out, x2, out2],
+    uniforms: words,
+    workgroups: gridStride(2 * n),
   };
 }

@@ -11,6 +11,7 @@ import {
 } from "../../kernels/elementwise.ts";
 import { DTypeError, ShapeError } from "../core/errors.ts";
 import { broadcastShapes } from "../core/shape.ts";
+import type { JointGrad } from "../tensor/grad_node.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { keep } from "../tensor/scope.ts";
 import { noGrad } from "./tape.ts";
@@ -146,19 +147,49 @@ export function backward(loss: Tensor, opts: BackwardOptions = {}): Tensor[] {
     if (!opts.grad) hold(seed);
     else refs.set(seed, Infinity); // never dispose the caller's tensor
     const leaves: Tensor[] = [];
+    // A multi-output op runs its backward once, at the last of its outputs in the order: every
+    // output's consumers come before it, so by then every output gradient is complete.
+    const lastOfJoint = new Map<JointGrad, Tensor>();
+    for (const t of order) if (t.node?.joint) lastOfJoint.set(t.node.joint, t);
+    const jointGrads = new Map<JointGrad, (Tensor | null)[]>();
     for (const t of order) {
+      const node = t.node, joint = node?.joint;
       const g = grads.get(t.id);
+      if (joint) {
+        const held = jointGrads.get(joint) ?? joint.outputs.map(() => null);
+        jointGrads.set(joint, held);
+        if (g) {
+          held[node!.index!] = g;
+          grads.delete(t.id);
+        }
+        if (lastOfJoint.get(joint) !== t) continue;
+        jointGrads.delete(joint);
+        if (held.every((h) => !h)) continue;
+        const inGrads = joint.backward(held);
+        propagate(node!.inputs, inGrads, held);
+        for (const h of held) if (h) drop(h);
+        continue;
+      }
       if (!g) continue;
-      if (!t.node) {
+      if (!node) {
         leaves.push(t);
         continue;
       }
       grads.delete(t.id);
-      const inGrads = t.node.backward(g);
-      t.node.inputs.forEach((x, i) => {
+      propagate(node.inputs, node.backward(g), [g]);
+      drop(g);
+    }
+    /** Adds each input's gradient to what it has; `ups` are the upstream gradients just used. */
+    function propagate(
+      inputs: readonly Tensor[],
+      inGrads: (Tensor | null)[],
+      ups: (Tensor | null)[],
+    ): void {
+      const isUp = (gi: Tensor) => ups.includes(gi);
+      inputs.forEach((x, i) => {
         const gi = inGrads[i];
         if (!gi || !x.requiresGrad) {
-          if (gi && !refs.has(gi) && gi !== g) gi.dispose();
+          if (gi && !refs.has(gi) && !isUp(gi)) gi.dispose();
           return;
         }
         const prev = grads.get(x.id);
@@ -166,13 +197,12 @@ export function backward(loss: Tensor, opts: BackwardOptions = {}): Tensor[] {
           grads.set(x.id, add(prev, gi));
           hold(grads.get(x.id)!);
           drop(prev);
-          if (!refs.has(gi) && gi !== g) gi.dispose();
+          if (!refs.has(gi) && !isUp(gi)) gi.dispose();
         } else {
           grads.set(x.id, gi);
           hold(gi);
         }
       });
-      drop(g);
     }
     const owned = new Set<Tensor>(); // gradients now owned by a leaf
     const pending = new Set<Tensor>(); // gradients to free once every leaf is served

@@ -6,11 +6,12 @@
  *
  * @module
  */
+import type { JointGrad } from "../tensor/grad_node.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { DType } from "../core/dtype.ts";
 import { pauseRecording, recordingEnabled, resumeRecording } from "../tensor/grad_node.ts";
 
-export type { GradNode } from "../tensor/grad_node.ts";
+export type { GradNode, JointGrad } from "../tensor/grad_node.ts";
 
 /**
  * True when autograd is on and any input wants a gradient.
@@ -79,6 +80,64 @@ export function record<D extends DType>(
   out.requiresGrad = true;
   out.node = { op, inputs, backward };
   return out;
+}
+
+/**
+ * Records an op with several outputs whose gradients are mapped back together (one kernel for
+ * all of them): `backward` runs once, when every output's gradient is complete, with null for an
+ * output no gradient reached.
+ *
+ * @param outs The op's outputs.
+ * @param op The op's name.
+ * @param inputs Its inputs.
+ * @param backward Its vector-Jacobian product, from all output gradients at once.
+ * @returns `outs`, for chaining.
+ *
+ * @example y = (x + 1, 2x) with one backward for both
+ * ```ts
+ * import {
+ *   add,
+ *   addScalar,
+ *   backward,
+ *   mulScalar,
+ *   noGrad,
+ *   openDevice,
+ *   recordJoint,
+ *   sumAll,
+ * } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * const x = dev.tensor([1, 2]);
+ * x.requiresGrad = true;
+ * const outs = noGrad(() => [addScalar(x, 1), mulScalar(x, 2)]);
+ * let calls = 0;
+ * const [a, b] = recordJoint(outs, "plusOneAndDouble", [x], ([ga, gb]) => {
+ *   calls++;
+ *   return [add(ga!, mulScalar(gb!, 2))];
+ * });
+ * backward(add(sumAll(a!), sumAll(b!)));
+ * assert.equal(calls, 1);
+ * assert.deepEqual(await x.grad!.toArray(), [3, 3]);
+ * ```
+ */
+export function recordJoint<T extends Tensor[]>(
+  outs: T,
+  op: string,
+  inputs: readonly Tensor[],
+  backward: (grads: (Tensor | null)[]) => (Tensor | null)[],
+): T {
+  const joint: JointGrad = { outputs: outs, backward };
+  outs.forEach((out, index) => {
+    out.requiresGrad = true;
+    out.node = {
+      op,
+      inputs,
+      joint,
+      index,
+      backward: (g) => backward(outs.map((_, i) => (i === index ? g : null))),
+    };
+  });
+  return outs;
 }
 
 /**

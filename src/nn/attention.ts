@@ -7,7 +7,7 @@
  */
 import { mulScalar } from "../ops/elementwise.ts";
 import { matmulStrided } from "../ops/matmul_strided.ts";
-import { rope } from "../ops/rope.ts";
+import { ropePair } from "../ops/rope.ts";
 import { softmax } from "../ops/softmax.ts";
 import type { Device } from "../tensor/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -84,8 +84,8 @@ export class Attention extends Module {
     const heads = (y: Tensor<"f32">) => y.reshape([b, t, h, hd]);
     const theta = this.config.ropeTheta;
     // q, k, v stay [B, T, H, hd]; the products read them as [B, H, T, hd] through strides.
-    const q = rope(heads(this.q.forward(xs)), { base: theta });
-    const k = rope(heads(this.k.forward(xs)), { base: theta });
+    // RoPE on q and k in one launch (and one for their gradients).
+    const [q, k] = ropePair(heads(this.q.forward(xs)), heads(this.k.forward(xs)), { base: theta });
     const v = heads(this.v.forward(xs));
     // The 1/√hd scale goes on q ([B, T, H, hd]), not on the T× larger scores ([B, H, T, T]).
     const scores = matmulStrided(mulScalar(q, 1 / Math.sqrt(hd)), k, {

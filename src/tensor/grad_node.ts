@@ -19,6 +19,25 @@ export interface GradNode {
    * (null for inputs that need none).
    */
   readonly backward: (grad: Tensor) => (Tensor | null)[];
+  /**
+   * Set when the op has several outputs whose gradients one kernel maps back together: every
+   * output carries a node with the same `inputs` and `joint`, and `index` says which output
+   * this is. `backward` waits until the last of them is reached and calls `joint.backward` once.
+   */
+  readonly joint?: JointGrad;
+  /** This output's position in `joint.outputs`. */
+  readonly index?: number;
+}
+
+/** The shared backward of a multi-output op (see {@link GradNode.joint}). */
+export interface JointGrad {
+  /** The op's outputs, in the order `backward` receives their gradients. */
+  readonly outputs: readonly Tensor[];
+  /**
+   * Given dL/d(output) for each output (null for an output no gradient reached), the gradient
+   * for each input.
+   */
+  readonly backward: (grads: (Tensor | null)[]) => (Tensor | null)[];
 }
 
 // Depth of nested `noGrad` scopes; recording is on at depth 0.
