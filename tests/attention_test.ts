@@ -20,7 +20,7 @@ import {
   type Tensor,
 } from "../mod.ts";
 import { Attention, modelConfig, TransformerLM } from "../src/nn/mod.ts";
-import { assertClose, cpu, hostRandom, others } from "./helpers.ts";
+import { cpu, hostRandom, others } from "./helpers.ts";
 
 /** The attention forward as it was before strided views: explicit permute copies. */
 function permuteReference(attn: Attention, x: Tensor<"f32">): Tensor<"f32"> {
