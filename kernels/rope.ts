@@ -81,10 +81,26 @@ const ROPE = defineKernel({
   },
 });
 
-/** The rotation of pair `k` of `src` into `dst` (the same statements for either tensor). */
-function rotateWgsl(T: DType, k: string, src: string, dst: string): string {
-  return `let v = ${k} / p.half;
-    let i = ${k} - v * p.half;
+/**
+ * WGSL of the rotation (one invocation per pair). With `pair`, one launch rotates two tensors of
+ * the same shape: each invocation computes the angle's cos and sin once and rotates pair k of
+ * `xs` into `out` and pair k of `xs2` into `out2` (no branch, which a CPU adapter would run on
+ * both sides under a mask).
+ */
+export function ropeWgsl(dtype: DType, pair = false): string {
+  const T = dtype;
+  const rotate = (src: string, dst: string) =>
+    `let x1${src} = f32(${src}[base]);
+    let x2${src} = f32(${src}[base + p.half]);
+    ${dst}[base] = ${T}(x1${src} * c - x2${src} * s);
+    ${dst}[base + p.half] = ${T}(x2${src} * c + x1${src} * s);`;
+  return `${ROPE.header({ types: { T }, omit: pair ? [] : ["xs2", "out2"] })}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let stride = nwg.x * ${WG}u;
+  for (var k = gid.x; k < p.n; k = k + stride) {
+    let v = k / p.half;
+    let i = k - v * p.half;
     let pos = (v / p.h) % p.t + p.offset;
     let ang = f32(pos) * p.inv[i / 4u][i % 4u];
     // 2π = 6.28125 + 1.9353071795864769e-3; q·6.28125 is exact for |q| < 2^16.
@@ -93,32 +109,12 @@ function rotateWgsl(T: DType, k: string, src: string, dst: string): string {
     let c = cos(r);
     let s = sin(r) * p.sign;
     let base = v * 2u * p.half + i;
-    let x1 = f32(${src}[base]);
-    let x2 = f32(${src}[base + p.half]);
-    ${dst}[base] = ${T}(x1 * c - x2 * s);
-    ${dst}[base + p.half] = ${T}(x2 * c + x1 * s);`;
-}
-
-/**
- * WGSL of the rotation (one invocation per pair). With `pair`, one launch rotates two tensors of
- * the same shape: pairs [0, n) of `xs` into `out`, then pairs [n, 2n) of `xs2` into `out2`.
- */
-export function ropeWgsl(dtype: DType, pair = false): string {
-  const T = dtype;
-  const body = pair
-    ? `if (k < p.n) {
-    ${rotateWgsl(T, "k", "xs", "out")}
-    } else {
-    let k2 = k - p.n;
-    ${rotateWgsl(T, "k2", "xs2", "out2")}
-    }`
-    : rotateWgsl(T, "k", "xs", "out");
-  return `${ROPE.header({ types: { T }, omit: pair ? [] : ["xs2", "out2"] })}
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let stride = nwg.x * ${WG}u;
-  for (var k = gid.x; k < ${pair ? "2u * p.n" : "p.n"}; k = k + stride) {
-    ${body}
+    ${rotate("xs", "out")}${
+    pair
+      ? `
+    ${rotate("xs2", "out2")}`
+      : ""
+  }
   }
 }`;
 }
@@ -218,6 +214,6 @@ export function ropePairDispatch(
       : undefined,
     buffers: [x, out, x2, out2],
     uniforms: words,
-    workgroups: gridStride(2 * n),
+    workgroups: gridStride(n),
   };
 }
