@@ -5,9 +5,8 @@
  *
  * @module
  */
-import { mulScalar } from "../ops/elementwise.ts";
 import { matmulStrided } from "../ops/matmul_strided.ts";
-import { rope } from "../ops/rope.ts";
+import { ropePair } from "../ops/rope.ts";
 import { softmax } from "../ops/softmax.ts";
 import type { Device } from "../tensor/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -90,14 +89,15 @@ export class Attention extends Module {
       Tensor<"f32">,
       Tensor<"f32">,
     ];
-    const q = rope(heads(qp), { base: theta });
-    const k = rope(heads(kp), { base: theta });
+    // RoPE on q and k in one launch (and one for their gradients).
+    const [q, k] = ropePair(heads(qp), heads(kp), { base: theta });
     const v = heads(vp);
-    // The 1/√hd scale goes on q ([B, T, H, hd]), not on the T× larger scores ([B, H, T, T]).
-    const scores = matmulStrided(mulScalar(q, 1 / Math.sqrt(hd)), k, {
+    // The 1/√hd scale is the product's alpha: applied to each accumulated q·k, no launch of its own.
+    const scores = matmulStrided(q, k, {
       transposeB: true,
       dimsA: HEADS,
       dimsB: HEADS,
+      alpha: 1 / Math.sqrt(hd),
     });
     const p = softmax(scores, { causal: true });
     // The context is written straight into [B, T, H, hd], so merging the heads is a reshape.
