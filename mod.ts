@@ -85,8 +85,8 @@ export type {
   Tunable,
 } from "./src/backend/backend.ts";
 export type { TuneResult } from "./src/backend/autotune.ts";
-export { needsGrad, noGrad, record } from "./src/autograd/tape.ts";
-export type { GradNode } from "./src/autograd/tape.ts";
+export { needsGrad, noGrad, record, recordGroup } from "./src/autograd/tape.ts";
+export type { GradGroup, GradNode } from "./src/autograd/tape.ts";
 export { backward } from "./src/autograd/backward.ts";
 export type { BackwardOptions } from "./src/autograd/backward.ts";
 export {
@@ -128,6 +128,7 @@ export { matmul } from "./src/ops/matmul.ts";
 export type { MatmulOptions, MatmulVariant } from "./src/ops/matmul.ts";
 export { matmulStrided } from "./src/ops/matmul_strided.ts";
 export type { MatmulStridedOptions, StridedMatmulVariant } from "./src/ops/matmul_strided.ts";
+export { matmulShared } from "./src/ops/linear_group.ts";
 export {
   argmax,
   argmaxAll,
@@ -143,7 +144,7 @@ export type { ReduceOptions } from "./src/ops/reduce.ts";
 export { logSoftmax, softmax } from "./src/ops/softmax.ts";
 export type { SoftmaxOptions } from "./src/ops/softmax.ts";
 export { rmsNorm } from "./src/ops/rmsnorm.ts";
-export { rope, ropeFrequencies } from "./src/ops/rope.ts";
+export { rope, ropeFrequencies, ropePair } from "./src/ops/rope.ts";
 export type { RopeOptions } from "./src/ops/rope.ts";
 export { embedding } from "./src/ops/embedding.ts";
 export { crossEntropy } from "./src/ops/cross_entropy.ts";

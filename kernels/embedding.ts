@@ -115,16 +115,22 @@ const EMBEDDING_LINKS = defineKernel({
   bindings: [
     { name: "ids", type: "u32", access: "read" },
     { name: "links", type: "u32", access: "read_write" },
+    // The table gradient, zeroed by the same launch (step 2 writes only the rows of seen ids).
+    { name: "gtable", type: "T", access: "read_write" },
   ],
-  params: { n: "u32", v: "u32" },
+  params: { n: "u32", v: "u32", zeros: "u32" },
 });
 
-/** WGSL of `links[t] = next occurrence of ids[t] (or NO_NEXT) | LEADER_BIT if first`. */
-export function embeddingLinksWgsl(): string {
-  return `${EMBEDDING_LINKS.header()}
+/**
+ * WGSL of `links[t] = next occurrence of ids[t] (or NO_NEXT) | LEADER_BIT if first`, and of
+ * `gtable[i] = 0` for the `zeros` elements of the table gradient.
+ */
+export function embeddingLinksWgsl(dtype: DType): string {
+  return `${EMBEDDING_LINKS.header({ types: { T: dtype } })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
+  for (var i = gid.x; i < p.zeros; i = i + stride) { gtable[i] = ${dtype}(0.0); }
   for (var t = gid.x; t < p.n; t = t + stride) {
     let id = ids[t];
     if (id >= p.v) { links[t] = ${NO_NEXT}u; continue; }
@@ -141,7 +147,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`;
 }
 
-/** CPU twin of {@link embeddingLinksWgsl} (same output, by hashing in O(N)). */
+/** CPU twin of {@link embeddingLinksWgsl} (same output, by hashing in O(N)); zeroes nothing. */
 export function embeddingLinksCpu(
   n: number,
   v: number,
@@ -169,23 +175,46 @@ export function embeddingLinksCpu(
   }
 }
 
-/** Dispatch of the link pass over `n` ids. */
+/**
+ * Dispatch of the link pass over `n` ids, which also zeroes the table gradient (`zeros`
+ * elements of `dtype`) that the accumulation pass then fills.
+ *
+ * @param n Token count.
+ * @param v Vocabulary size.
+ * @param ids Token ids (u32).
+ * @param links Output links (u32 `[n]`).
+ * @param dtype Dtype of the table gradient.
+ * @param gtable Table gradient `[V, D]`, zeroed here.
+ * @param zeros Its element count (V · D).
+ * @returns The dispatch.
+ */
 export function embeddingLinksDispatch(
   n: number,
   v: number,
   ids: Storage,
   links: Storage,
+  dtype: DType,
+  gtable: Storage,
+  zeros: number,
 ): Dispatch {
+  const bytes = zeros * (dtype === "f16" ? 2 : 4);
+  const zero = (t: ArrayBuffer) => new Uint8Array(t, 0, bytes).fill(0);
   return {
     op: "embeddingBackward",
-    key: EMBEDDING_LINKS.key(),
-    wgsl: () => embeddingLinksWgsl(),
-    cpu: ([a, b]) => embeddingLinksCpu(n, v, a!, b!),
-    native: ([a, b]) => nat.embeddingLinksNative(n, v, a!, b!),
-    buffers: [ids, links],
-    uniforms: EMBEDDING_LINKS.uniforms({ n, v }),
+    key: EMBEDDING_LINKS.key(dtype),
+    wgsl: () => embeddingLinksWgsl(dtype),
+    cpu: ([a, b, c]) => {
+      embeddingLinksCpu(n, v, a!, b!);
+      zero(c!);
+    },
+    native: ([a, b, c]) => {
+      nat.embeddingLinksNative(n, v, a!, b!);
+      zero(c!);
+    },
+    buffers: [ids, links, gtable],
+    uniforms: EMBEDDING_LINKS.uniforms({ n, v, zeros }),
     // Small workgroup count keeps long scans spread; each invocation may walk all ids.
-    workgroups: gridStride(n, WG),
+    workgroups: gridStride(Math.max(n, zeros), WG),
   };
 }
 

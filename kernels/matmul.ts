@@ -128,15 +128,38 @@ const MATMUL = defineKernel({
 const HEADER = (dtype: DType, vec: boolean) =>
   MATMUL.header({ types: { T: dtype, V: vec ? `vec4<${dtype}>` : dtype } });
 
-function storeBlock(dtype: DType): string {
+/** Binding names a generated matmul body reads and writes (the grouped kernels rename them). */
+export interface MatmulNames {
+  /** Left operand. */
+  A: string;
+  /** Right operand. */
+  B: string;
+  /** Output. */
+  C: string;
+}
+
+const PLAIN: MatmulNames = { A: "A", B: "B", C: "C" };
+
+/** The pieces of a register-blocked matmul kernel, joined by {@link matmulTiledWgsl} & co. */
+export interface MatmulParts {
+  /** Clamped row/column indices (before the loop). */
+  idx: string;
+  /** Accumulator declarations. */
+  decl: string;
+  /** The k loop, over `p.k`. */
+  loop: string;
+}
+
+/** The guarded store of the 8×8 register block into `C` (named by `c`). */
+export function storeBlock(dtype: DType, c = "C"): string {
   let s = "";
   for (let r = 0; r < TM; r++) {
     s += `  if (row0 + ${r}u < p.m) {\n`;
-    for (let c = 0; c < TN / 4; c++) {
+    for (let cc = 0; cc < TN / 4; cc++) {
       for (let j = 0; j < 4; j++) {
-        const col = 4 * c + j;
+        const col = 4 * cc + j;
         s +=
-          `    if (col0 + ${col}u < p.n) { C[cbase + (row0 + ${r}u) * p.n + col0 + ${col}u] = ${dtype}(acc${r}_${c}[${j}]); }\n`;
+          `    if (col0 + ${col}u < p.n) { ${c}[cbase + (row0 + ${r}u) * p.n + col0 + ${col}u] = ${dtype}(acc${r}_${cc}[${j}]); }\n`;
       }
     }
     s += "  }\n";
@@ -144,8 +167,14 @@ function storeBlock(dtype: DType): string {
   return s;
 }
 
-/** WGSL of the vec4 register-tiled kernel. */
-export function matmulTiledWgsl(dtype: DType, ta: boolean, tb: boolean): string {
+/** The pieces of the vec4 register-tiled kernel, reading and writing the bindings `names`. */
+export function matmulTiledParts(
+  _dtype: DType,
+  ta: boolean,
+  tb: boolean,
+  names: MatmulNames = PLAIN,
+): MatmulParts {
+  const { A, B } = names;
   let decl = "";
   for (let r = 0; r < TM; r++) {
     for (let c = 0; c < TN / 4; c++) decl += `  var acc${r}_${c} = vec4f(0.0);\n`;
@@ -159,14 +188,14 @@ export function matmulTiledWgsl(dtype: DType, ta: boolean, tb: boolean): string 
   const aVal: string[][] = [];
   if (!ta) {
     for (let r = 0; r < TM; r++) {
-      body += `    let a${r} = vec4f(A[(abase + m${r} * p.k + k) / 4u]);\n`;
+      body += `    let a${r} = vec4f(${A}[(abase + m${r} * p.k + k) / 4u]);\n`;
     }
     for (let r = 0; r < TM; r++) aVal.push([0, 1, 2, 3].map((kk) => `a${r}[${kk}]`));
   } else {
     for (let kk = 0; kk < 4; kk++) {
       for (let j = 0; j < TM / 4; j++) {
         body +=
-          `    let at${kk}_${j} = vec4f(A[(abase + (k + ${kk}u) * p.m + row0) / 4u + ${j}u]);\n`;
+          `    let at${kk}_${j} = vec4f(${A}[(abase + (k + ${kk}u) * p.m + row0) / 4u + ${j}u]);\n`;
       }
     }
     for (let r = 0; r < TM; r++) aVal.push([0, 1, 2, 3].map((kk) => `at${kk}_${r >> 2}[${r & 3}]`));
@@ -178,14 +207,14 @@ export function matmulTiledWgsl(dtype: DType, ta: boolean, tb: boolean): string 
       const row: string[] = [];
       for (let c = 0; c < TN / 4; c++) {
         body +=
-          `    let b${kk}_${c} = vec4f(B[(bbase + (k + ${kk}u) * p.n + col0) / 4u + ${c}u]);\n`;
+          `    let b${kk}_${c} = vec4f(${B}[(bbase + (k + ${kk}u) * p.n + col0) / 4u + ${c}u]);\n`;
         row.push(`b${kk}_${c}`);
       }
       bVec.push(row);
     }
   } else {
     for (let c = 0; c < TN; c++) {
-      body += `    let bt${c} = vec4f(B[(bbase + n${c} * p.k + k) / 4u]);\n`;
+      body += `    let bt${c} = vec4f(${B}[(bbase + n${c} * p.k + k) / 4u]);\n`;
     }
     for (let kk = 0; kk < 4; kk++) {
       const row: string[] = [];
@@ -203,23 +232,17 @@ export function matmulTiledWgsl(dtype: DType, ta: boolean, tb: boolean): string 
       }
     }
   }
-  return `${HEADER(dtype, true)}
-@compute @workgroup_size(${WX}, ${WY})
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let row0 = gid.y * ${TM}u;
-  let col0 = gid.x * ${TN}u;
-  let b = gid.z;
-  let abase = b * p.sa;
-  let bbase = b * p.sb;
-  let cbase = b * p.sc;
-  if (row0 >= p.m || col0 >= p.n) { return; }
-${idx}${decl}  for (var k = 0u; k < p.k; k = k + 4u) {
-${body}  }
-${storeBlock(dtype)}}`;
+  return { idx, decl, loop: `  for (var k = 0u; k < p.k; k = k + 4u) {\n${body}  }\n` };
 }
 
-/** WGSL of the general kernel: scalar loads, clamped indices, any shape. */
-export function matmulGeneralWgsl(dtype: DType, ta: boolean, tb: boolean): string {
+/** The pieces of the general kernel (scalar loads, clamped indices) on the bindings `names`. */
+export function matmulGeneralParts(
+  _dtype: DType,
+  ta: boolean,
+  tb: boolean,
+  names: MatmulNames = PLAIN,
+): MatmulParts {
+  const { A, B } = names;
   let decl = "", idx = "", body = "";
   for (let r = 0; r < TM; r++) {
     for (let c = 0; c < TN / 4; c++) decl += `  var acc${r}_${c} = vec4f(0.0);\n`;
@@ -227,12 +250,12 @@ export function matmulGeneralWgsl(dtype: DType, ta: boolean, tb: boolean): strin
   for (let r = 0; r < TM; r++) idx += `  let m${r} = min(row0 + ${r}u, p.m - 1u);\n`;
   for (let c = 0; c < TN; c++) idx += `  let n${c} = min(col0 + ${c}u, p.n - 1u);\n`;
   for (let r = 0; r < TM; r++) {
-    body += `    let a${r} = f32(A[abase + ${ta ? `k * p.m + m${r}` : `m${r} * p.k + k`}]);\n`;
+    body += `    let a${r} = f32(${A}[abase + ${ta ? `k * p.m + m${r}` : `m${r} * p.k + k`}]);\n`;
   }
   for (let c = 0; c < TN / 4; c++) {
     const comps = [0, 1, 2, 3].map((j) => {
       const n = `n${4 * c + j}`;
-      return `f32(B[bbase + ${tb ? `${n} * p.k + k` : `k * p.n + ${n}`}])`;
+      return `f32(${B}[bbase + ${tb ? `${n} * p.k + k` : `k * p.n + ${n}`}])`;
     });
     body += `    let b${c} = vec4f(${comps.join(", ")});\n`;
   }
@@ -241,19 +264,40 @@ export function matmulGeneralWgsl(dtype: DType, ta: boolean, tb: boolean): strin
       body += `    acc${r}_${c} = fma(vec4f(a${r}), b${c}, acc${r}_${c});\n`;
     }
   }
-  return `${HEADER(dtype, false)}
-@compute @workgroup_size(${WX}, ${WY})
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let row0 = gid.y * ${TM}u;
+  return { idx, decl, loop: `  for (var k = 0u; k < p.k; k = k + 1u) {\n${body}  }\n` };
+}
+
+/** The prologue every register-blocked matmul kernel shares: block origin and batch bases. */
+export const MATMUL_PROLOGUE = `  let row0 = gid.y * ${TM}u;
   let col0 = gid.x * ${TN}u;
   let b = gid.z;
   let abase = b * p.sa;
   let bbase = b * p.sb;
   let cbase = b * p.sc;
   if (row0 >= p.m || col0 >= p.n) { return; }
-${idx}${decl}  for (var k = 0u; k < p.k; k = k + 1u) {
-${body}  }
-${storeBlock(dtype)}}`;
+`;
+
+/** Rows (and columns) of C one invocation of the register-blocked kernels computes. */
+export const MATMUL_BLOCK = TM;
+
+/** Workgroup size (x and y) of the register-blocked kernels. */
+export const MATMUL_WORKGROUP = WX;
+
+function blockedWgsl(dtype: DType, vec: boolean, parts: MatmulParts): string {
+  return `${HEADER(dtype, vec)}
+@compute @workgroup_size(${WX}, ${WY})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+${MATMUL_PROLOGUE}${parts.idx}${parts.decl}${parts.loop}${storeBlock(dtype)}}`;
+}
+
+/** WGSL of the vec4 register-tiled kernel. */
+export function matmulTiledWgsl(dtype: DType, ta: boolean, tb: boolean): string {
+  return blockedWgsl(dtype, true, matmulTiledParts(dtype, ta, tb));
+}
+
+/** WGSL of the general kernel: scalar loads, clamped indices, any shape. */
+export function matmulGeneralWgsl(dtype: DType, ta: boolean, tb: boolean): string {
+  return blockedWgsl(dtype, false, matmulGeneralParts(dtype, ta, tb));
 }
 
 const GEMV_WG = 64;

@@ -60,6 +60,11 @@ export interface StridedMatmulProblem {
   transposeB: boolean;
   /** Storage dtype of A, B and C (accumulation is always f32; the twin's is f64). */
   dtype: DType;
+  /**
+   * Scale of the product, `C = alpha · op(A) · op(B)`, applied once to each accumulated sum
+   * before it is stored (as BLAS applies its alpha). Default 1 (a multiply by 1 is exact).
+   */
+  alpha?: number;
 }
 
 /** Which kernel a strided problem runs on. */
@@ -131,6 +136,7 @@ const MATMUL_STRIDED = defineKernel({
     co: "u32",
     ci: "u32",
     ldc: "u32",
+    alpha: "f32",
   },
 });
 
@@ -168,7 +174,7 @@ function storeBlock(dtype: DType): string {
       for (let j = 0; j < 4; j++) {
         const col = 4 * c + j;
         s +=
-          `    if (col0 + ${col}u < p.n) { C[crow + ${col}u] = ${dtype}(acc${r}_${c}[${j}]); }\n`;
+          `    if (col0 + ${col}u < p.n) { C[crow + ${col}u] = ${dtype}(acc${r}_${c}[${j}] * p.alpha); }\n`;
       }
     }
     s += "  }\n";
@@ -309,7 +315,7 @@ export function matmulStridedGemvWgsl(dtype: DType, tb: boolean, wide = false): 
   }
   let o = cbase + j * 4u;
   for (var c = 0u; c < 4u; c = c + 1u) {
-    let v = select(select(select(a3, a2, c == 2u), a1, c == 1u), a0, c == 0u);
+    let v = select(select(select(a3, a2, c == 2u), a1, c == 1u), a0, c == 0u) * p.alpha;
     C[o + 4u * c] = ${dtype}(v[0]); C[o + 4u * c + 1u] = ${dtype}(v[1]);
     C[o + 4u * c + 2u] = ${dtype}(v[2]); C[o + 4u * c + 3u] = ${dtype}(v[3]);
   }`
@@ -323,7 +329,7 @@ export function matmulStridedGemvWgsl(dtype: DType, tb: boolean, wide = false): 
     acc0 = fma(vec4f(x[2]), vec4f(B[r + 2u * ldb4]), acc0);
     acc1 = fma(vec4f(x[3]), vec4f(B[r + 3u * ldb4]), acc1);
   }
-  let acc = acc0 + acc1;
+  let acc = (acc0 + acc1) * p.alpha;
   let o = cbase + j * 4u;
   C[o] = ${dtype}(acc[0]); C[o + 1u] = ${dtype}(acc[1]);
   C[o + 2u] = ${dtype}(acc[2]); C[o + 3u] = ${dtype}(acc[3]);`;
@@ -356,13 +362,13 @@ ${bases}
     acc0 = fma(vec4f(A[abase + k / 4u]), vec4f(B[bbase + k / 4u]), acc0);
   }
   let acc = acc0 + acc1;
-  C[cbase + j] = ${dtype}(acc[0] + acc[1] + acc[2] + acc[3]);
+  C[cbase + j] = ${dtype}((acc[0] + acc[1] + acc[2] + acc[3]) * p.alpha);
 }`;
 }
 
 /**
  * CPU twin: every output row accumulated in f64 over k in order (as the contiguous twin does),
- * rounded to the storage dtype.
+ * scaled by alpha, rounded to the storage dtype.
  *
  * @param p The problem.
  * @param a A's buffer.
@@ -377,7 +383,7 @@ export function matmulStridedCpu(
 ): void {
   const A = typedView(p.dtype, a), B = typedView(p.dtype, b), C = typedView(p.dtype, c);
   const { m, n, k } = p;
-  const lda = p.a.ld, ldb = p.b.ld, ldc = p.c.ld;
+  const lda = p.a.ld, ldb = p.b.ld, ldc = p.c.ld, alpha = Math.fround(p.alpha ?? 1);
   const row = new Float64Array(n);
   for (let zo = 0; zo < p.batchOuter; zo++) {
     for (let zi = 0; zi < p.batchInner; zi++) {
@@ -396,7 +402,7 @@ export function matmulStridedCpu(
           }
         }
         const rc = co + i * ldc;
-        for (let j = 0; j < n; j++) C[rc + j] = row[j]!;
+        for (let j = 0; j < n; j++) C[rc + j] = row[j]! * alpha;
       }
     }
   }
@@ -492,6 +498,7 @@ export function matmulStridedDispatch(
       co: p.c.outer,
       ci: p.c.inner,
       ldc: p.c.ld,
+      alpha: p.alpha ?? 1,
     }),
     workgroups,
   };

@@ -4,8 +4,12 @@
  * - forward: one pass for Σx² (lane tree), one pass writing `x · r · w`;
  * - backward for x: one kernel recomputes Σx² and Σ g·w·x per row, then writes
  *   `g_x = r·g·w − x · r³ · (Σ g·w·x) / D`, and records r per row for the weight gradient;
- * - backward for w: `g_w[j] = Σ_rows g · x · r` as f32 column partials over chunks of rows
- *   (one invocation per (chunk, column), deterministic), summed by `sumTo` afterwards.
+ * - backward for w: `g_w[j] = Σ_rows g · x · r` in one launch: a workgroup per 8 columns, 32
+ *   splits of contiguous rows each, added by a fixed tree in workgroup memory (deterministic).
+ *   It needs r of every row, which the x-gradient kernel writes: WebGPU has no grid-wide
+ *   barrier, and a "last workgroup adds the partials" scheme would need memory ordering between
+ *   workgroups that WGSL's relaxed atomics do not give, so the x and weight gradients stay two
+ *   launches (the separate `sumTo` of the column partials is gone).
  *
  * Recomputing r in the backward costs one extra read of x but saves a per-row buffer that
  * would have to outlive the forward.
@@ -15,9 +19,11 @@
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
 import {
+  RMS_NORM_WEIGHT_GRAD_SPLITS,
   rmsNormBackwardF32Native,
   rmsNormF32Native,
   rmsNormWeightGradF32Native,
+  weightGradTree,
 } from "./native/rmsnorm.ts";
 import { laneSum, ROW_ARGS, ROW_WG, rowGroups, rowLanes, rowLoopOpen } from "./reduce.ts";
 import { defineKernel } from "./spec.ts";
@@ -229,20 +235,19 @@ export function rmsNormBackwardDispatch(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward for the weight: column partials over chunks of rows
+// Backward for the weight: one launch for the whole cross-row sum
 
-const COL_WG = 64;
-
+/** Columns per weight-gradient workgroup (consecutive, so a row's reads are contiguous). */
+const WG_COLS = 8;
 /**
- * How many row chunks the weight gradient splits into: enough to keep the device busy when
- * there are few columns, few enough that summing the partials is cheap.
+ * Rows per split of the weight gradient: the rows are cut into
+ * {@link RMS_NORM_WEIGHT_GRAD_SPLITS} contiguous chunks (the last ones may be empty).
  *
  * @param rows Row count.
- * @returns Chunk count and rows per chunk.
+ * @returns Rows per split.
  */
-export function weightGradPlan(rows: number): { chunks: number; chunkRows: number } {
-  const chunks = Math.max(1, Math.min(64, Math.ceil(rows / 64)));
-  return { chunks, chunkRows: Math.ceil(rows / chunks) };
+export function weightGradChunk(rows: number): number {
+  return Math.max(1, Math.ceil(rows / RMS_NORM_WEIGHT_GRAD_SPLITS));
 }
 
 const RMS_NORM_WEIGHT_GRAD = defineKernel({
@@ -251,54 +256,68 @@ const RMS_NORM_WEIGHT_GRAD = defineKernel({
     { name: "xs", type: "T", access: "read" },
     { name: "g", type: "T", access: "read" },
     { name: "rstd", type: "f32", access: "read" },
-    { name: "partial", type: "f32", access: "read_write" },
+    { name: "gw", type: "f32", access: "read_write" },
   ],
   params: { rows: "u32", cols: "u32", chunk: "u32" },
 });
 
-/** WGSL: `partial[c, j] = Σ_{rows r of chunk c} g[r, j] · x[r, j] · rstd[r]`. */
+/**
+ * WGSL: `gw[j] = Σ_rows g[r, j] · x[r, j] · rstd[r]` in one launch. A workgroup owns
+ * 8 columns (`WG_COLS`); each of its splits sums a contiguous chunk of rows in row order, and a
+ * fixed tree in workgroup memory adds the splits (split s += split s + h for h = 16, 8, …, 1), so
+ * the sum's order is fixed and the result deterministic.
+ */
 export function rmsNormWeightGradWgsl(dtype: DType): string {
+  const S = RMS_NORM_WEIGHT_GRAD_SPLITS, C = WG_COLS;
   return `${RMS_NORM_WEIGHT_GRAD.header({ types: { T: dtype } })}
-@compute @workgroup_size(${COL_WG})
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let j = gid.x;
-  let c = gid.y;
-  if (j >= p.cols) { return; }
-  let r0 = c * p.chunk;
-  let r1 = min(r0 + p.chunk, p.rows);
+var<workgroup> part: array<f32, ${S * C}>;
+@compute @workgroup_size(${S * C})
+fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3u) {
+  let jl = li % ${C}u;
+  let s = li / ${C}u;
+  let j = wg.x * ${C}u + jl;
   var acc = 0.0;
-  for (var r = r0; r < r1; r = r + 1u) {
-    acc = acc + f32(g[r * p.cols + j]) * f32(xs[r * p.cols + j]) * rstd[r];
+  if (j < p.cols) {
+    let r0 = min(s * p.chunk, p.rows);
+    let r1 = min(r0 + p.chunk, p.rows);
+    for (var r = r0; r < r1; r = r + 1u) {
+      acc = acc + f32(g[r * p.cols + j]) * f32(xs[r * p.cols + j]) * rstd[r];
+    }
   }
-  partial[c * p.cols + j] = acc;
+  part[li] = acc;
+  for (var h = ${S / 2}u; h > 0u; h = h >> 1u) {
+    workgroupBarrier();
+    if (s < h) { part[li] = part[li] + part[li + h * ${C}u]; }
+  }
+  if (s == 0u && j < p.cols) { gw[j] = part[li]; }
 }`;
 }
 
-/** CPU twin of {@link rmsNormWeightGradWgsl}. */
+/** CPU twin of {@link rmsNormWeightGradWgsl}. Buffers: x, g, rstd, gw. */
 export function rmsNormWeightGradCpu(
   dtype: DType,
   rows: number,
   cols: number,
-  chunkRows: number,
-  chunks: number,
   bufs: ArrayBuffer[],
 ): void {
   const x = typedView(dtype, bufs[0]!), g = typedView(dtype, bufs[1]!);
-  const rstd = new Float32Array(bufs[2]!), partial = new Float32Array(bufs[3]!, 0, chunks * cols);
-  for (let c = 0; c < chunks; c++) {
-    const r1 = Math.min((c + 1) * chunkRows, rows);
+  const rstd = new Float32Array(bufs[2]!), gw = new Float32Array(bufs[3]!, 0, cols);
+  const chunk = weightGradChunk(rows);
+  const part = new Float32Array(RMS_NORM_WEIGHT_GRAD_SPLITS * cols);
+  for (let s = 0; s < RMS_NORM_WEIGHT_GRAD_SPLITS; s++) {
+    const r0 = Math.min(s * chunk, rows), r1 = Math.min(r0 + chunk, rows);
     for (let j = 0; j < cols; j++) {
       let acc = 0;
-      for (let r = c * chunkRows; r < r1; r++) {
-        acc += g[r * cols + j]! * x[r * cols + j]! * rstd[r]!;
-      }
-      partial[c * cols + j] = acc;
+      for (let r = r0; r < r1; r++) acc += g[r * cols + j]! * x[r * cols + j]! * rstd[r]!;
+      part[s * cols + j] = acc;
     }
   }
+  weightGradTree(part, cols, 0, cols);
+  gw.set(part.subarray(0, cols));
 }
 
 /**
- * Dispatch of the weight-gradient partials (`[chunks, cols]` f32).
+ * Dispatch of the weight gradient (`[cols]` f32, summed over every row in this one launch).
  *
  * @param dtype Storage dtype of x and g.
  * @param rows Row count.
@@ -306,7 +325,7 @@ export function rmsNormWeightGradCpu(
  * @param x Forward input.
  * @param g Upstream gradient.
  * @param rstd Per-row r from the x-gradient kernel.
- * @param partial Output partials.
+ * @param gw Output `[cols]` f32.
  * @returns The dispatch.
  */
 export function rmsNormWeightGradDispatch(
@@ -316,19 +335,19 @@ export function rmsNormWeightGradDispatch(
   x: Storage,
   g: Storage,
   rstd: Storage,
-  partial: Storage,
+  gw: Storage,
 ): Dispatch {
-  const { chunks, chunkRows } = weightGradPlan(rows);
+  const chunk = weightGradChunk(rows);
   return {
     op: "rmsNormWeightGrad",
     key: RMS_NORM_WEIGHT_GRAD.key(dtype),
     wgsl: () => rmsNormWeightGradWgsl(dtype),
-    cpu: (bufs) => rmsNormWeightGradCpu(dtype, rows, cols, chunkRows, chunks, bufs),
+    cpu: (bufs) => rmsNormWeightGradCpu(dtype, rows, cols, bufs),
     native: dtype === "f32"
-      ? (b, rt) => rmsNormWeightGradF32Native(rows, cols, chunkRows, chunks, b, rt)
+      ? (b, rt) => rmsNormWeightGradF32Native(rows, cols, chunk, b, rt)
       : undefined,
-    buffers: [x, g, rstd, partial],
-    uniforms: RMS_NORM_WEIGHT_GRAD.uniforms({ rows, cols, chunk: chunkRows }),
-    workgroups: [Math.ceil(cols / COL_WG), chunks, 1],
+    buffers: [x, g, rstd, gw],
+    uniforms: RMS_NORM_WEIGHT_GRAD.uniforms({ rows, cols, chunk }),
+    workgroups: [Math.ceil(cols / WG_COLS), 1, 1],
   };
 }

@@ -65,6 +65,9 @@ const ROPE = defineKernel({
   bindings: [
     { name: "xs", type: "T", access: "read" },
     { name: "out", type: "T", access: "read_write" },
+    // A second tensor of the same layout rotated by the same launch (q and k of attention).
+    { name: "xs2", type: "T", access: "read", optional: true },
+    { name: "out2", type: "T", access: "read_write", optional: true },
   ],
   // `inv` holds the `half` inverse frequencies, 4 per vec4 (uniform arrays need 16-byte strides).
   params: {
@@ -78,10 +81,20 @@ const ROPE = defineKernel({
   },
 });
 
-/** WGSL of the rotation (one invocation per pair). */
-export function ropeWgsl(dtype: DType): string {
+/**
+ * WGSL of the rotation (one invocation per pair). With `pair`, one launch rotates two tensors of
+ * the same shape: each invocation computes the angle's cos and sin once and rotates pair k of
+ * `xs` into `out` and pair k of `xs2` into `out2` (no branch, which a CPU adapter would run on
+ * both sides under a mask).
+ */
+export function ropeWgsl(dtype: DType, pair = false): string {
   const T = dtype;
-  return `${ROPE.header({ types: { T } })}
+  const rotate = (src: string, dst: string) =>
+    `let x1${src} = f32(${src}[base]);
+    let x2${src} = f32(${src}[base + p.half]);
+    ${dst}[base] = ${T}(x1${src} * c - x2${src} * s);
+    ${dst}[base + p.half] = ${T}(x2${src} * c + x1${src} * s);`;
+  return `${ROPE.header({ types: { T }, omit: pair ? [] : ["xs2", "out2"] })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -96,10 +109,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     let c = cos(r);
     let s = sin(r) * p.sign;
     let base = v * 2u * p.half + i;
-    let x1 = f32(xs[base]);
-    let x2 = f32(xs[base + p.half]);
-    out[base] = ${T}(x1 * c - x2 * s);
-    out[base + p.half] = ${T}(x2 * c + x1 * s);
+    ${rotate("xs", "out")}${
+    pair
+      ? `
+    ${rotate("xs2", "out2")}`
+      : ""
+  }
   }
 }`;
 }
@@ -143,11 +158,61 @@ export function ropeDispatch(dtype: DType, p: RopeParams, x: Storage, out: Stora
   });
   return {
     op: p.sign > 0 ? "rope" : "ropeBackward",
-    key: ROPE.key(dtype),
+    key: ROPE.key(dtype, "one"),
     wgsl: () => ropeWgsl(dtype),
     cpu: ([a, b]) => ropeCpu(dtype, p, a!, b!),
     native: dtype === "f32" ? ([a, b], rt) => ropeF32Native(p, a!, b!, rt) : undefined,
     buffers: [x, out],
+    uniforms: words,
+    workgroups: gridStride(n),
+  };
+}
+
+/**
+ * Dispatch of one rotation of two tensors of the same shape (q and k of attention): the same
+ * numbers as two {@link ropeDispatch} launches, in one.
+ *
+ * @param dtype Storage dtype of all four buffers.
+ * @param p Sizes (of each tensor), offset, direction, frequencies.
+ * @param x First input `[..., T, H, hd]`.
+ * @param out First output.
+ * @param x2 Second input, same shape as the first.
+ * @param out2 Second output.
+ * @returns The dispatch.
+ */
+export function ropePairDispatch(
+  dtype: DType,
+  p: RopeParams,
+  x: Storage,
+  out: Storage,
+  x2: Storage,
+  out2: Storage,
+): Dispatch {
+  const n = p.vectors * p.half;
+  const words = ROPE.uniforms({
+    n,
+    t: p.t,
+    h: p.h,
+    half: p.half,
+    offset: p.offset,
+    sign: p.sign,
+    inv: p.invFreq.subarray(0, p.half),
+  });
+  return {
+    op: p.sign > 0 ? "ropePair" : "ropePairBackward",
+    key: ROPE.key(dtype, "pair"),
+    wgsl: () => ropeWgsl(dtype, true),
+    cpu: ([a, b, c, d]) => {
+      ropeCpu(dtype, p, a!, b!);
+      ropeCpu(dtype, p, c!, d!);
+    },
+    native: dtype === "f32"
+      ? ([a, b, c, d], rt) => {
+        ropeF32Native(p, a!, b!, rt);
+        ropeF32Native(p, c!, d!, rt);
+      }
+      : undefined,
+    buffers: [x, out, x2, out2],
     uniforms: words,
     workgroups: gridStride(n),
   };

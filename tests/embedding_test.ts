@@ -179,3 +179,37 @@ Deno.test("native: embedding gather and backward equal the twin across the token
     }, `${name}: table gradient`);
   }
 });
+
+Deno.test("embedding backward: two launches, the link pass zeroes rows of unseen ids in a reused buffer", async () => {
+  const V = 40, D = 24, ids = Uint32Array.from([3, 7, 3, 39, 0, 7, 7]);
+  const gh = hostRandom(ids.length * D, 31);
+  for (const d of [cpu, ...others]) {
+    // Leave a non-zero buffer of the table gradient's size in the pool first.
+    d.full([V, D], 5).dispose();
+    const table = d.tensor(hostRandom(V * D, 30), [V, D]);
+    table.requiresGrad = true;
+    const y = embedding(table, d.tensor(ids, [ids.length], "u32"));
+    const g = d.tensor(gh, [ids.length, D]);
+    const ops: string[] = [];
+    const be = d.backend as unknown as { dispatch(k: { op: string }): void };
+    const orig = be.dispatch;
+    be.dispatch = function (k) {
+      ops.push(k.op);
+      return orig.call(this, k);
+    };
+    try {
+      backward(y, { grad: g });
+      d.stats();
+    } finally {
+      be.dispatch = orig;
+    }
+    assert.deepEqual(ops, ["embeddingBackward", "embeddingBackward"], `${d.kind}: ${ops}`);
+    const want = new Float32Array(V * D);
+    ids.forEach((id, t) => {
+      for (let c = 0; c < D; c++) {
+        want[id * D + c] = Math.fround(want[id * D + c]! + gh[t * D + c]!);
+      }
+    });
+    assertClose(await table.grad!.data(), want, { rtol: 1e-6, atol: 1e-7 }, d.kind);
+  }
+});

@@ -286,3 +286,65 @@ Deno.test("matmulStrided: bad input names the op and the shapes", () => {
     DTypeError,
   );
 });
+
+Deno.test("matmulStrided alpha: every kernel scales the accumulated sum once, on every backend", async (t) => {
+  const alpha = 1 / Math.sqrt(12), a32 = Math.fround(alpha);
+  for (const variant of ["auto", "tiled", "general", "gemv"] as const) {
+    await t.step(variant, async () => {
+      for (const c of CASES) {
+        const [ha, hb] = inputs(c);
+        const opts = { ...c.opts, ...(variant === "auto" ? {} : { variant }) };
+        for (const d of [cpu, ...others]) {
+          let plain: Tensor, scaled: Tensor;
+          try {
+            plain = matmulStrided(d.tensor(ha, c.a), d.tensor(hb, c.b), opts);
+            scaled = matmulStrided(d.tensor(ha, c.a), d.tensor(hb, c.b), { ...opts, alpha });
+          } catch (e) {
+            if (!((variant === "tiled" || variant === "gemv") && e instanceof ValueError)) throw e;
+            continue;
+          }
+          const p = await plain.data(), s = await scaled.data();
+          const what = `${c.what} (${variant}, ${d.kind})`;
+          if (d.kind === "webgpu") {
+            // The f32 sum the kernel stores without alpha, times alpha, rounded once.
+            assert.deepEqual(s, Float32Array.from(p, (v) => v * a32), what);
+          } else if (d.kind === "cpu") {
+            // The twin scales its f64 sum, then rounds: one rounding from the scaled f32 sum.
+            assertClose(s, Float32Array.from(p, (v) => v * a32), { rtol: 2e-7, atol: 1e-12 }, what);
+          } else {
+            // BLAS applies alpha where it likes (OpenBLAS scales while packing): sums that cancel
+            // differ by a few ulps of their terms.
+            assertClose(s, Float32Array.from(p, (v) => v * a32), { rtol: 1e-5, atol: 1e-6 }, what);
+          }
+        }
+        if (variant === "auto") {
+          await onBoth(
+            (d) => matmulStrided(d.tensor(ha, c.a), d.tensor(hb, c.b), { ...c.opts, alpha }),
+            { rtol: 1e-4, atol: 1e-4 },
+            `${c.what} (alpha)`,
+          );
+        }
+      }
+    });
+  }
+});
+
+Deno.test("matmulStrided alpha: gradients by finite differences and across backends", async () => {
+  const cases: Case[] = [
+    ...casesFor(1, 2, 3, 2),
+    { what: "rank 3", a: [3, 2, 4], b: [2, 4, 3], opts: { dimsA: [1, 0, 2], dimsOut: [1, 0, 2] } },
+  ];
+  for (const c of cases) {
+    const [ha, hb] = inputs(c);
+    const fn = ([a, b]: Tensor[]) => matmulStrided(a!, b!, { ...c.opts, alpha: -0.37 });
+    const xs = [{ data: ha, shape: c.a }, { data: hb, shape: c.b }];
+    await gradCheck(fn, xs, { what: `${c.what} alpha` });
+    await gradOnBoth(fn, xs, { rtol: 1e-4, atol: 1e-4 }, `${c.what} alpha`);
+  }
+  const bad = cpu.zeros([2, 3]);
+  assert.throws(
+    () => matmulStrided(bad, cpu.zeros([3, 2]), { alpha: NaN }),
+    (e: unknown) =>
+      e instanceof ValueError && /^matmulStrided: alpha must be finite.*\[2, 3\]/.test(e.message),
+  );
+});

@@ -166,3 +166,60 @@ Deno.test("rmsNorm: native results do not depend on the thread count", async () 
   await exactOnThreads(fn, "rmsNorm", { rtol: 1e-5, atol: 1e-6 });
   await sameOnThreads(fn, "rmsNorm");
 });
+
+Deno.test("rmsNorm: the weight gradient is one launch, matching the twin and a plain sum", async () => {
+  // Rows below, at and above the 32 row splits (empty splits, a ragged last split) and columns
+  // that are not a multiple of the 8 a workgroup owns. The twin sums each split in f64, so it
+  // is checked against a plain f64 sum of g·x·r; every device against the twin.
+  for (const [rows, cols] of [[1, 3], [5, 13], [32, 8], [33, 9], [1000, 17], [70, 130]]) {
+    const xh = hostRandom(rows * cols, rows + cols, 2), gh = hostRandom(rows * cols, cols, 1);
+    const wh = hostRandom(cols, 7, 1);
+    const wgrad = async (d: Device) => {
+      const x = d.tensor(xh, [rows, cols]), w = d.tensor(wh, [cols]);
+      w.requiresGrad = true;
+      backward(sumAll(mul(rmsNorm(x, w), d.tensor(gh, [rows, cols]))));
+      return { gw: await w.grad!.data() };
+    };
+    const ref = await wgrad(cpu);
+    const plain = Array.from({ length: cols }, (_, j) => {
+      let s = 0;
+      for (let r = 0; r < rows; r++) {
+        let ss = 0;
+        for (let k = 0; k < cols; k++) ss += Math.fround(xh[r * cols + k]!) ** 2;
+        const rs = Math.fround(1 / Math.sqrt(Math.fround(ss) / cols + Math.fround(1e-6)));
+        s += gh[r * cols + j]! * xh[r * cols + j]! * rs;
+      }
+      return s;
+    });
+    assertClose(ref.gw, plain, { rtol: 1e-5, atol: 1e-6 }, `[${rows}, ${cols}] twin vs f64 sum`);
+    for (const d of others) {
+      const got = await wgrad(d);
+      const tol = d.kind === "native" ? { rtol: 0, atol: 0 } : { rtol: 1e-5, atol: 1e-6 };
+      assertClose(got.gw, ref.gw, tol, `[${rows}, ${cols}] ${d.kind} vs twin`);
+    }
+  }
+});
+
+Deno.test("rmsNorm backward: two launches (x gradient, weight gradient), no separate sum", () => {
+  for (const d of [cpu, ...others]) {
+    const x = d.tensor(hostRandom(40 * 12, 3), [40, 12]), w = d.tensor(hostRandom(12, 4), [12]);
+    x.requiresGrad = true;
+    w.requiresGrad = true;
+    const y = rmsNorm(x, w);
+    const g = d.tensor(hostRandom(40 * 12, 5), [40, 12]);
+    const ops: string[] = [];
+    const be = d.backend as unknown as { dispatch(k: { op: string }): void };
+    const orig = be.dispatch;
+    be.dispatch = function (k) {
+      ops.push(k.op);
+      return orig.call(this, k);
+    };
+    try {
+      backward(y, { grad: g });
+      d.stats();
+    } finally {
+      be.dispatch = orig;
+    }
+    assert.deepEqual(ops, ["rmsNormBackward", "rmsNormWeightGrad"], `${d.kind}: ${ops}`);
+  }
+});

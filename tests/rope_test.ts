@@ -1,10 +1,16 @@
 import assert from "node:assert/strict";
 import {
+  add,
+  backward,
   type Device,
   DTypeError,
+  mul,
+  mulScalar,
   rope,
   ropeFrequencies,
+  ropePair,
   ShapeError,
+  sumAll,
   type Tensor,
   ValueError,
 } from "../mod.ts";
@@ -52,7 +58,7 @@ Deno.test("rope: WebGPU matches the CPU twin, the twin matches the HF constructi
   for (const shape of shapes) {
     for (const offset of [0, 5, 4000]) {
       await t.step(`[${shape}] offset ${offset}`, async () => {
-        const n = shape.reduce((a, b) => a * b, 1);
+        const n = shape.reduce((a: number, b: number) => a * b, 1);
         const h = hostRandom(n, n + offset, 2);
         const [y] = await onBoth((d) => rope(d.tensor(h, shape), { offset }), {
           rtol: 1e-5,
@@ -148,4 +154,108 @@ Deno.test("rope: native results do not depend on the thread count", async () => 
   const fn = (d: Device) => [rope(d.tensor(h, [4, 70, 3, 64]), { offset: 5 })];
   await exactOnThreads(fn, "rope", { rtol: 1e-5, atol: 1e-6 });
   await sameOnThreads(fn, "rope");
+});
+
+/** Every op name the backend launches while `fn` runs (emitting pending fused work first). */
+function launches(d: Device, fn: () => void): string[] {
+  const ops: string[] = [];
+  const be = d.backend as unknown as { dispatch(k: { op: string }): void };
+  const orig = be.dispatch;
+  be.dispatch = function (k) {
+    ops.push(k.op);
+    return orig.call(this, k);
+  };
+  try {
+    fn();
+    d.stats();
+  } finally {
+    be.dispatch = orig;
+  }
+  return ops;
+}
+
+Deno.test("ropePair: one launch each way, the bits of two rope calls on every device", async () => {
+  for (
+    const [shape, offset] of [[[2, 9, 3, 16], 0], [[1, 1, 2], 7], [[3, 5, 1, 6], 100]] as const
+  ) {
+    const n = shape.reduce((a: number, b: number) => a * b, 1);
+    const ha = hostRandom(n, 40 + n), hb = hostRandom(n, 41 + n);
+    const ga = hostRandom(n, 42 + n), gb = hostRandom(n, 43 + n);
+    for (const d of [cpu, ...others]) {
+      const run = (pair: boolean) => {
+        const a = d.tensor(ha, [...shape]), b = d.tensor(hb, [...shape]);
+        a.requiresGrad = true;
+        b.requiresGrad = true;
+        let ys: Tensor[] = [];
+        const fwd = launches(d, () => {
+          ys = pair ? ropePair(a, b, { offset }) : [rope(a, { offset }), rope(b, { offset })];
+        });
+        const loss = add(
+          sumAll(mul(ys[0]!, d.tensor(ga, [...shape]))),
+          sumAll(mul(ys[1]!, d.tensor(gb, [...shape]))),
+        );
+        const bwd = launches(d, () => backward(loss)).filter((o) => o.startsWith("rope"));
+        return { ys, grads: [a.grad!, b.grad!], fwd, bwd };
+      };
+      const one = run(true), two = run(false);
+      assert.deepEqual(one.fwd, ["ropePair"], `${d.kind} forward launches`);
+      assert.deepEqual(one.bwd, ["ropePairBackward"], `${d.kind} backward launches`);
+      assert.deepEqual(two.bwd, ["ropeBackward", "ropeBackward"]);
+      for (let i = 0; i < 2; i++) {
+        const what = `${d.kind} [${shape}] tensor ${i}`;
+        assert.deepEqual(await one.ys[i]!.data(), await two.ys[i]!.data(), `${what}: forward bits`);
+        assert.deepEqual(
+          await one.grads[i]!.data(),
+          await two.grads[i]!.data(),
+          `${what}: grad bits`,
+        );
+      }
+    }
+  }
+});
+
+Deno.test("ropePair: gradient matches finite differences, GPU matches CPU; one output used", async () => {
+  const inputs = [
+    { data: hostRandom(2 * 3 * 2 * 4, 11), shape: [2, 3, 2, 4] },
+    { data: hostRandom(2 * 3 * 2 * 4, 12), shape: [2, 3, 2, 4] },
+  ];
+  const both = ([a, b]: Tensor[]) => {
+    const [x, y] = ropePair(a!, b!, { offset: 3 });
+    return add(x, mulScalar(y, -2));
+  };
+  await gradCheck(both, inputs, { what: "ropePair" });
+  await gradOnBoth(both, inputs, { rtol: 1e-5, atol: 2e-6 }, "ropePair");
+  // Only the second output reaches the loss: its gradient alone, by the one-tensor kernel.
+  for (const d of [cpu, ...others]) {
+    const a = d.tensor(inputs[0]!.data, inputs[0]!.shape);
+    const b = d.tensor(inputs[1]!.data, inputs[1]!.shape);
+    a.requiresGrad = true;
+    b.requiresGrad = true;
+    const [, y] = ropePair(a, b);
+    const ops = launches(d, () => backward(sumAll(y))).filter((o) => o.startsWith("rope"));
+    assert.deepEqual(ops, ["ropeBackward"], d.kind);
+    assert.equal(a.grad, null);
+    const ref = cpu.tensor(inputs[1]!.data, inputs[1]!.shape);
+    ref.requiresGrad = true;
+    backward(sumAll(rope(ref)));
+    assertClose(await b.grad!.data(), await ref.grad!.data(), { rtol: 1e-5, atol: 2e-6 }, d.kind);
+  }
+});
+
+Deno.test("ropePair: bad input names the op and the shapes", () => {
+  assert.throws(
+    () => ropePair(cpu.zeros([1, 2, 1, 4]), cpu.zeros([1, 2, 2, 4])),
+    (e: unknown) =>
+      e instanceof ShapeError &&
+      /ropePair: both tensors must have one shape.*\[1, 2, 1, 4\]/.test(e.message),
+  );
+  assert.throws(() => ropePair(cpu.zeros([1, 2, 3]), cpu.zeros([1, 2, 3])), ShapeError);
+  assert.throws(
+    () => ropePair(cpu.zeros([1, 2, 1, 4]), cpu.zeros([1, 2, 1, 4], "f16") as never),
+    DTypeError,
+  );
+  assert.throws(
+    () => ropePair(cpu.zeros([1, 2, 1, 4]), others[0]!.zeros([1, 2, 1, 4])),
+    /ropePair/,
+  );
 });

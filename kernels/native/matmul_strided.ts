@@ -8,7 +8,7 @@ import type { Blas, NativeRuntime } from "../../src/backend/backend.ts";
 import type { StridedMatmulProblem } from "../matmul_strided.ts";
 
 /**
- * Native implementation (f32): one `cblas_sgemm` per matrix with the layouts' leading
+ * Native implementation (f32): one `cblas_sgemm` per matrix (alpha passed to BLAS) with the layouts' leading
  * dimensions (`cblas_sgemv` for a single row, as the contiguous native matmul does), addresses
  * offset in place. Needs a BLAS (the dispatch runs the twin without one).
  *
@@ -28,6 +28,7 @@ export function matmulStridedNative(
   blas: Blas,
 ): void {
   const { m, n, k } = p;
+  const alpha = Math.fround(p.alpha ?? 1);
   const pa = rt.address(a), pb = rt.address(b), pc = rt.address(c);
   for (let zo = 0; zo < p.batchOuter; zo++) {
     for (let zi = 0; zi < p.batchInner; zi++) {
@@ -36,10 +37,24 @@ export function matmulStridedNative(
       const co = pc + 4 * (zo * p.c.outer + zi * p.c.inner);
       if (m === 1 && !p.transposeA) {
         // One row: y = x·op(B), a GEMV over B's stored rows.
-        if (p.transposeB) blas.sgemv(false, n, k, 1, bo, p.b.ld, ao, 1, 0, co, 1);
-        else blas.sgemv(true, k, n, 1, bo, p.b.ld, ao, 1, 0, co, 1);
+        if (p.transposeB) blas.sgemv(false, n, k, alpha, bo, p.b.ld, ao, 1, 0, co, 1);
+        else blas.sgemv(true, k, n, alpha, bo, p.b.ld, ao, 1, 0, co, 1);
       } else {
-        blas.sgemm(p.transposeA, p.transposeB, m, n, k, 1, ao, p.a.ld, bo, p.b.ld, 0, co, p.c.ld);
+        blas.sgemm(
+          p.transposeA,
+          p.transposeB,
+          m,
+          n,
+          k,
+          alpha,
+          ao,
+          p.a.ld,
+          bo,
+          p.b.ld,
+          0,
+          co,
+          p.c.ld,
+        );
       }
     }
   }

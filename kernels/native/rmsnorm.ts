@@ -1,6 +1,6 @@
 /**
- * Native RMSNorm forward, x-gradient and weight-gradient partials (f32), parallel over rows (or
- * over row chunks for the weight gradient, whose chunks are fixed by the dispatch, so the sums and
+ * Native RMSNorm forward, x-gradient and weight gradient (f32), parallel over rows (or over
+ * columns for the weight gradient, whose row splits are fixed by the dispatch, so the sums and
  * their order never depend on the thread count).
  *
  * The arithmetic mirrors the CPU twin (kernels/rmsnorm.ts) in f64; the forward sums Σx² in two
@@ -11,8 +11,30 @@
 import type { NativeRuntime, ParallelTask } from "../../src/backend/backend.ts";
 import { minParallelRows } from "./softmax.ts";
 
+/** Row splits per workgroup: each sums a contiguous chunk of rows, then a tree adds the splits. */
+export const RMS_NORM_WEIGHT_GRAD_SPLITS = 32;
+
+/**
+ * The weight gradient's tree over split partials, in place (`part[s · cols + j]`, f32 rounding
+ * at every add, as the WGSL's workgroup memory rounds).
+ *
+ * @param part Split partials, `[SPLITS, cols]`; split 0 ends up holding the sums.
+ * @param cols Column count.
+ * @param j0 First column to reduce.
+ * @param j1 One past the last column.
+ */
+export function weightGradTree(part: Float32Array, cols: number, j0: number, j1: number): void {
+  for (let h = RMS_NORM_WEIGHT_GRAD_SPLITS / 2; h > 0; h >>= 1) {
+    for (let s = 0; s < h; s++) {
+      for (let j = j0; j < j1; j++) part[s * cols + j] += part[(s + h) * cols + j]!;
+    }
+  }
+}
+
 /** Per-thread f64 column accumulators for the weight gradient. */
 let colAcc = new Float64Array(0);
+/** Per-thread f32 split partials `[SPLITS, cols]` for the weight gradient. */
+let splitPart = new Float32Array(0);
 
 /** r = 1/√(Σx²/D + eps) exactly as the twin rounds it. */
 function rstdRow(x: Float32Array, start: number, cols: number, eps32: number): number {
@@ -92,9 +114,10 @@ export const rmsNormBackwardF32Task: ParallelTask = {
 };
 
 /**
- * Weight-gradient task: args `[x, g, rstd, partial, rows, cols, chunkRows]`, items = row chunks.
- * Each chunk sums its rows into f64 column accumulators in row order (the twin's order per
- * column), walking rows contiguously instead of striding down columns.
+ * Weight-gradient task: args `[x, g, rstd, gw, rows, cols, chunkRows]`, items = columns. A
+ * thread takes a block of columns; for each of the twin's row splits it sums the split's rows into
+ * f64 column accumulators in row order (the twin's order per column), walking rows contiguously,
+ * rounds them to f32 partials, and adds the splits by the twin's tree.
  */
 export const rmsNormWeightGradF32Task: ParallelTask = {
   name: "rmsNormWeightGradF32",
@@ -106,18 +129,22 @@ export const rmsNormWeightGradF32Task: ParallelTask = {
     const x = new Float32Array(ctx.view(args[0]!, bytes));
     const g = new Float32Array(ctx.view(args[1]!, bytes));
     const rstd = new Float32Array(ctx.view(args[2]!, rows * 4));
-    const partial = new Float32Array(ctx.view(args[3]!, hi * cols * 4));
+    const gw = new Float32Array(ctx.view(args[3]!, cols * 4));
+    const S = RMS_NORM_WEIGHT_GRAD_SPLITS;
     if (colAcc.length < cols) colAcc = new Float64Array(cols);
-    const acc = colAcc;
-    for (let c = lo; c < hi; c++) {
-      acc.fill(0, 0, cols);
-      const r1 = Math.min((c + 1) * chunkRows, rows);
-      for (let r = c * chunkRows; r < r1; r++) {
+    if (splitPart.length < S * cols) splitPart = new Float32Array(S * cols);
+    const acc = colAcc, part = splitPart;
+    for (let s = 0; s < S; s++) {
+      acc.fill(0, lo, hi);
+      const r0 = Math.min(s * chunkRows, rows), r1 = Math.min(r0 + chunkRows, rows);
+      for (let r = r0; r < r1; r++) {
         const rs = rstd[r]!, start = r * cols;
-        for (let j = 0; j < cols; j++) acc[j] += g[start + j]! * x[start + j]! * rs;
+        for (let j = lo; j < hi; j++) acc[j] += g[start + j]! * x[start + j]! * rs;
       }
-      for (let j = 0; j < cols; j++) partial[c * cols + j] = acc[j]!;
+      for (let j = lo; j < hi; j++) part[s * cols + j] = acc[j]!;
     }
+    weightGradTree(part, cols, lo, hi);
+    for (let j = lo; j < hi; j++) gw[j] = part[j]!;
   },
 };
 
@@ -175,25 +202,23 @@ export function rmsNormBackwardF32Native(
 }
 
 /**
- * Native RMSNorm weight-gradient partials (f32 `[chunks, cols]`).
+ * Native RMSNorm weight gradient (f32 `[cols]`), parallel over columns.
  *
  * @param rows Row count.
  * @param cols Row length.
- * @param chunkRows Rows per chunk.
- * @param chunks Chunk count.
- * @param bufs x, g, rstd, partial.
+ * @param chunkRows Rows per split (kernels/rmsnorm.ts `weightGradChunk`).
+ * @param bufs x, g, rstd, gw.
  * @param rt The runtime.
  */
 export function rmsNormWeightGradF32Native(
   rows: number,
   cols: number,
   chunkRows: number,
-  chunks: number,
   bufs: ArrayBuffer[],
   rt: NativeRuntime,
 ): void {
-  const [x, g, rstd, partial] = bufs.map((b) => rt.address(b));
-  rt.parallel(rmsNormWeightGradF32Task, chunks, [x!, g!, rstd!, partial!, rows, cols, chunkRows], {
-    minParallel: Math.max(2, Math.ceil(minParallelRows(cols) / chunkRows)),
+  const [x, g, rstd, gw] = bufs.map((b) => rt.address(b));
+  rt.parallel(rmsNormWeightGradF32Task, cols, [x!, g!, rstd!, gw!, rows, cols, chunkRows], {
+    minParallel: Math.max(2, Math.ceil((1 << 15) / Math.max(1, rows))),
   });
 }

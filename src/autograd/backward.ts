@@ -13,7 +13,7 @@ import { DTypeError, ShapeError } from "../core/errors.ts";
 import { broadcastShapes } from "../core/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { keep } from "../tensor/scope.ts";
-import { noGrad } from "./tape.ts";
+import { type GradGroup, noGrad } from "./tape.ts";
 
 // Gradient sums and copies dispatch the elementwise kernels directly: the public ops sit in the
 // layer above autograd. These match ops/elementwise's `add` and `mulScalar(g, 1)` without the
@@ -146,19 +146,18 @@ export function backward(loss: Tensor, opts: BackwardOptions = {}): Tensor[] {
     if (!opts.grad) hold(seed);
     else refs.set(seed, Infinity); // never dispose the caller's tensor
     const leaves: Tensor[] = [];
-    for (const t of order) {
-      const g = grads.get(t.id);
-      if (!g) continue;
-      if (!t.node) {
-        leaves.push(t);
-        continue;
-      }
-      grads.delete(t.id);
-      const inGrads = t.node.backward(g);
-      t.node.inputs.forEach((x, i) => {
+    // Hands an op's input gradients on; `upstream` are the gradients the VJP was given (it may
+    // return one of them as is).
+    const propagate = (
+      inputs: readonly Tensor[],
+      inGrads: (Tensor | null)[],
+      upstream: Tensor[],
+    ) => {
+      const mine = (gi: Tensor) => !refs.has(gi) && !upstream.includes(gi);
+      inputs.forEach((x, i) => {
         const gi = inGrads[i];
         if (!gi || !x.requiresGrad) {
-          if (gi && !refs.has(gi) && gi !== g) gi.dispose();
+          if (gi && mine(gi)) gi.dispose();
           return;
         }
         const prev = grads.get(x.id);
@@ -166,12 +165,49 @@ export function backward(loss: Tensor, opts: BackwardOptions = {}): Tensor[] {
           grads.set(x.id, add(prev, gi));
           hold(grads.get(x.id)!);
           drop(prev);
-          if (!refs.has(gi) && gi !== g) gi.dispose();
+          if (mine(gi)) gi.dispose();
         } else {
           grads.set(x.id, gi);
           hold(gi);
         }
       });
+    };
+    // Outputs of multi-output ops in `order`: the group's VJP runs at the last of them (every
+    // consumer of every output comes earlier in reverse topological order).
+    const groupLeft = new Map<GradGroup, number>();
+    const groupGrads = new Map<GradGroup, (Tensor | null)[]>();
+    for (const t of order) {
+      const gr = t.node?.group?.shared;
+      if (gr) groupLeft.set(gr, (groupLeft.get(gr) ?? 0) + 1);
+    }
+    for (const t of order) {
+      const g = grads.get(t.id);
+      const group = t.node?.group;
+      if (group) {
+        const gr = group.shared;
+        let slot = groupGrads.get(gr);
+        if (!slot) groupGrads.set(gr, slot = new Array<Tensor | null>(gr.count).fill(null));
+        if (g) {
+          grads.delete(t.id);
+          slot[group.index] = g;
+        }
+        const left = groupLeft.get(gr)! - 1;
+        groupLeft.set(gr, left);
+        if (left > 0) continue;
+        groupGrads.delete(gr);
+        const given = slot.filter((x): x is Tensor => x !== null);
+        if (given.length === 0) continue;
+        propagate(t.node!.inputs, gr.backward(slot), given);
+        for (const x of given) drop(x);
+        continue;
+      }
+      if (!g) continue;
+      if (!t.node) {
+        leaves.push(t);
+        continue;
+      }
+      grads.delete(t.id);
+      propagate(t.node.inputs, t.node.backward(g), [g]);
       drop(g);
     }
     const owned = new Set<Tensor>(); // gradients now owned by a leaf

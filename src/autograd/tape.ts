@@ -10,7 +10,7 @@ import type { Tensor } from "../tensor/tensor.ts";
 import type { DType } from "../core/dtype.ts";
 import { pauseRecording, recordingEnabled, resumeRecording } from "../tensor/grad_node.ts";
 
-export type { GradNode } from "../tensor/grad_node.ts";
+export type { GradGroup, GradNode } from "../tensor/grad_node.ts";
 
 /**
  * True when autograd is on and any input wants a gradient.
@@ -79,6 +79,60 @@ export function record<D extends DType>(
   out.requiresGrad = true;
   out.node = { op, inputs, backward };
   return out;
+}
+
+/**
+ * Records how the outputs `outs` of one op were made, with one vector-Jacobian product for all of
+ * them: `backward(loss)` calls it once, after every output's gradient is complete, with the
+ * gradients in output order (null for an output no gradient reached).
+ *
+ * @param outs The op's outputs.
+ * @param op The op's name.
+ * @param inputs Its inputs.
+ * @param backward Its vector-Jacobian product over all outputs.
+ * @returns `outs`, for chaining.
+ *
+ * @example A custom op (y, z) = (2x, 3x): one backward call sees both gradients
+ * ```ts
+ * import {
+ *   add,
+ *   backward,
+ *   mulScalar,
+ *   noGrad,
+ *   openDevice,
+ *   recordGroup,
+ *   sumAll,
+ * } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * const x = dev.tensor([1, 2]);
+ * x.requiresGrad = true;
+ * const [y, z] = noGrad(() => [mulScalar(x, 2), mulScalar(x, 3)]);
+ * let calls = 0;
+ * recordGroup([y!, z!], "twoThree", [x], ([gy, gz]) => {
+ *   calls++;
+ *   return [add(mulScalar(gy!, 2), mulScalar(gz!, 3))];
+ * });
+ * backward(sumAll(add(y!, z!)));
+ * assert.equal(calls, 1);
+ * assert.deepEqual([...await x.grad!.data()], [5, 5]);
+ * ```
+ */
+export function recordGroup(
+  outs: readonly Tensor[],
+  op: string,
+  inputs: readonly Tensor[],
+  backward: (grads: (Tensor | null)[]) => (Tensor | null)[],
+): readonly Tensor[] {
+  const shared = { count: outs.length, backward };
+  const own = () => {
+    throw new Error(`${op}: an output of a group is differentiated through its group`);
+  };
+  outs.forEach((out, index) => {
+    out.requiresGrad = true;
+    out.node = { op, inputs, backward: own, group: { shared, index } };
+  });
+  return outs;
 }
 
 /**

@@ -5,14 +5,13 @@
  *
  * @module
  */
-import { mulScalar } from "../ops/elementwise.ts";
 import { matmulStrided } from "../ops/matmul_strided.ts";
-import { rope } from "../ops/rope.ts";
+import { ropePair } from "../ops/rope.ts";
 import { softmax } from "../ops/softmax.ts";
 import type { Device } from "../tensor/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { ModelConfig } from "./config.ts";
-import { Linear } from "./linear.ts";
+import { Linear, projectShared } from "./linear.ts";
 import { Module } from "./module.ts";
 import { SparseSite } from "./sparsify.ts";
 
@@ -84,14 +83,21 @@ export class Attention extends Module {
     const heads = (y: Tensor<"f32">) => y.reshape([b, t, h, hd]);
     const theta = this.config.ropeTheta;
     // q, k, v stay [B, T, H, hd]; the products read them as [B, H, T, hd] through strides.
-    const q = rope(heads(this.q.forward(xs)), { base: theta });
-    const k = rope(heads(this.k.forward(xs)), { base: theta });
-    const v = heads(this.v.forward(xs));
-    // The 1/√hd scale goes on q ([B, T, H, hd]), not on the T× larger scores ([B, H, T, T]).
-    const scores = matmulStrided(mulScalar(q, 1 / Math.sqrt(hd)), k, {
+    // One grouped launch for the three projections of the shared input.
+    const [qp, kp, vp] = projectShared(xs, [this.q, this.k, this.v]) as [
+      Tensor<"f32">,
+      Tensor<"f32">,
+      Tensor<"f32">,
+    ];
+    // RoPE on q and k in one launch (and one for their gradients).
+    const [q, k] = ropePair(heads(qp), heads(kp), { base: theta });
+    const v = heads(vp);
+    // The 1/√hd scale is the product's alpha: applied to each accumulated q·k, no launch of its own.
+    const scores = matmulStrided(q, k, {
       transposeB: true,
       dimsA: HEADS,
       dimsB: HEADS,
+      alpha: 1 / Math.sqrt(hd),
     });
     const p = softmax(scores, { causal: true });
     // The context is written straight into [B, T, H, hd], so merging the heads is a reshape.

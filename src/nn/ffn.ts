@@ -9,7 +9,7 @@ import { mul, relu2, silu } from "../ops/elementwise.ts";
 import type { Device } from "../tensor/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { ModelConfig } from "./config.ts";
-import { Linear } from "./linear.ts";
+import { Linear, projectShared } from "./linear.ts";
 import { Module } from "./module.ts";
 import { SparseSite } from "./sparsify.ts";
 
@@ -69,7 +69,9 @@ export class FeedForward extends Module {
    */
   forwardSparse(u: Tensor<"f32">): Tensor<"f32"> {
     const act = this.config.ffn === "relu2glu" ? relu2 : silu;
-    const h = mul(this.up.forward(u), act(this.gate.forward(u)));
+    // One grouped launch for gate and up.
+    const [g, up] = projectShared(u, [this.gate, this.up]) as [Tensor<"f32">, Tensor<"f32">];
+    const h = mul(up, act(g));
     return this.down.forward(this.downSite.apply(h));
   }
 

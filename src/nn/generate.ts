@@ -20,14 +20,14 @@
  *
  * @module
  */
-import { add, mul, mulScalar, relu2, silu } from "../ops/elementwise.ts";
+import { add, mul, relu2, silu } from "../ops/elementwise.ts";
 import { embedding } from "../ops/embedding.ts";
 import { concat, slice } from "../ops/layout.ts";
 import { matmul } from "../ops/matmul.ts";
 import { matmulStrided } from "../ops/matmul_strided.ts";
 import { quantizeActivations, quantizeWeights, spmmTernary, topkQuantized } from "../ops/quant.ts";
 import { rmsNorm } from "../ops/rmsnorm.ts";
-import { rope } from "../ops/rope.ts";
+import { ropePair } from "../ops/rope.ts";
 import { type SampleOptions, sampleTokens } from "../ops/sample.ts";
 import { softmax } from "../ops/softmax.ts";
 import { spmm } from "../ops/spmm.ts";
@@ -257,16 +257,18 @@ export class Decoder implements Disposable {
     const [q, k, v] = this.#project(attn.qkvSite, x, [attn.q, attn.k, attn.v], sparseNow);
     const heads = (y: Tensor<"f32">) => y.reshape([b, t, h, hd]);
     const pos = this.cache.length;
-    const qr = rope(heads(q!), { base: c.ropeTheta, offset: pos });
-    const kr = rope(heads(k!), { base: c.ropeTheta, offset: pos });
+    const [qr, kr] = ropePair(heads(q!), heads(k!), { base: c.ropeTheta, offset: pos });
     this.cache.write(layer, kr, heads(v!));
-    // Scaled on q, as in Attention.forward (same rounding as the training path). q stays
-    // [B, T, H, hd] and is read as [B, H, T, hd] against the [B, H, Tmax, hd] cache; the context
-    // is written back into [B, T, H, hd] (strided views, no permute copies).
+    // Scaled by the product's alpha, as in Attention.forward (same rounding as the training
+    // path). q stays [B, T, H, hd] and is read as [B, H, T, hd] against the [B, H, Tmax, hd]
+    // cache; the context is written back into [B, T, H, hd] (strided views, no permute copies).
     const headsView = [0, 2, 1, 3];
-    const qh = mulScalar(qr, 1 / Math.sqrt(hd));
     const keys = this.cache.keys(layer), values = this.cache.values(layer);
-    const scores = matmulStrided(qh, keys, { transposeB: true, dimsA: headsView });
+    const scores = matmulStrided(qr, keys, {
+      transposeB: true,
+      dimsA: headsView,
+      alpha: 1 / Math.sqrt(hd),
+    });
     const p = softmax(add(scores, bias));
     const ctx = matmulStrided(p, values, { dimsOut: headsView }).reshape([b, t, d]);
     return this.#project(attn.oSite, ctx, [attn.o], sparseNow)[0]!;

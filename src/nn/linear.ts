@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { matmulShared } from "../ops/linear_group.ts";
 import { matmul } from "../ops/matmul.ts";
 import { quantizeWeightsSte } from "../ops/quant_ste.ts";
 import type { Device } from "../tensor/device.ts";
@@ -102,4 +103,59 @@ export class Linear extends Module {
     const y = matmul(x.reshape([-1, this.inFeatures]), weight);
     return y.reshape([...lead, this.outFeatures]);
   }
+}
+
+/**
+ * Whether projections that share an input run as one grouped product ({@link projectShared});
+ * tests and benches set it to false to compare against separate products.
+ *
+ * @example
+ * ```ts
+ * import { sharedProjections } from "./linear.ts";
+ * sharedProjections.enabled = false; // q/k/v and gate/up as separate products
+ * sharedProjections.enabled = true;
+ * ```
+ */
+export const sharedProjections: { enabled: boolean } = { enabled: true };
+
+/**
+ * The outputs of several projections of one input: one grouped launch ({@link matmulShared})
+ * on their effective weights (BitNet's ternary ones included) when they have one shape,
+ * separate {@link Linear.forward}s otherwise or when {@link sharedProjections} is off. Each
+ * output equals its Linear's forward.
+ *
+ * @param x `[..., in]`, the input every projection reads.
+ * @param linears The projections (1 to 3, one shape for the grouped path).
+ * @returns One output per projection, `[..., out]`.
+ *
+ * @example
+ * ```ts
+ * import { openDevice } from "@qsparse/kit";
+ * import { Linear, projectShared } from "@qsparse/kit/nn";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using a = new Linear(dev, "a", 8, 3, { seed: 1 });
+ * using b = new Linear(dev, "b", 8, 3, { seed: 2 });
+ * using x = dev.randn([2, 5, 8], { seed: 3 });
+ * const [ya, yb] = projectShared(x, [a, b]);
+ * using ref = b.forward(x);
+ * assert.deepEqual(await yb!.data(), await ref.data());
+ * ya!.dispose();
+ * yb!.dispose();
+ * ```
+ */
+export function projectShared(x: Tensor<"f32">, linears: readonly Linear[]): Tensor<"f32">[] {
+  const first = linears[0];
+  const grouped = sharedProjections.enabled && first !== undefined && linears.length <= 3 &&
+    linears.every((l) => l.inFeatures === first.inFeatures && l.outFeatures === first.outFeatures);
+  if (!grouped) return linears.map((l) => l.forward(x));
+  if (x.shape[x.rank - 1] !== first.inFeatures) {
+    throw ShapeError.mismatch(
+      first.path || "Linear",
+      [x.shape, first.weight.shape],
+      `expects ${first.inFeatures} input features`,
+    );
+  }
+  // BitNet's ternary weights are ordinary differentiable tensors (STE back to the latent ones).
+  return matmulShared(x, linears.map((l) => l.effectiveWeight()));
 }

@@ -37,7 +37,7 @@ export type {
   SiteSparsity,
 } from "./config.ts";
 export { Module } from "./module.ts";
-export { Linear } from "./linear.ts";
+export { Linear, projectShared } from "./linear.ts";
 export type { LinearOptions } from "./linear.ts";
 export { RMSNorm } from "./rmsnorm.ts";
 export { SparseSite } from "./sparsify.ts";

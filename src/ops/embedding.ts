@@ -119,10 +119,22 @@ export function embedding<D extends DType>(
     record(out, op, [table], (g) => {
       const bop = "embeddingBackward";
       const dev = table.device;
-      const gt = dev.zeros([V, D], table.dtype);
+      let gt: Tensor;
       if (n > 0 && D > 0) {
+        gt = dev.empty([V, D], table.dtype, bop);
         const links = dev.empty([n], "u32", bop);
-        dev.run(embeddingLinksDispatch(n, V, idt.storage(bop), links.storage(bop)));
+        // One launch links the ids and zeroes the table gradient.
+        dev.run(
+          embeddingLinksDispatch(
+            n,
+            V,
+            idt.storage(bop),
+            links.storage(bop),
+            table.dtype,
+            gt.storage(bop),
+            V * D,
+          ),
+        );
         dev.run(
           embeddingAccumulateDispatch(
             table.dtype,
@@ -135,6 +147,8 @@ export function embedding<D extends DType>(
           ),
         );
         links.dispose();
+      } else {
+        gt = dev.zeros([V, D], table.dtype);
       }
       return [gt];
     });

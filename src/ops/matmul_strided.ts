@@ -13,7 +13,7 @@ import {
 } from "../../kernels/matmul_strided.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../core/dtype.ts";
-import { DeviceError, DTypeError, ShapeError } from "../core/errors.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 export type { StridedMatmulVariant } from "../../kernels/matmul_strided.ts";
@@ -33,6 +33,11 @@ export interface MatmulStridedOptions {
    * `out.shape[dimsOut[i]] = c.shape[i]`. The last dim must stay last.
    */
   dimsOut?: readonly number[];
+  /**
+   * Scale of the product (default 1): `c = alpha · op(a) · op(b)`, applied once to each
+   * accumulated sum as BLAS applies its alpha — e.g. attention's 1/√hd, with no launch of its own.
+   */
+  alpha?: number;
   /** Force a kernel (tests and benchmarks). */
   variant?: StridedMatmulVariant;
 }
@@ -98,11 +103,12 @@ function layoutOf(stored: readonly number[], dims: readonly number[]): MatrixLay
  * Nothing is copied: the kernels read and write through strides. Each permutation must keep the
  * last dim last (the rows of every matrix are contiguous). f32 accumulation.
  *
- * Gradient: two more strided products, each written straight into its operand's own layout.
+ * Gradient: two more strided products (with the same alpha), each written straight into its
+ * operand's own layout.
  *
  * @param a Left operand, rank 2–4.
  * @param b Right operand, same rank.
- * @param opts Views and transposes.
+ * @param opts Views, transposes and the scale alpha.
  * @returns The product, shaped `c` permuted by the inverse of `dimsOut`.
  *
  * @example Attention scores from q and k stored `[B, T, H, hd]`, read as `[B, H, T, hd]`
@@ -134,6 +140,15 @@ export function matmulStrided<D extends DType>(
   if (!isFloat(a.dtype)) throw new DTypeError(op, `needs float tensors, got ${a.dtype}`);
   if (a.device !== b.device) {
     throw DeviceError.mismatch(op, shapes, "tensors live on different devices");
+  }
+  const alpha = opts.alpha ?? 1;
+  if (!Number.isFinite(alpha)) {
+    throw new ValueError(
+      op,
+      `alpha must be finite, got ${alpha} (operands ${
+        shapes.map((x) => `[${x.join(", ")}]`).join(" and ")
+      })`,
+    );
   }
   const r = a.rank;
   const dimsA = viewDims(op, "dimsA", opts.dimsA, r, shapes);
@@ -173,6 +188,7 @@ export function matmulStrided<D extends DType>(
       transposeA: ta,
       transposeB: tb,
       dtype: a.dtype,
+      alpha,
     };
     a.device.run(
       matmulStridedDispatch(p, a.storage(op), b.storage(op), out.storage(op), opts.variant),
@@ -180,8 +196,8 @@ export function matmulStrided<D extends DType>(
   }
   if (needsGrad(a, b)) {
     record(out, op, [a, b], (g) => {
-      // c = A·B: dA = G·Bᵀ, dB = Aᵀ·G (as in matmul), where G is read through dimsOut and each
-      // gradient is written through its operand's dims, i.e. in the operand's own layout.
+      // c = α·A·B: dA = α·G·Bᵀ, dB = α·Aᵀ·G (as in matmul), where G is read through dimsOut and
+      // each gradient is written through its operand's dims, i.e. in the operand's own layout.
       let ga: Tensor | null = null, gb: Tensor | null = null;
       if (a.requiresGrad) {
         ga = ta
@@ -191,8 +207,9 @@ export function matmulStrided<D extends DType>(
             dimsA: dimsB,
             dimsB: dimsOut,
             dimsOut: dimsA,
+            alpha,
           })
-          : matmulStrided(g, b, { transposeB: !tb, dimsA: dimsOut, dimsB, dimsOut: dimsA });
+          : matmulStrided(g, b, { transposeB: !tb, dimsA: dimsOut, dimsB, dimsOut: dimsA, alpha });
       }
       if (b.requiresGrad) {
         gb = tb
@@ -202,8 +219,9 @@ export function matmulStrided<D extends DType>(
             dimsA: dimsOut,
             dimsB: dimsA,
             dimsOut: dimsB,
+            alpha,
           })
-          : matmulStrided(a, g, { transposeA: !ta, dimsA, dimsB: dimsOut, dimsOut: dimsB });
+          : matmulStrided(a, g, { transposeA: !ta, dimsA, dimsB: dimsOut, dimsOut: dimsB, alpha });
       }
       return [ga, gb];
     });

@@ -333,7 +333,14 @@ export function meanAll<D extends DType>(x: Tensor<D>): Tensor<D> {
   const y = reduceAll("meanAll", x) as Tensor<D>;
   if (needsGrad(x)) {
     const n = x.size;
-    record(y, "meanAll", [x], (g) => [broadcastTo(mulScalar(g, 1 / n), x.shape)]);
+    // Broadcast first: both ops then have x's size and fuse into one launch (the same product
+    // per element as scaling the scalar first).
+    record(y, "meanAll", [x], (g) => {
+      const b = broadcastTo(g, x.shape);
+      const r = mulScalar(b, 1 / n);
+      b.dispose();
+      return [r];
+    });
   }
   return y;
 }

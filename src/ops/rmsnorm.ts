@@ -8,21 +8,20 @@ import {
   rmsNormBackwardDispatch,
   rmsNormDispatch,
   rmsNormWeightGradDispatch,
-  weightGradPlan,
 } from "../../kernels/rmsnorm.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../core/dtype.ts";
 import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { cast } from "./elementwise.ts";
-import { sumTo } from "./layout.ts";
 
 /**
  * RMSNorm over the last dim: `y = x / √(mean(x²) + eps) · weight`, fused in one kernel
  * (f32 arithmetic, f16 storage allowed).
  *
  * Gradients: for x, `r·g·w − x·r³·mean(g·w·x)` (fused kernel, r recomputed from x); for the
- * weight, `Σ_rows g·x·r` (deterministic column partials, then a sum).
+ * weight, `Σ_rows g·x·r` (one launch after the x-gradient's, deterministic: fixed row splits
+ * added by a fixed tree).
  *
  * @param x Input `[..., D]`, float.
  * @param weight Gain `[D]` of the same dtype, or null for none.
@@ -102,7 +101,7 @@ export function rmsNorm<D extends DType>(
       if (weight?.requiresGrad) {
         let summed: Tensor;
         if (rows > 0) {
-          const partial = dev.empty([weightGradPlan(rows).chunks, cols], "f32", bop);
+          summed = dev.empty([cols], "f32", bop);
           dev.run(
             rmsNormWeightGradDispatch(
               x.dtype,
@@ -111,11 +110,9 @@ export function rmsNorm<D extends DType>(
               x.storage(bop),
               g.storage(bop),
               rstd.storage(bop),
-              partial.storage(bop),
+              summed.storage(bop),
             ),
           );
-          summed = sumTo(partial, [cols]);
-          partial.dispose();
         } else {
           summed = dev.zeros([cols], "f32");
         }

@@ -3,10 +3,16 @@
  *
  * @module
  */
-import { ROPE_MAX_HEAD_DIM, ropeDispatch, ropeInvFreq } from "../../kernels/rope.ts";
-import { needsGrad, record } from "../autograd/tape.ts";
+import {
+  ROPE_MAX_HEAD_DIM,
+  ropeDispatch,
+  ropeInvFreq,
+  ropePairDispatch,
+  type RopeParams,
+} from "../../kernels/rope.ts";
+import { needsGrad, record, recordGroup } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../core/dtype.ts";
-import { DTypeError, ShapeError, ValueError } from "../core/errors.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /** Options for {@link rope}. */
@@ -78,6 +84,110 @@ export function ropeFrequencies(headDim: number, base = 10000): Float32Array {
  */
 export function rope<D extends DType>(x: Tensor<D>, opts: RopeOptions = {}): Tensor<D> {
   const op = "rope";
+  const params = ropeParams(op, x, opts);
+  const out = x.device.empty(x.shape, x.dtype, op);
+  if (x.size === 0) return out;
+  x.device.run(ropeDispatch(x.dtype, params, x.storage(op), out.storage(op)));
+  if (needsGrad(x)) {
+    record(out, op, [x], (g) => {
+      const gx = x.device.empty(x.shape, x.dtype, "ropeBackward");
+      x.device.run(
+        ropeDispatch(
+          x.dtype,
+          { ...params, sign: -1 },
+          g.storage("ropeBackward"),
+          gx.storage("ropeBackward"),
+        ),
+      );
+      return [gx];
+    });
+  }
+  return out;
+}
+
+/**
+ * {@link rope} of two tensors of the same shape and dtype — attention's q and k — in one launch
+ * forward and one backward (when both gradients arrive): the same numbers as two `rope` calls,
+ * bit for bit.
+ *
+ * @param a First tensor `[..., T, H, hd]`, float, hd even and ≤ 512.
+ * @param b Second tensor, same shape, dtype and device.
+ * @param opts Position offset and θ base (shared).
+ * @returns The two rotated tensors.
+ *
+ * @example
+ * ```ts
+ * import { openDevice, rope, ropePair } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using q = dev.randn([1, 4, 2, 8], { seed: 1 });
+ * using k = dev.randn([1, 4, 2, 8], { seed: 2 });
+ * const [qr, kr] = ropePair(q, k);
+ * using rq = rope(q);
+ * assert.deepEqual(await qr.data(), await rq.data());
+ * qr.dispose();
+ * kr.dispose();
+ * ```
+ */
+export function ropePair<D extends DType>(
+  a: Tensor<D>,
+  b: Tensor<D>,
+  opts: RopeOptions = {},
+): [Tensor<D>, Tensor<D>] {
+  const op = "ropePair";
+  const params = ropeParams(op, a, opts);
+  if (b.dtype !== a.dtype) {
+    throw new DTypeError(op, `second tensor is ${b.dtype} but first is ${a.dtype}`);
+  }
+  if (b.shape.length !== a.shape.length || b.shape.some((n, i) => n !== a.shape[i])) {
+    throw ShapeError.mismatch(op, [a.shape, b.shape], "both tensors must have one shape");
+  }
+  if (b.device !== a.device) {
+    throw DeviceError.mismatch(op, [a.shape, b.shape], "the tensors live on different devices");
+  }
+  const dev = a.device;
+  const outA = dev.empty(a.shape, a.dtype, op), outB = dev.empty(b.shape, b.dtype, op);
+  if (a.size === 0) return [outA, outB];
+  dev.run(
+    ropePairDispatch(
+      a.dtype,
+      params,
+      a.storage(op),
+      outA.storage(op),
+      b.storage(op),
+      outB.storage(op),
+    ),
+  );
+  if (needsGrad(a, b)) {
+    const bop = "ropePairBackward";
+    const back = { ...params, sign: -1 as const };
+    recordGroup([outA, outB], op, [a, b], ([ga, gb]) => {
+      const gxa = ga ? dev.empty(a.shape, a.dtype, bop) : null;
+      const gxb = gb ? dev.empty(b.shape, b.dtype, bop) : null;
+      if (ga && gb) {
+        dev.run(
+          ropePairDispatch(
+            a.dtype,
+            back,
+            ga.storage(bop),
+            gxa!.storage(bop),
+            gb.storage(bop),
+            gxb!.storage(bop),
+          ),
+        );
+      } else if (ga) {
+        dev.run(ropeDispatch(a.dtype, back, ga.storage(bop), gxa!.storage(bop)));
+      } else if (gb) {
+        dev.run(ropeDispatch(b.dtype, back, gb.storage(bop), gxb!.storage(bop)));
+      }
+      return [gxa, gxb];
+    });
+  }
+  return [outA, outB];
+}
+
+/** Checks a rope input and options; returns the kernel's parameters. */
+function ropeParams(op: string, x: Tensor, opts: RopeOptions): RopeParams {
   if (!isFloat(x.dtype)) throw new DTypeError(op, `needs a float tensor, got ${x.dtype} ${x}`);
   if (x.rank < 3) {
     throw ShapeError.mismatch(op, [x.shape], "x must be [..., T, H, hd] (e.g. [B, T, H, hd])");
@@ -97,31 +207,13 @@ export function rope<D extends DType>(x: Tensor<D>, opts: RopeOptions = {}): Ten
   if (!(base > 0) || !Number.isFinite(base)) {
     throw new ValueError(op, `base must be > 0, got ${base}`);
   }
-  const out = x.device.empty(x.shape, x.dtype, op);
-  if (x.size === 0) return out;
-  const params = {
-    vectors: x.size / hd,
+  return {
+    vectors: hd === 0 ? 0 : x.size / hd,
     t: T,
     h: H,
     half: hd / 2,
     offset,
-    sign: 1 as const,
+    sign: 1,
     invFreq: ropeInvFreq(hd, base),
   };
-  x.device.run(ropeDispatch(x.dtype, params, x.storage(op), out.storage(op)));
-  if (needsGrad(x)) {
-    record(out, op, [x], (g) => {
-      const gx = x.device.empty(x.shape, x.dtype, "ropeBackward");
-      x.device.run(
-        ropeDispatch(
-          x.dtype,
-          { ...params, sign: -1 },
-          g.storage("ropeBackward"),
-          gx.storage("ropeBackward"),
-        ),
-      );
-      return [gx];
-    });
-  }
-  return out;
 }

@@ -19,6 +19,22 @@ export interface GradNode {
    * (null for inputs that need none).
    */
   readonly backward: (grad: Tensor) => (Tensor | null)[];
+  /**
+   * Set on each output of an op with several outputs: `backward` then runs the group's
+   * vector-Jacobian product once, with every output's gradient, instead of this node's own.
+   */
+  readonly group?: { readonly shared: GradGroup; readonly index: number };
+}
+
+/** The shared part of the nodes of a multi-output op (see {@link GradNode.group}). */
+export interface GradGroup {
+  /** Number of outputs. */
+  readonly count: number;
+  /**
+   * Given dL/d(output_i) for each output (null where none reached it), the gradient for each
+   * input of the op (null for inputs that need none).
+   */
+  readonly backward: (grads: (Tensor | null)[]) => (Tensor | null)[];
 }
 
 // Depth of nested `noGrad` scopes; recording is on at depth 0.
