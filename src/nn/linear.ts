@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { isSoftwareAdapter } from "../backend/webgpu.ts";
 import { matmulShared } from "../ops/linear_group.ts";
 import { matmul } from "../ops/matmul.ts";
 import { quantizeWeightsSte } from "../ops/quant_ste.ts";
@@ -106,17 +107,27 @@ export class Linear extends Module {
 }
 
 /**
- * Whether projections that share an input run as one grouped product ({@link projectShared});
- * tests and benches set it to false to compare against separate products.
+ * Whether projections that share an input run as one grouped product ({@link projectShared}):
+ * on by default, except on WebGPU software adapters (llvmpipe, lavapipe, SwiftShader) unless
+ * `onSoftwareAdapters` is set; tests and benches switch it to compare against separate products.
  *
  * @example
  * ```ts
  * import { sharedProjections } from "./linear.ts";
  * sharedProjections.enabled = false; // q/k/v and gate/up as separate products
  * sharedProjections.enabled = true;
+ * sharedProjections.onSoftwareAdapters = true; // group on llvmpipe too (tests do)
+ * sharedProjections.onSoftwareAdapters = false;
  * ```
  */
-export const sharedProjections: { enabled: boolean } = { enabled: true };
+export const sharedProjections: { enabled: boolean; onSoftwareAdapters: boolean } = {
+  enabled: true,
+  // Off on WebGPU software rasterizers (llvmpipe): there the grouped kernel ran a tiny step's
+  // projections 5× slower than the tuned separate matmuls at 2 × 32 tokens (bench/projections.ts
+  // --profile, 2026-11-30: 52 ms against 11 ms per step), while a launch costs a CPU adapter
+  // little. What grouping saves is launches, which a real GPU pays for in host time.
+  onSoftwareAdapters: false,
+};
 
 /**
  * The outputs of several projections of one input: one grouped launch ({@link matmulShared})
@@ -146,7 +157,11 @@ export const sharedProjections: { enabled: boolean } = { enabled: true };
  */
 export function projectShared(x: Tensor<"f32">, linears: readonly Linear[]): Tensor<"f32">[] {
   const first = linears[0];
-  const grouped = sharedProjections.enabled && first !== undefined && linears.length <= 3 &&
+  const software = x.device.kind === "webgpu" &&
+    isSoftwareAdapter({ description: x.device.description });
+  const grouped = sharedProjections.enabled &&
+    (!software || sharedProjections.onSoftwareAdapters) &&
+    first !== undefined && linears.length <= 3 &&
     linears.every((l) => l.inFeatures === first.inFeatures && l.outFeatures === first.outFeatures);
   if (!grouped) return linears.map((l) => l.forward(x));
   if (x.shape[x.rank - 1] !== first.inFeatures) {
