@@ -136,6 +136,19 @@ export function ropeCpu(dtype: DType, p: RopeParams, x: ArrayBuffer, out: ArrayB
   }
 }
 
+/** The uniform block shared by the one- and two-tensor rotations (`n` = invocations). */
+function ropeUniforms(p: RopeParams, n: number): Uint32Array {
+  return ROPE.uniforms({
+    n,
+    t: p.t,
+    h: p.h,
+    half: p.half,
+    offset: p.offset,
+    sign: p.sign,
+    inv: p.invFreq.subarray(0, p.half),
+  });
+}
+
 /**
  * Dispatch of a rotation.
  *
@@ -147,15 +160,7 @@ export function ropeCpu(dtype: DType, p: RopeParams, x: ArrayBuffer, out: ArrayB
  */
 export function ropeDispatch(dtype: DType, p: RopeParams, x: Storage, out: Storage): Dispatch {
   const n = p.vectors * p.half;
-  const words = ROPE.uniforms({
-    n,
-    t: p.t,
-    h: p.h,
-    half: p.half,
-    offset: p.offset,
-    sign: p.sign,
-    inv: p.invFreq.subarray(0, p.half),
-  });
+  const words = ropeUniforms(p, n);
   return {
     op: p.sign > 0 ? "rope" : "ropeBackward",
     key: ROPE.key(dtype, "one"),
@@ -189,15 +194,7 @@ export function ropePairDispatch(
   out2: Storage,
 ): Dispatch {
   const n = p.vectors * p.half;
-  const words = ROPE.uniforms({
-    n,
-    t: p.t,
-    h: p.h,
-    half: p.half,
-    offset: p.offset,
-    sign: p.sign,
-    inv: p.invFreq.subarray(0, p.half),
-  });
+  const words = ropeUniforms(p, n);
   return {
     op: p.sign > 0 ? "ropePair" : "ropePairBackward",
     key: ROPE.key(dtype, "pair"),

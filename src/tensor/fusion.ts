@@ -40,7 +40,7 @@ export interface FusionOptions {
   maxNodes?: number;
   /**
    * Storage buffers one fused kernel may bind (inputs + outputs); default the adapter's
-   * `maxStorageBuffersPerShaderStage`, else 32. A group needing more is split into several
+   * `maxStorageBuffersPerShaderStage` (unbounded on the host backends). A group needing more is split into several
    * kernels at emission.
    */
   maxBindings?: number;
@@ -122,7 +122,7 @@ export class FusionQueue {
   constructor(backend: Backend, opts: FusionOptions = {}) {
     this.#backend = backend;
     this.#maxNodes = Math.max(1, opts.maxNodes ?? 4096);
-    const adapter = backend.limits.maxStorageBuffersPerShaderStage ?? 32;
+    const adapter = backend.limits.maxStorageBuffersPerShaderStage;
     // A node reads at most three operands and writes one: below 4 no node could be emitted.
     this.#maxBindings = Math.max(4, opts.maxBindings ?? adapter);
   }
