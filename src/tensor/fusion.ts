@@ -40,8 +40,8 @@ export interface FusionOptions {
   maxNodes?: number;
   /**
    * Storage buffers one fused kernel may bind (inputs + outputs); default the adapter's
-   * `maxStorageBuffersPerShaderStage` (unbounded on the host backends). A group needing more is split into several
-   * kernels at emission.
+   * `maxStorageBuffersPerShaderStage` (unbounded on the host backends). A group needing more is
+   * split into several kernels at emission.
    */
   maxBindings?: number;
 }
