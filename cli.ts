@@ -94,6 +94,7 @@ sweep options:
   --runs DIR            run directories (default runs)
   --shard i/n           run only runs i, i+n, ... (1-based), e.g. one task of a job array
   --max-runs N          stop after N runs finish
+  --reuse-only          record the runs another study already finished here, train nothing
   --where k=v           only runs whose tag k equals v (repeatable), e.g. seed=1
   --device KIND         webgpu, native or cpu
   --sizes LIST          the profile's model sizes replaced by these, e.g. m,l (larger runs on a GPU)
@@ -415,6 +416,7 @@ async function cmdSweep(args: string[]): Promise<void> {
     where: { type: "string", multiple: true },
     device: { type: "string" },
     fresh: { type: "boolean" },
+    "reuse-only": { type: "boolean" },
     sizes: { type: "string" },
     seeds: { type: "string" },
   });
@@ -473,6 +475,7 @@ async function cmdSweep(args: string[]): Promise<void> {
       reuse: others,
       ...(values.shard ? { shard: parseShard(values.shard) } : {}),
       ...(values["max-runs"] ? { maxRuns: num("max-runs", values["max-runs"])! } : {}),
+      ...(values["reuse-only"] ? { reuseOnly: true } : {}),
       onRun: (ev, spec, rec, failed) => {
         const el = ((performance.now() - t0) / 1000).toFixed(0);
         if (ev === "start") console.error(`[${el}s] start ${spec.id}`);

@@ -8,6 +8,7 @@ T0=$(date +%s)
 DEADLINE=${DEADLINE:-470}
 OUT=${OUT:-/tmp/out}
 DRY=${DRY:-0}
+PROFILE=${PROFILE:-full} # the studies' profile (smoke only to try the script out)
 GPU_LOG=${GPU_LOG:-runs_gpu.log}
 left() { echo $((DEADLINE - ($(date +%s) - T0))); }
 log() {
@@ -17,8 +18,9 @@ log() {
 }
 pack() {
   [ "$DRY" = 1 ] && return 0
-  tar -czf "$OUT/results.tgz.tmp" results/*.jsonl results/*.json results/h200 2>/dev/null
-  mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"
+  # Workers pack concurrently: each through its own temporary file, renamed atomically.
+  tar -czf "$OUT/results.tgz.$BASHPID" results/*.jsonl results/*.json results/h200 2>/dev/null
+  mv "$OUT/results.tgz.$BASHPID" "$OUT/results.tgz"
   cp "$GPU_LOG" "$OUT/" 2>/dev/null
 }
 step() {
@@ -37,6 +39,9 @@ step() {
 
 if [ "$DRY" = 1 ]; then
   RUN="deno run -A --cached-only"
+elif [ "${LOCAL:-0}" = 1 ]; then # try the script out here: this Deno, this adapter, nothing unpacked
+  mkdir -p "$OUT"
+  RUN="deno run -A"
 else
   mkdir -p "$OUT"
   for f in .gpu/*.deb; do dpkg -x "$f" /; done # the Vulkan loader; GL dispatch for the ICD

@@ -6,16 +6,20 @@
 # steps without running anything (tests/gpu_script_test.ts checks the order).
 #
 # Order, each step capped so one call does everything it can in time:
-#   1. benches, about 2 minutes: engine overheads (dispatch µs, the 1,000-op chain, dispatches per
+#   1. benches, under 3 minutes: engine overheads (dispatch µs, the 1,000-op chain, dispatches per
 #      step), decode tokens/s at batch 1 and 16, matmul and sparse GEMV tables, every matmul
-#      kernel variant per shape with autotune's pick (bench/matmul_variants.ts), training
-#      tokens/s tiny…l, captured against ordinary training steps at batch 32 and 256
-#      (bench/capture.ts). JSON into results/h200/bench/.
-#   2. the v2 cells this CPU machine reaches last (docs/studies-v2.md: ~49 h here): learning-rate
-#      tuning of n853k, its pick, then n853k's main grid from seed 3 down (the CPU runner goes
-#      from seed 1 up; merged results are skipped by whichever comes second), then the fixed-N_a
-#      study from seed 3 down.
-# Results carry the adapter in every record; runs resume from runs_h200/ on a warm machine.
+#      kernel variant per shape with autotune's pick (bench/matmul_variants.ts), top-K, training
+#      tokens/s tiny and s (dense and S = .5), captured against ordinary training steps at batch
+#      32 and 256 (bench/capture.ts). JSON into results/h200/bench/.
+#   2. the v2 cells this CPU machine reaches last (docs/studies-v2.md: ~49 h here), WORKERS runs at
+#      once (default 8: one model of these sizes leaves the GPU mostly idle, so processes share
+#      it), each worker taking the next single-run cell from one queue. First n853k's LR tuning
+#      and its pick (a no-op when the CPU runner finished them); then the fixed-N_a study seed by
+#      seed; then n853k's and xs's main grid seed by seed (the CPU runner keeps xxs and tiny, so
+#      each size's cells share one adapter). The main-grid cells equal to fixed-N_a arms (xs
+#      S = 0, n853k S = .6) are not queued: a --reuse-only pass at the end records them from those
+#      arms. A run that fails for any reason other than the deadline is retried once with
+#      QSPARSE_CAPTURE=0, and later cells then start without capture.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GPU_LOG=runs_gpu_v2.log
@@ -33,23 +37,78 @@ sweep() { # sweep STUDY k=v...: the study's full-profile runs matching every k=v
   local study=$1 where=()
   shift
   for kv in "$@"; do where+=(--where "$kv"); done
-  step "$study $*" 9999 $RUN cli.ts sweep --study "$study" --profile full --device webgpu \
+  step "$study $*" 9999 $RUN cli.ts sweep --study "$study" --profile "$PROFILE" --device webgpu \
     --results "results/$study.jsonl" --runs runs_h200 "${where[@]}"
 }
 
+if [ "${BENCHES:-1}" = 1 ]; then
 [ "$DRY" = 1 ] || rm -f results/bench/*.json
-bench engine 30 bench/engine.ts --no-llvmpipe
-bench decode 40 bench/decode.ts --device webgpu --batches 1,16 --sparsities 0.5,0.8 --rounds 3
-bench matmul 20 bench/matmul_table.ts
-bench matmul-variants 90 bench/matmul_variants.ts --big --f16
-bench sparsity 25 bench/sparsity_table.ts --no-peers --quick
-bench train 45 bench/train_speed.ts tiny:0 tiny:0.5 s:0 s:0.5 l:0 l:0.5
-bench capture 60 bench/capture.ts --devices webgpu --cases tiny:32x128,tiny:256x128,s:256x128 \
+bench engine 20 bench/engine.ts --no-llvmpipe
+bench decode 25 bench/decode.ts --device webgpu --batches 1,16 --sparsities 0.5,0.8 --rounds 3
+bench matmul 15 bench/matmul_table.ts
+bench matmul-variants 45 bench/matmul_variants.ts --big --f16
+bench sparsity 12 bench/sparsity_table.ts --no-peers --quick
+bench train 25 bench/train_speed.ts tiny:0 tiny:0.5 s:0 s:0.5 --no-autotune
+bench capture 35 bench/capture.ts --devices webgpu --cases tiny:32x128,tiny:256x128,s:256x128 \
   --rounds 3
+fi
 
 sweep lr_tuning size=n853k
-step "pick n853k" 30 $RUN scripts/pick_lr.ts --profile full --require n853k
-for s in 3 2 1; do sweep scaling_v2 size=n853k seed=$s; done
-for s in 3 2 1; do sweep fixed_na seed=$s; done
+step "pick n853k" 30 $RUN scripts/pick_lr.ts --profile "$PROFILE" --require n853k
+
+# cells: one line per single-run sweep, "STUDY k=v ...", in the order the verdicts need them.
+cells() {
+  local seed s
+  for seed in 1 2 3; do
+    for s in 0 0.3 0.45 0.6 0.75; do echo "fixed_na seed=$seed S=$s"; done
+  done
+  for size in n853k xs; do
+    for seed in 1 2 3; do
+      for s in 0 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9; do
+        [ "$size:$s" = xs:0 ] || [ "$size:$s" = n853k:0.6 ] ||
+          echo "scaling_v2 size=$size seed=$seed S=$s"
+      done
+    done
+  done
+}
+# cell STUDY k=v ...: one queued run (called by the pool's workers).
+cell() {
+  local study=$1 t where=() rc
+  shift
+  for kv in "$@"; do where+=(--where "$kv"); done
+  t=$(($(left) - 10)) # the last 10 s belong to the reuse pass and the final pack
+  if [ "$t" -le 20 ]; then log "skip $study $* (deadline)" && return 0; fi
+  local cmd=(timeout "$t" $RUN cli.ts sweep --study "$study" --profile "$PROFILE" --device webgpu
+    --results "results/$study.jsonl" --runs runs_h200 "${where[@]}")
+  if [ -e "$NOCAPTURE" ]; then QSPARSE_CAPTURE=0 "${cmd[@]}" >>"$GPU_LOG" 2>&1; else
+    "${cmd[@]}" >>"$GPU_LOG" 2>&1
+  fi
+  rc=$?
+  if [ "$rc" != 0 ] && [ "$rc" != 124 ] && [ ! -e "$NOCAPTURE" ]; then
+    log "cell $study $* failed ($rc): retrying without capture, and no capture from now on"
+    touch "$NOCAPTURE"
+    cmd[1]=$(($(left) - 10))
+    QSPARSE_CAPTURE=0 "${cmd[@]}" >>"$GPU_LOG" 2>&1
+    rc=$?
+  fi
+  log "cell $study $* (status $rc)"
+  pack
+}
+if [ "$DRY" = 1 ]; then
+  cells | while read -r study kvs; do
+    echo "cell: $RUN cli.ts sweep --study $study --profile $PROFILE --device webgpu" \
+      "--results results/$study.jsonl --runs runs_h200 --where ${kvs// / --where }"
+  done
+else
+  NOCAPTURE=$(mktemp -u)
+  export -f cell left log pack
+  export T0 DEADLINE OUT DRY GPU_LOG RUN NOCAPTURE PROFILE
+  log "start study cells, ${WORKERS:-8} at once"
+  cells | xargs -P "${WORKERS:-8}" -L 1 bash -c 'cell "$@"' _
+fi
+# The main-grid cells equal to fixed-N_a arms (xs S = 0, n853k S = .6) are recorded from those
+# arms, trained on this adapter, not trained twice (and never left to the CPU runner).
+step "reuse fixed_na arms" 10 $RUN cli.ts sweep --study scaling_v2 --profile "$PROFILE" \
+  --device webgpu --results results/scaling_v2.jsonl --runs runs_h200 --reuse-only
 log done
 pack

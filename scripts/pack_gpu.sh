@@ -15,7 +15,7 @@ apt-get "${o[@]}" update >/dev/null
 dir=$(mktemp -d)
 DENO_DIR=$dir/denodir deno cache cli.ts scripts/pick_lr.ts bench/matmul_table.ts bench/sparsity_table.ts \
   bench/train_speed.ts bench/engine.ts bench/decode.ts bench/matmul_variants.ts bench/capture.ts
-DENO_DIR=$dir/denodir deno eval 'import { loadBrownCorpus } from "./mod.ts"; await loadBrownCorpus();'
+DENO_DIR=$dir/denodir deno eval 'import { loadBrownCorpus } from "./src/train/corpus.ts"; await loadBrownCorpus();'
 rm -rf "$dir"/denodir/*analysis_cache*
 tar -cJf .gpu/denodir.tar.xz -C "$dir" denodir
 rm -rf "$dir"

@@ -1,7 +1,8 @@
 /**
  * scripts/gpu_runs_v2.sh in DRY mode: the order issue 12 and 13 ask of a lent GPU (benches first,
- * then n853k's LR tuning and its pick before any of its main-grid cells, seeds from 3 down, then
- * the fixed-N_a study), every sweep on WebGPU into results/<study>.jsonl, and nothing run or
+ * then n853k's LR tuning and its pick before any cell that needs its rate, then one queue of
+ * single-run cells: the fixed-N_a study, n853k's and xs's main grid, then a reuse pass for the
+ * cells shared by both), every sweep on WebGPU into results/<study>.jsonl, and nothing run or
  * deleted in the working tree.
  */
 import assert from "node:assert/strict";
@@ -17,7 +18,7 @@ async function dry(script: string): Promise<string[]> {
   return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l);
 }
 
-Deno.test("gpu_runs_v2.sh: benches, then tuning and pick, then n853k seeds 3→1, then fixed N_a", async () => {
+Deno.test("gpu_runs_v2.sh: benches, tuning and pick, fixed N_a, n853k, xs, then the reuse pass", async () => {
   const before = [...Deno.readDirSync("results/bench")].length;
   const lines = await dry("scripts/gpu_runs_v2.sh");
   assert.equal([...Deno.readDirSync("results/bench")].length, before, "DRY deleted bench JSON");
@@ -28,13 +29,31 @@ Deno.test("gpu_runs_v2.sh: benches, then tuning and pick, then n853k seeds 3→1
   assert.ok(benches.every((i) => i >= 0), lines.join("\n"));
   const tune = at(/--study lr_tuning .*--where size=n853k$/);
   const pick = at(/pick_lr\.ts .*--require n853k$/);
-  const main = [3, 2, 1].map((s) =>
-    at(new RegExp(`--study scaling_v2 .*size=n853k --where seed=${s}$`))
+  const cells = lines.filter((l) => l.startsWith("cell:"));
+  const first = lines.findIndex((l) => l.startsWith("cell:"));
+  const reuse = at(/--study scaling_v2 .*--reuse-only$/);
+  assert.ok(Math.max(...benches) < tune && tune < pick && pick < first && first < reuse);
+  // One run per cell: study, seed and S always, the size for the main grid.
+  const key = (l: string) => {
+    const study = /--study (\S+)/.exec(l)![1]!;
+    const tag = (k: string) => new RegExp(`--where ${k}=(\\S+)`).exec(l)?.[1];
+    return { study, size: tag("size"), seed: tag("seed"), S: tag("S") };
+  };
+  const keys = cells.map(key);
+  assert.ok(keys.every((k) => k.seed && k.S && (k.study === "fixed_na" || k.size)));
+  assert.deepEqual(keys.slice(0, 15).map((k) => k.study), Array(15).fill("fixed_na"));
+  assert.deepEqual(
+    keys.slice(0, 15).map((k) => k.seed),
+    ["1", "2", "3"].flatMap((s) => Array(5).fill(s)),
   );
-  const fixed = [3, 2, 1].map((s) => at(new RegExp(`--study fixed_na .*--where seed=${s}$`)));
-  assert.ok(Math.max(...benches) < tune && tune < pick && pick < main[0]!);
-  assert.deepEqual(main, [...main].sort((a, b) => a - b));
-  assert.ok(Math.max(...main) < fixed[0]! && fixed[0]! < fixed[2]!);
+  const main = keys.slice(15);
+  assert.ok(main.every((k) => k.study === "scaling_v2"));
+  assert.equal(main.findIndex((k) => k.size === "xs"), 24, "n853k's 24 queued cells come first");
+  // The cells equal to fixed-N_a arms are left to the reuse pass.
+  assert.ok(
+    !main.some((k) => (k.size === "xs" && k.S === "0") || (k.size === "n853k" && k.S === "0.6")),
+  );
+  assert.equal(main.length, 48);
   for (const l of lines.filter((l) => l.includes("cli.ts sweep"))) {
     const study = /--study (\S+)/.exec(l)![1];
     assert.ok(l.includes("--device webgpu") && l.includes(`--results results/${study}.jsonl`), l);

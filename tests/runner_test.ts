@@ -128,6 +128,24 @@ Deno.test("runSweep: an identical finished run of another study is reused, a dif
   });
 });
 
+Deno.test("runSweep: reuseOnly records the reusable runs and trains none", async () => {
+  await withDir(async (dir) => {
+    const dev = cpu;
+    const main = `${dir}/main.jsonl`;
+    await runSweep(dev, [spec("m", "main", 0)], { results: main, runsDir: `${dir}/runs` });
+    const events: Event[] = [];
+    const recs = await runSweep(dev, [spec("t", "other", 0), spec("u", "other", 0.5)], {
+      results: `${dir}/other.jsonl`,
+      runsDir: `${dir}/runs`,
+      reuse: [main],
+      reuseOnly: true,
+      onRun: recorder(events),
+    });
+    assert.deepEqual(events, [["reuse", "t"]]);
+    assert.deepEqual(recs.map((r) => [r.id, r.reusedFrom]), [["t", "main/m"]]);
+  });
+});
+
 Deno.test("runSweep: runs from another adapter are not reused", async () => {
   await withDir(async (dir) => {
     const dev = cpu;

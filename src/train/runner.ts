@@ -438,6 +438,8 @@ export interface SweepOptions {
    * the grid depend on (`after`): they need its checkpoint in its own folder.
    */
   reuse?: string[];
+  /** Only record runs from `reuse`; train nothing (e.g. after another study's sweep finished). */
+  reuseOnly?: boolean;
   /**
    * Called before each run starts, after it finishes, for runs skipped or reused, and for a run
    * that diverged (now, or recorded as diverged by an earlier call: it is not trained again).
@@ -532,6 +534,7 @@ export async function runSweep(
       opts.onRun?.("reuse", spec, rec);
       continue;
     }
+    if (opts.reuseOnly) continue;
     opts.onRun?.("start", spec);
     const out = `${opts.runsDir}/${spec.study}/${spec.id}`;
     let r: TrainResult;

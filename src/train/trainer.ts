@@ -272,8 +272,22 @@ export interface TrainHooks {
    * A non-finite loss is then caught at log points on every backend. Default: on for WebGPU
    * (where each launch's host cost is what a replay removes) unless the model has MoE layers;
    * off for the host backends, where a replay saves little and the loss is checked every step.
+   * `QSPARSE_CAPTURE=0` turns the default off (a fallback for an adapter where capture fails;
+   * results are bit-identical either way).
    */
   capture?: boolean;
+}
+
+/** False when `QSPARSE_CAPTURE` is `0`/`false`/`off` (read only with env permission). */
+function captureAllowedByEnv(): boolean {
+  let v: string | undefined;
+  try {
+    const desc = { name: "env", variable: "QSPARSE_CAPTURE" } as const;
+    if (Deno.permissions.querySync(desc).state === "granted") v = Deno.env.get("QSPARSE_CAPTURE");
+  } catch {
+    v = undefined;
+  }
+  return !(v === "0" || v?.toLowerCase() === "false" || v?.toLowerCase() === "off");
 }
 
 const encodedCache = new Map<string, { train: Uint32Array; validation: Uint32Array }>();
@@ -526,7 +540,8 @@ export async function train(
     view?.update(shown, true);
   };
 
-  const useCapture = hooks.capture ?? (device.kind === "webgpu" && !c.model.moe);
+  const useCapture = hooks.capture ??
+    (device.kind === "webgpu" && !c.model.moe && captureAllowedByEnv());
   if (useCapture && c.model.moe) {
     throw new ValueError("train", "capture does not support MoE models (router counters)");
   }
