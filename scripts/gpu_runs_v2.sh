@@ -104,7 +104,8 @@ else
   export -f cell left log pack
   export T0 DEADLINE OUT DRY GPU_LOG RUN NOCAPTURE PROFILE
   log "start study cells, ${WORKERS:-8} at once"
-  cells | xargs -P "${WORKERS:-8}" -L 1 bash -c 'cell "$@"' _
+  # CELLS (an extended regex) keeps only matching cells, e.g. for a short second call.
+  cells | grep -E "${CELLS:-.}" | xargs -P "${WORKERS:-8}" -L 1 bash -c 'cell "$@"' _
 fi
 # The main-grid cells equal to fixed-N_a arms (xs S = 0, n853k S = .6) are recorded from those
 # arms, trained on this adapter, not trained twice (and never left to the CPU runner).
