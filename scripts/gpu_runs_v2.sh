@@ -12,7 +12,7 @@
 #      tokens/s tiny and s (dense and S = .5), captured against ordinary training steps at batch
 #      32 and 256 (bench/capture.ts). JSON into results/h200/bench/.
 #   2. the v2 cells this CPU machine reaches last (docs/studies-v2.md: ~49 h here), WORKERS runs at
-#      once (default 8: one model of these sizes leaves the GPU mostly idle, so processes share
+#      once (default 3: one model of these sizes leaves the GPU mostly idle, so processes share
 #      it), each worker taking the next single-run cell from one queue. First n853k's LR tuning
 #      and its pick (a no-op when the CPU runner finished them); then the fixed-N_a study seed by
 #      seed; then n853k's and xs's main grid seed by seed (the CPU runner keeps xxs and tiny, so
@@ -103,9 +103,9 @@ else
   NOCAPTURE=$(mktemp -u)
   export -f cell left log pack
   export T0 DEADLINE OUT DRY GPU_LOG RUN NOCAPTURE PROFILE
-  log "start study cells, ${WORKERS:-8} at once"
+  log "start study cells, ${WORKERS:-3} at once"
   # CELLS (an extended regex) keeps only matching cells, e.g. for a short second call.
-  cells | grep -E "${CELLS:-.}" | xargs -P "${WORKERS:-8}" -L 1 bash -c 'cell "$@"' _
+  cells | grep -E "${CELLS:-.}" | xargs -P "${WORKERS:-3}" -L 1 bash -c 'cell "$@"' _
 fi
 # The main-grid cells equal to fixed-N_a arms (xs S = 0, n853k S = .6) are recorded from those
 # arms, trained on this adapter, not trained twice (and never left to the CPU runner).
