@@ -111,7 +111,9 @@ for (const kind of kinds) {
     console.warn(`no ${kind} device: ${(e as Error).message}`);
     continue;
   }
-  if (skipSoftware && kind === "webgpu" && isSoftwareAdapter({ description: pair[0]!.description })) {
+  if (
+    skipSoftware && kind === "webgpu" && isSoftwareAdapter({ description: pair[0]!.description })
+  ) {
     console.warn(`skipping WebGPU on ${pair[0]!.description} (--no-llvmpipe)`);
     for (const d of pair) d.destroy();
     continue;

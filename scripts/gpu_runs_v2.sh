@@ -8,7 +8,8 @@
 # Order, each step capped so one call does everything it can in time:
 #   1. benches, under 3 minutes: engine overheads (dispatch µs, the 1,000-op chain, dispatches per
 #      step), decode tokens/s at batch 1 and 16, matmul and sparse GEMV tables, every matmul
-#      kernel variant per shape with autotune's pick (bench/matmul_variants.ts), top-K, training
+#      kernel variant per shape with autotune's pick (bench/matmul_variants.ts), top-K and the
+#      training-time mask's two kernels (bench/topk_variants.ts), training
 #      tokens/s tiny and s (dense and S = .5), captured against ordinary training steps at batch
 #      32 and 256 (bench/capture.ts). JSON into results/h200/bench/.
 #   2. the v2 cells this CPU machine reaches last (docs/studies-v2.md: ~49 h here), WORKERS runs at
@@ -49,6 +50,7 @@ bench matmul 15 bench/matmul_table.ts
 bench matmul-variants 45 bench/matmul_variants.ts --big --f16
 bench sparsity 12 bench/sparsity_table.ts --no-peers --quick
 bench train 25 bench/train_speed.ts tiny:0 tiny:0.5 s:0 s:0.5 --no-autotune
+bench topk-variants 15 bench/topk_variants.ts
 bench capture 35 bench/capture.ts --devices webgpu --cases tiny:32x128,tiny:256x128,s:256x128 \
   --rounds 3
 fi

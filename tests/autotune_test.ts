@@ -2,7 +2,8 @@
  * The autotuner (src/backend/autotune.ts) with injected clocks, so nothing depends on speed: it
  * picks the fastest variant whose output agrees with the default's, never a wrong one; later
  * dispatches of the class run the choice; choices survive on disk per adapter; an unwritable or
- * corrupt cache is ignored; and autotuning can be turned off.
+ * corrupt cache is ignored; autotuning can be turned off; and the trainer tunes once, after its
+ * first step (by default only on real GPUs).
  */
 import assert from "node:assert/strict";
 import { backward, type Device, matmul, openDevice } from "../mod.ts";
@@ -11,6 +12,7 @@ import { autotuneEnabled, Autotuner, type DispatchTimer } from "../src/backend/a
 import type { Dispatch, Tunable } from "../src/backend/backend.ts";
 import type { WebGpuBackend } from "../src/backend/webgpu.ts";
 import { matmulDispatch, type MatmulProblem } from "../kernels/matmul.ts";
+import { train, trainConfig } from "../src/train/trainer.ts";
 import { assertClose, cpu, gpu, hostRandom } from "./helpers.ts";
 
 /** A clock that charges each variant (found in the pipeline key) a fixed time per launch. */
@@ -314,6 +316,46 @@ Deno.test("autotune: a variant the adapter cannot compile is rejected and the de
     assert.equal(r!.choice, "tiled");
     await checkProduct(dev, P);
     await dev.flush();
+  } finally {
+    dev.destroy();
+  }
+});
+
+Deno.test("trainer: autotunes once after its first step, before the capture; only when asked on a software adapter", async () => {
+  if (!gpu) return;
+  const cfg = trainConfig(modelConfig("xxs", { seqLen: 16, sparsity: 0.5 }), {
+    steps: 5,
+    batchSize: 4,
+    lr: 2e-3,
+    warmup: 1,
+    logEvery: 5,
+    evalWindows: 4,
+    checkpointEvery: 0,
+  });
+  // Only the cooperative top-K kernel measures faster: every matmul keeps its default (ties keep
+  // the default), and the two top-K kernels keep the same entries, so the run must match bit for
+  // bit a run that never tuned.
+  const { timer } = fakeTimer({ topkCoop: 1e5 });
+  const { dev, tuner } = await openTuned(timer, null);
+  const calls: number[] = [];
+  const tune = dev.autotune.bind(dev);
+  dev.autotune = (extra = []) => {
+    calls.push(Date.now());
+    return tune(extra);
+  };
+  try {
+    const untuned = await train(dev, cfg, { capture: true });
+    assert.equal(calls.length, 0, "llvmpipe is not autotuned by default");
+    const tuned = await train(dev, cfg, { capture: true, autotune: true });
+    assert.equal(calls.length, 1);
+    assert.ok(
+      [...tuner.choices].some(([k, v]) => k.startsWith("topkMask") && v === "topkCoop"),
+      JSON.stringify([...tuner.choices]),
+    );
+    const strip = (r: typeof tuned) =>
+      r.log.map(({ tokensPerSecond: _t, elapsed: _e, ...rest }) => rest);
+    assert.deepEqual(strip(tuned), strip(untuned));
+    assert.equal(tuned.valLoss, untuned.valLoss);
   } finally {
     dev.destroy();
   }

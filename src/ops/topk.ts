@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { TOPK_SMALL_MAX_D, topkSmallDispatch } from "../../kernels/topk_small.ts";
+import { TOPK_SMALL_MAX_D } from "../../kernels/topk_small.ts";
+import { topkMaskDispatch } from "../../kernels/topk_mask.ts";
 import { nmDispatch } from "../../kernels/nm.ts";
 import {
   type TopkOrder,
@@ -336,11 +337,12 @@ export function topkMask<D extends FloatDType>(
     if (mask) bufs.push(mask.storage(op));
     const rows = sizeOf(x.shape.slice(0, -1));
     // Many short rows (a training batch) or N:M blocks: one invocation per row/block, no
-    // barriers (kernels/topk_small.ts); long rows keep the workgroup-per-row radix select.
+    // barriers (kernels/topk_small.ts), or on an autotuned GPU one workgroup per row/block
+    // (kernels/topk_coop.ts); long rows keep the workgroup-per-row radix select.
     const segLen = block ? block.m : d, segs = block ? rows * (d / block.m) : rows;
     if (segLen <= TOPK_SMALL_MAX_D && (block !== null || segs >= 32)) {
       x.device.run(
-        topkSmallDispatch(
+        topkMaskDispatch(
           { dtype: x.dtype, order, mask: withMask, rescale },
           segs,
           segLen,

@@ -19,6 +19,7 @@ import type { Device } from "../tensor/device.ts";
 import { DivergenceError, ValueError } from "../core/errors.ts";
 import { keep, scope } from "../tensor/scope.ts";
 import { captureStep } from "../tensor/capture.ts";
+import { isSoftwareAdapter } from "../backend/webgpu.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { appendJsonLine, atomicWriteFile } from "../util/fs.ts";
 import { measureSparsity, type SparsityReport } from "./accounting.ts";
@@ -276,6 +277,16 @@ export interface TrainHooks {
    * results are bit-identical either way).
    */
   capture?: boolean;
+  /**
+   * Measure interchangeable kernels (`device.autotune()`, src/backend/autotune.ts) once, after the
+   * first step and before the capture, so the rest of the run uses the fastest ones on this
+   * adapter. Default: on for WebGPU on a real GPU, where the llvmpipe-tuned default kernels
+   * measured up to 112× slower than the best (an H200, 2026-11-30); off for software adapters
+   * (their defaults are the tuned ones) and the host backends. Choices are cached per adapter on
+   * disk (`QSPARSE_AUTOTUNE=0` turns autotuning off): a run repeats bit for bit with one cache,
+   * and may differ in the last bits of its matmuls with another.
+   */
+  autotune?: boolean;
 }
 
 /** False when `QSPARSE_CAPTURE` is `0`/`false`/`off` (read only with env permission). */
@@ -545,6 +556,8 @@ export async function train(
   if (useCapture && c.model.moe) {
     throw new ValueError("train", "capture does not support MoE models (router counters)");
   }
+  const tuneAfterFirstStep = hooks.autotune ??
+    (device.kind === "webgpu" && !isSoftwareAdapter({ description: device.description }));
   const data = await brownTokens(c.categories);
   const model = new TransformerLM(device, c.model, c.seed);
   const opt = new AdamW(device, model.namedParameters(), {
@@ -777,7 +790,10 @@ export async function train(
       state.step++;
       stepsThisCall++;
       state.tokens += tokensPerStep;
-      if (stepsThisCall === 1) steadyFrom = performance.now();
+      if (stepsThisCall === 1 && tuneAfterFirstStep) {
+        await device.autotune();
+        steadyFrom = performance.now();
+      } else if (stepsThisCall === 1) steadyFrom = performance.now();
       else steadySteps++;
       if (view) {
         const secs = (performance.now() - steadyFrom) / 1000;
