@@ -49,7 +49,7 @@ bench decode 25 bench/decode.ts --device webgpu --batches 1,16 --sparsities 0.5,
 bench matmul 15 bench/matmul_table.ts
 bench matmul-variants 45 bench/matmul_variants.ts --big --f16
 bench sparsity 12 bench/sparsity_table.ts --no-peers --quick
-bench train 25 bench/train_speed.ts tiny:0 tiny:0.5 s:0 s:0.5 --no-autotune
+bench train 40 bench/train_speed.ts tiny:0 tiny:0.5 s:0 s:0.5
 bench topk-variants 15 bench/topk_variants.ts
 bench capture 35 bench/capture.ts --devices webgpu --cases tiny:32x128,tiny:256x128,s:256x128 \
   --rounds 3
