@@ -13,9 +13,11 @@
 #      tokens/s tiny and s (dense and S = .5), captured against ordinary training steps at batch
 #      32 and 256 (bench/capture.ts). JSON into results/h200/bench/.
 #   2. the v2 cells this CPU machine reaches last (docs/studies-v2.md: ~49 h here), WORKERS runs at
-#      once (default 3: one model of these sizes leaves the GPU mostly idle, so processes share
-#      it), each worker taking the next single-run cell from one queue. First n853k's LR tuning
-#      and its pick (a no-op when the CPU runner finished them); then the fixed-N_a study seed by
+#      once (default 3: on the H200 a run took about 40 s of GPU time at 2 or at 8 workers, and 8
+#      lost seven half-done runs at the deadline), each taking the next single-run cell from one
+#      queue. First n853k's LR tuning
+#      and its pick (a no-op when the CPU runner finished them), and one process tuning the
+#      kernels of every queued shape (scripts/warm_autotune.ts); then the fixed-N_a study seed by
 #      seed; then n853k's and xs's main grid seed by seed (the CPU runner keeps xxs and tiny, so
 #      each size's cells share one adapter). The main-grid cells equal to fixed-N_a arms (xs
 #      S = 0, n853k S = .6) are not queued: a --reuse-only pass at the end records them from those
@@ -57,6 +59,10 @@ fi
 
 sweep lr_tuning size=n853k
 step "pick n853k" 30 $RUN scripts/pick_lr.ts --profile "$PROFILE" --require n853k
+# The kernels of every queued shape tuned once here (the fixed-N_a arms are xs, n853k and three
+# shapes between and beyond), so parallel workers read one set of choices from the disk cache
+# instead of each timing kernels under the others' load.
+step "warm autotune" 60 $RUN scripts/warm_autotune.ts --study fixed_na --profile "$PROFILE"
 
 # cells: one line per single-run sweep, "STUDY k=v ...", in the order the verdicts need them.
 cells() {

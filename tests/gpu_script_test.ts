@@ -29,10 +29,12 @@ Deno.test("gpu_runs_v2.sh: benches, tuning and pick, fixed N_a, n853k, xs, then 
   assert.ok(benches.every((i) => i >= 0), lines.join("\n"));
   const tune = at(/--study lr_tuning .*--where size=n853k$/);
   const pick = at(/pick_lr\.ts .*--require n853k$/);
+  const warm = at(/warm_autotune\.ts --study fixed_na/);
   const cells = lines.filter((l) => l.startsWith("cell:"));
   const first = lines.findIndex((l) => l.startsWith("cell:"));
   const reuse = at(/--study scaling_v2 .*--reuse-only$/);
-  assert.ok(Math.max(...benches) < tune && tune < pick && pick < first && first < reuse);
+  assert.ok(Math.max(...benches) < tune && tune < pick && pick < warm && warm < first);
+  assert.ok(first < reuse);
   // One run per cell: study, seed and S always, the size for the main grid.
   const key = (l: string) => {
     const study = /--study (\S+)/.exec(l)![1]!;
