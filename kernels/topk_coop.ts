@@ -20,9 +20,8 @@
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { keyFnWgsl } from "./topk.ts";
-import { topkMaskF32Native } from "./native/topk.ts";
 import { defineKernel } from "./spec.ts";
-import { topkSmallCpu, type TopkSmallSpec } from "./topk_small.ts";
+import { TOPK_MASK_BINDINGS, topkMaskHost, type TopkSmallSpec } from "./topk_small.ts";
 
 /** Invocations per workgroup (one workgroup per segment). */
 const WG = 64;
@@ -31,11 +30,7 @@ const MAX_X = 65535;
 
 const TOPK_COOP = defineKernel({
   name: "topkCoop",
-  bindings: [
-    { name: "x", type: "T", access: "read" },
-    { name: "out", type: "T", access: "read_write" },
-    { name: "msk", type: "T", access: "read_write", optional: true },
-  ],
+  bindings: TOPK_MASK_BINDINGS,
   params: { segs: "u32", d: "u32", k: "u32", perX: "u32" },
 });
 
@@ -148,10 +143,7 @@ export function topkCoopDispatch(
     op,
     key: TOPK_COOP.key(s.dtype, s.order, `${s.mask ? "m" : ""}${s.rescale ? "r" : ""}`),
     wgsl: () => topkCoopWgsl(s),
-    cpu: (b) => topkSmallCpu(s, segs, d, k, b),
-    native: s.dtype === "f32"
-      ? (b, rt) => topkMaskF32Native(segs, d, k, s.order, s.rescale ? "row" : "none", d, b, rt)
-      : undefined,
+    ...topkMaskHost(s, segs, d, k),
     buffers: bufs,
     uniforms: TOPK_COOP.uniforms({ segs, d, k, perX }),
     workgroups: [Math.max(1, perX), Math.max(1, Math.ceil(segs / perX)), 1],

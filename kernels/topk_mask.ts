@@ -46,7 +46,7 @@ class TopkMaskTunable implements Tunable {
   }
 
   build(variant: string, buffers: readonly Storage[]): Dispatch {
-    return topkMaskVariant(
+    return variantDispatch(
       variant as TopkMaskVariant,
       this.spec,
       this.segs,
@@ -76,19 +76,8 @@ class TopkMaskTunable implements Tunable {
   }
 }
 
-/**
- * One variant's dispatch.
- *
- * @param v The kernel.
- * @param s Specialisation.
- * @param segs Segments (rows, or N:M blocks).
- * @param d Segment length.
- * @param k Entries kept per segment.
- * @param bufs x, out, then the mask when `s.mask`.
- * @param op Op name.
- * @returns The dispatch (without a `tune`).
- */
-export function topkMaskVariant(
+// One variant's dispatch (without a `tune`), for the tunable's `build`.
+function variantDispatch(
   v: TopkMaskVariant,
   s: TopkSmallSpec,
   segs: number,

@@ -36,13 +36,16 @@ export interface TopkSmallSpec {
 
 const WG = 64;
 
+/** Bindings of every top-K mask kernel (this one and kernels/topk_coop.ts): x, out, mask. */
+export const TOPK_MASK_BINDINGS = [
+  { name: "x", type: "T", access: "read" },
+  { name: "out", type: "T", access: "read_write" },
+  { name: "msk", type: "T", access: "read_write", optional: true },
+] as const;
+
 const TOPK_SMALL = defineKernel({
   name: "topkSmall",
-  bindings: [
-    { name: "x", type: "T", access: "read" },
-    { name: "out", type: "T", access: "read_write" },
-    { name: "msk", type: "T", access: "read_write", optional: true },
-  ],
+  bindings: TOPK_MASK_BINDINGS,
   params: { segs: "u32", d: "u32", k: "u32" },
 });
 
@@ -162,6 +165,30 @@ export function topkSmallCpu(
 }
 
 /**
+ * The host implementations of a top-K mask launch (the CPU twin and the native kernel), shared by
+ * every GPU kernel of the mask (this one and kernels/topk_coop.ts keep the same entries).
+ *
+ * @param s Specialisation.
+ * @param segs Segments.
+ * @param d Segment length.
+ * @param k Entries kept per segment.
+ * @returns The dispatch's `cpu` and `native` fields.
+ */
+export function topkMaskHost(
+  s: TopkSmallSpec,
+  segs: number,
+  d: number,
+  k: number,
+): Pick<Dispatch, "cpu" | "native"> {
+  return {
+    cpu: (b) => topkSmallCpu(s, segs, d, k, b),
+    native: s.dtype === "f32"
+      ? (b, rt) => topkMaskF32Native(segs, d, k, s.order, s.rescale ? "row" : "none", d, b, rt)
+      : undefined,
+  };
+}
+
+/**
  * Dispatch of the per-row mask kernel over `segs` segments of length `d`, keeping `k` each.
  * Buffers: x, out, then the mask when `spec.mask`.
  */
@@ -177,10 +204,7 @@ export function topkSmallDispatch(
     op,
     key: TOPK_SMALL.key(s.dtype, s.order, `${s.mask ? "m" : ""}${s.rescale ? "r" : ""}`),
     wgsl: () => topkSmallWgsl(s),
-    cpu: (b) => topkSmallCpu(s, segs, d, k, b),
-    native: s.dtype === "f32"
-      ? (b, rt) => topkMaskF32Native(segs, d, k, s.order, s.rescale ? "row" : "none", d, b, rt)
-      : undefined,
+    ...topkMaskHost(s, segs, d, k),
     buffers: bufs,
     uniforms: TOPK_SMALL.uniforms({ segs, d, k }),
     workgroups: [Math.max(1, Math.min(Math.ceil(segs / WG), 4096)), 1, 1],
