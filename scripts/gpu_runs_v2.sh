@@ -18,9 +18,9 @@
 #      queue. First n853k's LR tuning
 #      and its pick (a no-op when the CPU runner finished them), and one process tuning the
 #      kernels of every queued shape (scripts/warm_autotune.ts); then the fixed-N_a study seed by
-#      seed; then n853k's and xs's main grid seed by seed (the CPU runner keeps xxs and tiny, so
-#      each size's cells share one adapter). The main-grid cells equal to fixed-N_a arms (xs
-#      S = 0, n853k S = .6) are not queued: a --reuse-only pass at the end records them from those
+#      seed; then n853k's main grid seed by seed (the CPU runner keeps xxs, tiny and xs, so each
+#      size's cells share one adapter). n853k's S = .6 cells equal fixed-N_a arms: they are not
+#      queued, and a --reuse-only pass at the end records them from those
 #      arms. A run that fails for any reason other than the deadline is retried once with
 #      QSPARSE_CAPTURE=0, and later cells then start without capture.
 set -uo pipefail
@@ -70,13 +70,8 @@ cells() {
   for seed in 1 2 3; do
     for s in 0 0.3 0.45 0.6 0.75; do echo "fixed_na seed=$seed S=$s"; done
   done
-  for size in n853k xs; do
-    for seed in 1 2 3; do
-      for s in 0 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9; do
-        [ "$size:$s" = xs:0 ] || [ "$size:$s" = n853k:0.6 ] ||
-          echo "scaling_v2 size=$size seed=$seed S=$s"
-      done
-    done
+  for seed in 1 2 3; do
+    for s in 0 0.2 0.3 0.4 0.5 0.7 0.8 0.9; do echo "scaling_v2 size=n853k seed=$seed S=$s"; done
   done
 }
 # cell STUDY k=v ...: one queued run (called by the pool's workers).
@@ -115,9 +110,11 @@ else
   # CELLS (an extended regex) keeps only matching cells, e.g. for a short second call.
   cells | grep -E "${CELLS:-.}" | xargs -P "${WORKERS:-3}" -L 1 bash -c 'cell "$@"' _
 fi
-# The main-grid cells equal to fixed-N_a arms (xs S = 0, n853k S = .6) are recorded from those
-# arms, trained on this adapter, not trained twice (and never left to the CPU runner).
+# n853k's main-grid cells equal to fixed-N_a arms (S = .6) are recorded from those arms, trained
+# on this adapter, not trained twice. (xs S = 0 is an arm too, but xs's grid is the CPU runner's:
+# a size's cells share one adapter, so its gaps to dense are paired within seed.)
 step "reuse fixed_na arms" 10 $RUN cli.ts sweep --study scaling_v2 --profile "$PROFILE" \
-  --device webgpu --results results/scaling_v2.jsonl --runs runs_h200 --reuse-only
+  --device webgpu --results results/scaling_v2.jsonl --runs runs_h200 --reuse-only \
+  --where size=n853k
 log done
 pack

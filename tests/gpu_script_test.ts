@@ -1,8 +1,8 @@
 /**
  * scripts/gpu_runs_v2.sh in DRY mode: the order issue 12 and 13 ask of a lent GPU (benches first,
  * then n853k's LR tuning and its pick before any cell that needs its rate, then one queue of
- * single-run cells: the fixed-N_a study, n853k's and xs's main grid, then a reuse pass for the
- * cells shared by both), every sweep on WebGPU into results/<study>.jsonl, and nothing run or
+ * single-run cells: the fixed-N_a study, n853k's main grid, then a reuse pass for the cells
+ * shared by both), every sweep on WebGPU into results/<study>.jsonl, and nothing run or
  * deleted in the working tree.
  */
 import assert from "node:assert/strict";
@@ -18,7 +18,7 @@ async function dry(script: string): Promise<string[]> {
   return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l);
 }
 
-Deno.test("gpu_runs_v2.sh: benches, tuning and pick, fixed N_a, n853k, xs, then the reuse pass", async () => {
+Deno.test("gpu_runs_v2.sh: benches, tuning, pick and warm-up, fixed N_a, n853k, then the reuse pass", async () => {
   const before = [...Deno.readDirSync("results/bench")].length;
   const lines = await dry("scripts/gpu_runs_v2.sh");
   assert.equal([...Deno.readDirSync("results/bench")].length, before, "DRY deleted bench JSON");
@@ -32,7 +32,7 @@ Deno.test("gpu_runs_v2.sh: benches, tuning and pick, fixed N_a, n853k, xs, then 
   const warm = at(/warm_autotune\.ts --study fixed_na/);
   const cells = lines.filter((l) => l.startsWith("cell:"));
   const first = lines.findIndex((l) => l.startsWith("cell:"));
-  const reuse = at(/--study scaling_v2 .*--reuse-only$/);
+  const reuse = at(/--study scaling_v2 .*--reuse-only --where size=n853k$/);
   assert.ok(Math.max(...benches) < tune && tune < pick && pick < warm && warm < first);
   assert.ok(first < reuse);
   // One run per cell: study, seed and S always, the size for the main grid.
@@ -50,12 +50,10 @@ Deno.test("gpu_runs_v2.sh: benches, tuning and pick, fixed N_a, n853k, xs, then 
   );
   const main = keys.slice(15);
   assert.ok(main.every((k) => k.study === "scaling_v2"));
-  assert.equal(main.findIndex((k) => k.size === "xs"), 24, "n853k's 24 queued cells come first");
-  // The cells equal to fixed-N_a arms are left to the reuse pass.
-  assert.ok(
-    !main.some((k) => (k.size === "xs" && k.S === "0") || (k.size === "n853k" && k.S === "0.6")),
-  );
-  assert.equal(main.length, 48);
+  // n853k only (xs is the CPU runner's), without the S = .6 cells the reuse pass records.
+  assert.ok(main.every((k) => k.size === "n853k" && k.S !== "0.6"));
+  assert.equal(main.length, 24);
+  assert.ok(lines[reuse]!.includes("--where size=n853k"));
   for (const l of lines.filter((l) => l.includes("cli.ts sweep"))) {
     const study = /--study (\S+)/.exec(l)![1];
     assert.ok(l.includes("--device webgpu") && l.includes(`--results results/${study}.jsonl`), l);
