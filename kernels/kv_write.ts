@@ -9,6 +9,7 @@
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { gridStride, WG } from "./common.ts";
 import { defineKernel } from "./spec.ts";
+import { STEP_VALUE, STEP_VALUES_BINDING, stepValue } from "./step_values.ts";
 
 /** Sizes of one append. */
 export interface KvWriteParams {
@@ -31,22 +32,30 @@ const KV_WRITE = defineKernel({
   bindings: [
     { name: "src", type: "f32", access: "read" },
     { name: "cache", type: "f32", access: "read_write" },
+    // With step values (a captured decode loop), the position is `pos + sv[0]`.
+    STEP_VALUES_BINDING,
   ],
   params: { n: "u32", t: "u32", h: "u32", hd: "u32", tmax: "u32", pos: "u32" },
 });
 
-/** WGSL of the append (one invocation per new element). */
-export function kvWriteWgsl(): string {
-  return `${KV_WRITE.header()}
+/**
+ * WGSL of the append (one invocation per new element).
+ *
+ * @param stepValues Read the position's offset from the step-values buffer.
+ * @returns The shader.
+ */
+export function kvWriteWgsl(stepValues = false): string {
+  return `${KV_WRITE.header({ omit: stepValues ? [] : ["sv"] })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
+  let pos = p.pos${stepValues ? ` + sv[${STEP_VALUE.pos}]` : ""};
   for (var i = gid.x; i < p.n; i = i + stride) {
     let e = i % p.hd;
     let head = (i / p.hd) % p.h;
     let t = (i / (p.hd * p.h)) % p.t;
     let b = i / (p.hd * p.h * p.t);
-    cache[((b * p.h + head) * p.tmax + p.pos + t) * p.hd + e] = src[i];
+    cache[((b * p.h + head) * p.tmax + pos + t) * p.hd + e] = src[i];
   }
 }`;
 }
@@ -70,16 +79,22 @@ export function kvWriteCpu(p: KvWriteParams, src: ArrayBuffer, cache: ArrayBuffe
  * @param p Sizes and position.
  * @param src New entries `[B, T, H, hd]` (f32).
  * @param cache Cache `[B, H, Tmax, hd]` (f32), updated in place.
+ * @param sv Step values (kernels/step_values.ts): the position is then `p.pos + sv[0]`.
  * @returns The dispatch.
  */
-export function kvWriteDispatch(p: KvWriteParams, src: Storage, cache: Storage): Dispatch {
+export function kvWriteDispatch(
+  p: KvWriteParams,
+  src: Storage,
+  cache: Storage,
+  sv?: Storage,
+): Dispatch {
   const n = p.b * p.t * p.h * p.hd;
   return {
     op: "kvWrite",
-    key: KV_WRITE.key(),
-    wgsl: kvWriteWgsl,
-    cpu: ([s, c]) => kvWriteCpu(p, s!, c!),
-    buffers: [src, cache],
+    key: sv ? KV_WRITE.key("sv") : KV_WRITE.key(),
+    wgsl: () => kvWriteWgsl(sv !== undefined),
+    cpu: ([s, c, v]) => kvWriteCpu({ ...p, pos: p.pos + stepValue(v, STEP_VALUE.pos) }, s!, c!),
+    buffers: sv ? [src, cache, sv] : [src, cache],
     uniforms: KV_WRITE.uniforms({ n, t: p.t, h: p.h, hd: p.hd, tmax: p.tMax, pos: p.pos }),
     workgroups: gridStride(n),
   };

@@ -21,6 +21,7 @@ import { type DType, typedView } from "../src/core/dtype.ts";
 import { gridStride, WG } from "./common.ts";
 import { ropeF32Native } from "./native/rope.ts";
 import { defineKernel } from "./spec.ts";
+import { STEP_VALUE, STEP_VALUES_BINDING, stepValue } from "./step_values.ts";
 
 /** Largest head dim the uniform frequency table holds (256 frequencies). */
 export const ROPE_MAX_HEAD_DIM = 512;
@@ -68,6 +69,8 @@ const ROPE = defineKernel({
     // A second tensor of the same layout rotated by the same launch (q and k of attention).
     { name: "xs2", type: "T", access: "read", optional: true },
     { name: "out2", type: "T", access: "read_write", optional: true },
+    // With step values (a captured decode loop), positions start at `offset + sv[0]`.
+    STEP_VALUES_BINDING,
   ],
   // `inv` holds the `half` inverse frequencies, 4 per vec4 (uniform arrays need 16-byte strides).
   params: {
@@ -87,21 +90,22 @@ const ROPE = defineKernel({
  * `xs` into `out` and pair k of `xs2` into `out2` (no branch, which a CPU adapter would run on
  * both sides under a mask).
  */
-export function ropeWgsl(dtype: DType, pair = false): string {
+export function ropeWgsl(dtype: DType, pair = false, stepValues = false): string {
   const T = dtype;
   const rotate = (src: string, dst: string) =>
     `let x1${src} = f32(${src}[base]);
     let x2${src} = f32(${src}[base + p.half]);
     ${dst}[base] = ${T}(x1${src} * c - x2${src} * s);
     ${dst}[base + p.half] = ${T}(x2${src} * c + x1${src} * s);`;
-  return `${ROPE.header({ types: { T }, omit: pair ? [] : ["xs2", "out2"] })}
+  const omit = [...(pair ? [] : ["xs2", "out2"]), ...(stepValues ? [] : ["sv"])];
+  return `${ROPE.header({ types: { T }, omit })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
   for (var k = gid.x; k < p.n; k = k + stride) {
     let v = k / p.half;
     let i = k - v * p.half;
-    let pos = (v / p.h) % p.t + p.offset;
+    let pos = (v / p.h) % p.t + p.offset${stepValues ? ` + sv[${STEP_VALUE.pos}]` : ""};
     let ang = f32(pos) * p.inv[i / 4u][i % 4u];
     // 2π = 6.28125 + 1.9353071795864769e-3; q·6.28125 is exact for |q| < 2^16.
     let q = round(ang * 0.15915494309189535);
@@ -134,6 +138,11 @@ export function ropeCpu(dtype: DType, p: RopeParams, x: ArrayBuffer, out: ArrayB
       o[base + i + p.half] = x2 * c + x1 * s;
     }
   }
+}
+
+/** `p` with the step values' position added to its offset (host kernels, at run time). */
+function at(p: RopeParams, sv: ArrayBuffer | undefined): RopeParams {
+  return sv ? { ...p, offset: p.offset + stepValue(sv, STEP_VALUE.pos) } : p;
 }
 
 /** The uniform block shared by the one- and two-tensor rotations (`n` = invocations). */
@@ -183,6 +192,7 @@ export function ropeDispatch(dtype: DType, p: RopeParams, x: Storage, out: Stora
  * @param out First output.
  * @param x2 Second input, same shape as the first.
  * @param out2 Second output.
+ * @param sv Step values (kernels/step_values.ts): positions then start at `offset + sv[0]`.
  * @returns The dispatch.
  */
 export function ropePairDispatch(
@@ -192,24 +202,27 @@ export function ropePairDispatch(
   out: Storage,
   x2: Storage,
   out2: Storage,
+  sv?: Storage,
 ): Dispatch {
   const n = p.vectors * p.half;
   const words = ropeUniforms(p, n);
   return {
     op: p.sign > 0 ? "ropePair" : "ropePairBackward",
-    key: ROPE.key(dtype, "pair"),
-    wgsl: () => ropeWgsl(dtype, true),
-    cpu: ([a, b, c, d]) => {
-      ropeCpu(dtype, p, a!, b!);
-      ropeCpu(dtype, p, c!, d!);
+    key: sv ? ROPE.key(dtype, "pair", "sv") : ROPE.key(dtype, "pair"),
+    wgsl: () => ropeWgsl(dtype, true, sv !== undefined),
+    cpu: ([a, b, c, d, v]) => {
+      const q = at(p, v);
+      ropeCpu(dtype, q, a!, b!);
+      ropeCpu(dtype, q, c!, d!);
     },
     native: dtype === "f32"
-      ? ([a, b, c, d], rt) => {
-        ropeF32Native(p, a!, b!, rt);
-        ropeF32Native(p, c!, d!, rt);
+      ? ([a, b, c, d, v], rt) => {
+        const q = at(p, v);
+        ropeF32Native(q, a!, b!, rt);
+        ropeF32Native(q, c!, d!, rt);
       }
       : undefined,
-    buffers: [x, out, x2, out2],
+    buffers: sv ? [x, out, x2, out2, sv] : [x, out, x2, out2],
     uniforms: words,
     workgroups: gridStride(n),
   };

@@ -21,6 +21,7 @@
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { gridStride } from "./common.ts";
 import { defineKernel } from "./spec.ts";
+import { STEP_VALUE, STEP_VALUES_BINDING, stepValue } from "./step_values.ts";
 
 /** Parameters of one sampling step. */
 export interface SampleParams {
@@ -74,6 +75,8 @@ const SAMPLE = defineKernel({
     { name: "logits", type: "f32", access: "read" },
     { name: "next", type: "u32", access: "read_write" },
     { name: "hist", type: "u32", access: "read_write" },
+    // With step values (a captured decode loop): step `step + sv[1]`, history row `slot + sv[2]`.
+    STEP_VALUES_BINDING,
   ],
   params: {
     rows: "u32",
@@ -90,11 +93,12 @@ const SAMPLE = defineKernel({
 });
 
 /** WGSL of the sampler: binding 0 logits (f32), 1 next ids `[rows]`, 2 history `[C, rows]`. */
-export function sampleWgsl(): string {
-  return `${SAMPLE.header()}
+export function sampleWgsl(stepValues = false): string {
+  const step = stepValues ? `(p.step + sv[${STEP_VALUE.step}])` : "p.step";
+  return `${SAMPLE.header({ omit: stepValues ? [] : ["sv"] })}
 
 fn uniform01(row: u32) -> f32 {
-  var h = p.seed ^ (p.step * 0x9e3779b9u) ^ (row * 0x85ebca6bu);
+  var h = p.seed ^ (${step} * 0x9e3779b9u) ^ (row * 0x85ebca6bu);
   h = h ^ (h >> 16u);
   h = h * 0x85ebca6bu;
   h = h ^ (h >> 13u);
@@ -169,7 +173,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
       if (pick < p.v) { tok = pick; }
     }
     next[r] = tok;
-    hist[p.slot * p.rows + r] = tok;
+    hist[(p.slot${stepValues ? ` + sv[${STEP_VALUE.slot}]` : ""}) * p.rows + r] = tok;
   }
 }`;
 }
@@ -253,15 +257,29 @@ export function sampleCpu(
  * Dispatch of one sampling step.
  *
  * @param p Sizes and sampling settings.
- * @param bufs Logits (f32), next ids `[rows]` (u32), history `[C, rows]` (u32).
+ * @param bufs Logits (f32), next ids `[rows]` (u32), history `[C, rows]` (u32), and optionally
+ *   step values (kernels/step_values.ts: the step and history row then add `sv[1]`, `sv[2]`).
  * @returns The dispatch.
  */
 export function sampleDispatch(p: SampleParams, bufs: Storage[]): Dispatch {
+  const sv = bufs.length > 3;
   return {
     op: "sampleTokens",
-    key: SAMPLE.key(),
-    wgsl: sampleWgsl,
-    cpu: ([l, n, h]) => sampleCpu(p, l!, n!, h!),
+    key: sv ? SAMPLE.key("sv") : SAMPLE.key(),
+    wgsl: () => sampleWgsl(sv),
+    cpu: ([l, n, h, v]) =>
+      sampleCpu(
+        v
+          ? {
+            ...p,
+            step: p.step + stepValue(v, STEP_VALUE.step),
+            slot: p.slot + stepValue(v, STEP_VALUE.slot),
+          }
+          : p,
+        l!,
+        n!,
+        h!,
+      ),
     buffers: bufs,
     uniforms: SAMPLE.uniforms({
       rows: p.rows,

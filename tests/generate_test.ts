@@ -157,6 +157,29 @@ for (const dev of devices) {
     }
   });
 
+  Deno.test(`a captured decode loop generates the tokens ordinary decoding does (${dev.kind})`, async () => {
+    // Dense, Q-Sparse with the sparse kernels, and BitNet; seeded sampling (a per-step random
+    // number) over left-padded prompts, for more steps than a read-back chunk (the history rows
+    // wrap) and enough to replay many times after the recorded and the verified steps.
+    const cases: [ModelOverrides, Record<string, unknown>][] = [
+      [{}, {}],
+      [{ sparsity: 0.5 }, { sparse: true }],
+      [{ bitnet: true, sparsity: 0.5 }, { sparse: true }],
+    ];
+    for (const [over, decode] of cases) {
+      using m = model(dev, { seqLen: 64, ...over });
+      const prompts = [[65, 66], [67, 68, 69, 70, 71]];
+      const opts = { maxNewTokens: 40, readEvery: 16, temperature: 0.9, seed: 5, ...decode };
+      const plain = await m.generate(prompts, { ...opts, capture: false });
+      const captured = await m.generate(prompts, { ...opts, capture: true });
+      assert.deepEqual(
+        captured.map((g) => g.tokens),
+        plain.map((g) => g.tokens),
+        JSON.stringify(over),
+      );
+    }
+  });
+
   Deno.test(`generation reads tokens back in chunks (${dev.kind})`, async () => {
     using m = model(dev, { seqLen: 64 });
     const backend = dev.backend;
@@ -184,6 +207,33 @@ for (const dev of devices) {
     }
   });
 }
+
+Deno.test("Decoder.loop: recorded on its second run, then replayed; refuses MoE", async () => {
+  for (const dev of devices) {
+    using m = model(dev);
+    using dec = new Decoder(m, 1, 12);
+    using next = dev.empty([1], "u32");
+    using hist = dev.empty([8, 1], "u32");
+    const l = dec.prefill([[65, 66]]);
+    sampleTokens(l, {}, { next, history: hist, slot: 0 });
+    l.dispose();
+    using loop = dec.loop({ next, history: hist });
+    loop.run(1, 1);
+    assert.equal(loop.captured, false, "the first run is ordinary code");
+    for (let s = 2; s < 8; s++) loop.run(s, s);
+    assert.equal(loop.captured, true);
+    assert.equal(dec.cache.length, 2 + 7);
+    // Greedy tokens equal a step-by-step decode of the same prompt.
+    const ref = await cachedGreedy(m, [[65, 66]], 8);
+    assert.deepEqual([...await hist.data()], ref.tokens[0], dev.kind);
+  }
+  using moe = model(cpu, { moe: { experts: 2, topK: 1 } });
+  using dec = new Decoder(moe, 1, 8);
+  assert.throws(
+    () => dec.loop({ next: cpu.empty([1], "u32"), history: cpu.empty([2, 1], "u32") }),
+    /Decoder.loop: .*MoE/,
+  );
+});
 
 Deno.test("sampling: seeded, reproducible, restricted by top-K/top-p, stops", async () => {
   using m = model(cpu);

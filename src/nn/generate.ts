@@ -33,6 +33,8 @@ import { softmax } from "../ops/softmax.ts";
 import { spmm } from "../ops/spmm.ts";
 import { keepCount, sparsify, topkBlocks } from "../ops/topk.ts";
 import { noGrad } from "../autograd/tape.ts";
+import { STEP_VALUES_LENGTH } from "../../kernels/step_values.ts";
+import { captureStep } from "../tensor/capture.ts";
 import { ShapeError, ValueError } from "../core/errors.ts";
 import type { TernaryWeights } from "../tensor/quantized.ts";
 import { keep, scope } from "../tensor/scope.ts";
@@ -46,6 +48,21 @@ import type { Linear } from "./linear.ts";
 import { MoeFeedForward } from "./moe.ts";
 import { SparseSite } from "./sparsify.ts";
 import type { TransformerLM } from "./transformer.ts";
+
+/** A captured decode loop ({@link Decoder.loop}). */
+export interface DecodeLoop extends Disposable {
+  /**
+   * One decode step and its sampling.
+   *
+   * @param step The sampler's step (its random numbers).
+   * @param slot Row of the history buffer that receives the ids.
+   */
+  run(step: number, slot: number): void;
+  /** Whether the step is recorded (later runs replay it). */
+  readonly captured: boolean;
+  /** Frees the capture's buffers. */
+  dispose(): void;
+}
 
 /** How a {@link Decoder} computes its projections. */
 export interface DecodeOptions {
@@ -205,17 +222,84 @@ export class Decoder implements Disposable {
     return this.#forward(ids, this.sparse);
   }
 
-  #forward(ids: Tensor<"u32">, sparseNow: boolean): Tensor<"f32"> {
+  /**
+   * A captured decode loop: each `run(step, slot)` is one decode step of the ids in `into.next`
+   * plus sampling into `into.next` and row `slot` of `into.history`, recorded once and then
+   * replayed (see {@link captureStep}): no op code, allocation or bind-group creation per token.
+   * The values that change every step (the cache position, the sampler's step and history row,
+   * the attention mask) reach the kernels through buffers written before each run, not through
+   * uniforms, which a replay cannot change. The run after the recording is verified (run as
+   * ordinary code and compared with it). Not for MoE models (their routing statistics).
+   *
+   * @param into `next` ids `[B]` u32 (read as the step's input, overwritten with the sampled
+   *   ids) and `history` `[C, B]` u32.
+   * @param sample How to sample (its `step` is ignored: each run passes its own).
+   * @returns The loop; dispose it before the decoder.
+   */
+  loop(
+    into: { next: Tensor<"u32">; history: Tensor<"u32"> },
+    sample: SampleOptions = {},
+  ): DecodeLoop {
+    const op = "Decoder.loop";
+    if (this.model.layers.some((l) => l.ffn instanceof MoeFeedForward)) {
+      throw new ValueError(op, "a captured decode loop does not support MoE models");
+    }
+    const { batch: b, capacity: cap } = this.cache;
+    const { next, history } = into;
+    const captured = captureStep(
+      this.model.device,
+      {
+        sv: { shape: [STEP_VALUES_LENGTH], dtype: "u32" },
+        bias: { shape: [b, 1, 1, cap], dtype: "f32" },
+      },
+      ({ sv, bias }) => {
+        using col = next.reshape([b, 1]);
+        const logits = this.#forward(col, this.sparse, { sv, bias });
+        sampleTokens(logits, { ...sample, step: 0 }, { next, history, slot: 0, stepValues: sv });
+        logits.dispose();
+        return {};
+      },
+    );
+    let verified = false;
+    return {
+      run: (step: number, slot: number) => {
+        if (this.cache.length + 1 > cap) {
+          throw new ValueError(op, `the cache is full (${cap} positions)`);
+        }
+        const data = {
+          sv: Uint32Array.of(this.cache.length, step, slot, 0),
+          bias: this.#biasData(1),
+        };
+        if (captured.captured && !verified) {
+          captured.verify(data);
+          verified = true;
+        } else captured.run(data);
+        this.cache.advance(1);
+      },
+      get captured() {
+        return captured.captured;
+      },
+      dispose: () => captured.dispose(),
+      [Symbol.dispose]: () => captured.dispose(),
+    };
+  }
+
+  #forward(
+    ids: Tensor<"u32">,
+    sparseNow: boolean,
+    captured?: { sv: Tensor<"u32">; bias: Tensor<"f32"> },
+  ): Tensor<"f32"> {
     const m = this.model;
     const t = ids.shape[1]!;
-    const bias = this.#bias(t);
+    const bias = captured?.bias ?? this.#bias(t);
+    const sv = captured?.sv;
     const out = noGrad(() =>
       scope(() => {
         let x = embedding(m.embed, ids);
         m.layers.forEach((block, i) => {
           const h = add(
             x,
-            this.#attention(block.attn, i, block.attnNorm.forward(x), bias, sparseNow),
+            this.#attention(block.attn, i, block.attnNorm.forward(x), bias, sparseNow, sv),
           );
           const u = block.ffnNorm.forward(h);
           const f = block.ffn instanceof MoeFeedForward
@@ -227,13 +311,21 @@ export class Decoder implements Disposable {
         return m.lmHead.forward(m.norm.forward(last));
       })
     );
-    bias.dispose();
-    this.cache.advance(t);
+    // A captured loop owns its mask and advances the cache itself (a replay runs no JS).
+    if (!captured) {
+      bias.dispose();
+      this.cache.advance(t);
+    }
     return out;
   }
 
   /** Additive attention mask `[B, 1, T, Tmax]`: causal, padding and unwritten slots. */
   #bias(t: number): Tensor<"f32"> {
+    const { batch: b, capacity: cap } = this.cache;
+    return this.model.device.tensor(this.#biasData(t), [b, 1, t, cap]);
+  }
+
+  #biasData(t: number): Float32Array {
     const { batch: b, capacity: cap, length: pos } = this.cache;
     const data = new Float32Array(b * t * cap).fill(MASKED);
     for (let r = 0; r < b; r++) {
@@ -242,7 +334,7 @@ export class Decoder implements Disposable {
         for (let j = this.pads[r]!; j <= pos + q; j++) data[row + j] = 0;
       }
     }
-    return this.model.device.tensor(data, [b, 1, t, cap]);
+    return data;
   }
 
   #attention(
@@ -251,14 +343,16 @@ export class Decoder implements Disposable {
     x: Tensor<"f32">,
     bias: Tensor<"f32">,
     sparseNow: boolean,
+    sv?: Tensor<"u32">,
   ): Tensor<"f32"> {
     const [b, t, d] = x.shape as [number, number, number];
     const c = attn.config, h = c.nHeads, hd = d / h;
     const [q, k, v] = this.#project(attn.qkvSite, x, [attn.q, attn.k, attn.v], sparseNow);
     const heads = (y: Tensor<"f32">) => y.reshape([b, t, h, hd]);
-    const pos = this.cache.length;
-    const [qr, kr] = ropePair(heads(q!), heads(k!), { base: c.ropeTheta, offset: pos });
-    this.cache.write(layer, kr, heads(v!));
+    // In a captured loop the position comes from the step values (offset 0 + sv[pos]).
+    const offset = sv ? 0 : this.cache.length;
+    const [qr, kr] = ropePair(heads(q!), heads(k!), { base: c.ropeTheta, offset, stepValues: sv });
+    this.cache.write(layer, kr, heads(v!), sv);
     // Scaled by the product's alpha, as in Attention.forward (same rounding as the training
     // path). q stays [B, T, H, hd] and is read as [B, H, T, hd] against the [B, H, Tmax, hd]
     // cache; the context is written back into [B, T, H, hd] (strided views, no permute copies).
@@ -369,6 +463,13 @@ export interface GenerateOptions extends SampleOptions, DecodeOptions {
    * costs ≥ 10 ms; 1 elsewhere). At least 16 on WebGPU.
    */
   readEvery?: number;
+  /**
+   * Capture the decode step ({@link Decoder.loop}) and replay it for every token: no op code,
+   * allocation or bind-group creation per token. Default: on for WebGPU (where a decode step is
+   * bound by the host cost of its launches), off for the host backends and for MoE models. The
+   * tokens are the same either way.
+   */
+  capture?: boolean;
 }
 
 /** Why a sequence ended. */
@@ -510,7 +611,11 @@ export async function* streamGenerate(
   moe.forEach((f) => (f.statsEnabled = false));
   const chunk = Math.min(readEvery, steps);
   const next = dev.empty([b], "u32", op);
-  const hist = [dev.empty([chunk, b], "u32", op), dev.empty([chunk, b], "u32", op)];
+  // Chunk i's ids are read back while chunk i + 1 is computed: rows [0, chunk) and [chunk,
+  // 2·chunk) of one history buffer take turns (one buffer, so a captured step can bind it).
+  const hist = dev.empty([2 * chunk, b], "u32", op);
+  const capture = opts.capture ?? (webgpu && moe.length === 0);
+  let loop: DecodeLoop | null = null;
   try {
     // Token ids of chunk i are read while chunk i + 1 is computed (two history buffers).
     let pending: Promise<ArrayBuffer> | null = null;
@@ -549,32 +654,38 @@ export async function* streamGenerate(
       return { steps: done, tokens: fresh, text, finished: [...finished] };
     };
     for (let step = 0; step < steps; step++) {
-      const slot = step % chunk;
-      const into = { next, history: hist[Math.floor(step / chunk) % 2]!, slot };
-      let logits: Tensor<"f32">;
-      if (step === 0) logits = dec.prefill(ids);
-      else {
+      const inChunk = step % chunk, first = (Math.floor(step / chunk) % 2) * chunk;
+      const slot = first + inChunk;
+      if (step === 0) {
+        const logits = dec.prefill(ids);
+        sampleTokens(logits, sample(step), { next, history: hist, slot });
+        logits.dispose();
+      } else if (capture) {
+        loop ??= dec.loop({ next, history: hist }, opts);
+        loop.run(step, slot);
+      } else {
         using col = next.reshape([b, 1]);
-        logits = dec.step(col);
+        const logits = dec.step(col);
+        sampleTokens(logits, sample(step), { next, history: hist, slot });
+        logits.dispose();
       }
-      sampleTokens(logits, sample(step), into);
-      logits.dispose();
       const last = step === steps - 1;
-      if (slot === chunk - 1 || last) {
+      if (inChunk === chunk - 1 || last) {
         if (pending) {
           const c = absorb(await pending, pendingRows, pendingSteps);
           yield c;
           if (finished.every((f) => f !== null)) return;
         }
-        pending = dev.backend.read(into.history.storage(op), (slot + 1) * b * 4, 0);
-        pendingRows = slot + 1;
+        pending = dev.backend.read(hist.storage(op), (inChunk + 1) * b * 4, first * b * 4);
+        pendingRows = inChunk + 1;
         pendingSteps = step + 1;
       }
     }
     if (pending) yield absorb(await pending, pendingRows, pendingSteps);
   } finally {
+    loop?.dispose();
     next.dispose();
-    hist.forEach((h) => h.dispose());
+    hist.dispose();
     sites.forEach((s, i) => (s.countEnabled = counting[i]!));
     moe.forEach((f, i) => (f.statsEnabled = stats[i]!));
   }

@@ -81,8 +81,10 @@ export class KVCache implements Disposable {
    * @param layer Layer index.
    * @param k New keys `[B, T, H, hd]` (after RoPE).
    * @param v New values `[B, T, H, hd]`.
+   * @param stepValues In a captured decode loop, u32 step values (kernels/step_values.ts) whose
+   *   position entry the kernel reads as the write position, written before each replay.
    */
-  write(layer: number, k: Tensor<"f32">, v: Tensor<"f32">): void {
+  write(layer: number, k: Tensor<"f32">, v: Tensor<"f32">, stepValues?: Tensor<"u32">): void {
     const op = "KVCache.write";
     const want = [this.batch, -1, this.heads, this.headDim];
     for (const x of [k, v]) {
@@ -109,11 +111,13 @@ export class KVCache implements Disposable {
       h: this.heads,
       hd: this.headDim,
       tMax: this.capacity,
-      pos: this.length,
+      // With step values the position comes from the device (the same value, this.length).
+      pos: stepValues ? 0 : this.length,
     };
     const dev = k.device;
-    dev.run(kvWriteDispatch(p, k.storage(op), this.#k[layer]!.storage(op)));
-    dev.run(kvWriteDispatch(p, v.storage(op), this.#v[layer]!.storage(op)));
+    const sv = stepValues?.storage(op);
+    dev.run(kvWriteDispatch(p, k.storage(op), this.#k[layer]!.storage(op), sv));
+    dev.run(kvWriteDispatch(p, v.storage(op), this.#v[layer]!.storage(op), sv));
   }
 
   /**

@@ -52,6 +52,7 @@ export type { ActiveParams, MatchedArm, MatchOptions } from "./sizing.ts";
 export { KVCache } from "./kv_cache.ts";
 export { Decoder, generate, streamGenerate } from "./generate.ts";
 export type {
+  DecodeLoop,
   DecodeOptions,
   FinishReason,
   GenerateOptions,

@@ -10,7 +10,9 @@ import {
   ropePairDispatch,
   type RopeParams,
 } from "../../kernels/rope.ts";
+import { STEP_VALUES_LENGTH } from "../../kernels/step_values.ts";
 import { needsGrad, record, recordGroup } from "../autograd/tape.ts";
+import type { Shape } from "../core/shape.ts";
 import { type DType, isFloat } from "../core/dtype.ts";
 import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -21,6 +23,12 @@ export interface RopeOptions {
   offset?: number;
   /** θ base of the frequencies (default 10000). */
   base?: number;
+  /**
+   * Step values (u32 `[4]`, kernels/step_values.ts) whose position entry is added to `offset` on
+   * the device: a captured decode loop's position, which changes every step (`ropePair` only,
+   * no gradient).
+   */
+  stepValues?: Tensor<"u32">;
 }
 
 /**
@@ -83,6 +91,7 @@ export function ropeFrequencies(headDim: number, base = 10000): Float32Array {
  * ```
  */
 export function rope<D extends DType>(x: Tensor<D>, opts: RopeOptions = {}): Tensor<D> {
+  if (opts.stepValues) throw new ValueError("rope", "stepValues is supported by ropePair only");
   const op = "rope";
   const params = ropeParams(op, x, opts);
   const out = x.device.empty(x.shape, x.dtype, op);
@@ -146,6 +155,8 @@ export function ropePair<D extends DType>(
     throw DeviceError.mismatch(op, [a.shape, b.shape], "the tensors live on different devices");
   }
   const dev = a.device;
+  const sv = opts.stepValues;
+  if (sv) checkStepValues(op, sv, [a.shape, b.shape], needsGrad(a, b));
   const outA = dev.empty(a.shape, a.dtype, op), outB = dev.empty(b.shape, b.dtype, op);
   if (a.size === 0) return [outA, outB];
   dev.run(
@@ -156,6 +167,7 @@ export function ropePair<D extends DType>(
       outA.storage(op),
       b.storage(op),
       outB.storage(op),
+      sv?.storage(op),
     ),
   );
   if (needsGrad(a, b)) {
@@ -184,6 +196,20 @@ export function ropePair<D extends DType>(
     });
   }
   return [outA, outB];
+}
+
+/** Step values must be u32 `[4]` on the tensors' device, and carry no gradient path. */
+function checkStepValues(op: string, sv: Tensor, shapes: Shape[], grad: boolean): void {
+  if (sv.dtype !== "u32" || sv.size !== STEP_VALUES_LENGTH) {
+    throw ShapeError.mismatch(
+      op,
+      [...shapes, sv.shape],
+      `stepValues must be u32 [${STEP_VALUES_LENGTH}], got ${sv.dtype} [${sv.shape}]`,
+    );
+  }
+  if (grad) {
+    throw new ValueError(op, "stepValues is for decoding (no gradient); got inputs needing one");
+  }
 }
 
 /** Checks a rope input and options; returns the kernel's parameters. */

@@ -5,6 +5,7 @@
  * @module
  */
 import { sampleDispatch } from "../../kernels/sample.ts";
+import { STEP_VALUES_LENGTH } from "../../kernels/step_values.ts";
 import { DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
@@ -30,6 +31,12 @@ export interface SampleInto {
   history: Tensor<"u32">;
   /** Row of `history` to write. */
   slot: number;
+  /**
+   * In a captured decode loop: u32 step values `[pos, step, slot, 0]` (kernels/step_values.ts),
+   * written before each replay; the kernel then uses `step + values[1]` and `slot + values[2]`
+   * (pass `step` and `slot` 0), since a replay cannot change a uniform.
+   */
+  stepValues?: Tensor<"u32">;
 }
 
 /**
@@ -75,6 +82,14 @@ export function sampleTokens(
   if (v < 1 || t < 1) throw ShapeError.mismatch(op, [logits.shape], "needs V ≥ 1 and T ≥ 1");
   const dev = logits.device;
   let next: Tensor<"u32">, history: Tensor<"u32">, slot = 0;
+  const sv = into?.stepValues;
+  if (sv && (sv.dtype !== "u32" || sv.size !== STEP_VALUES_LENGTH)) {
+    throw ShapeError.mismatch(
+      op,
+      [logits.shape, sv.shape],
+      `into.stepValues must be u32 [${STEP_VALUES_LENGTH}], got ${sv.dtype}`,
+    );
+  }
   if (into) {
     ({ next, history, slot } = into);
     const rows = history.shape[0] ?? 0;
@@ -107,7 +122,12 @@ export function sampleTokens(
           step: opts.step ?? 0,
           slot,
         },
-        [logits.storage(op), next.storage(op), history.storage(op)],
+        [
+          logits.storage(op),
+          next.storage(op),
+          history.storage(op),
+          ...(sv ? [sv.storage(op)] : []),
+        ],
       ),
     );
   }
