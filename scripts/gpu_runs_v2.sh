@@ -7,7 +7,8 @@
 #
 # Order, each step capped so one call does everything it can in time:
 #   1. benches, under 3 minutes: engine overheads (dispatch µs, the 1,000-op chain, dispatches per
-#      step), decode tokens/s at batch 1 and 16, matmul and sparse GEMV tables, every matmul
+#      step), decode tokens/s at batch 1 and 16 and captured against ordinary decode steps
+#      (bench/decode_capture.ts), matmul and sparse GEMV tables, every matmul
 #      kernel variant per shape with autotune's pick (bench/matmul_variants.ts), top-K and the
 #      training-time mask's two kernels (bench/topk_variants.ts), training
 #      tokens/s tiny and s (dense and S = .5), captured against ordinary training steps at batch
@@ -48,6 +49,7 @@ if [ "${BENCHES:-1}" = 1 ]; then
 [ "$DRY" = 1 ] || rm -f results/bench/*.json
 bench engine 20 bench/engine.ts --no-llvmpipe
 bench decode 25 bench/decode.ts --device webgpu --batches 1,16 --sparsities 0.5,0.8 --rounds 3
+bench decode-capture 30 bench/decode_capture.ts --device webgpu --rounds 3
 bench matmul 15 bench/matmul_table.ts
 bench matmul-variants 45 bench/matmul_variants.ts --big --f16
 bench sparsity 12 bench/sparsity_table.ts --no-peers --quick

@@ -14,7 +14,7 @@ apt-get "${o[@]}" update >/dev/null
 (cd .gpu && apt-get "${o[@]}" download libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libgles2 libopengl0)
 dir=$(mktemp -d)
 DENO_DIR=$dir/denodir deno cache cli.ts scripts/pick_lr.ts scripts/warm_autotune.ts bench/matmul_table.ts bench/sparsity_table.ts \
-  bench/train_speed.ts bench/engine.ts bench/decode.ts bench/matmul_variants.ts bench/capture.ts bench/topk_variants.ts
+  bench/train_speed.ts bench/engine.ts bench/decode.ts bench/matmul_variants.ts bench/capture.ts bench/topk_variants.ts bench/decode_capture.ts
 DENO_DIR=$dir/denodir deno eval 'import { loadBrownCorpus } from "./src/train/corpus.ts"; await loadBrownCorpus();'
 rm -rf "$dir"/denodir/*analysis_cache*
 tar -cJf .gpu/denodir.tar.xz -C "$dir" denodir
