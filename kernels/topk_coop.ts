@@ -21,7 +21,12 @@
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { keyFnWgsl } from "./topk.ts";
 import { defineKernel } from "./spec.ts";
-import { TOPK_MASK_BINDINGS, topkMaskHost, type TopkSmallSpec } from "./topk_small.ts";
+import {
+  TOPK_MASK_BINDINGS,
+  topkMaskHost,
+  type TopkSmallSpec,
+  writeKeptWgsl,
+} from "./topk_small.ts";
 
 /** Invocations per workgroup (one workgroup per segment). */
 const WG = 64;
@@ -106,14 +111,7 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) w: vec3u)
   if (tot.y > 0.0) { scale = sqrt(tot.x / tot.y); }`
       : ""
   }
-  var taken = before;
-  for (var j = lo; j < hi; j = j + 1u) {
-    let key = keyOf(x[base + j]);
-    var keep = key > t;
-    if (key == t && taken < ties) { keep = true; taken = taken + 1u; }
-    out[base + j] = select(${T}(0), ${T}(f32(x[base + j]) * scale), keep);
-    ${s.mask ? `msk[base + j] = select(${T}(0), ${T}(1), keep);` : ""}
-  }
+  ${writeKeptWgsl(T, s.mask, "lo", "hi", "before")}
 }`;
 }
 

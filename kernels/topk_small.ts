@@ -84,16 +84,39 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     if (kept > 0.0) { scale = sqrt(all / kept); }`
       : ""
   }
-    var taken = 0u;
-    for (var j = 0u; j < p.d; j = j + 1u) {
-      let key = keyOf(x[base + j]);
-      var keep = key > t;
-      if (key == t && taken < ties) { keep = true; taken = taken + 1u; }
-      out[base + j] = select(${T}(0), ${T}(f32(x[base + j]) * scale), keep);
-      ${s.mask ? `msk[base + j] = select(${T}(0), ${T}(1), keep);` : ""}
-    }
+    ${writeKeptWgsl(T, s.mask, "0u", "p.d", "0u")}
   }
 }`;
+}
+
+/**
+ * WGSL writing `out` (and `msk`) for entries `[from, to)` of a segment at `base`, given the
+ * threshold key `t`, the `ties` to keep and `scale`: every key above `t`, then keys equal to it
+ * while fewer than `ties` are taken (counting from `taken0`, the ties before `from`). Shared by
+ * the mask kernels (this one and kernels/topk_coop.ts), so both keep the same entries.
+ *
+ * @param T Storage type.
+ * @param mask Also write the 0/1 mask.
+ * @param from First entry (WGSL expression).
+ * @param to End of the entries (WGSL expression).
+ * @param taken0 Ties kept before `from` (WGSL expression).
+ * @returns The WGSL loop.
+ */
+export function writeKeptWgsl(
+  T: string,
+  mask: boolean,
+  from: string,
+  to: string,
+  taken0: string,
+): string {
+  return `var taken = ${taken0};
+  for (var j = ${from}; j < ${to}; j = j + 1u) {
+    let key = keyOf(x[base + j]);
+    var keep = key > t;
+    if (key == t && taken < ties) { keep = true; taken = taken + 1u; }
+    out[base + j] = select(${T}(0), ${T}(f32(x[base + j]) * scale), keep);
+    ${mask ? `msk[base + j] = select(${T}(0), ${T}(1), keep);` : ""}
+  }`;
 }
 
 const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
