@@ -147,7 +147,7 @@ ${MATMUL_PROLOGUE}`;
     const header = SHARED.header({ types, omit: unused(["B", "C"], p.count) });
     let cases = "";
     for (let i = 0; i < p.count; i++) {
-      const q = parts(p.dtype, ta, tb, { A: "A", B: `B${i}`, C: `C${i}` });
+      const q = parts(ta, tb, { A: "A", B: `B${i}`, C: `C${i}` });
       const label = i === p.count - 1 ? "default" : `case ${i}u`;
       cases += `    ${label}: {\n${q.idx}${q.decl}${q.loop}${storeBlock(p.dtype, `C${i}`)}    }\n`;
     }
@@ -156,9 +156,9 @@ ${MATMUL_PROLOGUE}`;
   }
   const header = SUMMED.header({ types, omit: unused(["A", "B"], p.count) });
   let loops = "";
-  const first = parts(p.dtype, ta, tb, { A: "A0", B: "B0", C: "C" });
+  const first = parts(ta, tb, { A: "A0", B: "B0", C: "C" });
   for (let i = 0; i < p.count; i++) {
-    loops += parts(p.dtype, ta, tb, { A: `A${i}`, B: `B${i}`, C: "C" }).loop;
+    loops += parts(ta, tb, { A: `A${i}`, B: `B${i}`, C: "C" }).loop;
   }
   return `${header}\n${head}${first.idx}${first.decl}${loops}${storeBlock(p.dtype, "C")}}`;
 }
@@ -178,7 +178,7 @@ export function linearGroupSplitWgsl(p: LinearGroupProblem): string {
   const header = SPLIT.header({ types, omit: unused(["B"], p.count) });
   let cases = "";
   for (let i = 0; i < p.count; i++) {
-    const q = parts(p.dtype, p.transposeA, p.transposeB, { A: "A", B: `B${i}`, C: "parts" });
+    const q = parts(p.transposeA, p.transposeB, { A: "A", B: `B${i}`, C: "parts" });
     const label = i === p.count - 1 ? "default" : `case ${i}u`;
     cases += `    ${label}: {\n${q.idx}${q.decl}${q.loop}${storeBlock(p.dtype, "parts")}    }\n`;
   }

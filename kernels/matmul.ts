@@ -12,6 +12,13 @@
  *
  * Batch broadcasting: a batch stride of 0 reuses one matrix for every batch (e.g. a weight).
  *
+ * The three generators are written once for every family of such kernels: a
+ * {@link MatmulFamily} says where the matrices lie (batch bases and leading dimensions, as WGSL
+ * over the family's parameters) and how sums are scaled before the store, and the loops, FMA
+ * order, tiling and vec4 loads are shared. This file's family is contiguous; the strided one of
+ * kernels/matmul_strided.ts (attention's views) is the other, and the grouped kernels of
+ * kernels/linear_group.ts reuse the parts ({@link matmulTiledParts}, {@link storeBlock}).
+ *
  * Kernels for discrete GPUs (shared-memory tilings, workgroup GEMVs: kernels/matmul_tuning.ts)
  * run when forced by name or when an autotuning device measured one of them fastest for the
  * problem's class: {@link matmulDispatch} offers them as a `tune` of the default dispatch.
@@ -34,7 +41,7 @@ import {
   type SmemVariant,
 } from "./matmul_tuning.ts";
 import { matmulNative } from "./native/matmul.ts";
-import { defineKernel } from "./spec.ts";
+import { type DeclaredKernel, defineKernel, type ParamTypes } from "./spec.ts";
 
 /** Problem description of one (batched) matmul. */
 export interface MatmulProblem {
@@ -125,8 +132,47 @@ const MATMUL = defineKernel({
   params: { m: "u32", n: "u32", k: "u32", batch: "u32", sa: "u32", sb: "u32", sc: "u32" },
 });
 
-const HEADER = (dtype: DType, vec: boolean) =>
-  MATMUL.header({ types: { T: dtype, V: vec ? `vec4<${dtype}>` : dtype } });
+/**
+ * A family of default kernels (`tiled`, `general`, `gemv`): its declaration and where its
+ * matrices lie, as WGSL over its parameters `p`. The contiguous family here and the strided one
+ * of kernels/matmul_strided.ts differ only in these; the arithmetic is generated once.
+ */
+export interface MatmulFamily {
+  /** Declares the bindings A, B (of the load type `V`) and C (of `T`), and the parameters. */
+  kernel: Pick<DeclaredKernel<ParamTypes>, "header" | "key">;
+  /** Statements that name, from `gid.z`, the batch indices the bases read. */
+  batch: string;
+  /** Element offset of the batch's matrix of A. */
+  aBase: string;
+  /** Element offset of the batch's matrix of B. */
+  bBase: string;
+  /** Element offset of the batch's matrix of C. */
+  cBase: string;
+  /** Elements between stored rows of A (stored `[m, k]`, or `[k, m]` when transposed). */
+  lda(transposed: boolean): string;
+  /** Elements between stored rows of B (stored `[k, n]`, or `[n, k]` when transposed). */
+  ldb(transposed: boolean): string;
+  /** Elements between rows of C. */
+  ldc: string;
+  /** Suffix applied to every f32 sum before it is stored ("" for none). */
+  scale: string;
+}
+
+/** Packed matrices (rows `k`, `m`, `n` long), consecutive ones `sa`, `sb`, `sc` elements apart. */
+const CONTIGUOUS: MatmulFamily = {
+  kernel: MATMUL,
+  batch: "  let b = gid.z;\n",
+  aBase: "b * p.sa",
+  bBase: "b * p.sb",
+  cBase: "b * p.sc",
+  lda: (transposed) => transposed ? "p.m" : "p.k",
+  ldb: (transposed) => transposed ? "p.k" : "p.n",
+  ldc: "p.n",
+  scale: "",
+};
+
+const header = (family: MatmulFamily, dtype: DType, vec: boolean) =>
+  family.kernel.header({ types: { T: dtype, V: vec ? `vec4<${dtype}>` : dtype } });
 
 /** Binding names a generated matmul body reads and writes (the grouped kernels rename them). */
 export interface MatmulNames {
@@ -150,16 +196,17 @@ export interface MatmulParts {
   loop: string;
 }
 
-/** The guarded store of the 8×8 register block into `C` (named by `c`). */
-export function storeBlock(dtype: DType, c = "C"): string {
+/** The guarded store of the 8×8 register block into `C` (named by `c`) of `family`. */
+export function storeBlock(dtype: DType, c = "C", family = CONTIGUOUS): string {
   let s = "";
   for (let r = 0; r < TM; r++) {
     s += `  if (row0 + ${r}u < p.m) {\n`;
+    s += `    let crow = cbase + (row0 + ${r}u) * ${family.ldc} + col0;\n`;
     for (let cc = 0; cc < TN / 4; cc++) {
       for (let j = 0; j < 4; j++) {
         const col = 4 * cc + j;
         s +=
-          `    if (col0 + ${col}u < p.n) { ${c}[cbase + (row0 + ${r}u) * p.n + col0 + ${col}u] = ${dtype}(acc${r}_${cc}[${j}]); }\n`;
+          `    if (col0 + ${col}u < p.n) { ${c}[crow + ${col}u] = ${dtype}(acc${r}_${cc}[${j}]${family.scale}); }\n`;
       }
     }
     s += "  }\n";
@@ -167,14 +214,15 @@ export function storeBlock(dtype: DType, c = "C"): string {
   return s;
 }
 
-/** The pieces of the vec4 register-tiled kernel, reading and writing the bindings `names`. */
+/** The pieces of the vec4 register-tiled kernel on the bindings `names` of `family`. */
 export function matmulTiledParts(
-  _dtype: DType,
   ta: boolean,
   tb: boolean,
   names: MatmulNames = PLAIN,
+  family = CONTIGUOUS,
 ): MatmulParts {
   const { A, B } = names;
+  const lda = family.lda(ta), ldb = family.ldb(tb);
   let decl = "";
   for (let r = 0; r < TM; r++) {
     for (let c = 0; c < TN / 4; c++) decl += `  var acc${r}_${c} = vec4f(0.0);\n`;
@@ -188,14 +236,14 @@ export function matmulTiledParts(
   const aVal: string[][] = [];
   if (!ta) {
     for (let r = 0; r < TM; r++) {
-      body += `    let a${r} = vec4f(${A}[(abase + m${r} * p.k + k) / 4u]);\n`;
+      body += `    let a${r} = vec4f(${A}[(abase + m${r} * ${lda} + k) / 4u]);\n`;
     }
     for (let r = 0; r < TM; r++) aVal.push([0, 1, 2, 3].map((kk) => `a${r}[${kk}]`));
   } else {
     for (let kk = 0; kk < 4; kk++) {
       for (let j = 0; j < TM / 4; j++) {
         body +=
-          `    let at${kk}_${j} = vec4f(${A}[(abase + (k + ${kk}u) * p.m + row0) / 4u + ${j}u]);\n`;
+          `    let at${kk}_${j} = vec4f(${A}[(abase + (k + ${kk}u) * ${lda} + row0) / 4u + ${j}u]);\n`;
       }
     }
     for (let r = 0; r < TM; r++) aVal.push([0, 1, 2, 3].map((kk) => `at${kk}_${r >> 2}[${r & 3}]`));
@@ -207,14 +255,14 @@ export function matmulTiledParts(
       const row: string[] = [];
       for (let c = 0; c < TN / 4; c++) {
         body +=
-          `    let b${kk}_${c} = vec4f(${B}[(bbase + (k + ${kk}u) * p.n + col0) / 4u + ${c}u]);\n`;
+          `    let b${kk}_${c} = vec4f(${B}[(bbase + (k + ${kk}u) * ${ldb} + col0) / 4u + ${c}u]);\n`;
         row.push(`b${kk}_${c}`);
       }
       bVec.push(row);
     }
   } else {
     for (let c = 0; c < TN; c++) {
-      body += `    let bt${c} = vec4f(${B}[(bbase + n${c} * p.k + k) / 4u]);\n`;
+      body += `    let bt${c} = vec4f(${B}[(bbase + n${c} * ${ldb} + k) / 4u]);\n`;
     }
     for (let kk = 0; kk < 4; kk++) {
       const row: string[] = [];
@@ -235,14 +283,15 @@ export function matmulTiledParts(
   return { idx, decl, loop: `  for (var k = 0u; k < p.k; k = k + 4u) {\n${body}  }\n` };
 }
 
-/** The pieces of the general kernel (scalar loads, clamped indices) on the bindings `names`. */
+/** The pieces of the general kernel (scalar loads, clamped indices) on `names` of `family`. */
 export function matmulGeneralParts(
-  _dtype: DType,
   ta: boolean,
   tb: boolean,
   names: MatmulNames = PLAIN,
+  family = CONTIGUOUS,
 ): MatmulParts {
   const { A, B } = names;
+  const lda = family.lda(ta), ldb = family.ldb(tb);
   let decl = "", idx = "", body = "";
   for (let r = 0; r < TM; r++) {
     for (let c = 0; c < TN / 4; c++) decl += `  var acc${r}_${c} = vec4f(0.0);\n`;
@@ -250,12 +299,13 @@ export function matmulGeneralParts(
   for (let r = 0; r < TM; r++) idx += `  let m${r} = min(row0 + ${r}u, p.m - 1u);\n`;
   for (let c = 0; c < TN; c++) idx += `  let n${c} = min(col0 + ${c}u, p.n - 1u);\n`;
   for (let r = 0; r < TM; r++) {
-    body += `    let a${r} = f32(${A}[abase + ${ta ? `k * p.m + m${r}` : `m${r} * p.k + k`}]);\n`;
+    const at = ta ? `k * ${lda} + m${r}` : `m${r} * ${lda} + k`;
+    body += `    let a${r} = f32(${A}[abase + ${at}]);\n`;
   }
   for (let c = 0; c < TN / 4; c++) {
     const comps = [0, 1, 2, 3].map((j) => {
       const n = `n${4 * c + j}`;
-      return `f32(${B}[bbase + ${tb ? `${n} * p.k + k` : `k * p.n + ${n}`}])`;
+      return `f32(${B}[bbase + ${tb ? `${n} * ${ldb} + k` : `k * ${ldb} + ${n}`}])`;
     });
     body += `    let b${c} = vec4f(${comps.join(", ")});\n`;
   }
@@ -267,15 +317,19 @@ export function matmulGeneralParts(
   return { idx, decl, loop: `  for (var k = 0u; k < p.k; k = k + 1u) {\n${body}  }\n` };
 }
 
-/** The prologue every register-blocked matmul kernel shares: block origin and batch bases. */
-export const MATMUL_PROLOGUE = `  let row0 = gid.y * ${TM}u;
+/** Block origin, batch bases and the early exit of a register-blocked kernel of `family`. */
+function blockPrologue(family: MatmulFamily): string {
+  return `  let row0 = gid.y * ${TM}u;
   let col0 = gid.x * ${TN}u;
-  let b = gid.z;
-  let abase = b * p.sa;
-  let bbase = b * p.sb;
-  let cbase = b * p.sc;
+${family.batch}  let abase = ${family.aBase};
+  let bbase = ${family.bBase};
+  let cbase = ${family.cBase};
   if (row0 >= p.m || col0 >= p.n) { return; }
 `;
+}
+
+/** The prologue of the contiguous register-blocked kernels (its batch index is `b`). */
+export const MATMUL_PROLOGUE = blockPrologue(CONTIGUOUS);
 
 /** Rows (and columns) of C one invocation of the register-blocked kernels computes. */
 export const MATMUL_BLOCK = TM;
@@ -283,48 +337,59 @@ export const MATMUL_BLOCK = TM;
 /** Workgroup size (x and y) of the register-blocked kernels. */
 export const MATMUL_WORKGROUP = WX;
 
-function blockedWgsl(dtype: DType, vec: boolean, parts: MatmulParts): string {
-  return `${HEADER(dtype, vec)}
+function blockedWgsl(dtype: DType, vec: boolean, family: MatmulFamily, parts: MatmulParts): string {
+  return `${header(family, dtype, vec)}
 @compute @workgroup_size(${WX}, ${WY})
 fn main(@builtin(global_invocation_id) gid: vec3u) {
-${MATMUL_PROLOGUE}${parts.idx}${parts.decl}${parts.loop}${storeBlock(dtype)}}`;
+${blockPrologue(family)}${parts.idx}${parts.decl}${parts.loop}${storeBlock(dtype, "C", family)}}`;
 }
 
-/** WGSL of the vec4 register-tiled kernel. */
-export function matmulTiledWgsl(dtype: DType, ta: boolean, tb: boolean): string {
-  return blockedWgsl(dtype, true, matmulTiledParts(dtype, ta, tb));
+/** WGSL of the vec4 register-tiled kernel of `family`. */
+export function matmulTiledWgsl(
+  dtype: DType,
+  ta: boolean,
+  tb: boolean,
+  family = CONTIGUOUS,
+): string {
+  return blockedWgsl(dtype, true, family, matmulTiledParts(ta, tb, PLAIN, family));
 }
 
-/** WGSL of the general kernel: scalar loads, clamped indices, any shape. */
-export function matmulGeneralWgsl(dtype: DType, ta: boolean, tb: boolean): string {
-  return blockedWgsl(dtype, false, matmulGeneralParts(dtype, ta, tb));
+/** WGSL of the general kernel of `family`: scalar loads, clamped indices, any shape. */
+export function matmulGeneralWgsl(
+  dtype: DType,
+  ta: boolean,
+  tb: boolean,
+  family = CONTIGUOUS,
+): string {
+  return blockedWgsl(dtype, false, family, matmulGeneralParts(ta, tb, PLAIN, family));
 }
 
 const GEMV_WG = 64;
 
 /**
- * WGSL of the GEMV: `y = x · B` (B `[k, n]`, each invocation owns 4 consecutive outputs and
- * reads B rows with vec4 loads) or `y = x · Bᵀ` (B `[n, k]`, each invocation owns one output and
- * takes a vec4 dot product along the contiguous k).
+ * WGSL of the GEMV of `family`: `y = x · B` (B `[k, n]`, each invocation owns 4 consecutive
+ * outputs, 16 when `wide`, and reads B rows with vec4 loads) or `y = x · Bᵀ` (B `[n, k]`, each
+ * invocation owns one output and takes a vec4 dot product along the contiguous k).
  */
-export function gemvWgsl(dtype: DType, tb: boolean, wide = false): string {
-  if (!tb && wide) {
-    // 16 outputs (4 vec4) per invocation: each weight row is read as 64-byte runs, which is
-    // what a CPU adapter's caches and SIMD lanes want (about 2× the 4-output form on llvmpipe).
-    return `${HEADER(dtype, true)}
+export function gemvWgsl(dtype: DType, tb: boolean, wide = false, family = CONTIGUOUS): string {
+  const { scale } = family;
+  const bases = `${family.batch}  let abase = (${family.aBase}) / 4u;
+  let cbase = ${family.cBase};
+`;
+  const head = `${header(family, dtype, true)}
 @compute @workgroup_size(${GEMV_WG})
 fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let j = gid.x * 4u;
-  let b = gid.z;
-  if (j * 4u >= p.n) { return; }
-  let abase = b * p.sa / 4u;
-  let n4 = p.n / 4u;
-  let bbase = b * p.sb / 4u + j;
-  var a0 = vec4f(0.0); var a1 = vec4f(0.0); var a2 = vec4f(0.0); var a3 = vec4f(0.0);
+`;
+  if (!tb) {
+    // Output vec4 j of the row; B's row k starts at vec4 bbase + k · ldb4.
+    const loop = wide
+      // 16 outputs (4 vec4) per invocation: each weight row is read as 64-byte runs, which is
+      // what a CPU adapter's caches and SIMD lanes want (about 2× the 4-output form on llvmpipe).
+      ? `  var a0 = vec4f(0.0); var a1 = vec4f(0.0); var a2 = vec4f(0.0); var a3 = vec4f(0.0);
   for (var k = 0u; k < p.k; k = k + 4u) {
     let x = vec4f(A[abase + k / 4u]);
     for (var t = 0u; t < 4u; t = t + 1u) {
-      let r = bbase + (k + t) * n4;
+      let r = bbase + (k + t) * ldb4;
       let xv = vec4f(x[t]);
       a0 = fma(xv, vec4f(B[r]), a0);
       a1 = fma(xv, vec4f(B[r + 1u]), a1);
@@ -332,48 +397,36 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
       a3 = fma(xv, vec4f(B[r + 3u]), a3);
     }
   }
-  let o = b * p.sc + j * 4u;
+  let o = cbase + j * 4u;
   for (var c = 0u; c < 4u; c = c + 1u) {
-    let v = select(select(select(a3, a2, c == 2u), a1, c == 1u), a0, c == 0u);
+    let v = select(select(select(a3, a2, c == 2u), a1, c == 1u), a0, c == 0u)${scale};
     C[o + 4u * c] = ${dtype}(v[0]); C[o + 4u * c + 1u] = ${dtype}(v[1]);
     C[o + 4u * c + 2u] = ${dtype}(v[2]); C[o + 4u * c + 3u] = ${dtype}(v[3]);
-  }
-}`;
-  }
-  if (!tb) {
-    return `${HEADER(dtype, true)}
-@compute @workgroup_size(${GEMV_WG})
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let j = gid.x;
-  let b = gid.z;
-  if (j * 4u >= p.n) { return; }
-  let abase = b * p.sa / 4u;
-  let n4 = p.n / 4u;
-  let bbase = b * p.sb / 4u + j;
-  var acc0 = vec4f(0.0);
+  }`
+      : `  var acc0 = vec4f(0.0);
   var acc1 = vec4f(0.0);
   for (var k = 0u; k < p.k; k = k + 4u) {
     let x = vec4f(A[abase + k / 4u]);
-    let r = bbase + k * n4;
+    let r = bbase + k * ldb4;
     acc0 = fma(vec4f(x[0]), vec4f(B[r]), acc0);
-    acc1 = fma(vec4f(x[1]), vec4f(B[r + n4]), acc1);
-    acc0 = fma(vec4f(x[2]), vec4f(B[r + 2u * n4]), acc0);
-    acc1 = fma(vec4f(x[3]), vec4f(B[r + 3u * n4]), acc1);
+    acc1 = fma(vec4f(x[1]), vec4f(B[r + ldb4]), acc1);
+    acc0 = fma(vec4f(x[2]), vec4f(B[r + 2u * ldb4]), acc0);
+    acc1 = fma(vec4f(x[3]), vec4f(B[r + 3u * ldb4]), acc1);
   }
-  let acc = acc0 + acc1;
-  let o = b * p.sc + j * 4u;
+  let acc = (acc0 + acc1)${scale};
+  let o = cbase + j * 4u;
   C[o] = ${dtype}(acc[0]); C[o + 1u] = ${dtype}(acc[1]);
-  C[o + 2u] = ${dtype}(acc[2]); C[o + 3u] = ${dtype}(acc[3]);
+  C[o + 2u] = ${dtype}(acc[2]); C[o + 3u] = ${dtype}(acc[3]);`;
+    return `${head}  let j = gid.x${wide ? " * 4u" : ""};
+  if (j * 4u >= p.n) { return; }
+${bases}  let ldb4 = ${family.ldb(false)} / 4u;
+  let bbase = (${family.bBase}) / 4u + j;
+${loop}
 }`;
   }
-  return `${HEADER(dtype, true)}
-@compute @workgroup_size(${GEMV_WG})
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let j = gid.x;
-  let b = gid.z;
+  return `${head}  let j = gid.x;
   if (j >= p.n) { return; }
-  let abase = b * p.sa / 4u;
-  let bbase = (b * p.sb + j * p.k) / 4u;
+${bases}  let bbase = (${family.bBase} + j * ${family.ldb(true)}) / 4u;
   var acc0 = vec4f(0.0);
   var acc1 = vec4f(0.0);
   var k = 0u;
@@ -385,8 +438,46 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     acc0 = fma(vec4f(A[abase + k / 4u]), vec4f(B[bbase + k / 4u]), acc0);
   }
   let acc = acc0 + acc1;
-  C[b * p.sc + j] = ${dtype}(acc[0] + acc[1] + acc[2] + acc[3]);
+  C[cbase + j] = ${dtype}((acc[0] + acc[1] + acc[2] + acc[3])${scale});
 }`;
+}
+
+/** The fields of a problem of either family that shape its default kernels. */
+type KernelShape = Pick<MatmulProblem, "m" | "n" | "transposeA" | "transposeB" | "dtype">;
+
+/**
+ * Pipeline key, WGSL and grid of a default kernel of `family` for `batch` matrices.
+ *
+ * @param family The kernel family.
+ * @param variant The kernel; the GEMV takes 16 outputs per invocation when B is not transposed
+ *   and N % 16 = 0.
+ * @param p The problem's shape.
+ * @param batch Number of matrices (workgroup z).
+ * @returns The dispatch's `key`, `wgsl` and `workgroups`.
+ */
+export function defaultKernelLaunch(
+  family: MatmulFamily,
+  variant: "tiled" | "general" | "gemv",
+  p: KernelShape,
+  batch: number,
+): Pick<Dispatch, "key" | "wgsl" | "workgroups"> {
+  const { dtype, transposeA: ta, transposeB: tb } = p;
+  const flags = `${ta ? "T" : "N"}${tb ? "T" : "N"}`;
+  if (variant === "gemv") {
+    const wide = !tb && p.n % 16 === 0;
+    return {
+      key: family.kernel.key(wide ? "gemv16" : "gemv", dtype, flags),
+      wgsl: () => gemvWgsl(dtype, tb, wide, family),
+      workgroups: [Math.ceil((tb ? p.n : p.n / (wide ? 16 : 4)) / GEMV_WG), 1, batch],
+    };
+  }
+  return {
+    key: family.kernel.key(variant, dtype, flags),
+    wgsl: variant === "tiled"
+      ? () => matmulTiledWgsl(dtype, ta, tb, family)
+      : () => matmulGeneralWgsl(dtype, ta, tb, family),
+    workgroups: [Math.ceil(p.n / (TN * WX)), Math.ceil(p.m / (TM * WY)), batch],
+  };
 }
 
 /**
@@ -512,26 +603,9 @@ function variantDispatch(
       ? matmulSmemDispatch(variant, SMEM_TILES[variant as SmemVariant], p, a, b, c, cpu, native)
       : gemvWgDispatch(variant, GEMV_SHAPES[variant as GemvWgVariant], p, a, b, c, cpu, native);
   }
-  const ta = p.transposeA, tb = p.transposeB;
-  const flags = `${ta ? "T" : "N"}${tb ? "T" : "N"}`;
-  let wgsl: () => string;
-  let workgroups: [number, number, number];
-  let variantKey: string = variant;
-  if (variant === "gemv") {
-    const wide = !tb && p.n % 16 === 0;
-    wgsl = () => gemvWgsl(p.dtype, tb, wide);
-    workgroups = [Math.ceil((tb ? p.n : p.n / (wide ? 16 : 4)) / GEMV_WG), 1, p.batch];
-    if (wide) variantKey = "gemv16";
-  } else {
-    wgsl = variant === "tiled"
-      ? () => matmulTiledWgsl(p.dtype, ta, tb)
-      : () => matmulGeneralWgsl(p.dtype, ta, tb);
-    workgroups = [Math.ceil(p.n / (TN * WX)), Math.ceil(p.m / (TM * WY)), p.batch];
-  }
   return {
     op: "matmul",
-    key: MATMUL.key(variantKey, p.dtype, flags),
-    wgsl,
+    ...defaultKernelLaunch(CONTIGUOUS, variant, p, p.batch),
     cpu,
     native,
     buffers: [a, b, c],
@@ -544,6 +618,5 @@ function variantDispatch(
       sb: p.strideB,
       sc: p.m * p.n,
     }),
-    workgroups,
   };
 }
