@@ -8,7 +8,8 @@
  * adapter by the kernels.
  *
  * Run: `deno run -A bench/decode_capture.ts [--device webgpu|native|cpu] [--models quick,big]
- * [--batch 1] [--steps 32] [--rounds 5]`. Writes results/bench/decode_capture.json.
+ * [--batch 1] [--steps 32] [--rounds 5]`. Writes results/bench/capture_decode.json (not
+ * `decode_*.json`: notebook 06 reads those as bench/decode.ts tables).
  */
 import { parseArgs } from "node:util";
 import { type Device, openDevice, sampleTokens } from "../mod.ts";
@@ -126,7 +127,7 @@ for (const name of args.models.split(",")) {
   }
 }
 await Deno.mkdir("results/bench", { recursive: true });
-await writeJsonAtomic("results/bench/decode_capture.json", {
+await writeJsonAtomic("results/bench/capture_decode.json", {
   adapter: dev.description,
   kind: dev.kind,
   date: new Date().toISOString(),
