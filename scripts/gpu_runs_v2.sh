@@ -20,7 +20,7 @@
 #      and its pick (a no-op when the CPU runner finished them), and one process tuning the
 #      kernels of every queued shape (scripts/warm_autotune.ts); then the fixed-N_a study seed by
 #      seed; then n853k's main grid seed by seed (the CPU runner keeps xxs, tiny and xs, so each
-#      size's cells share one adapter). n853k's S = .6 cells equal fixed-N_a arms: they are not
+#      size's cells share one adapter); then seeds 4–6 of the fixed-N_a study. n853k's S = .6 cells equal fixed-N_a arms: they are not
 #      queued, and a --reuse-only pass at the end records them from those
 #      arms. A run that fails for any reason other than the deadline is retried once with
 #      QSPARSE_CAPTURE=0, and later cells then start without capture.
@@ -75,7 +75,14 @@ cells() {
   for seed in 1 2 3; do
     for s in 0 0.2 0.3 0.4 0.5 0.7 0.8 0.9; do echo "scaling_v2 size=n853k seed=$seed S=$s"; done
   done
+  # Then more seeds of the fixed-N_a study: with 3 its interior-optimum test had df 2 (raw p
+  # 0.049, Holm 0.15 on 2026-11-30); seeds 4–6 sharpen it.
+  for seed in 4 5 6; do
+    for s in 0 0.3 0.45 0.6 0.75; do echo "fixed_na seed=$seed S=$s"; done
+  done
 }
+# The fixed-N_a grid with seeds 4–6 added (the profile plans 1–3; --seeds extends it).
+FIXED_NA_SEEDS=1,2,3,4,5,6
 # cell STUDY k=v ...: one queued run (called by the pool's workers).
 cell() {
   local study=$1 t where=() rc
@@ -83,6 +90,7 @@ cell() {
   for kv in "$@"; do where+=(--where "$kv"); done
   t=$(($(left) - 10)) # the last 10 s belong to the reuse pass and the final pack
   if [ "$t" -le 20 ]; then log "skip $study $* (deadline)" && return 0; fi
+  [ "$study" = fixed_na ] && where+=(--seeds "$FIXED_NA_SEEDS")
   local cmd=(timeout "$t" $RUN cli.ts sweep --study "$study" --profile "$PROFILE" --device webgpu
     --results "results/$study.jsonl" --runs runs_h200 "${where[@]}")
   if [ -e "$NOCAPTURE" ]; then QSPARSE_CAPTURE=0 "${cmd[@]}" >>"$GPU_LOG" 2>&1; else
@@ -101,13 +109,15 @@ cell() {
 }
 if [ "$DRY" = 1 ]; then
   cells | while read -r study kvs; do
+    extra=""
+    [ "$study" = fixed_na ] && extra=" --seeds $FIXED_NA_SEEDS"
     echo "cell: $RUN cli.ts sweep --study $study --profile $PROFILE --device webgpu" \
-      "--results results/$study.jsonl --runs runs_h200 --where ${kvs// / --where }"
+      "--results results/$study.jsonl --runs runs_h200 --where ${kvs// / --where }$extra"
   done
 else
   NOCAPTURE=$(mktemp -u)
   export -f cell left log pack
-  export T0 DEADLINE OUT DRY GPU_LOG RUN NOCAPTURE PROFILE
+  export T0 DEADLINE OUT DRY GPU_LOG RUN NOCAPTURE PROFILE FIXED_NA_SEEDS
   log "start study cells, ${WORKERS:-3} at once"
   # CELLS (an extended regex) keeps only matching cells, e.g. for a short second call.
   cells | grep -E "${CELLS:-.}" | xargs -P "${WORKERS:-3}" -L 1 bash -c 'cell "$@"' _

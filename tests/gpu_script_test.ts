@@ -48,11 +48,17 @@ Deno.test("gpu_runs_v2.sh: benches, tuning, pick and warm-up, fixed N_a, n853k, 
     keys.slice(0, 15).map((k) => k.seed),
     ["1", "2", "3"].flatMap((s) => Array(5).fill(s)),
   );
-  const main = keys.slice(15);
+  const main = keys.slice(15, 39);
   assert.ok(main.every((k) => k.study === "scaling_v2"));
   // n853k only (xs is the CPU runner's), without the S = .6 cells the reuse pass records.
   assert.ok(main.every((k) => k.size === "n853k" && k.S !== "0.6"));
-  assert.equal(main.length, 24);
+  // Then seeds 4–6 of the fixed-N_a study, whose sweeps extend the profile's seeds.
+  const more = keys.slice(39);
+  assert.deepEqual(more.map((k) => k.seed), ["4", "5", "6"].flatMap((s) => Array(5).fill(s)));
+  assert.ok(more.every((k) => k.study === "fixed_na"));
+  assert.ok(
+    cells.filter((l) => l.includes("fixed_na")).every((l) => l.endsWith("--seeds 1,2,3,4,5,6")),
+  );
   assert.ok(lines[reuse]!.includes("--where size=n853k"));
   for (const l of lines.filter((l) => l.includes("cli.ts sweep"))) {
     const study = /--study (\S+)/.exec(l)![1];
