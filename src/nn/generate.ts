@@ -235,6 +235,26 @@ export class Decoder implements Disposable {
    *   ids) and `history` `[C, B]` u32.
    * @param sample How to sample (its `step` is ignored: each run passes its own).
    * @returns The loop; dispose it before the decoder.
+   *
+   * @example Eight greedy tokens, the decode steps replayed
+   * ```ts
+   * import { openDevice, sampleTokens } from "@qsparse/kit";
+   * import { Decoder, modelConfig, TransformerLM } from "@qsparse/kit/nn";
+   * import assert from "node:assert/strict";
+   * using dev = await openDevice({ prefer: "cpu" });
+   * using model = new TransformerLM(dev, modelConfig("xxs", { seqLen: 16 }), 1);
+   * using dec = new Decoder(model, 1, 12);
+   * using next = dev.empty([1], "u32");
+   * using history = dev.empty([8, 1], "u32");
+   * const logits = dec.prefill([[72, 105]]);
+   * sampleTokens(logits, {}, { next, history, slot: 0 }); // the first new token
+   * logits.dispose();
+   * using loop = dec.loop({ next, history });
+   * for (let step = 1; step < 8; step++) loop.run(step, step); // recorded at step 2, then replayed
+   * assert.ok(loop.captured);
+   * assert.equal(dec.cache.length, 2 + 7);
+   * assert.equal((await history.data()).length, 8); // the eight new token ids
+   * ```
    */
   loop(
     into: { next: Tensor<"u32">; history: Tensor<"u32"> },
