@@ -12,8 +12,11 @@
  * `sparsity: S` (the same kernels a Q-Sparse-trained model runs). Sampling (greedy, on the
  * device) is included in every step.
  *
+ * On WebGPU the decode step is captured and replayed (`Decoder.loop`, as `generate` runs it;
+ * `--no-capture` times ordinary steps).
+ *
  * Run: `deno run -A bench/decode.ts [--device auto|webgpu|native|cpu] [--quick] [--steps N]
- *   [--rounds R] [--batches 1,4,16,64] [--sparsities .4,.5,.6,.7,.8] [--no-write]`
+ *   [--rounds R] [--batches 1,4,16,64] [--sparsities .4,.5,.6,.7,.8] [--no-capture] [--no-write]`
  * Writes results/bench/decode_<kind>.json (`--quick`: d = 256, 2 layers; writes
  * decode_<kind>_quick.json).
  */
@@ -33,11 +36,13 @@ const { values } = parseArgs({
     sparsities: { type: "string", default: "0.4,0.5,0.6,0.7,0.8" },
     prompt: { type: "string", default: "128" },
     "no-write": { type: "boolean", default: false },
+    "no-capture": { type: "boolean", default: false },
   },
 });
 const kind = values.device as "auto" | "webgpu" | "native" | "cpu";
 const dev: Device = await openDevice(kind === "auto" ? {} : { prefer: kind });
 const quick = values.quick;
+const capture = dev.kind === "webgpu" && !values["no-capture"];
 const size = quick
   ? { dModel: 256, nLayers: 2, nHeads: 4, dFF: 672 }
   : { dModel: 1024, nLayers: 8, nHeads: 16, dFF: 2688 };
@@ -52,7 +57,8 @@ const seqLen = Math.max(promptLen, ctxLen + steps + 4);
 console.log(`device: ${dev.kind} — ${dev.description}`);
 console.log(
   `model: d=${size.dModel}, ${size.nLayers} layers, dFF=${size.dFF}, heads=${size.nHeads}; ` +
-    `${rounds} rounds of ${steps} timed decode steps after a ${ctxLen}-token prompt`,
+    `${rounds} rounds of ${steps} timed decode steps after a ${ctxLen}-token prompt` +
+    (capture ? "; captured decode steps" : ""),
 );
 
 // ---- memory bandwidth, measured in this run ----
@@ -165,18 +171,25 @@ function session(v: Variant, batch: number): { round: () => Promise<number>; clo
     logits.dispose();
   };
   step(dec.prefill(prompts(batch, ctxLen)));
+  // As `generate` decodes: captured and replayed on WebGPU, where an ordinary step is bound by
+  // its launches' host cost and would hide what the kernels differ by.
+  const loop = capture ? dec.loop({ next, history: hist }) : null;
   return {
     round: async () => {
       await dev.flush();
       const t0 = performance.now();
       for (let k = 0; k < steps; k++) {
-        using ids = next.reshape([batch, 1]);
-        step(dec.step(ids));
+        if (loop) loop.run(i++, 0);
+        else {
+          using ids = next.reshape([batch, 1]);
+          step(dec.step(ids));
+        }
       }
       await dev.flush();
       return (performance.now() - t0) / 1000;
     },
     close: () => {
+      loop?.dispose();
       next.dispose();
       hist.dispose();
       dec.dispose();
@@ -299,6 +312,7 @@ if (!values["no-write"]) {
     model: { ...size, vocab: 256, weights: "random normal(0, 0.02)" },
     steps,
     rounds,
+    capturedSteps: capture,
     promptTokens: ctxLen,
     prefillTokens: promptLen,
     bandwidth: { ...bw, usedGBs: gbs },

@@ -48,7 +48,7 @@ sweep() { # sweep STUDY k=v...: the study's full-profile runs matching every k=v
 if [ "${BENCHES:-1}" = 1 ]; then
 [ "$DRY" = 1 ] || rm -f results/bench/*.json
 bench engine 20 bench/engine.ts --no-llvmpipe
-bench decode 25 bench/decode.ts --device webgpu --batches 1,16 --sparsities 0.5,0.8 --rounds 3
+bench decode 35 bench/decode.ts --device webgpu --batches 1,16 --sparsities 0.5,0.8 --rounds 3
 bench decode-capture 30 bench/decode_capture.ts --device webgpu --rounds 3
 bench matmul 15 bench/matmul_table.ts
 bench matmul-variants 45 bench/matmul_variants.ts --big --f16
