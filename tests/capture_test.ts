@@ -288,7 +288,24 @@ function metrics(log: LogRecord[]) {
   return log.map(({ tokensPerSecond: _t, elapsed: _e, ...rest }) => rest);
 }
 
+/** The same with MoE layers (aux, z-loss, capacity dropping): routing counters in every log. */
+function moeRun() {
+  const moe = { experts: 4, topK: 2, capacityFactor: 1, zLossCoef: 1e-3 };
+  return trainConfig(modelConfig("xxs", { seqLen: 16, sparsity: 0.5, moe }), {
+    ...scheduledRun(),
+    steps: 7,
+  });
+}
+
 for (const dev of devices) {
+  Deno.test(`${dev.kind}: a captured MoE step logs what ordinary training logs (counters zeroed in place)`, async () => {
+    const plain = await train(dev, moeRun(), { capture: false });
+    const captured = await train(dev, moeRun(), { capture: true });
+    assert.deepEqual(metrics(captured.log), metrics(plain.log));
+    assert.equal(captured.valLoss, plain.valLoss);
+    assert.ok(plain.log.some((r) => r.routing !== undefined), "routing is logged");
+  });
+
   Deno.test(`${dev.kind}: training with a captured step logs what ordinary training logs`, async () => {
     const plain = await train(dev, scheduledRun());
     const captured = await train(dev, scheduledRun(), { capture: true });

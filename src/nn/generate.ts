@@ -229,7 +229,7 @@ export class Decoder implements Disposable {
    * The values that change every step (the cache position, the sampler's step and history row,
    * the attention mask) reach the kernels through buffers written before each run, not through
    * uniforms, which a replay cannot change. The run after the recording is verified (run as
-   * ordinary code and compared with it). Not for MoE models (their routing statistics).
+   * ordinary code and compared with it).
    *
    * @param into `next` ids `[B]` u32 (read as the step's input, overwritten with the sampled
    *   ids) and `history` `[C, B]` u32.
@@ -261,9 +261,6 @@ export class Decoder implements Disposable {
     sample: SampleOptions = {},
   ): DecodeLoop {
     const op = "Decoder.loop";
-    if (this.model.layers.some((l) => l.ffn instanceof MoeFeedForward)) {
-      throw new ValueError(op, "a captured decode loop does not support MoE models");
-    }
     const { batch: b, capacity: cap } = this.cache;
     const { next, history } = into;
     const captured = captureStep(
@@ -486,8 +483,8 @@ export interface GenerateOptions extends SampleOptions, DecodeOptions {
   /**
    * Capture the decode step ({@link Decoder.loop}) and replay it for every token: no op code,
    * allocation or bind-group creation per token. Default: on for WebGPU (where a decode step is
-   * bound by the host cost of its launches), off for the host backends and for MoE models. The
-   * tokens are the same either way.
+   * bound by the host cost of its launches), off for the host backends. The tokens are the same
+   * either way.
    */
   capture?: boolean;
 }
@@ -634,7 +631,7 @@ export async function* streamGenerate(
   // Chunk i's ids are read back while chunk i + 1 is computed: rows [0, chunk) and [chunk,
   // 2·chunk) of one history buffer take turns (one buffer, so a captured step can bind it).
   const hist = dev.empty([2 * chunk, b], "u32", op);
-  const capture = opts.capture ?? (webgpu && moe.length === 0);
+  const capture = opts.capture ?? webgpu;
   let loop: DecodeLoop | null = null;
   try {
     // Token ids of chunk i are read while chunk i + 1 is computed (two history buffers).

@@ -146,6 +146,11 @@ export class ExpertSite extends SparseSite {
   /** Elements per expert (routed rows × width) since the last reset (u32 `[E]`), or null. */
   expertElements: Tensor<"u32"> | null = null;
   /**
+   * Count launches since the last reset (host-side: whether the device counters hold anything;
+   * a trainer replaying a captured step adds its launches here).
+   */
+  expertCounts = 0;
+  /**
    * Called with every grouped output and its grouping (measurement probes such as chunk-level
    * sparsity); null for none.
    */
@@ -219,17 +224,31 @@ export class ExpertSite extends SparseSite {
           this.expertElements.storage(op),
         ),
       );
+      this.expertCounts++;
     }
     this.groupedObserver?.(h, grouping);
   }
 
-  /** Clears the per-expert counters (and the base counter). */
+  /**
+   * Zeroes the per-expert counters (and the base counter) in place: a captured step binds their
+   * storages, so they must outlive a reset.
+   */
   override resetCounter(): void {
     super.resetCounter();
+    for (const c of [this.expertNonzeros, this.expertElements]) {
+      if (c) this.device.backend.write(c.storage("resetCounter"), new Uint32Array(c.size));
+    }
+    this.expertCounts = 0;
+  }
+
+  /** Frees the counters' storages (the model does when it is disposed). */
+  override freeCounter(): void {
+    super.freeCounter();
     this.expertNonzeros?.dispose();
     this.expertElements?.dispose();
     this.expertNonzeros = null;
     this.expertElements = null;
+    this.expertCounts = 0;
   }
 }
 
@@ -283,6 +302,11 @@ export class MoeFeedForward extends Module {
   statsEnabled = true;
   /** Router counters since the last {@link MoeFeedForward.resetRouterCounters}, or null. */
   routerCounters: RouterCounters | null = null;
+  /**
+   * Router count launches since the last reset (host-side: whether the counters hold anything; a
+   * trainer replaying a captured step adds its launches here).
+   */
+  routerCounts = 0;
   #aux: Tensor<"f32"> | null = null;
 
   /**
@@ -393,6 +417,7 @@ export class MoeFeedForward extends Module {
         c.mass.storage(op),
       ),
     );
+    this.routerCounts++;
   }
 
   /**
@@ -408,11 +433,25 @@ export class MoeFeedForward extends Module {
     return a && !a.disposed ? a : null;
   }
 
-  /** Frees the router counters. */
+  /**
+   * Zeroes the router counters in place (a captured step binds their storages, so they must
+   * outlive a reset).
+   */
   resetRouterCounters(): void {
+    const c = this.routerCounters;
+    if (!c) return;
+    const op = "MoeFeedForward.resetRouterCounters";
+    this.device.backend.write(c.counts.storage(op), new Uint32Array(c.counts.size));
+    this.device.backend.write(c.mass.storage(op), new Float32Array(c.mass.size));
+    this.routerCounts = 0;
+  }
+
+  /** Frees the router counters. */
+  freeRouterCounters(): void {
     this.routerCounters?.counts.dispose();
     this.routerCounters?.mass.dispose();
     this.routerCounters = null;
+    this.routerCounts = 0;
   }
 
   /** The sites of this block (one per position, covering every expert). */
@@ -423,8 +462,8 @@ export class MoeFeedForward extends Module {
   /** Frees parameters and counters. */
   override dispose(): void {
     super.dispose();
-    this.resetRouterCounters();
-    this.gateUpSite.resetCounter();
-    this.downSite.resetCounter();
+    this.freeRouterCounters();
+    this.gateUpSite.freeCounter();
+    this.downSite.freeCounter();
   }
 }

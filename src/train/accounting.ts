@@ -87,10 +87,10 @@ export function measureSparsity(model: TransformerLM): Promise<SparsityReport | 
   );
   // MoE: per-expert site counters and router counters join the same readback.
   const expertSites = all.filter((s): s is ExpertSite =>
-    s instanceof ExpertSite && s.expertNonzeros !== null
+    s instanceof ExpertSite && s.expertNonzeros !== null && s.expertCounts > 0
   );
   const moes = model.layers.map((l) => l.ffn).filter((f): f is MoeFeedForward =>
-    f instanceof MoeFeedForward && f.routerCounters !== null
+    f instanceof MoeFeedForward && f.routerCounters !== null && f.routerCounts > 0
   );
   if (sites.length + expertSites.length + moes.length === 0) return Promise.resolve(null);
   const views = sites.map((s) => s.counter.nonzeros!.reshape([1]));

@@ -15,6 +15,7 @@ import { add, mulScalar } from "../ops/elementwise.ts";
 import { concat } from "../ops/layout.ts";
 import { type ModelConfig, validateConfig } from "../nn/config.ts";
 import { TransformerLM } from "../nn/transformer.ts";
+import { ExpertSite, MoeFeedForward } from "../nn/moe.ts";
 import type { Device } from "../tensor/device.ts";
 import { DivergenceError, ValueError } from "../core/errors.ts";
 import { keep, scope } from "../tensor/scope.ts";
@@ -269,10 +270,11 @@ export interface TrainHooks {
    * per step. The step after the capture is verified (run as ordinary code and compared), so a
    * per-step value that reaches a kernel as a uniform fails with a CaptureError instead of being
    * replayed stale. AdamW's learning rate and bias corrections are written to a device buffer
-   * before each step ({@link AdamW.prepareStep}), outside the recording. MoE models are refused.
-   * A non-finite loss is then caught at log points on every backend. Default: on for WebGPU
-   * (where each launch's host cost is what a replay removes) unless the model has MoE layers;
-   * off for the host backends, where a replay saves little and the loss is checked every step.
+   * before each step ({@link AdamW.prepareStep}), outside the recording. MoE models too: their
+   * per-expert and router counters are zeroed in place at a log point, never replaced. A
+   * non-finite loss is then caught at log points on every backend. Default: on for WebGPU
+   * (where each launch's host cost is what a replay removes); off for the host backends, where a
+   * replay saves little and the loss is checked every step.
    * `QSPARSE_CAPTURE=0` turns the default off (a fallback for an adapter where capture fails;
    * results are bit-identical either way).
    */
@@ -551,11 +553,7 @@ export async function train(
     view?.update(shown, true);
   };
 
-  const useCapture = hooks.capture ??
-    (device.kind === "webgpu" && !c.model.moe && captureAllowedByEnv());
-  if (useCapture && c.model.moe) {
-    throw new ValueError("train", "capture does not support MoE models (router counters)");
-  }
+  const useCapture = hooks.capture ?? (device.kind === "webgpu" && captureAllowedByEnv());
   const tuneAfterFirstStep = hooks.autotune ??
     (device.kind === "webgpu" && !isSoftwareAdapter({ description: device.description }));
   const data = await brownTokens(c.categories);
@@ -579,7 +577,21 @@ export async function train(
   // Sites count elements on the host; a replay runs no host code, so it adds what the recorded
   // step counted.
   const sites = model.sites();
-  let siteElements: number[] | null = null;
+  const expertSites = sites.filter((s): s is ExpertSite => s instanceof ExpertSite);
+  const moes = model.layers.map((l) => l.ffn).filter((f) => f instanceof MoeFeedForward);
+  // What counting a step adds on the host (site elements, MoE count launches), which the
+  // sparsity report reads with the device counters.
+  const hostCounts = () => [
+    ...sites.map((s) => s.counter.elements),
+    ...expertSites.map((s) => s.expertCounts),
+    ...moes.map((f) => f.routerCounts),
+  ];
+  const addHostCounts = (d: number[]) => {
+    sites.forEach((s, i) => (s.counter.elements += d[i]!));
+    expertSites.forEach((s, i) => (s.expertCounts += d[sites.length + i]!));
+    moes.forEach((f, i) => (f.routerCounts += d[sites.length + expertSites.length + i]!));
+  };
+  let stepHostCounts: number[] | null = null;
   let verified = false;
   const val = new ValidationSet(data.validation, {
     seqLen: c.model.seqLen,
@@ -739,21 +751,20 @@ export async function train(
         // Step values go to the device outside the recorded function, so replays see them.
         opt.prepareStep(lr);
         const data = splitWindows(windows, c.batchSize, c.model.seqLen);
-        const before = sites.map((s) => s.counter.elements);
+        const before = hostCounts();
         let loss: Tensor<"f32">;
         if (!captured.captured) {
           // Warm-up, then the recorded run: both ordinary code.
           loss = captured.run(data).loss;
-          if (captured.captured) {
-            siteElements = sites.map((s, i) => s.counter.elements - before[i]!);
-          }
+          if (captured.captured) stepHostCounts = hostCounts().map((n, i) => n - before[i]!);
         } else if (!verified) {
           // Ordinary code once more, compared with the recording: a per-step uniform throws.
           loss = captured.verify(data).loss;
           verified = true;
         } else {
+          // A replay runs no op code: the host-side counts it would have made are added here.
           loss = captured.run(data).loss;
-          sites.forEach((s, i) => (s.counter.elements += siteElements![i]!));
+          addHostCounts(stepHostCounts!);
         }
         scope(() => {
           const prev: Tensor<"f32"> | null = lossSum;
