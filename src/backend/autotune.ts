@@ -32,6 +32,7 @@
  * @module
  */
 import type { Backend, Dispatch, Tunable } from "./backend.ts";
+import { readEnv, switchedOff } from "../util/env.ts";
 
 /** Measures device time of repeated launches. */
 export interface DispatchTimer {
@@ -94,11 +95,6 @@ function granted(desc: Deno.PermissionDescriptor): boolean {
   }
 }
 
-function env(name: string): string | undefined {
-  // Without --allow-env: as if unset.
-  return granted({ name: "env", variable: name }) ? Deno.env.get(name) : undefined;
-}
-
 /**
  * Whether autotuning is on: the option when given, else unless `QSPARSE_AUTOTUNE=0`.
  *
@@ -113,8 +109,7 @@ function env(name: string): string | undefined {
  */
 export function autotuneEnabled(option?: boolean): boolean {
   if (option !== undefined) return option;
-  const v = env("QSPARSE_AUTOTUNE");
-  return !(v === "0" || v?.toLowerCase() === "false" || v?.toLowerCase() === "off");
+  return !switchedOff("QSPARSE_AUTOTUNE");
 }
 
 /**
@@ -130,11 +125,11 @@ export function autotuneEnabled(option?: boolean): boolean {
  * ```
  */
 export function defaultCacheDir(): string | null {
-  const own = env("QSPARSE_CACHE_DIR");
+  const own = readEnv("QSPARSE_CACHE_DIR");
   if (own) return own;
-  const xdg = env("XDG_CACHE_HOME");
+  const xdg = readEnv("XDG_CACHE_HOME");
   if (xdg) return `${xdg}/qsparse`;
-  const home = env("HOME") ?? env("USERPROFILE");
+  const home = readEnv("HOME") ?? readEnv("USERPROFILE");
   return home ? `${home}/.cache/qsparse` : null;
 }
 

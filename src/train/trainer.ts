@@ -23,6 +23,7 @@ import { captureStep } from "../tensor/capture.ts";
 import { isSoftwareAdapter } from "../backend/webgpu.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { appendJsonLine, atomicWriteFile } from "../util/fs.ts";
+import { switchedOff } from "../util/env.ts";
 import { measureSparsity, type SparsityReport } from "./accounting.ts";
 import type { RouterReport } from "./router_stats.ts";
 import {
@@ -291,18 +292,6 @@ export interface TrainHooks {
   autotune?: boolean;
 }
 
-/** False when `QSPARSE_CAPTURE` is `0`/`false`/`off` (read only with env permission). */
-function captureAllowedByEnv(): boolean {
-  let v: string | undefined;
-  try {
-    const desc = { name: "env", variable: "QSPARSE_CAPTURE" } as const;
-    if (Deno.permissions.querySync(desc).state === "granted") v = Deno.env.get("QSPARSE_CAPTURE");
-  } catch {
-    v = undefined;
-  }
-  return !(v === "0" || v?.toLowerCase() === "false" || v?.toLowerCase() === "off");
-}
-
 const encodedCache = new Map<string, { train: Uint32Array; validation: Uint32Array }>();
 
 /**
@@ -553,7 +542,8 @@ export async function train(
     view?.update(shown, true);
   };
 
-  const useCapture = hooks.capture ?? (device.kind === "webgpu" && captureAllowedByEnv());
+  const useCapture = hooks.capture ??
+    (device.kind === "webgpu" && !switchedOff("QSPARSE_CAPTURE"));
   const tuneAfterFirstStep = hooks.autotune ??
     (device.kind === "webgpu" && !isSoftwareAdapter({ description: device.description }));
   const data = await brownTokens(c.categories);
@@ -801,11 +791,10 @@ export async function train(
       state.step++;
       stepsThisCall++;
       state.tokens += tokensPerStep;
-      if (stepsThisCall === 1 && tuneAfterFirstStep) {
-        await device.autotune();
+      if (stepsThisCall === 1) {
+        if (tuneAfterFirstStep) await device.autotune();
         steadyFrom = performance.now();
-      } else if (stepsThisCall === 1) steadyFrom = performance.now();
-      else steadySteps++;
+      } else steadySteps++;
       if (view) {
         const secs = (performance.now() - steadyFrom) / 1000;
         shown.step = state.step;
