@@ -41,7 +41,7 @@ if [ "$DRY" = 1 ]; then
   RUN="deno run -A --cached-only"
 elif [ "${LOCAL:-0}" = 1 ]; then # try the script out here: this Deno, this adapter, nothing unpacked
   mkdir -p "$OUT"
-  RUN="deno run -A"
+  RUN="${DENO:-deno} run -A"
 else
   mkdir -p "$OUT"
   for f in .gpu/*.deb; do dpkg -x "$f" /; done # the Vulkan loader; GL dispatch for the ICD

@@ -70,3 +70,54 @@ Deno.test("gpu_runs.sh (v1) still parses and runs nothing in DRY mode", async ()
   const lines = await dry("scripts/gpu_runs.sh");
   assert.ok(lines.some((l) => l.includes("--study sparsity_vs_loss")));
 });
+
+Deno.test("gpu_runs_v2.sh runs here too (LOCAL=1, smoke profile, in a copy of the tree)", async () => {
+  // The GPU route is exercised only when a GPU is lent; this runs its study phase for real on
+  // this machine's adapter (pick, warm autotune, a worker pool over five cells, the reuse pass,
+  // packing), so the script cannot rot between leases. In a copy: the script writes results/.
+  const tree = await Deno.makeTempDir({ prefix: "qsparse-gpu-script-" });
+  const out = await Deno.makeTempDir({ prefix: "qsparse-gpu-out-" });
+  try {
+    const copy = await new Deno.Command("bash", {
+      args: [
+        "-c",
+        `tar --exclude=./.git --exclude=./runs --exclude=./runs_h200 --exclude=./.gpu ` +
+        `--exclude=./node_modules -cf - . | tar -xf - -C "${tree}"`,
+      ],
+    }).output();
+    assert.equal(copy.code, 0, new TextDecoder().decode(copy.stderr));
+    const run = await new Deno.Command("bash", {
+      args: ["scripts/gpu_runs_v2.sh"],
+      cwd: tree,
+      env: {
+        LOCAL: "1",
+        DENO: Deno.execPath(), // CI runs Deno through npx: it may not be on PATH
+        BENCHES: "0",
+        PROFILE: "smoke",
+        DEADLINE: "240",
+        WORKERS: "2",
+        CELLS: "^fixed_na seed=1 ",
+        OUT: out,
+        QSPARSE_CACHE_DIR: `${out}/cache`,
+        QSPARSE_LR_TABLE: `${tree}/results/lr_tuning_best.smoke.json`,
+      },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const log = new TextDecoder().decode(run.stdout) + new TextDecoder().decode(run.stderr);
+    assert.equal(run.code, 0, log);
+    assert.match(log, /start warm autotune/);
+    assert.match(log, /== .* done$/m);
+    const cells = log.split("\n").filter((l) => / cell fixed_na seed=1 S=/.test(l));
+    assert.equal(cells.length, 5, log);
+    assert.ok(cells.every((l) => l.endsWith("(status 0)")), cells.join("\n"));
+    const recs = (await Deno.readTextFile(`${tree}/results/fixed_na.jsonl`)).split("\n")
+      .filter((l) => l.trim()).map((l) => JSON.parse(l));
+    const fresh = recs.filter((r) => r.config.steps < 100); // the smoke grid's, not the full one's
+    assert.equal(new Set(fresh.map((r) => r.tags.S)).size, 5);
+    assert.ok((await Deno.stat(`${out}/results.tgz`)).size > 0);
+  } finally {
+    await Deno.remove(tree, { recursive: true });
+    await Deno.remove(out, { recursive: true });
+  }
+});
