@@ -15,8 +15,6 @@
  */
 import { parseArgs } from "node:util";
 import {
-  backward,
-  type Device,
   matmul,
   matmulStrided,
   type MatmulStridedOptions,
@@ -24,12 +22,11 @@ import {
   openDevice,
   permute,
   rope,
-  scope,
   softmax,
   type Tensor,
 } from "../mod.ts";
-import { Attention, modelConfig, TransformerLM } from "../src/nn/mod.ts";
-import { AdamW } from "../src/train/optimizer.ts";
+import { Attention } from "../src/nn/mod.ts";
+import { abSteps } from "./ab_steps.ts";
 import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
 
 const { values: flags, positionals } = parseArgs({
@@ -74,82 +71,22 @@ function usePath(path: Path): void {
   };
 }
 
-/** A model, its optimizer and a fixed batch; `step` runs one training step. */
-function setup(dev: Device, name: string, sparsity: number) {
-  const model = new TransformerLM(dev, modelConfig(name, { sparsity, seqLen: seq }), 1);
-  for (const s of model.sites()) s.countEnabled = false;
-  const opt = new AdamW(dev, model.namedParameters());
-  const ids = (mul: number) =>
-    dev.tensor(Uint32Array.from({ length: batch * seq }, (_, i) => (i * mul) % 256), [
-      batch,
-      seq,
-    ], "u32");
-  const x = ids(7919), y = ids(104729);
-  const step = () =>
-    scope(() => {
-      backward(model.loss(x, y));
-      opt.step(1e-3);
-      model.zeroGrad();
-    });
-  const dispose = () => [x, y, opt, model].forEach((o) => o.dispose());
-  return { step, dispose };
-}
-
 const rows: Record<string, unknown>[] = [];
 let adapter = "";
 for (const c of cases) {
-  const dev = await openDevice({ prefer });
-  adapter = dev.description;
-  const { step, dispose } = setup(dev, c.name, c.sparsity);
-  const times: Record<Path, number[]> = { before: [], after: [] };
-  const dispatches: Record<Path, number> = { before: 0, after: 0 };
-  for (const path of ["before", "after"] as const) {
-    usePath(path); // warm-up: pipelines compiled, pools filled
-    step();
-    await dev.flush();
-  }
-  for (let r = 0; r < rounds; r++) {
-    // Alternate which path goes first, so a drift in the machine's load hits both.
-    for (const path of r % 2 ? ["after", "before"] as const : ["before", "after"] as const) {
-      usePath(path);
-      const d0 = dev.stats().dispatches;
-      for (let i = 0; i < steps; i++) {
-        const t0 = performance.now();
-        step();
-        await dev.flush();
-        times[path].push(performance.now() - t0);
-      }
-      dispatches[path] = (dev.stats().dispatches - d0) / steps;
-    }
-  }
-  dispose();
-  dev.destroy();
-  // Kernel time per op (timestamp queries; WebGPU only), in alternating rounds as above.
-  const kernels: Record<string, Record<string, number>> = {};
-  if (prefer === "webgpu") {
-    const pdev = await openDevice({ prefer, profile: true });
-    const ps = setup(pdev, c.name, c.sparsity);
-    for (const path of ["before", "after"] as const) {
-      usePath(path);
-      ps.step();
-      await pdev.flush();
-      kernels[path] = {};
-    }
-    for (let r = 0; r < rounds; r++) {
-      for (const path of r % 2 ? ["after", "before"] as const : ["before", "after"] as const) {
-        usePath(path);
-        pdev.backend.resetProfile();
-        for (let i = 0; i < steps; i++) ps.step();
-        await pdev.flush();
-        const acc = kernels[path]!;
-        for (const [op, k] of pdev.profile()!) {
-          acc[op] = (acc[op] ?? 0) + k.ns / 1e6 / (steps * rounds);
-        }
-      }
-    }
-    ps.dispose();
-    pdev.destroy();
-  }
+  const r = await abSteps<Path>({
+    prefer,
+    ...c,
+    batch,
+    seq,
+    paths: ["before", "after"],
+    use: usePath,
+    rounds,
+    steps,
+    profile: true, // kernel ms per op (WebGPU only)
+  });
+  adapter = r.adapter;
+  const { times, dispatches, kernels } = r;
   usePath("after");
   const before = median(times.before), after = median(times.after);
   const sum = (k?: Record<string, number>) => Object.values(k ?? {}).reduce((a, b) => a + b, 0);
