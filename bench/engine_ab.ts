@@ -2,8 +2,9 @@
  * The engine against the previous one, in one process and one run (issue 12's measurement):
  * the kit of this checkout and the kit of an older checkout (`--old DIR`, e.g. a `git worktree`
  * of the commit before the engine work) each open their own WebGPU device, and rounds alternate
- * between them. Per engine: host µs per trivial dispatch (1,000 elementwise ops on 16 floats,
- * one flush), the 1,000-op elementwise chain on 4,096 floats (µs per op, flushed), dispatches per
+ * between them. Per engine: host µs per trivial dispatch (1,000 unfused elementwise ops on 16
+ * floats, ten such chains per flush), the 1,000-op elementwise chain on 4,096 floats (µs per op: one chain per flush,
+ * and ten chains per flush so Deno's 10 ms readiness poll is shared as in a loop), dispatches per
  * training step, and training tokens/s (forward + backward + AdamW, `--steps` steps per flush as
  * the trainer does between log points). The new engine trains the way the trainer does on
  * WebGPU: a captured step replayed; the old one as ordinary code.
@@ -44,6 +45,7 @@ interface Engine {
   nn: Any;
   optim: Any;
   dev: Any;
+  unfused: Any;
 }
 
 async function load(label: string, dir: string): Promise<Engine> {
@@ -52,19 +54,33 @@ async function load(label: string, dir: string): Promise<Engine> {
   const nn = await import(new URL("src/nn/mod.ts", root).href);
   const optim = await import(new URL("src/train/optimizer.ts", root).href);
   const dev = await kit.openDevice({ prefer: "webgpu" });
-  return { label, kit, nn, optim, dev };
+  // Host cost per dispatch needs dispatches: the new engine would fuse the trivial chain into
+  // one kernel, so it is measured on a device that does not fuse (the old one ignores `fuse`).
+  const unfused = await kit.openDevice({ prefer: "webgpu", fuse: false });
+  return { label, kit, nn, optim, dev, unfused };
 }
 
-/** µs per op of a 1,000-op chain on `n` floats, flushed once (median of 5 after a warm-up). */
-async function chain(e: Engine, n: number): Promise<number> {
-  const { kit, dev } = e;
+/**
+ * µs per op of the 1,000-op chain on `n` floats (median of 5 after a warm-up): `chains` chains
+ * issued, then one flush. Each chain's result is kept until after the flush, so a fused engine
+ * must compute and write it (a chain whose result is dropped would be skipped entirely). With
+ * `chains` = 1 the time includes the flush's wait (≥ 10 ms on Deno, whose readiness poll sleeps
+ * 10 ms); with more, that wait is shared, as in a loop that does not await the device.
+ */
+async function chain(e: Engine, n: number, chains = 1, dev = e.dev): Promise<number> {
+  const { kit } = e;
   const x = dev.randn([n], { seed: 1 });
   const run = async () => {
-    kit.scope(() => {
-      let y = x;
-      for (let i = 0; i < 1000; i++) y = i % 2 ? kit.add(y, x) : kit.mulScalar(y, 0.5);
-    });
+    const ys = [];
+    for (let c = 0; c < chains; c++) {
+      ys.push(kit.scope(() => {
+        let y = x;
+        for (let i = 0; i < 1000; i++) y = i % 2 ? kit.add(y, x) : kit.mulScalar(y, 0.5);
+        return y;
+      }));
+    }
     await dev.flush();
+    for (const y of ys) y.dispose();
   };
   await run();
   const ts: number[] = [];
@@ -74,7 +90,7 @@ async function chain(e: Engine, n: number): Promise<number> {
     ts.push(performance.now() - t0);
   }
   x.dispose();
-  return (median(ts) * 1000) / 1000;
+  return (median(ts) * 1000) / (1000 * chains);
 }
 
 interface Trainer {
@@ -134,14 +150,18 @@ async function trainer(e: Engine, c: (typeof cases)[number]): Promise<Trainer> {
   };
 }
 
+/** Chains per flush of the steady-state chain measurement. */
+const STEADY_CHAINS = 10;
 const engines = [await load("old", args.old), await load("new", ".")];
 const rows: Record<string, unknown>[] = [];
 const trivial: Record<string, number[]> = { old: [], new: [] };
 const chain4096: Record<string, number[]> = { old: [], new: [] };
+const chain4096Steady: Record<string, number[]> = { old: [], new: [] };
 for (let r = 0; r < rounds; r++) {
   for (const e of engines) {
-    trivial[e.label]!.push(await chain(e, 16));
+    trivial[e.label]!.push(await chain(e, 16, STEADY_CHAINS, e.unfused));
     chain4096[e.label]!.push(await chain(e, 4096));
+    chain4096Steady[e.label]!.push(await chain(e, 4096, STEADY_CHAINS));
   }
 }
 for (const c of cases) {
@@ -185,12 +205,19 @@ const summary = {
   usPerDispatchTrivialNew: median(trivial.new!),
   usPerOpChain4096Old: median(chain4096.old!),
   usPerOpChain4096New: median(chain4096.new!),
+  steadyChainsPerFlush: STEADY_CHAINS,
+  usPerOpChain4096SteadyOld: median(chain4096Steady.old!),
+  usPerOpChain4096SteadyNew: median(chain4096Steady.new!),
 };
 console.log(
   `trivial dispatch ${summary.usPerDispatchTrivialOld.toFixed(1)} → ` +
     `${summary.usPerDispatchTrivialNew.toFixed(1)} µs; 1,000-op chain on 4,096 floats ` +
     `${summary.usPerOpChain4096Old.toFixed(1)} → ${summary.usPerOpChain4096New.toFixed(1)} µs/op ` +
-    `(${(summary.usPerOpChain4096Old / summary.usPerOpChain4096New).toFixed(1)}×) ` +
+    `(${(summary.usPerOpChain4096Old / summary.usPerOpChain4096New).toFixed(1)}×); ` +
+    `${STEADY_CHAINS} chains per flush ${summary.usPerOpChain4096SteadyOld.toFixed(1)} → ` +
+    `${summary.usPerOpChain4096SteadyNew.toFixed(1)} µs/op (${
+      (summary.usPerOpChain4096SteadyOld / summary.usPerOpChain4096SteadyNew).toFixed(1)
+    }×) ` +
     `(${engines[1]!.dev.description})`,
 );
 if (!args["no-write"]) {
@@ -207,4 +234,7 @@ if (!args["no-write"]) {
     rows,
   });
 }
-for (const e of engines) e.dev.destroy();
+for (const e of engines) {
+  e.dev.destroy();
+  e.unfused.destroy();
+}

@@ -13,7 +13,7 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/core/dtype.ts";
+import { bytesPerElement, type DType, typedView } from "../src/core/dtype.ts";
 import { gridStride, WG } from "./common.ts";
 import {
   binaryExpr,
@@ -26,6 +26,17 @@ import {
   type UnaryOp,
 } from "./elementwise.ts";
 import { convertScalar } from "./fill.ts";
+import {
+  laneSum,
+  ROW_ARGS,
+  ROW_WG,
+  rowGroups,
+  rowLoopOpen,
+  rowReduceCpu,
+  type RowReduceParams,
+  treeSteps,
+  WGSL_FLOAT_HELPERS,
+} from "./reduce.ts";
 import { type DeclaredKernel, defineKernel, type ParamType } from "./spec.ts";
 
 /** Where a node's operand comes from: a group input, an earlier node, or a scalar constant. */
@@ -91,6 +102,36 @@ export interface FusedProgram {
   readonly nodes: readonly FusedNode[];
   /** Nodes written, each to its own storage bound after the inputs, in this order. */
   readonly outputs: readonly number[];
+  /**
+   * A reduction that ends the group: rows of one node's values reduced in the same kernel, so
+   * the node need not be written (it is only when it is also in `outputs`).
+   */
+  readonly reduce?: FusedReduce;
+}
+
+/**
+ * The reduction ending a fused group, with the semantics of kernels/reduce.ts's row reduction
+ * (`rowReduceWgsl`): row `r` covers elements `[r·cols, min(r·cols + cols, n))` of the node
+ * (`rows · cols ≥ n`), every element is visited by exactly one row, sums are multiplied by
+ * `scale`. Its outputs bind after the element outputs: the values, then the indices.
+ */
+export interface FusedReduce {
+  /** The node reduced (its values rounded to its dtype, as a stored input would be). */
+  readonly node: number;
+  /** `sum` (of squares when `square`) or `max` (NaN-first, lowest index on ties). */
+  readonly kind: "sum" | "max";
+  readonly square: boolean;
+  /** Storage dtype of the values output. */
+  readonly outType: DType;
+  /** Write the values (always for `sum`). */
+  readonly values: boolean;
+  /** `max`: write the u32 index within the row. */
+  readonly indices: boolean;
+  /** Lanes per row (`rowLanes(cols)`): part of the kernel's structure. */
+  readonly lanes: number;
+  readonly rows: number;
+  readonly cols: number;
+  readonly scale: number;
 }
 
 /** What a program compiles to: the canonical structure and the kernel declared for it. */
@@ -156,7 +197,12 @@ export function fusedStructure(p: FusedProgram): string {
     const op = nd.kind === "unary" || nd.kind === "binary" ? `.${nd.op}` : "";
     return `${nd.kind}${op}.${nd.dtype}(${nd.args.map(refKey).join(",")})`;
   });
-  return `${ins.join(",")}|${p.consts.length}|${nodes.join(";")}|${p.outputs.join(",")}`;
+  const r = p.reduce;
+  const red = r
+    ? `|${r.kind}${r.square ? "2" : ""}(v${r.node}):${r.outType}:L${r.lanes}:` +
+      `${r.values ? "v" : ""}${r.indices ? "i" : ""}`
+    : "";
+  return `${ins.join(",")}|${p.consts.length}|${nodes.join(";")}|${p.outputs.join(",")}${red}`;
 }
 
 function slotsOf(p: FusedProgram): { slotOf: number[]; slots: FusedLayout[] } {
@@ -183,6 +229,8 @@ function compile(p: FusedProgram): Compiled {
       params[`st${k}`] = `array<vec4u, ${v}>`;
     });
     if (p.consts.length > 0) params.c = `array<vec4f, ${Math.ceil(p.consts.length / 4)}>`;
+    const r = p.reduce;
+    if (r) Object.assign(params, { rows: "u32", cols: "u32", scale: "f32" });
     kernel = defineKernel({
       name: `fused${kernels.size}`,
       bindings: [
@@ -192,6 +240,10 @@ function compile(p: FusedProgram): Compiled {
           type: p.nodes[j]!.dtype,
           access: "read_write" as const,
         })),
+        ...(r?.values ? [{ name: "rv", type: r.outType, access: "read_write" as const }] : []),
+        ...(r?.indices
+          ? [{ name: "ri", type: "u32" as const, access: "read_write" as const }]
+          : []),
       ],
       params,
     });
@@ -280,13 +332,74 @@ export function fusedWgsl(p: FusedProgram): string {
   // A cast through f16 may use f16 with no f16 binding, which the header would not enable.
   const header = kernel.header();
   const f16 = !header.startsWith("enable f16;") && p.nodes.some((nd) => nd.dtype === "f16");
-  return `${f16 ? "enable f16;\n" : ""}${header}
-${[...helpers.values()].join("\n")}
+  const head = `${f16 ? "enable f16;\n" : ""}${header}
+${[...helpers.values()].join("\n")}`;
+  if (p.reduce) return `${head}\n${reduceMain(p.reduce, body)}`;
+  return `${head}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
   for (var i = gid.x; i < p.n; i = i + stride) {
     ${body.join("\n    ")}
+  }
+}`;
+}
+
+/**
+ * The entry point of a program ending in a reduction: the row loop of kernels/reduce.ts, each
+ * lane evaluating the DAG at the elements it visits and folding the reduced node into its
+ * accumulator, then the same lane tree, so the result is what the unfused reduction gives.
+ */
+function reduceMain(r: FusedReduce, body: readonly string[]): string {
+  const L = r.lanes;
+  const loop = (fold: string) =>
+    `if (live) {
+      let start = row * p.cols;
+      let end = min(start + p.cols, p.n);
+      for (var i = start + lane; i < end; i = i + ${L}u) {
+        ${body.join("\n        ")}
+        let rx = f32(v${r.node});
+        ${fold}
+      }
+    }`;
+  if (r.kind === "sum") {
+    return `${WGSL_FLOAT_HELPERS}
+var<workgroup> sv: array<f32, ${ROW_WG}>;
+@compute @workgroup_size(${ROW_WG})
+fn main(${ROW_ARGS}) {
+  ${rowLoopOpen(L)}
+    var acc = 0.0;
+    ${loop(`acc = acc + ${r.square ? "rx * rx" : "rx"};`)}
+    ${laneSum(L, "sv", "acc", "total")}
+    if (live && lane == 0u) { rv[row] = ${r.outType}(total * p.scale); }
+  }
+}`;
+  }
+  const tree = L === 1 ? "" : `sv[lid] = bv;
+    si[lid] = bi;
+    workgroupBarrier();
+${
+    treeSteps(
+      L,
+      (st) =>
+        `if (beats(sv[lid], si[lid], sv[lid + ${st}u], si[lid + ${st}u])) { sv[lid] = sv[lid + ${st}u]; si[lid] = si[lid + ${st}u]; }`,
+    )
+  }    bv = sv[lid];
+    bi = si[lid];
+    workgroupBarrier();`;
+  const store = (r.values ? `rv[row] = ${r.outType}(bv); ` : "") +
+    (r.indices ? "ri[row] = bi;" : "");
+  return `${WGSL_FLOAT_HELPERS}
+var<workgroup> sv: array<f32, ${ROW_WG}>;
+var<workgroup> si: array<u32, ${ROW_WG}>;
+@compute @workgroup_size(${ROW_WG})
+fn main(${ROW_ARGS}) {
+  ${rowLoopOpen(L)}
+    var bv = neg_inf();
+    var bi = 0xffffffffu;
+    ${loop("let jx = i - start;\n        if (beats(bv, bi, rx, jx)) { bv = rx; bi = jx; }")}
+    ${tree}
+    if (live && lane == 0u) { ${store} }
   }
 }`;
 }
@@ -352,6 +465,7 @@ export function fusedCpu(p: FusedProgram, buffers: ArrayBuffer[]): void {
     for (const r of nd.args) if (r.from === "node") lastUse[r.index] = j;
   });
   for (const o of p.outputs) lastUse[o] = p.nodes.length;
+  if (p.reduce) lastUse[p.reduce.node] = p.nodes.length;
   const values: (Float64Array | null)[] = new Array(p.nodes.length).fill(null);
   const get = (r: FusedRef): Float64Array =>
     r.from === "input" ? inputs[r.index]! : values[r.index]!;
@@ -393,6 +507,19 @@ export function fusedCpu(p: FusedProgram, buffers: ArrayBuffer[]): void {
     const out = typedView(p.nodes[j]!.dtype, buffers[p.inputs.length + o]!, n);
     out.set(values[j]!);
   });
+  const r = p.reduce;
+  if (!r) return;
+  // The reduced node as the unfused reduction would read it: stored in its dtype (its values
+  // are already rounded to it, so this is exact), then the row reduction's own twin.
+  const dtype = p.nodes[r.node]!.dtype;
+  const stored = typedView(dtype, new ArrayBuffer(n * bytesPerElement(dtype)), n);
+  stored.set(values[r.node]!);
+  const params: RowReduceParams = { rows: r.rows, cols: r.cols, n, scale: r.scale, istride: 0 };
+  rowReduceCpu(
+    { ...r, inType: dtype, indexIn: false },
+    params,
+    [stored.buffer as ArrayBuffer, ...buffers.slice(p.inputs.length + p.outputs.length)],
+  );
 }
 
 /**
@@ -435,6 +562,8 @@ export function fusedDispatch(
     values[`st${k}`] = [...s.strides];
   });
   if (p.consts.length > 0) values.c = [...p.consts];
+  const r = p.reduce;
+  if (r) Object.assign(values, { rows: r.rows, cols: r.cols, scale: r.scale });
   return {
     op,
     key: kernel.key(),
@@ -442,6 +571,6 @@ export function fusedDispatch(
     cpu: (buffers) => fusedCpu(p, buffers),
     buffers: [...inputs, ...outputs],
     uniforms: kernel.uniforms(values as never),
-    workgroups: gridStride(p.n),
+    workgroups: r ? rowGroups(r.rows, r.lanes) : gridStride(p.n),
   };
 }

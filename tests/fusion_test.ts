@@ -267,9 +267,10 @@ Deno.test("a group is emitted before any other dispatch, so order is kept", asyn
     using x = dev.tensor(X, [20, 6]);
     using y = addScalar(x, 1); // pending
     assert.equal(dev.fusion!.pending, 1);
-    using s = sum(y); // a reduction dispatch: the add is emitted first
-    assert.equal(dev.fusion!.pending, 0);
-    using z = mul(s, s); // another size: a new group
+    using s = sum(y); // ends the group: it stays pending but takes no more nodes
+    assert.equal(dev.fusion!.pending, 1);
+    using z = mul(s, s); // reads the sum: the group is emitted, and this starts a new one
+    assert.equal(dev.fusion!.pending, 1);
     const expect = Array.from({ length: 20 }, (_, r) => {
       let t = 0;
       for (let c = 0; c < 6; c++) t += Math.fround(X[r * 6 + c]! + 1);

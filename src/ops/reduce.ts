@@ -77,8 +77,27 @@ function rowReduce(kind: RowKind, x: Tensor, keepdim: boolean): Tensor {
     scale: kind === "mean" ? 1 / cols : 1,
     istride: 0,
   };
-  x.device.run(rowReduceDispatch(kind, spec, p, [x.storage(kind), out.storage(kind)]));
+  runReduce(kind, x, spec, p, [out]);
   return out;
+}
+
+/**
+ * Dispatches a reduction of `x` (no index input): ending `x`'s pending elementwise group when
+ * the device fuses and `x` is in it (one kernel computes the chain and reduces it), else as its
+ * own kernel.
+ */
+function runReduce(
+  kind: string,
+  x: Tensor,
+  spec: RowReduceSpec,
+  p: RowReduceParams,
+  outputs: Tensor[],
+): void {
+  const { kind: k, square, outType, values, indices, lanes } = spec;
+  const end = { kind: k, square, outType, values, indices, lanes, ...p };
+  if (x.device.fusion?.reduce(x, end, outputs, kind)) return;
+  const storages = outputs.map((t) => t.storage(kind));
+  x.device.run(rowReduceDispatch(kind, spec, p, [x.storage(kind), ...storages]));
 }
 
 /** Reshapes a last-dim reduction's gradient to `[..., 1]` so it broadcasts against `x`. */
@@ -240,7 +259,7 @@ function reduceAll(kind: AllKind, x: Tensor): Tensor {
   const out = dev.empty([], isArg ? "u32" : x.dtype, kind);
   const combine = { kind: isMax ? "max" : "sum", square: false } as const;
   const scale = kind === "meanAll" ? 1 / n : 1;
-  const xs = x.storage(kind), os = out.storage(kind);
+  const os = out.storage(kind);
   if (n <= SINGLE_PASS_MAX) {
     const s: RowReduceSpec = {
       ...combine,
@@ -251,7 +270,7 @@ function reduceAll(kind: AllKind, x: Tensor): Tensor {
       indices: isArg,
       indexIn: false,
     };
-    dev.run(rowReduceDispatch(kind, s, { rows: 1, cols: n, n, scale, istride: 0 }, [xs, os]));
+    runReduce(kind, x, s, { rows: 1, cols: n, n, scale, istride: 0 }, [out]);
     return out;
   }
   // Pass 1: contiguous chunks to f32 partials (with each chunk's local argmax when needed).
@@ -268,13 +287,8 @@ function reduceAll(kind: AllKind, x: Tensor): Tensor {
     indices: isArg,
     indexIn: false,
   };
-  dev.run(
-    rowReduceDispatch(kind, pass1, { rows: parts, cols: chunk, n, scale: 1, istride: 0 }, [
-      xs,
-      ps,
-      ...pis,
-    ]),
-  );
+  const partials = pidx ? [partial, pidx] : [partial];
+  runReduce(kind, x, pass1, { rows: parts, cols: chunk, n, scale: 1, istride: 0 }, partials);
   // Pass 2: one row over the partials; a local index i of chunk c is global c·chunk + i.
   const pass2: RowReduceSpec = {
     ...combine,

@@ -26,6 +26,7 @@ import {
   type FusedLayout,
   type FusedNode,
   type FusedProgram,
+  type FusedReduce,
   type FusedRef,
 } from "../../kernels/fused.ts";
 import type { SharedStorage, Tensor } from "./tensor.ts";
@@ -56,6 +57,16 @@ interface PendingInput {
   readonly input: FusedInput;
   readonly shared: SharedStorage;
   readonly storage: Storage;
+}
+
+/** A reduction ending a pending group (see {@link FusionQueue.reduce}). */
+interface GroupEnd {
+  /** The group's node it reduces. */
+  readonly node: number;
+  readonly reduce: Omit<FusedReduce, "node">;
+  /** Its output storages, each with a reference held until the group is emitted. */
+  readonly outputs: readonly SharedStorage[];
+  readonly op: string;
 }
 
 interface PendingNode {
@@ -112,6 +123,8 @@ export class FusionQueue {
   #consts: number[] = [];
   #inputIndex = new Map<string, number>();
   #nodeOf = new Map<Storage, number>();
+  /** The reduction ending the group, if one was taken: the group then takes no more nodes. */
+  #end: GroupEnd | null = null;
 
   /**
    * A queue emitting to `backend` (the device's own, reached without emitting).
@@ -232,7 +245,7 @@ export class FusionQueue {
   ): void {
     const n = out.size;
     const full = this.#nodes.length >= this.#maxNodes || this.#consts.length >= MAX_CONSTS;
-    if (this.#nodes.length > 0 && (n !== this.#n || full)) this.emit();
+    if (this.#nodes.length > 0 && (n !== this.#n || full || this.#end)) this.emit();
     // An operand pending with another size would need its values by index: realise it first.
     if (args.some((t) => this.#nodeOf.has(t.storage(op)) && t.size !== n)) this.emit();
     if (this.#inputs.length + this.#newInputs(args, out, op) + 1 > this.#maxBindings) this.emit();
@@ -290,12 +303,46 @@ export class FusionQueue {
 
   /** Dispatches the pending group (one kernel, or several when its bindings need it). */
   emit(): void {
+    this.#emit(this.#end);
+  }
+
+  /**
+   * Ends the pending group with a reduction of `x` when `x` is one of its nodes: the kernel that
+   * computes `x` also reduces it (kernels/fused.ts, `FusedReduce`). The group stays pending —
+   * so intermediates disposed before it is emitted (a scope's) are still not written — but is
+   * closed: the next op emits it, as does anything that reaches the backend. Otherwise nothing
+   * happens and the caller dispatches the reduction as usual.
+   *
+   * @param x The tensor reduced.
+   * @param reduce The reduction (its `node` is filled in here).
+   * @param outputs Its outputs: the values, then the indices (as `reduce` asks). The group holds
+   *   a reference on each until it is emitted.
+   * @param op The reduction's op name (the fused kernel is named after its ops and this).
+   * @returns Whether the reduction was taken into the group.
+   */
+  reduce(
+    x: Tensor,
+    reduce: Omit<FusedReduce, "node">,
+    outputs: readonly Tensor[],
+    op: string,
+  ): boolean {
+    const node = this.#nodeOf.get(x.storage(op));
+    if (node === undefined || x.size !== this.#n || this.#end) return false;
+    if (this.#maxBindings - outputs.length < 4) return false;
+    const shared = outputs.map((t) => t.sharedStorage(op));
+    for (const o of shared) o.refs++;
+    this.#end = { node, reduce, outputs: shared, op };
+    return true;
+  }
+
+  #emit(end: GroupEnd | null): void {
     if (this.#nodes.length === 0) return;
     const nodes = this.#nodes, inputs = this.#inputs, consts = this.#consts, n = this.#n;
     this.#reset();
     const temps: Storage[] = [];
     try {
-      const segments = plan(nodes, this.#maxBindings);
+      const bindings = this.#maxBindings - (end?.outputs.length ?? 0);
+      const segments = plan(nodes, bindings, end?.node ?? -1);
       // A node no tensor holds but a later kernel of the group reads needs a storage of its own.
       for (const seg of segments) {
         for (const j of seg.writes) {
@@ -306,13 +353,21 @@ export class FusionQueue {
         }
       }
       for (const seg of segments) {
-        const program = segmentProgram(n, nodes, inputs, consts, seg);
-        this.#backend.dispatch(
-          fusedDispatch(program.program, program.reads, program.writes, segmentName(nodes, seg)),
-        );
+        const { program, reads, writes, local } = segmentProgram(n, nodes, inputs, consts, seg);
+        if (end && local.has(end.node)) {
+          this.#backend.dispatch(fusedDispatch(
+            { ...program, reduce: { ...end.reduce, node: local.get(end.node)! } },
+            reads,
+            [...writes, ...end.outputs.map((o) => o.storage)],
+            `${segmentName(nodes, seg)}+${end.op}`,
+          ));
+        } else {
+          this.#backend.dispatch(fusedDispatch(program, reads, writes, segmentName(nodes, seg)));
+        }
       }
     } finally {
       for (const x of inputs) x.shared.release();
+      for (const o of end?.outputs ?? []) o.release();
       for (const t of temps) this.#backend.release(t);
     }
   }
@@ -329,6 +384,7 @@ export class FusionQueue {
     this.#inputIndex = new Map();
     this.#nodeOf = new Map();
     this.#n = -1;
+    this.#end = null;
   }
 }
 
@@ -340,13 +396,14 @@ interface Segment {
 
 /**
  * Splits the needed nodes of a group into kernels of at most `maxBindings` storages. A node is
- * needed when its storage is held outside the group or a needed node reads it; a kernel writes
- * the held ones and those a later kernel reads.
+ * needed when its storage is held outside the group, it is the `reduced` one (-1: none), or a
+ * needed node reads it; a kernel writes the held ones and those a later kernel reads.
  */
-function plan(nodes: readonly PendingNode[], maxBindings: number): Segment[] {
+function plan(nodes: readonly PendingNode[], maxBindings: number, reduced: number): Segment[] {
   const count = nodes.length;
   const held = nodes.map((x) => x.storage !== null);
-  const needed = [...held];
+  // The reduced node is computed (its kernel reduces it) but written only if held.
+  const needed = held.map((h, j) => h || j === reduced);
   const lastUse = new Int32Array(count).fill(-1);
   for (let j = count - 1; j >= 0; j--) {
     if (!needed[j]) continue;
@@ -397,7 +454,6 @@ function plan(nodes: readonly PendingNode[], maxBindings: number): Segment[] {
   return segments;
 }
 
-/** The program of one segment, with its operands renumbered, and the storages it binds. */
 /**
  * The fused kernel's op name: the ops it computes, in order, without repeats (`mulScalar+add`),
  * so errors, captures and profiles still name what ran; one op keeps its plain name.
@@ -410,13 +466,17 @@ function segmentName(nodes: readonly PendingNode[], seg: Segment): string {
     : `${names.slice(0, MAX).join("+")}+${names.length - MAX} more`;
 }
 
+/**
+ * The program of one segment, with its operands renumbered, the storages it binds, and where
+ * each of the group's nodes it computes landed in it (`local`).
+ */
 function segmentProgram(
   n: number,
   nodes: readonly PendingNode[],
   inputs: readonly PendingInput[],
   consts: readonly number[],
   seg: Segment,
-): { program: FusedProgram; reads: Storage[]; writes: Storage[] } {
+): { program: FusedProgram; reads: Storage[]; writes: Storage[]; local: Map<number, number> } {
   const local = new Map<number, number>();
   const inputOf = new Map<string, number>();
   const constOf = new Map<number, number>();
@@ -467,5 +527,6 @@ function segmentProgram(
     },
     reads,
     writes: seg.writes.map((j) => nodes[j]!.storage!),
+    local,
   };
 }
