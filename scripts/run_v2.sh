@@ -18,22 +18,31 @@
 #      Trained here, its gaps to dense would compare a CPU run with a GPU run, and lose the pairing
 #      within seed that makes them precise.
 #
-# Usage: scripts/run_v2.sh [--smoke] [--large] [--device KIND] [--dry-run]
+#   The large sizes run as a queue of single-run cells (seed by seed, S by S) worked by WORKERS
+#   processes at once, each on one thread (QSPARSE_THREADS=1 and OpenBLAS's own pool at 1): on
+#   the 2-core machine on 2026-11-30, xs at batch 32 trained at ~4,850 tokens/s as one process
+#   on 2 threads and ~5,200 on 1, and two 1-thread processes together at ~10,300 (the same
+#   losses bit for bit at every thread count). The small sizes keep one process on every core.
+#
+# Usage: scripts/run_v2.sh [--smoke] [--large] [--device KIND] [--workers N] [--dry-run]
 #   --smoke    the smoke profile into a temporary folder (the whole pipeline in minutes; nothing in
 #              the repository changes)
 #   --large    n853k here too (see 4.)
 #   --device   native (default), cpu or webgpu
+#   --workers  processes for the large sizes' cells (default: the core count; 1 runs them as
+#              one sweep per seed on every core)
 #   --dry-run  print the sweeps without running them
 # Start the full grid in the background:
 #   nohup scripts/run_v2.sh > /dev/null 2>&1 &      (log: runs/run_v2.log)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PROFILE=full DEVICE=native DRY=0 LARGE_HERE=0
+PROFILE=full DEVICE=native DRY=0 LARGE_HERE=0 WORKERS=$(nproc)
 while [ $# -gt 0 ]; do
   case $1 in
   --smoke) PROFILE=smoke ;;
   --large) LARGE_HERE=1 ;;
   --device) DEVICE=$2 && shift ;;
+  --workers) WORKERS=$2 && shift ;;
   --dry-run) DRY=1 ;;
   *) echo "unknown option $1" >&2 && exit 2 ;;
   esac
@@ -86,7 +95,27 @@ for s in "${SEEDS[@]}"; do sweep fixed_na "seed=$s"; done
   echo "== n853k is left to the GPU script; --large trains it here"
   LARGE=(xs)
 }
-for z in "${LARGE[@]}"; do
-  for s in "${SEEDS[@]}"; do sweep scaling_v2 "size=$z" "seed=$s"; done
-done
+if [ "$WORKERS" -le 1 ]; then
+  for z in "${LARGE[@]}"; do
+    for s in "${SEEDS[@]}"; do sweep scaling_v2 "size=$z" "seed=$s"; done
+  done
+else
+  # One line per run, "size=Z seed=N S=X", in the order above; a worker takes the next line when
+  # its run ends, so seed 1 of a size finishes first and no worker waits for another.
+  SPARSITIES=$(deno eval --quiet "import { V2_PROFILES } from './studies/v2_grid.ts';
+console.log(V2_PROFILES['$PROFILE'].sparsities.join(' '))")
+  cells() {
+    for z in "${LARGE[@]}"; do
+      for s in "${SEEDS[@]}"; do
+        for x in $SPARSITIES; do echo "size=$z seed=$s S=$x"; done
+      done
+    done
+  }
+  export -f sweep
+  export PROFILE DEVICE RESULTS RUNS DRY
+  echo "== $(date -u +%FT%TZ) large sizes: $(cells | wc -l) cells, $WORKERS at once, 1 thread each"
+  P=$WORKERS && [ "$DRY" = 1 ] && P=1 # a dry run lists the cells in order
+  cells | QSPARSE_THREADS=1 OPENBLAS_NUM_THREADS=1 xargs -P "$P" -L 1 \
+    bash -c 'sweep scaling_v2 "$@"' _
+fi
 echo "== $(date -u +%FT%TZ) run_v2 done (results in $RESULTS, log $LOG)"

@@ -19,7 +19,7 @@ async function dryRun(...args: string[]): Promise<string[]> {
 Deno.test("run_v2.sh: n853k is left to the GPU script unless --large", async () => {
   const lines = await dryRun();
   assert.ok(lines.some((l) => /scaling_v2 .*size=tiny$/.test(l)));
-  assert.ok(lines.some((l) => /scaling_v2 .*size=xs --where seed=3$/.test(l)));
+  assert.ok(lines.some((l) => /scaling_v2 .*size=xs --where seed=3 --where S=0.9$/.test(l)));
   assert.ok(!lines.some((l) => /scaling_v2 .*size=n853k/.test(l)), lines.join("\n"));
 });
 
@@ -45,11 +45,24 @@ Deno.test("run_v2.sh --large: tuning and picks first, small sizes, fixed N_a, th
   const small = Math.max(at(/scaling_v2 .*size=xxs$/), at(/scaling_v2 .*size=tiny$/));
   const fixed = [1, 2, 3].map((s) => at(new RegExp(`fixed_na .*seed=${s}$`)));
   const large = ["xs", "n853k"].flatMap((z) =>
-    [1, 2, 3].map((s) => at(new RegExp(`size=${z} --where seed=${s}$`)))
+    [1, 2, 3].map((s) => at(new RegExp(`size=${z} --where seed=${s} `)))
   );
   assert.ok(fixed.every((i) => i > small), "fixed_na after the small sizes");
   assert.ok(large.every((i) => i > Math.max(...fixed)), "large sizes last");
   assert.deepEqual(large, [...large].sort((a, b) => a - b)); // xs before n853k, seed order
+});
+
+Deno.test("run_v2.sh: the large sizes as single-run cells for parallel workers, or per seed", async () => {
+  const cells = (await dryRun("--workers", "2")).filter((l) =>
+    /--study scaling_v2 .*size=xs/.test(l)
+  );
+  const sparsities = ["0", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"];
+  assert.deepEqual(
+    cells.map((l) => /seed=(\d) --where S=(\S+)$/.exec(l)!.slice(1).join(" ")),
+    [1, 2, 3].flatMap((seed) => sparsities.map((s) => `${seed} ${s}`)),
+  );
+  const perSeed = (await dryRun("--workers", "1")).filter((l) => /scaling_v2 .*size=xs/.test(l));
+  assert.deepEqual(perSeed.map((l) => /seed=(\d)$/.exec(l)![1]), ["1", "2", "3"]);
 });
 
 Deno.test("run_v2.sh --smoke --device cpu: the smoke profile on the asked device", async () => {
