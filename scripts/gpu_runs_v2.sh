@@ -13,17 +13,15 @@
 #      training-time mask's two kernels (bench/topk_variants.ts), training
 #      tokens/s tiny and s (dense and S = .5), captured against ordinary training steps at batch
 #      32 and 256 (bench/capture.ts). JSON into results/h200/bench/.
-#   2. the v2 cells this CPU machine reaches last (docs/studies-v2.md: ~49 h here), WORKERS runs at
-#      once (default 3: on the H200 a run took about 40 s of GPU time at 2 or at 8 workers, and 8
-#      lost seven half-done runs at the deadline), each taking the next single-run cell from one
-#      queue. First n853k's LR tuning
-#      and its pick (a no-op when the CPU runner finished them), and one process tuning the
-#      kernels of every queued shape (scripts/warm_autotune.ts); then the fixed-N_a study seed by
-#      seed; then n853k's main grid seed by seed (the CPU runner keeps xxs, tiny and xs, so each
-#      size's cells share one adapter); then seeds 4–6 of the fixed-N_a study. n853k's S = .6 cells equal fixed-N_a arms: they are not
-#      queued, and a --reuse-only pass at the end records them from those
-#      arms. A run that fails for any reason other than the deadline is retried once with
-#      QSPARSE_CAPTURE=0, and later cells then start without capture.
+#   2. the v2 cells left to a GPU, WORKERS runs at once (default 3: on the H200 a run took about
+#      40 s of GPU time at 2 or at 8 workers, and 8 lost seven half-done runs at the deadline),
+#      each taking the next single-run cell from one queue: first one process tunes the kernels
+#      of every queued shape (scripts/warm_autotune.ts), then the fixed-N_a study seed by seed
+#      (seeds 1–3 ran on an H200 on 2026-11-30: finished runs are skipped), then its seeds 4–6.
+#      The main grid's sizes are the CPU runner's (scripts/run_v2.sh), so each size's cells share
+#      one adapter; the fixed-N_a study stays on the GPU for the same reason. A run that fails
+#      for any reason other than the deadline is retried once with QSPARSE_CAPTURE=0, and later
+#      cells then start without capture.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GPU_LOG=runs_gpu_v2.log
@@ -36,13 +34,6 @@ bench() { # bench NAME CAP SCRIPT ARGS...: a bench whose JSON lands in results/h
   shift 2
   step "bench-$name" "$cap" $RUN "$@"
   [ "$DRY" = 1 ] || { cp results/bench/*.json results/h200/bench/ 2>/dev/null && pack; }
-}
-sweep() { # sweep STUDY k=v...: the study's full-profile runs matching every k=v, on WebGPU
-  local study=$1 where=()
-  shift
-  for kv in "$@"; do where+=(--where "$kv"); done
-  step "$study $*" 9999 $RUN cli.ts sweep --study "$study" --profile "$PROFILE" --device webgpu \
-    --results "results/$study.jsonl" --runs runs_h200 "${where[@]}"
 }
 
 if [ "${BENCHES:-1}" = 1 ]; then
@@ -59,25 +50,17 @@ bench capture 35 bench/capture.ts --devices webgpu --cases tiny:32x128,tiny:256x
   --rounds 3
 fi
 
-sweep lr_tuning size=n853k
-step "pick n853k" 30 $RUN scripts/pick_lr.ts --profile "$PROFILE" --require n853k
 # The kernels of every queued shape tuned once here (the fixed-N_a arms are xs, n853k and three
 # shapes between and beyond), so parallel workers read one set of choices from the disk cache
 # instead of each timing kernels under the others' load.
 step "warm autotune" 60 $RUN scripts/warm_autotune.ts --study fixed_na --profile "$PROFILE"
 
 # cells: one line per single-run sweep, "STUDY k=v ...", in the order the verdicts need them.
+# Seeds 4–6 sharpen the interior-optimum test: with 3 it had df 2 (raw p 0.049, Holm 0.15 on
+# 2026-11-30).
 cells() {
   local seed s
-  for seed in 1 2 3; do
-    for s in 0 0.3 0.45 0.6 0.75; do echo "fixed_na seed=$seed S=$s"; done
-  done
-  for seed in 1 2 3; do
-    for s in 0 0.2 0.3 0.4 0.5 0.7 0.8 0.9; do echo "scaling_v2 size=n853k seed=$seed S=$s"; done
-  done
-  # Then more seeds of the fixed-N_a study: with 3 its interior-optimum test had df 2 (raw p
-  # 0.049, Holm 0.15 on 2026-11-30); seeds 4–6 sharpen it.
-  for seed in 4 5 6; do
+  for seed in 1 2 3 4 5 6; do
     for s in 0 0.3 0.45 0.6 0.75; do echo "fixed_na seed=$seed S=$s"; done
   done
 }
@@ -122,11 +105,5 @@ else
   # CELLS (an extended regex) keeps only matching cells, e.g. for a short second call.
   cells | grep -E "${CELLS:-.}" | xargs -P "${WORKERS:-3}" -L 1 bash -c 'cell "$@"' _
 fi
-# n853k's main-grid cells equal to fixed-N_a arms (S = .6) are recorded from those arms, trained
-# on this adapter, not trained twice. (xs S = 0 is an arm too, but xs's grid is the CPU runner's:
-# a size's cells share one adapter, so its gaps to dense are paired within seed.)
-step "reuse fixed_na arms" 10 $RUN cli.ts sweep --study scaling_v2 --profile "$PROFILE" \
-  --device webgpu --results results/scaling_v2.jsonl --runs runs_h200 --reuse-only \
-  --where size=n853k
 log done
 pack

@@ -12,11 +12,10 @@
 #   2. scaling_v2 for the smallest sizes, all seeds (cheap: hours).
 #   3. fixed_na, seed by seed (the law-free S* test; its S = 0 and S = .6 arms are main-grid
 #      cells of xs and n853k, trained once).
-#   4. scaling_v2 for xs, seed by seed (days). n853k only with --large: on 2026-11-30 the
-#      fixed-N_a study (whose S = .6 arm is n853k's S = .6 cell) and n853k's first cells ran on an
-#      H200, so the rest of that size belongs on the same adapter (scripts/gpu_runs_v2.sh).
-#      Trained here, its gaps to dense would compare a CPU run with a GPU run, and lose the pairing
-#      within seed that makes them precise.
+#   4. scaling_v2 for xs, then n853k, seed by seed (days). Every cell of a size trains on this
+#      adapter, so its gaps to dense are paired within seed; the four n853k cells an H200 ran on
+#      2026-11-30 are kept apart (results/h200/scaling_v2_n853k.jsonl), since a GPU is lent to
+#      few sessions and this CPU reaches n853k in about 11 hours.
 #
 #   The large sizes run as a queue of single-run cells (seed by seed, S by S) worked by WORKERS
 #   processes at once, each on one thread (QSPARSE_THREADS=1 and OpenBLAS's own pool at 1): on
@@ -24,10 +23,9 @@
 #   on 2 threads and ~5,200 on 1, and two 1-thread processes together at ~10,300 (the same
 #   losses bit for bit at every thread count). The small sizes keep one process on every core.
 #
-# Usage: scripts/run_v2.sh [--smoke] [--large] [--device KIND] [--workers N] [--dry-run]
+# Usage: scripts/run_v2.sh [--smoke] [--device KIND] [--workers N] [--dry-run]
 #   --smoke    the smoke profile into a temporary folder (the whole pipeline in minutes; nothing in
 #              the repository changes)
-#   --large    n853k here too (see 4.)
 #   --device   native (default), cpu or webgpu
 #   --workers  processes for the large sizes' cells (default: the core count; 1 runs them as
 #              one sweep per seed on every core)
@@ -36,11 +34,10 @@
 #   nohup scripts/run_v2.sh > /dev/null 2>&1 &      (log: runs/run_v2.log)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PROFILE=full DEVICE=native DRY=0 LARGE_HERE=0 WORKERS=$(nproc)
+PROFILE=full DEVICE=native DRY=0 WORKERS=$(nproc)
 while [ $# -gt 0 ]; do
   case $1 in
   --smoke) PROFILE=smoke ;;
-  --large) LARGE_HERE=1 ;;
   --device) DEVICE=$2 && shift ;;
   --workers) WORKERS=$2 && shift ;;
   --dry-run) DRY=1 ;;
@@ -91,10 +88,6 @@ for z in "${SMALL[@]}" "${LARGE[@]}"; do
 done
 for z in "${SMALL[@]}"; do sweep scaling_v2 "size=$z"; done
 for s in "${SEEDS[@]}"; do sweep fixed_na "seed=$s"; done
-[ "$LARGE_HERE" = 1 ] || [ "$PROFILE" = smoke ] || {
-  echo "== n853k is left to the GPU script; --large trains it here"
-  LARGE=(xs)
-}
 if [ "$WORKERS" -le 1 ]; then
   for z in "${LARGE[@]}"; do
     for s in "${SEEDS[@]}"; do sweep scaling_v2 "size=$z" "seed=$s"; done

@@ -1,7 +1,7 @@
 /**
  * scripts/run_v2.sh in --dry-run: the order the issue asks for (each size's LR tuning, then its
  * pick with --require, before any main-grid or fixed-N_a sweep; the smallest sizes' full seeds
- * and the fixed-N_a study before the larger sizes; n853k only with `--large`), every sweep
+ * and the fixed-N_a study before the larger sizes, xs before n853k), every sweep
  * niced, on the native device, into results/<study>.jsonl. (The smoke pipeline itself, `scripts/run_v2.sh --smoke`, trains.)
  */
 import assert from "node:assert/strict";
@@ -16,15 +16,8 @@ async function dryRun(...args: string[]): Promise<string[]> {
   return new TextDecoder().decode(out.stdout).split("\n").filter((l) => !l.startsWith("==") && l);
 }
 
-Deno.test("run_v2.sh: n853k is left to the GPU script unless --large", async () => {
+Deno.test("run_v2.sh: tuning and picks first, small sizes, fixed N_a, then xs and n853k", async () => {
   const lines = await dryRun();
-  assert.ok(lines.some((l) => /scaling_v2 .*size=tiny$/.test(l)));
-  assert.ok(lines.some((l) => /scaling_v2 .*size=xs --where seed=3 --where S=0.9$/.test(l)));
-  assert.ok(!lines.some((l) => /scaling_v2 .*size=n853k/.test(l)), lines.join("\n"));
-});
-
-Deno.test("run_v2.sh --large: tuning and picks first, small sizes, fixed N_a, then large sizes", async () => {
-  const lines = await dryRun("--large");
   const at = (re: RegExp) => lines.findIndex((l) => re.test(l));
   const sweeps = lines.filter((l) => l.includes("cli.ts sweep"));
   assert.ok(sweeps.every((l) => l.startsWith("nice -n 19 deno run -A cli.ts sweep")));
