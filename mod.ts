@@ -52,6 +52,7 @@ export type {
   RandomOptions,
 } from "./src/tensor/device.ts";
 export type { FusionOptions, FusionQueue } from "./src/tensor/fusion.ts";
+export type { FusedReduce } from "./kernels/fused.ts";
 export { keep, scope } from "./src/tensor/scope.ts";
 export { CapturedStep, captureStep } from "./src/tensor/capture.ts";
 export type {
@@ -143,7 +144,7 @@ export {
 export type { ReduceOptions } from "./src/ops/reduce.ts";
 export { logSoftmax, softmax } from "./src/ops/softmax.ts";
 export type { SoftmaxOptions } from "./src/ops/softmax.ts";
-export { rmsNorm } from "./src/ops/rmsnorm.ts";
+export { addRmsNorm, rmsNorm } from "./src/ops/rmsnorm.ts";
 export { rope, ropeFrequencies, ropePair } from "./src/ops/rope.ts";
 export type { RopeOptions } from "./src/ops/rope.ts";
 export { embedding } from "./src/ops/embedding.ts";

@@ -120,6 +120,7 @@ export interface FusedReduce {
   readonly node: number;
   /** `sum` (of squares when `square`) or `max` (NaN-first, lowest index on ties). */
   readonly kind: "sum" | "max";
+  /** `sum`: add the squares of the values. */
   readonly square: boolean;
   /** Storage dtype of the values output. */
   readonly outType: DType;
@@ -129,8 +130,11 @@ export interface FusedReduce {
   readonly indices: boolean;
   /** Lanes per row (`rowLanes(cols)`): part of the kernel's structure. */
   readonly lanes: number;
+  /** Rows reduced (one output each). */
   readonly rows: number;
+  /** Elements per row (the last row may be short: it ends at the node's `n`). */
   readonly cols: number;
+  /** Factor on each sum (1/cols for a mean). */
   readonly scale: number;
 }
 

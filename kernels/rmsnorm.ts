@@ -14,6 +14,11 @@
  * Recomputing r in the backward costs one extra read of x but saves a per-row buffer that
  * would have to outlive the forward.
  *
+ * Residual form (`addRmsNorm`): the forward takes a second input `res`, normalises `x + res`
+ * (rounded to the dtype, as a stored sum) and writes that sum too; the x-gradient kernel takes
+ * the sum's gradient from elsewhere (`gres`) and adds it to the rounded x-gradient. A pre-norm
+ * transformer's residual adds and gradient sums then cost no launch of their own.
+ *
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
@@ -39,17 +44,35 @@ const RMS_NORM = defineKernel({
   name: "rmsNorm",
   bindings: [
     { name: "xs", type: "T", access: "read" },
+    { name: "res", type: "T", access: "read", optional: true },
     { name: "w", type: "T", access: "read", optional: true },
     { name: "out", type: "T", access: "read_write" },
+    { name: "sum", type: "T", access: "read_write", optional: true },
   ],
   params: { rows: "u32", cols: "u32", eps: "f32" },
 });
 
-/** WGSL of the forward (`hasWeight`: multiply by a `[cols]` weight). */
-export function rmsNormWgsl(dtype: DType, hasWeight: boolean, lanes: number): string {
+/**
+ * WGSL of the forward (`hasWeight`: multiply by a `[cols]` weight). With `residual` the input
+ * is `xs + res`, rounded to the storage dtype as the add would store it, and also written to
+ * `sum`: a transformer's residual add and the next norm in one launch.
+ */
+export function rmsNormWgsl(
+  dtype: DType,
+  hasWeight: boolean,
+  lanes: number,
+  residual = false,
+): string {
   const T = dtype, L = lanes;
   const w = hasWeight ? ` * f32(w[j])` : "";
-  return `${RMS_NORM.header({ types: { T }, omit: hasWeight ? [] : ["w"] })}
+  const omit = [...(hasWeight ? [] : ["w"]), ...(residual ? [] : ["res", "sum"])];
+  // Each lane computes the sum of its own elements in both loops (the same expression, so the
+  // same value), and writes it in the first.
+  const load = residual
+    ? `f32(${T}(f32(xs[start + j]) + f32(res[start + j])))`
+    : "f32(xs[start + j])";
+  const store = residual ? ` sum[start + j] = ${T}(v);` : "";
+  return `${RMS_NORM.header({ types: { T }, omit })}
 var<workgroup> sv: array<f32, ${ROW_WG}>;
 @compute @workgroup_size(${ROW_WG})
 fn main(${ROW_ARGS}) {
@@ -57,13 +80,13 @@ fn main(${ROW_ARGS}) {
     let start = row * p.cols;
     var acc = 0.0;
     if (live) {
-      for (var j = lane; j < p.cols; j = j + ${L}u) { let v = f32(xs[start + j]); acc = acc + v * v; }
+      for (var j = lane; j < p.cols; j = j + ${L}u) { let v = ${load}; acc = acc + v * v;${store} }
     }
     ${laneSum(L, "sv", "acc", "ss")}
     if (live) {
       let r = inverseSqrt(ss / f32(p.cols) + p.eps);
       for (var j = lane; j < p.cols; j = j + ${L}u) {
-        out[start + j] = ${T}(f32(xs[start + j]) * r${w});
+        out[start + j] = ${T}(${load} * r${w});
       }
     }
   }
@@ -77,16 +100,25 @@ function rstdOf(x: ArrayLike<number>, start: number, cols: number, eps: number):
   return 1 / Math.sqrt(Math.fround(ss) / cols + Math.fround(eps));
 }
 
-/** CPU twin of {@link rmsNormWgsl}. Buffers: x, [w], out. */
+/** CPU twin of {@link rmsNormWgsl}. Buffers: x, [res], [w], out, [sum]. */
 export function rmsNormCpu(
   dtype: DType,
   hasWeight: boolean,
   p: RmsNormParams,
   bufs: ArrayBuffer[],
+  residual = false,
 ): void {
-  const x = typedView(dtype, bufs[0]!);
-  const w = hasWeight ? typedView(dtype, bufs[1]!) : null;
-  const out = typedView(dtype, bufs[hasWeight ? 2 : 1]!, p.rows * p.cols);
+  let k = 0;
+  let x = typedView(dtype, bufs[k++]!);
+  const res = residual ? typedView(dtype, bufs[k++]!) : null;
+  const w = hasWeight ? typedView(dtype, bufs[k++]!) : null;
+  const out = typedView(dtype, bufs[k++]!, p.rows * p.cols);
+  if (res) {
+    // The sum as the add stores it (rounded to the dtype), then normalised as a plain input.
+    const sum = typedView(dtype, bufs[k++]!, p.rows * p.cols);
+    for (let i = 0; i < p.rows * p.cols; i++) sum[i] = x[i]! + res[i]!;
+    x = sum;
+  }
   for (let r = 0; r < p.rows; r++) {
     const start = r * p.cols;
     const rs = rstdOf(x, start, p.cols, p.eps);
@@ -102,6 +134,7 @@ export function rmsNormCpu(
  * @param x Input.
  * @param w Weight `[cols]`, or null.
  * @param out Output.
+ * @param residual With `res` added to x first (the sum written to `sum`), or null.
  * @returns The dispatch.
  */
 export function rmsNormDispatch(
@@ -110,17 +143,38 @@ export function rmsNormDispatch(
   x: Storage,
   w: Storage | null,
   out: Storage,
+  residual: { res: Storage; sum: Storage } | null = null,
 ): Dispatch {
-  const lanes = rowLanes(p.cols), hasWeight = w !== null;
+  const lanes = rowLanes(p.cols), hasWeight = w !== null, hasRes = residual !== null;
   return {
-    op: "rmsNorm",
-    key: RMS_NORM.key(dtype, hasWeight ? "w" : "nw", `L${lanes}`),
-    wgsl: () => rmsNormWgsl(dtype, hasWeight, lanes),
-    cpu: (bufs) => rmsNormCpu(dtype, hasWeight, p, bufs),
+    op: hasRes ? "addRmsNorm" : "rmsNorm",
+    key: RMS_NORM.key(dtype, hasWeight ? "w" : "nw", `L${lanes}`, hasRes ? "res" : ""),
+    wgsl: () => rmsNormWgsl(dtype, hasWeight, lanes, hasRes),
+    cpu: (bufs) => rmsNormCpu(dtype, hasWeight, p, bufs, hasRes),
     native: dtype === "f32"
-      ? (b, rt) => rmsNormF32Native(p.rows, p.cols, p.eps, b[0]!, w ? b[1]! : null, b.at(-1)!, rt)
+      ? (b, rt) => {
+        const [xb, rb] = hasRes ? [b[0]!, b[1]!] : [b[0]!, null];
+        const wb = w ? b[hasRes ? 2 : 1]! : null;
+        const [ob, sb] = hasRes ? [b.at(-2)!, b.at(-1)!] : [b.at(-1)!, null];
+        rmsNormF32Native(
+          p.rows,
+          p.cols,
+          p.eps,
+          xb,
+          wb,
+          ob,
+          rt,
+          rb && sb ? { res: rb, sum: sb } : null,
+        );
+      }
       : undefined,
-    buffers: w ? [x, w, out] : [x, out],
+    buffers: [
+      x,
+      ...(residual ? [residual.res] : []),
+      ...(w ? [w] : []),
+      out,
+      ...(residual ? [residual.sum] : []),
+    ],
     uniforms: RMS_NORM.uniforms({ rows: p.rows, cols: p.cols, eps: p.eps }),
     workgroups: rowGroups(p.rows, lanes),
   };
@@ -135,17 +189,30 @@ const RMS_NORM_BACKWARD = defineKernel({
     { name: "xs", type: "T", access: "read" },
     { name: "w", type: "T", access: "read", optional: true },
     { name: "g", type: "T", access: "read" },
+    { name: "gres", type: "T", access: "read", optional: true },
     { name: "gx", type: "T", access: "read_write" },
     { name: "rstd", type: "f32", access: "read_write" },
   ],
   params: { rows: "u32", cols: "u32", eps: "f32" },
 });
 
-/** WGSL of the x-gradient kernel. Bindings: x, [w], g, gx, rstd (f32 per row). */
-export function rmsNormBackwardWgsl(dtype: DType, hasWeight: boolean, lanes: number): string {
+/**
+ * WGSL of the x-gradient kernel. Bindings: x, [w], g, [gres], gx, rstd (f32 per row). With
+ * `residual`, `gres` (the gradient reaching the residual sum from elsewhere) is added to the
+ * norm's x-gradient after that is rounded to the dtype, as a separate add of the two would.
+ */
+export function rmsNormBackwardWgsl(
+  dtype: DType,
+  hasWeight: boolean,
+  lanes: number,
+  residual = false,
+): string {
   const T = dtype, L = lanes;
   const gw = hasWeight ? "f32(g[start + j]) * f32(w[j])" : "f32(g[start + j])";
-  return `${RMS_NORM_BACKWARD.header({ types: { T }, omit: hasWeight ? [] : ["w"] })}
+  const omit = [...(hasWeight ? [] : ["w"]), ...(residual ? [] : ["gres"])];
+  const value = `${T}(r * ${gw} - f32(xs[start + j]) * c)`;
+  const gx = residual ? `${T}(f32(${value}) + f32(gres[start + j]))` : value;
+  return `${RMS_NORM_BACKWARD.header({ types: { T }, omit })}
 var<workgroup> sv: array<vec2f, ${ROW_WG}>;
 @compute @workgroup_size(${ROW_WG})
 fn main(${ROW_ARGS}) {
@@ -163,7 +230,7 @@ fn main(${ROW_ARGS}) {
       let r = inverseSqrt(tot.x / f32(p.cols) + p.eps);
       let c = r * r * r * tot.y / f32(p.cols);
       for (var j = lane; j < p.cols; j = j + ${L}u) {
-        gx[start + j] = ${T}(r * ${gw} - f32(xs[start + j]) * c);
+        gx[start + j] = ${gx};
       }
       if (lane == 0u) { rstd[row] = r; }
     }
@@ -171,17 +238,19 @@ fn main(${ROW_ARGS}) {
 }`;
 }
 
-/** CPU twin of {@link rmsNormBackwardWgsl}. Buffers: x, [w], g, gx, rstd. */
+/** CPU twin of {@link rmsNormBackwardWgsl}. Buffers: x, [w], g, [gres], gx, rstd. */
 export function rmsNormBackwardCpu(
   dtype: DType,
   hasWeight: boolean,
   p: RmsNormParams,
   bufs: ArrayBuffer[],
+  residual = false,
 ): void {
   let k = 0;
   const x = typedView(dtype, bufs[k++]!);
   const w = hasWeight ? typedView(dtype, bufs[k++]!) : null;
   const g = typedView(dtype, bufs[k++]!);
+  const gres = residual ? typedView(dtype, bufs[k++]!) : null;
   const gx = typedView(dtype, bufs[k++]!, p.rows * p.cols);
   const rstd = new Float32Array(bufs[k++]!, 0, p.rows);
   const D = p.cols;
@@ -194,6 +263,8 @@ export function rmsNormBackwardCpu(
     for (let j = 0; j < D; j++) {
       gx[start + j] = r * g[start + j]! * (w ? w[j]! : 1) - x[start + j]! * c;
     }
+    // Rounded to the dtype first (the store above), then added as the add kernel adds.
+    if (gres) { for (let j = start; j < start + D; j++) gx[j] = gx[j]! + gres[j]!; }
     rstd[row] = r;
   }
 }
@@ -208,6 +279,7 @@ export function rmsNormBackwardCpu(
  * @param g Upstream gradient.
  * @param gx x-gradient (output).
  * @param rstd Per-row r (output).
+ * @param gres Gradient of the residual sum from elsewhere, added to gx (or null).
  * @returns The dispatch.
  */
 export function rmsNormBackwardDispatch(
@@ -218,17 +290,18 @@ export function rmsNormBackwardDispatch(
   g: Storage,
   gx: Storage,
   rstd: Storage,
+  gres: Storage | null = null,
 ): Dispatch {
-  const lanes = rowLanes(p.cols), hasWeight = w !== null;
+  const lanes = rowLanes(p.cols), hasWeight = w !== null, hasRes = gres !== null;
   return {
-    op: "rmsNormBackward",
-    key: RMS_NORM_BACKWARD.key(dtype, hasWeight ? "w" : "nw", `L${lanes}`),
-    wgsl: () => rmsNormBackwardWgsl(dtype, hasWeight, lanes),
-    cpu: (bufs) => rmsNormBackwardCpu(dtype, hasWeight, p, bufs),
+    op: hasRes ? "addRmsNormBackward" : "rmsNormBackward",
+    key: RMS_NORM_BACKWARD.key(dtype, hasWeight ? "w" : "nw", `L${lanes}`, hasRes ? "res" : ""),
+    wgsl: () => rmsNormBackwardWgsl(dtype, hasWeight, lanes, hasRes),
+    cpu: (bufs) => rmsNormBackwardCpu(dtype, hasWeight, p, bufs, hasRes),
     native: dtype === "f32"
-      ? (b, rt) => rmsNormBackwardF32Native(p.rows, p.cols, p.eps, b, hasWeight, rt)
+      ? (b, rt) => rmsNormBackwardF32Native(p.rows, p.cols, p.eps, b, hasWeight, rt, hasRes)
       : undefined,
-    buffers: w ? [x, w, g, gx, rstd] : [x, g, gx, rstd],
+    buffers: [x, ...(w ? [w] : []), g, ...(gres ? [gres] : []), gx, rstd],
     uniforms: RMS_NORM_BACKWARD.uniforms({ rows: p.rows, cols: p.cols, eps: p.eps }),
     workgroups: rowGroups(p.rows, lanes),
   };

@@ -69,7 +69,36 @@ export const rmsNormF32Task: ParallelTask = {
   },
 };
 
-/** x-gradient task: args `[x, w (0 = none), g, gx, rstd, cols, eps]`, items = rows. */
+/**
+ * Residual forward task: args `[x, res, w (0 = none), out, sum, cols, eps]`, items = rows. Each
+ * row's `x + res` is stored to `sum` (f32 rounding, as the add kernel stores it), then
+ * normalised exactly as {@link rmsNormF32Task} normalises an input.
+ */
+export const addRmsNormF32Task: ParallelTask = {
+  name: "addRmsNormF32",
+  run(ctx, args, lo0, hi0) {
+    const lo = lo0 | 0, hi = hi0 | 0;
+    const cols = args[5]! | 0, eps32 = Math.fround(args[6]!);
+    const bytes = hi * cols * 4;
+    const x = new Float32Array(ctx.view(args[0]!, bytes));
+    const res = new Float32Array(ctx.view(args[1]!, bytes));
+    const w = args[2] ? new Float32Array(ctx.view(args[2], cols * 4)) : null;
+    const o = new Float32Array(ctx.view(args[3]!, bytes));
+    const sum = new Float32Array(ctx.view(args[4]!, bytes));
+    for (let r = lo; r < hi; r++) {
+      const start = r * cols;
+      for (let j = start; j < start + cols; j++) sum[j] = x[j]! + res[j]!;
+      const rs = rstdRow(sum, start, cols, eps32);
+      if (w) { for (let j = 0; j < cols; j++) o[start + j] = sum[start + j]! * rs * w[j]!; }
+      else for (let j = 0; j < cols; j++) o[start + j] = sum[start + j]! * rs;
+    }
+  },
+};
+
+/**
+ * x-gradient task: args `[x, w (0 = none), g, gx, rstd, cols, eps, gres (0 = none)]`, items =
+ * rows. `gres` is added to each stored (f32-rounded) x-gradient, as the add kernel would.
+ */
 export const rmsNormBackwardF32Task: ParallelTask = {
   name: "rmsNormBackwardF32",
   run(ctx, args, lo0, hi0) {
@@ -82,6 +111,7 @@ export const rmsNormBackwardF32Task: ParallelTask = {
     const g = new Float32Array(ctx.view(args[2]!, bytes));
     const gx = new Float32Array(ctx.view(args[3]!, bytes));
     const rstd = new Float32Array(ctx.view(args[4]!, hi * 4));
+    const gres = args[7] ? new Float32Array(ctx.view(args[7], bytes)) : null;
     for (let row = lo; row < hi; row++) {
       const start = row * cols;
       // Σx² and Σ g·w·x in one pass (each sum keeps the twin's order, so values are identical).
@@ -108,6 +138,7 @@ export const rmsNormBackwardF32Task: ParallelTask = {
       } else {
         for (let j = 0; j < cols; j++) gx[start + j] = r * g[start + j]! - x[start + j]! * c;
       }
+      if (gres) { for (let j = start; j < start + cols; j++) gx[j] = gx[j]! + gres[j]!; }
       rstd[row] = r;
     }
   },
@@ -158,6 +189,7 @@ export const rmsNormWeightGradF32Task: ParallelTask = {
  * @param w Weight `[cols]`, or null.
  * @param out Output.
  * @param rt The runtime.
+ * @param residual With `res` added to x first (the sum stored to `sum`), or null.
  */
 export function rmsNormF32Native(
   rows: number,
@@ -167,13 +199,16 @@ export function rmsNormF32Native(
   w: ArrayBuffer | null,
   out: ArrayBuffer,
   rt: NativeRuntime,
+  residual: { res: ArrayBuffer; sum: ArrayBuffer } | null = null,
 ): void {
-  rt.parallel(
-    rmsNormF32Task,
-    rows,
-    [rt.address(x), w ? rt.address(w) : 0, rt.address(out), cols, eps],
-    { minParallel: minParallelRows(cols) },
-  );
+  const wa = w ? rt.address(w) : 0, opts = { minParallel: minParallelRows(cols) };
+  if (residual) {
+    const { res, sum } = residual;
+    const args = [rt.address(x), rt.address(res), wa, rt.address(out), rt.address(sum), cols, eps];
+    rt.parallel(addRmsNormF32Task, rows, args, opts);
+    return;
+  }
+  rt.parallel(rmsNormF32Task, rows, [rt.address(x), wa, rt.address(out), cols, eps], opts);
 }
 
 /**
@@ -182,9 +217,10 @@ export function rmsNormF32Native(
  * @param rows Row count.
  * @param cols Row length.
  * @param eps Epsilon.
- * @param bufs x, [w], g, gx, rstd (the dispatch's buffers).
+ * @param bufs x, [w], g, [gres], gx, rstd (the dispatch's buffers).
  * @param hasWeight Whether `bufs` holds a weight.
  * @param rt The runtime.
+ * @param hasResidual Whether `bufs` holds `gres` (added to the x-gradient).
  */
 export function rmsNormBackwardF32Native(
   rows: number,
@@ -193,10 +229,14 @@ export function rmsNormBackwardF32Native(
   bufs: ArrayBuffer[],
   hasWeight: boolean,
   rt: NativeRuntime,
+  hasResidual = false,
 ): void {
   const a = bufs.map((b) => rt.address(b));
-  const [x, w, g, gx, rstd] = hasWeight ? a : [a[0]!, 0, a[1]!, a[2]!, a[3]!];
-  rt.parallel(rmsNormBackwardF32Task, rows, [x!, w!, g!, gx!, rstd!, cols, eps], {
+  let k = 0;
+  const x = a[k++]!, w = hasWeight ? a[k++]! : 0, g = a[k++]!;
+  const gres = hasResidual ? a[k++]! : 0;
+  const gx = a[k++]!, rstd = a[k++]!;
+  rt.parallel(rmsNormBackwardF32Task, rows, [x, w, g, gx, rstd, cols, eps, gres], {
     minParallel: minParallelRows(cols),
   });
 }

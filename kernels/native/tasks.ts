@@ -18,7 +18,12 @@ import { CAST_TASKS } from "./cast.ts";
 // -- end --
 // -- softmax, rmsnorm, rope, top-K, N:M, chunk union: imports --
 import { softmaxBackwardF32Task, softmaxF32Task } from "./softmax.ts";
-import { rmsNormBackwardF32Task, rmsNormF32Task, rmsNormWeightGradF32Task } from "./rmsnorm.ts";
+import {
+  addRmsNormF32Task,
+  rmsNormBackwardF32Task,
+  rmsNormF32Task,
+  rmsNormWeightGradF32Task,
+} from "./rmsnorm.ts";
 import { ropeF32Task } from "./rope.ts";
 import { topkMaskF32Task, topkRowsF32Task } from "./topk.ts";
 import { chunkUnionTask } from "./chunk_union.ts";
@@ -61,6 +66,7 @@ export const TASKS: readonly ParallelTask[] = [
   softmaxF32Task,
   softmaxBackwardF32Task,
   rmsNormF32Task,
+  addRmsNormF32Task,
   rmsNormBackwardF32Task,
   rmsNormWeightGradF32Task,
   ropeF32Task,

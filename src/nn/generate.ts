@@ -312,20 +312,20 @@ export class Decoder implements Disposable {
     const sv = captured?.sv;
     const out = noGrad(() =>
       scope(() => {
+        // Each residual add runs fused with the norm after it, as in TransformerLM.forward.
         let x = embedding(m.embed, ids);
+        const L = m.layers.length;
+        let n = L > 0 ? m.layers[0]!.attnNorm.forward(x) : m.norm.forward(x);
         m.layers.forEach((block, i) => {
-          const h = add(
-            x,
-            this.#attention(block.attn, i, block.attnNorm.forward(x), bias, sparseNow, sv),
-          );
-          const u = block.ffnNorm.forward(h);
+          const a = this.#attention(block.attn, i, n, bias, sparseNow, sv);
+          const [h, u] = block.ffnNorm.forwardAdd(x, a);
           const f = block.ffn instanceof MoeFeedForward
             ? block.ffn.forward(u)
             : this.#ffn(block.ffn, u, sparseNow);
-          x = add(h, f);
+          [x, n] = (i + 1 < L ? m.layers[i + 1]!.attnNorm : m.norm).forwardAdd(h, f);
         });
-        const last = t === 1 ? x : slice(x, t - 1, t, 1);
-        return m.lmHead.forward(m.norm.forward(last));
+        const last = t === 1 ? n : slice(n, t - 1, t, 1);
+        return m.lmHead.forward(last);
       })
     );
     // A captured loop owns its mask and advances the cache itself (a replay runs no JS).

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { rmsNorm } from "../ops/rmsnorm.ts";
+import { addRmsNorm, rmsNorm } from "../ops/rmsnorm.ts";
 import type { Device } from "../tensor/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { Module } from "./module.ts";
@@ -50,5 +50,17 @@ export class RMSNorm extends Module {
    */
   forward(x: Tensor<"f32">): Tensor<"f32"> {
     return rmsNorm(x, this.weight, this.eps);
+  }
+
+  /**
+   * A residual add then this norm, in one launch (`addRmsNorm`): the values of
+   * `add(x, res)` and `forward` of it.
+   *
+   * @param x The residual stream, `[..., dim]`.
+   * @param res The branch output added to it (same shape).
+   * @returns `[x + res, forward(x + res)]`.
+   */
+  forwardAdd(x: Tensor<"f32">, res: Tensor<"f32">): [Tensor<"f32">, Tensor<"f32">] {
+    return addRmsNorm(x, res, this.weight, this.eps);
   }
 }

@@ -96,8 +96,28 @@ export class Block extends Module {
    * @returns `[B, T, d]`.
    */
   forward(x: Tensor<"f32">): Tensor<"f32"> {
-    const h = add(x, this.attn.forward(this.attnNorm.forward(x)));
-    return add(h, this.ffn.forward(this.ffnNorm.forward(h)));
+    const [h, u] = this.ffnNorm.forwardAdd(x, this.attn.forward(this.attnNorm.forward(x)));
+    return add(h, this.ffn.forward(u));
+  }
+
+  /**
+   * The block as the model chains it: the residual stream `x` and its `attnNorm` output `n` in,
+   * and out the next stream and `next`'s norm of it, each residual add fused with the norm
+   * after it (`RMSNorm.forwardAdd`). The same values as {@link Block.forward} then `next`.
+   *
+   * @param x The residual stream `[B, T, d]`.
+   * @param n `attnNorm.forward(x)`.
+   * @param next The norm after this block: the next block's `attnNorm`, or the model's final one.
+   * @returns The new stream and its normalised form.
+   */
+  forwardChained(
+    x: Tensor<"f32">,
+    n: Tensor<"f32">,
+    next: RMSNorm,
+  ): { x: Tensor<"f32">; n: Tensor<"f32"> } {
+    const [h, u] = this.ffnNorm.forwardAdd(x, this.attn.forward(n));
+    const [y, m] = next.forwardAdd(h, this.ffn.forward(u));
+    return { x: y, n: m };
   }
 }
 
@@ -169,9 +189,22 @@ export class TransformerLM extends Module {
     if (ids.rank !== 2) {
       throw ShapeError.mismatch("TransformerLM.forward", [ids.shape], "ids must be [B, T]");
     }
-    let x = embedding(this.embed, ids);
-    for (const layer of this.layers) x = layer.forward(x);
-    return this.lmHead.forward(this.norm.forward(x));
+    const x = embedding(this.embed, ids);
+    return this.lmHead.forward(this.#normalisedStream(x));
+  }
+
+  /**
+   * The blocks over embeddings `x` and the final norm: the lm head's input. Each residual add
+   * runs fused with the norm after it (`Block.forwardChained`).
+   */
+  #normalisedStream(x: Tensor<"f32">): Tensor<"f32"> {
+    const L = this.layers.length;
+    if (L === 0) return this.norm.forward(x);
+    let n = this.layers[0]!.attnNorm.forward(x);
+    this.layers.forEach((layer, i) => {
+      ({ x, n } = layer.forwardChained(x, n, i + 1 < L ? this.layers[i + 1]!.attnNorm : this.norm));
+    });
+    return n;
   }
 
   /**

@@ -1,15 +1,16 @@
 /**
  * `rmsNorm`: root-mean-square normalisation over the last dim (LLaMA / BitNet), with gradients
- * for the input and the weight.
+ * for the input and the weight; `addRmsNorm`: a residual add and the norm after it, fused.
  *
  * @module
  */
 import {
   rmsNormBackwardDispatch,
   rmsNormDispatch,
+  type RmsNormParams,
   rmsNormWeightGradDispatch,
 } from "../../kernels/rmsnorm.ts";
-import { needsGrad, record } from "../autograd/tape.ts";
+import { needsGrad, record, recordGroup } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../core/dtype.ts";
 import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -45,6 +46,90 @@ export function rmsNorm<D extends DType>(
   eps = 1e-6,
 ): Tensor<D> {
   const op = "rmsNorm";
+  const p = checkNorm(op, x, weight, eps);
+  const out = x.device.empty(x.shape, x.dtype, op);
+  if (p.rows > 0) {
+    x.device.run(
+      rmsNormDispatch(x.dtype, p, x.storage(op), weight?.storage(op) ?? null, out.storage(op)),
+    );
+  }
+  if (needsGrad(x, weight)) {
+    record(out, op, weight ? [x, weight] : [x], (g) => {
+      const { gx, gw } = normBackward(x, weight, g, null, p);
+      if (!x.requiresGrad) {
+        gx.dispose();
+        return [null, gw];
+      }
+      return weight ? [gx, gw] : [gx];
+    });
+  }
+  return out;
+}
+
+/**
+ * A residual add and the RMSNorm after it in one launch: `sum = x + res`, then
+ * `rmsNorm(sum, weight, eps)` — how a pre-norm transformer block hands its residual stream to
+ * the next norm. Both results are the separate ops' bit for bit on the host backends (the sum is
+ * rounded to the dtype before it is normalised, as a stored sum would be).
+ *
+ * Gradients: the gradient of `sum` and the norm's x-gradient are added in the norm's backward
+ * kernel (no separate add), and both x and res receive that total.
+ *
+ * @param x Residual stream `[..., D]`, float.
+ * @param res What is added to it (same shape, dtype and device).
+ * @param weight Gain `[D]` of the same dtype, or null for none.
+ * @param eps Added to the mean square (default 1e-6).
+ * @returns `[sum, normalised sum]`, both shaped like x.
+ *
+ * @example
+ * ```ts
+ * import { add, addRmsNorm, openDevice, rmsNorm } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using x = dev.tensor([[1, 2]]), r = dev.tensor([[2, 2]]), w = dev.tensor([1, 2]);
+ * const [sum, y] = addRmsNorm(x, r, w, 0);
+ * assert.deepEqual(await sum.toArray(), [[3, 4]]);
+ * assert.deepEqual(await y.toArray(), await rmsNorm(add(x, r), w, 0).toArray());
+ * ```
+ */
+export function addRmsNorm<D extends DType>(
+  x: Tensor<D>,
+  res: Tensor<D>,
+  weight: Tensor<D> | null,
+  eps = 1e-6,
+): [Tensor<D>, Tensor<D>] {
+  const op = "addRmsNorm";
+  const p = checkNorm(op, x, weight, eps);
+  if (res.shape.join() !== x.shape.join()) {
+    throw ShapeError.mismatch(op, [x.shape, res.shape], "res must have the shape of x");
+  }
+  if (res.dtype !== x.dtype) throw new DTypeError(op, `res is ${res.dtype} but x is ${x.dtype}`);
+  if (res.device !== x.device) {
+    throw DeviceError.mismatch(op, [x.shape, res.shape], "x and res live on different devices");
+  }
+  const dev = x.device;
+  const sum = dev.empty(x.shape, x.dtype, op), out = dev.empty(x.shape, x.dtype, op);
+  if (p.rows > 0) {
+    const residual = { res: res.storage(op), sum: sum.storage(op) };
+    const w = weight?.storage(op) ?? null;
+    dev.run(rmsNormDispatch(x.dtype, p, x.storage(op), w, out.storage(op), residual));
+  }
+  if (needsGrad(x, res, weight)) {
+    recordGroup([sum, out], op, weight ? [x, res, weight] : [x, res], ([gSum, gOut]) => {
+      let g: Tensor | null = gSum ?? null, gw: Tensor | null = null;
+      if (gOut) ({ gx: g, gw } = normBackward(sum, weight, gOut, gSum ?? null, p));
+      // x and res get the same total; res a view of its own, so the tape may free each alone.
+      const forX = x.requiresGrad ? g : null;
+      const forRes = res.requiresGrad ? (forX && g ? g.reshape(res.shape) : g) : null;
+      if (g && gOut && !forX && !forRes) g.dispose();
+      return weight ? [forX, forRes, gw] : [forX, forRes];
+    });
+  }
+  return [sum, out];
+}
+
+/** Validates a norm's input, weight and eps; returns the kernels' sizes. */
+function checkNorm(op: string, x: Tensor, weight: Tensor | null, eps: number): RmsNormParams {
   if (!isFloat(x.dtype)) throw new DTypeError(op, `needs a float tensor, got ${x.dtype} ${x}`);
   if (x.rank === 0) throw ShapeError.mismatch(op, [x.shape], "needs at least 1 dim");
   if (!(eps >= 0) || !Number.isFinite(eps)) {
@@ -70,65 +155,64 @@ export function rmsNorm<D extends DType>(
       );
     }
   }
-  const rows = cols === 0 ? 0 : x.size / cols;
-  const p = { rows, cols, eps };
-  const out = x.device.empty(x.shape, x.dtype, op);
+  return { rows: cols === 0 ? 0 : x.size / cols, cols, eps };
+}
+
+/**
+ * The norm's gradients for input `x` (the normalised tensor's input) given `g`: the x-gradient
+ * (plus `gres` when given, in the same kernel) and, when the weight needs one, its gradient.
+ */
+function normBackward(
+  x: Tensor,
+  weight: Tensor | null,
+  g: Tensor,
+  gres: Tensor | null,
+  p: RmsNormParams,
+): { gx: Tensor; gw: Tensor | null } {
+  const bop = gres ? "addRmsNormBackward" : "rmsNormBackward";
+  const dev = x.device;
+  const { rows, cols } = p;
+  const gx = dev.empty(x.shape, x.dtype, bop);
+  const rstd = dev.empty([rows], "f32", bop);
   if (rows > 0) {
-    x.device.run(
-      rmsNormDispatch(x.dtype, p, x.storage(op), weight?.storage(op) ?? null, out.storage(op)),
+    dev.run(
+      rmsNormBackwardDispatch(
+        x.dtype,
+        p,
+        x.storage(bop),
+        weight?.storage(bop) ?? null,
+        g.storage(bop),
+        gx.storage(bop),
+        rstd.storage(bop),
+        gres?.storage(bop) ?? null,
+      ),
     );
   }
-  if (needsGrad(x, weight)) {
-    record(out, op, weight ? [x, weight] : [x], (g) => {
-      const bop = "rmsNormBackward";
-      const dev = x.device;
-      const gx = dev.empty(x.shape, x.dtype, bop);
-      const rstd = dev.empty([rows], "f32", bop);
-      if (rows > 0) {
-        dev.run(
-          rmsNormBackwardDispatch(
-            x.dtype,
-            p,
-            x.storage(bop),
-            weight?.storage(bop) ?? null,
-            g.storage(bop),
-            gx.storage(bop),
-            rstd.storage(bop),
-          ),
-        );
-      }
-      let gw: Tensor | null = null;
-      if (weight?.requiresGrad) {
-        let summed: Tensor;
-        if (rows > 0) {
-          summed = dev.empty([cols], "f32", bop);
-          dev.run(
-            rmsNormWeightGradDispatch(
-              x.dtype,
-              rows,
-              cols,
-              x.storage(bop),
-              g.storage(bop),
-              rstd.storage(bop),
-              summed.storage(bop),
-            ),
-          );
-        } else {
-          summed = dev.zeros([cols], "f32");
-        }
-        gw = summed;
-        if (weight.dtype !== "f32") {
-          gw = cast(summed, weight.dtype);
-          summed.dispose();
-        }
-      }
-      rstd.dispose();
-      if (!x.requiresGrad) {
-        gx.dispose();
-        return [null, gw];
-      }
-      return weight ? [gx, gw] : [gx];
-    });
+  let gw: Tensor | null = null;
+  if (weight?.requiresGrad) {
+    let summed: Tensor;
+    if (rows > 0) {
+      summed = dev.empty([cols], "f32", bop);
+      dev.run(
+        rmsNormWeightGradDispatch(
+          x.dtype,
+          rows,
+          cols,
+          x.storage(bop),
+          g.storage(bop),
+          rstd.storage(bop),
+          summed.storage(bop),
+        ),
+      );
+    } else {
+      summed = dev.zeros([cols], "f32");
+    }
+    gw = summed;
+    if (weight.dtype !== "f32") {
+      gw = cast(summed, weight.dtype);
+      summed.dispose();
+    }
   }
-  return out;
+  rstd.dispose();
+  return { gx, gw };
 }
