@@ -28,13 +28,13 @@ import {
 import { convertScalar } from "./fill.ts";
 import {
   laneSum,
+  maxLaneTree,
   ROW_ARGS,
   ROW_WG,
   rowGroups,
   rowLoopOpen,
   rowReduceCpu,
   type RowReduceParams,
-  treeSteps,
   WGSL_FLOAT_HELPERS,
 } from "./reduce.ts";
 import { type DeclaredKernel, defineKernel, type ParamType } from "./spec.ts";
@@ -379,18 +379,7 @@ fn main(${ROW_ARGS}) {
   }
 }`;
   }
-  const tree = L === 1 ? "" : `sv[lid] = bv;
-    si[lid] = bi;
-    workgroupBarrier();
-${
-    treeSteps(
-      L,
-      (st) =>
-        `if (beats(sv[lid], si[lid], sv[lid + ${st}u], si[lid + ${st}u])) { sv[lid] = sv[lid + ${st}u]; si[lid] = si[lid + ${st}u]; }`,
-    )
-  }    bv = sv[lid];
-    bi = si[lid];
-    workgroupBarrier();`;
+  const tree = maxLaneTree(L);
   const store = (r.values ? `rv[row] = ${r.outType}(bv); ` : "") +
     (r.indices ? "ri[row] = bi;" : "");
   return `${WGSL_FLOAT_HELPERS}

@@ -139,6 +139,30 @@ export function beats(av: number, ai: number, bv: number, bi: number): boolean {
   return bv > av;
 }
 
+/**
+ * Combines each row's lanes' `(bv, bi)` (value, index) into the row's maximum by
+ * {@link beats}' order, left in `bv`, `bi` of every lane; needs `var<workgroup>` arrays `sv`
+ * (f32) and `si` (u32) of {@link ROW_WG} elements. After the last step each lane reads only its
+ * own slot, which is all it writes first for the next row, so no closing barrier is needed.
+ *
+ * @param lanes Lanes per row.
+ * @returns WGSL.
+ */
+export function maxLaneTree(lanes: number): string {
+  if (lanes === 1) return "";
+  return `sv[lid] = bv;
+    si[lid] = bi;
+    workgroupBarrier();
+${
+    treeSteps(
+      lanes,
+      (st) =>
+        `if (beats(sv[lid], si[lid], sv[lid + ${st}u], si[lid + ${st}u])) { sv[lid] = sv[lid + ${st}u]; si[lid] = si[lid + ${st}u]; }`,
+    )
+  }    bv = sv[lid];
+    bi = si[lid];`;
+}
+
 /** What one row-reduction kernel computes. */
 export interface RowReduceSpec {
   /** `sum` (optionally of squares, scaled) or `max` (value and/or index). */
@@ -220,17 +244,7 @@ fn main(${ROW_ARGS}) {
   const idx = s.indexIn
     ? "select(ixs[i] + (i - start) * p.istride, 0xffffffffu, ixs[i] == 0xffffffffu)"
     : "i - start";
-  const tree = L === 1 ? "" : `sv[lid] = bv;
-    si[lid] = bi;
-    workgroupBarrier();
-${
-    treeSteps(
-      L,
-      (st) =>
-        `if (beats(sv[lid], si[lid], sv[lid + ${st}u], si[lid + ${st}u])) { sv[lid] = sv[lid + ${st}u]; si[lid] = si[lid + ${st}u]; }`,
-    )
-  }    bv = sv[lid];
-    bi = si[lid];`;
+  const tree = maxLaneTree(L);
   let store = "";
   if (s.values) store += `out[row] = ${s.outType}(bv); `;
   if (s.indices) store += "oidx[row] = bi;";

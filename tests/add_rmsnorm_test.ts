@@ -22,7 +22,7 @@ import {
   type Tensor,
 } from "../mod.ts";
 import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
-import { assertClose, cpu, gpu, hostRandom, native, others } from "./helpers.ts";
+import { assertClose, cpu, gpu, hostRandom, launchesDuring, native, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
 
 const SHAPES = [[1, 1], [3, 7], [5, 255], [2, 3, 64], [300, 6], [2, 8192], [0, 4]];
@@ -140,27 +140,15 @@ Deno.test("addRmsNorm: one launch forward, one for x's gradient; fewer than add 
       const r = d.tensor(hostRandom(40 * 12, 4), [40, 12]);
       const w = d.tensor(hostRandom(12, 5), [12]);
       for (const t of [x, r, w]) t.requiresGrad = true;
-      d.fusion?.emit();
-      const ops: string[] = [];
-      const be = d.backend as unknown as { dispatch(k: { op: string }): void };
-      const orig = be.dispatch;
-      be.dispatch = function (k) {
-        ops.push(k.op);
-        return orig.call(this, k);
-      };
-      try {
+      const ops = launchesDuring(d, () =>
         scope(() => {
           const [s, y] = fused ? addRmsNorm(x, r, w) : (() => {
             const s = add(x, r);
             return [s, rmsNorm(s, w)];
           })();
           backward(add(sumAll(s), sumAll(mulScalar(y, 2))));
-        });
-        d.fusion?.emit();
-      } finally {
-        be.dispatch = orig;
-        for (const t of [x, r, w]) t.dispose();
-      }
+        }));
+      for (const t of [x, r, w]) t.dispose();
       return ops;
     };
     const fused = launches(true), plain = launches(false);

@@ -10,7 +10,7 @@ import {
   type Tensor,
   ValueError,
 } from "../mod.ts";
-import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, launchesDuring, onBoth, others } from "./helpers.ts";
 import { exactOnThreads } from "./native_threads.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
 
@@ -190,19 +190,7 @@ Deno.test("embedding backward: two launches, the link pass zeroes rows of unseen
     table.requiresGrad = true;
     const y = embedding(table, d.tensor(ids, [ids.length], "u32"));
     const g = d.tensor(gh, [ids.length, D]);
-    const ops: string[] = [];
-    const be = d.backend as unknown as { dispatch(k: { op: string }): void };
-    const orig = be.dispatch;
-    be.dispatch = function (k) {
-      ops.push(k.op);
-      return orig.call(this, k);
-    };
-    try {
-      backward(y, { grad: g });
-      d.stats();
-    } finally {
-      be.dispatch = orig;
-    }
+    const ops = launchesDuring(d, () => backward(y, { grad: g }));
     assert.deepEqual(ops, ["embeddingBackward", "embeddingBackward"], `${d.kind}: ${ops}`);
     const want = new Float32Array(V * D);
     ids.forEach((id, t) => {

@@ -19,7 +19,6 @@ import {
   meanAll,
   mul,
   mulScalar,
-  openDevice,
   relu,
   scope,
   sub,
@@ -29,46 +28,24 @@ import {
   tanh,
   type Tensor,
 } from "../mod.ts";
-import type { Dispatch } from "../src/backend/backend.ts";
-import { CpuBackend } from "../src/backend/cpu.ts";
 import { Device as DeviceClass } from "../src/tensor/device.ts";
 import { assertClose, cpu, gpu, hostRandom } from "./helpers.ts";
+import {
+  compareAll as compareWith,
+  cpuFused,
+  evaluate,
+  RecordingBackend,
+} from "./fusion_helpers.ts";
 
-const cpuFused: Device = await openDevice({ prefer: "cpu", fuse: true });
-const gpuEager: Device | null = gpu ? await openDevice({ prefer: "webgpu", fuse: false }) : null;
-
-/** A CPU backend that keeps every dispatch it runs. */
-class RecordingBackend extends CpuBackend {
-  readonly seen: Dispatch[] = [];
-  override dispatch(d: Dispatch): void {
-    this.seen.push(d);
-    super.dispatch(d);
-  }
-}
-
-async function evaluate(dev: Device, build: (dev: Device) => Tensor[]): Promise<number[][]> {
-  const outs = scope(() => build(dev));
-  const values = [];
-  for (const t of outs) values.push([...await t.data()]);
-  for (const t of outs) t.dispose();
-  return values;
-}
-
-/** Fused CPU equals unfused CPU bit for bit; fused WebGPU agrees with eager WebGPU and the CPU. */
-async function compareAll(
+/** {@link compareWith} at this file's tolerance. */
+const compareAll = (
   what: string,
   build: (dev: Device) => Tensor[],
-  tol = { rtol: 1e-4, atol: 1e-4 },
-): Promise<void> {
-  const ref = await evaluate(cpu, build);
-  assert.deepEqual(await evaluate(cpuFused, build), ref, `${what}: fused CPU vs unfused CPU`);
-  if (!gpu || !gpuEager) return;
-  const fused = await evaluate(gpu, build), eager = await evaluate(gpuEager, build);
-  fused.forEach((v, i) => {
-    assertClose(v, ref[i]!, tol, `${what}: output ${i} WebGPU fused vs CPU`);
-    assertClose(v, eager[i]!, tol, `${what}: output ${i} WebGPU fused vs WebGPU eager`);
-  });
-}
+  tol = TOL,
+) => compareWith(what, build, tol);
+
+/** The fused group's kernels may order a sum differently from the CPU: a looser default. */
+const TOL = { rtol: 1e-4, atol: 1e-4 };
 
 /** A chain over `[rows, cols]` with a row vector and a column broadcast in it. */
 function chain(d: Device, rows: number, cols: number, seed = 1): Tensor {

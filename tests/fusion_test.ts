@@ -21,7 +21,6 @@ import {
   mul,
   mulScalar,
   neg,
-  openDevice,
   relu,
   rsubScalar,
   scope,
@@ -34,55 +33,12 @@ import {
   type Tensor,
   where,
 } from "../mod.ts";
-import type { Dispatch } from "../src/backend/backend.ts";
 import { CpuBackend } from "../src/backend/cpu.ts";
 import { Device as DeviceClass } from "../src/tensor/device.ts";
 import { binaryRaw, unaryRaw } from "../src/ops/elementwise.ts";
 import { BINARY, type BinaryOp, UNARY, type UnaryOp } from "../kernels/elementwise.ts";
 import { assertClose, cpu, gpu, hostRandom } from "./helpers.ts";
-
-/** CPU twins, fused. */
-const cpuFused: Device = await openDevice({ prefer: "cpu", fuse: true });
-/** WebGPU without fusion: the eager kernels, to compare the fused WebGPU path with. */
-const gpuEager: Device | null = gpu ? await openDevice({ prefer: "webgpu", fuse: false }) : null;
-
-/** A CPU backend that keeps every dispatch it runs, to see what a fused kernel binds. */
-class RecordingBackend extends CpuBackend {
-  readonly seen: Dispatch[] = [];
-  override dispatch(d: Dispatch): void {
-    this.seen.push(d);
-    super.dispatch(d);
-  }
-}
-
-/** Runs `build` on a device from the same host data and reads every returned tensor. */
-async function evaluate(
-  dev: Device,
-  build: (dev: Device) => Tensor[],
-): Promise<number[][]> {
-  const outs = scope(() => build(dev));
-  const values = [];
-  for (const t of outs) values.push([...await t.data()]);
-  for (const t of outs) t.dispose();
-  return values;
-}
-
-/** Fused CPU equals unfused CPU bit for bit; WebGPU fused agrees with both within `tol`. */
-async function compareAll(
-  what: string,
-  build: (dev: Device) => Tensor[],
-  tol = { rtol: 2e-5, atol: 1e-5 },
-): Promise<void> {
-  const ref = await evaluate(cpu, build);
-  assert.deepEqual(await evaluate(cpuFused, build), ref, `${what}: fused CPU vs unfused CPU`);
-  if (!gpu || !gpuEager) return;
-  assert.ok(gpu.fusion, "WebGPU fuses by default");
-  const fused = await evaluate(gpu, build), eager = await evaluate(gpuEager, build);
-  fused.forEach((v, i) => {
-    assertClose(v, ref[i]!, tol, `${what}: output ${i} WebGPU fused vs CPU`);
-    assertClose(v, eager[i]!, tol, `${what}: output ${i} WebGPU fused vs WebGPU eager`);
-  });
-}
+import { compareAll, cpuFused, evaluate, gpuEager, RecordingBackend } from "./fusion_helpers.ts";
 
 const X = hostRandom(4 * 5 * 6, 1, 2), W = hostRandom(6, 2), R = hostRandom(4 * 5, 3);
 

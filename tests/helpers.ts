@@ -102,3 +102,25 @@ export async function onBoth(
   ref.forEach((t) => t.dispose());
   return refData;
 }
+
+/**
+ * Every op name the backend launches while `fn` runs. Pending fused work is emitted before `fn`
+ * (so it is not counted) and after it (so what `fn` queued is).
+ */
+export function launchesDuring(d: Device, fn: () => void): string[] {
+  d.fusion?.emit();
+  const ops: string[] = [];
+  const be = d.backend as unknown as { dispatch(k: { op: string }): void };
+  const orig = be.dispatch;
+  be.dispatch = function (k) {
+    ops.push(k.op);
+    return orig.call(this, k);
+  };
+  try {
+    fn();
+    d.stats();
+  } finally {
+    be.dispatch = orig;
+  }
+  return ops;
+}

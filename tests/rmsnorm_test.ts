@@ -10,7 +10,7 @@ import {
   type Tensor,
   ValueError,
 } from "../mod.ts";
-import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, launchesDuring, onBoth, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
 import { exactOnThreads, sameOnThreads } from "./native_threads.ts";
 
@@ -207,19 +207,7 @@ Deno.test("rmsNorm backward: two launches (x gradient, weight gradient), no sepa
     w.requiresGrad = true;
     const y = rmsNorm(x, w);
     const g = d.tensor(hostRandom(40 * 12, 5), [40, 12]);
-    const ops: string[] = [];
-    const be = d.backend as unknown as { dispatch(k: { op: string }): void };
-    const orig = be.dispatch;
-    be.dispatch = function (k) {
-      ops.push(k.op);
-      return orig.call(this, k);
-    };
-    try {
-      backward(y, { grad: g });
-      d.stats();
-    } finally {
-      be.dispatch = orig;
-    }
+    const ops = launchesDuring(d, () => backward(y, { grad: g }));
     assert.deepEqual(ops, ["rmsNormBackward", "rmsNormWeightGrad"], `${d.kind}: ${ops}`);
   }
 });

@@ -14,7 +14,7 @@ import {
   type Tensor,
   ValueError,
 } from "../mod.ts";
-import { assertClose, cpu, hostRandom, onBoth, others } from "./helpers.ts";
+import { assertClose, cpu, hostRandom, launchesDuring, onBoth, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
 import { exactOnThreads, sameOnThreads } from "./native_threads.ts";
 
@@ -156,24 +156,6 @@ Deno.test("rope: native results do not depend on the thread count", async () => 
   await sameOnThreads(fn, "rope");
 });
 
-/** Every op name the backend launches while `fn` runs (emitting pending fused work first). */
-function launches(d: Device, fn: () => void): string[] {
-  const ops: string[] = [];
-  const be = d.backend as unknown as { dispatch(k: { op: string }): void };
-  const orig = be.dispatch;
-  be.dispatch = function (k) {
-    ops.push(k.op);
-    return orig.call(this, k);
-  };
-  try {
-    fn();
-    d.stats();
-  } finally {
-    be.dispatch = orig;
-  }
-  return ops;
-}
-
 Deno.test("ropePair: one launch each way, the bits of two rope calls on every device", async () => {
   for (
     const [shape, offset] of [[[2, 9, 3, 16], 0], [[1, 1, 2], 7], [[3, 5, 1, 6], 100]] as const
@@ -187,14 +169,14 @@ Deno.test("ropePair: one launch each way, the bits of two rope calls on every de
         a.requiresGrad = true;
         b.requiresGrad = true;
         let ys: Tensor[] = [];
-        const fwd = launches(d, () => {
+        const fwd = launchesDuring(d, () => {
           ys = pair ? ropePair(a, b, { offset }) : [rope(a, { offset }), rope(b, { offset })];
         });
         const loss = add(
           sumAll(mul(ys[0]!, d.tensor(ga, [...shape]))),
           sumAll(mul(ys[1]!, d.tensor(gb, [...shape]))),
         );
-        const bwd = launches(d, () => backward(loss)).filter((o) => o.startsWith("rope"));
+        const bwd = launchesDuring(d, () => backward(loss)).filter((o) => o.startsWith("rope"));
         return { ys, grads: [a.grad!, b.grad!], fwd, bwd };
       };
       const one = run(true), two = run(false);
@@ -232,7 +214,7 @@ Deno.test("ropePair: gradient matches finite differences, GPU matches CPU; one o
     a.requiresGrad = true;
     b.requiresGrad = true;
     const [, y] = ropePair(a, b);
-    const ops = launches(d, () => backward(sumAll(y))).filter((o) => o.startsWith("rope"));
+    const ops = launchesDuring(d, () => backward(sumAll(y))).filter((o) => o.startsWith("rope"));
     assert.deepEqual(ops, ["ropeBackward"], d.kind);
     assert.equal(a.grad, null);
     const ref = cpu.tensor(inputs[1]!.data, inputs[1]!.shape);

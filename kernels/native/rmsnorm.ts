@@ -60,14 +60,23 @@ export const rmsNormF32Task: ParallelTask = {
     const x = new Float32Array(ctx.view(args[0]!, hi * cols * 4));
     const o = new Float32Array(ctx.view(args[2]!, hi * cols * 4));
     const w = args[1] ? new Float32Array(ctx.view(args[1], cols * 4)) : null;
-    for (let r = lo; r < hi; r++) {
-      const start = r * cols;
-      const rs = rstdRow(x, start, cols, eps32);
-      if (w) { for (let j = 0; j < cols; j++) o[start + j] = x[start + j]! * rs * w[j]!; }
-      else for (let j = 0; j < cols; j++) o[start + j] = x[start + j]! * rs;
-    }
+    for (let r = lo; r < hi; r++) normaliseRow(x, w, o, r * cols, cols, eps32);
   },
 };
+
+/** `o = x · r · w` over one row (`w` null: no gain). */
+function normaliseRow(
+  x: Float32Array,
+  w: Float32Array | null,
+  o: Float32Array,
+  start: number,
+  cols: number,
+  eps32: number,
+): void {
+  const rs = rstdRow(x, start, cols, eps32);
+  if (w) { for (let j = 0; j < cols; j++) o[start + j] = x[start + j]! * rs * w[j]!; }
+  else for (let j = 0; j < cols; j++) o[start + j] = x[start + j]! * rs;
+}
 
 /**
  * Residual forward task: args `[x, res, w (0 = none), out, sum, cols, eps]`, items = rows. Each
@@ -88,9 +97,7 @@ export const addRmsNormF32Task: ParallelTask = {
     for (let r = lo; r < hi; r++) {
       const start = r * cols;
       for (let j = start; j < start + cols; j++) sum[j] = x[j]! + res[j]!;
-      const rs = rstdRow(sum, start, cols, eps32);
-      if (w) { for (let j = 0; j < cols; j++) o[start + j] = sum[start + j]! * rs * w[j]!; }
-      else for (let j = 0; j < cols; j++) o[start + j] = sum[start + j]! * rs;
+      normaliseRow(sum, w, o, start, cols, eps32);
     }
   },
 };
