@@ -32,6 +32,9 @@ const KV_WRITE = defineKernel({
   bindings: [
     { name: "src", type: "f32", access: "read" },
     { name: "cache", type: "f32", access: "read_write" },
+    // A second (source, cache) pair — the values beside the keys — in the same launch.
+    { name: "src2", type: "f32", access: "read", optional: true },
+    { name: "cache2", type: "f32", access: "read_write", optional: true },
     // With step values (a captured decode loop), the position is `pos + sv[0]`.
     STEP_VALUES_BINDING,
   ],
@@ -39,13 +42,16 @@ const KV_WRITE = defineKernel({
 });
 
 /**
- * WGSL of the append (one invocation per new element).
+ * WGSL of the append (one invocation per new element; with `pair`, it writes the element of
+ * both pairs).
  *
  * @param stepValues Read the position's offset from the step-values buffer.
+ * @param pair Also append `src2` into `cache2` (keys and values in one launch).
  * @returns The shader.
  */
-export function kvWriteWgsl(stepValues = false): string {
-  return `${KV_WRITE.header({ omit: stepValues ? [] : ["sv"] })}
+export function kvWriteWgsl(stepValues = false, pair = false): string {
+  const omit = [...(stepValues ? [] : ["sv"]), ...(pair ? [] : ["src2", "cache2"])];
+  return `${KV_WRITE.header({ omit })}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let stride = nwg.x * ${WG}u;
@@ -55,7 +61,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     let head = (i / p.hd) % p.h;
     let t = (i / (p.hd * p.h)) % p.t;
     let b = i / (p.hd * p.h * p.t);
-    cache[((b * p.h + head) * p.tmax + pos + t) * p.hd + e] = src[i];
+    let at = ((b * p.h + head) * p.tmax + pos + t) * p.hd + e;
+    cache[at] = src[i];${pair ? "\n    cache2[at] = src2[i];" : ""}
   }
 }`;
 }
@@ -74,12 +81,14 @@ export function kvWriteCpu(p: KvWriteParams, src: ArrayBuffer, cache: ArrayBuffe
 }
 
 /**
- * Dispatch of one append.
+ * Dispatch of one append, or of two with the same sizes and position in one launch (`second`:
+ * a layer's values beside its keys).
  *
  * @param p Sizes and position.
  * @param src New entries `[B, T, H, hd]` (f32).
  * @param cache Cache `[B, H, Tmax, hd]` (f32), updated in place.
  * @param sv Step values (kernels/step_values.ts): the position is then `p.pos + sv[0]`.
+ * @param second Another `{ src, cache }` appended alike, or none.
  * @returns The dispatch.
  */
 export function kvWriteDispatch(
@@ -87,14 +96,19 @@ export function kvWriteDispatch(
   src: Storage,
   cache: Storage,
   sv?: Storage,
+  second?: { src: Storage; cache: Storage },
 ): Dispatch {
-  const n = p.b * p.t * p.h * p.hd;
+  const n = p.b * p.t * p.h * p.hd, pair = second !== undefined;
   return {
     op: "kvWrite",
-    key: sv ? KV_WRITE.key("sv") : KV_WRITE.key(),
-    wgsl: () => kvWriteWgsl(sv !== undefined),
-    cpu: ([s, c, v]) => kvWriteCpu({ ...p, pos: p.pos + stepValue(v, STEP_VALUE.pos) }, s!, c!),
-    buffers: sv ? [src, cache, sv] : [src, cache],
+    key: KV_WRITE.key(sv ? "sv" : "", pair ? "pair" : ""),
+    wgsl: () => kvWriteWgsl(sv !== undefined, pair),
+    cpu: (bufs) => {
+      const at = { ...p, pos: p.pos + stepValue(sv ? bufs.at(-1) : undefined, STEP_VALUE.pos) };
+      kvWriteCpu(at, bufs[0]!, bufs[1]!);
+      if (pair) kvWriteCpu(at, bufs[2]!, bufs[3]!);
+    },
+    buffers: [src, cache, ...(second ? [second.src, second.cache] : []), ...(sv ? [sv] : [])],
     uniforms: KV_WRITE.uniforms({ n, t: p.t, h: p.h, hd: p.hd, tmax: p.tMax, pos: p.pos }),
     workgroups: gridStride(n),
   };

@@ -26,6 +26,16 @@ for (const dev of devices) {
       using cache = dev.zeros([2, 3, 10, 4]);
       dev.run(kvWriteDispatch(kp, s.storage("t"), cache.storage("t"), sv.storage("t")));
       assertClose(await cache.data(), want, { atol: 0, rtol: 0 }, "kvWrite");
+      // Keys and values in one launch: the same writes as two appends.
+      const src2 = hostRandom(2 * 2 * 3 * 4, 2);
+      const want2 = new Float32Array(2 * 3 * 10 * 4);
+      kvWriteCpu({ ...kp, pos: 5 }, src2.buffer as ArrayBuffer, want2.buffer);
+      using s2 = dev.tensor(src2, [2, 2, 3, 4]);
+      using ck = dev.zeros([2, 3, 10, 4]), cv = dev.zeros([2, 3, 10, 4]);
+      const pair = { src: s2.storage("t"), cache: cv.storage("t") };
+      dev.run(kvWriteDispatch(kp, s.storage("t"), ck.storage("t"), sv.storage("t"), pair));
+      assertClose(await ck.data(), want, { atol: 0, rtol: 0 }, "kvWrite pair: keys");
+      assertClose(await cv.data(), want2, { atol: 0, rtol: 0 }, "kvWrite pair: values");
 
       // RoPE of q and k at offset 1 + sv[0] = 6.
       const rp: RopeParams = {

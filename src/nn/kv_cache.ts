@@ -116,8 +116,9 @@ export class KVCache implements Disposable {
     };
     const dev = k.device;
     const sv = stepValues?.storage(op);
-    dev.run(kvWriteDispatch(p, k.storage(op), this.#k[layer]!.storage(op), sv));
-    dev.run(kvWriteDispatch(p, v.storage(op), this.#v[layer]!.storage(op), sv));
+    // Keys and values in one launch.
+    const values = { src: v.storage(op), cache: this.#v[layer]!.storage(op) };
+    dev.run(kvWriteDispatch(p, k.storage(op), this.#k[layer]!.storage(op), sv, values));
   }
 
   /**
