@@ -16,7 +16,7 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType, typedView } from "../src/core/dtype.ts";
+import { bytesPerElement, type DType, typedView } from "../src/core/dtype.ts";
 import { softmaxBackwardF32Native, softmaxF32Native } from "./native/softmax.ts";
 import {
   laneSum,
@@ -96,46 +96,71 @@ export interface SoftmaxSpec {
   causal: boolean;
   dtype: DType;
   lanes: number;
+  /** Add a bias row to each row first (an attention mask; see {@link SoftmaxParams}). */
+  bias?: boolean;
 }
 
-/** Runtime sizes: `rows` rows of `cols`; `t` is the causal period (T). */
+/**
+ * Runtime sizes: `rows` rows of `cols`; `t` is the causal period (T). With a bias, row `r`
+ * adds bias row `⌊r / group⌋ · inner + r mod inner` — a bias broadcast over one block of
+ * leading dims (e.g. `[B, 1, T, C]` against scores `[B, H, T, C]`: group = H·T, inner = T).
+ */
 export interface SoftmaxParams {
   rows: number;
   cols: number;
   t: number;
+  /** Rows per period of the bias broadcast (default 1: bias row = row). */
+  group?: number;
+  /** Rows inside the broadcast block (default 1). */
+  inner?: number;
 }
 
 const SOFTMAX = defineKernel({
   name: "softmax",
   bindings: [
     { name: "xs", type: "T", access: "read" },
+    { name: "bias", type: "T", access: "read", optional: true },
     { name: "out", type: "T", access: "read_write" },
   ],
-  params: { rows: "u32", cols: "u32", t: "u32" },
+  params: { rows: "u32", cols: "u32", t: "u32", group: "u32", inner: "u32" },
 });
+
+/** The bias row added to row `r` (JS twin of the kernel's index). */
+export function biasRow(r: number, p: SoftmaxParams): number {
+  const group = p.group ?? 1, inner = p.inner ?? 1;
+  return Math.floor(r / group) * inner + (r % inner);
+}
 
 /** WGSL of the forward softmax / log-softmax. */
 export function softmaxWgsl(s: SoftmaxSpec): string {
   const L = s.lanes, T = s.dtype;
   const lim = s.causal ? "min(p.cols, row % p.t + 1u)" : "p.cols";
+  // The biased score rounded to the dtype, as a stored `add(x, bias)` would be.
+  const x = (j: string) =>
+    s.bias
+      ? `f32(${T}(f32(xs[start + ${j}]) + f32(bias[bstart + ${j}])))`
+      : `f32(xs[start + ${j}])`;
   const write = s.mode === "softmax"
     ? `let inv = 1.0 / ms.y;
       for (var j = lane; j < p.cols; j = j + ${L}u) {
-        out[start + j] = ${T}(select(0.0, exp(f32(xs[start + j]) - ms.x) * inv, j < lim));
+        out[start + j] = ${T}(select(0.0, exp(${x("j")} - ms.x) * inv, j < lim));
       }`
     : `let ls = log(ms.y);
       for (var j = lane; j < p.cols; j = j + ${L}u) {
-        out[start + j] = ${T}(select(neg_inf(), (f32(xs[start + j]) - ms.x) - ls, j < lim));
+        out[start + j] = ${T}(select(neg_inf(), (${x("j")} - ms.x) - ls, j < lim));
       }`;
-  return `${SOFTMAX.header({ types: { T } })}
+  const bstart = s.bias
+    ? "\n    let bstart = ((row / p.group) * p.inner + row % p.inner) * p.cols;"
+    : "";
+  return `${SOFTMAX.header({ types: { T }, omit: s.bias ? [] : ["bias"] })}
 ${WGSL_FLOAT_HELPERS}${WGSL_LSE}
 var<workgroup> sms: array<vec2f, ${ROW_WG}>;
 @compute @workgroup_size(${ROW_WG})
 fn main(${ROW_ARGS}) {
   ${rowLoopOpen(L)}
-    let start = row * p.cols;
+    let start = row * p.cols;${bstart}
     let lim = ${lim};
-    ${rowLseWgsl(L, "lim", "f32(xs[start + j])")}
+    ${rowLseWgsl(L, "lim", x("j"))}
     if (live) {
       ${write}
     }
@@ -143,13 +168,27 @@ fn main(${ROW_ARGS}) {
 }`;
 }
 
-/** CPU twin of {@link softmaxWgsl}. */
+/** `x + bias` (bias rows by {@link biasRow}), rounded to the dtype as a stored add would be. */
+function biased(s: SoftmaxSpec, p: SoftmaxParams, x: ArrayBuffer, bias: ArrayBuffer): ArrayBuffer {
+  const xs = typedView(s.dtype, x), b = typedView(s.dtype, bias);
+  const n = p.rows * p.cols;
+  const out = typedView(s.dtype, new ArrayBuffer(n * bytesPerElement(s.dtype)), n);
+  for (let r = 0; r < p.rows; r++) {
+    const at = r * p.cols, bat = biasRow(r, p) * p.cols;
+    for (let j = 0; j < p.cols; j++) out[at + j] = xs[at + j]! + b[bat + j]!;
+  }
+  return out.buffer as ArrayBuffer;
+}
+
+/** CPU twin of {@link softmaxWgsl}. Buffers: x, out (or x, bias, out with `bias`). */
 export function softmaxCpu(
   s: SoftmaxSpec,
   p: SoftmaxParams,
   x: ArrayBuffer,
   out: ArrayBuffer,
+  bias?: ArrayBuffer,
 ): void {
+  if (s.bias) x = biased(s, p, x, bias!);
   const xs = typedView(s.dtype, x), o = typedView(s.dtype, out, p.rows * p.cols);
   for (let r = 0; r < p.rows; r++) {
     const start = r * p.cols;
@@ -171,6 +210,7 @@ export function softmaxCpu(
  * @param p Sizes.
  * @param x Input storage.
  * @param out Output storage.
+ * @param bias Bias rows (with `s.bias`), broadcast as {@link SoftmaxParams} says.
  * @returns The dispatch.
  */
 export function softmaxDispatch(
@@ -178,18 +218,40 @@ export function softmaxDispatch(
   p: SoftmaxParams,
   x: Storage,
   out: Storage,
+  bias?: Storage,
 ): Dispatch {
+  const withBias = (bufs: ArrayBuffer[]) =>
+    s.bias ? { x: bufs[0]!, bias: bufs[1]!, out: bufs[2]! } : { x: bufs[0]!, out: bufs[1]! };
   return {
     op: s.mode === "softmax" ? "softmax" : "logSoftmax",
-    key: SOFTMAX.key(s.mode, s.causal ? "causal" : "full", s.dtype, `L${s.lanes}`),
+    key: SOFTMAX.key(
+      s.mode,
+      s.causal ? "causal" : "full",
+      s.dtype,
+      `L${s.lanes}`,
+      s.bias ? "bias" : "",
+    ),
     wgsl: () => softmaxWgsl(s),
-    cpu: ([a, b]) => softmaxCpu(s, p, a!, b!),
+    cpu: (bufs) => {
+      const b = withBias(bufs);
+      softmaxCpu(s, p, b.x, b.out, b.bias);
+    },
     native: s.dtype === "f32"
-      ? ([a, b], rt) =>
-        softmaxF32Native(s.mode === "log", p.rows, p.cols, s.causal ? p.t : 0, a!, b!, rt)
+      ? (bufs, rt) => {
+        const b = withBias(bufs);
+        // The bias is a decoding mask: added on the host first, then the native kernel.
+        const x = b.bias ? biased(s, p, b.x, b.bias) : b.x;
+        softmaxF32Native(s.mode === "log", p.rows, p.cols, s.causal ? p.t : 0, x, b.out, rt);
+      }
       : undefined,
-    buffers: [x, out],
-    uniforms: SOFTMAX.uniforms({ rows: p.rows, cols: p.cols, t: Math.max(1, p.t) }),
+    buffers: bias ? [x, bias, out] : [x, out],
+    uniforms: SOFTMAX.uniforms({
+      rows: p.rows,
+      cols: p.cols,
+      t: Math.max(1, p.t),
+      group: Math.max(1, p.group ?? 1),
+      inner: Math.max(1, p.inner ?? 1),
+    }),
     workgroups: rowGroups(p.rows, s.lanes),
   };
 }

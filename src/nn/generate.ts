@@ -20,7 +20,7 @@
  *
  * @module
  */
-import { add, mul, relu2, silu } from "../ops/elementwise.ts";
+import { mul, relu2, silu } from "../ops/elementwise.ts";
 import { embedding } from "../ops/embedding.ts";
 import { concat, slice } from "../ops/layout.ts";
 import { matmul } from "../ops/matmul.ts";
@@ -380,7 +380,7 @@ export class Decoder implements Disposable {
       dimsA: headsView,
       alpha: 1 / Math.sqrt(hd),
     });
-    const p = softmax(add(scores, bias));
+    const p = softmax(scores, { bias }); // the mask added in the softmax's own launch
     const ctx = matmulStrided(p, values, { dimsOut: headsView }).reshape([b, t, d]);
     return this.#project(attn.oSite, ctx, [attn.o], sparseNow)[0]!;
   }

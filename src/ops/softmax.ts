@@ -11,7 +11,7 @@ import {
 import { rowLanes } from "../../kernels/reduce.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../core/dtype.ts";
-import { DTypeError, ShapeError } from "../core/errors.ts";
+import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 /** Options for {@link softmax}. */
@@ -22,9 +22,47 @@ export interface SoftmaxOptions {
    * read into the max or the sum, so they may hold anything.
    */
   causal?: boolean;
+  /**
+   * Added to `x` before the softmax, in the same kernel (an additive attention mask, e.g. `−∞`
+   * at masked keys): the values of `softmax(add(x, bias))`. Same rank, dtype and last dim as
+   * `x`; its other dims equal x's or are 1, and the dims that are 1 where x's are not form one
+   * contiguous block (`[B, 1, T, C]` against `[B, H, T, C]`). It gets no gradient.
+   */
+  bias?: Tensor;
 }
 
-function run(mode: SoftmaxMode, x: Tensor, causal: boolean, op: string): Tensor {
+/** The bias's broadcast over x's rows as `group` and `inner` (kernels/softmax.ts). */
+function biasLayout(op: string, x: Tensor, bias: Tensor): { group: number; inner: number } {
+  const bad = (why: string) => ShapeError.mismatch(op, [x.shape, bias.shape], `bias ${why}`);
+  if (bias.dtype !== x.dtype) throw new DTypeError(op, `bias is ${bias.dtype} but x is ${x.dtype}`);
+  if (bias.device !== x.device) {
+    throw DeviceError.mismatch(op, [x.shape, bias.shape], "x and bias live on different devices");
+  }
+  if (needsGrad(bias)) throw new ValueError(op, "bias gets no gradient: pass one that needs none");
+  if (bias.rank !== x.rank || bias.shape[x.rank - 1] !== x.shape[x.rank - 1]) {
+    throw bad("must have x's rank and last dim");
+  }
+  const lead = x.shape.slice(0, -1);
+  const spread = lead.map((n, i) => bias.shape[i] !== n);
+  if (spread.some((s, i) => s && bias.shape[i] !== 1)) {
+    throw bad("dims must equal x's or be 1");
+  }
+  const first = spread.indexOf(true), last = spread.lastIndexOf(true);
+  if (first < 0) return { group: 1, inner: 1 };
+  if (spread.slice(first, last + 1).some((s) => !s)) {
+    throw bad("may broadcast over one contiguous block of dims only");
+  }
+  const inner = lead.slice(last + 1).reduce((a, d) => a * d, 1);
+  return { group: lead.slice(first).reduce((a, d) => a * d, 1), inner };
+}
+
+function run(
+  mode: SoftmaxMode,
+  x: Tensor,
+  causal: boolean,
+  op: string,
+  bias?: Tensor,
+): Tensor {
   if (!isFloat(x.dtype)) throw new DTypeError(op, `needs a float tensor, got ${x.dtype} ${x}`);
   if (x.rank === 0) throw ShapeError.mismatch(op, [x.shape], "needs at least 1 dim");
   const cols = x.shape[x.rank - 1]!;
@@ -36,14 +74,16 @@ function run(mode: SoftmaxMode, x: Tensor, causal: boolean, op: string): Tensor 
     t = cols;
   }
   const rows = cols === 0 ? 0 : x.size / cols;
+  const broadcast = bias ? biasLayout(op, x, bias) : {};
   const out = x.device.empty(x.shape, x.dtype, op);
   if (rows > 0) {
     x.device.run(
       softmaxDispatch(
-        { mode, causal, dtype: x.dtype, lanes: rowLanes(cols) },
-        { rows, cols, t },
+        { mode, causal, dtype: x.dtype, lanes: rowLanes(cols), bias: bias !== undefined },
+        { rows, cols, t, ...broadcast },
         x.storage(op),
         out.storage(op),
+        bias?.storage(op),
       ),
     );
   }
@@ -79,7 +119,7 @@ function backwardOf(mode: SoftmaxMode, y: Tensor, g: Tensor): Tensor {
  * Gradient: `g_x = y·(g − Σ g·y)`, fused in one kernel.
  *
  * @param x Scores, a float tensor of rank ≥ 1 (≥ 2 and square last dims with `causal`).
- * @param opts `causal` masking.
+ * @param opts `causal` masking; an additive `bias` (mask) fused into the kernel.
  * @returns Probabilities, same shape and dtype.
  *
  * @example Plain and causal
@@ -94,7 +134,7 @@ function backwardOf(mode: SoftmaxMode, y: Tensor, g: Tensor): Tensor {
  * ```
  */
 export function softmax<D extends DType>(x: Tensor<D>, opts: SoftmaxOptions = {}): Tensor<D> {
-  const y = run("softmax", x, opts.causal ?? false, "softmax") as Tensor<D>;
+  const y = run("softmax", x, opts.causal ?? false, "softmax", opts.bias) as Tensor<D>;
   if (needsGrad(x)) record(y, "softmax", [x], (g) => [backwardOf("softmax", y, g)]);
   return y;
 }
