@@ -75,9 +75,11 @@ async function measure(
     budgetMs: Number(args.budget),
   });
   const [measured] = await bench.tune([tune]);
-  const picked = {
-    choice: (await dev.autotune([tune]))[0]?.choice ?? be.autotuner!.choices.get(tune.key)!,
-  };
+  // The device's own tuning of this class, kept whole (its times and rejections, at its default
+  // budget), so a pick that disagrees with the bench's table can be traced (on the H200 on
+  // 2026-11-30 autotune kept `tiled` for f16 4096³ although this table put it 2.55× behind).
+  const own = (await dev.autotune([tune])).find((r) => r.key === tune.key) ?? null;
+  const picked = { choice: own?.choice ?? be.autotuner!.choices.get(tune.key)! };
   const variants = Object.entries(measured!.ns).map(([variant, ns]) => ({
     variant,
     us: ns / 1e3,
@@ -103,6 +105,13 @@ async function measure(
     dtype,
     default: tune.variants[0],
     autotunePick: picked!.choice,
+    // null: the class was chosen earlier in this process (the pick is that choice).
+    autotuneOwn: own
+      ? {
+        us: Object.fromEntries(Object.entries(own.ns).map(([v, ns]) => [v, ns / 1e3])),
+        rejected: own.rejected,
+      }
+      : null,
     fastest,
     speedupOverDefault: base / best,
     rejected: measured!.rejected,

@@ -40,7 +40,9 @@ for (const [segs, d] of cases) {
     budgetMs: Number(args.budget),
   });
   const [m] = await bench.tune([tune]);
-  const pick = (await dev.autotune([tune]))[0]?.choice ?? be.autotuner!.choices.get(tune.key)!;
+  // Its own class's result: autotune() also tunes any other class queued by then.
+  const own = (await dev.autotune([tune])).find((r) => r.key === tune.key);
+  const pick = own?.choice ?? be.autotuner!.choices.get(tune.key)!;
   const us = Object.fromEntries(Object.entries(m!.ns).map(([v, ns]) => [v, ns / 1e3]));
   const ratio = us.topkSmall! / us.topkCoop!;
   console.log(
