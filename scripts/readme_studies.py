@@ -11,8 +11,8 @@ for f in sorted(glob.glob('results/*.jsonl')):
     for r in rows:
         if r.get('reusedFrom'): continue
         a = ('H200' if 'H200' in r['adapter'] else 'llvmpipe' if 'llvmpipe' in r['adapter']
-             else 'the native backend (' + (re.search(r'on (\d+) threads', r['adapter']) or ['', '?'])[1]
-             + ' threads)' if r['adapter'].startswith('native') else r['adapter'])
+             else 'the native backend (' + (re.search(r'on (\d+ threads?)', r['adapter']) or ['', '?'])[1]
+             + ')' if r['adapter'].startswith('native') else r['adapter'])
         wall[a] = wall.get(a, 0) + r['wallSeconds']; count[a] = count.get(a, 0) + 1
 total = sum(count.values())
 def dur(s): return f'{s/3600:.1f} h' if s >= 3600 else f'{s/60:.0f} min'
