@@ -73,7 +73,8 @@ export function rmsNorm<D extends DType>(
  * rounded to the dtype before it is normalised, as a stored sum would be).
  *
  * Gradients: the gradient of `sum` and the norm's x-gradient are added in the norm's backward
- * kernel (no separate add), and both x and res receive that total.
+ * kernel (no separate add), and both x and res receive that total. The backward reads `sum`: keep
+ * it (a scope does) until `backward` has run, even when only the normalised output is used.
  *
  * @param x Residual stream `[..., D]`, float.
  * @param res What is added to it (same shape, dtype and device).
