@@ -147,6 +147,13 @@ export function beats(av: number, ai: number, bv: number, bi: number): boolean {
  *
  * @param lanes Lanes per row.
  * @returns WGSL.
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { maxLaneTree } from "./reduce.ts";
+ * assert.equal(maxLaneTree(1), ""); // one lane per row: nothing to combine
+ * assert.equal(maxLaneTree(8).match(/workgroupBarrier/g)!.length, 4); // the store, then 3 steps
+ * ```
  */
 export function maxLaneTree(lanes: number): string {
   if (lanes === 1) return "";

@@ -125,7 +125,20 @@ const SOFTMAX = defineKernel({
   params: { rows: "u32", cols: "u32", t: "u32", group: "u32", inner: "u32" },
 });
 
-/** The bias row added to row `r` (JS twin of the kernel's index). */
+/**
+ * The bias row added to row `r` (JS twin of the kernel's index).
+ *
+ * @param r Row of x.
+ * @param p Sizes with the broadcast's `group` and `inner`.
+ * @returns The bias row.
+ * @example Scores [B = 2, H = 3, T = 4, C] against a mask [2, 1, 4, C]
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { biasRow } from "./softmax.ts";
+ * const p = { rows: 24, cols: 9, t: 1, group: 12, inner: 4 };
+ * assert.deepEqual([0, 5, 11, 12, 23].map((r) => biasRow(r, p)), [0, 1, 3, 4, 7]);
+ * ```
+ */
 export function biasRow(r: number, p: SoftmaxParams): number {
   const group = p.group ?? 1, inner = p.inner ?? 1;
   return Math.floor(r / group) * inner + (r % inner);
