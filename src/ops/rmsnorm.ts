@@ -121,7 +121,7 @@ export function addRmsNorm<D extends DType>(
       if (gOut) ({ gx: g, gw } = normBackward(sum, weight, gOut, gSum ?? null, p));
       // x and res get the same total; res a view of its own, so the tape may free each alone.
       const forX = x.requiresGrad ? g : null;
-      const forRes = res.requiresGrad ? (forX && g ? g.reshape(res.shape) : g) : null;
+      const forRes = res.requiresGrad ? (forX ? forX.reshape(res.shape) : g) : null;
       if (g && gOut && !forX && !forRes) g.dispose();
       return weight ? [forX, forRes, gw] : [forX, forRes];
     });
