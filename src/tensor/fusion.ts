@@ -303,41 +303,9 @@ export class FusionQueue {
 
   /** Dispatches the pending group (one kernel, or several when its bindings need it). */
   emit(): void {
-    this.#emit(this.#end);
-  }
-
-  /**
-   * Ends the pending group with a reduction of `x` when `x` is one of its nodes: the kernel that
-   * computes `x` also reduces it (kernels/fused.ts, `FusedReduce`). The group stays pending —
-   * so intermediates disposed before it is emitted (a scope's) are still not written — but is
-   * closed: the next op emits it, as does anything that reaches the backend. Otherwise nothing
-   * happens and the caller dispatches the reduction as usual.
-   *
-   * @param x The tensor reduced.
-   * @param reduce The reduction (its `node` is filled in here).
-   * @param outputs Its outputs: the values, then the indices (as `reduce` asks). The group holds
-   *   a reference on each until it is emitted.
-   * @param op The reduction's op name (the fused kernel is named after its ops and this).
-   * @returns Whether the reduction was taken into the group.
-   */
-  reduce(
-    x: Tensor,
-    reduce: Omit<FusedReduce, "node">,
-    outputs: readonly Tensor[],
-    op: string,
-  ): boolean {
-    const node = this.#nodeOf.get(x.storage(op));
-    if (node === undefined || x.size !== this.#n || this.#end) return false;
-    if (this.#maxBindings - outputs.length < 4) return false;
-    const shared = outputs.map((t) => t.sharedStorage(op));
-    for (const o of shared) o.refs++;
-    this.#end = { node, reduce, outputs: shared, op };
-    return true;
-  }
-
-  #emit(end: GroupEnd | null): void {
     if (this.#nodes.length === 0) return;
     const nodes = this.#nodes, inputs = this.#inputs, consts = this.#consts, n = this.#n;
+    const end = this.#end;
     this.#reset();
     const temps: Storage[] = [];
     try {
@@ -370,6 +338,34 @@ export class FusionQueue {
       for (const o of end?.outputs ?? []) o.release();
       for (const t of temps) this.#backend.release(t);
     }
+  }
+  /**
+   * Ends the pending group with a reduction of `x` when `x` is one of its nodes: the kernel that
+   * computes `x` also reduces it (kernels/fused.ts, `FusedReduce`). The group stays pending —
+   * so intermediates disposed before it is emitted (a scope's) are still not written — but is
+   * closed: the next op emits it, as does anything that reaches the backend. Otherwise nothing
+   * happens and the caller dispatches the reduction as usual.
+   *
+   * @param x The tensor reduced.
+   * @param reduce The reduction (its `node` is filled in here).
+   * @param outputs Its outputs: the values, then the indices (as `reduce` asks). The group holds
+   *   a reference on each until it is emitted.
+   * @param op The reduction's op name (the fused kernel is named after its ops and this).
+   * @returns Whether the reduction was taken into the group.
+   */
+  reduce(
+    x: Tensor,
+    reduce: Omit<FusedReduce, "node">,
+    outputs: readonly Tensor[],
+    op: string,
+  ): boolean {
+    const node = this.#nodeOf.get(x.storage(op));
+    if (node === undefined || x.size !== this.#n || this.#end) return false;
+    if (this.#maxBindings - outputs.length < 4) return false;
+    const shared = outputs.map((t) => t.sharedStorage(op));
+    for (const o of shared) o.refs++;
+    this.#end = { node, reduce, outputs: shared, op };
+    return true;
   }
 
   /** Drops the pending group without running it (the device is being destroyed). */
