@@ -150,10 +150,6 @@ interface Compiled {
 /** One declared kernel per canonical structure (a declaration's name may not repeat). */
 const kernels = new Map<string, DeclaredKernel<Record<string, ParamType>>>();
 
-function refKey(r: FusedRef): string {
-  return `${r.from[0]}${r.index}`;
-}
-
 function sameLayout(a: FusedLayout, b: FusedLayout): boolean {
   return a.shape.length === b.shape.length &&
     a.shape.every((d, i) => d === b.shape[i] && a.strides[i] === b.strides[i]);
@@ -197,16 +193,24 @@ export function fusedStructure(p: FusedProgram): string {
   const ins = p.inputs.map((x, i) =>
     slotOf[i]! < 0 ? x.dtype : `${x.dtype}@${slotOf[i]}r${slots[slotOf[i]!]!.shape.length}`
   );
-  const nodes = p.nodes.map((nd) => {
-    const op = nd.kind === "unary" || nd.kind === "binary" ? `.${nd.op}` : "";
-    return `${nd.kind}${op}.${nd.dtype}(${nd.args.map(refKey).join(",")})`;
-  });
+  // Built by concatenation: a long chain's key is made at every emission, so this is per op.
+  let nodes = "";
+  for (const nd of p.nodes) {
+    nodes += nd.kind === "unary" || nd.kind === "binary"
+      ? `${nd.kind}.${nd.op}.${nd.dtype}(`
+      : `${nd.kind}.${nd.dtype}(`;
+    for (let i = 0; i < nd.args.length; i++) {
+      const r = nd.args[i]!;
+      nodes += (i > 0 ? "," : "") + r.from[0] + r.index;
+    }
+    nodes += ");";
+  }
   const r = p.reduce;
   const red = r
     ? `|${r.kind}${r.square ? "2" : ""}(v${r.node}):${r.outType}:L${r.lanes}:` +
       `${r.values ? "v" : ""}${r.indices ? "i" : ""}`
     : "";
-  return `${ins.join(",")}|${p.consts.length}|${nodes.join(";")}|${p.outputs.join(",")}${red}`;
+  return `${ins.join(",")}|${p.consts.length}|${nodes}|${p.outputs.join(",")}${red}`;
 }
 
 function slotsOf(p: FusedProgram): { slotOf: number[]; slots: FusedLayout[] } {
@@ -565,5 +569,6 @@ export function fusedDispatch(
     buffers: [...inputs, ...outputs],
     uniforms: kernel.uniforms(values as never),
     workgroups: r ? rowGroups(r.rows, r.lanes) : gridStride(p.n),
+    launches: p.nodes.length,
   };
 }

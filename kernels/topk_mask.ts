@@ -14,7 +14,7 @@ import { topkSmallDispatch, type TopkSmallSpec } from "./topk_small.ts";
 import { sampleOperand } from "./matmul_tuning.ts";
 
 /** Bumped whenever either kernel changes, so cached choices are measured again. */
-const TOPK_MASK_KERNELS_VERSION = 1;
+const TOPK_MASK_KERNELS_VERSION = 2;
 
 /** The interchangeable kernels, the default first. */
 export const TOPK_MASK_VARIANTS = ["topkSmall", "topkCoop"] as const;

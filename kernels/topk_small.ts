@@ -7,11 +7,15 @@
  * Per row (segment) of length d, keep k, with the order keys of kernels/topk.ts
  * (magnitude: `bits & 0x7fffffff`, NaN highest; or value order):
  * 1. the k-th largest key T, built bit by bit from the top: a bit stays set when at least k keys
- *    are ≥ the prefix with it (one counting pass over the row per key bit);
+ *    are ≥ the prefix with it (one counting pass over the row per key bit). The search stops at
+ *    the first prefix that exactly k keys reach: those k are the top k, so T may be taken just
+ *    below the prefix, with no ties (for real activations about half the bits, since the K-th
+ *    and K+1-th keys part within a few mantissa bits);
  * 2. keep every key > T, and the lowest-index keys == T until k are kept (ties to the lower index);
  * 3. optionally scale the kept entries by ‖x‖₂/‖x_kept‖₂ and write a 0/1 mask.
  *
- * Work is O(32·d) per row; rows of up to a few thousand elements stay in L1 on a CPU adapter.
+ * Work is O(32·d) per row at most; rows of up to a few thousand elements stay in L1 on a CPU
+ * adapter.
  *
  * @module
  */
@@ -61,15 +65,25 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   for (var seg = gid.x; seg < p.segs; seg = seg + stride) {
     let base = seg * p.d;
     var t = 0u;
+    var exact = false;
     for (var b = ${topBit}; b >= 0; b = b - 1) {
       let cand = t | (1u << u32(b));
       var c = 0u;
       for (var j = 0u; j < p.d; j = j + 1u) { c = c + select(0u, 1u, keyOf(x[base + j]) >= cand); }
-      if (c >= p.k) { t = cand; }
+      if (c >= p.k) {
+        t = cand;
+        // Exactly k keys are >= cand: they are the top k, whatever the lower bits hold.
+        if (c == p.k) { exact = true; break; }
+      }
     }
-    var above = 0u;
-    for (var j = 0u; j < p.d; j = j + 1u) { above = above + select(0u, 1u, keyOf(x[base + j]) > t); }
-    let ties = p.k - above;
+    var ties = 0u;
+    if (exact) {
+      t = t - 1u; // keep key > t, i.e. key >= cand, and no ties
+    } else {
+      var above = 0u;
+      for (var j = 0u; j < p.d; j = j + 1u) { above = above + select(0u, 1u, keyOf(x[base + j]) > t); }
+      ties = p.k - above;
+    }
     var scale = 1.0;
     ${
     s.rescale

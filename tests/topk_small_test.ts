@@ -41,6 +41,16 @@ Deno.test("topkSmall: WebGPU matches the CPU twin on random, tied and special ro
       );
     }
   }
+  // Rows whose K-th and K+1-th keys part only at the lowest bit, or tie in clusters: the search
+  // stops early where exactly K keys reach a prefix, and runs to the last bit where they tie.
+  // (48 rows: fewer than 32 go to the radix kernel.)
+  const ulp = Array.from({ length: 48 * 24 }, (_, i) => 1 + (i % 24) * 2 ** -23);
+  const coarse = hostRandom(48 * 24, 5).map((v) => Math.round(v * 4) / 4);
+  for (const [name, data] of [["ulp apart", ulp], ["clustered ties", coarse]] as const) {
+    for (const k of [1, 5, 12, 23]) {
+      await onBoth((dev) => topkMask(dev.tensor(data, [48, 24]), k), { atol: 0, rtol: 0 }, name);
+    }
+  }
   // N:M blocks go through the same kernel.
   const h = hostRandom(64 * 64, 3);
   await onBoth(

@@ -205,6 +205,12 @@ export interface Dispatch {
   /** Workgroup counts. */
   workgroups: readonly [number, number, number];
   /**
+   * How many ordinary launches this one does the work of (default 1): a fused kernel counts its
+   * ops, so a backend that submits every so many launches to keep the device working while the
+   * host encodes (WebGPU) submits a long fused chain at once rather than at the next flush.
+   */
+  launches?: number;
+  /**
    * Other kernels that compute the same result (see src/backend/autotune.ts): a backend that
    * autotunes may run the variant measured fastest on its adapter for this problem class
    * instead. Host backends ignore it (every variant shares `cpu` and `native`).

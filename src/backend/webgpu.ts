@@ -564,7 +564,8 @@ export class WebGpuBackend implements Backend {
       this.#pass.dispatchWorkgroups(x, y, z);
     }
     this.#dispatches++;
-    if (++this.#pendingDispatches >= AUTO_SUBMIT_DISPATCHES) this.#submit();
+    this.#pendingDispatches += d.launches ?? 1;
+    if (this.#pendingDispatches >= AUTO_SUBMIT_DISPATCHES) this.#submit();
   }
 
   /**

@@ -323,8 +323,10 @@ export function binaryRaw<D extends DType>(op: BinaryOp, a: Tensor<D>, b: Tensor
   }
   if (!(op in BINARY)) throw new DTypeError(op, "unknown binary op");
   const shape = broadcastShapes(op, a.shape, b.shape);
-  const layout = broadcastLayout(a.shape, b.shape, shape);
-  if (layout.shape.length > MAX_RANK) {
+  // Operands of one shape need no layout (the common case, and the one a long fused chain pays
+  // for per op); a broadcast is collapsed now so that its rank limit fails at this op.
+  const layout = sameShape(a.shape, b.shape) ? null : broadcastLayout(a.shape, b.shape, shape);
+  if (layout && layout.shape.length > MAX_RANK) {
     throw ShapeError.mismatch(op, [a.shape, b.shape], `broadcast needs more than ${MAX_RANK} dims`);
   }
   const out = a.device.empty(shape, a.dtype, op);
@@ -333,7 +335,14 @@ export function binaryRaw<D extends DType>(op: BinaryOp, a: Tensor<D>, b: Tensor
   if (fusion) fusion.binary(op, a, b, out);
   else {
     a.device.run(
-      binaryDispatch(op, a.dtype, layout, a.storage(op), b.storage(op), out.storage(op)),
+      binaryDispatch(
+        op,
+        a.dtype,
+        layout ?? broadcastLayout(a.shape, b.shape, shape),
+        a.storage(op),
+        b.storage(op),
+        out.storage(op),
+      ),
     );
   }
   return out;

@@ -69,6 +69,16 @@ interface GroupEnd {
   readonly op: string;
 }
 
+/** An operand of the op being appended, looked up once (see `FusionQueue.#operand`). */
+interface Operand {
+  readonly t: Tensor;
+  /** Its pending node, when a node of the group computes it. */
+  readonly node: number | undefined;
+  /** Otherwise its input key (storage, dtype, broadcast layout) and layout. */
+  readonly key: string;
+  readonly layout: FusedLayout | null;
+}
+
 interface PendingNode {
   readonly node: FusedNode;
   /** Its output storage; null once every tensor holding it was disposed (it went back then). */
@@ -246,11 +256,19 @@ export class FusionQueue {
     const n = out.size;
     const full = this.#nodes.length >= this.#maxNodes || this.#consts.length >= MAX_CONSTS;
     if (this.#nodes.length > 0 && (n !== this.#n || full || this.#end)) this.emit();
+    // Each operand is looked up once: a long chain pays this per op.
+    let operands = args.map((t) => this.#operand(t, out, op));
     // An operand pending with another size would need its values by index: realise it first.
-    if (args.some((t) => this.#nodeOf.has(t.storage(op)) && t.size !== n)) this.emit();
-    if (this.#inputs.length + this.#newInputs(args, out, op) + 1 > this.#maxBindings) this.emit();
+    if (operands.some((o) => o.node !== undefined && o.t.size !== n)) {
+      this.emit();
+      operands = args.map((t) => this.#operand(t, out, op));
+    }
+    if (this.#inputs.length + this.#newInputs(operands) + 1 > this.#maxBindings) {
+      this.emit();
+      operands = args.map((t) => this.#operand(t, out, op));
+    }
     this.#n = n;
-    const refs = args.map((t) => this.#ref(t, out, op));
+    const refs = operands.map((o) => this.#ref(o, op));
     const storage = out.storage(op);
     this.#nodeOf.set(storage, this.#nodes.length);
     this.#nodes.push({ node: make(refs), storage, label: op });
@@ -270,33 +288,38 @@ export class FusionQueue {
     this.#nodeOf.delete(storage);
   }
 
-  #inputKey(t: Tensor, out: Tensor, op: string): { key: string; layout: FusedLayout | null } {
+  /** What `#ref` needs of an operand: its pending node, or else its input key and layout. */
+  #operand(t: Tensor, out: Tensor, op: string): Operand {
+    const node = this.#nodeOf.get(t.storage(op));
+    if (node !== undefined) return { t, node, key: "", layout: null };
     const layout = t.size === out.size ? null : layoutOf(t.shape, out.shape);
     const lk = layout ? `${layout.shape.join("x")}/${layout.strides.join("x")}` : "";
-    return { key: `${t.storage(op).id}:${t.dtype}:${lk}`, layout };
+    return { t, node, key: `${t.storage(op).id}:${t.dtype}:${lk}`, layout };
   }
 
-  #newInputs(args: Tensor[], out: Tensor, op: string): number {
-    const seen = new Set<string>();
-    for (const t of args) {
-      if (this.#nodeOf.has(t.storage(op))) continue;
-      const { key } = this.#inputKey(t, out, op);
-      if (!this.#inputIndex.has(key)) seen.add(key);
-    }
-    return seen.size;
+  #newInputs(operands: readonly Operand[]): number {
+    let fresh = 0;
+    operands.forEach((o, i) => {
+      if (o.node !== undefined || this.#inputIndex.has(o.key)) return;
+      // An operand repeated within this op binds once.
+      if (operands.findIndex((p) => p.node === undefined && p.key === o.key) === i) fresh++;
+    });
+    return fresh;
   }
 
-  #ref(t: Tensor, out: Tensor, op: string): FusedRef {
-    const node = this.#nodeOf.get(t.storage(op));
-    if (node !== undefined) return { from: "node", index: node };
-    const { key, layout } = this.#inputKey(t, out, op);
-    let index = this.#inputIndex.get(key);
+  #ref(o: Operand, op: string): FusedRef {
+    if (o.node !== undefined) return { from: "node", index: o.node };
+    let index = this.#inputIndex.get(o.key);
     if (index === undefined) {
-      const shared = t.sharedStorage(op);
+      const shared = o.t.sharedStorage(op);
       shared.refs++;
       index = this.#inputs.length;
-      this.#inputs.push({ input: { dtype: t.dtype, layout }, shared, storage: shared.storage });
-      this.#inputIndex.set(key, index);
+      this.#inputs.push({
+        input: { dtype: o.t.dtype, layout: o.layout },
+        shared,
+        storage: shared.storage,
+      });
+      this.#inputIndex.set(o.key, index);
     }
     return { from: "input", index };
   }
@@ -410,31 +433,35 @@ function plan(nodes: readonly PendingNode[], maxBindings: number, reduced: numbe
     }
   }
   const segments: Segment[] = [];
-  let seg: number[] = [], inSeg = new Set<number>(), reads = new Set<string>();
-  let outs = new Set<number>();
+  // A kernel's storages: inputs as their index, earlier kernels' nodes as -1 - index.
+  const readKey = (r: FusedRef) => r.from === "input" ? r.index : -1 - r.index;
+  let seg: number[] = [], reads = new Set<number>(), outs = new Set<number>();
+  const inSeg = new Int32Array(count);
   const close = () => {
     if (seg.length > 0) segments.push({ nodes: seg, writes: [...outs].sort((a, b) => a - b) });
     seg = [];
-    inSeg = new Set();
     reads = new Set();
     outs = new Set();
   };
+  const newReads: number[] = [], dropped: number[] = [];
   for (let j = 0; j < count; j++) {
     if (!needed[j]) continue;
-    const args = nodes[j]!.node.args;
-    const newReads = new Set<string>(), dropped = new Set<number>();
-    for (const r of args) {
+    newReads.length = 0;
+    dropped.length = 0;
+    for (const r of nodes[j]!.node.args) {
       if (r.from === "const") continue;
-      if (r.from === "node" && inSeg.has(r.index)) {
+      if (r.from === "node" && inSeg[r.index] === segments.length + 1) {
         // Its last reader is this node: inside the kernel it needs no storage any more.
-        if (!held[r.index] && lastUse[r.index] === j) dropped.add(r.index);
+        if (!held[r.index] && lastUse[r.index] === j && !dropped.includes(r.index)) {
+          dropped.push(r.index);
+        }
         continue;
       }
-      const k = `${r.from[0]}${r.index}`;
-      if (!reads.has(k)) newReads.add(k);
+      const k = readKey(r);
+      if (!reads.has(k) && !newReads.includes(k)) newReads.push(k);
     }
     const writesSelf = held[j] || lastUse[j]! > j ? 1 : 0;
-    const bindings = reads.size + newReads.size + outs.size - dropped.size + writesSelf;
+    const bindings = reads.size + newReads.length + outs.size - dropped.length + writesSelf;
     if (seg.length > 0 && bindings > maxBindings) {
       close();
       j--; // retry this node as the first of a new kernel
@@ -443,7 +470,8 @@ function plan(nodes: readonly PendingNode[], maxBindings: number, reduced: numbe
     for (const k of newReads) reads.add(k);
     for (const k of dropped) outs.delete(k);
     seg.push(j);
-    inSeg.add(j);
+    // Marks the node as in the current kernel (kernels are numbered from 1 as they close).
+    inSeg[j] = segments.length + 1;
     if (writesSelf) outs.add(j);
   }
   close();

@@ -85,6 +85,8 @@ export class Tensor<D extends DType = DType> implements Disposable {
   grad: Tensor<D> | null = null;
   /** The op that produced this tensor, when recorded by autograd. */
   node: GradNode | null = null;
+  /** Number of elements (the shape is frozen, so it is counted once: ops ask for it often). */
+  readonly size: number;
   #buf: SharedStorage | null;
 
   /**
@@ -98,15 +100,11 @@ export class Tensor<D extends DType = DType> implements Disposable {
   constructor(device: Device, shape: Shape, dtype: D, buf: SharedStorage) {
     this.device = device;
     this.shape = Object.freeze([...shape]);
+    this.size = sizeOf(this.shape);
     this.dtype = dtype;
     this.#buf = buf;
     this.id = nextTensorId++;
     track(this);
-  }
-
-  /** Number of elements. */
-  get size(): number {
-    return sizeOf(this.shape);
   }
 
   /** Number of dims. */
