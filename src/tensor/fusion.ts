@@ -333,7 +333,7 @@ export class FusionQueue {
     const temps: Storage[] = [];
     try {
       const bindings = this.#maxBindings - (end?.outputs.length ?? 0);
-      const segments = plan(nodes, bindings, end?.node ?? -1);
+      const segments = plan(nodes, inputs.length, bindings, end?.node ?? -1);
       // A node no tensor holds but a later kernel of the group reads needs a storage of its own.
       for (const seg of segments) {
         for (const j of seg.writes) {
@@ -345,9 +345,9 @@ export class FusionQueue {
       }
       for (const seg of segments) {
         const { program, reads, writes, local } = segmentProgram(n, nodes, inputs, consts, seg);
-        if (end && local.has(end.node)) {
+        if (end && local[end.node]! >= 0) {
           this.#backend.dispatch(fusedDispatch(
-            { ...program, reduce: { ...end.reduce, node: local.get(end.node)! } },
+            { ...program, reduce: { ...end.reduce, node: local[end.node]! } },
             reads,
             [...writes, ...end.outputs.map((o) => o.storage)],
             `${segmentName(nodes, seg)}+${end.op}`,
@@ -418,61 +418,85 @@ interface Segment {
  * needed when its storage is held outside the group, it is the `reduced` one (-1: none), or a
  * needed node reads it; a kernel writes the held ones and those a later kernel reads.
  */
-function plan(nodes: readonly PendingNode[], maxBindings: number, reduced: number): Segment[] {
+function plan(
+  nodes: readonly PendingNode[],
+  inputCount: number,
+  maxBindings: number,
+  reduced: number,
+): Segment[] {
   const count = nodes.length;
-  const held = nodes.map((x) => x.storage !== null);
-  // The reduced node is computed (its kernel reduces it) but written only if held.
-  const needed = held.map((h, j) => h || j === reduced);
+  const held = new Uint8Array(count), needed = new Uint8Array(count);
+  for (let j = 0; j < count; j++) {
+    held[j] = nodes[j]!.storage !== null ? 1 : 0;
+    // The reduced node is computed (its kernel reduces it) but written only if held.
+    needed[j] = held[j] || j === reduced ? 1 : 0;
+  }
   const lastUse = new Int32Array(count).fill(-1);
   for (let j = count - 1; j >= 0; j--) {
     if (!needed[j]) continue;
     for (const r of nodes[j]!.node.args) {
       if (r.from !== "node") continue;
-      needed[r.index] = true;
+      needed[r.index] = 1;
       if (lastUse[r.index]! < j) lastUse[r.index] = j;
     }
   }
+  // Typed arrays stamped with the number of the kernel being filled (from 1), not sets: this is
+  // per node of every emitted group. A kernel's storages are the inputs and earlier kernels'
+  // nodes it reads (`inputRead`, `nodeRead`) and the nodes it writes (`written`).
   const segments: Segment[] = [];
-  // A kernel's storages: inputs as their index, earlier kernels' nodes as -1 - index.
-  const readKey = (r: FusedRef) => r.from === "input" ? r.index : -1 - r.index;
-  let seg: number[] = [], reads = new Set<number>(), outs = new Set<number>();
-  const inSeg = new Int32Array(count);
+  const inputRead = new Int32Array(inputCount), nodeRead = new Int32Array(count);
+  const inSeg = new Int32Array(count), written = new Int32Array(count);
+  let k = 1, reads = 0, writes = 0, seg: number[] = [], writeOrder: number[] = [];
   const close = () => {
-    if (seg.length > 0) segments.push({ nodes: seg, writes: [...outs].sort((a, b) => a - b) });
+    if (seg.length > 0) {
+      segments.push({ nodes: seg, writes: writeOrder.filter((j) => written[j] === k) });
+    }
+    k++;
+    reads = writes = 0;
     seg = [];
-    reads = new Set();
-    outs = new Set();
+    writeOrder = [];
   };
-  const newReads: number[] = [], dropped: number[] = [];
+  const newReads: FusedRef[] = [], dropped: number[] = [];
   for (let j = 0; j < count; j++) {
     if (!needed[j]) continue;
     newReads.length = 0;
     dropped.length = 0;
     for (const r of nodes[j]!.node.args) {
       if (r.from === "const") continue;
-      if (r.from === "node" && inSeg[r.index] === segments.length + 1) {
+      if (r.from === "node" && inSeg[r.index] === k) {
         // Its last reader is this node: inside the kernel it needs no storage any more.
         if (!held[r.index] && lastUse[r.index] === j && !dropped.includes(r.index)) {
           dropped.push(r.index);
         }
         continue;
       }
-      const k = readKey(r);
-      if (!reads.has(k) && !newReads.includes(k)) newReads.push(k);
+      const stamp = r.from === "input" ? inputRead : nodeRead;
+      if (stamp[r.index] !== k && !newReads.some((q) => q.from === r.from && q.index === r.index)) {
+        newReads.push(r);
+      }
     }
     const writesSelf = held[j] || lastUse[j]! > j ? 1 : 0;
-    const bindings = reads.size + newReads.length + outs.size - dropped.length + writesSelf;
+    const bindings = reads + newReads.length + writes - dropped.length + writesSelf;
     if (seg.length > 0 && bindings > maxBindings) {
       close();
       j--; // retry this node as the first of a new kernel
       continue;
     }
-    for (const k of newReads) reads.add(k);
-    for (const k of dropped) outs.delete(k);
+    for (const r of newReads) (r.from === "input" ? inputRead : nodeRead)[r.index] = k;
+    reads += newReads.length;
+    for (const d of dropped) {
+      if (written[d] === k) {
+        written[d] = 0;
+        writes--;
+      }
+    }
     seg.push(j);
-    // Marks the node as in the current kernel (kernels are numbered from 1 as they close).
-    inSeg[j] = segments.length + 1;
-    if (writesSelf) outs.add(j);
+    inSeg[j] = k;
+    if (writesSelf) {
+      written[j] = k;
+      writes++;
+      writeOrder.push(j);
+    }
   }
   close();
   return segments;
@@ -483,11 +507,13 @@ function plan(nodes: readonly PendingNode[], maxBindings: number, reduced: numbe
  * so errors, captures and profiles still name what ran; one op keeps its plain name.
  */
 function segmentName(nodes: readonly PendingNode[], seg: Segment): string {
-  const names = [...new Set(seg.nodes.map((j) => nodes[j]!.label))];
+  const names = new Set<string>();
+  for (const j of seg.nodes) names.add(nodes[j]!.label);
   const MAX = 6;
-  return names.length <= MAX
-    ? names.join("+")
-    : `${names.slice(0, MAX).join("+")}+${names.length - MAX} more`;
+  const list = [...names];
+  return list.length <= MAX
+    ? list.join("+")
+    : `${list.slice(0, MAX).join("+")}+${list.length - MAX} more`;
 }
 
 /**
@@ -500,8 +526,26 @@ function segmentProgram(
   inputs: readonly PendingInput[],
   consts: readonly number[],
   seg: Segment,
-): { program: FusedProgram; reads: Storage[]; writes: Storage[]; local: Map<number, number> } {
-  const local = new Map<number, number>();
+): { program: FusedProgram; reads: Storage[]; writes: Storage[]; local: Int32Array } {
+  // Where each of the group's nodes landed in this kernel (-1: not in it).
+  const local = new Int32Array(nodes.length).fill(-1);
+  if (seg.nodes.length === nodes.length) {
+    // The whole group in one kernel (a chain, most often): nodes, inputs and constants keep
+    // their numbers, since the group numbered inputs and constants by first use too.
+    for (let j = 0; j < nodes.length; j++) local[j] = j;
+    return {
+      program: {
+        n,
+        inputs: inputs.map((x) => x.input),
+        consts: [...consts],
+        nodes: nodes.map((x) => x.node),
+        outputs: seg.writes,
+      },
+      reads: inputs.map((x) => x.storage),
+      writes: seg.writes.map((j) => nodes[j]!.storage!),
+      local,
+    };
+  }
   const inputOf = new Map<string, number>();
   const constOf = new Map<number, number>();
   const progInputs: FusedInput[] = [], reads: Storage[] = [], progConsts: number[] = [];
@@ -516,8 +560,8 @@ function segmentProgram(
       }
       return { from: "const", index: c };
     }
-    if (r.from === "node" && local.has(r.index)) {
-      return { from: "node", index: local.get(r.index)! };
+    if (r.from === "node" && local[r.index]! >= 0) {
+      return { from: "node", index: local[r.index]! };
     }
     const key = `${r.from[0]}${r.index}`;
     let i = inputOf.get(key);
@@ -539,7 +583,7 @@ function segmentProgram(
     const nd = nodes[j]!.node;
     const args = nd.args.map(mapRef);
     progNodes.push({ ...nd, args } as unknown as FusedNode);
-    local.set(j, progNodes.length - 1);
+    local[j] = progNodes.length - 1;
   }
   return {
     program: {
@@ -547,7 +591,7 @@ function segmentProgram(
       inputs: progInputs,
       consts: progConsts,
       nodes: progNodes,
-      outputs: seg.writes.map((j) => local.get(j)!),
+      outputs: seg.writes.map((j) => local[j]!),
     },
     reads,
     writes: seg.writes.map((j) => nodes[j]!.storage!),
