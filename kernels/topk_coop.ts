@@ -8,8 +8,9 @@
  * 132 multiprocessors, each invocation walking its row 33 times. On an H200, per-row masks took
  * 9.2 of the 16.7 ms of kernel time in a Q-Sparse s step (2026-11-30). Here the 64 invocations of
  * a workgroup share the row:
- * 1. the k-th largest key T is built bit by bit from the top, as in `topk_small`, but each bit's
- *    count is a workgroup sum (coalesced, strided loads);
+ * 1. the k-th largest key T is built bit by bit from the top, as in `topk_small` (stopping, as it
+ *    does, at the first prefix exactly K keys reach), but each bit's count is a workgroup sum
+ *    (coalesced, strided loads), read back as a uniform value so the loop may stop on it;
  * 2. the entries > T are counted the same way; the ties (== T) are kept from the lowest index, so
  *    each invocation takes a contiguous chunk and starts from the number of ties before it (an
  *    exclusive prefix over the workgroup);
@@ -51,18 +52,19 @@ export function topkCoopWgsl(s: TopkSmallSpec): string {
   return `${TOPK_COOP.header({ types: { T }, omit: s.mask ? [] : ["msk"] })}
 ${keyFnWgsl(T, s.order)}
 var<workgroup> cnt: atomic<u32>;
+var<workgroup> cntTotal: u32;
 var<workgroup> pre: array<u32, ${WG}>;
 var<workgroup> sq: array<vec2f, ${WG}>;
 
-// Sum over the workgroup of one u32 per invocation; every invocation gets the total.
+// Sum over the workgroup of one u32 per invocation; every invocation gets the total, as a
+// uniform value (so the bit search may leave its loop on it with barriers still uniform).
 fn countAll(c: u32, lid: u32) -> u32 {
   if (lid == 0u) { atomicStore(&cnt, 0u); }
   workgroupBarrier();
   if (c > 0u) { atomicAdd(&cnt, c); }
   workgroupBarrier();
-  let total = atomicLoad(&cnt);
-  workgroupBarrier();
-  return total;
+  if (lid == 0u) { cntTotal = atomicLoad(&cnt); }
+  return workgroupUniformLoad(&cntTotal);
 }
 
 @compute @workgroup_size(${WG})
@@ -73,15 +75,26 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) w: vec3u)
   if (seg >= p.segs) { return; }
   let base = seg * p.d;
   var t = 0u;
+  var exact = false;
   for (var b = ${topBit}; b >= 0; b = b - 1) {
     let cand = t | (1u << u32(b));
     var c = 0u;
     for (var j = lid; j < p.d; j = j + ${WG}u) { c = c + select(0u, 1u, keyOf(x[base + j]) >= cand); }
-    if (countAll(c, lid) >= p.k) { t = cand; }
+    let n = countAll(c, lid);
+    if (n >= p.k) {
+      t = cand;
+      // Exactly k keys are >= cand: they are the top k (as in topk_small).
+      if (n == p.k) { exact = true; break; }
+    }
   }
-  var a = 0u;
-  for (var j = lid; j < p.d; j = j + ${WG}u) { a = a + select(0u, 1u, keyOf(x[base + j]) > t); }
-  let ties = p.k - countAll(a, lid);
+  var ties = 0u;
+  if (exact) {
+    t = t - 1u; // keep key > t, i.e. key >= cand, and no ties
+  } else {
+    var a = 0u;
+    for (var j = lid; j < p.d; j = j + ${WG}u) { a = a + select(0u, 1u, keyOf(x[base + j]) > t); }
+    ties = p.k - countAll(a, lid);
+  }
   // Ties are kept from the lowest index: a contiguous chunk per invocation, starting after the
   // ties of the chunks before it.
   let chunk = (p.d + ${WG - 1}u) / ${WG}u;

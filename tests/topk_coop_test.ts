@@ -65,6 +65,29 @@ Deno.test("topkCoop: WebGPU matches the CPU twin (ties, specials, both orders, m
   }
 });
 
+Deno.test("topkCoop: the bit search's early stop (K-th and K+1-th keys an ulp apart, ties)", async () => {
+  if (!gpu) return;
+  const rows = 8, d = 200;
+  // Row r: keys 1 + j·ulp, so the K-th and K+1-th keys part only at the lowest bit; odd rows
+  // repeat each value twice (ties at the threshold for odd K).
+  const h = new Float32Array(rows * d);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < d; j++) h[r * d + j] = 1 + (r % 2 ? j >> 1 : j) * 2 ** -23;
+  }
+  const spec: TopkSmallSpec = { dtype: "f32", order: "magnitude", mask: true, rescale: false };
+  for (const k of [1, 7, 100, 199]) {
+    const want = [new Float32Array(rows * d), new Float32Array(rows * d)];
+    topkSmallCpu(spec, rows, d, k, [h.buffer as ArrayBuffer, want[0]!.buffer, want[1]!.buffer]);
+    using x = gpu.tensor(h, [rows, d]);
+    using out = gpu.empty([rows, d], "f32");
+    using msk = gpu.empty([rows, d], "f32");
+    const bufs = [x.storage("t"), out.storage("t"), msk.storage("t")];
+    gpu.run(topkCoopDispatch(spec, rows, d, k, bufs, "topkCoopTest"));
+    assertClose(await out.data(), want[0]!, { atol: 0, rtol: 0 }, `k=${k}`);
+    assertClose(await msk.data(), want[1]!, { atol: 0, rtol: 0 }, `k=${k} (mask)`);
+  }
+});
+
 Deno.test("topkCoop: more segments than one dispatch dimension holds", async () => {
   if (!gpu) return;
   const segs = 70_000, d = 8, k = 3;
