@@ -7,7 +7,8 @@
  * Per row (segment) of length d, keep k, with the order keys of kernels/topk.ts
  * (magnitude: `bits & 0x7fffffff`, NaN highest; or value order):
  * 1. the k-th largest key T, built bit by bit from the top: a bit stays set when at least k keys
- *    are ≥ the prefix with it (one counting pass over the row per key bit). The search stops at
+ *    are ≥ the prefix with it (one counting pass over the row per two key bits: three counts, for
+ *    the prefixes with 01, 10 and 11 appended, give both bits at once). The search stops at
  *    the first prefix that exactly k keys reach: those k are the top k, so T may be taken just
  *    below the prefix, with no ties (for real activations about half the bits, since the K-th
  *    and K+1-th keys part within a few mantissa bits);
@@ -66,16 +67,40 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     let base = seg * p.d;
     var t = 0u;
     var exact = false;
-    for (var b = ${topBit}; b >= 0; b = b - 1) {
-      let cand = t | (1u << u32(b));
+    // Two bits per pass over the row: the largest of t|1, t|2, t|3 (at bits b, b-1) that at least
+    // k keys reach is what two one-bit steps would pick, for half the loads.
+    for (var b = ${topBit}; b >= 1; b = b - 2) {
+      let lo = u32(b - 1);
+      let c1 = t | (1u << lo);
+      let c2 = t | (2u << lo);
+      let c3 = t | (3u << lo);
+      var n1 = 0u;
+      var n2 = 0u;
+      var n3 = 0u;
+      for (var j = 0u; j < p.d; j = j + 1u) {
+        let key = keyOf(x[base + j]);
+        n1 = n1 + select(0u, 1u, key >= c1);
+        n2 = n2 + select(0u, 1u, key >= c2);
+        n3 = n3 + select(0u, 1u, key >= c3);
+      }
+      var n = n1;
+      if (n3 >= p.k) { t = c3; n = n3; } else if (n2 >= p.k) { t = c2; n = n2; } else if (n1 >= p.k) { t = c1; }
+      // Exactly k keys reach the new prefix: they are the top k, whatever the lower bits hold.
+      if (n1 >= p.k && n == p.k) { exact = true; break; }
+    }${
+    topBit % 2 === 0
+      ? `
+    if (!exact) {
+      let cand = t | 1u;
       var c = 0u;
       for (var j = 0u; j < p.d; j = j + 1u) { c = c + select(0u, 1u, keyOf(x[base + j]) >= cand); }
       if (c >= p.k) {
         t = cand;
-        // Exactly k keys are >= cand: they are the top k, whatever the lower bits hold.
-        if (c == p.k) { exact = true; break; }
+        if (c == p.k) { exact = true; }
       }
-    }
+    }`
+      : ""
+  }
     var ties = 0u;
     if (exact) {
       t = t - 1u; // keep key > t, i.e. key >= cand, and no ties
