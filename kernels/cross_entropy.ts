@@ -91,8 +91,8 @@ export function crossEntropyDispatch(
   x: Storage,
   targets: Storage,
   loss: Storage,
+  lanes = rowLanes(cols),
 ): Dispatch {
-  const lanes = rowLanes(cols);
   return {
     op: "crossEntropy",
     key: CROSS_ENTROPY.key(dtype, `L${lanes}`),
@@ -183,8 +183,8 @@ export function crossEntropyBackwardDispatch(
   targets: Storage,
   g: Storage,
   gx: Storage,
+  lanes = rowLanes(cols),
 ): Dispatch {
-  const lanes = rowLanes(cols);
   return {
     op: "crossEntropyBackward",
     key: CROSS_ENTROPY_BACKWARD.key(dtype, `L${lanes}`),

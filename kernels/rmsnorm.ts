@@ -38,6 +38,8 @@ export interface RmsNormParams {
   rows: number;
   cols: number;
   eps: number;
+  /** Lanes per row of the WebGPU kernels (default `rowLanes(cols)`); host kernels ignore it. */
+  lanes?: number;
 }
 
 const RMS_NORM = defineKernel({
@@ -145,7 +147,7 @@ export function rmsNormDispatch(
   out: Storage,
   residual: { res: Storage; sum: Storage } | null = null,
 ): Dispatch {
-  const lanes = rowLanes(p.cols), hasWeight = w !== null, hasRes = residual !== null;
+  const lanes = p.lanes ?? rowLanes(p.cols), hasWeight = w !== null, hasRes = residual !== null;
   return {
     op: hasRes ? "addRmsNorm" : "rmsNorm",
     key: RMS_NORM.key(dtype, hasWeight ? "w" : "nw", `L${lanes}`, hasRes ? "res" : ""),
@@ -292,7 +294,7 @@ export function rmsNormBackwardDispatch(
   rstd: Storage,
   gres: Storage | null = null,
 ): Dispatch {
-  const lanes = rowLanes(p.cols), hasWeight = w !== null, hasRes = gres !== null;
+  const lanes = p.lanes ?? rowLanes(p.cols), hasWeight = w !== null, hasRes = gres !== null;
   return {
     op: hasRes ? "addRmsNormBackward" : "rmsNormBackward",
     key: RMS_NORM_BACKWARD.key(dtype, hasWeight ? "w" : "nw", `L${lanes}`, hasRes ? "res" : ""),

@@ -355,8 +355,8 @@ export function softmaxBackwardDispatch(
   y: Storage,
   g: Storage,
   gx: Storage,
+  lanes = rowLanes(cols),
 ): Dispatch {
-  const lanes = rowLanes(cols);
   return {
     op: mode === "softmax" ? "softmaxBackward" : "logSoftmaxBackward",
     key: SOFTMAX_BACKWARD.key(mode, dtype, `L${lanes}`),

@@ -4,6 +4,7 @@
  * @module
  */
 import { crossEntropyBackwardDispatch, crossEntropyDispatch } from "../../kernels/cross_entropy.ts";
+import { rowLanesOn } from "./row_lanes.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../core/dtype.ts";
 import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
@@ -112,6 +113,7 @@ export function crossEntropy<D extends DType>(
         logits.storage(op),
         tt.storage(op),
         rows.storage(op),
+        rowLanesOn(dev, N, V),
       ),
     );
   }
@@ -129,6 +131,7 @@ export function crossEntropy<D extends DType>(
             tt.storage(bop),
             g.storage(bop),
             gx.storage(bop),
+            rowLanesOn(dev, N, V),
           ),
         );
       }

@@ -10,6 +10,7 @@ import {
   type RmsNormParams,
   rmsNormWeightGradDispatch,
 } from "../../kernels/rmsnorm.ts";
+import { rowLanesOn } from "./row_lanes.ts";
 import { needsGrad, record, recordGroup } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../core/dtype.ts";
 import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
@@ -156,7 +157,8 @@ function checkNorm(op: string, x: Tensor, weight: Tensor | null, eps: number): R
       );
     }
   }
-  return { rows: cols === 0 ? 0 : x.size / cols, cols, eps };
+  const rows = cols === 0 ? 0 : x.size / cols;
+  return { rows, cols, eps, lanes: rowLanesOn(x.device, rows, cols) };
 }
 
 /**

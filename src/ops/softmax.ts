@@ -8,11 +8,11 @@ import {
   softmaxDispatch,
   type SoftmaxMode,
 } from "../../kernels/softmax.ts";
-import { rowLanes } from "../../kernels/reduce.ts";
 import { needsGrad, record } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../core/dtype.ts";
 import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
+import { rowLanesOn } from "./row_lanes.ts";
 
 /** Options for {@link softmax}. */
 export interface SoftmaxOptions {
@@ -79,7 +79,7 @@ function run(
   if (rows > 0) {
     x.device.run(
       softmaxDispatch(
-        { mode, causal, dtype: x.dtype, lanes: rowLanes(cols), bias: bias !== undefined },
+        { mode, causal, dtype: x.dtype, lanes: rowLanesOn(x.device, rows, cols), bias: !!bias },
         { rows, cols, t, ...broadcast },
         x.storage(op),
         out.storage(op),
@@ -105,6 +105,7 @@ function backwardOf(mode: SoftmaxMode, y: Tensor, g: Tensor): Tensor {
         y.storage(op),
         g.storage(op),
         gx.storage(op),
+        rowLanesOn(y.device, rows, cols),
       ),
     );
   }
