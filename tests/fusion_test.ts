@@ -256,6 +256,36 @@ Deno.test("the 1,000-op chain is one dispatch fused, 1,000 unfused", async () =>
   }
 });
 
+Deno.test("a long fused chain is submitted as it is emitted, a short one at the flush", async () => {
+  if (!gpu) return;
+  using x = gpu.tensor(hostRandom(64, 3), [64]);
+  await gpu.flush();
+  const s0 = gpu.stats().submits;
+  // 300 ops in one kernel count as 300 launches toward WebGPU's submit-every-256 rule.
+  using y = scope(() => {
+    let y = x;
+    for (let i = 0; i < 300; i++) y = addScalar(y, 1);
+    return y;
+  });
+  gpu.fusion!.emit();
+  assert.equal(gpu.stats().submits - s0, 1);
+  using z = scope(() => addScalar(addScalar(x, 1), 1));
+  gpu.fusion!.emit();
+  assert.equal(gpu.stats().submits - s0, 1);
+  const [yv, zv, xv] = [await y.data(), await z.data(), await x.data()];
+  xv.forEach((v, i) => {
+    assert.equal(
+      yv[i],
+      (() => {
+        let a = v;
+        for (let k = 0; k < 300; k++) a = Math.fround(a + 1);
+        return a;
+      })(),
+    );
+    assert.equal(zv[i], Math.fround(Math.fround(v + 1) + 1));
+  });
+});
+
 Deno.test("a group splits to stay within the storage-binding limit", async () => {
   const be = new RecordingBackend();
   using dev = new DeviceClass(be, { fuse: { maxBindings: 4 } });
