@@ -82,6 +82,7 @@ export function crossEntropyCpu(
  * @param x Logits `[N, V]`.
  * @param targets u32 `[N]`.
  * @param loss Output `[N]`.
+ * @param lanes Lanes per row of the WebGPU kernel (host kernels ignore it).
  * @returns The dispatch.
  */
 export function crossEntropyDispatch(
@@ -173,6 +174,7 @@ export function crossEntropyBackwardCpu(
  * @param targets u32 targets.
  * @param g Upstream gradient of the per-row losses `[N]`.
  * @param gx Logits gradient (output).
+ * @param lanes Lanes per row of the WebGPU kernel (host kernels ignore it).
  * @returns The dispatch.
  */
 export function crossEntropyBackwardDispatch(

@@ -345,6 +345,7 @@ export function softmaxBackwardCpu(
  * @param y Forward output.
  * @param g Upstream gradient.
  * @param gx Input gradient (output).
+ * @param lanes Lanes per row of the WebGPU kernel (host kernels ignore it).
  * @returns The dispatch.
  */
 export function softmaxBackwardDispatch(

@@ -103,6 +103,7 @@ export function crossEntropy<D extends DType>(
     tt = uploadIds(logits.device, targets, V, op);
   }
   const dev = logits.device;
+  const lanes = rowLanesOn(dev, N, V);
   const rows = dev.empty(lead, logits.dtype, op);
   if (N > 0) {
     dev.run(
@@ -113,7 +114,7 @@ export function crossEntropy<D extends DType>(
         logits.storage(op),
         tt.storage(op),
         rows.storage(op),
-        rowLanesOn(dev, N, V),
+        lanes,
       ),
     );
   }
@@ -131,7 +132,7 @@ export function crossEntropy<D extends DType>(
             tt.storage(bop),
             g.storage(bop),
             gx.storage(bop),
-            rowLanesOn(dev, N, V),
+            lanes,
           ),
         );
       }
