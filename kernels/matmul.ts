@@ -27,6 +27,7 @@
  */
 import type { Dispatch, Storage, Tunable } from "../src/backend/backend.ts";
 import { bytesPerElement, type DType, typedView } from "../src/core/dtype.ts";
+import { ValueError } from "../src/core/errors.ts";
 import { gemvWgDispatch } from "./gemv_wg.ts";
 import { matmulSmemDispatch } from "./matmul_smem.ts";
 import {
@@ -156,6 +157,66 @@ export interface MatmulFamily {
   ldc: string;
   /** Suffix applied to every f32 sum before it is stored ("" for none). */
   scale: string;
+  /**
+   * A causal mask on one matrix of the product (the strided family's attention products): the
+   * kernel reads the masked operand as zero outside its causal part and skips the k steps where
+   * the whole register block would read zeros, or writes zeros outside C's causal part and skips
+   * blocks that lie wholly outside it. The offset is the family's `p.off` (i32).
+   */
+  causal?: CausalMask;
+}
+
+/**
+ * A causal (triangular) mask on one matrix of a product, the pattern of causal attention's
+ * scores. The masked matrix is op(A) (`"a"`, shape `[m, k]`), op(B) (`"b"`, `[k, n]`) or C
+ * (`"c"`, `[m, n]`); call its shape `[X, Y]` and an entry's indices `(x, y)`. Its entries with
+ * `y − x ≤ Y − X` are kept (the lower triangle, aligned to the bottom-right corner as queries
+ * at the end of a key cache see every key) or, when `transposed` (the matrix is the transpose
+ * of such scores), those with `y − x ≥ Y − X`; every other entry counts as zero.
+ */
+export interface CausalMask {
+  /** Which matrix is masked. */
+  on: "a" | "b" | "c";
+  /** Whether that matrix is the transpose of causal scores (keeps its upper triangle). */
+  transposed: boolean;
+}
+
+/** The WGSL test that keeps a masked entry whose `y − x` is `d` (scalar or vec4i). */
+function keepTest(mask: CausalMask, d: string, vec: boolean): string {
+  const off = vec ? "vec4i(p.off)" : "p.off";
+  return `(${d}) ${mask.transposed ? ">=" : "<="} ${off}`;
+}
+
+/** `value` (a vec4f or f32 expression) zeroed where `d` (its `y − x`) is masked. */
+function maskedLoad(mask: CausalMask, value: string, d: string, vec: boolean): string {
+  return `select(${vec ? "vec4f(0.0)" : "0.0"}, ${value}, ${keepTest(mask, d, vec)})`;
+}
+
+/**
+ * Statements that bound the k loop of one register block under a causal mask: `lo`, `hi`
+ * (the steps where some entry of the block is kept) and `safeLo`, `safeHi` (where every
+ * entry is), as i32; with `step4` the bounds are widened to whole vec4 steps.
+ */
+function causalRange(mask: CausalMask, step4: boolean): string {
+  const fix: Record<string, string> = {
+    "a": `  hi = r0 + p.off + ${TM};\n  safeHi = r0 + p.off + 1;\n`,
+    "aT": `  lo = r0 + p.off;\n  safeLo = r0 + p.off + ${TM - 1};\n`,
+    "b": `  lo = c0 - p.off;\n  safeLo = c0 + ${TN - 1} - p.off;\n`,
+    "bT": `  hi = c0 - p.off + ${TN};\n  safeHi = c0 - p.off + 1;\n`,
+    // A block wholly outside C's causal part accumulates nothing (and stores zeros).
+    "c": `  if (c0 - r0 - ${TM - 1} > p.off) { hi = 0; }\n`,
+    "cT": `  if (c0 + ${TN - 1} - r0 < p.off) { hi = 0; }\n`,
+  };
+  return `  let r0 = i32(row0);
+  let c0 = i32(col0);
+  let kn = i32(p.k);
+  var lo = 0;
+  var hi = kn;
+  var safeLo = 0;
+  var safeHi = kn;
+${fix[mask.on + (mask.transposed ? "T" : "")]}  lo = clamp(lo, 0, kn);
+  hi = clamp(hi, lo, kn);
+${step4 ? "  lo = (lo / 4) * 4;\n  hi = min(kn, ((hi + 3) / 4) * 4);\n" : ""}`;
 }
 
 /** Packed matrices (rows `k`, `m`, `n` long), consecutive ones `sa`, `sb`, `sc` elements apart. */
@@ -196,8 +257,12 @@ export interface MatmulParts {
   loop: string;
 }
 
-/** The guarded store of the 8×8 register block into `C` (named by `c`) of `family`. */
+/**
+ * The guarded store of the 8×8 register block into `C` (named by `c`) of `family`, zero outside
+ * C's causal part when the family masks C.
+ */
 export function storeBlock(dtype: DType, c = "C", family = CONTIGUOUS): string {
+  const mask = family.causal;
   let s = "";
   for (let r = 0; r < TM; r++) {
     s += `  if (row0 + ${r}u < p.m) {\n`;
@@ -205,13 +270,37 @@ export function storeBlock(dtype: DType, c = "C", family = CONTIGUOUS): string {
     for (let cc = 0; cc < TN / 4; cc++) {
       for (let j = 0; j < 4; j++) {
         const col = 4 * cc + j;
-        s +=
-          `    if (col0 + ${col}u < p.n) { ${c}[crow + ${col}u] = ${dtype}(acc${r}_${cc}[${j}]${family.scale}); }\n`;
+        let v = `${dtype}(acc${r}_${cc}[${j}]${family.scale})`;
+        if (mask?.on === "c") {
+          v = `select(${dtype}(0), ${v}, ${
+            keepTest(mask, `i32(col0 + ${col}u) - i32(row0 + ${r}u)`, false)
+          })`;
+        }
+        s += `    if (col0 + ${col}u < p.n) { ${c}[crow + ${col}u] = ${v}; }\n`;
       }
     }
     s += "  }\n";
   }
   return s;
+}
+
+/**
+ * The k loop over `body`: every step, or under a causal mask only the steps some entry of the
+ * block keeps, with `masked` (the body reading masked operands) where not every entry is kept.
+ */
+function kLoop(mask: CausalMask | undefined, step: 1 | 4, body: string, masked: string): string {
+  const inc = `k = k + ${step}u`;
+  if (!mask) return `  for (var k = 0u; k < p.k; ${inc}) {\n${body}  }\n`;
+  const range = causalRange(mask, step === 4);
+  if (mask.on === "c" || masked === body) {
+    return `${range}  for (var k = u32(lo); k < u32(hi); ${inc}) {\n${masked}  }\n`;
+  }
+  return `${range}  for (var k = u32(lo); k < u32(hi); ${inc}) {
+    if (i32(k) >= safeLo && i32(k) + ${step} <= safeHi) {
+${body}    } else {
+${masked}    }
+  }
+`;
 }
 
 /** The pieces of the vec4 register-tiled kernel on the bindings `names` of `family`. */
@@ -223,6 +312,7 @@ export function matmulTiledParts(
 ): MatmulParts {
   const { A, B } = names;
   const lda = family.lda(ta), ldb = family.ldb(tb);
+  const mask = family.causal;
   let decl = "";
   for (let r = 0; r < TM; r++) {
     for (let c = 0; c < TN / 4; c++) decl += `  var acc${r}_${c} = vec4f(0.0);\n`;
@@ -231,19 +321,38 @@ export function matmulTiledParts(
   // Clamp rows/cols that fall off the edge so loads stay in bounds; their results are not stored.
   if (!ta) { for (let r = 0; r < TM; r++) idx += `  let m${r} = min(row0 + ${r}u, p.m - 1u);\n`; }
   if (tb) { for (let c = 0; c < TN; c++) idx += `  let n${c} = min(col0 + ${c}u, p.n - 1u);\n`; }
-  let body = "";
+  // Loads as [plain, masked] statements: a masked operand reads zero outside its causal part
+  // (`d` is each loaded entry's y − x, a vec4i).
+  const loads: [string, string][] = [];
+  const load = (operand: "a" | "b", name: string, value: string, d: string) => {
+    const plain = `    let ${name} = ${value};\n`;
+    loads.push([
+      plain,
+      mask?.on === operand ? `    let ${name} = ${maskedLoad(mask, value, d, true)};\n` : plain,
+    ]);
+  };
+  const lanes = "vec4i(0, 1, 2, 3)";
   // a(r, kk): scalar A[m0 + r][k + kk]
   const aVal: string[][] = [];
   if (!ta) {
     for (let r = 0; r < TM; r++) {
-      body += `    let a${r} = vec4f(${A}[(abase + m${r} * ${lda} + k) / 4u]);\n`;
+      load(
+        "a",
+        `a${r}`,
+        `vec4f(${A}[(abase + m${r} * ${lda} + k) / 4u])`,
+        `vec4i(i32(k) - i32(row0 + ${r}u)) + ${lanes}`,
+      );
     }
     for (let r = 0; r < TM; r++) aVal.push([0, 1, 2, 3].map((kk) => `a${r}[${kk}]`));
   } else {
     for (let kk = 0; kk < 4; kk++) {
       for (let j = 0; j < TM / 4; j++) {
-        body +=
-          `    let at${kk}_${j} = vec4f(${A}[(abase + (k + ${kk}u) * ${lda} + row0) / 4u + ${j}u]);\n`;
+        load(
+          "a",
+          `at${kk}_${j}`,
+          `vec4f(${A}[(abase + (k + ${kk}u) * ${lda} + row0) / 4u + ${j}u])`,
+          `vec4i(i32(k + ${kk}u) - i32(row0 + ${4 * j}u)) - ${lanes}`,
+        );
       }
     }
     for (let r = 0; r < TM; r++) aVal.push([0, 1, 2, 3].map((kk) => `at${kk}_${r >> 2}[${r & 3}]`));
@@ -254,15 +363,24 @@ export function matmulTiledParts(
     for (let kk = 0; kk < 4; kk++) {
       const row: string[] = [];
       for (let c = 0; c < TN / 4; c++) {
-        body +=
-          `    let b${kk}_${c} = vec4f(${B}[(bbase + (k + ${kk}u) * ${ldb} + col0) / 4u + ${c}u]);\n`;
+        load(
+          "b",
+          `b${kk}_${c}`,
+          `vec4f(${B}[(bbase + (k + ${kk}u) * ${ldb} + col0) / 4u + ${c}u])`,
+          `vec4i(i32(col0 + ${4 * c}u) - i32(k + ${kk}u)) + ${lanes}`,
+        );
         row.push(`b${kk}_${c}`);
       }
       bVec.push(row);
     }
   } else {
     for (let c = 0; c < TN; c++) {
-      body += `    let bt${c} = vec4f(${B}[(bbase + n${c} * ${ldb} + k) / 4u]);\n`;
+      load(
+        "b",
+        `bt${c}`,
+        `vec4f(${B}[(bbase + n${c} * ${ldb} + k) / 4u])`,
+        `vec4i(i32(col0 + ${c}u) - i32(k)) - ${lanes}`,
+      );
     }
     for (let kk = 0; kk < 4; kk++) {
       const row: string[] = [];
@@ -273,14 +391,17 @@ export function matmulTiledParts(
       bVec.push(row);
     }
   }
+  let fmas = "";
   for (let kk = 0; kk < 4; kk++) {
     for (let r = 0; r < TM; r++) {
       for (let c = 0; c < TN / 4; c++) {
-        body += `    acc${r}_${c} = fma(vec4f(${aVal[r]![kk]}), ${bVec[kk]![c]}, acc${r}_${c});\n`;
+        fmas += `    acc${r}_${c} = fma(vec4f(${aVal[r]![kk]}), ${bVec[kk]![c]}, acc${r}_${c});\n`;
       }
     }
   }
-  return { idx, decl, loop: `  for (var k = 0u; k < p.k; k = k + 4u) {\n${body}  }\n` };
+  const body = loads.map(([plain]) => plain).join("") + fmas;
+  const masked = loads.map(([, m]) => m).join("") + fmas;
+  return { idx, decl, loop: kLoop(mask, 4, body, masked) };
 }
 
 /** The pieces of the general kernel (scalar loads, clamped indices) on `names` of `family`. */
@@ -292,6 +413,7 @@ export function matmulGeneralParts(
 ): MatmulParts {
   const { A, B } = names;
   const lda = family.lda(ta), ldb = family.ldb(tb);
+  const mask = family.causal;
   let decl = "", idx = "", body = "";
   for (let r = 0; r < TM; r++) {
     for (let c = 0; c < TN / 4; c++) decl += `  var acc${r}_${c} = vec4f(0.0);\n`;
@@ -300,21 +422,28 @@ export function matmulGeneralParts(
   for (let c = 0; c < TN; c++) idx += `  let n${c} = min(col0 + ${c}u, p.n - 1u);\n`;
   for (let r = 0; r < TM; r++) {
     const at = ta ? `k * ${lda} + m${r}` : `m${r} * ${lda} + k`;
-    body += `    let a${r} = f32(${A}[abase + ${at}]);\n`;
+    let v = `f32(${A}[abase + ${at}])`;
+    if (mask?.on === "a") v = maskedLoad(mask, v, `i32(k) - i32(row0 + ${r}u)`, false);
+    body += `    let a${r} = ${v};\n`;
   }
   for (let c = 0; c < TN / 4; c++) {
     const comps = [0, 1, 2, 3].map((j) => {
       const n = `n${4 * c + j}`;
       return `f32(${B}[bbase + ${tb ? `${n} * ${ldb} + k` : `k * ${ldb} + ${n}`}])`;
     });
-    body += `    let b${c} = vec4f(${comps.join(", ")});\n`;
+    let v = `vec4f(${comps.join(", ")})`;
+    if (mask?.on === "b") {
+      v = maskedLoad(mask, v, `vec4i(i32(col0 + ${4 * c}u) - i32(k)) + vec4i(0, 1, 2, 3)`, true);
+    }
+    body += `    let b${c} = ${v};\n`;
   }
   for (let r = 0; r < TM; r++) {
     for (let c = 0; c < TN / 4; c++) {
       body += `    acc${r}_${c} = fma(vec4f(a${r}), b${c}, acc${r}_${c});\n`;
     }
   }
-  return { idx, decl, loop: `  for (var k = 0u; k < p.k; k = k + 1u) {\n${body}  }\n` };
+  // The general kernel masks every step: it is the fallback for shapes the tiled one cannot run.
+  return { idx, decl, loop: kLoop(mask, 1, body, body) };
 }
 
 /** Block origin, batch bases and the early exit of a register-blocked kernel of `family`. */
@@ -464,6 +593,12 @@ export function defaultKernelLaunch(
   const { dtype, transposeA: ta, transposeB: tb } = p;
   const flags = `${ta ? "T" : "N"}${tb ? "T" : "N"}`;
   if (variant === "gemv") {
+    if (family.causal) {
+      throw new ValueError(
+        "matmul",
+        "the GEMV takes no causal mask (the tiled and general kernels do)",
+      );
+    }
     const wide = !tb && p.n % 16 === 0;
     return {
       key: family.kernel.key(wide ? "gemv16" : "gemv", dtype, flags),
@@ -471,8 +606,11 @@ export function defaultKernelLaunch(
       workgroups: [Math.ceil((tb ? p.n : p.n / (wide ? 16 : 4)) / GEMV_WG), 1, batch],
     };
   }
+  const mask = family.causal;
   return {
-    key: family.kernel.key(variant, dtype, flags),
+    key: mask
+      ? family.kernel.key(variant, dtype, flags, `causal-${mask.on}${mask.transposed ? "T" : ""}`)
+      : family.kernel.key(variant, dtype, flags),
     wgsl: variant === "tiled"
       ? () => matmulTiledWgsl(dtype, ta, tb, family)
       : () => matmulGeneralWgsl(dtype, ta, tb, family),

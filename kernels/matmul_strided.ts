@@ -24,8 +24,10 @@
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { type DType, typedView } from "../src/core/dtype.ts";
 import { ValueError } from "../src/core/errors.ts";
-import { defaultKernelLaunch, type MatmulFamily } from "./matmul.ts";
+import { type CausalMask, defaultKernelLaunch, type MatmulFamily } from "./matmul.ts";
 import { matmulStridedNative } from "./native/matmul_strided.ts";
+
+export type { CausalMask } from "./matmul.ts";
 import { defineKernel } from "./spec.ts";
 
 /** Where the matrices of one operand lie in its buffer, in elements. */
@@ -67,6 +69,37 @@ export interface StridedMatmulProblem {
    * before it is stored (as BLAS applies its alpha). Default 1 (a multiply by 1 is exact).
    */
   alpha?: number;
+  /**
+   * A causal mask on op(A), op(B) or C (see {@link CausalMask}): the masked operand counts as
+   * zero outside its causal part, or C is zero outside its causal part. Attention's products use
+   * it so the kernels skip the work on the scores' masked triangle.
+   */
+  causal?: CausalMask;
+}
+
+/**
+ * The causal offset `Y − X` of the masked matrix `[X, Y]` of a problem: op(A) is `[m, k]`,
+ * op(B) `[k, n]`, C `[m, n]`.
+ *
+ * @param p The problem.
+ * @returns The offset (0 when nothing is masked).
+ */
+export function causalOffset(p: StridedMatmulProblem): number {
+  switch (p.causal?.on) {
+    case "a":
+      return p.k - p.m;
+    case "b":
+      return p.n - p.k;
+    case "c":
+      return p.n - p.m;
+    default:
+      return 0;
+  }
+}
+
+/** Whether a masked matrix keeps the entry whose `y − x` is `d` (`off` is its causal offset). */
+export function causalKeeps(mask: CausalMask, d: number, off: number): boolean {
+  return mask.transposed ? d >= off : d <= off;
 }
 
 /** Which kernel a strided problem runs on. */
@@ -85,7 +118,8 @@ function tiledApplies(p: StridedMatmulProblem): boolean {
 
 /** Whether the GEMV's vec4 loads are legal: one row of A, read along k. */
 function gemvApplies(p: StridedMatmulProblem): boolean {
-  return p.m === 1 && !p.transposeA && p.k % 4 === 0 && (p.transposeB || p.n % 4 === 0) &&
+  return !p.causal && p.m === 1 && !p.transposeA && p.k % 4 === 0 &&
+    (p.transposeB || p.n % 4 === 0) &&
     vec4Layout(p.a, false) && vec4Layout(p.b);
 }
 
@@ -137,6 +171,7 @@ const MATMUL_STRIDED = defineKernel({
     ci: "u32",
     ldc: "u32",
     alpha: "f32",
+    off: "i32",
   },
 });
 
@@ -155,7 +190,8 @@ const STRIDED: MatmulFamily = {
 
 /**
  * CPU twin: every output row accumulated in f64 over k in order (as the contiguous twin does),
- * scaled by alpha, rounded to the storage dtype.
+ * scaled by alpha, rounded to the storage dtype; a masked operand's entries outside its causal
+ * part are skipped, a masked C is zero outside its causal part.
  *
  * @param p The problem.
  * @param a A's buffer.
@@ -171,6 +207,8 @@ export function matmulStridedCpu(
   const A = typedView(p.dtype, a), B = typedView(p.dtype, b), C = typedView(p.dtype, c);
   const { m, n, k } = p;
   const lda = p.a.ld, ldb = p.b.ld, ldc = p.c.ld, alpha = Math.fround(p.alpha ?? 1);
+  const mask = p.causal, off = causalOffset(p);
+  const keeps = (d: number) => !mask || causalKeeps(mask, d, off);
   const row = new Float64Array(n);
   for (let zo = 0; zo < p.batchOuter; zo++) {
     for (let zi = 0; zi < p.batchInner; zi++) {
@@ -179,20 +217,68 @@ export function matmulStridedCpu(
       for (let i = 0; i < m; i++) {
         row.fill(0);
         for (let kk = 0; kk < k; kk++) {
+          if (mask?.on === "a" && !keeps(kk - i)) continue;
           const av = p.transposeA ? A[ao + kk * lda + i]! : A[ao + i * lda + kk]!;
           if (av === 0) continue;
+          // Columns j of B's row kk that a mask on B keeps: j − kk ≤ off (or ≥ off transposed).
+          let j0 = 0, j1 = n;
+          if (mask?.on === "b") {
+            if (mask.transposed) j0 = Math.max(0, kk + off);
+            else j1 = Math.min(n, kk + off + 1);
+          }
           if (p.transposeB) {
-            for (let j = 0; j < n; j++) row[j] += av * B[bo + j * ldb + kk]!;
+            for (let j = j0; j < j1; j++) row[j] += av * B[bo + j * ldb + kk]!;
           } else {
             const rb = bo + kk * ldb;
-            for (let j = 0; j < n; j++) row[j] += av * B[rb + j]!;
+            for (let j = j0; j < j1; j++) row[j] += av * B[rb + j]!;
           }
         }
         const rc = co + i * ldc;
-        for (let j = 0; j < n; j++) C[rc + j] = row[j]! * alpha;
+        const outMask = mask?.on === "c";
+        for (let j = 0; j < n; j++) C[rc + j] = outMask && !keeps(j - i) ? 0 : row[j]! * alpha;
       }
     }
   }
+}
+
+/**
+ * Whether a masked operand holds a nonzero outside its causal part. BLAS cannot skip those
+ * entries, so the native backend runs the twin then; attention's masked operands (probabilities
+ * and their gradients) hold exact zeros there, so it never does in a model.
+ *
+ * @param p The problem.
+ * @param a A's buffer.
+ * @param b B's buffer.
+ * @returns True when the masked triangle of op(A) or op(B) has a nonzero.
+ */
+export function maskedOperandNonzero(
+  p: StridedMatmulProblem,
+  a: ArrayBuffer,
+  b: ArrayBuffer,
+): boolean {
+  const mask = p.causal;
+  if (!mask || mask.on === "c") return false;
+  const onA = mask.on === "a";
+  const v = typedView(p.dtype, onA ? a : b), l = onA ? p.a : p.b;
+  const t = onA ? p.transposeA : p.transposeB;
+  // The masked matrix [X, Y] and where its entry (x, y) lies.
+  const [X, Y] = onA ? [p.m, p.k] : [p.k, p.n];
+  const off = causalOffset(p);
+  for (let zo = 0; zo < p.batchOuter; zo++) {
+    for (let zi = 0; zi < p.batchInner; zi++) {
+      const base = zo * l.outer + zi * l.inner;
+      for (let x = 0; x < X; x++) {
+        // Masked y: y − x > off (or < off when transposed).
+        const y0 = mask.transposed ? 0 : Math.max(0, x + off + 1);
+        const y1 = mask.transposed ? Math.min(Y, x + off) : Y;
+        for (let y = y0; y < y1; y++) {
+          // op(M)[x, y] is stored at [x, y], or at [y, x] when M is read transposed.
+          if (v[base + (t ? y * l.ld + x : x * l.ld + y)] !== 0) return true;
+        }
+      }
+    }
+  }
+  return false;
 }
 
 /**
@@ -232,6 +318,12 @@ export function matmulStridedDispatch(
   variant: StridedMatmulVariant = stridedMatmulVariant(p),
 ): Dispatch {
   const ta = p.transposeA, tb = p.transposeB;
+  if (p.causal && variant === "gemv") {
+    throw new ValueError(
+      "matmulStrided",
+      `the gemv kernel takes no causal mask (m=${p.m} n=${p.n} k=${p.k}, causal on ${p.causal.on})`,
+    );
+  }
   if (
     (variant === "tiled" && !tiledApplies(p)) || (variant === "gemv" && !gemvApplies(p))
   ) {
@@ -244,13 +336,14 @@ export function matmulStridedDispatch(
         `and strides of A and B in multiples of 4`,
     );
   }
+  const family = p.causal ? { ...STRIDED, causal: p.causal } : STRIDED;
   return {
     op: "matmulStrided",
-    ...defaultKernelLaunch(STRIDED, variant, p, p.batchOuter * p.batchInner),
+    ...defaultKernelLaunch(family, variant, p, p.batchOuter * p.batchInner),
     cpu: ([x, y, z]) => matmulStridedCpu(p, x!, y!, z!),
     native: p.dtype === "f32"
       ? ([x, y, z], rt) =>
-        rt.blas && p.k > 0
+        rt.blas && p.k > 0 && !maskedOperandNonzero(p, x!, y!)
           ? matmulStridedNative(p, x!, y!, z!, rt, rt.blas)
           : matmulStridedCpu(p, x!, y!, z!)
       : undefined,
@@ -270,6 +363,7 @@ export function matmulStridedDispatch(
       ci: p.c.inner,
       ldc: p.c.ld,
       alpha: p.alpha ?? 1,
+      off: causalOffset(p),
     }),
   };
 }

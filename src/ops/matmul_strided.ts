@@ -6,6 +6,7 @@
  * @module
  */
 import {
+  type CausalMask,
   matmulStridedDispatch,
   type MatrixLayout,
   type StridedMatmulProblem,
@@ -16,7 +17,7 @@ import { type DType, isFloat } from "../core/dtype.ts";
 import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
-export type { StridedMatmulVariant } from "../../kernels/matmul_strided.ts";
+export type { CausalMask, StridedMatmulVariant } from "../../kernels/matmul_strided.ts";
 
 /** Options for {@link matmulStrided}. */
 export interface MatmulStridedOptions {
@@ -38,8 +39,29 @@ export interface MatmulStridedOptions {
    * accumulated sum as BLAS applies its alpha — e.g. attention's 1/√hd, with no launch of its own.
    */
   alpha?: number;
+  /**
+   * A causal mask on one matrix of the product (see {@link CausalMask}): `{ on: "a" }` reads
+   * op(a) as zero above its diagonal (aligned to the bottom-right corner), `{ on: "c" }` makes
+   * the product zero there; `transposed` masks the other triangle (a matrix that is the
+   * transpose of causal scores). Attention passes it so the kernels skip the masked triangle's
+   * work: about half of each score product. The gradient keeps the mask.
+   */
+  causal?: { on: "a" | "b" | "c"; transposed?: boolean };
   /** Force a kernel (tests and benchmarks). */
   variant?: StridedMatmulVariant;
+}
+
+/**
+ * Where a mask lands in a gradient product: `slots` maps the forward's masked matrix (op(a),
+ * op(b) or c) to its slot in the gradient product, and `flips` says which of them the gradient
+ * reads transposed.
+ */
+function gradMask(
+  mask: CausalMask | undefined,
+  slots: Record<CausalMask["on"], CausalMask["on"]>,
+  flips: Record<CausalMask["on"], boolean>,
+): CausalMask | undefined {
+  return mask && { on: slots[mask.on], transposed: mask.transposed !== flips[mask.on] };
 }
 
 /** Most dims an operand may have: two batch dims and the matrix. */
@@ -142,6 +164,11 @@ export function matmulStrided<D extends DType>(
     throw DeviceError.mismatch(op, shapes, "tensors live on different devices");
   }
   const alpha = opts.alpha ?? 1;
+  const causal: CausalMask | undefined = opts.causal &&
+    { on: opts.causal.on, transposed: opts.causal.transposed ?? false };
+  if (causal && !["a", "b", "c"].includes(causal.on)) {
+    throw new ValueError(op, `causal.on must be "a", "b" or "c", got ${String(causal.on)}`);
+  }
   if (!Number.isFinite(alpha)) {
     throw new ValueError(
       op,
@@ -189,6 +216,7 @@ export function matmulStrided<D extends DType>(
       transposeB: tb,
       dtype: a.dtype,
       alpha,
+      causal,
     };
     a.device.run(
       matmulStridedDispatch(p, a.storage(op), b.storage(op), out.storage(op), opts.variant),
@@ -198,9 +226,11 @@ export function matmulStrided<D extends DType>(
     record(out, op, [a, b], (g) => {
       // c = α·A·B: dA = α·G·Bᵀ, dB = α·Aᵀ·G (as in matmul), where G is read through dimsOut and
       // each gradient is written through its operand's dims, i.e. in the operand's own layout.
+      // A mask follows its matrix into each gradient product (G stands for the masked c).
       let ga: Tensor | null = null, gb: Tensor | null = null;
       if (a.requiresGrad) {
         ga = ta
+          // dAᵀ = α·op(B)·Gᵀ
           ? matmulStrided(b, g, {
             transposeA: tb,
             transposeB: true,
@@ -208,11 +238,21 @@ export function matmulStrided<D extends DType>(
             dimsB: dimsOut,
             dimsOut: dimsA,
             alpha,
+            causal: gradMask(causal, { a: "c", b: "a", c: "b" }, { a: true, b: false, c: true }),
           })
-          : matmulStrided(g, b, { transposeB: !tb, dimsA: dimsOut, dimsB, dimsOut: dimsA, alpha });
+          // dA = α·G·op(B)ᵀ
+          : matmulStrided(g, b, {
+            transposeB: !tb,
+            dimsA: dimsOut,
+            dimsB,
+            dimsOut: dimsA,
+            alpha,
+            causal: gradMask(causal, { a: "c", b: "b", c: "a" }, { a: false, b: true, c: false }),
+          });
       }
       if (b.requiresGrad) {
         gb = tb
+          // dBᵀ = α·Gᵀ·op(A)
           ? matmulStrided(g, a, {
             transposeA: true,
             transposeB: ta,
@@ -220,8 +260,17 @@ export function matmulStrided<D extends DType>(
             dimsB: dimsA,
             dimsOut: dimsB,
             alpha,
+            causal: gradMask(causal, { a: "b", b: "c", c: "a" }, { a: false, b: true, c: true }),
           })
-          : matmulStrided(a, g, { transposeA: !ta, dimsA, dimsB: dimsOut, dimsOut: dimsB, alpha });
+          // dB = α·op(A)ᵀ·G
+          : matmulStrided(a, g, {
+            transposeA: !ta,
+            dimsA,
+            dimsB: dimsOut,
+            dimsOut: dimsB,
+            alpha,
+            causal: gradMask(causal, { a: "a", b: "c", c: "b" }, { a: true, b: false, c: false }),
+          });
       }
       return [ga, gb];
     });
