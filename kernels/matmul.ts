@@ -286,21 +286,23 @@ export function storeBlock(dtype: DType, c = "C", family = CONTIGUOUS): string {
 
 /**
  * The k loop over `body`: every step, or under a causal mask only the steps some entry of the
- * block keeps, with `masked` (the body reading masked operands) where not every entry is kept.
+ * block keeps, running `masked` (the body reading masked operands) on the steps where not every
+ * entry is kept. Those are separate loops before and after the safe steps, not a branch in one
+ * loop: a CPU adapter runs both arms of a branch it cannot prove uniform.
  */
 function kLoop(mask: CausalMask | undefined, step: 1 | 4, body: string, masked: string): string {
   const inc = `k = k + ${step}u`;
   if (!mask) return `  for (var k = 0u; k < p.k; ${inc}) {\n${body}  }\n`;
   const range = causalRange(mask, step === 4);
-  if (mask.on === "c" || masked === body) {
-    return `${range}  for (var k = u32(lo); k < u32(hi); ${inc}) {\n${masked}  }\n`;
-  }
-  return `${range}  for (var k = u32(lo); k < u32(hi); ${inc}) {
-    if (i32(k) >= safeLo && i32(k) + ${step} <= safeHi) {
-${body}    } else {
-${masked}    }
-  }
-`;
+  const loop = (from: string, to: string, b: string) =>
+    `  for (var k = u32(${from}); k < u32(${to}); ${inc}) {\n${b}  }\n`;
+  if (mask.on === "c" || masked === body) return range + loop("lo", "hi", masked);
+  // Safe steps [s0, s1): whole steps inside [safeLo, safeHi).
+  const up = step === 4 ? "((safeLo + 3) / 4) * 4" : "safeLo";
+  const down = step === 4 ? "(safeHi / 4) * 4" : "safeHi";
+  return `${range}  let s0 = clamp(${up}, lo, hi);
+  let s1 = clamp(${down}, s0, hi);
+${loop("lo", "s0", masked)}${loop("s0", "s1", body)}${loop("s1", "hi", masked)}`;
 }
 
 /** The pieces of the vec4 register-tiled kernel on the bindings `names` of `family`. */
