@@ -33,8 +33,12 @@ export function matmulStridedNative(
   // operand reaches here only with zeros outside its causal part, which BLAS may multiply.)
   const maskC = p.causal?.on === "c" ? p.causal : null;
   const off = p.n - p.m;
-  const C = maskC ? new Float32Array(c) : null;
   const alpha = Math.fround(p.alpha ?? 1);
+  // A mask on C or on op(A) bounds each block of rows' columns or k range: attention's products
+  // skip the masked triangle's work here too. Terms dropped are exact zeros at either end of a
+  // sum, so each kept entry is the full product's (tests/matmul_causal_test.ts checks the bits).
+  const split = m >= 2 * CAUSAL_ROWS && (p.causal?.on === "c" || p.causal?.on === "a");
+  const C = maskC || split ? new Float32Array(c) : null;
   const pa = rt.address(a), pb = rt.address(b), pc = rt.address(c);
   for (let zo = 0; zo < p.batchOuter; zo++) {
     for (let zi = 0; zi < p.batchInner; zi++) {
@@ -45,6 +49,8 @@ export function matmulStridedNative(
         // One row: y = x·op(B), a GEMV over B's stored rows.
         if (p.transposeB) blas.sgemv(false, n, k, alpha, bo, p.b.ld, ao, 1, 0, co, 1);
         else blas.sgemv(true, k, n, alpha, bo, p.b.ld, ao, 1, 0, co, 1);
+      } else if (split) {
+        causalBlocks(p, blas, alpha, ao, bo, co, C!, zo, zi);
       } else {
         blas.sgemm(
           p.transposeA,
@@ -72,5 +78,70 @@ export function matmulStridedNative(
         }
       }
     }
+  }
+}
+
+/** Rows per BLAS call when a causal mask splits a product (each call costs ~1–2 µs). */
+const CAUSAL_ROWS = 32;
+
+/**
+ * One matrix of a product masked on C or op(A), as one `cblas_sgemm` per block of
+ * {@link CAUSAL_ROWS} rows: a masked C computes only the block's columns that some row keeps, a
+ * masked op(A) only the k range some row keeps (its masked terms are zeros, checked before). Rows
+ * with an empty k range are zero. C's masked part is zeroed by the caller.
+ */
+function causalBlocks(
+  p: StridedMatmulProblem,
+  blas: Blas,
+  alpha: number,
+  ao: number,
+  bo: number,
+  co: number,
+  C: Float32Array,
+  zo: number,
+  zi: number,
+): void {
+  const { m, n, k } = p;
+  const mask = p.causal!;
+  const ta = p.transposeA, tb = p.transposeB, lda = p.a.ld, ldb = p.b.ld, ldc = p.c.ld;
+  // Byte addresses of op(A)[r, kk], op(B)[kk, j] and C[r, j].
+  const aAt = (r: number, kk: number) => ao + 4 * (ta ? kk * lda + r : r * lda + kk);
+  const bAt = (kk: number, j: number) => bo + 4 * (tb ? j * ldb + kk : kk * ldb + j);
+  const cAt = (r: number, j: number) => co + 4 * (r * ldc + j);
+  const clamp = (v: number, hi: number) => Math.max(0, Math.min(hi, v));
+  for (let r0 = 0; r0 < m; r0 += CAUSAL_ROWS) {
+    const rows = Math.min(CAUSAL_ROWS, m - r0), r1 = r0 + rows;
+    let j0 = 0, j1 = n, k0 = 0, k1 = k;
+    if (mask.on === "c") {
+      // Kept: j − i ≤ n − m (or ≥ when transposed).
+      const off = n - m;
+      if (mask.transposed) j0 = clamp(r0 + off, n);
+      else j1 = clamp(r1 + off, n);
+    } else {
+      const off = k - m;
+      if (mask.transposed) k0 = clamp(r0 + off, k);
+      else k1 = clamp(r1 + off, k);
+    }
+    if (j1 <= j0) continue; // wholly masked: the caller zeroes it
+    if (k1 <= k0) {
+      const base = zo * p.c.outer + zi * p.c.inner + r0 * ldc;
+      for (let i = 0; i < rows; i++) C.fill(0, base + i * ldc + j0, base + i * ldc + j1);
+      continue;
+    }
+    blas.sgemm(
+      ta,
+      tb,
+      rows,
+      j1 - j0,
+      k1 - k0,
+      alpha,
+      aAt(r0, k0),
+      lda,
+      bAt(k0, j0),
+      ldb,
+      0,
+      cAt(r0, j0),
+      ldc,
+    );
   }
 }
