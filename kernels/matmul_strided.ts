@@ -242,46 +242,6 @@ export function matmulStridedCpu(
 }
 
 /**
- * Whether a masked operand holds a nonzero outside its causal part. BLAS cannot skip those
- * entries, so the native backend runs the twin then; attention's masked operands (probabilities
- * and their gradients) hold exact zeros there, so it never does in a model.
- *
- * @param p The problem.
- * @param a A's buffer.
- * @param b B's buffer.
- * @returns True when the masked triangle of op(A) or op(B) has a nonzero.
- */
-export function maskedOperandNonzero(
-  p: StridedMatmulProblem,
-  a: ArrayBuffer,
-  b: ArrayBuffer,
-): boolean {
-  const mask = p.causal;
-  if (!mask || mask.on === "c") return false;
-  const onA = mask.on === "a";
-  const v = typedView(p.dtype, onA ? a : b), l = onA ? p.a : p.b;
-  const t = onA ? p.transposeA : p.transposeB;
-  // The masked matrix [X, Y] and where its entry (x, y) lies.
-  const [X, Y] = onA ? [p.m, p.k] : [p.k, p.n];
-  const off = causalOffset(p);
-  for (let zo = 0; zo < p.batchOuter; zo++) {
-    for (let zi = 0; zi < p.batchInner; zi++) {
-      const base = zo * l.outer + zi * l.inner;
-      for (let x = 0; x < X; x++) {
-        // Masked y: y − x > off (or < off when transposed).
-        const y0 = mask.transposed ? 0 : Math.max(0, x + off + 1);
-        const y1 = mask.transposed ? Math.min(Y, x + off) : Y;
-        for (let y = y0; y < y1; y++) {
-          // op(M)[x, y] is stored at [x, y], or at [y, x] when M is read transposed.
-          if (v[base + (t ? y * l.ld + x : x * l.ld + y)] !== 0) return true;
-        }
-      }
-    }
-  }
-  return false;
-}
-
-/**
  * The dispatch of one strided matmul problem.
  *
  * @param p The problem.
@@ -343,9 +303,9 @@ export function matmulStridedDispatch(
     cpu: ([x, y, z]) => matmulStridedCpu(p, x!, y!, z!),
     native: p.dtype === "f32"
       ? ([x, y, z], rt) =>
-        rt.blas && p.k > 0 && !maskedOperandNonzero(p, x!, y!)
-          ? matmulStridedNative(p, x!, y!, z!, rt, rt.blas)
-          : matmulStridedCpu(p, x!, y!, z!)
+        // The twin when BLAS is missing or would read a masked operand's nonzero.
+        (rt.blas && p.k > 0 && matmulStridedNative(p, x!, y!, z!, rt, rt.blas)) ||
+        matmulStridedCpu(p, x!, y!, z!)
       : undefined,
     buffers: [a, b, c],
     uniforms: MATMUL_STRIDED.uniforms({

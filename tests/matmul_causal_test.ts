@@ -237,6 +237,31 @@ Deno.test("matmulStrided causal: native runs BLAS only where the masked triangle
   const got = await matmulStrided(native.tensor(a, [2, 8, 8]), native.tensor(b, [2, 8, 4]), opts)
     .data();
   assertClose(got, want, { rtol: 1e-5, atol: 1e-6 }, "native, nonzero masked triangle");
+  // Split into row blocks (m ≥ 64): a nonzero in a block's diagonal triangle (read by BLAS) and
+  // nonzeros only beyond every block's k range (never read), each against the twin.
+  const m = 96, n = 8;
+  const far = hostRandom(m * m, 12).map((v, i) => {
+    const r = Math.floor(i / m), c = i % m;
+    return c <= r || c >= r - (r % 32) + 32 ? v : 0;
+  });
+  // One masked nonzero at (0, 31): inside block 0's k range [0, 32), so BLAS would read it.
+  const edge = far.map((v, i) => (i % m) > Math.floor(i / m) ? 0 : v);
+  edge[31] = 0.5;
+  for (const [what, av] of [["block 0's k range", edge], ["beyond the blocks", far]] as const) {
+    const bv = hostRandom(m * n, 14);
+    const w = await matmulStrided(
+      cpu.tensor(av, [m, m]),
+      cpu.tensor(bv, [m, n]),
+      opts,
+    )
+      .data();
+    const g = await matmulStrided(
+      native.tensor(av, [m, m]),
+      native.tensor(bv, [m, n]),
+      opts,
+    ).data();
+    assertClose(g, w, { rtol: 1e-5, atol: 1e-6 }, `native, split, nonzeros in ${what}`);
+  }
 });
 
 Deno.test("matmulStrided causal: bad masks are typed errors naming the op", () => {

@@ -6,6 +6,7 @@
  */
 import type { Blas, NativeRuntime } from "../../src/backend/backend.ts";
 import type { StridedMatmulProblem } from "../matmul_strided.ts";
+import { typedView } from "../../src/core/dtype.ts";
 
 /**
  * Native implementation (f32): one `cblas_sgemm` per matrix (alpha passed to BLAS) with the layouts' leading
@@ -19,6 +20,9 @@ import type { StridedMatmulProblem } from "../matmul_strided.ts";
  * @param c C's buffer.
  * @param rt The runtime (addresses).
  * @param blas The loaded BLAS.
+ * @returns False, with nothing written, when a masked operand holds a nonzero in its masked part
+ * where BLAS would read it (BLAS cannot skip it; the caller runs the twin). Attention's masked
+ * operands, probabilities and their gradients, are exact zeros there.
  */
 export function matmulStridedNative(
   p: StridedMatmulProblem,
@@ -27,7 +31,7 @@ export function matmulStridedNative(
   c: ArrayBuffer,
   rt: NativeRuntime,
   blas: Blas,
-): void {
+): boolean {
   const { m, n, k } = p;
   // A mask on C: BLAS computes the whole product, then the masked part is zeroed. (A masked
   // operand reaches here only with zeros outside its causal part, which BLAS may multiply.)
@@ -38,6 +42,7 @@ export function matmulStridedNative(
   // skip the masked triangle's work here too. Terms dropped are exact zeros at either end of a
   // sum, so each kept entry is the full product's (tests/matmul_causal_test.ts checks the bits).
   const split = m >= 2 * CAUSAL_ROWS && (p.causal?.on === "c" || p.causal?.on === "a");
+  if (readsMaskedNonzero(p, a, b, split)) return false;
   const C = maskC || split ? new Float32Array(c) : null;
   const pa = rt.address(a), pb = rt.address(b), pc = rt.address(c);
   for (let zo = 0; zo < p.batchOuter; zo++) {
@@ -79,6 +84,7 @@ export function matmulStridedNative(
       }
     }
   }
+  return true;
 }
 
 /** Rows per BLAS call when a causal mask splits a product (each call costs ~1–2 µs). */
@@ -144,4 +150,45 @@ function causalBlocks(
       ldc,
     );
   }
+}
+
+/**
+ * Whether BLAS would read a nonzero in a masked operand's masked part: with `split`, op(A)'s
+ * entries inside each row block's k range (see {@link causalBlocks}), else the whole masked part.
+ * Checking only what the blocks read keeps the scan to about `m · 32 / 2` entries per matrix.
+ */
+function readsMaskedNonzero(
+  p: StridedMatmulProblem,
+  a: ArrayBuffer,
+  b: ArrayBuffer,
+  split: boolean,
+): boolean {
+  const mask = p.causal;
+  if (!mask || mask.on === "c") return false;
+  const onA = mask.on === "a";
+  const v = typedView(p.dtype, onA ? a : b), l = onA ? p.a : p.b;
+  const t = onA ? p.transposeA : p.transposeB;
+  // The masked matrix [X, Y]; entry (x, y) is kept when y − x ≤ off (≥ off when transposed).
+  const [X, Y] = onA ? [p.m, p.k] : [p.k, p.n];
+  const off = Y - X;
+  for (let zo = 0; zo < p.batchOuter; zo++) {
+    for (let zi = 0; zi < p.batchInner; zi++) {
+      const base = zo * l.outer + zi * l.inner;
+      for (let x = 0; x < X; x++) {
+        // The masked y, cut to the k range of x's row block when the product is split.
+        let y0 = mask.transposed ? 0 : Math.max(0, x + off + 1);
+        let y1 = mask.transposed ? Math.min(Y, x + off) : Y;
+        if (split) {
+          const r0 = x - (x % CAUSAL_ROWS), r1 = Math.min(X, r0 + CAUSAL_ROWS);
+          if (mask.transposed) y0 = Math.max(y0, r0 + off);
+          else y1 = Math.min(y1, r1 + off);
+        }
+        for (let y = y0; y < y1; y++) {
+          // op(M)[x, y] is stored at [x, y], or at [y, x] when M is read transposed.
+          if (v[base + (t ? y * l.ld + x : x * l.ld + y)] !== 0) return true;
+        }
+      }
+    }
+  }
+  return false;
 }
