@@ -15,24 +15,11 @@ import {
   type Tensor,
   ValueError,
 } from "../mod.ts";
-import { assertClose, cpu, gpu, hostRandom, native, onBoth, others } from "./helpers.ts";
+import { assertClose, cpu, gpu, hostRandom, native, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
+import { againstTwin, type Case, caseInputs, HEADS, inverse } from "./strided_cases.ts";
 
-const HEADS = [0, 2, 1, 3];
 type Mask = NonNullable<MatmulStridedOptions["causal"]>;
-
-interface Case {
-  what: string;
-  a: number[];
-  b: number[];
-  opts: MatmulStridedOptions;
-}
-
-function inverse(dims: readonly number[]): number[] {
-  const inv = new Array<number>(dims.length);
-  dims.forEach((d, i) => (inv[d] = i));
-  return inv;
-}
 
 /** 1 where a causal mask on an `[X, Y]` matrix keeps the entry, else 0. */
 function keepMatrix(x: number, y: number, transposed: boolean): Float32Array {
@@ -128,8 +115,7 @@ const CASES: Case[] = [
 ];
 
 function inputs(c: Case): [Float32Array, Float32Array] {
-  const size = (s: number[]) => s.reduce((x, y) => x * y, 1);
-  return [hostRandom(size(c.a), size(c.a) + 5), hostRandom(size(c.b), size(c.b) + 11)];
+  return caseInputs(c, [5, 11]);
 }
 
 Deno.test("matmulStrided causal: the CPU twin equals the product of the masked matrices, bit for bit", async () => {
@@ -147,21 +133,7 @@ Deno.test("matmulStrided causal: the CPU twin equals the product of the masked m
 Deno.test("matmulStrided causal: native and every WebGPU kernel match the twin", async (t) => {
   for (const variant of ["auto", "tiled", "general"] as const) {
     await t.step(variant, async () => {
-      let ran = 0;
-      for (const c of CASES) {
-        const [ha, hb] = inputs(c);
-        const opts = { ...c.opts, ...(variant === "auto" ? {} : { variant }) };
-        try {
-          await onBoth(
-            (d) => matmulStrided(d.tensor(ha, c.a), d.tensor(hb, c.b), opts),
-            { rtol: 1e-4, atol: 1e-4 },
-            `${c.what} (${variant})`,
-          );
-          ran++;
-        } catch (e) {
-          if (!(variant === "tiled" && e instanceof ValueError)) throw e;
-        }
-      }
+      const ran = await againstTwin(CASES, variant, inputs);
       assert.ok(ran >= (variant === "tiled" ? 75 : CASES.length), `${variant}: ${ran} ran`);
     });
   }

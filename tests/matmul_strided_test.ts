@@ -14,24 +14,9 @@ import {
   type Tensor,
   ValueError,
 } from "../mod.ts";
-import { assertClose, cpu, gpu, hostRandom, onBoth, others } from "./helpers.ts";
+import { assertClose, cpu, gpu, onBoth, others } from "./helpers.ts";
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
-
-const HEADS = [0, 2, 1, 3];
-
-/** One case: stored shapes of a and b and the views. */
-interface Case {
-  what: string;
-  a: number[];
-  b: number[];
-  opts: MatmulStridedOptions;
-}
-
-function inverse(dims: readonly number[]): number[] {
-  const inv = new Array<number>(dims.length);
-  dims.forEach((d, i) => (inv[d] = i));
-  return inv;
-}
+import { againstTwin, type Case, caseInputs, HEADS, inverse } from "./strided_cases.ts";
 
 /** The same product through permute copies and the contiguous matmul. */
 function viaPermute(a: Tensor, b: Tensor, o: MatmulStridedOptions): Tensor {
@@ -144,8 +129,7 @@ const CASES: Case[] = [
 ];
 
 function inputs(c: Case): [Float32Array, Float32Array] {
-  const size = (s: number[]) => s.reduce((x, y) => x * y, 1);
-  return [hostRandom(size(c.a), size(c.a) + 3), hostRandom(size(c.b), size(c.b) + 7)];
+  return caseInputs(c, [3, 7]);
 }
 
 Deno.test("matmulStrided: the CPU twin equals permute → matmul → permute, bit for bit", async () => {
@@ -163,22 +147,7 @@ Deno.test("matmulStrided: native and WebGPU match the twin for every layout and 
   const least = { auto: CASES.length, general: CASES.length, tiled: 12, gemv: 7 };
   for (const variant of ["auto", "tiled", "general", "gemv"] as const) {
     await t.step(variant, async () => {
-      let ran = 0;
-      for (const c of CASES) {
-        const [ha, hb] = inputs(c);
-        const opts = { ...c.opts, ...(variant === "auto" ? {} : { variant }) };
-        try {
-          await onBoth(
-            (d) => matmulStrided(d.tensor(ha, c.a), d.tensor(hb, c.b), opts),
-            { rtol: 1e-4, atol: 1e-4 },
-            `${c.what} (${variant})`,
-          );
-          ran++;
-        } catch (e) {
-          // A forced vec4 kernel refuses a problem it cannot run (tested below); others must run.
-          if (!((variant === "tiled" || variant === "gemv") && e instanceof ValueError)) throw e;
-        }
-      }
+      const ran = await againstTwin(CASES, variant, inputs);
       assert.ok(ran >= least[variant], `${variant}: ${ran} ran`);
     });
   }
