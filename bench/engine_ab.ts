@@ -7,7 +7,8 @@
  * and ten chains per flush so Deno's 10 ms readiness poll is shared as in a loop), dispatches per
  * training step, and training tokens/s (forward + backward + AdamW, `--steps` steps per flush as
  * the trainer does between log points). The new engine trains the way the trainer does on
- * WebGPU: a captured step replayed; the old one as ordinary code.
+ * WebGPU: kernel variants autotuned after the first step (in a fresh cache folder), then a
+ * captured step replayed; the old one as ordinary code.
  * Writes results/bench/engine_ab.json.
  *
  * Run: `git worktree add /tmp/kit-old <commit> && deno run -A bench/engine_ab.ts --old /tmp/kit-old
@@ -132,8 +133,13 @@ async function trainer(e: Engine, c: (typeof cases)[number]): Promise<Trainer> {
         model.zeroGrad();
       });
   }
-  // Warm-up: pipelines, and the capture's ordinary, recording and first replayed runs.
-  for (let i = 0; i < 3; i++) step();
+  // Warm-up: pipelines, and the capture's ordinary, recording and first replayed runs. An engine
+  // that autotunes measures its kernel variants after the first step, as the trainer does (in a
+  // fresh cache folder, so no earlier run's choices carry over), before the step is recorded.
+  step();
+  await dev.flush();
+  if (dev.autotune) await dev.autotune();
+  for (let i = 0; i < 2; i++) step();
   await dev.flush();
   const d0 = dev.stats().dispatches;
   step();
@@ -152,6 +158,8 @@ async function trainer(e: Engine, c: (typeof cases)[number]): Promise<Trainer> {
 
 /** Chains per flush of the steady-state chain measurement. */
 const STEADY_CHAINS = 10;
+const cacheDir = await Deno.makeTempDir({ prefix: "qsparse-engine-ab-" });
+Deno.env.set("QSPARSE_CACHE_DIR", cacheDir);
 const engines = [await load("old", args.old), await load("new", ".")];
 const rows: Record<string, unknown>[] = [];
 const trivial: Record<string, number[]> = { old: [], new: [] };
@@ -238,3 +246,4 @@ for (const e of engines) {
   e.dev.destroy();
   e.unfused.destroy();
 }
+await Deno.remove(cacheDir, { recursive: true });

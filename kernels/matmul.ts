@@ -66,7 +66,8 @@ export interface MatmulProblem {
   dtype: DType;
 }
 
-const TM = 8, TN = 8, WX = 8, WY = 8;
+/** Default register block (rows = columns) and workgroup size (x and y) of the blocked kernels. */
+const BLOCK = 8, WX = 8, WY = 8;
 
 /**
  * Which kernel a problem runs on: the llvmpipe-tuned defaults (`tiled`, `general`, `gemv`) or a
@@ -74,6 +75,7 @@ const TM = 8, TN = 8, WX = 8, WY = 8;
  */
 export type MatmulVariant =
   | "tiled"
+  | "tiled16"
   | "general"
   | "gemv"
   // Spelled out (not derived from the table) so the public type names no internal one; a table
@@ -158,6 +160,11 @@ export interface MatmulFamily {
   /** Suffix applied to every f32 sum before it is stored ("" for none). */
   scale: string;
   /**
+   * Rows and columns of C one invocation keeps in registers (default 8): the `tiled16` variant
+   * takes 16, which loads each operand element for twice the FMAs.
+   */
+  block?: number;
+  /**
    * A causal mask on one matrix of the product (the strided family's attention products): the
    * kernel reads the masked operand as zero outside its causal part and skips the k steps where
    * the whole register block would read zeros, or writes zeros outside C's causal part and skips
@@ -197,7 +204,8 @@ function maskedLoad(mask: CausalMask, value: string, d: string, vec: boolean): s
  * (the steps where some entry of the block is kept) and `safeLo`, `safeHi` (where every
  * entry is), as i32; with `step4` the bounds are widened to whole vec4 steps.
  */
-function causalRange(mask: CausalMask, step4: boolean): string {
+function causalRange(mask: CausalMask, step4: boolean, block: number): string {
+  const TM = block, TN = block;
   const fix: Record<string, string> = {
     "a": `  hi = r0 + p.off + ${TM};\n  safeHi = r0 + p.off + 1;\n`,
     "aT": `  lo = r0 + p.off;\n  safeLo = r0 + p.off + ${TM - 1};\n`,
@@ -263,6 +271,7 @@ export interface MatmulParts {
  */
 export function storeBlock(dtype: DType, c = "C", family = CONTIGUOUS): string {
   const mask = family.causal;
+  const TM = family.block ?? BLOCK, TN = TM;
   let s = "";
   for (let r = 0; r < TM; r++) {
     s += `  if (row0 + ${r}u < p.m) {\n`;
@@ -290,10 +299,16 @@ export function storeBlock(dtype: DType, c = "C", family = CONTIGUOUS): string {
  * entry is kept. Those are separate loops before and after the safe steps, not a branch in one
  * loop: a CPU adapter runs both arms of a branch it cannot prove uniform.
  */
-function kLoop(mask: CausalMask | undefined, step: 1 | 4, body: string, masked: string): string {
+function kLoop(
+  mask: CausalMask | undefined,
+  step: 1 | 4,
+  body: string,
+  masked: string,
+  block: number,
+): string {
   const inc = `k = k + ${step}u`;
   if (!mask) return `  for (var k = 0u; k < p.k; ${inc}) {\n${body}  }\n`;
-  const range = causalRange(mask, step === 4);
+  const range = causalRange(mask, step === 4, block);
   const loop = (from: string, to: string, b: string) =>
     `  for (var k = u32(${from}); k < u32(${to}); ${inc}) {\n${b}  }\n`;
   if (mask.on === "c" || masked === body) return range + loop("lo", "hi", masked);
@@ -315,6 +330,7 @@ export function matmulTiledParts(
   const { A, B } = names;
   const lda = family.lda(ta), ldb = family.ldb(tb);
   const mask = family.causal;
+  const TM = family.block ?? BLOCK, TN = TM;
   let decl = "";
   for (let r = 0; r < TM; r++) {
     for (let c = 0; c < TN / 4; c++) decl += `  var acc${r}_${c} = vec4f(0.0);\n`;
@@ -403,7 +419,7 @@ export function matmulTiledParts(
   }
   const body = loads.map(([plain]) => plain).join("") + fmas;
   const masked = loads.map(([, m]) => m).join("") + fmas;
-  return { idx, decl, loop: kLoop(mask, 4, body, masked) };
+  return { idx, decl, loop: kLoop(mask, 4, body, masked, TM) };
 }
 
 /** The pieces of the general kernel (scalar loads, clamped indices) on `names` of `family`. */
@@ -416,6 +432,7 @@ export function matmulGeneralParts(
   const { A, B } = names;
   const lda = family.lda(ta), ldb = family.ldb(tb);
   const mask = family.causal;
+  const TM = family.block ?? BLOCK, TN = TM;
   let decl = "", idx = "", body = "";
   for (let r = 0; r < TM; r++) {
     for (let c = 0; c < TN / 4; c++) decl += `  var acc${r}_${c} = vec4f(0.0);\n`;
@@ -445,13 +462,14 @@ export function matmulGeneralParts(
     }
   }
   // The general kernel masks every step: it is the fallback for shapes the tiled one cannot run.
-  return { idx, decl, loop: kLoop(mask, 1, body, body) };
+  return { idx, decl, loop: kLoop(mask, 1, body, body, TM) };
 }
 
 /** Block origin, batch bases and the early exit of a register-blocked kernel of `family`. */
 function blockPrologue(family: MatmulFamily): string {
-  return `  let row0 = gid.y * ${TM}u;
-  let col0 = gid.x * ${TN}u;
+  const block = family.block ?? BLOCK;
+  return `  let row0 = gid.y * ${block}u;
+  let col0 = gid.x * ${block}u;
 ${family.batch}  let abase = ${family.aBase};
   let bbase = ${family.bBase};
   let cbase = ${family.cBase};
@@ -463,7 +481,7 @@ ${family.batch}  let abase = ${family.aBase};
 export const MATMUL_PROLOGUE = blockPrologue(CONTIGUOUS);
 
 /** Rows (and columns) of C one invocation of the register-blocked kernels computes. */
-export const MATMUL_BLOCK = TM;
+export const MATMUL_BLOCK = BLOCK;
 
 /** Workgroup size (x and y) of the register-blocked kernels. */
 export const MATMUL_WORKGROUP = WX;
@@ -581,14 +599,14 @@ type KernelShape = Pick<MatmulProblem, "m" | "n" | "transposeA" | "transposeB" |
  *
  * @param family The kernel family.
  * @param variant The kernel; the GEMV takes 16 outputs per invocation when B is not transposed
- *   and N % 16 = 0.
+ *   and N % 16 = 0; `tiled16` is the tiled kernel with a 16 × 16 block per invocation.
  * @param p The problem's shape.
  * @param batch Number of matrices (workgroup z).
  * @returns The dispatch's `key`, `wgsl` and `workgroups`.
  */
 export function defaultKernelLaunch(
   family: MatmulFamily,
-  variant: "tiled" | "general" | "gemv",
+  variant: "tiled" | "tiled16" | "general" | "gemv",
   p: KernelShape,
   batch: number,
 ): Pick<Dispatch, "key" | "wgsl" | "workgroups"> {
@@ -609,15 +627,35 @@ export function defaultKernelLaunch(
     };
   }
   const mask = family.causal;
+  // tiled16: the tiled kernel with a 16 × 16 register block (the same FMA order per output).
+  const f = variant === "tiled16" ? { ...family, block: WIDE_BLOCK } : family;
+  const block = f.block ?? BLOCK;
   return {
     key: mask
       ? family.kernel.key(variant, dtype, flags, `causal-${mask.on}${mask.transposed ? "T" : ""}`)
       : family.kernel.key(variant, dtype, flags),
-    wgsl: variant === "tiled"
-      ? () => matmulTiledWgsl(dtype, ta, tb, family)
-      : () => matmulGeneralWgsl(dtype, ta, tb, family),
-    workgroups: [Math.ceil(p.n / (TN * WX)), Math.ceil(p.m / (TM * WY)), batch],
+    wgsl: variant === "general"
+      ? () => matmulGeneralWgsl(dtype, ta, tb, f)
+      : () => matmulTiledWgsl(dtype, ta, tb, f),
+    workgroups: [Math.ceil(p.n / (block * WX)), Math.ceil(p.m / (block * WY)), batch],
   };
+}
+
+/** The `tiled16` variant's register block. */
+const WIDE_BLOCK = 16;
+
+/**
+ * Whether the `tiled16` kernel can run a problem: the tiled kernel's vec4 loads with 16-row or
+ * 16-column blocks (K % 4 = 0, M % 16 = 0 when A is transposed, N % 16 = 0 unless B is).
+ *
+ * @param p The problem's shape and K.
+ * @returns True when it can.
+ */
+export function tiled16Fits(
+  p: Pick<MatmulProblem, "m" | "n" | "k" | "transposeA" | "transposeB">,
+): boolean {
+  return p.k % 4 === 0 && (p.transposeA ? p.m % WIDE_BLOCK === 0 : true) &&
+    (p.transposeB ? true : p.n % WIDE_BLOCK === 0);
 }
 
 /**
@@ -667,6 +705,17 @@ export function matmulDispatch(
   c: Storage,
   variant?: MatmulVariant,
 ): Dispatch {
+  const aligned = p.k % 4 === 0 && (p.transposeA ? p.m % 8 === 0 : true) &&
+    (p.transposeB ? true : p.n % 8 === 0);
+  if ((variant === "tiled" && !aligned) || (variant === "tiled16" && !tiled16Fits(p))) {
+    // A vec4 load off its boundary would read the wrong elements.
+    throw new ValueError(
+      "matmul",
+      `the ${variant} kernel cannot run m=${p.m} n=${p.n} k=${p.k} (transposeA=${p.transposeA}, ` +
+        `transposeB=${p.transposeB}): its vec4 loads need K % 4 = 0 and M (A transposed) or N ` +
+        `(B not transposed) a multiple of ${variant === "tiled" ? 8 : 16}`,
+    );
+  }
   const d = variantDispatch(p, a, b, c, variant ?? matmulVariant(p));
   if (variant === undefined) d.tune = new MatmulTunable(p);
   return d;
@@ -693,8 +742,11 @@ class MatmulTunable implements Tunable {
       // operands added later), keep their default kernel.
       const known = (p.dtype === "f32" || p.dtype === "f16") &&
         Object.keys(p).every((f) => UNDERSTOOD_FIELDS.has(f));
-      const candidates = known ? matmulCandidates(p) : [];
-      this.#variants = candidates.length ? [matmulVariant(p), ...candidates] : [];
+      const base = matmulVariant(p);
+      // On a CPU adapter a larger register block loads each element for more FMAs.
+      const wide = known && base === "tiled" && tiled16Fits(p) ? ["tiled16" as const] : [];
+      const candidates = known ? [...wide, ...matmulCandidates(p)] : [];
+      this.#variants = candidates.length ? [base, ...candidates] : [];
     }
     return this.#variants;
   }

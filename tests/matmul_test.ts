@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { DTypeError, matmul, openDevice, ShapeError } from "../mod.ts";
-import type { MatmulVariant } from "../kernels/matmul.ts";
+import { DTypeError, matmul, openDevice, ShapeError, ValueError } from "../mod.ts";
+import { matmulDispatch, type MatmulVariant, tiled16Fits } from "../kernels/matmul.ts";
 import { cpu, gpu, hostRandom, onBoth } from "./helpers.ts";
 
 function naive(a: Float32Array, b: Float32Array, m: number, k: number, n: number): number[] {
@@ -32,9 +32,10 @@ Deno.test("matmul: every kernel and transpose matches the CPU twin", async (t) =
     [64, 64, 64],
     [70, 128, 72],
     [128, 12, 256],
+    [48, 32, 80], // 16-blocks that do not fill a 128 × 128 workgroup
     [5, 0, 4],
   ];
-  for (const variant of ["auto", "general", "tiled", "gemv"] as const) {
+  for (const variant of ["auto", "general", "tiled", "tiled16", "gemv"] as const) {
     for (const ta of [false, true]) {
       for (const tb of [false, true]) {
         await t.step(`${variant} transposeA=${ta} transposeB=${tb}`, async () => {
@@ -43,6 +44,11 @@ Deno.test("matmul: every kernel and transpose matches the CPU twin", async (t) =
               variant === "tiled" &&
               !(k % 4 === 0 && (ta ? m % 8 === 0 : true) && (tb ? true : n % 8 === 0))
             ) continue;
+            if (
+              variant === "tiled16" && !tiled16Fits({ m, n, k, transposeA: ta, transposeB: tb })
+            ) {
+              continue;
+            }
             if (variant === "gemv" && !(m === 1 && !ta && k % 4 === 0 && (tb || n % 4 === 0))) {
               continue;
             }
@@ -136,4 +142,56 @@ Deno.test("matmul: split-K for weight-gradient shapes (Aᵀ·B, small output, lo
     { rtol: 1e-4, atol: 1e-4 },
   );
   for (let i = 0; i < plain!.length; i++) assert.ok(Math.abs(split![i]! - plain![i]!) < 1e-3);
+});
+
+Deno.test("matmul tiled16: the tiled kernel's bits with a 16 × 16 block; offered to autotune", async () => {
+  // The same FMA order per output as `tiled`, so an autotuned choice between them changes no bit.
+  if (gpu) {
+    for (
+      const [m, k, n, ta, tb] of [
+        [64, 64, 64, false, false],
+        [48, 32, 80, false, true],
+        [80, 128, 48, true, false],
+        [32, 4096, 16, true, false], // a weight gradient's shape
+        [4096, 128, 352, false, false],
+      ] as const
+    ) {
+      const ha = hostRandom(m * k, 7), hb = hostRandom(k * n, 8);
+      const run = (variant: MatmulVariant) =>
+        matmul(gpu!.tensor(ha, ta ? [k, m] : [m, k]), gpu!.tensor(hb, tb ? [n, k] : [k, n]), {
+          transposeA: ta,
+          transposeB: tb,
+          variant,
+        }).data();
+      assert.deepEqual(await run("tiled16"), await run("tiled"), `${m}×${k}·${k}×${n}`);
+    }
+  }
+  // Forced where its vec4 loads cannot run: a typed error, not wrong numbers.
+  assert.throws(
+    () => matmul(cpu.zeros([8, 8]), cpu.zeros([8, 24]), { variant: "tiled16" }),
+    (e: unknown) =>
+      e instanceof ValueError &&
+      /^matmul: the tiled16 kernel cannot run m=8 n=24 k=8/.test(e.message),
+  );
+  assert.throws(
+    () => matmul(cpu.zeros([8, 6]), cpu.zeros([6, 8]), { variant: "tiled" }),
+    (e: unknown) => e instanceof ValueError && /the tiled kernel cannot run/.test(e.message),
+  );
+  const p = {
+    m: 4096,
+    n: 352,
+    k: 128,
+    batch: 1,
+    strideA: 0,
+    strideB: 0,
+    transposeA: false,
+    transposeB: false,
+    dtype: "f32" as const,
+  };
+  const none = null as never;
+  assert.deepEqual(matmulDispatch(p, none, none, none).tune!.variants.slice(0, 2), [
+    "tiled",
+    "tiled16",
+  ]);
+  assert.ok(!matmulDispatch({ ...p, n: 344 }, none, none, none).tune!.variants.includes("tiled16"));
 });
