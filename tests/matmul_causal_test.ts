@@ -254,3 +254,24 @@ Deno.test("matmulStrided causal: bad masks are typed errors naming the op", () =
     assert.deepEqual(y.shape, [2, 1, 8]);
   }
 });
+
+Deno.test("matmulStrided causal: f16 storage through the tiled and general kernels", async () => {
+  const devices = [cpu, ...others].filter((d) => d.backend.hasF16);
+  for (const dev of devices) {
+    for (const c of [...attentionCases(2, 3, 16, 16, 8), ...attentionCases(1, 2, 5, 9, 4)]) {
+      const [ha, hb] = inputs(c).map((h) => Float16Array.from(h));
+      const got = await matmulStrided(
+        dev.tensor(ha!, c.a, "f16"),
+        dev.tensor(hb!, c.b, "f16"),
+        c.opts,
+      ).data();
+      const want = await matmulStrided(
+        cpu.tensor(Float32Array.from(ha!), c.a),
+        cpu.tensor(Float32Array.from(hb!), c.b),
+        c.opts,
+      ).data();
+      // f32 accumulation, one f16 rounding at the store.
+      assertClose(got, want, { rtol: 1e-3, atol: 1e-3 }, `${c.what} (f16 on ${dev.kind})`);
+    }
+  }
+});
