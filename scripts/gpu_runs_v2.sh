@@ -42,7 +42,7 @@ bench engine 20 bench/engine.ts --no-llvmpipe
 bench decode 35 bench/decode.ts --device webgpu --batches 1,16 --sparsities 0.5,0.8 --rounds 3
 bench decode-capture 30 bench/decode_capture.ts --device webgpu --rounds 3
 bench matmul 15 bench/matmul_table.ts
-bench matmul-variants 45 bench/matmul_variants.ts --big --f16
+bench matmul-variants 55 bench/matmul_variants.ts --big --f16
 bench sparsity 12 bench/sparsity_table.ts --no-peers --quick
 bench train 40 bench/train_speed.ts tiny:0 tiny:0.5 s:0 s:0.5
 bench topk-variants 15 bench/topk_variants.ts
