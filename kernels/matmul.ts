@@ -266,7 +266,7 @@ export interface MatmulParts {
 }
 
 /**
- * The guarded store of the 8×8 register block into `C` (named by `c`) of `family`, zero outside
+ * The guarded store of the register block into `C` (named by `c`) of `family`, zero outside
  * C's causal part when the family masks C.
  */
 export function storeBlock(dtype: DType, c = "C", family = CONTIGUOUS): string {
