@@ -44,7 +44,8 @@ export function groupsMarkdown(groups: readonly RunGroup[], tags?: readonly stri
 }
 
 /**
- * Gaps to dense: size, S, measured sparsity, dense and sparse loss, gap ± s.e. and relative gap.
+ * Gaps to dense, by size and then S: size, S, measured sparsity, dense and sparse loss, gap ± s.e.
+ * and relative gap.
  *
  * @param gaps From `gapsToDense`.
  * @returns Markdown.
@@ -60,7 +61,8 @@ export function groupsMarkdown(groups: readonly RunGroup[], tags?: readonly stri
 export function gapsMarkdown(gaps: readonly DenseGap[]): string {
   return markdownTable(
     ["N", "S", "measured overall", "dense loss", "sparse loss", "gap (nats)", "gap / dense"],
-    gaps.map((g) => [
+    // By size, then sparsity (groups come in the order their runs finished).
+    [...gaps].sort((a, b) => a.N - b.N || a.S - b.S).map((g) => [
       paramLabel(g.N),
       `${Math.round(100 * g.S)}%`,
       pct(g.group.sparsity?.mean),
