@@ -650,6 +650,15 @@ const WIDE_BLOCK = 16;
  *
  * @param p The problem's shape and K.
  * @returns True when it can.
+ *
+ * @example
+ * ```ts
+ * import { tiled16Fits } from "./matmul.ts";
+ * import assert from "node:assert/strict";
+ * const shape = { m: 4096, k: 128, transposeA: false, transposeB: false };
+ * assert.equal(tiled16Fits({ ...shape, n: 352 }), true);
+ * assert.equal(tiled16Fits({ ...shape, n: 344 }), false); // B's rows end mid-block
+ * ```
  */
 export function tiled16Fits(
   p: Pick<MatmulProblem, "m" | "n" | "k" | "transposeA" | "transposeB">,

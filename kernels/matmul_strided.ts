@@ -83,6 +83,17 @@ export interface StridedMatmulProblem {
  *
  * @param p The problem.
  * @returns The offset (0 when nothing is masked).
+ *
+ * @example Scores of 3 queries against 5 keys: each query sees 2 more keys than its index
+ * ```ts
+ * import { causalOffset } from "./matmul_strided.ts";
+ * import assert from "node:assert/strict";
+ * const l = { outer: 0, inner: 0, ld: 5 };
+ * const p = { m: 3, n: 5, k: 4, batchOuter: 1, batchInner: 1, a: l, b: l, c: l,
+ *   transposeA: false, transposeB: true, dtype: "f32" as const,
+ *   causal: { on: "c" as const, transposed: false } };
+ * assert.equal(causalOffset(p), 2);
+ * ```
  */
 export function causalOffset(p: StridedMatmulProblem): number {
   switch (p.causal?.on) {
@@ -97,7 +108,24 @@ export function causalOffset(p: StridedMatmulProblem): number {
   }
 }
 
-/** Whether a masked matrix keeps the entry whose `y − x` is `d` (`off` is its causal offset). */
+/**
+ * Whether a masked matrix keeps the entry whose `y − x` is `d` (`off` is its causal offset).
+ *
+ * @param mask The mask.
+ * @param d The entry's column index minus its row index.
+ * @param off The masked matrix's causal offset ({@link causalOffset}).
+ * @returns True when the entry is kept.
+ *
+ * @example
+ * ```ts
+ * import { causalKeeps } from "./matmul_strided.ts";
+ * import assert from "node:assert/strict";
+ * const lower = { on: "c" as const, transposed: false };
+ * assert.equal(causalKeeps(lower, 0, 0), true); // the diagonal
+ * assert.equal(causalKeeps(lower, 1, 0), false); // a future key
+ * assert.equal(causalKeeps({ ...lower, transposed: true }, 1, 0), true);
+ * ```
+ */
 export function causalKeeps(mask: CausalMask, d: number, off: number): boolean {
   return mask.transposed ? d >= off : d <= off;
 }
