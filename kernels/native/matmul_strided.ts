@@ -33,14 +33,15 @@ export function matmulStridedNative(
   blas: Blas,
 ): boolean {
   const { m, n, k } = p;
-  // A mask on C: BLAS computes the whole product, then the masked part is zeroed. (A masked
-  // operand reaches here only with zeros outside its causal part, which BLAS may multiply.)
+  // A mask on C: after the product (whole, or by row blocks below) its masked part is zeroed.
   const maskC = p.causal?.on === "c" ? p.causal : null;
   const off = p.n - p.m;
   const alpha = Math.fround(p.alpha ?? 1);
   // A mask on C or on op(A) bounds each block of rows' columns or k range: attention's products
   // skip the masked triangle's work here too. Terms dropped are exact zeros at either end of a
-  // sum, so each kept entry is the full product's (tests/matmul_causal_test.ts checks the bits).
+  // sum, so each kept entry is the full product's while BLAS sums k in one pass
+  // (tests/matmul_causal_test.ts checks the bits). A masked operand must hold zeros wherever BLAS
+  // reads its masked part; otherwise the caller runs the twin.
   const split = m >= 2 * CAUSAL_ROWS && (p.causal?.on === "c" || p.causal?.on === "a");
   if (readsMaskedNonzero(p, a, b, split)) return false;
   const C = maskC || split ? new Float32Array(c) : null;
