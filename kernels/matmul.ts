@@ -119,9 +119,19 @@ export function matmulVariant(p: MatmulProblem): MatmulVariant {
   if (p.m === 1 && !p.transposeA && p.k % 4 === 0 && (p.transposeB || p.n % 4 === 0)) {
     return "gemv";
   }
-  const aligned = p.k % 4 === 0 && (p.transposeA ? p.m % 8 === 0 : true) &&
-    (p.transposeB ? true : p.n % 8 === 0);
-  return aligned ? "tiled" : "general";
+  return blockFits(p, BLOCK) ? "tiled" : "general";
+}
+
+/**
+ * Whether the tiled kernel's vec4 loads can run a problem with `block` × `block` register blocks:
+ * K % 4 = 0, M a multiple of the block when A is transposed, N one unless B is.
+ */
+function blockFits(
+  p: Pick<MatmulProblem, "m" | "n" | "k" | "transposeA" | "transposeB">,
+  block: number,
+): boolean {
+  return p.k % 4 === 0 && (p.transposeA ? p.m % block === 0 : true) &&
+    (p.transposeB ? true : p.n % block === 0);
 }
 
 /** All three variants share bindings and parameters; `V` is the operand load type. */
@@ -663,8 +673,7 @@ const WIDE_BLOCK = 16;
 export function tiled16Fits(
   p: Pick<MatmulProblem, "m" | "n" | "k" | "transposeA" | "transposeB">,
 ): boolean {
-  return p.k % 4 === 0 && (p.transposeA ? p.m % WIDE_BLOCK === 0 : true) &&
-    (p.transposeB ? true : p.n % WIDE_BLOCK === 0);
+  return blockFits(p, WIDE_BLOCK);
 }
 
 /**
@@ -714,15 +723,13 @@ export function matmulDispatch(
   c: Storage,
   variant?: MatmulVariant,
 ): Dispatch {
-  const aligned = p.k % 4 === 0 && (p.transposeA ? p.m % 8 === 0 : true) &&
-    (p.transposeB ? true : p.n % 8 === 0);
-  if ((variant === "tiled" && !aligned) || (variant === "tiled16" && !tiled16Fits(p))) {
+  if ((variant === "tiled" && !blockFits(p, BLOCK)) || (variant === "tiled16" && !tiled16Fits(p))) {
     // A vec4 load off its boundary would read the wrong elements.
     throw new ValueError(
       "matmul",
       `the ${variant} kernel cannot run m=${p.m} n=${p.n} k=${p.k} (transposeA=${p.transposeA}, ` +
         `transposeB=${p.transposeB}): its vec4 loads need K % 4 = 0 and M (A transposed) or N ` +
-        `(B not transposed) a multiple of ${variant === "tiled" ? 8 : 16}`,
+        `(B not transposed) a multiple of ${variant === "tiled" ? BLOCK : WIDE_BLOCK}`,
     );
   }
   const d = variantDispatch(p, a, b, c, variant ?? matmulVariant(p));
