@@ -28,7 +28,7 @@ import { CaptureError, DeviceError } from "../core/errors.ts";
 import { autotuneEnabled, Autotuner, type DispatchTimer, wallClockTimer } from "./autotune.ts";
 
 const STORAGE_USAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST
-const UNIFORM_USAGE = 0x40 | 0x08; // UNIFORM | COPY_DST
+const UNIFORM_USAGE = 0x40 | 0x80 | 0x08; // UNIFORM | STORAGE | COPY_DST
 const MAP_READ_USAGE = 0x01 | 0x08; // MAP_READ | COPY_DST
 const STAGING_USAGE = 0x02 | 0x04; // MAP_WRITE | COPY_SRC
 const QUERY_RESOLVE_USAGE = 0x200 | 0x04; // QUERY_RESOLVE | COPY_SRC
@@ -80,6 +80,69 @@ export interface WebGpuOptions {
   allowSoftware?: boolean;
   /** Choose among interchangeable kernels by measurement (src/backend/autotune.ts). Default on. */
   autotune?: boolean;
+  /**
+   * Where kernels read their parameter block `p`: a `uniform` binding, or a read-only `storage`
+   * binding. Default: storage on software adapters, uniform elsewhere. Why: lavapipe (Mesa 22.3,
+   * Debian 12) inlines uniform values that bound a loop or an `if` into the shader and compiles
+   * it again with LLVM at every dispatch, unless the first try shrank the shader by less than
+   * half (then it stops trying). The transposed-A matmul (every weight gradient) is such a shader:
+   * ~4 ms of compiling per launch whatever its size. Storage reads are never inlined.
+   */
+  paramsBinding?: "uniform" | "storage";
+}
+
+/**
+ * A kernel's WGSL with its parameter block `p` declared read-only storage instead of uniform (the
+ * same bytes: WGSL lays a struct out alike in both; uniform only adds constraints). Unchanged
+ * when one more storage binding would pass the adapter's limit.
+ *
+ * @param wgsl The kernel source, declaring `var<uniform> p: P;`.
+ * @param limits The device's limits.
+ * @returns The source to compile.
+ * @example
+ * ```ts
+ * import { paramsAsStorage } from "./webgpu.ts";
+ * import assert from "node:assert/strict";
+ * const wgsl = `@group(0) @binding(0) var<storage, read_write> y: array<f32>;
+ * @group(0) @binding(1) var<uniform> p: P;`;
+ * const out = paramsAsStorage(wgsl, { maxStorageBuffersPerShaderStage: 8 });
+ * assert.match(out, /@binding\(1\) var<storage, read> p: P;/);
+ * assert.equal(paramsAsStorage(`${wgsl}\nfn main(@builtin(global_invocation_id) g: vec3u) {}`, {
+ *   maxStorageBuffersPerShaderStage: 8,
+ * }).endsWith("{\n  let p = p;}"), true);
+ * assert.equal(paramsAsStorage(wgsl, { maxStorageBuffersPerShaderStage: 1 }), wgsl);
+ * ```
+ */
+export function paramsAsStorage(
+  wgsl: string,
+  limits: Pick<DeviceLimits, "maxStorageBuffersPerShaderStage">,
+): string {
+  const storage = wgsl.match(/var<\s*storage/g)?.length ?? 0;
+  if (storage + 1 > limits.maxStorageBuffersPerShaderStage) return wgsl;
+  const declared = wgsl.replace(/var<uniform> p: P;/, "var<storage, read> p: P;");
+  if (declared === wgsl) return wgsl;
+  // Copy a block of scalars into registers once: a storage load on llvmpipe is a loop over the
+  // SIMD lanes, and loop bounds and strides read from `p` would load again at every iteration.
+  // `let p = p;` shadows the binding; its initializer still names the binding (a declaration's
+  // scope begins after it). Blocks with arrays (frequencies, shapes, tensor tables) stay in
+  // storage: copying them would load every element in every invocation.
+  if (/struct P \{[^}]*array</.test(declared)) return declared;
+  const body = mainBodyStart(declared);
+  return body < 0 ? declared : `${declared.slice(0, body)}\n  let p = p;${declared.slice(body)}`;
+}
+
+/** Index just after the `{` opening the body of `fn main(...)`, or −1. */
+function mainBodyStart(wgsl: string): number {
+  const at = wgsl.indexOf("fn main(");
+  if (at < 0) return -1;
+  let depth = 0;
+  for (let i = at + "fn main".length; i < wgsl.length; i++) {
+    const ch = wgsl[i];
+    if (ch === "(") depth++;
+    else if (ch === ")") depth--;
+    else if (ch === "{" && depth === 0) return i + 1;
+  }
+  return -1;
 }
 
 /**
@@ -165,6 +228,8 @@ export class WebGpuBackend implements Backend {
   #passTimestamps: GPUComputePassTimestampWrites | undefined;
   #tuneQueries: GPUQuerySet | null = null;
   #alignment: number;
+  /** Where kernels read their parameter block ({@link WebGpuOptions.paramsBinding}). */
+  readonly paramsBinding: "uniform" | "storage";
   #nextId = 1;
   #live = new Map<number, GpuStorage>();
   #liveBytes = 0;
@@ -205,7 +270,12 @@ export class WebGpuBackend implements Backend {
       maxComputeWorkgroupsPerDimension: device.limits.maxComputeWorkgroupsPerDimension,
       maxStorageBuffersPerShaderStage: device.limits.maxStorageBuffersPerShaderStage,
     };
-    this.#alignment = device.limits.minUniformBufferOffsetAlignment;
+    this.paramsBinding = opts.paramsBinding ?? "uniform";
+    // Parameter blocks sit at offsets valid for either binding type.
+    this.#alignment = Math.max(
+      device.limits.minUniformBufferOffsetAlignment,
+      device.limits.minStorageBufferOffsetAlignment,
+    );
     this.#profiling = (opts.profile ?? false) && device.features.has("timestamp-query");
     if (this.#profiling) {
       this.#querySet = device.createQuerySet({
@@ -256,10 +326,11 @@ export class WebGpuBackend implements Backend {
     const description = info.description || [info.vendor, info.architecture, info.device]
       .filter(Boolean).join(" ") ||
       "unknown WebGPU adapter";
-    const backend = new WebGpuBackend(device, description, opts);
+    const paramsBinding = opts.paramsBinding ?? (isSoftwareAdapter(info) ? "storage" : "uniform");
+    const backend = new WebGpuBackend(device, description, { ...opts, paramsBinding });
     if (autotuneEnabled(opts.autotune)) {
       const adapterKey = [info.vendor, info.architecture, info.device, info.description]
-        .join("|") + `|deno ${Deno.version.deno}`;
+        .join("|") + `|deno ${Deno.version.deno}|params ${paramsBinding}`;
       backend.autotuner = new Autotuner(backend, { adapterKey, timer: backend.tuningTimer() });
     }
     return backend;
@@ -437,7 +508,9 @@ export class WebGpuBackend implements Backend {
   #pipeline(d: Dispatch): CompiledKernel {
     let p = this.#pipelines.get(d.key);
     if (p) return p;
-    const code = d.wgsl();
+    const code = this.paramsBinding === "storage"
+      ? paramsAsStorage(d.wgsl(), this.limits)
+      : d.wgsl();
     this.device.pushErrorScope("validation");
     const module = this.device.createShaderModule({ code, label: d.key });
     const bindings = declaredBindings(code);
@@ -452,7 +525,11 @@ export class WebGpuBackend implements Backend {
         entries: bindings.map((type, binding) => ({
           binding,
           visibility: GPUShaderStage.COMPUTE,
-          buffer: type === "uniform" ? { type, hasDynamicOffset: true } : { type },
+          // The parameter block (the binding after the buffers) takes a dynamic offset whether
+          // it is declared uniform or, on software adapters, read-only storage.
+          buffer: d.uniforms && binding === d.buffers.length
+            ? { type, hasDynamicOffset: true }
+            : { type },
         })),
       })
       : null;

@@ -54,6 +54,12 @@ export interface OpenDeviceOptions {
    */
   autotune?: boolean;
   /**
+   * WebGPU: bind kernels' parameter blocks as `uniform` or read-only `storage`. Default: storage
+   * on software adapters, where lavapipe would recompile some kernels at every launch otherwise
+   * (see `WebGpuOptions.paramsBinding` in src/backend/webgpu.ts); uniform elsewhere.
+   */
+  paramsBinding?: "uniform" | "storage";
+  /**
    * Lazy fusion of elementwise ops (see {@link DeviceOptions.fuse}); default on for WebGPU, off
    * for the host backends.
    */
@@ -438,6 +444,7 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<Device> 
         profile,
         allowSoftware: opts.prefer === "webgpu",
         autotune: opts.autotune,
+        paramsBinding: opts.paramsBinding,
       });
     } catch (e) {
       if (opts.prefer === "webgpu") {
@@ -457,7 +464,12 @@ export async function openDevice(opts: OpenDeviceOptions = {}): Promise<Device> 
     }
     let soft: WebGpuBackend | null = null;
     try {
-      soft = await WebGpuBackend.open({ profile, allowSoftware: true, autotune: opts.autotune });
+      soft = await WebGpuBackend.open({
+        profile,
+        allowSoftware: true,
+        autotune: opts.autotune,
+        paramsBinding: opts.paramsBinding,
+      });
     } catch {
       soft = null;
     }
