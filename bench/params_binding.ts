@@ -91,7 +91,7 @@ function stepCase(batch: number, seq: number, grouped: boolean): Case {
       const x = ids(7919), y = ids(104729);
       return {
         run: () => {
-          sharedProjections.onSoftwareAdapters = grouped;
+          sharedProjections.enabled = grouped;
           for (let i = 0; i < 3; i++) {
             scope(() => {
               backward(model.loss(x, y));
@@ -99,7 +99,7 @@ function stepCase(batch: number, seq: number, grouped: boolean): Case {
               model.zeroGrad();
             });
           }
-          sharedProjections.onSoftwareAdapters = false;
+          sharedProjections.enabled = true;
         },
         dispose: () => [x, y, opt, model].forEach((t) => t.dispose()),
       };

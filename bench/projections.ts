@@ -13,9 +13,6 @@ import { sharedProjections } from "../src/nn/linear.ts";
 import { abSteps } from "./ab_steps.ts";
 import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
 
-// Compare the two paths on every adapter, llvmpipe included (grouping is off there by default).
-sharedProjections.onSoftwareAdapters = true;
-
 const { values: flags, positionals } = parseArgs({
   args: Deno.args,
   options: {

@@ -25,9 +25,6 @@ import { assertClose, cpu, gpu, hostRandom, native, others } from "./helpers.ts"
 import { gradCheck, gradOnBoth } from "./gradcheck.ts";
 import { linearGroupSplitDispatches } from "../kernels/linear_group.ts";
 
-// The grouped path is what these tests check, on llvmpipe too (where it is off by default).
-sharedProjections.onSoftwareAdapters = true;
-
 const ALL: Device[] = [cpu, ...others];
 
 /** Shapes: x's dims, the weights' [k, n], how many weights. */

@@ -14,7 +14,7 @@ import { gpu } from "./helpers.ts";
 
 /** Losses of `steps` training steps of tiny (S = .5), then the bits of every parameter. */
 async function train(dev: Device, grouped: boolean, captured: boolean) {
-  sharedProjections.onSoftwareAdapters = grouped;
+  sharedProjections.enabled = grouped;
   const model = new TransformerLM(dev, modelConfig("tiny", { sparsity: 0.5, seqLen: 32 }), 3);
   const opt = new AdamW(dev, model.namedParameters());
   const ids = (mul: number) =>
@@ -55,7 +55,7 @@ async function train(dev: Device, grouped: boolean, captured: boolean) {
     y.dispose();
     opt.dispose();
     model.dispose();
-    sharedProjections.onSoftwareAdapters = false;
+    sharedProjections.enabled = true;
   }
 }
 

@@ -8,7 +8,6 @@
  *
  * @module
  */
-import { isSoftwareAdapter } from "../backend/webgpu.ts";
 import { matmulShared } from "../ops/linear_group.ts";
 import { matmul } from "../ops/matmul.ts";
 import { quantizeWeightsSte } from "../ops/quant_ste.ts";
@@ -108,25 +107,22 @@ export class Linear extends Module {
 
 /**
  * Whether projections that share an input run as one grouped product ({@link projectShared}):
- * on by default, except on WebGPU software adapters (llvmpipe, lavapipe, SwiftShader) unless
- * `onSoftwareAdapters` is set; tests and benches switch it to compare against separate products.
+ * on by default on every backend; tests and benches switch it off to compare against separate
+ * products.
  *
  * @example
  * ```ts
  * import { sharedProjections } from "./linear.ts";
  * sharedProjections.enabled = false; // q/k/v and gate/up as separate products
  * sharedProjections.enabled = true;
- * sharedProjections.onSoftwareAdapters = true; // group on llvmpipe too (tests do)
- * sharedProjections.onSoftwareAdapters = false;
  * ```
  */
-export const sharedProjections: { enabled: boolean; onSoftwareAdapters: boolean } = {
+export const sharedProjections: { enabled: boolean } = {
+  // Once off on WebGPU software adapters, where the grouped weight gradients were compiled again
+  // at every launch (lavapipe's uniform inlining, see docs/kernels.md); with parameters in storage
+  // there, grouped steps are as fast or faster (bench/projections.ts, 2026-12-01: tiny 1.01–1.11×,
+  // s 1.06×) with 26–64 fewer launches.
   enabled: true,
-  // Off on WebGPU software rasterizers (llvmpipe): there the grouped kernel ran a tiny step's
-  // projections 5× slower than the tuned separate matmuls at 2 × 32 tokens (bench/projections.ts
-  // --profile, 2026-11-30: 52 ms against 11 ms per step), while a launch costs a CPU adapter
-  // little. What grouping saves is launches, which a real GPU pays for in host time.
-  onSoftwareAdapters: false,
 };
 
 /**
@@ -157,11 +153,7 @@ export const sharedProjections: { enabled: boolean; onSoftwareAdapters: boolean 
  */
 export function projectShared(x: Tensor<"f32">, linears: readonly Linear[]): Tensor<"f32">[] {
   const first = linears[0];
-  const software = x.device.kind === "webgpu" &&
-    isSoftwareAdapter({ description: x.device.description });
-  const grouped = sharedProjections.enabled &&
-    (!software || sharedProjections.onSoftwareAdapters) &&
-    first !== undefined && linears.length <= 3 &&
+  const grouped = sharedProjections.enabled && first !== undefined && linears.length <= 3 &&
     linears.every((l) => l.inFeatures === first.inFeatures && l.outFeatures === first.outFeatures);
   if (!grouped) return linears.map((l) => l.forward(x));
   if (x.shape[x.rank - 1] !== first.inFeatures) {
