@@ -10,7 +10,8 @@
 #      step), decode tokens/s at batch 1 and 16 and captured against ordinary decode steps
 #      (bench/decode_capture.ts), matmul and sparse GEMV tables, every matmul
 #      kernel variant per shape with autotune's pick (bench/matmul_variants.ts), top-K and the
-#      training-time mask's two kernels (bench/topk_variants.ts), training
+#      training-time mask's two kernels (bench/topk_variants.ts), parameter blocks as uniform
+#      against storage bindings (bench/params_binding.ts), training
 #      tokens/s tiny and s (dense and S = .5), captured against ordinary training steps at batch
 #      32 and 256 (bench/capture.ts). JSON into results/h200/bench/.
 #   2. the v2 cells left to a GPU, WORKERS runs at once (default 3: on the H200 a run took about
@@ -46,6 +47,8 @@ bench matmul-variants 55 bench/matmul_variants.ts --big --f16
 bench sparsity 12 bench/sparsity_table.ts --no-peers --quick
 bench train 40 bench/train_speed.ts tiny:0 tiny:0.5 s:0 s:0.5
 bench topk-variants 15 bench/topk_variants.ts
+# Parameter blocks as uniform vs storage (storage is the software adapters' default; is it free on a GPU?)
+bench params-binding 10 bench/params_binding.ts --rounds 3
 bench capture 35 bench/capture.ts --devices webgpu --cases tiny:32x128,tiny:256x128,s:256x128 \
   --rounds 3
 fi
