@@ -8,7 +8,9 @@ import assert from "node:assert/strict";
 import { backward, captureStep, type Device, openDevice, scope } from "../mod.ts";
 import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
 import { sharedProjections } from "../src/nn/linear.ts";
-import type { WebGpuBackend } from "../src/backend/webgpu.ts";
+import { paramsAsStorage, type WebGpuBackend } from "../src/backend/webgpu.ts";
+import { matmulTiledWgsl } from "../kernels/matmul.ts";
+import { ropeWgsl } from "../kernels/rope.ts";
 import { AdamW } from "../src/train/optimizer.ts";
 import { gpu } from "./helpers.ts";
 
@@ -92,4 +94,17 @@ Deno.test({
     const software = /llvmpipe|lavapipe|swiftshader/i.test(backend.description);
     assert.equal(backend.paramsBinding, software ? "storage" : "uniform");
   },
+});
+
+Deno.test("paramsAsStorage: scalar blocks are copied into registers, blocks with arrays are not", () => {
+  const limits = { maxStorageBuffersPerShaderStage: 8 };
+  // The weight-gradient matmul lavapipe recompiled at every launch: storage, then one copy.
+  const tn = paramsAsStorage(matmulTiledWgsl("f32", true, false), limits);
+  assert.match(tn, /var<storage, read> p: P;/);
+  assert.doesNotMatch(tn, /var<uniform>/);
+  assert.match(tn, /fn main\(@builtin\(global_invocation_id\) gid: vec3u\) \{\n {2}let p = p;/);
+  // RoPE's block holds its frequencies: read in place, not copied per invocation.
+  const rope = paramsAsStorage(ropeWgsl("f32"), limits);
+  assert.match(rope, /var<storage, read> p: P;/);
+  assert.doesNotMatch(rope, /let p = p;/);
 });
