@@ -8,6 +8,8 @@
 import { matmulStrided } from "../ops/matmul_strided.ts";
 import { ropePair } from "../ops/rope.ts";
 import { softmax } from "../ops/softmax.ts";
+import { attentionCausal } from "../ops/attention_causal.ts";
+import { attentionHeadDimFits } from "../../kernels/attention_causal.ts";
 import type { Device } from "../tensor/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { ModelConfig } from "./config.ts";
@@ -17,6 +19,21 @@ import { SparseSite } from "./sparsify.ts";
 
 /** `[B, T, H, hd]` read as `[B, H, T, hd]` (and back): the heads view of the projections. */
 const HEADS = [0, 2, 1, 3];
+
+/**
+ * Whether causal attention on WebGPU runs as {@link attentionCausal}'s three launches (forward
+ * one, gradient two) instead of eight (strided products, softmax and their gradients). On by
+ * default; the host backends keep the products (BLAS runs them), and so does a head dim the
+ * fused kernels do not take. Tests and benches switch it off to compare.
+ *
+ * @example
+ * ```ts
+ * import { fusedAttention } from "./attention.ts";
+ * fusedAttention.enabled = false; // the strided products and the softmax
+ * fusedAttention.enabled = true;
+ * ```
+ */
+export const fusedAttention: { enabled: boolean } = { enabled: true };
 
 /**
  * Attention block (without its pre-norm).
@@ -92,6 +109,11 @@ export class Attention extends Module {
     // RoPE on q and k in one launch (and one for their gradients).
     const [q, k] = ropePair(heads(qp), heads(kp), { base: theta });
     const v = heads(vp);
+    if (fusedAttention.enabled && x.device.kind === "webgpu" && attentionHeadDimFits(hd)) {
+      // One launch (two for the gradient) where a GPU pays for each: see fusedAttention.
+      const ctx = attentionCausal(q, k, v, 1 / Math.sqrt(hd)).reshape([b, t, d]);
+      return this.o.forward(this.oSite.apply(ctx));
+    }
     // The 1/√hd scale is the product's alpha: applied to each accumulated q·k, no launch of its own.
     const scores = matmulStrided(q, k, {
       transposeB: true,

@@ -42,7 +42,7 @@ export type { LinearOptions } from "./linear.ts";
 export { RMSNorm } from "./rmsnorm.ts";
 export { SparseSite } from "./sparsify.ts";
 export type { SiteCounter } from "./sparsify.ts";
-export { Attention } from "./attention.ts";
+export { Attention, fusedAttention } from "./attention.ts";
 export { FeedForward } from "./ffn.ts";
 export { ExpertSite, MoeFeedForward } from "./moe.ts";
 export type { ResolvedMoe, RouterCounters } from "./moe.ts";
