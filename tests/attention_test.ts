@@ -19,7 +19,7 @@ import {
   sumAll,
   type Tensor,
 } from "../mod.ts";
-import { Attention, modelConfig, TransformerLM } from "../src/nn/mod.ts";
+import { Attention, fusedAttention, modelConfig, TransformerLM } from "../src/nn/mod.ts";
 import { sharedProjections } from "../src/nn/linear.ts";
 import { cpu, hostRandom, others } from "./helpers.ts";
 
@@ -96,12 +96,15 @@ for (
 ) {
   Deno.test(`attention (${size}, S = ${sparsity}, x ${JSON.stringify(shape)}) matches the permute path, with 12 fewer dispatches`, async () => {
     // The reference projects q, k and v separately: compare views with the same projections
-    // (grouped projections against separate ones: tests/linear_group_test.ts).
+    // (grouped projections against separate ones: tests/linear_group_test.ts), and the strided
+    // products on WebGPU too (its fused attention: tests/attention_causal_test.ts).
     sharedProjections.enabled = false;
+    fusedAttention.enabled = false;
     try {
       for (const dev of [cpu, ...others]) await againstPermutes(dev, size, sparsity, [...shape]);
     } finally {
       sharedProjections.enabled = true;
+      fusedAttention.enabled = true;
     }
   });
 }
