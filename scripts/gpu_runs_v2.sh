@@ -11,7 +11,8 @@
 #      (bench/decode_capture.ts), matmul and sparse GEMV tables, every matmul
 #      kernel variant per shape with autotune's pick (bench/matmul_variants.ts), top-K and the
 #      training-time mask's two kernels (bench/topk_variants.ts), parameter blocks as uniform
-#      against storage bindings (bench/params_binding.ts), training
+#      against storage bindings (bench/params_binding.ts), fused causal attention against the
+#      strided products (bench/attention_fused.ts), training
 #      tokens/s tiny and s (dense and S = .5), captured against ordinary training steps at batch
 #      32 and 256 (bench/capture.ts). JSON into results/h200/bench/.
 #   2. the v2 cells left to a GPU, WORKERS runs at once (default 3: on the H200 a run took about
@@ -49,6 +50,7 @@ bench train 40 bench/train_speed.ts tiny:0 tiny:0.5 s:0 s:0.5
 bench topk-variants 15 bench/topk_variants.ts
 # Parameter blocks as uniform vs storage (storage is the software adapters' default; is it free on a GPU?)
 bench params-binding 10 bench/params_binding.ts --rounds 3
+bench attention-fused 20 bench/attention_fused.ts --rounds 3 tiny:0.5 s:0.5
 bench capture 35 bench/capture.ts --devices webgpu --cases tiny:32x128,tiny:256x128,s:256x128 \
   --rounds 3
 fi
