@@ -5,6 +5,7 @@
  * @module
  */
 import {
+  ATTENTION_MAX_HEAD_DIM,
   attentionBackwardDispatches,
   attentionForwardDispatch,
   attentionHeadDimFits,
@@ -62,7 +63,11 @@ export function attentionCausal(
   }
   const [b, t, h, hd] = q.shape as [number, number, number, number];
   if (!attentionHeadDimFits(hd)) {
-    throw ShapeError.mismatch(OP, shapes, `head dim ${hd} must be a multiple of 4, at most 256`);
+    throw ShapeError.mismatch(
+      OP,
+      shapes,
+      `head dim ${hd} must be a multiple of 4, at most ${ATTENTION_MAX_HEAD_DIM}`,
+    );
   }
   if (!Number.isFinite(alpha)) throw new ValueError(OP, `alpha must be finite, got ${alpha}`);
   const dev = q.device;
