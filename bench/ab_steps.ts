@@ -10,6 +10,20 @@ import { type BackendKind, backward, type Device, openDevice, scope } from "../m
 import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
 import { AdamW } from "../src/train/optimizer.ts";
 
+/**
+ * Model cases from `name:S` arguments (`tiny:0.5`; S defaults to 0), or `defaults` when none are
+ * given.
+ */
+export function modelCases(
+  args: readonly string[],
+  defaults: readonly string[],
+): { name: string; sparsity: number }[] {
+  return (args.length ? args : defaults).map((s) => {
+    const [name, sp] = s.split(":");
+    return { name: name!, sparsity: Number(sp ?? 0) };
+  });
+}
+
 /** One A/B comparison. */
 export interface AbOptions<P extends string> {
   /** Backend to open. */

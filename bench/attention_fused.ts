@@ -11,7 +11,7 @@
  */
 import { parseArgs } from "node:util";
 import { fusedAttention } from "../src/nn/mod.ts";
-import { abSteps } from "./ab_steps.ts";
+import { abSteps, modelCases } from "./ab_steps.ts";
 import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
 
 const { values: flags, positionals } = parseArgs({
@@ -26,10 +26,7 @@ const { values: flags, positionals } = parseArgs({
   },
   allowPositionals: true,
 });
-const cases = (positionals.length ? positionals : ["tiny:0.5", "s:0.5"]).map((s) => {
-  const [name, sp] = s.split(":");
-  return { name: name!, sparsity: Number(sp ?? 0) };
-});
+const cases = modelCases(positionals, ["tiny:0.5", "s:0.5"]);
 type Path = "products" | "fused";
 const use = (path: Path) => (fusedAttention.enabled = path === "fused");
 const batch = Number(flags.batch), seq = Number(flags.seq);

@@ -26,7 +26,7 @@ import {
   type Tensor,
 } from "../mod.ts";
 import { Attention } from "../src/nn/mod.ts";
-import { abSteps } from "./ab_steps.ts";
+import { abSteps, modelCases } from "./ab_steps.ts";
 import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
 
 const { values: flags, positionals } = parseArgs({
@@ -42,10 +42,7 @@ const { values: flags, positionals } = parseArgs({
 });
 const prefer = flags.device as "webgpu" | "native";
 const rounds = Number(flags.rounds), steps = Number(flags.steps);
-const cases = (positionals.length ? positionals : ["tiny:0", "s:0"]).map((s) => {
-  const [name, sp] = s.split(":");
-  return { name: name!, sparsity: Number(sp ?? 0) };
-});
+const cases = modelCases(positionals, ["tiny:0", "s:0"]);
 const batch = 32, seq = 128;
 
 /** The attention forward before strided views (as in tests/attention_test.ts). */

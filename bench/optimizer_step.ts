@@ -13,6 +13,7 @@ import { backward, type Device, openDevice, scope, type Tensor } from "../mod.ts
 import { adamwDispatch, clipScaleDispatch, sqNormDispatch } from "../kernels/optim.ts";
 import { modelConfig, TransformerLM } from "../src/nn/mod.ts";
 import { AdamW } from "../src/train/optimizer.ts";
+import { modelCases } from "./ab_steps.ts";
 import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
 
 /** The optimizer step before the multi-tensor kernels: two dispatches per parameter. */
@@ -65,10 +66,7 @@ const { values, positionals } = parseArgs({
     "no-write": { type: "boolean", default: false },
   },
 });
-const cases = (positionals.length ? positionals : ["tiny:0.5", "s:0.5"]).map((s) => {
-  const [name, sp] = s.split(":");
-  return { name: name!, sparsity: Number(sp ?? 0) };
-});
+const cases = modelCases(positionals, ["tiny:0.5", "s:0.5"]);
 const kinds = (values.device ?? ["webgpu", "native"]) as ("webgpu" | "native")[];
 const rounds = Number(values.rounds), steps = Number(values.steps);
 const batch = 32, seq = 128;

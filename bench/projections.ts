@@ -10,7 +10,7 @@
  */
 import { parseArgs } from "node:util";
 import { sharedProjections } from "../src/nn/linear.ts";
-import { abSteps } from "./ab_steps.ts";
+import { abSteps, modelCases } from "./ab_steps.ts";
 import { codeVersion, median, writeJsonAtomic } from "./timing.ts";
 
 const { values: flags, positionals } = parseArgs({
@@ -30,10 +30,7 @@ const { values: flags, positionals } = parseArgs({
 const prefer = flags.device as "webgpu" | "native";
 const rounds = Number(flags.rounds), steps = Number(flags.steps);
 const batch = Number(flags.batch), seq = Number(flags.seq);
-const cases = (positionals.length ? positionals : ["tiny:0.5", "s:0.5"]).map((s) => {
-  const [name, sp] = s.split(":");
-  return { name: name!, sparsity: Number(sp ?? 0) };
-});
+const cases = modelCases(positionals, ["tiny:0.5", "s:0.5"]);
 
 type Path = "separate" | "grouped";
 const use = (path: Path) => (sharedProjections.enabled = path === "grouped");
