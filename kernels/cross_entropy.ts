@@ -114,10 +114,16 @@ const CROSS_ENTROPY_BACKWARD = defineKernel({
     { name: "g", type: "T", access: "read" },
     { name: "gx", type: "T", access: "read_write" },
   ],
-  params: { rows: "u32", cols: "u32" },
+  // gStep 1: g holds one gradient per row; 0: g is one scalar shared by every row (a mean or
+  // sum's gradient), multiplied by `scale` (1/N for a mean) in the kernel.
+  params: { rows: "u32", cols: "u32", gStep: "u32", scale: "f32" },
 });
 
-/** WGSL of the backward. Bindings: logits, targets, g (per row), gx. */
+/**
+ * WGSL of the backward. Bindings: logits, targets, g (per row, or one scalar), gx. A row's factor
+ * is `T(g · scale)`, rounded as a stored gradient would be, so a scalar g with scale 1/N gives
+ * what a broadcast of g times 1/N would.
+ */
 export function crossEntropyBackwardWgsl(dtype: DType, lanes: number): string {
   const T = dtype, L = lanes;
   return `${CROSS_ENTROPY_BACKWARD.header({ types: { T } })}
@@ -131,7 +137,7 @@ fn main(${ROW_ARGS}) {
     if (live) {
       let t = targets[row];
       let inv = 1.0 / ms.y;
-      var gr = f32(g[row]);
+      var gr = f32(${T}(f32(g[row * p.gStep]) * p.scale));
       if (t >= p.cols) { gr = nan_f32(); }
       for (var j = lane; j < p.cols; j = j + ${L}u) {
         let prob = exp(f32(xs[start + j]) - ms.x) * inv;
@@ -140,6 +146,18 @@ fn main(${ROW_ARGS}) {
     }
   }
 }`;
+}
+
+/**
+ * A row's factor `T(g · scale)` as the kernels compute it: the product in f32, rounded to the
+ * dtype (f16 through a one-element array).
+ */
+export function rowFactor(dtype: DType, g: number, scale: number): number {
+  const v = Math.fround(g * Math.fround(scale));
+  if (dtype !== "f16") return v;
+  const h = typedView("f16", new ArrayBuffer(2), 1);
+  h[0] = v;
+  return h[0]!;
 }
 
 /** CPU twin of {@link crossEntropyBackwardWgsl}. */
@@ -151,13 +169,15 @@ export function crossEntropyBackwardCpu(
   targets: ArrayBuffer,
   g: ArrayBuffer,
   gx: ArrayBuffer,
+  gStep = 1,
+  scale = 1,
 ): void {
   const xs = typedView(dtype, x), ts = new Uint32Array(targets), gs = typedView(dtype, g);
   const o = typedView(dtype, gx, rows * cols);
   for (let r = 0; r < rows; r++) {
     const start = r * cols, t = ts[r]!;
     const [m, s] = rowLseCpu(xs, start, cols);
-    const gr = t < cols ? gs[r]! : NaN;
+    const gr = t < cols ? rowFactor(dtype, gs[r * gStep]!, scale) : NaN;
     for (let j = 0; j < cols; j++) {
       o[start + j] = gr * (Math.exp(xs[start + j]! - m) / s - (j === t ? 1 : 0));
     }
@@ -172,9 +192,12 @@ export function crossEntropyBackwardCpu(
  * @param cols Class count V.
  * @param x Logits.
  * @param targets u32 targets.
- * @param g Upstream gradient of the per-row losses `[N]`.
+ * @param g Upstream gradient of the per-row losses `[N]`, or (with `scalarScale`) of their
+ *   mean or sum: one element.
  * @param gx Logits gradient (output).
  * @param lanes Lanes per row of the WebGPU kernel (host kernels ignore it).
+ * @param scalarScale When given, g is one scalar and each row's factor is `g · scalarScale`
+ *   (1/N for a mean, 1 for a sum): the reduction's backward in this launch.
  * @returns The dispatch.
  */
 export function crossEntropyBackwardDispatch(
@@ -186,17 +209,19 @@ export function crossEntropyBackwardDispatch(
   g: Storage,
   gx: Storage,
   lanes = rowLanes(cols),
+  scalarScale?: number,
 ): Dispatch {
+  const gStep = scalarScale === undefined ? 1 : 0, scale = scalarScale ?? 1;
   return {
     op: "crossEntropyBackward",
     key: CROSS_ENTROPY_BACKWARD.key(dtype, `L${lanes}`),
     wgsl: () => crossEntropyBackwardWgsl(dtype, lanes),
-    cpu: ([a, b, c, d]) => crossEntropyBackwardCpu(dtype, rows, cols, a!, b!, c!, d!),
+    cpu: ([a, b, c, d]) => crossEntropyBackwardCpu(dtype, rows, cols, a!, b!, c!, d!, gStep, scale),
     native: dtype === "f32"
-      ? (bufs, rt) => crossEntropyBackwardNative(rows, cols, bufs, rt)
+      ? (bufs, rt) => crossEntropyBackwardNative(rows, cols, bufs, rt, gStep, scale)
       : undefined,
     buffers: [x, targets, g, gx],
-    uniforms: CROSS_ENTROPY_BACKWARD.uniforms({ rows, cols }),
+    uniforms: CROSS_ENTROPY_BACKWARD.uniforms({ rows, cols, gStep, scale }),
     workgroups: rowGroups(rows, lanes),
   };
 }

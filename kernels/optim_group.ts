@@ -11,7 +11,10 @@
  *
  * What changes from step to step (the learning rate, the bias corrections, the clip factor) is
  * read from device buffers, never from the uniforms: `hyper` (written each step with
- * {@link adamwStepValues}) and `res` (written by the clip-scale kernel on the device). A recorded
+ * {@link adamwStepValues}) and the Σg² slots the first kernel writes, from which every AdamW
+ * workgroup computes the global norm and the clip factor itself (as `clipScale` of `optim.ts`
+ * would: the same sum in the same order, so the same bits) — the clipping costs no launch of
+ * its own — and the first workgroup stores both after the slots for the log to read. A recorded
  * training step can then be replayed with the same uniforms.
  *
  * Both kernels compute per tensor exactly what the per-tensor kernels of `optim.ts` compute, in the
@@ -22,7 +25,7 @@
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
 import { ValueError } from "../src/core/errors.ts";
 import { adamwNative, sqNormNative } from "./native/optim.ts";
-import { adamwCpu, sqNormCpu } from "./optim.ts";
+import { adamwCpu, clipScaleCpu, sqNormCpu } from "./optim.ts";
 import { type BindingSpec, defineKernel } from "./spec.ts";
 
 /**
@@ -98,7 +101,7 @@ export function sqNormGroupCapacity(maxStorageBuffers: number): number {
 
 /**
  * Parameters one AdamW group may bind: a parameter and its gradient each, beside the group's two
- * moment buffers, `hyper` and `res`.
+ * moment buffers, `hyper` and the Σg² slots.
  *
  * @param maxStorageBuffers The device's `maxStorageBuffersPerShaderStage`.
  * @returns The group size.
@@ -277,12 +280,15 @@ const ADAMW_GROUP = defineKernel({
     { name: "m", type: "f32", access: "read_write" },
     { name: "v", type: "f32", access: "read_write" },
     { name: "hyper", type: "f32", access: "read" },
-    { name: "res", type: "f32", access: "read" },
+    { name: "norms", type: "f32", access: "read_write" },
   ],
   params: {
     b1: "f32",
     b2: "f32",
     eps: "f32",
+    // Σg² slots before the norm and the factor, and the clip threshold (0: no clipping).
+    count: "u32",
+    maxNorm: "f32",
     // Per tensor: (first workgroup, workgroups, elements, moment offset).
     tensors: `array<vec4u, ${MAX_GROUP_TENSORS}>`,
     wd: `array<vec4f, ${MAX_GROUP_TENSORS / 4}>`,
@@ -291,7 +297,8 @@ const ADAMW_GROUP = defineKernel({
 
 /**
  * WGSL of AdamW over `k` parameters. Per element it is `adamwWgsl` of `optim.ts`, operation for
- * operation; lr and the bias corrections come from `hyper`, the clip factor from `res[1]`.
+ * operation; lr and the bias corrections come from `hyper`, the clip factor from the Σg² slots
+ * (`clipScaleWgsl`'s arithmetic, stored after the slots by the first workgroup).
  *
  * @param k Parameters in the group.
  * @returns The WGSL.
@@ -330,7 +337,14 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: ve
   let lr = hyper[0];
   let step = lr / hyper[1];
   let sbc2 = sqrt(hyper[2]);
-  let s = res[1];
+  var sq = 0.0;
+  for (var q = 0u; q < p.count; q = q + 1u) { sq = sq + norms[q]; }
+  let norm = sqrt(sq);
+  let s = select(1.0, min(1.0, p.maxNorm / (norm + 1e-6)), p.maxNorm > 0.0);
+  if (wid.x == 0u && lid.x == 0u) {
+    norms[p.count] = norm;
+    norms[p.count + 1u] = s;
+  }
   let keepW = 1.0 - lr * p.wd[t / 4u][t % 4u];
   let stride = e.y * ${WG}u;
   let first = (wid.x - e.x) * ${WG}u + lid.x;
@@ -349,7 +363,9 @@ ${cases}
  * @param m First moments of the group (each member's at its `momentOffset`).
  * @param v Second moments, laid out like `m`.
  * @param hyper The {@link adamwStepValues} of this step.
- * @param res `[global norm, clip factor]` from the clip-scale kernel.
+ * @param norms `clip.count` Σg² slots, then two words where the launch stores the global norm
+ *   and the clip factor it applied.
+ * @param clip How many slots and the clip threshold (0: none).
  * @param capacity The device's group size, checked when given.
  * @param elementsPerInvocation How many elements an invocation updates at least (the launch
  *   geometry only: results do not depend on it).
@@ -366,11 +382,14 @@ ${cases}
  *   return s;
  * };
  * const w = buf([1, -2, 3]), g = buf([1, -1, 1]), m = buf([0, 0, 0]), v = buf([0, 0, 0]);
- * const hyper = buf([...adamwStepValues(0.1, 0.9, 0.95, 1)]), res = buf([0, 1]);
+ * const hyper = buf([...adamwStepValues(0.1, 0.9, 0.95, 1)]), norms = buf([3, 0, 0]);
  * const members = [{ param: w, grad: g, n: 3, momentOffset: 0, weightDecay: 0 }];
- * be.dispatch(adamwGroupDispatch({ beta1: 0.9, beta2: 0.95, eps: 1e-8 }, members, m, v, hyper, res));
+ * const c = { beta1: 0.9, beta2: 0.95, eps: 1e-8 };
+ * be.dispatch(adamwGroupDispatch(c, members, m, v, hyper, norms, { count: 1, maxNorm: 1 }));
  * const after = new Float32Array(await be.read(w, 12));
  * assert.ok(Math.abs(after[0]! - 0.9) < 1e-5); // the first Adam step moves each weight by lr
+ * const [, , , norm, factor] = new Float32Array(await be.read(norms, 20));
+ * assert.ok(Math.abs(norm! - Math.sqrt(3)) < 1e-6 && Math.abs(factor! - 1 / norm!) < 1e-6);
  * ```
  */
 export function adamwGroupDispatch(
@@ -379,7 +398,8 @@ export function adamwGroupDispatch(
   m: Storage,
   v: Storage,
   hyper: Storage,
-  res: Storage,
+  norms: Storage,
+  clip: { count: number; maxNorm: number },
   capacity?: number,
   elementsPerInvocation: number = ADAMW_ELEMENTS_PER_INVOCATION,
 ): Dispatch {
@@ -395,6 +415,13 @@ export function adamwGroupDispatch(
   }
   // The per-tensor twins and native kernels take the step values as numbers: read them from
   // `hyper` when the dispatch runs, as the WGSL does.
+  // The host kernels compute the norm and factor once per launch, with the clip-scale twin,
+  // store them after the slots, and hand the per-tensor twins `[norm, factor]`.
+  const storeClip = (normsBuf: ArrayBuffer) => {
+    const res = new Float32Array(normsBuf, 4 * clip.count, 2);
+    clipScaleCpu(new Float32Array(normsBuf, 0, clip.count), clip.count, clip.maxNorm, res);
+    return res;
+  };
   const stepOf = (hyperBuf: ArrayBuffer, mb: AdamWMember) => {
     const h = new Float32Array(hyperBuf, 0, ADAMW_HYPER_WORDS);
     return { ...c, lr: h[0]!, bc1: h[1]!, bc2: h[2]!, weightDecay: mb.weightDecay };
@@ -405,7 +432,7 @@ export function adamwGroupDispatch(
     wgsl: () => adamwGroupWgsl(k),
     cpu: (bufs) => {
       const mm = new Float32Array(bufs[2 * k]!), vv = new Float32Array(bufs[2 * k + 1]!);
-      const sc = new Float32Array(bufs[2 * k + 3]!, 0, 2);
+      const sc = storeClip(bufs[2 * k + 3]!);
       members.forEach((mb, t) => {
         const { n, momentOffset: o } = mb;
         adamwCpu(
@@ -426,15 +453,32 @@ export function adamwGroupDispatch(
         ArrayBuffer,
         ArrayBuffer,
       ];
+      storeClip(sc);
       members.forEach((mb, t) =>
-        adamwNative(stepOf(hy, mb), mb.n, [bufs[t]!, mm, vv, bufs[k + t]!, sc], rt, mb.momentOffset)
+        adamwNative(
+          stepOf(hy, mb),
+          mb.n,
+          [bufs[t]!, mm, vv, bufs[k + t]!, sc],
+          rt,
+          mb.momentOffset,
+          clip.count + 1,
+        )
       );
     },
-    buffers: [...members.map((mb) => mb.param), ...members.map((mb) => mb.grad), m, v, hyper, res],
+    buffers: [
+      ...members.map((mb) => mb.param),
+      ...members.map((mb) => mb.grad),
+      m,
+      v,
+      hyper,
+      norms,
+    ],
     uniforms: ADAMW_GROUP.uniforms({
       b1: c.beta1,
       b2: c.beta2,
       eps: c.eps,
+      count: clip.count,
+      maxNorm: clip.maxNorm,
       tensors: meta,
       wd: members.map((mb) => mb.weightDecay),
     }),

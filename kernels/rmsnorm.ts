@@ -313,7 +313,7 @@ export function rmsNormBackwardDispatch(
 // Backward for the weight: one launch for the whole cross-row sum
 
 /** Columns per weight-gradient workgroup (consecutive, so a row's reads are contiguous). */
-const WG_COLS = 8;
+export const WG_COLS = 8;
 /**
  * Rows per split of the weight gradient: the rows are cut into
  * {@link RMS_NORM_WEIGHT_GRAD_SPLITS} contiguous chunks (the last ones may be empty).

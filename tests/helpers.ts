@@ -5,6 +5,7 @@
  * native kernel vs twin).
  */
 import { type Device, openDevice, type Tensor } from "../mod.ts";
+import type { Backend } from "../src/backend/backend.ts";
 
 /** The reference device. */
 export const cpu: Device = await openDevice({ prefer: "cpu" });
@@ -104,13 +105,24 @@ export async function onBoth(
 }
 
 /**
+ * A device's backend, reached without launching its deferred groups (`device.backend` launches
+ * them): the first call on a device with pending members launches them, later calls do not.
+ */
+export function backendOf(d: Device): Backend {
+  let b = backends.get(d);
+  if (!b) backends.set(d, b = d.backend);
+  return b;
+}
+const backends = new WeakMap<Device, Backend>();
+
+/**
  * Every op name the backend launches while `fn` runs. Pending fused work is emitted before `fn`
- * (so it is not counted) and after it (so what `fn` queued is).
+ * (so it is not counted) and after it (so what `fn` queued, deferred groups included, is).
  */
 export function launchesDuring(d: Device, fn: () => void): string[] {
   d.fusion?.emit();
   const ops: string[] = [];
-  const be = d.backend as unknown as { dispatch(k: { op: string }): void };
+  const be = backendOf(d) as unknown as { dispatch(k: { op: string }): void };
   const orig = be.dispatch;
   be.dispatch = function (k) {
     ops.push(k.op);

@@ -158,8 +158,11 @@ async function train(dev: Device, grouped: boolean): Promise<Outcome> {
     assert.equal(s.t, LRS.length);
     m = params.map((_, i) => s.m.get(`p${i}`)!);
     v = params.map((_, i) => s.v.get(`p${i}`)!);
-    sq = await opt.sqGradNorms.data();
+    // The slots, then the norm and factor the AdamW launches stored (gradNorm's copy of them).
+    const all = await opt.sqGradNorms.data();
+    sq = all.slice(0, params.length);
     res = await opt.gradNorm.data();
+    assert.deepEqual([...all.slice(params.length)], [...res]);
     opt.dispose();
   } else {
     m = await Promise.all(opt.m.map((t) => t.data()));
@@ -216,7 +219,7 @@ Deno.test("grouped AdamW: WebGPU matches the CPU twin and its own per-tensor ker
   assertSame(grouped, await train(gpu, false), "webgpu grouped vs per-tensor", 1e-6, 1e-7);
 });
 
-Deno.test("grouped AdamW: a step is ceil(P / sqNorm group) + 1 + ceil(P / AdamW group) dispatches", () => {
+Deno.test("grouped AdamW: a step is ceil(P / sqNorm group) + ceil(P / AdamW group) dispatches (the clip factor inside AdamW)", () => {
   const limits = [8, 32, 2 ** 31 - 1];
   for (const maxStorage of limits) {
     const { device, log } = recording(new CpuBackend(), {
@@ -230,9 +233,10 @@ Deno.test("grouped AdamW: a step is ceil(P / sqNorm group) + 1 + ceil(P / AdamW 
     opt.step(1e-3);
     const P = ps.length;
     const sqGroup = sqNormGroupCapacity(maxStorage), adamGroup = adamwGroupCapacity(maxStorage);
-    assert.equal(log.length, Math.ceil(P / sqGroup) + 1 + Math.ceil(P / adamGroup));
-    // The issue's bound: two dispatches per group and a constant, against 2 per parameter before.
-    assert.ok(log.length <= Math.ceil(P / adamGroup) * 2 + 1, `${log.length} dispatches`);
+    assert.equal(log.length, Math.ceil(P / sqGroup) + Math.ceil(P / adamGroup));
+    assert.ok(!log.some((d) => d.op === "clipScale"), "no launch of its own for the clip factor");
+    // The issue's bound: two dispatches per group, against 2 per parameter before.
+    assert.ok(log.length <= Math.ceil(P / adamGroup) * 2, `${log.length} dispatches`);
     device.destroy();
   }
 });
@@ -305,8 +309,9 @@ Deno.test("group dispatches: Σg² slots equal the per-tensor kernel's; groups t
   const s = xs[0]!.storage("t");
   const one = { param: s, grad: s, n: 1, momentOffset: 0, weightDecay: 0 };
   const c = { beta1: 0.9, beta2: 0.95, eps: 1e-8 };
-  assert.throws(() => adamwGroupDispatch(c, [], s, s, s, s), ValueError);
-  assert.throws(() => adamwGroupDispatch(c, [one, one, one], s, s, s, s, 2), /exceeds/);
+  const clip = { count: 1, maxNorm: 1 };
+  assert.throws(() => adamwGroupDispatch(c, [], s, s, s, s, clip), ValueError);
+  assert.throws(() => adamwGroupDispatch(c, [one, one, one], s, s, s, s, clip, 2), /exceeds/);
   for (const x of xs) x.dispose();
 });
 
@@ -319,7 +324,13 @@ Deno.test("group dispatches: the launch geometry (elements per invocation, the w
     const ps = sizes.map((n, i) => dev.tensor(hostRandom(n, i + 1)));
     const gs = sizes.map((n, i) => dev.tensor(hostRandom(n, i + 7, 2)));
     const total = sizes.reduce((a, b) => a + b, 0);
-    const m = dev.zeros([total]), v = dev.zeros([total]), res = dev.tensor([0, 0.75]);
+    // Σg² = 4 against a threshold of 1.5: the clip factor is 1.5 / (2 + 1e-6), about .75.
+    const m = dev.zeros([total]), v = dev.zeros([total]), norms = dev.tensor([4, 0, 0]);
+    const res = dev.zeros([2]);
+    const clip = { count: 1, maxNorm: 1.5 };
+    if (how === "per-tensor") {
+      dev.run(clipScaleDispatch(norms.storage("t"), 1, clip.maxNorm, res.storage("t")));
+    }
     const hyper = dev.tensor(adamwStepValues(1e-2, c.beta1, c.beta2, 1));
     let offset = 0;
     const members = sizes.map((n, i) => {
@@ -354,16 +365,24 @@ Deno.test("group dispatches: the launch geometry (elements per invocation, the w
         m.storage("t"),
         v.storage("t"),
         hyper.storage("t"),
-        res.storage("t"),
+        norms.storage("t"),
+        clip,
         undefined,
         how,
       ));
+      const [, norm, factor] = await norms.data();
+      assert.deepEqual([norm, factor], [
+        ...await (async () => {
+          dev.run(clipScaleDispatch(norms.storage("t"), 1, clip.maxNorm, res.storage("t")));
+          return await res.data();
+        })(),
+      ], "the norm and factor stored after the slots are clipScale's");
     }
     const out = await Promise.all(ps.map((p) => p.data()));
     const moments = how === "per-tensor"
       ? await Promise.all(ms.map((x) => x.data()))
       : (await m.data()).slice(0);
-    for (const t of [...ps, ...gs, ...ms, ...vs, m, v, res, hyper]) t.dispose();
+    for (const t of [...ps, ...gs, ...ms, ...vs, m, v, res, norms, hyper]) t.dispose();
     return {
       out,
       moments: how === "per-tensor" ? concat(moments as Float32Array[]) : moments as Float32Array,

@@ -57,7 +57,8 @@ function gradRow(
 
 /**
  * Job over rows: buffers `[x, targets, loss]` (forward) or `[x, targets, g, gx]` (backward);
- * params `[cols, backward]`. The per-row work is in small functions: called once per row, they
+ * params `[cols, backward, gStep, scale]` (a row's factor is `f32(g[r · gStep] · scale)`, as in
+ * the twin). The per-row work is in small functions: called once per row, they
  * are optimised by V8 within the first call, where one long loop nest called once per training
  * step would run unoptimised through the first steps.
  */
@@ -78,10 +79,12 @@ const ceJob: Launchable = launchable({
       return;
     }
     const g = new Float32Array(bufs[2]!), gx = new Float32Array(bufs[3]!);
+    const gStep = p[2]!, scale = p[3]!;
     if (ex.length < cols) ex = new Float64Array(cols);
     for (let r = lo; r < hi; r++) {
       const t = ts[r]!;
-      gradRow(x, r * cols, cols, t, t < cols ? g[r]! : NaN, ex, gx);
+      const gr = t < cols ? Math.fround(g[r * gStep]! * scale) : NaN;
+      gradRow(x, r * cols, cols, t, gr, ex, gx);
     }
   },
 });
@@ -111,7 +114,14 @@ export function crossEntropyNative(
   bufs: ArrayBuffer[],
   rt: NativeRuntime,
 ): void {
-  launch(rt, ceJob, rows, [bufs[0]!, bufs[1]!, bufs[2]!, bufs[2]!], [cols, 0], rowsOpts(cols));
+  launch(
+    rt,
+    ceJob,
+    rows,
+    [bufs[0]!, bufs[1]!, bufs[2]!, bufs[2]!],
+    [cols, 0, 0, 1],
+    rowsOpts(cols),
+  );
 }
 
 /**
@@ -121,6 +131,8 @@ export function crossEntropyNative(
  * @param cols Classes.
  * @param bufs `[x, targets, g, gx]`.
  * @param rt The runtime.
+ * @param gStep 1: g per row; 0: one scalar g for every row.
+ * @param scale Multiplies g (1/N for a mean's gradient).
  * @example
  * ```ts ignore
  * native: dtype === "f32" ? (bufs, rt) => crossEntropyBackwardNative(rows, cols, bufs, rt) : undefined
@@ -131,6 +143,8 @@ export function crossEntropyBackwardNative(
   cols: number,
   bufs: ArrayBuffer[],
   rt: NativeRuntime,
+  gStep = 1,
+  scale = 1,
 ): void {
-  launch(rt, ceJob, rows, bufs, [cols, 1], rowsOpts(cols));
+  launch(rt, ceJob, rows, bufs, [cols, 1, gStep, Math.fround(scale)], rowsOpts(cols));
 }

@@ -15,8 +15,9 @@ const f = Math.fround;
 
 /**
  * AdamW job over parameters: buffers `[param, m, v, grad, scale]`, params `[lr, beta1, beta2,
- * eps, weightDecay, bc1, bc2, momentOffset]`. The moments of parameter i sit at
- * `momentOffset + i`, so a group's parameters can share one pair of moment buffers.
+ * eps, weightDecay, bc1, bc2, momentOffset, scaleIndex]`. The moments of parameter i sit at
+ * `momentOffset + i`, so a group's parameters can share one pair of moment buffers; the clip
+ * factor is word `scaleIndex` of `scale`.
  */
 const adamwJob: Launchable = launchable({
   name: "adamwF32",
@@ -25,7 +26,7 @@ const adamwJob: Launchable = launchable({
     const mo = 4 * p[7]!;
     const param = new Float32Array(bufs[0]!, 0, hi), m = new Float32Array(bufs[1]!, mo, hi);
     const v = new Float32Array(bufs[2]!, mo, hi), grad = new Float32Array(bufs[3]!, 0, hi);
-    const sc = new Float32Array(bufs[4]!, 0, 2)[1]!;
+    const sc = new Float32Array(bufs[4]!, 4 * p[8]!, 1)[0]!;
     const lr = f(p[0]!), b1 = f(p[1]!), b2 = f(p[2]!), eps = f(p[3]!), wd = f(p[4]!);
     const step = f(lr / f(p[5]!)), sbc2 = f(Math.sqrt(f(p[6]!)));
     const ob1 = f(1 - b1), ob2 = f(1 - b2), keepW = f(1 - f(lr * wd));
@@ -52,6 +53,7 @@ export const OPTIM_TASKS = [adamwJob.task];
  * @param bufs `[param, m, v, grad, scale]`.
  * @param rt The runtime.
  * @param momentOffset Element offset of this parameter's moments in `m` and `v`.
+ * @param scaleIndex Word of `scale` holding the clip factor.
  * @example
  * ```ts ignore
  * native: (bufs, rt) => adamwNative(s, n, bufs, rt)
@@ -63,8 +65,19 @@ export function adamwNative(
   bufs: ArrayBuffer[],
   rt: NativeRuntime,
   momentOffset = 0,
+  scaleIndex = 1,
 ): void {
-  const params = [s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.bc1, s.bc2, momentOffset];
+  const params = [
+    s.lr,
+    s.beta1,
+    s.beta2,
+    s.eps,
+    s.weightDecay,
+    s.bc1,
+    s.bc2,
+    momentOffset,
+    scaleIndex,
+  ];
   launch(rt, adamwJob, n, bufs, params, {
     align: 16,
     minParallel: 1 << 15,

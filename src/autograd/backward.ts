@@ -141,10 +141,13 @@ export function backward(loss: Tensor, opts: BackwardOptions = {}): Tensor[] {
         t.dispose();
       } else refs.set(t, n);
     };
-    const seed = opts.grad ?? loss.device.ones(loss.shape, loss.dtype);
+    // A scalar loss is seeded with the device's shared 1 (no fill launch per step); it and a
+    // caller's tensor are never disposed here.
+    const seed = opts.grad ??
+      (loss.rank === 0 ? loss.device.unit(loss.dtype) : loss.device.ones(loss.shape, loss.dtype));
     grads.set(loss.id, seed);
-    if (!opts.grad) hold(seed);
-    else refs.set(seed, Infinity); // never dispose the caller's tensor
+    if (seed === opts.grad || loss.rank === 0) refs.set(seed, Infinity);
+    else hold(seed);
     const leaves: Tensor[] = [];
     // Hands an op's input gradients on; `upstream` are the gradients the VJP was given (it may
     // return one of them as is).

@@ -23,7 +23,8 @@ export interface CrossEntropyOptions {
  * logits in one fused, max-subtracted kernel (no probabilities are materialised).
  *
  * Gradient (logits only): `(softmax(logits) − onehot(targets)) · g`, fused; with the default
- * `"mean"` reduction g is 1/N per row.
+ * `"mean"` reduction g is the loss's gradient times 1/N for every row, taken inside the same
+ * launch (one backward launch for the loss and its reduction).
  *
  * Targets out of range: host targets are checked (ValueError naming the position); a device
  * tensor cannot be checked without a readback, so a target ≥ V gives a NaN loss for its row
@@ -118,32 +119,37 @@ export function crossEntropy<D extends DType>(
       ),
     );
   }
-  if (needsGrad(logits)) {
-    record(rows, op, [logits], (g) => {
-      const bop = "crossEntropyBackward";
-      const gx = dev.empty(logits.shape, logits.dtype, bop);
-      if (N > 0 && V > 0) {
-        dev.run(
-          crossEntropyBackwardDispatch(
-            logits.dtype,
-            N,
-            V,
-            logits.storage(bop),
-            tt.storage(bop),
-            g.storage(bop),
-            gx.storage(bop),
-            lanes,
-          ),
-        );
-      }
-      return [gx];
-    });
-  } else if (tt !== targets) {
-    tt.dispose();
+  // The logits' gradient; with `scalarScale`, g is the mean's or sum's scalar gradient and the
+  // reduction's backward happens in the same launch (no broadcast of g to the rows).
+  const gradOf = (g: Tensor, scalarScale?: number): Tensor[] => {
+    const bop = "crossEntropyBackward";
+    const gx = dev.empty(logits.shape, logits.dtype, bop);
+    if (N > 0 && V > 0) {
+      dev.run(
+        crossEntropyBackwardDispatch(
+          logits.dtype,
+          N,
+          V,
+          logits.storage(bop),
+          tt.storage(bop),
+          g.storage(bop),
+          gx.storage(bop),
+          lanes,
+          scalarScale,
+        ),
+      );
+    }
+    return [gx];
+  };
+  const grad = needsGrad(logits);
+  if (!grad && tt !== targets) tt.dispose();
+  if (reduction === "none") {
+    if (grad) record(rows, op, [logits], (g) => gradOf(g));
+    return rows;
   }
-  if (reduction === "none") return rows;
+  // rows is not recorded, so the reduction records nothing; the loss's node is this op's.
   const out = reduction === "mean" ? meanAll(rows) : sumAll(rows);
-  // With autograd the per-row losses stay alive as a graph node (disposing would cut the graph).
-  if (!rows.requiresGrad) rows.dispose();
+  rows.dispose();
+  if (grad) record(out, op, [logits], (g) => gradOf(g, reduction === "mean" ? 1 / N : 1));
   return out;
 }

@@ -15,6 +15,13 @@ import { needsGrad, record, recordGroup } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../core/dtype.ts";
 import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
+import type { Device } from "../tensor/device.ts";
+import type { DeferredKind } from "../tensor/deferred.ts";
+import {
+  rmsNormWeightGradGroupDispatch,
+  weightGradGroupCapacity,
+  type WeightGradMember,
+} from "../../kernels/rmsnorm_weight_group.ts";
 import { cast } from "./elementwise.ts";
 
 /**
@@ -161,6 +168,16 @@ function checkNorm(op: string, x: Tensor, weight: Tensor | null, eps: number): R
   return { rows, cols, eps, lanes: rowLanesOn(x.device, rows, cols) };
 }
 
+/** The deferred group launch of norm weight gradients of storage dtype `dtype` on `dev`. */
+function weightGradKind(dev: Device, dtype: DType): DeferredKind<WeightGradMember> {
+  const capacity = weightGradGroupCapacity(dev.limits.maxStorageBuffersPerShaderStage);
+  return {
+    key: `rmsNormWeightGradGroup:${dtype}`,
+    capacity,
+    dispatch: (members) => rmsNormWeightGradGroupDispatch(dtype, members, capacity),
+  };
+}
+
 /**
  * The norm's gradients for input `x` (the normalised tensor's input) given `g`: the x-gradient
  * (plus `gres` when given, in the same kernel) and, when the weight needs one, its gradient.
@@ -194,7 +211,19 @@ function normBackward(
   let gw: Tensor | null = null;
   if (weight?.requiresGrad) {
     let summed: Tensor;
-    if (rows > 0) {
+    if (rows > 0 && dev.deferred) {
+      // Nothing reads a norm weight's gradient before the optimizer: the device launches the
+      // weight gradients of every norm of a backward together (kernels/rmsnorm_weight_group.ts).
+      summed = dev.empty([cols], "f32", bop);
+      const member = { rows, cols, x: x.storage(bop), g: g.storage(bop), rstd: rstd.storage(bop) };
+      dev.deferred.add(
+        weightGradKind(dev, x.dtype),
+        { ...member, gw: summed.storage(bop) },
+        [x, g, rstd],
+        summed,
+        bop,
+      );
+    } else if (rows > 0) {
       summed = dev.empty([cols], "f32", bop);
       dev.run(
         rmsNormWeightGradDispatch(

@@ -8,6 +8,7 @@
 import type {
   Backend,
   BackendKind,
+  DeviceLimits,
   DeviceStats,
   Dispatch,
   KernelTime,
@@ -30,6 +31,8 @@ import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.
 import { checkShape, type Shape, sizeOf } from "../core/shape.ts";
 import { SharedStorage, Tensor } from "./tensor.ts";
 import { type FusionOptions, FusionQueue } from "./fusion.ts";
+import { keep } from "./scope.ts";
+import { DeferredQueue } from "./deferred.ts";
 import { linearFillDispatch } from "../../kernels/fill.ts";
 import { randomDispatch } from "../../kernels/random.ts";
 
@@ -130,6 +133,8 @@ function flatten(data: NestedNumbers, out: number[], shape: number[], depth: num
 export class Device implements Disposable {
   readonly #backend: Backend;
   readonly #fusion: FusionQueue | null;
+  readonly #deferred: DeferredQueue | null;
+  readonly #units = new Map<DType, Tensor>();
   /** The generator used when a random draw gets no seed. */
   readonly generator: GeneratorState = { seed: 0, offset: 0 };
 
@@ -143,6 +148,7 @@ export class Device implements Disposable {
     this.#backend = backend;
     const fuse = opts.fuse ?? backend.kind === "webgpu";
     this.#fusion = fuse ? new FusionQueue(backend, fuse === true ? {} : fuse) : null;
+    this.#deferred = fuse ? new DeferredQueue(backend, this.#fusion) : null;
   }
 
   /**
@@ -150,6 +156,7 @@ export class Device implements Disposable {
    * whatever the caller then dispatches, writes, copies or reads is ordered after it.
    */
   get backend(): Backend {
+    this.#deferred?.emit();
     this.#fusion?.emit();
     return this.#backend;
   }
@@ -160,6 +167,14 @@ export class Device implements Disposable {
   }
 
   /**
+   * Deferred group launches (src/tensor/deferred.ts), or null when this device does not fuse
+   * (then ops launch at once, as they did).
+   */
+  get deferred(): DeferredQueue | null {
+    return this.#deferred;
+  }
+
+  /**
    * Returns storage to the backend without emitting the pending group: the group holds
    * references on what it reads, and a pending output released here is simply not written.
    *
@@ -167,7 +182,13 @@ export class Device implements Disposable {
    */
   releaseStorage(storage: Storage): void {
     this.#fusion?.forget(storage);
+    this.#deferred?.forget(storage);
     this.#backend.release(storage);
+  }
+
+  /** The adapter's limits (reading them launches nothing pending). */
+  get limits(): DeviceLimits {
+    return this.#backend.limits;
   }
 
   /** `"webgpu"`, `"native"` or `"cpu"`. */
@@ -283,6 +304,29 @@ export class Device implements Disposable {
   }
 
   /**
+   * A scalar 1 of `dtype`, made once per device and dtype and kept until the device is
+   * destroyed: `backward`'s default seed, so a training step launches no fill for it. Read it
+   * only: never write it, dispose it or hand it to an op that works in place.
+   *
+   * @param dtype Element type.
+   * @returns The shared scalar.
+   *
+   * @example
+   * ```ts
+   * import { openDevice } from "@qsparse/kit";
+   * import assert from "node:assert/strict";
+   * using dev = await openDevice({ prefer: "cpu" });
+   * assert.equal(dev.unit("f32"), dev.unit("f32"));
+   * assert.equal(await dev.unit("f32").item(), 1);
+   * ```
+   */
+  unit<D extends DType>(dtype: D): Tensor<D> {
+    let t = this.#units.get(dtype);
+    if (!t) this.#units.set(dtype, t = keep(this.ones([], dtype)));
+    return t as Tensor<D>;
+  }
+
+  /**
    * `[start, start + step, …]` below `stop` (like `numpy.arange`). `arange(n)` counts 0..n-1.
    *
    * @param start First value (or the count, when `stop` is omitted).
@@ -363,7 +407,12 @@ export class Device implements Disposable {
    * @param d The dispatch.
    */
   run(d: Dispatch): void {
-    this.backend.dispatch(d);
+    // Not through `backend`, which would launch every deferred group: a launch binds storages
+    // taken from tensors (taking a pending output's storage launched its group), and one that
+    // binds what a pending member reads launches them first.
+    this.#fusion?.emit();
+    this.#deferred?.before(d.buffers);
+    this.#backend.dispatch(d);
   }
 
   /**
@@ -407,6 +456,8 @@ export class Device implements Disposable {
   /** Frees all device memory; later use throws a DeviceError. */
   destroy(): void {
     this.#fusion?.discard();
+    this.#deferred?.discard();
+    this.#units.clear();
     this.#backend.destroy();
   }
 

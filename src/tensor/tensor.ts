@@ -42,6 +42,11 @@ export class SharedStorage {
    * @param storage The backend storage.
    */
   constructor(readonly device: Device, readonly storage: Storage) {}
+  /**
+   * The device's deferred queue while this storage is the pending output of a deferred group
+   * launch (src/tensor/deferred.ts): asking a tensor for it launches the group first.
+   */
+  deferred: { emit(): void } | null = null;
   /** Drops one reference; the last one returns the storage to the backend. */
   release(): void {
     // Not through `device.backend`, which would emit a pending fused group: a group holds its
@@ -124,10 +129,12 @@ export class Tensor<D extends DType = DType> implements Disposable {
    * @returns The storage.
    */
   storage(op: string): Storage {
-    if (!this.#buf) {
+    const buf = this.#buf;
+    if (!buf) {
       throw new DisposedError(op, `tensor #${this.id} ${formatShape(this.shape)} was disposed`);
     }
-    return this.#buf.storage;
+    if (buf.deferred) buf.deferred.emit();
+    return buf.storage;
   }
 
   /**

@@ -10,7 +10,6 @@
  *
  * @module
  */
-import { clipScaleDispatch } from "../../kernels/optim.ts";
 import {
   ADAMW_HYPER_WORDS,
   adamwGroupCapacity,
@@ -137,7 +136,8 @@ export class AdamW implements Disposable {
       elements += p.size;
     }
     close();
-    this.#sq = keep(device.zeros([Math.max(1, params.size)]));
+    // Σg² slots, then the global norm and the clip factor the AdamW launches store.
+    this.#sq = keep(device.tensor([...new Array<number>(params.size).fill(0), 0, 1]));
     this.#res = keep(device.tensor([0, 1]));
     this.#hyper = keep(device.zeros([ADAMW_HYPER_WORDS]));
   }
@@ -152,12 +152,16 @@ export class AdamW implements Disposable {
    * (read it only when logging: a readback costs a flush).
    */
   get gradNorm(): Tensor<"f32"> {
+    // The AdamW launches store both after the Σg² slots; copied out when asked (a log point).
+    const n = this.#entries.length;
+    this.device.backend.copy(this.#sq.storage("AdamW"), 4 * n, this.#res.storage("AdamW"), 0, 8);
     return this.#res;
   }
 
   /**
    * Per-parameter squared gradient norms Σg² of the last step (before clipping), one slot per
-   * parameter in `params` order, on the device. Free: the clipping pass computes them anyway.
+   * parameter in `params` order, then the global norm and the clip factor, on the device. Free:
+   * the clipping pass computes them anyway.
    */
   get sqGradNorms(): Tensor<"f32"> {
     return this.#sq;
@@ -242,8 +246,7 @@ export class AdamW implements Disposable {
       }));
       this.device.run(sqNormGroupDispatch(members, sq, this.#sqCapacity));
     }
-    const res = this.#res.storage("AdamW");
-    this.device.run(clipScaleDispatch(sq, this.#entries.length, c.clipNorm, res));
+    const clip = { count: this.#entries.length, maxNorm: c.clipNorm };
     const hyper = this.#hyper.storage("AdamW");
     this.#blocks.forEach((block, b) => {
       const members: AdamWMember[] = live.filter((e) => e.block === b).map((e) => ({
@@ -260,7 +263,8 @@ export class AdamW implements Disposable {
         block.m.storage("AdamW"),
         block.v.storage("AdamW"),
         hyper,
-        res,
+        sq,
+        clip,
         this.#adamCapacity,
       ));
     });
