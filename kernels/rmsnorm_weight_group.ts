@@ -15,7 +15,7 @@
  * @module
  */
 import type { Dispatch, Storage } from "../src/backend/backend.ts";
-import { type DType } from "../src/core/dtype.ts";
+import type { DType } from "../src/core/dtype.ts";
 import { ValueError } from "../src/core/errors.ts";
 import { RMS_NORM_WEIGHT_GRAD_SPLITS, rmsNormWeightGradF32Native } from "./native/rmsnorm.ts";
 import { rmsNormWeightGradCpu, weightGradChunk, WG_COLS } from "./rmsnorm.ts";

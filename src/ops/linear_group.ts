@@ -26,7 +26,7 @@ const OP = "matmulShared";
  */
 function splitKFactor(m: number, n: number, k: number): number {
   const tiles = Math.ceil(m / 64) * Math.ceil(n / 64);
-  if (Deno.env.get("NOSPLIT") || tiles >= 16 || k < 1024) return 1;
+  if (tiles >= 16 || k < 1024) return 1;
   let s = 1;
   while (s * 2 * tiles <= 32 && k % (s * 2 * 8) === 0 && k / (s * 2) >= 256) s *= 2;
   return s;

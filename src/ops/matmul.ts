@@ -32,7 +32,7 @@ export interface MatmulOptions {
 function splitKFactor(p: MatmulProblem): number {
   if (!p.transposeA || p.transposeB || p.batch !== 1) return 1;
   const tiles = Math.ceil(p.m / 64) * Math.ceil(p.n / 64);
-  if (Deno.env.get("NOSPLIT") || tiles >= 16 || p.k < 1024) return 1;
+  if (tiles >= 16 || p.k < 1024) return 1;
   let s = 1;
   // Chunks stay multiples of 8 rows (the tiled kernel's row block) and at least 256 long.
   while (s * 2 * tiles <= 32 && p.k % (s * 2 * 8) === 0 && p.k / (s * 2) >= 256) s *= 2;
