@@ -144,7 +144,7 @@ export {
 export type { ReduceOptions } from "./src/ops/reduce.ts";
 export { logSoftmax, softmax } from "./src/ops/softmax.ts";
 export type { SoftmaxOptions } from "./src/ops/softmax.ts";
-export { addRmsNorm, rmsNorm } from "./src/ops/rmsnorm.ts";
+export { addRmsNorm, rmsNorm, rmsNormStream } from "./src/ops/rmsnorm.ts";
 export { rope, ropeFrequencies, ropePair } from "./src/ops/rope.ts";
 export type { RopeOptions } from "./src/ops/rope.ts";
 export { embedding } from "./src/ops/embedding.ts";

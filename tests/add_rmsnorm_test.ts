@@ -16,6 +16,7 @@ import {
   mul,
   mulScalar,
   rmsNorm,
+  rmsNormStream,
   scope,
   ShapeError,
   sumAll,
@@ -194,5 +195,56 @@ Deno.test("a model chaining addRmsNorm gives the logits of its blocks run one by
     assert.deepEqual(chained, blockwise, d.kind);
     ids.dispose();
     m.dispose();
+  }
+});
+
+/** x through `rmsNormStream`'s two outputs, as a model's first block uses them. */
+const streamed = ([x, w]: Tensor[]) => {
+  const [s, y] = rmsNormStream(x!, w ?? null, 1e-5);
+  return add(mulScalar(s, 0.3), mul(y, y));
+};
+
+Deno.test("rmsNormStream: gradients match finite differences, every backend, and rmsNorm plus an add bit for bit on the host", async (t) => {
+  const x = { data: hostRandom(4 * 6, 21, 2), shape: [4, 6] };
+  const w = { data: hostRandom(6, 22, 2), shape: [6] };
+  const cases: [string, (xs: Tensor[]) => Tensor, typeof x[]][] = [
+    ["both outputs", streamed, [x, w]],
+    ["no weight", ([a]) => streamed([a!]), [x]],
+    ["only the norm", ([a, b]) => rmsNormStream(a!, b!, 1e-5)[1], [x, w]],
+    ["only the stream", ([a, b]) => mulScalar(rmsNormStream(a!, b!, 1e-5)[0], 2), [x, w]],
+    ["weight only", streamed, [{ ...x, grad: false } as typeof x, w]],
+  ];
+  for (const [name, fn, inputs] of cases) {
+    await t.step(name, async () => {
+      await gradCheck(fn, inputs, { what: name });
+      await gradOnBoth(fn, inputs, { rtol: 1e-4, atol: 1e-5 }, name);
+    });
+  }
+  const rows = 70, cols = 33;
+  const grads = async (d: Device, fused: boolean) => {
+    const x = d.tensor(hostRandom(rows * cols, 1, 2), [rows, cols]);
+    const w = d.tensor(hostRandom(cols, 3, 2), [cols]);
+    for (const t of [x, w]) t.requiresGrad = true;
+    const g1 = d.tensor(hostRandom(rows * cols, 4), [rows, cols]);
+    const g2 = d.tensor(hostRandom(rows * cols, 5), [rows, cols]);
+    const ops = launchesDuring(d, () =>
+      scope(() => {
+        const [s, y] = fused ? rmsNormStream(x, w) : [x, rmsNorm(x, w)];
+        backward(add(sumAll(mul(s, g1)), sumAll(mul(y, g2))));
+      }));
+    const out = [await x.grad!.data(), await w.grad!.data()];
+    for (const t of [x, w, g1, g2]) t.dispose();
+    return { grads: out.map((a) => [...a]), ops };
+  };
+  for (const d of [cpu, ...others]) {
+    const a = await grads(d, true), b = await grads(d, false);
+    if (d.kind === "webgpu") {
+      a.grads.forEach((g, i) =>
+        assertClose(g, b.grads[i]!, { rtol: 1e-5, atol: 1e-6 }, `grad ${i}`)
+      );
+    } else assert.deepEqual(a.grads, b.grads, d.kind);
+    // The two gradients meet inside the norm's backward: one add fewer.
+    assert.equal(a.ops.length, b.ops.length - 1, `${d.kind}: ${a.ops} vs ${b.ops}`);
+    assert.ok(a.ops.includes("addRmsNormBackward"), `${a.ops}`);
   }
 });

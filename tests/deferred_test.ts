@@ -2,11 +2,13 @@ import assert from "node:assert/strict";
 import {
   backward,
   type Device,
+  matmul,
   mul,
   openDevice,
   rmsNorm,
   scope,
   sumAll,
+  sumTo,
   type Tensor,
   ValueError,
 } from "../mod.ts";
@@ -17,6 +19,11 @@ import {
   type WeightGradMember,
 } from "../kernels/rmsnorm_weight_group.ts";
 import { rmsNormWeightGradDispatch } from "../kernels/rmsnorm.ts";
+import {
+  splitSumGroupCapacity,
+  splitSumGroupDispatch,
+  type SplitSumMember,
+} from "../kernels/split_sum_group.ts";
 import { backendOf, cpu, gpu, hostRandom, launchesDuring } from "./helpers.ts";
 import type { Dispatch } from "../src/backend/backend.ts";
 
@@ -195,4 +202,87 @@ Deno.test("a Transformer step launches one group for its norms' weight gradients
     ids.dispose();
     model.dispose();
   }
+});
+
+Deno.test("splitSumGroup: every member is the f32 sum of its chunks in order, as sumTo's WGSL", async () => {
+  const shapes: [number, number][] = [[2, 5], [4, 300], [8, 1], [3, 1000]]; // [splits, mn]
+  for (const d of [fusedCpu, ...(gpu ? [gpu] : [])]) {
+    const parts = shapes.map(([s, mn], i) => d.tensor(hostRandom(s * mn, 70 + i, 3), [s, mn]));
+    const want = shapes.map((_, i) => sumTo(parts[i]!, [shapes[i]![1]]));
+    // Two outputs share one partials buffer, the second from an offset.
+    const shared = d.tensor(hostRandom(2 * 3 * 7, 90), [6, 7]);
+    const outs = shapes.map(([, mn]) => d.empty([mn], "f32"));
+    const outsShared = [d.empty([7], "f32"), d.empty([7], "f32")];
+    const cap = splitSumGroupCapacity(d.limits.maxStorageBuffersPerShaderStage);
+    const members: SplitSumMember[] = [
+      ...shapes.map(([splits, mn], i) => ({
+        splits,
+        mn,
+        parts: parts[i]!.storage("t"),
+        offset: 0,
+        out: outs[i]!.storage("t"),
+      })),
+      ...[0, 1].map((i) => ({
+        splits: 3,
+        mn: 7,
+        parts: shared.storage("t"),
+        offset: i * 21,
+        out: outsShared[i]!.storage("t"),
+      })),
+    ];
+    d.run(splitSumGroupDispatch("f32", members, cap));
+    for (let i = 0; i < shapes.length; i++) {
+      const [splits, mn] = shapes[i]!, host = await parts[i]!.data();
+      const ref = Array.from({ length: mn }, (_, e) => {
+        let s = 0;
+        for (let c = 0; c < splits; c++) s = Math.fround(s + host[c * mn + e]!);
+        return s;
+      });
+      const got = [...await outs[i]!.data()];
+      assert.deepEqual(got, ref, `${d.kind} ${i}: f32 sums in chunk order`);
+      // sumTo's WGSL sums the same way (its CPU twin sums in f64, a last-bit difference).
+      if (d === gpu) assert.deepEqual(got, [...await want[i]!.data()], `${d.kind} ${i}: sumTo`);
+    }
+    const host = await shared.data();
+    for (let i = 0; i < 2; i++) {
+      const ref = Array.from({ length: 7 }, (_, e) => {
+        let s = 0;
+        for (let c = 0; c < 3; c++) s = Math.fround(s + host[i * 21 + c * 7 + e]!);
+        return s;
+      });
+      assert.deepEqual([...await outsShared[i]!.data()], ref, `${d.kind}: shared partials ${i}`);
+    }
+    [...parts, ...want, ...outs, ...outsShared, shared].forEach((t) => t.dispose());
+  }
+});
+
+Deno.test("split-K weight gradients: the sums wait and launch together, the same bits", async () => {
+  if (!gpu) return; // split-K is WebGPU's (host backends run the whole K at once)
+  const plain = await openDevice({ prefer: "webgpu", fuse: false });
+  const grads = async (d: Device) => {
+    // x [tokens, k] with a long token dim: Xᵀ·dY has a small output, so it is split.
+    const x = d.tensor(hostRandom(2048 * 64, 1), [2048, 64]);
+    const w1 = d.tensor(hostRandom(64 * 64, 2), [64, 64]),
+      w2 = d.tensor(hostRandom(64 * 32, 3), [64, 32]);
+    w1.requiresGrad = w2.requiresGrad = true;
+    const ops = launchesDuring(
+      d,
+      () =>
+        scope(() =>
+          backward(
+            sumAll(mul(matmul(matmul(x, w1), w2), d.tensor(hostRandom(2048 * 32, 4), [2048, 32]))),
+          )
+        ),
+    );
+    const out = [...await w1.grad!.data(), ...await w2.grad!.data()];
+    [x, w1.grad!, w2.grad!, w1, w2].forEach((t) => t.dispose());
+    return { ops, out };
+  };
+  const got = await grads(gpu), want = await grads(plain);
+  const count = (ops: string[], op: string) => ops.filter((o) => o === op).length;
+  assert.equal(count(want.ops, "sumTo"), 2, `${want.ops}`);
+  assert.equal(count(got.ops, "sumTo"), 0, `${got.ops}`);
+  assert.equal(count(got.ops, "splitSumGroup"), 1, `${got.ops}`);
+  assert.deepEqual(got.out, want.out);
+  plain.destroy();
 });

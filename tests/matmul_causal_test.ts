@@ -154,21 +154,25 @@ Deno.test("matmulStrided causal: attention's products keep the unmasked product'
       const full = await matmulStrided(q, kv, scoresOpts).data();
       const masked = await matmulStrided(q, kv, { ...scoresOpts, causal: { on: "c" } }).data();
       const keep = keepMatrix(tq!, tk!, false);
+      // Native: BLAS promises no bit equality between a product and its row blocks (OpenBLAS
+      // 0.3.21 gave it on an Intel machine and not on an AMD EPYC, same library and core type,
+      // 2026-12-01), so there the kept entries agree to rounding; the masked ones are exact 0.
       for (let i = 0; i < full.length; i++) {
         const kept = keep[i % (tq! * tk!)] === 1;
-        assert.equal(masked[i], kept ? full[i] : 0, `${what}: scores entry ${i}`);
+        if (dev.kind === "native" && kept) {
+          assert.ok(Math.abs(masked[i]! - full[i]!) <= 1e-6 * (1 + Math.abs(full[i]!)), what);
+        } else assert.equal(masked[i], kept ? full[i] : 0, `${what}: scores entry ${i}`);
       }
       // Probabilities with exact zeros above the diagonal.
       const pHost = hostRandom(b! * h! * tq! * tk!, 5).map((v, i) =>
         keep[i % (tq! * tk!)] ? Math.abs(v) : 0
       );
       const p = dev.tensor(pHost, [b!, h!, tq!, tk!]);
-      // Native drops the zero terms by shortening each row block's BLAS call. That keeps the
-      // bits while BLAS sums the whole k range in one pass (OpenBLAS here: up to 128 and not at
-      // 160, where it adds two half-length partial sums); beyond, the sums agree to rounding.
+      // Native drops the zero terms by shortening each row block's BLAS call, which keeps the
+      // bits only where BLAS happens to sum alike (see above): there the sums agree to rounding.
       const same = (x: Float32Array, y: Float32Array, m: string) =>
-        dev.kind === "native" && tk! > 128
-          ? assertClose(x, y, { rtol: 1e-5, atol: 1e-6 }, m)
+        dev.kind === "native"
+          ? assertClose(x, y, { rtol: 1e-5, atol: 1e-5 }, m)
           : assert.deepEqual(x, y, m);
       const ctx = { dimsB: HEADS, dimsOut: HEADS };
       same(

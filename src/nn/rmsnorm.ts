@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { addRmsNorm, rmsNorm } from "../ops/rmsnorm.ts";
+import { addRmsNorm, rmsNorm, rmsNormStream } from "../ops/rmsnorm.ts";
 import type { Device } from "../tensor/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { Module } from "./module.ts";
@@ -62,5 +62,16 @@ export class RMSNorm extends Module {
    */
   forwardAdd(x: Tensor<"f32">, res: Tensor<"f32">): [Tensor<"f32">, Tensor<"f32">] {
     return addRmsNorm(x, res, this.weight, this.eps);
+  }
+
+  /**
+   * This norm of a tensor that goes on as a residual stream (`rmsNormStream`): the stream's
+   * gradient joins the norm's inside the norm's backward kernel.
+   *
+   * @param x The residual stream, `[..., dim]`.
+   * @returns `[x, forward(x)]`.
+   */
+  forwardStream(x: Tensor<"f32">): [Tensor<"f32">, Tensor<"f32">] {
+    return rmsNormStream(x, this.weight, this.eps);
   }
 }

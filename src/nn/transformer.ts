@@ -200,7 +200,8 @@ export class TransformerLM extends Module {
   #normalisedStream(x: Tensor<"f32">): Tensor<"f32"> {
     const L = this.layers.length;
     if (L === 0) return this.norm.forward(x);
-    let n = this.layers[0]!.attnNorm.forward(x);
+    let n: Tensor<"f32">;
+    [x, n] = this.layers[0]!.attnNorm.forwardStream(x);
     this.layers.forEach((layer, i) => {
       ({ x, n } = layer.forwardChained(x, n, i + 1 < L ? this.layers[i + 1]!.attnNorm : this.norm));
     });

@@ -16,6 +16,7 @@ import { needsGrad, recordGroup } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../core/dtype.ts";
 import { DeviceError, DTypeError, ShapeError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
+import { sumSplits } from "./split_sum.ts";
 
 const OP = "matmulShared";
 
@@ -169,7 +170,7 @@ export function matmulShared<D extends DType>(
               cs,
             );
             dev.run(prod);
-            dev.run(sum);
+            sumSplits(parts, need.map((i) => gws[i]!), splits, OP, () => dev.run(sum));
           } else dev.run(linearGroupDispatch(p, [x.storage(OP), ...bs, ...cs]));
         }
       }

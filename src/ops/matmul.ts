@@ -9,6 +9,7 @@ import { needsGrad, record } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../core/dtype.ts";
 import { DeviceError, DTypeError, ShapeError } from "../core/errors.ts";
 import { broadcastShapes, sizeOf } from "../core/shape.ts";
+import { sumSplits } from "./split_sum.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { sumTo } from "./layout.ts";
 
@@ -127,14 +128,15 @@ export function matmul<D extends DType>(
         b.storage("matmul"),
         parts.storage("matmul"),
       ));
-      a.device.run(
-        sumToDispatch(
-          a.dtype,
-          sumToLayout([splits, m, n], [m, n]),
-          parts.storage("matmul"),
-          out.storage("matmul"),
-        ),
-      );
+      sumSplits(parts, [out], splits, "matmul", () =>
+        a.device.run(
+          sumToDispatch(
+            a.dtype,
+            sumToLayout([splits, m, n], [m, n]),
+            parts.storage("matmul"),
+            out.storage("matmul"),
+          ),
+        ));
       parts.dispose();
     } else {
       a.device.run(

@@ -11,7 +11,7 @@ import {
   rmsNormWeightGradDispatch,
 } from "../../kernels/rmsnorm.ts";
 import { rowLanesOn } from "./row_lanes.ts";
-import { needsGrad, record, recordGroup } from "../autograd/tape.ts";
+import { needsGrad, noGrad, record, recordGroup } from "../autograd/tape.ts";
 import { type DType, isFloat } from "../core/dtype.ts";
 import { DeviceError, DTypeError, ShapeError, ValueError } from "../core/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -135,6 +135,61 @@ export function addRmsNorm<D extends DType>(
     });
   }
   return [sum, out];
+}
+
+/**
+ * `rmsNorm(x, weight, eps)` for a tensor that also goes on as a residual stream: returns
+ * `[stream, normalised]`, where `stream` is x itself (a view: no launch, no copy) whose gradient
+ * the norm's backward adds to its x-gradient inside its kernel, as `addRmsNorm` does. A pre-norm
+ * transformer's first norm reads its embeddings this way, so the two gradients that meet there
+ * (the stream's and the norm's) cost no separate add. Values and gradients are those of
+ * `rmsNorm` and an add of the two gradients, bit for bit on the host backends.
+ *
+ * @param x `[..., D]`, float.
+ * @param weight Gain `[D]` of the same dtype, or null for none.
+ * @param eps Added to the mean square (default 1e-6).
+ * @returns `[x as a stream, normalised x]`.
+ *
+ * @example
+ * ```ts
+ * import { openDevice, rmsNorm, rmsNormStream } from "@qsparse/kit";
+ * import assert from "node:assert/strict";
+ * using dev = await openDevice({ prefer: "cpu" });
+ * using x = dev.tensor([[3, 4]]), w = dev.tensor([1, 2]);
+ * const [stream, y] = rmsNormStream(x, w, 0);
+ * assert.deepEqual(await stream.toArray(), [[3, 4]]);
+ * assert.deepEqual(await y.toArray(), await rmsNorm(x, w, 0).toArray());
+ * ```
+ */
+export function rmsNormStream<D extends DType>(
+  x: Tensor<D>,
+  weight: Tensor<D> | null,
+  eps = 1e-6,
+): [Tensor<D>, Tensor<D>] {
+  const op = "rmsNormStream";
+  const p = checkNorm(op, x, weight, eps);
+  const dev = x.device;
+  const out = dev.empty(x.shape, x.dtype, op);
+  if (p.rows > 0) {
+    dev.run(
+      rmsNormDispatch(x.dtype, p, x.storage(op), weight?.storage(op) ?? null, out.storage(op)),
+    );
+  }
+  // The stream shares x's storage; recorded with the norm, not as a reshape of its own.
+  const stream = noGrad(() => x.reshape(x.shape));
+  if (needsGrad(x, weight)) {
+    recordGroup([stream, out], op, weight ? [x, weight] : [x], ([gStream, gOut]) => {
+      let g: Tensor | null = gStream ?? null, gw: Tensor | null = null;
+      if (gOut) ({ gx: g, gw } = normBackward(x, weight, gOut, gStream ?? null, p));
+      if (g && gOut && !x.requiresGrad) {
+        g.dispose();
+        g = null;
+      }
+      const forX = x.requiresGrad ? g : null;
+      return weight ? [forX, gw] : [forX];
+    });
+  }
+  return [stream, out];
 }
 
 /** Validates a norm's input, weight and eps; returns the kernels' sizes. */

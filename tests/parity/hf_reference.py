@@ -109,10 +109,15 @@ def run_logits(d):
     with open(f"{d}/ids.json") as f:
         ids = torch.tensor(json.load(f), dtype=torch.int64)
     cfg = kit_config(j)
-    p = kit_params(R.read_safetensors(f"{d}/model.safetensors"))
+    # In float64: the kit's CPU twin rounds each op's f64 result to f32, so an f64 reference is
+    # the one closest to it on every machine. An f32 one ran on whatever kernels PyTorch picks
+    # for the CPU (AVX-512 or not), and a 1-ulp change there can flip a near-tie of a top-K mask
+    # or an int8 rounding: on an AMD EPYC (2026-12-01) the BitNet Q-Sparse logits then differed
+    # by O(1) while the f64 reference agreed to 1e-4.
+    p = {k: v.double() for k, v in kit_params(R.read_safetensors(f"{d}/model.safetensors")).items()}
     with torch.no_grad():
         y = logits_of(p, ids, cfg)
-    R.write_safetensors(f"{d}/logits.safetensors", {"logits": y.numpy()})
+    R.write_safetensors(f"{d}/logits.safetensors", {"logits": y.float().numpy()})
 
 
 def run_write(d):
