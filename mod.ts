@@ -52,6 +52,7 @@ export type {
   RandomOptions,
 } from "./src/tensor/device.ts";
 export type { FusionOptions, FusionQueue } from "./src/tensor/fusion.ts";
+export type { DeferredKind, DeferredQueue } from "./src/tensor/deferred.ts";
 export type { FusedReduce } from "./kernels/fused.ts";
 export { keep, scope } from "./src/tensor/scope.ts";
 export { CapturedStep, captureStep } from "./src/tensor/capture.ts";

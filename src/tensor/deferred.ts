@@ -78,6 +78,8 @@ export class DeferredQueue {
   #held = 0;
 
   /**
+   * A queue launching on `backend`.
+   *
    * @param backend Where group launches go (the device's own, reached without emitting).
    * @param fusion The device's pending fused group, emitted before a member is added.
    */
