@@ -388,7 +388,7 @@ ${cases}
  * be.dispatch(adamwGroupDispatch(c, members, m, v, hyper, norms, { count: 1, maxNorm: 1 }));
  * const after = new Float32Array(await be.read(w, 12));
  * assert.ok(Math.abs(after[0]! - 0.9) < 1e-5); // the first Adam step moves each weight by lr
- * const [, , , norm, factor] = new Float32Array(await be.read(norms, 20));
+ * const [, norm, factor] = new Float32Array(await be.read(norms, 12));
  * assert.ok(Math.abs(norm! - Math.sqrt(3)) < 1e-6 && Math.abs(factor! - 1 / norm!) < 1e-6);
  * ```
  */
