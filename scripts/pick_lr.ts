@@ -26,8 +26,14 @@ const results = values.results ?? `results/lr_tuning${profile === "smoke" ? ".sm
 const out = values.out ?? lrTablePath(profile);
 const records = (await readResults(results)).filter((r) => r.study === "lr_tuning");
 // The picks on the profile's tuning grid, over the entries already in the output table.
-const table = v2LrTable(profile, records, { base: readLrTable(out) });
-await Deno.writeTextFile(out, JSON.stringify(table, null, 2) + "\n");
+const previous = readLrTable(out);
+const table = v2LrTable(profile, records, { base: previous });
+// Rewrite only when a pick changed: the runner calls this at every start, and a new `updated`
+// stamp alone would leave a committed table modified for nothing.
+const same = (t: typeof table | null) => t && JSON.stringify({ ...t, updated: "" });
+if (same(previous) !== same(table)) {
+  await Deno.writeTextFile(out, JSON.stringify(table, null, 2) + "\n");
+} else console.log(`picks unchanged; ${out} left as it was (updated ${previous!.updated})`);
 for (const [size, pick] of Object.entries(table.sizes)) {
   const c = pick.candidates.map((c) => `${c.lr}: ${c.loss.toFixed(4)}`).join(", ");
   console.log(
